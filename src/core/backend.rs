@@ -1,0 +1,82 @@
+//! The seam between models/training and the hardware.
+//!
+//! [`BackendBase`] owns buffers and the one primitive everything leans on, GEMM. Each op file
+//! in [`crate::core::ops`] adds its own trait (its kernels' forward and backward) and
+//! implements it for [`crate::core::Cpu`]; [`Backend`] is the sum of them. A CUDA backend
+//! (cuBLAS/cuDNN through cudarc) implements these traits for its device buffers.
+
+use crate::core::ops;
+use crate::core::optim;
+
+/// Buffers and GEMM.
+pub trait BackendBase: Sized + Send + Sync + 'static {
+    /// A flat f32 buffer in this backend's memory.
+    type Buf: Send + Sync;
+
+    /// A zero-filled buffer of `len` values.
+    fn zeros(len: usize) -> Self::Buf;
+    /// Makes `buf` hold `len` values, reusing its memory when it is large enough. New values
+    /// are unspecified; callers overwrite them.
+    fn resize(buf: &mut Self::Buf, len: usize);
+    /// Number of values in `buf`.
+    fn len(buf: &Self::Buf) -> usize;
+    /// Copies host values into `buf` (resized to fit).
+    fn upload(buf: &mut Self::Buf, src: &[f32]);
+    /// Copies `buf` to the host (into `dst`, resized to fit).
+    fn download(buf: &Self::Buf, dst: &mut Vec<f32>);
+    /// Sets every value to `value`.
+    fn fill(buf: &mut Self::Buf, value: f32);
+    /// `dst = src` (same length).
+    fn copy(src: &Self::Buf, dst: &mut Self::Buf);
+
+    /// `C = A·B` (or `C += A·B` when `accumulate`), with `A` m×k, `B` k×n, `C` m×n.
+    /// Strides are in elements: `A[i,p] = a[i*a_rs + p*a_cs]`, likewise for `B`;
+    /// `C` is row-major with row stride `c_rs`. Offsets select a sub-matrix inside a buffer.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: (&Self::Buf, usize, usize, usize),
+        b: (&Self::Buf, usize, usize, usize),
+        c: (&mut Self::Buf, usize, usize),
+        accumulate: bool,
+    );
+}
+
+/// Everything a model and its training need from a backend.
+pub trait Backend:
+    BackendBase
+    + ops::linear::LinearOps
+    + ops::conv2d::Conv2dOps
+    + ops::locally_connected::LocallyConnectedOps
+    + ops::pool::PoolOps
+    + ops::global_avg_pool::GlobalAvgPoolOps
+    + ops::relu::ReluOps
+    + ops::gelu::GeluOps
+    + ops::layer_norm::LayerNormOps
+    + ops::batch_norm::BatchNormOps
+    + ops::cross_entropy::CrossEntropyOps
+    + ops::residual::ResidualOps
+    + ops::transpose::TransposeOps
+    + optim::OptimOps
+{
+}
+
+impl<T> Backend for T where
+    T: BackendBase
+        + ops::linear::LinearOps
+        + ops::conv2d::Conv2dOps
+        + ops::locally_connected::LocallyConnectedOps
+        + ops::pool::PoolOps
+        + ops::global_avg_pool::GlobalAvgPoolOps
+        + ops::relu::ReluOps
+        + ops::gelu::GeluOps
+        + ops::layer_norm::LayerNormOps
+        + ops::batch_norm::BatchNormOps
+        + ops::cross_entropy::CrossEntropyOps
+        + ops::residual::ResidualOps
+        + ops::transpose::TransposeOps
+        + optim::OptimOps
+{
+}

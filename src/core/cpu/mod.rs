@@ -1,0 +1,210 @@
+//! The CPU backend: `Vec<f32>` buffers, GEMM from the `gemm` crate (runtime dispatch to
+//! AVX2/FMA or AVX-512 kernels), threads from rayon.
+//!
+//! Intra-op parallelism is bounded per thread by [`with_intra_op_threads`]: an experiment that
+//! trains many small models runs one model per core and sets 1 inside each, while a single
+//! large run uses every thread inside each op. Work is always split the same way for a given
+//! thread count, so a seed and a thread count give the same numbers.
+
+use crate::core::backend::BackendBase;
+use std::cell::Cell;
+
+/// The CPU backend (a marker type: all state lives in the buffers).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Cpu;
+
+thread_local! {
+    static INTRA_OP_THREADS: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Threads an op may use on the calling thread (0 means: all of rayon's pool).
+pub fn intra_op_threads() -> usize {
+    let n = INTRA_OP_THREADS.with(|c| c.get());
+    if n == 0 {
+        rayon::current_num_threads()
+    } else {
+        n
+    }
+}
+
+/// Runs `f` with ops on this thread limited to `threads` threads.
+pub fn with_intra_op_threads<R>(threads: usize, f: impl FnOnce() -> R) -> R {
+    let previous = INTRA_OP_THREADS.with(|c| c.replace(threads.max(1)));
+    let out = f();
+    INTRA_OP_THREADS.with(|c| c.set(previous));
+    out
+}
+
+/// Below this many multiply-adds a GEMM runs on one thread: spawning costs more than it saves.
+const PARALLEL_GEMM_MIN_MACS: usize = 1 << 18;
+/// Below this many values an element-wise op runs on one thread.
+pub(crate) const PARALLEL_MIN_ELEMS: usize = 1 << 15;
+
+/// How many chunks to split `len` items into, and the chunk length (at least `min_chunk`).
+pub(crate) fn chunking(len: usize, min_chunk: usize) -> usize {
+    let threads = intra_op_threads();
+    if threads <= 1 || len <= min_chunk {
+        return len.max(1);
+    }
+    len.div_ceil(threads).max(min_chunk)
+}
+
+/// Runs `f(chunk_index, chunk)` over `data` in chunks of `chunk` values: inline when there is
+/// one chunk (no thread hand-off), on rayon's pool otherwise.
+pub(crate) fn for_each_chunk_mut<T: Send>(data: &mut [T], chunk: usize, f: impl Fn(usize, &mut [T]) + Sync + Send) {
+    use rayon::prelude::*;
+    if chunk == 0 || chunk >= data.len() {
+        f(0, data);
+    } else {
+        data.par_chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
+    }
+}
+
+impl BackendBase for Cpu {
+    type Buf = Vec<f32>;
+
+    fn zeros(len: usize) -> Vec<f32> {
+        vec![0.0; len]
+    }
+
+    fn resize(buf: &mut Vec<f32>, len: usize) {
+        buf.resize(len, 0.0);
+    }
+
+    fn len(buf: &Vec<f32>) -> usize {
+        buf.len()
+    }
+
+    fn upload(buf: &mut Vec<f32>, src: &[f32]) {
+        buf.clear();
+        buf.extend_from_slice(src);
+    }
+
+    fn download(buf: &Vec<f32>, dst: &mut Vec<f32>) {
+        dst.clear();
+        dst.extend_from_slice(buf);
+    }
+
+    fn fill(buf: &mut Vec<f32>, value: f32) {
+        buf.iter_mut().for_each(|v| *v = value);
+    }
+
+    fn copy(src: &Vec<f32>, dst: &mut Vec<f32>) {
+        dst.copy_from_slice(src);
+    }
+
+    fn matmul(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: (&Vec<f32>, usize, usize, usize),
+        b: (&Vec<f32>, usize, usize, usize),
+        c: (&mut Vec<f32>, usize, usize),
+        accumulate: bool,
+    ) {
+        sgemm(m, n, k, (&a.0[a.1..], a.2, a.3), (&b.0[b.1..], b.2, b.3), (&mut c.0[c.1..], c.2), accumulate);
+    }
+}
+
+/// Last index touched by a strided m×n matrix, plus one.
+fn extent(m: usize, n: usize, rs: usize, cs: usize) -> usize {
+    if m == 0 || n == 0 {
+        0
+    } else {
+        (m - 1) * rs + (n - 1) * cs + 1
+    }
+}
+
+/// Safe wrapper over `gemm::gemm` for f32 slices: checks every index the call can touch.
+pub fn sgemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: (&[f32], usize, usize),
+    b: (&[f32], usize, usize),
+    c: (&mut [f32], usize),
+    accumulate: bool,
+) {
+    let (a, a_rs, a_cs) = a;
+    let (b, b_rs, b_cs) = b;
+    let (c, c_rs) = c;
+    assert!(extent(m, k, a_rs, a_cs) <= a.len(), "gemm: A out of bounds");
+    assert!(extent(k, n, b_rs, b_cs) <= b.len(), "gemm: B out of bounds");
+    assert!(extent(m, n, c_rs, 1) <= c.len(), "gemm: C out of bounds");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                c[i * c_rs..i * c_rs + n].fill(0.0);
+            }
+        }
+        return;
+    }
+    let threads = intra_op_threads();
+    let parallelism = if threads > 1 && m * n * k >= PARALLEL_GEMM_MIN_MACS {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the asserts above bound every element the strided views can address, the
+    // output does not alias the inputs (distinct borrows), and all strides fit in isize.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            c_rs as isize,
+            accumulate,
+            a.as_ptr(),
+            a_cs as isize,
+            a_rs as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(m: usize, n: usize, k: usize, a: &[f32], b: &[f32]) -> Vec<f32> {
+        let mut c = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn sgemm_matches_naive_with_transposes_and_accumulation() {
+        let (m, n, k) = (37, 29, 53);
+        let a: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| ((i * 5 % 11) as f32 - 5.0) / 5.0).collect();
+        let want = naive(m, n, k, &a, &b);
+        let mut c = vec![0.0; m * n];
+        sgemm(m, n, k, (&a, k, 1), (&b, n, 1), (&mut c, n), false);
+        for (x, y) in c.iter().zip(&want) {
+            assert!((x - y).abs() < 1e-4);
+        }
+        // B given transposed (n×k row-major) and accumulation on top of the first result
+        let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
+        sgemm(m, n, k, (&a, k, 1), (&bt, 1, k), (&mut c, n), true);
+        for (x, y) in c.iter().zip(&want) {
+            assert!((x - 2.0 * y).abs() < 1e-4);
+        }
+    }
+}

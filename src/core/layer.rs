@@ -1,0 +1,169 @@
+//! Layers: ops with parameters and the activations they keep for backward, and
+//! [`Sequential`], the container every model is built from.
+//!
+//! The contract, llm.c style: `forward(x) -> y` fills `y` (resizing it; memory is reused
+//! once warm), `backward(x, y, dy) -> dx` writes (not accumulates) the parameter gradients
+//! and, when asked, the input gradient. Each layer is used once per forward pass.
+
+use crate::core::backend::Backend;
+use crate::core::tensor::Tensor;
+use crate::error::Result;
+
+/// Training uses batch statistics (BatchNorm) and keeps what backward needs; evaluation
+/// uses running statistics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Train,
+    Eval,
+}
+
+/// A trainable tensor with its gradient.
+pub struct Param<B: Backend> {
+    pub name: &'static str,
+    pub value: Tensor<B>,
+    pub grad: Tensor<B>,
+    /// Whether weight decay applies (weights yes; biases and norm scales no).
+    pub decay: bool,
+}
+
+impl<B: Backend> Param<B> {
+    pub fn new(name: &'static str, shape: &[usize], values: &[f32], decay: bool) -> Self {
+        Self { name, value: Tensor::from_slice(shape, values), grad: Tensor::zeros(shape), decay }
+    }
+}
+
+/// One op or block with its forward and backward.
+pub trait Layer<B: Backend>: Send {
+    /// A short human-readable description, e.g. `conv(1->25, k5, s2, p1)`.
+    fn describe(&self) -> String;
+    /// The output shape for an input shape (batch first). Errors when the input does not fit.
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>>;
+    /// Computes `y` from `x`.
+    fn forward(&mut self, x: &Tensor<B>, y: &mut Tensor<B>, mode: Mode);
+    /// Given `dy`, writes parameter gradients and, if `dx` is given, the input gradient.
+    fn backward(&mut self, x: &Tensor<B>, y: &Tensor<B>, dy: &Tensor<B>, dx: Option<&mut Tensor<B>>);
+    /// Visits every parameter in a fixed order (optimizers key their state by it).
+    fn visit_params(&mut self, _f: &mut dyn FnMut(&mut Param<B>)) {}
+    /// Visits every parameter read-only, in the same order.
+    fn visit_params_ref(&self, _f: &mut dyn FnMut(&Param<B>)) {}
+    /// Multiply-adds of one forward pass for this input shape (batch included).
+    fn macs(&self, _input: &[usize]) -> u64 {
+        0
+    }
+    /// Direct children, for analyses that walk a model (empty for leaf ops).
+    fn children(&self) -> Vec<&dyn Layer<B>> {
+        Vec::new()
+    }
+}
+
+/// Layers applied one after another; keeps every intermediate activation and gradient.
+pub struct Sequential<B: Backend> {
+    layers: Vec<Box<dyn Layer<B>>>,
+    acts: Vec<Tensor<B>>,
+    grads: Vec<Tensor<B>>,
+}
+
+impl<B: Backend> Sequential<B> {
+    pub fn new(layers: Vec<Box<dyn Layer<B>>>) -> Self {
+        let inner = layers.len().saturating_sub(1);
+        Self {
+            layers,
+            acts: (0..inner).map(|_| Tensor::empty()).collect(),
+            grads: (0..inner).map(|_| Tensor::empty()).collect(),
+        }
+    }
+
+    pub fn layers(&self) -> &[Box<dyn Layer<B>>] {
+        &self.layers
+    }
+
+    /// The output of layer `i` from the last forward pass (the last layer's is the caller's).
+    pub fn activation(&self, i: usize) -> Option<&Tensor<B>> {
+        self.acts.get(i)
+    }
+
+    /// Shapes after each layer, starting from `input`.
+    pub fn shapes(&self, input: &[usize]) -> Result<Vec<Vec<usize>>> {
+        let mut shapes = vec![input.to_vec()];
+        for l in &self.layers {
+            let next = l.output_shape(shapes.last().map(|s| s.as_slice()).unwrap_or(input))?;
+            shapes.push(next);
+        }
+        Ok(shapes)
+    }
+}
+
+impl<B: Backend> Layer<B> for Sequential<B> {
+    fn describe(&self) -> String {
+        self.layers.iter().map(|l| l.describe()).collect::<Vec<_>>().join(" -> ")
+    }
+
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        let mut s = input.to_vec();
+        for l in &self.layers {
+            s = l.output_shape(&s)?;
+        }
+        Ok(s)
+    }
+
+    fn forward(&mut self, x: &Tensor<B>, y: &mut Tensor<B>, mode: Mode) {
+        let n = self.layers.len();
+        if n == 0 {
+            y.copy_from(x);
+            return;
+        }
+        for i in 0..n {
+            let (before, after) = self.acts.split_at_mut(i);
+            let input = if i == 0 { x } else { &before[i - 1] };
+            let output = if i == n - 1 { &mut *y } else { &mut after[0] };
+            self.layers[i].forward(input, output, mode);
+        }
+    }
+
+    fn backward(&mut self, x: &Tensor<B>, y: &Tensor<B>, dy: &Tensor<B>, mut dx: Option<&mut Tensor<B>>) {
+        let n = self.layers.len();
+        if n == 0 {
+            if let Some(dx) = dx {
+                dx.copy_from(dy);
+            }
+            return;
+        }
+        for i in (0..n).rev() {
+            let input = if i == 0 { x } else { &self.acts[i - 1] };
+            let output = if i == n - 1 { y } else { &self.acts[i] };
+            let (g_before, g_after) = self.grads.split_at_mut(i);
+            let grad_out = if i == n - 1 { dy } else { &g_after[0] };
+            let grad_in = if i == 0 { dx.as_deref_mut() } else { Some(&mut g_before[i - 1]) };
+            self.layers[i].backward(input, output, grad_out, grad_in);
+        }
+    }
+
+    fn visit_params(&mut self, f: &mut dyn FnMut(&mut Param<B>)) {
+        for l in &mut self.layers {
+            l.visit_params(f);
+        }
+    }
+
+    fn visit_params_ref(&self, f: &mut dyn FnMut(&Param<B>)) {
+        for l in &self.layers {
+            l.visit_params_ref(f);
+        }
+    }
+
+    fn macs(&self, input: &[usize]) -> u64 {
+        let mut s = input.to_vec();
+        let mut total = 0;
+        for l in &self.layers {
+            total += l.macs(&s);
+            match l.output_shape(&s) {
+                Ok(next) => s = next,
+                Err(_) => break,
+            }
+        }
+        total
+    }
+
+    fn children(&self) -> Vec<&dyn Layer<B>> {
+        self.layers.iter().map(|l| l.as_ref()).collect()
+    }
+}

@@ -1,0 +1,279 @@
+//! BatchNorm over the channel (last) dimension, statistics over every other dimension.
+//! Train: batch mean and (biased) variance, running statistics updated with momentum 0.1 and
+//! the unbiased variance, as PyTorch does. Eval: running statistics.
+//! Backward (train), per channel over its `n` values: `dx = r/n·(n·g − Σg − x̂·Σ(g·x̂))`,
+//! `g = dy·γ`.
+
+use crate::core::backend::{Backend, BackendBase};
+use crate::core::cpu::Cpu;
+use crate::core::{Layer, Mode, Param, Tensor};
+use crate::error::{Error, Result};
+
+pub trait BatchNormOps: BackendBase {
+    /// Train mode: computes batch `mean`/`rstd`, updates running stats, writes `y`.
+    #[allow(clippy::too_many_arguments)]
+    fn batch_norm_forward_train(
+        x: &Self::Buf,
+        gamma: &Self::Buf,
+        beta: &Self::Buf,
+        y: &mut Self::Buf,
+        mean: &mut Self::Buf,
+        rstd: &mut Self::Buf,
+        running_mean: &mut Self::Buf,
+        running_var: &mut Self::Buf,
+        rows: usize,
+        c: usize,
+        eps: f32,
+        momentum: f32,
+    );
+    /// Eval mode: normalises with the running statistics.
+    #[allow(clippy::too_many_arguments)]
+    fn batch_norm_forward_eval(
+        x: &Self::Buf,
+        gamma: &Self::Buf,
+        beta: &Self::Buf,
+        y: &mut Self::Buf,
+        running_mean: &Self::Buf,
+        running_var: &Self::Buf,
+        rows: usize,
+        c: usize,
+        eps: f32,
+    );
+    #[allow(clippy::too_many_arguments)]
+    fn batch_norm_backward(
+        x: &Self::Buf,
+        dy: &Self::Buf,
+        gamma: &Self::Buf,
+        mean: &Self::Buf,
+        rstd: &Self::Buf,
+        dx: Option<&mut Self::Buf>,
+        dgamma: &mut Self::Buf,
+        dbeta: &mut Self::Buf,
+        rows: usize,
+        c: usize,
+    );
+}
+
+impl BatchNormOps for Cpu {
+    fn batch_norm_forward_train(
+        x: &Vec<f32>,
+        gamma: &Vec<f32>,
+        beta: &Vec<f32>,
+        y: &mut Vec<f32>,
+        mean: &mut Vec<f32>,
+        rstd: &mut Vec<f32>,
+        running_mean: &mut Vec<f32>,
+        running_var: &mut Vec<f32>,
+        rows: usize,
+        c: usize,
+        eps: f32,
+        momentum: f32,
+    ) {
+        mean[..c].fill(0.0);
+        for r in 0..rows {
+            mean[..c].iter_mut().zip(&x[r * c..(r + 1) * c]).for_each(|(m, v)| *m += v);
+        }
+        mean[..c].iter_mut().for_each(|m| *m /= rows as f32);
+        let var = &mut rstd[..c];
+        var.fill(0.0);
+        for r in 0..rows {
+            for j in 0..c {
+                let d = x[r * c + j] - mean[j];
+                var[j] += d * d;
+            }
+        }
+        for j in 0..c {
+            let biased = var[j] / rows as f32;
+            let unbiased = if rows > 1 { var[j] / (rows - 1) as f32 } else { biased };
+            running_mean[j] = (1.0 - momentum) * running_mean[j] + momentum * mean[j];
+            running_var[j] = (1.0 - momentum) * running_var[j] + momentum * unbiased;
+            var[j] = 1.0 / (biased + eps).sqrt();
+        }
+        for r in 0..rows {
+            for j in 0..c {
+                y[r * c + j] = (x[r * c + j] - mean[j]) * rstd[j] * gamma[j] + beta[j];
+            }
+        }
+    }
+
+    fn batch_norm_forward_eval(
+        x: &Vec<f32>,
+        gamma: &Vec<f32>,
+        beta: &Vec<f32>,
+        y: &mut Vec<f32>,
+        running_mean: &Vec<f32>,
+        running_var: &Vec<f32>,
+        rows: usize,
+        c: usize,
+        eps: f32,
+    ) {
+        for r in 0..rows {
+            for j in 0..c {
+                let s = 1.0 / (running_var[j] + eps).sqrt();
+                y[r * c + j] = (x[r * c + j] - running_mean[j]) * s * gamma[j] + beta[j];
+            }
+        }
+    }
+
+    fn batch_norm_backward(
+        x: &Vec<f32>,
+        dy: &Vec<f32>,
+        gamma: &Vec<f32>,
+        mean: &Vec<f32>,
+        rstd: &Vec<f32>,
+        dx: Option<&mut Vec<f32>>,
+        dgamma: &mut Vec<f32>,
+        dbeta: &mut Vec<f32>,
+        rows: usize,
+        c: usize,
+    ) {
+        // dβ = Σ dy, dγ = Σ dy·x̂ (per channel)
+        dgamma[..c].fill(0.0);
+        dbeta[..c].fill(0.0);
+        for r in 0..rows {
+            for j in 0..c {
+                let g = dy[r * c + j];
+                dbeta[j] += g;
+                dgamma[j] += g * (x[r * c + j] - mean[j]) * rstd[j];
+            }
+        }
+        let Some(dx) = dx else { return };
+        let n = rows as f32;
+        for r in 0..rows {
+            for j in 0..c {
+                let xhat = (x[r * c + j] - mean[j]) * rstd[j];
+                // Σg = γ·dβ, Σ(g·x̂) = γ·dγ
+                dx[r * c + j] = gamma[j] * rstd[j] / n * (n * dy[r * c + j] - dbeta[j] - xhat * dgamma[j]);
+            }
+        }
+    }
+}
+
+/// BatchNorm with learned scale and shift and running statistics.
+pub struct BatchNorm<B: Backend> {
+    pub channels: usize,
+    pub eps: f32,
+    pub momentum: f32,
+    pub gamma: Param<B>,
+    pub beta: Param<B>,
+    pub running_mean: Tensor<B>,
+    pub running_var: Tensor<B>,
+    mean: Tensor<B>,
+    rstd: Tensor<B>,
+}
+
+impl<B: Backend> BatchNorm<B> {
+    pub fn new(channels: usize) -> Self {
+        Self {
+            channels,
+            eps: 1e-5,
+            momentum: 0.1,
+            gamma: Param::new("gamma", &[channels], &vec![1.0; channels], false),
+            beta: Param::new("beta", &[channels], &vec![0.0; channels], false),
+            running_mean: Tensor::zeros(&[channels]),
+            running_var: Tensor::from_slice(&[channels], &vec![1.0; channels]),
+            mean: Tensor::zeros(&[channels]),
+            rstd: Tensor::zeros(&[channels]),
+        }
+    }
+}
+
+impl<B: Backend> Layer<B> for BatchNorm<B> {
+    fn describe(&self) -> String {
+        format!("batch-norm({})", self.channels)
+    }
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        if input.last() != Some(&self.channels) {
+            return Err(Error::Shape(format!("{} expects [.., {}], got {input:?}", self.describe(), self.channels)));
+        }
+        Ok(input.to_vec())
+    }
+    fn forward(&mut self, x: &Tensor<B>, y: &mut Tensor<B>, mode: Mode) {
+        let c = self.channels;
+        let rows = x.len() / c;
+        y.resize(x.shape());
+        match mode {
+            Mode::Train => B::batch_norm_forward_train(
+                x.buf(),
+                self.gamma.value.buf(),
+                self.beta.value.buf(),
+                y.buf_mut(),
+                self.mean.buf_mut(),
+                self.rstd.buf_mut(),
+                self.running_mean.buf_mut(),
+                self.running_var.buf_mut(),
+                rows,
+                c,
+                self.eps,
+                self.momentum,
+            ),
+            Mode::Eval => B::batch_norm_forward_eval(
+                x.buf(),
+                self.gamma.value.buf(),
+                self.beta.value.buf(),
+                y.buf_mut(),
+                self.running_mean.buf(),
+                self.running_var.buf(),
+                rows,
+                c,
+                self.eps,
+            ),
+        }
+    }
+    fn backward(&mut self, x: &Tensor<B>, _y: &Tensor<B>, dy: &Tensor<B>, dx: Option<&mut Tensor<B>>) {
+        let c = self.channels;
+        let rows = x.len() / c;
+        let dx = dx.map(|t| {
+            t.resize(x.shape());
+            t.buf_mut()
+        });
+        B::batch_norm_backward(
+            x.buf(),
+            dy.buf(),
+            self.gamma.value.buf(),
+            self.mean.buf(),
+            self.rstd.buf(),
+            dx,
+            self.gamma.grad.buf_mut(),
+            self.beta.grad.buf_mut(),
+            rows,
+            c,
+        );
+    }
+    fn visit_params(&mut self, f: &mut dyn FnMut(&mut Param<B>)) {
+        f(&mut self.gamma);
+        f(&mut self.beta);
+    }
+    fn visit_params_ref(&self, f: &mut dyn FnMut(&Param<B>)) {
+        f(&self.gamma);
+        f(&self.beta);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::gradcheck::{check_layer, random_input};
+
+    #[test]
+    fn gradient_check_train_mode() {
+        let mut bn = BatchNorm::<Cpu>::new(3);
+        bn.gamma.value = Tensor::from_slice(&[3], &[0.5, -1.2, 2.0]);
+        bn.beta.value = Tensor::from_slice(&[3], &[0.1, 0.0, -0.3]);
+        check_layer(&mut bn, &[4, 2, 3], random_input(24, 21, 0.0), 1e-2, 3e-3);
+    }
+
+    #[test]
+    fn eval_uses_running_statistics() {
+        let mut bn = BatchNorm::<Cpu>::new(1);
+        let x = Tensor::<Cpu>::from_slice(&[4, 1], &[1.0, 2.0, 3.0, 4.0]);
+        let mut y = Tensor::empty();
+        bn.momentum = 1.0; // running stats become the batch's
+        bn.forward(&x, &mut y, Mode::Train);
+        assert!((bn.running_mean.to_vec()[0] - 2.5).abs() < 1e-6);
+        assert!((bn.running_var.to_vec()[0] - 5.0 / 3.0).abs() < 1e-5);
+        bn.forward(&x, &mut y, Mode::Eval);
+        let want = (1.0 - 2.5) / (5.0f32 / 3.0 + 1e-5).sqrt();
+        assert!((y.to_vec()[0] - want).abs() < 1e-5);
+    }
+}

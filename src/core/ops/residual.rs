@@ -1,0 +1,94 @@
+//! Residual block: `y = x + f(x)` for an inner [`Sequential`]; backward `dx = dy + f'(x)ᵀ·dy`.
+
+use crate::core::backend::{Backend, BackendBase};
+use crate::core::cpu::{chunking, Cpu, PARALLEL_MIN_ELEMS};
+use crate::core::layer::Sequential;
+use crate::core::{Layer, Mode, Param, Tensor};
+use crate::error::{Error, Result};
+use rayon::prelude::*;
+
+pub trait ResidualOps: BackendBase {
+    /// `y = a + b`.
+    fn add(a: &Self::Buf, b: &Self::Buf, y: &mut Self::Buf);
+}
+
+impl ResidualOps for Cpu {
+    fn add(a: &Vec<f32>, b: &Vec<f32>, y: &mut Vec<f32>) {
+        let f = |o: &mut [f32], a: &[f32], b: &[f32]| o.iter_mut().zip(a).zip(b).for_each(|((o, a), b)| *o = a + b);
+        if a.len() < PARALLEL_MIN_ELEMS {
+            f(y, a, b);
+        } else {
+            let c = chunking(a.len(), 4096);
+            y.par_chunks_mut(c).zip(a.par_chunks(c)).zip(b.par_chunks(c)).for_each(|((o, a), b)| f(o, a, b));
+        }
+    }
+}
+
+/// `x + inner(x)`; the inner block must keep the shape.
+pub struct Residual<B: Backend> {
+    pub inner: Sequential<B>,
+    inner_out: Tensor<B>,
+    inner_dx: Tensor<B>,
+}
+
+impl<B: Backend> Residual<B> {
+    pub fn new(layers: Vec<Box<dyn Layer<B>>>) -> Self {
+        Self { inner: Sequential::new(layers), inner_out: Tensor::empty(), inner_dx: Tensor::empty() }
+    }
+}
+
+impl<B: Backend> Layer<B> for Residual<B> {
+    fn describe(&self) -> String {
+        format!("residual({})", self.inner.describe())
+    }
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        let s = self.inner.output_shape(input)?;
+        if s != input {
+            return Err(Error::Shape(format!("residual block changes shape {input:?} -> {s:?}")));
+        }
+        Ok(s)
+    }
+    fn forward(&mut self, x: &Tensor<B>, y: &mut Tensor<B>, mode: Mode) {
+        self.inner.forward(x, &mut self.inner_out, mode);
+        y.resize(x.shape());
+        B::add(x.buf(), self.inner_out.buf(), y.buf_mut());
+    }
+    fn backward(&mut self, x: &Tensor<B>, _y: &Tensor<B>, dy: &Tensor<B>, dx: Option<&mut Tensor<B>>) {
+        match dx {
+            Some(dx) => {
+                self.inner.backward(x, &self.inner_out, dy, Some(&mut self.inner_dx));
+                dx.resize(x.shape());
+                B::add(dy.buf(), self.inner_dx.buf(), dx.buf_mut());
+            }
+            None => self.inner.backward(x, &self.inner_out, dy, None),
+        }
+    }
+    fn visit_params(&mut self, f: &mut dyn FnMut(&mut Param<B>)) {
+        self.inner.visit_params(f);
+    }
+    fn visit_params_ref(&self, f: &mut dyn FnMut(&Param<B>)) {
+        self.inner.visit_params_ref(f);
+    }
+    fn macs(&self, input: &[usize]) -> u64 {
+        self.inner.macs(input)
+    }
+    fn children(&self) -> Vec<&dyn Layer<B>> {
+        vec![&self.inner]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::gradcheck::{check_layer, random_input};
+    use crate::core::init::InitRng;
+    use crate::core::ops::{Gelu, Linear};
+    use rand::SeedableRng;
+
+    #[test]
+    fn gradient_check() {
+        let mut rng = InitRng::seed_from_u64(3);
+        let mut r = Residual::<Cpu>::new(vec![Box::new(Linear::new(6, 6, &mut rng)), Box::new(Gelu)]);
+        check_layer(&mut r, &[3, 6], random_input(18, 4, 0.0), 1e-2, 2e-3);
+    }
+}

@@ -1,0 +1,9 @@
+//! Datasets and the transforms applied to them.
+
+pub mod dataset;
+pub mod mnist1d;
+pub mod npy;
+pub mod permutation;
+
+// pub use dataset::Dataset;
+// pub use permutation::Condition;

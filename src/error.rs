@@ -1,0 +1,48 @@
+//! Typed errors of the library. The CLI adds context with `anyhow`.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in cnnlab that a user can cause or meet.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A configuration value that cannot be used (zero steps, unknown model, …).
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// Shapes that do not fit together.
+    #[error("shape mismatch: {0}")]
+    Shape(String),
+    /// A file that exists but does not hold what it should.
+    #[error("malformed data in {path}: {reason}")]
+    Malformed { path: PathBuf, reason: String },
+    /// A dataset that is not on this machine.
+    #[error("dataset not found: {0}")]
+    MissingData(String),
+    /// Training diverged (NaN or infinite loss).
+    #[error("training diverged: loss became {loss} at step {step}; try a smaller learning rate")]
+    Diverged { step: usize, loss: f32 },
+    /// An I/O failure, with the path it concerned.
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// JSON that could not be read or written.
+    #[error("JSON error in {path}: {source}")]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// The library's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Wraps an I/O error with what was being done and to which path.
+    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { action, path: path.into(), source }
+    }
+}
