@@ -11,7 +11,10 @@ pub struct Tensor<B: BackendBase> {
 impl<B: BackendBase> Tensor<B> {
     /// A zero-filled tensor.
     pub fn zeros(shape: &[usize]) -> Self {
-        Self { shape: shape.to_vec(), buf: B::zeros(shape.iter().product()) }
+        Self {
+            shape: shape.to_vec(),
+            buf: B::zeros(shape.iter().product()),
+        }
     }
 
     /// An empty tensor, shaped later by [`Tensor::resize`].
@@ -24,7 +27,10 @@ impl<B: BackendBase> Tensor<B> {
         debug_assert_eq!(shape.iter().product::<usize>(), data.len());
         let mut buf = B::zeros(0);
         B::upload(&mut buf, data);
-        Self { shape: shape.to_vec(), buf }
+        Self {
+            shape: shape.to_vec(),
+            buf,
+        }
     }
 
     /// Reshapes in place, keeping memory when it is large enough (no allocation once warm).
@@ -124,6 +130,12 @@ pub struct Shape {
 }
 
 impl Shape {
+    pub fn set_first(&mut self, v: usize) {
+        if self.len > 0 {
+            self.dims[0] = v;
+        }
+    }
+
     pub fn set_last(&mut self, v: usize) {
         if self.len > 0 {
             self.dims[self.len - 1] = v;

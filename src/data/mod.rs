@@ -5,5 +5,6 @@ pub mod mnist1d;
 pub mod npy;
 pub mod permutation;
 
-// pub use dataset::Dataset;
-// pub use permutation::Condition;
+pub use dataset::mnist1d_default;
+pub use dataset::Dataset;
+pub use permutation::Condition;

@@ -1,1 +1,4 @@
-//! experiments
+//! The experiments the binary runs, usable from the library too.
+
+pub mod bench;
+pub mod reproduce;

@@ -1,1 +1,130 @@
-//! models
+//! The networks the experiments compare. Every model is a [`Sequential`] of core layers, built
+//! for an example shape (channels last): `[L, C]` sequences or `[H, W, C]` images.
+//!
+//! - `logistic`: one linear layer;
+//! - `mlp`: fully connected, every unit sees the whole input;
+//! - `cnn`: small local windows, shared weights, stacked to grow the receptive field;
+//! - `dnn`: an MLP-Mixer — mixes channels at each position, then mixes across all positions;
+//!   of comparable compute to the CNN, but every layer sees the whole input;
+//! - `lcn`: the CNN's locally-connected twin (same windows, weights not shared).
+
+pub mod cnn;
+pub mod dnn;
+pub mod lcn;
+pub mod logistic;
+pub mod mlp;
+
+use crate::core::init::InitRng;
+use crate::core::layer::Sequential;
+use crate::core::{Backend, Layer};
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// The model families.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    Logistic,
+    Mlp,
+    Cnn,
+    Dnn,
+    Lcn,
+}
+
+impl ModelKind {
+    pub const ALL: [ModelKind; 5] = [
+        ModelKind::Logistic,
+        ModelKind::Mlp,
+        ModelKind::Cnn,
+        ModelKind::Dnn,
+        ModelKind::Lcn,
+    ];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            ModelKind::Logistic => "logistic",
+            ModelKind::Mlp => "mlp",
+            ModelKind::Cnn => "cnn",
+            ModelKind::Dnn => "dnn",
+            ModelKind::Lcn => "lcn",
+        }
+    }
+
+    /// One line on what the model is and why it is in the comparison.
+    pub fn summary(&self) -> &'static str {
+        match self {
+            ModelKind::Logistic => "linear classifier on the raw input",
+            ModelKind::Mlp => "fully connected; every unit sees the whole input",
+            ModelKind::Cnn => "local windows with shared weights; receptive field grows with depth",
+            ModelKind::Dnn => "MLP-Mixer: per-position channel MLP, then MLP across all positions",
+            ModelKind::Lcn => "the CNN's windows without weight sharing (locality alone)",
+        }
+    }
+}
+
+/// A built network and what it was built for.
+pub struct Model<B: Backend> {
+    pub kind: ModelKind,
+    pub net: Sequential<B>,
+    pub example_shape: Vec<usize>,
+    pub classes: usize,
+}
+
+impl<B: Backend> Model<B> {
+    /// Builds `kind` for examples of `example_shape`, initialised from `rng`.
+    pub fn build(
+        kind: ModelKind,
+        example_shape: &[usize],
+        classes: usize,
+        rng: &mut InitRng,
+    ) -> Result<Self> {
+        let layers: Vec<Box<dyn Layer<B>>> = match example_shape {
+            [len, channels] => match kind {
+                ModelKind::Logistic => logistic::build(len * channels, classes, rng),
+                ModelKind::Mlp => mlp::build(len * channels, &[100, 100], true, classes, rng),
+                ModelKind::Cnn => cnn::build_1d(*len, *channels, classes, rng)?,
+                ModelKind::Dnn => dnn::build_1d(*len, *channels, classes, rng),
+                ModelKind::Lcn => lcn::build_1d(*len, *channels, classes, rng)?,
+            },
+            _ => {
+                return Err(Error::Config(format!(
+                    "no {} architecture for examples of shape {example_shape:?}",
+                    kind.name()
+                )))
+            }
+        };
+        let model = Model {
+            kind,
+            net: Sequential::new(layers),
+            example_shape: example_shape.to_vec(),
+            classes,
+        };
+        let out = model.net.output_shape(&model.batch_shape(1))?;
+        if out != [1, classes] {
+            return Err(Error::Shape(format!(
+                "{} produces {out:?}, expected [1, {classes}]",
+                kind.name()
+            )));
+        }
+        Ok(model)
+    }
+
+    /// `[batch, example_shape..]`.
+    pub fn batch_shape(&self, batch: usize) -> Vec<usize> {
+        let mut s = vec![batch];
+        s.extend_from_slice(&self.example_shape);
+        s
+    }
+
+    /// Number of trainable values.
+    pub fn param_count(&self) -> usize {
+        let mut n = 0;
+        self.net.visit_params_ref(&mut |p| n += p.value.len());
+        n
+    }
+
+    /// Forward FLOPs for one example (2 per multiply-add).
+    pub fn flops_per_example(&self) -> u64 {
+        2 * self.net.macs(&self.batch_shape(1))
+    }
+}

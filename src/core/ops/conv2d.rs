@@ -34,16 +34,39 @@ impl WindowGeom {
     /// Output size of one axis, or an error when the window does not fit.
     pub fn out_len(len: usize, k: usize, s: usize, p: usize) -> Result<usize> {
         if s == 0 || k == 0 || len + 2 * p < k {
-            return Err(Error::Shape(format!("window {k} (stride {s}, padding {p}) does not fit length {len}")));
+            return Err(Error::Shape(format!(
+                "window {k} (stride {s}, padding {p}) does not fit length {len}"
+            )));
         }
         Ok((len + 2 * p - k) / s + 1)
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub fn new(n: usize, h: usize, w: usize, c: usize, k: (usize, usize), s: (usize, usize), p: (usize, usize)) -> Result<Self> {
+    pub fn new(
+        n: usize,
+        h: usize,
+        w: usize,
+        c: usize,
+        k: (usize, usize),
+        s: (usize, usize),
+        p: (usize, usize),
+    ) -> Result<Self> {
         let oh = Self::out_len(h, k.0, s.0, p.0)?;
         let ow = Self::out_len(w, k.1, s.1, p.1)?;
-        Ok(Self { n, h, w, c, kh: k.0, kw: k.1, sh: s.0, sw: s.1, ph: p.0, pw: p.1, oh, ow })
+        Ok(Self {
+            n,
+            h,
+            w,
+            c,
+            kh: k.0,
+            kw: k.1,
+            sh: s.0,
+            sw: s.1,
+            ph: p.0,
+            pw: p.1,
+            oh,
+            ow,
+        })
     }
 
     /// Values in one im2col row.
@@ -73,20 +96,32 @@ impl Conv2dOps for Cpu {
     fn im2col(x: &Vec<f32>, g: &WindowGeom, cols: &mut Vec<f32>, img0: usize, imgs: usize) {
         let (k, p) = (g.k(), g.positions());
         let per_image = p * k;
-        let images_per_task = if imgs * per_image < (1 << 16) { imgs } else { 1 };
-        for_each_chunk_mut(&mut cols[..imgs * per_image], images_per_task * per_image, |t, out| {
-            for (i, img_cols) in out.chunks_exact_mut(per_image).enumerate() {
-                let b = img0 + t * images_per_task + i;
-                let img = &x[b * g.h * g.w * g.c..(b + 1) * g.h * g.w * g.c];
-                im2col_image(img, g, img_cols);
-            }
-        });
+        let images_per_task = if imgs * per_image < (1 << 16) {
+            imgs
+        } else {
+            1
+        };
+        for_each_chunk_mut(
+            &mut cols[..imgs * per_image],
+            images_per_task * per_image,
+            |t, out| {
+                for (i, img_cols) in out.chunks_exact_mut(per_image).enumerate() {
+                    let b = img0 + t * images_per_task + i;
+                    let img = &x[b * g.h * g.w * g.c..(b + 1) * g.h * g.w * g.c];
+                    im2col_image(img, g, img_cols);
+                }
+            },
+        );
     }
 
     fn col2im(cols: &Vec<f32>, g: &WindowGeom, dx: &mut Vec<f32>, img0: usize, imgs: usize) {
         let img_len = g.h * g.w * g.c;
         let per_image = g.positions() * g.k();
-        let images_per_task = if imgs * per_image < (1 << 16) { imgs } else { 1 };
+        let images_per_task = if imgs * per_image < (1 << 16) {
+            imgs
+        } else {
+            1
+        };
         let region = &mut dx[img0 * img_len..(img0 + imgs) * img_len];
         for_each_chunk_mut(region, images_per_task * img_len, |t, out| {
             for (i, img) in out.chunks_exact_mut(img_len).enumerate() {
@@ -144,7 +179,10 @@ fn col2im_image(cols: &[f32], g: &WindowGeom, img: &mut [f32]) {
                     let ix = (ox * g.sw + kj) as isize - g.pw as isize;
                     if ix >= 0 && ix < g.w as isize {
                         let dst = (row + ix as usize) * c;
-                        img[dst..dst + c].iter_mut().zip(&cols[o..o + c]).for_each(|(d, s)| *d += s);
+                        img[dst..dst + c]
+                            .iter_mut()
+                            .zip(&cols[o..o + c])
+                            .for_each(|(d, s)| *d += s);
                     }
                     o += c;
                 }
@@ -166,7 +204,11 @@ pub(crate) fn image_dims(shape: &[usize]) -> Option<(usize, usize, usize, usize)
 }
 
 /// Output shape of a window op with `out_c` channels, keeping the input's 1-D or 2-D form.
-pub(crate) fn window_out_shape(input: &[usize], g: &WindowGeom, out_c: usize) -> crate::core::tensor::Shape {
+pub(crate) fn window_out_shape(
+    input: &[usize],
+    g: &WindowGeom,
+    out_c: usize,
+) -> crate::core::tensor::Shape {
     if input.len() == 3 {
         crate::core::tensor::Shape::from(&[g.n, g.ow, out_c][..])
     } else {
@@ -191,7 +233,14 @@ pub struct Conv<B: Backend> {
 
 impl<B: Backend> Conv<B> {
     /// A 2-D convolution with square kernel `k`, stride `s` and padding `p`.
-    pub fn new_2d(cin: usize, cout: usize, k: usize, s: usize, p: usize, rng: &mut InitRng) -> Self {
+    pub fn new_2d(
+        cin: usize,
+        cout: usize,
+        k: usize,
+        s: usize,
+        p: usize,
+        rng: &mut InitRng,
+    ) -> Self {
         Self::new(cin, cout, (k, k), (s, s), (p, p), rng)
     }
 
@@ -222,10 +271,18 @@ impl<B: Backend> Conv<B> {
     }
 
     fn geom(&self, shape: &[usize]) -> Result<WindowGeom> {
-        let (n, h, w, c) = image_dims(shape)
-            .ok_or_else(|| Error::Shape(format!("{} expects [B, L, C] or [B, H, W, C], got {shape:?}", self.describe())))?;
+        let (n, h, w, c) = image_dims(shape).ok_or_else(|| {
+            Error::Shape(format!(
+                "{} expects [B, L, C] or [B, H, W, C], got {shape:?}",
+                self.describe()
+            ))
+        })?;
         if c != self.in_channels {
-            return Err(Error::Shape(format!("{} expects {} input channels, got {c}", self.describe(), self.in_channels)));
+            return Err(Error::Shape(format!(
+                "{} expects {} input channels, got {c}",
+                self.describe(),
+                self.in_channels
+            )));
         }
         WindowGeom::new(n, h, w, c, self.kernel, self.stride, self.padding)
     }
@@ -237,7 +294,10 @@ impl<B: Backend> Conv<B> {
     fn describe_conv(&self) -> String {
         let (kh, kw) = self.kernel;
         if kh == 1 && self.stride.0 == 1 && self.padding.0 == 0 {
-            format!("conv1d({}->{}, k{kw}, s{}, p{})", self.in_channels, self.out_channels, self.stride.1, self.padding.1)
+            format!(
+                "conv1d({}->{}, k{kw}, s{}, p{})",
+                self.in_channels, self.out_channels, self.stride.1, self.padding.1
+            )
         } else {
             format!(
                 "conv2d({}->{}, k{kh}x{kw}, s{}, p{})",
@@ -261,7 +321,6 @@ impl<B: Backend> Layer<B> for Conv<B> {
         let Ok(g) = self.geom(x.shape()) else { return };
         let (p, k, cout) = (g.positions(), g.k(), self.out_channels);
         y.resize(&window_out_shape(x.shape(), &g, cout));
-        B::broadcast_rows(y.buf_mut(), self.bias.value.buf(), g.n * p, cout);
         let chunk = Self::images_per_chunk(&g);
         self.cols_hold_batch = chunk >= g.n && !g.is_pointwise();
         for img0 in (0..g.n).step_by(chunk) {
@@ -269,16 +328,39 @@ impl<B: Backend> Layer<B> for Conv<B> {
             let rows = imgs * p;
             let out = (y.buf_mut(), img0 * p * cout, cout);
             if g.is_pointwise() {
-                B::matmul(rows, cout, k, (x.buf(), img0 * p * k, k, 1), (self.weight.value.buf(), 0, 1, k), out, true);
+                B::matmul(
+                    rows,
+                    cout,
+                    k,
+                    (x.buf(), img0 * p * k, k, 1),
+                    (self.weight.value.buf(), 0, 1, k),
+                    out,
+                    false,
+                );
             } else {
                 self.cols.resize(&[rows, k]);
                 B::im2col(x.buf(), &g, self.cols.buf_mut(), img0, imgs);
-                B::matmul(rows, cout, k, (self.cols.buf(), 0, k, 1), (self.weight.value.buf(), 0, 1, k), out, true);
+                B::matmul(
+                    rows,
+                    cout,
+                    k,
+                    (self.cols.buf(), 0, k, 1),
+                    (self.weight.value.buf(), 0, 1, k),
+                    out,
+                    false,
+                );
             }
         }
+        B::add_bias_rows(y.buf_mut(), self.bias.value.buf(), g.n * p, cout);
     }
 
-    fn backward(&mut self, x: &Tensor<B>, _y: &Tensor<B>, dy: &Tensor<B>, mut dx: Option<&mut Tensor<B>>) {
+    fn backward(
+        &mut self,
+        x: &Tensor<B>,
+        _y: &Tensor<B>,
+        dy: &Tensor<B>,
+        mut dx: Option<&mut Tensor<B>>,
+    ) {
         let Ok(g) = self.geom(x.shape()) else { return };
         let (p, k, cout) = (g.positions(), g.k(), self.out_channels);
         B::sum_rows(dy.buf(), self.bias.grad.buf_mut(), g.n * p, cout);
@@ -293,10 +375,26 @@ impl<B: Backend> Layer<B> for Conv<B> {
             let acc = img0 > 0;
             if g.is_pointwise() {
                 let a = (dy.buf(), dy_off, 1, cout);
-                B::matmul(cout, k, rows, a, (x.buf(), img0 * p * k, k, 1), (self.weight.grad.buf_mut(), 0, k), acc);
+                B::matmul(
+                    cout,
+                    k,
+                    rows,
+                    a,
+                    (x.buf(), img0 * p * k, k, 1),
+                    (self.weight.grad.buf_mut(), 0, k),
+                    acc,
+                );
                 if let Some(dx) = dx.as_deref_mut() {
                     let w = (self.weight.value.buf(), 0, k, 1);
-                    B::matmul(rows, k, cout, (dy.buf(), dy_off, cout, 1), w, (dx.buf_mut(), img0 * p * k, k), false);
+                    B::matmul(
+                        rows,
+                        k,
+                        cout,
+                        (dy.buf(), dy_off, cout, 1),
+                        w,
+                        (dx.buf_mut(), img0 * p * k, k),
+                        false,
+                    );
                 }
                 continue;
             }
@@ -305,11 +403,27 @@ impl<B: Backend> Layer<B> for Conv<B> {
                 B::im2col(x.buf(), &g, self.cols.buf_mut(), img0, imgs);
             }
             let a = (dy.buf(), dy_off, 1, cout);
-            B::matmul(cout, k, rows, a, (self.cols.buf(), 0, k, 1), (self.weight.grad.buf_mut(), 0, k), acc);
+            B::matmul(
+                cout,
+                k,
+                rows,
+                a,
+                (self.cols.buf(), 0, k, 1),
+                (self.weight.grad.buf_mut(), 0, k),
+                acc,
+            );
             if let Some(dx) = dx.as_deref_mut() {
                 self.dcols.resize(&[rows, k]);
                 let w = (self.weight.value.buf(), 0, k, 1);
-                B::matmul(rows, k, cout, (dy.buf(), dy_off, cout, 1), w, (self.dcols.buf_mut(), 0, k), false);
+                B::matmul(
+                    rows,
+                    k,
+                    cout,
+                    (dy.buf(), dy_off, cout, 1),
+                    w,
+                    (self.dcols.buf_mut(), 0, k),
+                    false,
+                );
                 B::col2im(self.dcols.buf(), &g, dx.buf_mut(), img0, imgs);
             }
         }
@@ -326,7 +440,9 @@ impl<B: Backend> Layer<B> for Conv<B> {
     }
 
     fn macs(&self, input: &[usize]) -> u64 {
-        self.geom(input).map(|g| (g.n * g.positions() * g.k() * self.out_channels) as u64).unwrap_or(0)
+        self.geom(input)
+            .map(|g| (g.n * g.positions() * g.k() * self.out_channels) as u64)
+            .unwrap_or(0)
     }
 }
 

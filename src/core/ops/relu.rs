@@ -1,10 +1,9 @@
 //! ReLU: `y = max(x, 0)`; backward passes `dy` where `y > 0`.
 
 use crate::core::backend::{Backend, BackendBase};
-use crate::core::cpu::{chunking, Cpu, PARALLEL_MIN_ELEMS};
+use crate::core::cpu::{elementwise, Cpu};
 use crate::core::{Layer, Mode, Tensor};
 use crate::error::Result;
-use rayon::prelude::*;
 
 pub trait ReluOps: BackendBase {
     fn relu_forward(x: &Self::Buf, y: &mut Self::Buf);
@@ -13,26 +12,24 @@ pub trait ReluOps: BackendBase {
 
 impl ReluOps for Cpu {
     fn relu_forward(x: &Vec<f32>, y: &mut Vec<f32>) {
-        let f = |(o, i): (&mut f32, &f32)| *o = i.max(0.0);
-        if x.len() < PARALLEL_MIN_ELEMS {
-            y.iter_mut().zip(x.iter()).for_each(f);
-        } else {
-            let c = chunking(x.len(), PARALLEL_MIN_ELEMS / 4);
-            y.par_chunks_mut(c).zip(x.par_chunks(c)).for_each(|(o, i)| o.iter_mut().zip(i).for_each(f));
-        }
+        elementwise(y, |off, o| {
+            let x = &x[off..off + o.len()];
+            for i in 0..o.len() {
+                o[i] = x[i].max(0.0);
+            }
+        });
     }
 
     fn relu_backward(y: &Vec<f32>, dy: &Vec<f32>, dx: &mut Vec<f32>) {
-        let f = |((d, o), g): ((&mut f32, &f32), &f32)| *d = if *o > 0.0 { *g } else { 0.0 };
-        if y.len() < PARALLEL_MIN_ELEMS {
-            dx.iter_mut().zip(y.iter()).zip(dy.iter()).for_each(f);
-        } else {
-            let c = chunking(y.len(), PARALLEL_MIN_ELEMS / 4);
-            dx.par_chunks_mut(c)
-                .zip(y.par_chunks(c))
-                .zip(dy.par_chunks(c))
-                .for_each(|((d, o), g)| d.iter_mut().zip(o).zip(g).for_each(f));
-        }
+        elementwise(dx, |off, d| {
+            let (y, g) = (&y[off..off + d.len()], &dy[off..off + d.len()]);
+            // both operands loaded unconditionally: a select the compiler vectorises, where a
+            // branch mispredicts on every other value (measured: 24% of a CNN step)
+            for i in 0..d.len() {
+                let gi = g[i];
+                d[i] = if y[i] > 0.0 { gi } else { 0.0 };
+            }
+        });
     }
 }
 
@@ -51,7 +48,13 @@ impl<B: Backend> Layer<B> for Relu {
         y.resize(x.shape());
         B::relu_forward(x.buf(), y.buf_mut());
     }
-    fn backward(&mut self, _x: &Tensor<B>, y: &Tensor<B>, dy: &Tensor<B>, dx: Option<&mut Tensor<B>>) {
+    fn backward(
+        &mut self,
+        _x: &Tensor<B>,
+        y: &Tensor<B>,
+        dy: &Tensor<B>,
+        dx: Option<&mut Tensor<B>>,
+    ) {
         if let Some(dx) = dx {
             dx.resize(y.shape());
             B::relu_backward(y.buf(), dy.buf(), dx.buf_mut());

@@ -1,11 +1,10 @@
 //! Residual block: `y = x + f(x)` for an inner [`Sequential`]; backward `dx = dy + f'(x)ᵀ·dy`.
 
 use crate::core::backend::{Backend, BackendBase};
-use crate::core::cpu::{chunking, Cpu, PARALLEL_MIN_ELEMS};
+use crate::core::cpu::{elementwise, Cpu};
 use crate::core::layer::Sequential;
 use crate::core::{Layer, Mode, Param, Tensor};
 use crate::error::{Error, Result};
-use rayon::prelude::*;
 
 pub trait ResidualOps: BackendBase {
     /// `y = a + b`.
@@ -14,13 +13,12 @@ pub trait ResidualOps: BackendBase {
 
 impl ResidualOps for Cpu {
     fn add(a: &Vec<f32>, b: &Vec<f32>, y: &mut Vec<f32>) {
-        let f = |o: &mut [f32], a: &[f32], b: &[f32]| o.iter_mut().zip(a).zip(b).for_each(|((o, a), b)| *o = a + b);
-        if a.len() < PARALLEL_MIN_ELEMS {
-            f(y, a, b);
-        } else {
-            let c = chunking(a.len(), 4096);
-            y.par_chunks_mut(c).zip(a.par_chunks(c)).zip(b.par_chunks(c)).for_each(|((o, a), b)| f(o, a, b));
-        }
+        elementwise(y, |off, o| {
+            let (a, b) = (&a[off..off + o.len()], &b[off..off + o.len()]);
+            for i in 0..o.len() {
+                o[i] = a[i] + b[i];
+            }
+        });
     }
 }
 
@@ -33,7 +31,11 @@ pub struct Residual<B: Backend> {
 
 impl<B: Backend> Residual<B> {
     pub fn new(layers: Vec<Box<dyn Layer<B>>>) -> Self {
-        Self { inner: Sequential::new(layers), inner_out: Tensor::empty(), inner_dx: Tensor::empty() }
+        Self {
+            inner: Sequential::new(layers),
+            inner_out: Tensor::empty(),
+            inner_dx: Tensor::empty(),
+        }
     }
 }
 
@@ -44,7 +46,9 @@ impl<B: Backend> Layer<B> for Residual<B> {
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
         let s = self.inner.output_shape(input)?;
         if s != input {
-            return Err(Error::Shape(format!("residual block changes shape {input:?} -> {s:?}")));
+            return Err(Error::Shape(format!(
+                "residual block changes shape {input:?} -> {s:?}"
+            )));
         }
         Ok(s)
     }
@@ -53,10 +57,17 @@ impl<B: Backend> Layer<B> for Residual<B> {
         y.resize(x.shape());
         B::add(x.buf(), self.inner_out.buf(), y.buf_mut());
     }
-    fn backward(&mut self, x: &Tensor<B>, _y: &Tensor<B>, dy: &Tensor<B>, dx: Option<&mut Tensor<B>>) {
+    fn backward(
+        &mut self,
+        x: &Tensor<B>,
+        _y: &Tensor<B>,
+        dy: &Tensor<B>,
+        dx: Option<&mut Tensor<B>>,
+    ) {
         match dx {
             Some(dx) => {
-                self.inner.backward(x, &self.inner_out, dy, Some(&mut self.inner_dx));
+                self.inner
+                    .backward(x, &self.inner_out, dy, Some(&mut self.inner_dx));
                 dx.resize(x.shape());
                 B::add(dy.buf(), self.inner_dx.buf(), dx.buf_mut());
             }
@@ -88,7 +99,10 @@ mod tests {
     #[test]
     fn gradient_check() {
         let mut rng = InitRng::seed_from_u64(3);
-        let mut r = Residual::<Cpu>::new(vec![Box::new(Linear::new(6, 6, &mut rng)), Box::new(Gelu)]);
+        let mut r = Residual::<Cpu>::new(vec![
+            Box::new(Linear::new(6, 6, &mut rng)),
+            Box::new(Gelu::default()),
+        ]);
         check_layer(&mut r, &[3, 6], random_input(18, 4, 0.0), 1e-2, 2e-3);
     }
 }

@@ -1,0 +1,186 @@
+//! The binary's behaviour on good and bad input: one-line errors, non-zero exits, no panics,
+//! and the files it promises.
+
+use std::process::{Command, Output};
+
+fn cnnlab(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cnnlab"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+/// Fails unless the command failed with exactly one line on stderr and no panic.
+fn assert_clean_failure(args: &[&str]) -> String {
+    let out = cnnlab(args);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "{args:?} should fail");
+    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "{args:?} should print one line, got:\n{err}"
+    );
+    err
+}
+
+#[test]
+fn bad_flags_give_one_line_errors() {
+    let e = assert_clean_failure(&["train", "--model", "transformer"]);
+    assert!(e.contains("transformer") && e.contains("cnn"), "{e}");
+    assert_clean_failure(&["reproduce", "--dataset", "imagenet"]);
+    assert_clean_failure(&["train", "--model", "cnn", "--steps", "0"]);
+    assert_clean_failure(&["train", "--model", "cnn", "--steps", "-5"]);
+    assert_clean_failure(&["train", "--model", "cnn", "--lr", "-1"]);
+    assert_clean_failure(&["reproduce", "--seeds", "0"]);
+    assert_clean_failure(&["bench", "w9"]);
+    assert_clean_failure(&[
+        "data",
+        "export",
+        "mnist1d",
+        "--out",
+        "/proc/cnnlab-cannot-write-here",
+    ]);
+    assert_clean_failure(&[
+        "data",
+        "export",
+        "mnist1d",
+        "--out",
+        "/tmp/x",
+        "--train-split",
+        "2",
+    ]);
+}
+
+#[test]
+fn unwritable_json_fails_without_panic() {
+    let e = assert_clean_failure(&[
+        "train",
+        "--model",
+        "logistic",
+        "--steps",
+        "5",
+        "--quiet",
+        "--json",
+        "/proc/nope/run.json",
+    ]);
+    assert!(e.contains("/proc/nope/run.json"), "{e}");
+}
+
+#[test]
+fn data_export_writes_numpy_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = cnnlab(&[
+        "data",
+        "export",
+        "mnist1d",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (name, shape, dtype) in [
+        ("x.npy", vec![4000u64, 40], "<f4"),
+        ("y.npy", vec![4000], "<i8"),
+        ("x_test.npy", vec![1000, 40], "<f4"),
+        ("y_test.npy", vec![1000], "<i8"),
+    ] {
+        let bytes = std::fs::read(dir.path().join(name)).unwrap();
+        let npy = npyz::NpyFile::new(&bytes[..]).unwrap();
+        assert_eq!(npy.shape(), &shape[..], "{name}");
+        assert_eq!(
+            npy.dtype(),
+            npyz::DType::Plain(dtype.parse().unwrap()),
+            "{name}"
+        );
+    }
+    let bytes = std::fs::read(dir.path().join("y.npy")).unwrap();
+    let y: Vec<i64> = npyz::NpyFile::new(&bytes[..]).unwrap().into_vec().unwrap();
+    assert_eq!(
+        &y[..10],
+        &[2, 6, 4, 5, 6, 6, 6, 0, 3, 1],
+        "labels of the reference generator"
+    );
+}
+
+#[test]
+fn reproduce_writes_the_promised_json_and_curves() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("summary.json");
+    let runs = dir.path().join("runs");
+    let out = cnnlab(&[
+        "reproduce",
+        "--models",
+        "logistic,cnn",
+        "--conditions",
+        "original,permuted",
+        "--seeds",
+        "2",
+        "--steps",
+        "60",
+        "--eval-every",
+        "30",
+        "--quiet",
+        "--json",
+        json.to_str().unwrap(),
+        "--run-dir",
+        runs.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("cnn") && stdout.contains("(94)"),
+        "{stdout}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(v["dataset"], "mnist1d");
+    assert!(v["wall_seconds"].as_f64().unwrap() > 0.0);
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    let cnn = rows
+        .iter()
+        .find(|r| r["model"] == "cnn" && r["condition"] == "original")
+        .unwrap();
+    assert_eq!(cnn["seeds"], 2);
+    assert_eq!(cnn["reference"], 0.94);
+    assert!(cnn["accuracy_mean"].as_f64().unwrap() > 0.1);
+    assert!(cnn["accuracy_std"].as_f64().unwrap() >= 0.0);
+    // one learning curve per run, two points each
+    let curve = std::fs::read_to_string(runs.join("cnn-permuted-seed1.jsonl")).unwrap();
+    assert_eq!(curve.lines().count(), 2);
+    let point: serde_json::Value = serde_json::from_str(curve.lines().next().unwrap()).unwrap();
+    assert_eq!(point["step"], 30);
+}
+
+#[test]
+fn models_lists_parameters_and_flops() {
+    let out = cnnlab(&["models"]);
+    assert!(out.status.success());
+    let s = String::from_utf8_lossy(&out.stdout);
+    // logistic regression on 40 inputs, 10 classes: 410 parameters, 800 FLOPs
+    assert!(
+        s.lines()
+            .any(|l| l.starts_with("logistic") && l.contains(" 410 ") && l.contains(" 800 ")),
+        "{s}"
+    );
+    for m in ["mlp", "cnn", "dnn", "lcn"] {
+        assert!(s.lines().any(|l| l.starts_with(m)), "{m} missing:\n{s}");
+    }
+}
+
+#[test]
+fn help_describes_the_commands() {
+    let out = cnnlab(&["--help"]);
+    assert!(out.status.success());
+    let s = String::from_utf8_lossy(&out.stdout);
+    for c in ["reproduce", "train", "models", "data", "bench"] {
+        assert!(s.contains(c), "{c} missing from --help");
+    }
+}
