@@ -55,6 +55,22 @@ fn lane_sum(row: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
 }
 
+/// Calls `$f(.., d)` with `d` a compile-time constant for the common small row lengths, so
+/// the inlined row loops unroll and vectorise (measured on the MNIST-1D Mixer, rows of 8:
+/// LayerNorm's forward went from 15.7% to 7.2% of a training step).
+macro_rules! specialise_row_len {
+    ($d:expr, $f:ident($($arg:expr),*)) => {
+        match $d {
+            8 => $f($($arg),*, 8),
+            16 => $f($($arg),*, 16),
+            32 => $f($($arg),*, 32),
+            64 => $f($($arg),*, 64),
+            128 => $f($($arg),*, 128),
+            d => $f($($arg),*, d),
+        }
+    };
+}
+
 /// Normalises consecutive rows of `x` (row length = `gamma.len()`) into `y`, one pass per row.
 #[inline(always)]
 fn normalize_rows(
@@ -66,7 +82,25 @@ fn normalize_rows(
     rstd: &mut [f32],
     eps: f32,
 ) {
-    let d = gamma.len();
+    specialise_row_len!(
+        gamma.len(),
+        normalize_rows_d(x, gamma, beta, y, mean, rstd, eps)
+    )
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn normalize_rows_d(
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    y: &mut [f32],
+    mean: &mut [f32],
+    rstd: &mut [f32],
+    eps: f32,
+    d: usize,
+) {
+    let (gamma, beta) = (&gamma[..d], &beta[..d]);
     for (((o, row), m_out), s_out) in y
         .chunks_exact_mut(d)
         .zip(x.chunks_exact(d))
@@ -187,11 +221,30 @@ fn backward_rows(
     gamma: &[f32],
     mean: &[f32],
     rstd: &[f32],
-    mut dx: Option<&mut [f32]>,
+    dx: Option<&mut [f32]>,
     dgamma: &mut [f32],
     dbeta: &mut [f32],
 ) {
-    let d = gamma.len();
+    specialise_row_len!(
+        gamma.len(),
+        backward_rows_d(x, dy, gamma, mean, rstd, dx, dgamma, dbeta)
+    )
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn backward_rows_d(
+    x: &[f32],
+    dy: &[f32],
+    gamma: &[f32],
+    mean: &[f32],
+    rstd: &[f32],
+    mut dx: Option<&mut [f32]>,
+    dgamma: &mut [f32],
+    dbeta: &mut [f32],
+    d: usize,
+) {
+    let (gamma, dgamma, dbeta) = (&gamma[..d], &mut dgamma[..d], &mut dbeta[..d]);
     for (r, (xr, gr)) in x.chunks_exact(d).zip(dy.chunks_exact(d)).enumerate() {
         let (m, s) = (mean[r], rstd[r]);
         for (((dg, db), xv), gv) in dgamma.iter_mut().zip(dbeta.iter_mut()).zip(xr).zip(gr) {
@@ -214,7 +267,20 @@ fn input_grad_rows(
     rstd: &[f32],
     dx: &mut [f32],
 ) {
-    let d = gamma.len();
+    specialise_row_len!(gamma.len(), input_grad_rows_d(x, dy, gamma, mean, rstd, dx))
+}
+
+#[inline(always)]
+fn input_grad_rows_d(
+    x: &[f32],
+    dy: &[f32],
+    gamma: &[f32],
+    mean: &[f32],
+    rstd: &[f32],
+    dx: &mut [f32],
+    d: usize,
+) {
+    let gamma = &gamma[..d];
     for (r, ((xr, gr), o)) in x
         .chunks_exact(d)
         .zip(dy.chunks_exact(d))
