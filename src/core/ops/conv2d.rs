@@ -8,8 +8,9 @@
 //! `dcols = dy·W` scattered back by col2im. 1×1 convolutions skip im2col entirely.
 
 use crate::core::backend::{Backend, BackendBase};
-use crate::core::cpu::{for_each_chunk_mut, Cpu};
+use crate::core::cpu::{for_each_chunk_mut, sgemm, Cpu};
 use crate::core::init::{fan_in_bound, uniform, InitRng};
+use crate::core::ops::linear::LinearOps;
 use crate::core::{Layer, Mode, Param, Tensor};
 use crate::error::{Error, Result};
 
@@ -90,6 +91,33 @@ pub trait Conv2dOps: BackendBase {
     fn im2col(x: &Self::Buf, g: &WindowGeom, cols: &mut Self::Buf, img0: usize, imgs: usize);
     /// Overwrites images `img0..img0+imgs` of `dx` with the scatter-add of `cols`.
     fn col2im(cols: &Self::Buf, g: &WindowGeom, dx: &mut Self::Buf, img0: usize, imgs: usize);
+    /// `y = conv(x, w) + b` for the whole batch (`w` `[Cout, K]`). `scratch` is the backend's
+    /// to use (resized as needed); returns whether it still holds the batch's im2col rows,
+    /// which [`Conv2dOps::conv2d_backward`] may then reuse.
+    #[allow(clippy::too_many_arguments)]
+    fn conv2d_forward(
+        x: &Self::Buf,
+        w: &Self::Buf,
+        b: &Self::Buf,
+        g: &WindowGeom,
+        cout: usize,
+        scratch: &mut Self::Buf,
+        y: &mut Self::Buf,
+    ) -> bool;
+    /// Writes `dw`, `db` and, if given, `dx`.
+    #[allow(clippy::too_many_arguments)]
+    fn conv2d_backward(
+        x: &Self::Buf,
+        w: &Self::Buf,
+        dy: &Self::Buf,
+        g: &WindowGeom,
+        cout: usize,
+        scratch: &mut Self::Buf,
+        scratch_holds_cols: bool,
+        dw: &mut Self::Buf,
+        db: &mut Self::Buf,
+        dx: Option<&mut Self::Buf>,
+    );
 }
 
 impl Conv2dOps for Cpu {
@@ -129,6 +157,253 @@ impl Conv2dOps for Cpu {
                 col2im_image(&cols[local * per_image..(local + 1) * per_image], g, img);
             }
         });
+    }
+
+    fn conv2d_forward(
+        x: &Vec<f32>,
+        w: &Vec<f32>,
+        b: &Vec<f32>,
+        g: &WindowGeom,
+        cout: usize,
+        scratch: &mut Vec<f32>,
+        y: &mut Vec<f32>,
+    ) -> bool {
+        let (p, k) = (g.positions(), g.k());
+        let split = BatchSplit::new(g, cout);
+        let (cols_len, _, per_range) = split.layout(g, cout);
+        if scratch.len() < split.ranges * per_range {
+            scratch.resize(split.ranges * per_range, 0.0);
+        }
+        let body = |r: usize, yr: &mut [f32], sr: &mut [f32]| {
+            let images = split.images(r, g.n);
+            for img0 in images.clone().step_by(split.sub) {
+                let imgs = split.sub.min(images.end - img0);
+                let rows = imgs * p;
+                let out = &mut yr[(img0 - images.start) * p * cout..][..rows * cout];
+                if g.is_pointwise() {
+                    sgemm(
+                        rows,
+                        cout,
+                        k,
+                        (&x[img0 * p * k..], k, 1),
+                        (w, 1, k),
+                        (out, cout),
+                        false,
+                    );
+                } else {
+                    let cols = &mut sr[..cols_len];
+                    Cpu::im2col_into(x, g, cols, img0, imgs);
+                    sgemm(rows, cout, k, (cols, k, 1), (w, 1, k), (out, cout), false);
+                }
+                for row in out.chunks_exact_mut(cout) {
+                    for (o, bias) in row.iter_mut().zip(&b[..cout]) {
+                        *o += bias;
+                    }
+                }
+            }
+        };
+        let (y, scratch) = (
+            &mut y[..g.n * p * cout],
+            &mut scratch[..split.ranges * per_range],
+        );
+        if split.ranges == 1 {
+            body(0, y, scratch);
+        } else {
+            use rayon::prelude::*;
+            y.par_chunks_mut(split.per_range * p * cout)
+                .zip(scratch.par_chunks_mut(per_range))
+                .enumerate()
+                .for_each(|(r, (yr, sr))| {
+                    crate::core::cpu::with_intra_op_threads(1, || body(r, yr, sr))
+                });
+        }
+        !g.is_pointwise() && split.holds_batch()
+    }
+
+    fn conv2d_backward(
+        x: &Vec<f32>,
+        w: &Vec<f32>,
+        dy: &Vec<f32>,
+        g: &WindowGeom,
+        cout: usize,
+        scratch: &mut Vec<f32>,
+        scratch_holds_cols: bool,
+        dw: &mut Vec<f32>,
+        db: &mut Vec<f32>,
+        dx: Option<&mut Vec<f32>>,
+    ) {
+        let (p, k) = (g.positions(), g.k());
+        let split = BatchSplit::new(g, cout);
+        let (cols_per_range, dcols_per_range, per_range) = split.layout(g, cout);
+        if scratch.len() < split.ranges * per_range {
+            scratch.resize(split.ranges * per_range, 0.0);
+        }
+        let img_len = g.h * g.w * g.c;
+        let want_dx = dx.is_some();
+        let mut no_dx = [0.0f32; 1];
+        let (dx_slice, dx_per_range): (&mut [f32], usize) = match dx {
+            Some(d) => (&mut d[..g.n * img_len], split.per_range * img_len),
+            None => (&mut no_dx[..], 0),
+        };
+        let body = |r: usize, dxr: &mut [f32], sr: &mut [f32]| {
+            let (cols, rest) = sr.split_at_mut(cols_per_range);
+            let (dcols, dw_part) = rest.split_at_mut(dcols_per_range);
+            let images = split.images(r, g.n);
+            for img0 in images.clone().step_by(split.sub) {
+                let imgs = split.sub.min(images.end - img0);
+                let rows = imgs * p;
+                let dyc = &dy[img0 * p * cout..];
+                let acc = img0 > images.start;
+                let local = (img0 - images.start) * img_len;
+                if g.is_pointwise() {
+                    let xc = &x[img0 * p * k..];
+                    sgemm(
+                        cout,
+                        k,
+                        rows,
+                        (dyc, 1, cout),
+                        (xc, k, 1),
+                        (&mut dw_part[..cout * k], k),
+                        acc,
+                    );
+                    if want_dx {
+                        sgemm(
+                            rows,
+                            k,
+                            cout,
+                            (dyc, cout, 1),
+                            (w, k, 1),
+                            (&mut dxr[local..], k),
+                            false,
+                        );
+                    }
+                    continue;
+                }
+                if !scratch_holds_cols {
+                    Cpu::im2col_into(x, g, cols, img0, imgs);
+                }
+                sgemm(
+                    cout,
+                    k,
+                    rows,
+                    (dyc, 1, cout),
+                    (cols, k, 1),
+                    (&mut dw_part[..cout * k], k),
+                    acc,
+                );
+                if want_dx {
+                    sgemm(rows, k, cout, (dyc, cout, 1), (w, k, 1), (dcols, k), false);
+                    let per_image = p * k;
+                    for i in 0..imgs {
+                        let img = &mut dxr[local + i * img_len..local + (i + 1) * img_len];
+                        col2im_image(&dcols[i * per_image..(i + 1) * per_image], g, img);
+                    }
+                }
+            }
+        };
+        let scratch = &mut scratch[..split.ranges * per_range];
+        if split.ranges == 1 {
+            body(0, dx_slice, scratch);
+        } else if want_dx {
+            use rayon::prelude::*;
+            dx_slice
+                .par_chunks_mut(dx_per_range)
+                .zip(scratch.par_chunks_mut(per_range))
+                .enumerate()
+                .for_each(|(r, (dxr, sr))| {
+                    crate::core::cpu::with_intra_op_threads(1, || body(r, dxr, sr))
+                });
+        } else {
+            use rayon::prelude::*;
+            scratch
+                .par_chunks_mut(per_range)
+                .enumerate()
+                .for_each(|(r, sr)| {
+                    crate::core::cpu::with_intra_op_threads(1, || body(r, &mut [], sr))
+                });
+        }
+        // dW: the ranges' partial sums, added in range order (fixed for a thread count)
+        let dw = &mut dw[..cout * k];
+        dw.copy_from_slice(&scratch[cols_per_range + dcols_per_range..per_range]);
+        for r in 1..split.ranges {
+            let part =
+                &scratch[r * per_range + cols_per_range + dcols_per_range..(r + 1) * per_range];
+            dw.iter_mut().zip(part).for_each(|(d, v)| *d += v);
+        }
+        Cpu::sum_rows(dy, db, g.n * p, cout);
+    }
+}
+
+/// How the CPU convolution splits a batch: `ranges` contiguous runs of whole images, one per
+/// thread, each processed in sub-chunks of at most `sub` images (bounded im2col scratch).
+/// Splitting the batch (rather than each GEMM) needs one fork-join per layer: measured on the
+/// W3b workload, GEMM-internal threading ran slower on 2 threads than 1 thread did.
+#[derive(Clone, Copy, Debug)]
+struct BatchSplit {
+    ranges: usize,
+    per_range: usize,
+    sub: usize,
+}
+
+/// Below this many multiply-adds per layer a convolution runs on one thread.
+const PARALLEL_CONV_MIN_MACS: usize = 1 << 20;
+
+impl BatchSplit {
+    fn new(g: &WindowGeom, cout: usize) -> Self {
+        let macs = g.n * g.positions() * g.k() * cout;
+        let threads = crate::core::cpu::intra_op_threads();
+        let ranges = if threads > 1 && macs >= PARALLEL_CONV_MIN_MACS {
+            threads.min(g.n).max(1)
+        } else {
+            1
+        };
+        let per_range = g.n.div_ceil(ranges).max(1);
+        let ranges = g.n.div_ceil(per_range).max(1);
+        let per_image = (g.positions() * g.k()).max(1);
+        let sub = (CHUNK_VALUES / ranges / per_image).clamp(1, per_range);
+        Self {
+            ranges,
+            per_range,
+            sub,
+        }
+    }
+
+    /// Scratch layout per range: (im2col rows, their gradient, partial dW), each range's
+    /// block `per_range` values long. The same layout in forward and backward lets the
+    /// backward pass reuse the forward pass's im2col rows in place.
+    fn layout(&self, g: &WindowGeom, cout: usize) -> (usize, usize, usize) {
+        let cols = if g.is_pointwise() {
+            0
+        } else {
+            self.sub * g.positions() * g.k()
+        };
+        (cols, cols, 2 * cols + cout * g.k())
+    }
+
+    /// Whether one sub-chunk covers each range, so the scratch holds the whole batch's rows.
+    fn holds_batch(&self) -> bool {
+        self.sub >= self.per_range
+    }
+
+    /// Images of range `r`.
+    fn images(&self, r: usize, n: usize) -> std::ops::Range<usize> {
+        let start = (r * self.per_range).min(n);
+        start..((r + 1) * self.per_range).min(n)
+    }
+}
+
+impl Cpu {
+    /// im2col rows of `imgs` images starting at `img0` into `out` (`imgs·P·K` values).
+    fn im2col_into(x: &[f32], g: &WindowGeom, out: &mut [f32], img0: usize, imgs: usize) {
+        let per_image = g.positions() * g.k();
+        let img_len = g.h * g.w * g.c;
+        for (i, o) in out[..imgs * per_image]
+            .chunks_exact_mut(per_image)
+            .enumerate()
+        {
+            let b = img0 + i;
+            im2col_image(&x[b * img_len..(b + 1) * img_len], g, o);
+        }
     }
 }
 
@@ -225,10 +500,10 @@ pub struct Conv<B: Backend> {
     pub padding: (usize, usize),
     pub weight: Param<B>,
     pub bias: Param<B>,
-    cols: Tensor<B>,
-    dcols: Tensor<B>,
-    /// `cols` holds the whole batch from the last forward pass.
-    cols_hold_batch: bool,
+    /// The backend's working memory (im2col rows, partial sums), reused every step.
+    scratch: B::Buf,
+    /// `scratch` still holds the last forward pass's im2col rows.
+    scratch_holds_cols: bool,
 }
 
 impl<B: Backend> Conv<B> {
@@ -264,9 +539,8 @@ impl<B: Backend> Conv<B> {
             padding,
             weight: Param::new("weight", &[cout, k], &w, true),
             bias: Param::new("bias", &[cout], &b, false),
-            cols: Tensor::empty(),
-            dcols: Tensor::empty(),
-            cols_hold_batch: false,
+            scratch: B::zeros(0),
+            scratch_holds_cols: false,
         }
     }
 
@@ -285,10 +559,6 @@ impl<B: Backend> Conv<B> {
             )));
         }
         WindowGeom::new(n, h, w, c, self.kernel, self.stride, self.padding)
-    }
-
-    fn images_per_chunk(g: &WindowGeom) -> usize {
-        (CHUNK_VALUES / (g.positions() * g.k()).max(1)).clamp(1, g.n.max(1))
     }
 
     fn describe_conv(&self) -> String {
@@ -319,39 +589,16 @@ impl<B: Backend> Layer<B> for Conv<B> {
 
     fn forward(&mut self, x: &Tensor<B>, y: &mut Tensor<B>, _mode: Mode) {
         let Ok(g) = self.geom(x.shape()) else { return };
-        let (p, k, cout) = (g.positions(), g.k(), self.out_channels);
-        y.resize(&window_out_shape(x.shape(), &g, cout));
-        let chunk = Self::images_per_chunk(&g);
-        self.cols_hold_batch = chunk >= g.n && !g.is_pointwise();
-        for img0 in (0..g.n).step_by(chunk) {
-            let imgs = chunk.min(g.n - img0);
-            let rows = imgs * p;
-            let out = (y.buf_mut(), img0 * p * cout, cout);
-            if g.is_pointwise() {
-                B::matmul(
-                    rows,
-                    cout,
-                    k,
-                    (x.buf(), img0 * p * k, k, 1),
-                    (self.weight.value.buf(), 0, 1, k),
-                    out,
-                    false,
-                );
-            } else {
-                self.cols.resize(&[rows, k]);
-                B::im2col(x.buf(), &g, self.cols.buf_mut(), img0, imgs);
-                B::matmul(
-                    rows,
-                    cout,
-                    k,
-                    (self.cols.buf(), 0, k, 1),
-                    (self.weight.value.buf(), 0, 1, k),
-                    out,
-                    false,
-                );
-            }
-        }
-        B::add_bias_rows(y.buf_mut(), self.bias.value.buf(), g.n * p, cout);
+        y.resize(&window_out_shape(x.shape(), &g, self.out_channels));
+        self.scratch_holds_cols = B::conv2d_forward(
+            x.buf(),
+            self.weight.value.buf(),
+            self.bias.value.buf(),
+            &g,
+            self.out_channels,
+            &mut self.scratch,
+            y.buf_mut(),
+        );
     }
 
     fn backward(
@@ -359,74 +606,25 @@ impl<B: Backend> Layer<B> for Conv<B> {
         x: &Tensor<B>,
         _y: &Tensor<B>,
         dy: &Tensor<B>,
-        mut dx: Option<&mut Tensor<B>>,
+        dx: Option<&mut Tensor<B>>,
     ) {
         let Ok(g) = self.geom(x.shape()) else { return };
-        let (p, k, cout) = (g.positions(), g.k(), self.out_channels);
-        B::sum_rows(dy.buf(), self.bias.grad.buf_mut(), g.n * p, cout);
-        if let Some(dx) = dx.as_deref_mut() {
-            dx.resize(x.shape());
-        }
-        let chunk = Self::images_per_chunk(&g);
-        for img0 in (0..g.n).step_by(chunk) {
-            let imgs = chunk.min(g.n - img0);
-            let rows = imgs * p;
-            let dy_off = img0 * p * cout;
-            let acc = img0 > 0;
-            if g.is_pointwise() {
-                let a = (dy.buf(), dy_off, 1, cout);
-                B::matmul(
-                    cout,
-                    k,
-                    rows,
-                    a,
-                    (x.buf(), img0 * p * k, k, 1),
-                    (self.weight.grad.buf_mut(), 0, k),
-                    acc,
-                );
-                if let Some(dx) = dx.as_deref_mut() {
-                    let w = (self.weight.value.buf(), 0, k, 1);
-                    B::matmul(
-                        rows,
-                        k,
-                        cout,
-                        (dy.buf(), dy_off, cout, 1),
-                        w,
-                        (dx.buf_mut(), img0 * p * k, k),
-                        false,
-                    );
-                }
-                continue;
-            }
-            if !self.cols_hold_batch {
-                self.cols.resize(&[rows, k]);
-                B::im2col(x.buf(), &g, self.cols.buf_mut(), img0, imgs);
-            }
-            let a = (dy.buf(), dy_off, 1, cout);
-            B::matmul(
-                cout,
-                k,
-                rows,
-                a,
-                (self.cols.buf(), 0, k, 1),
-                (self.weight.grad.buf_mut(), 0, k),
-                acc,
-            );
-            if let Some(dx) = dx.as_deref_mut() {
-                self.dcols.resize(&[rows, k]);
-                let w = (self.weight.value.buf(), 0, k, 1);
-                B::matmul(
-                    rows,
-                    k,
-                    cout,
-                    (dy.buf(), dy_off, cout, 1),
-                    w,
-                    (self.dcols.buf_mut(), 0, k),
-                    false,
-                );
-                B::col2im(self.dcols.buf(), &g, dx.buf_mut(), img0, imgs);
-            }
-        }
+        let dx = dx.map(|t| {
+            t.resize(x.shape());
+            t.buf_mut()
+        });
+        B::conv2d_backward(
+            x.buf(),
+            self.weight.value.buf(),
+            dy.buf(),
+            &g,
+            self.out_channels,
+            &mut self.scratch,
+            self.scratch_holds_cols,
+            self.weight.grad.buf_mut(),
+            self.bias.grad.buf_mut(),
+            dx,
+        );
     }
 
     fn visit_params(&mut self, f: &mut dyn FnMut(&mut Param<B>)) {
@@ -477,5 +675,44 @@ mod tests {
         let mut y = Tensor::empty();
         c.forward(&x, &mut y, Mode::Eval);
         assert_eq!(y.to_vec(), vec![4., 6., 4., 6., 9., 6., 4., 6., 4.]);
+    }
+}
+
+#[cfg(test)]
+mod parallel_tests {
+    use super::*;
+    use crate::core::cpu::with_intra_op_threads;
+    use crate::core::gradcheck::random_input;
+    use rand::SeedableRng;
+
+    /// The batch split across threads (taken for large layers) matches one thread exactly in
+    /// the forward pass and dx, and to rounding in dW (partial sums are added per range).
+    #[test]
+    fn threads_do_not_change_results() {
+        let shape = [10, 12, 12, 8];
+        let n: usize = shape.iter().product();
+        let x = Tensor::<Cpu>::from_slice(&shape, &random_input(n, 1, 0.0));
+        let run = |threads| {
+            with_intra_op_threads(threads, || {
+                let mut c = Conv::<Cpu>::new_2d(8, 16, 3, 1, 1, &mut InitRng::seed_from_u64(4));
+                let (mut y, mut dx) = (Tensor::empty(), Tensor::empty());
+                c.forward(&x, &mut y, Mode::Train);
+                let dy = Tensor::<Cpu>::from_slice(y.shape(), &random_input(y.len(), 2, 0.0));
+                c.backward(&x, &y, &dy, Some(&mut dx));
+                (
+                    y.to_vec(),
+                    dx.to_vec(),
+                    c.weight.grad.to_vec(),
+                    c.bias.grad.to_vec(),
+                )
+            })
+        };
+        let (a, b) = (run(1), run(2));
+        assert_eq!(a.0, b.0);
+        assert_eq!(a.1, b.1);
+        assert_eq!(a.3, b.3);
+        for (u, v) in a.2.iter().zip(&b.2) {
+            assert!((u - v).abs() <= 1e-4 * (1.0 + u.abs()), "{u} vs {v}");
+        }
     }
 }
