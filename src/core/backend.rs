@@ -59,6 +59,7 @@ pub trait Backend:
     + ops::cross_entropy::CrossEntropyOps
     + ops::residual::ResidualOps
     + ops::transpose::TransposeOps
+    + ops::patchify::PatchifyOps
     + optim::OptimOps
 {
 }
@@ -77,6 +78,7 @@ impl<T> Backend for T where
         + ops::cross_entropy::CrossEntropyOps
         + ops::residual::ResidualOps
         + ops::transpose::TransposeOps
+        + ops::patchify::PatchifyOps
         + optim::OptimOps
 {
 }

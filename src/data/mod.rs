@@ -1,6 +1,10 @@
 //! Datasets and the transforms applied to them.
 
+pub mod cifar;
 pub mod dataset;
+pub mod download;
+pub mod folder;
+pub mod idx;
 pub mod mnist1d;
 pub mod npy;
 pub mod permutation;
