@@ -4,11 +4,13 @@
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use cnnlab::core::optim::{OptimizerConfig, Schedule};
+use cnnlab::data::cifar::Cifar;
 use cnnlab::data::mnist1d::Mnist1dConfig;
-use cnnlab::data::{npy, Condition, Dataset};
+use cnnlab::data::{download, npy, Condition, Dataset, DatasetSpec};
+use cnnlab::experiments::presets::{self, Preset, Recipe};
 use cnnlab::experiments::{bench, reproduce};
 use cnnlab::models::{Model, ModelKind};
-use cnnlab::report::{accuracy_table, ensure_dir, write_json, Row, Summary};
+use cnnlab::report::{accuracy_table, ensure_dir, write_json, Row};
 use cnnlab::train::{self, TrainConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
@@ -19,12 +21,10 @@ use std::path::PathBuf;
     version,
     about = "A laboratory that shows, by experiment, why convolutional networks work so well"
 )]
-#[command(
-    long_about = "A laboratory that shows, by experiment, why convolutional networks work so well.\n\n\
+#[command(long_about = "A laboratory that shows, by experiment, why convolutional networks work so well.\n\n\
 A CNN sees small local windows and stacks them; an MLP or a Mixer (the \"DNN\") sees the whole \
 input at every layer. Permuting input positions removes the spatial structure the CNN relies \
-on: `cnnlab reproduce` measures exactly that, beside the published numbers."
-)]
+on: `cnnlab reproduce` measures exactly that, beside the published numbers.")]
 struct Cli {
     /// Worker threads (default: all cores)
     #[arg(long, global = true, value_parser = clap::value_parser!(u32).range(1..))]
@@ -48,10 +48,50 @@ enum Command {
     Bench(BenchArgs),
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum DatasetName {
-    /// MNIST-1D, generated in process (no download)
-    Mnist1d,
+fn parse_dataset(s: &str) -> std::result::Result<DatasetSpec, String> {
+    s.parse()
+}
+
+/// Which dataset, and where its files are.
+#[derive(Args, Clone)]
+struct DataFlags {
+    /// mnist1d (generated in process), fashion-mnist, mnist, cifar10, cifar100 or folder:PATH
+    #[arg(long, default_value = "mnist1d", value_parser = parse_dataset)]
+    dataset: DatasetSpec,
+    /// Directory holding the dataset's files (default: its usual place)
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Image experiments: quick (minutes) or full (the paper recipe)
+    #[arg(long, value_enum, default_value = "quick")]
+    preset: Preset,
+    /// Train on the first N training examples
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    train_subset: Option<u64>,
+    /// Evaluate on the first N test examples
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    test_subset: Option<u64>,
+    #[command(flatten)]
+    mnist1d: Mnist1dFlags,
+}
+
+impl DataFlags {
+    /// Loads the dataset and resolves the recipe, applying the subsets.
+    fn load(&self) -> Result<(Dataset, Recipe)> {
+        let mut data = self
+            .dataset
+            .load(self.data_dir.as_deref(), &self.mnist1d.config())
+            .with_context(|| format!("loading {}", self.dataset.name()))?;
+        let recipe = presets::recipe(&data.example_shape, data.n_train(), self.preset);
+        let train_n = self.train_subset.map(|n| n as usize).or(recipe.train_subset);
+        let test_n = self.test_subset.map(|n| n as usize).or(recipe.test_subset);
+        if let Some(n) = train_n {
+            data.truncate_train(n);
+        }
+        if let Some(n) = test_n {
+            data.truncate_test(n);
+        }
+        Ok((data, recipe))
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -67,74 +107,89 @@ enum ScheduleName {
     Cosine,
 }
 
-/// Training hyper-parameters shared by `reproduce` and `train`.
+/// Training hyper-parameters shared by `reproduce` and `train`; unset ones come from the
+/// dataset's recipe (MNIST-1D: Adam 1e-2, batch 100, 6000 steps; images: the preset).
 #[derive(Args, Clone)]
 struct TrainFlags {
     /// Optimisation steps per run
-    #[arg(long, default_value_t = 6000, value_parser = clap::value_parser!(u64).range(1..))]
-    steps: u64,
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    steps: Option<u64>,
     /// Examples per step
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
-    batch_size: u64,
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    batch_size: Option<u64>,
     /// Base learning rate
-    #[arg(long, default_value_t = 1e-2)]
-    lr: f32,
-    #[arg(long, value_enum, default_value = "adam")]
-    optimizer: OptimizerName,
+    #[arg(long)]
+    lr: Option<f32>,
+    #[arg(long, value_enum)]
+    optimizer: Option<OptimizerName>,
     /// Weight decay (L2 for adam/sgd, decoupled for adamw)
-    #[arg(long, default_value_t = 0.0)]
-    weight_decay: f32,
+    #[arg(long)]
+    weight_decay: Option<f32>,
     /// SGD momentum
     #[arg(long, default_value_t = 0.9)]
     momentum: f32,
-    #[arg(long, value_enum, default_value = "constant")]
-    schedule: ScheduleName,
+    #[arg(long, value_enum)]
+    schedule: Option<ScheduleName>,
     /// Linear warm-up steps
-    #[arg(long, default_value_t = 0)]
-    warmup_steps: usize,
+    #[arg(long)]
+    warmup_steps: Option<usize>,
     /// Evaluate on the test set every N steps
-    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
-    eval_every: u64,
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    eval_every: Option<u64>,
 }
 
 impl TrainFlags {
-    fn config(&self, seed: u64) -> Result<TrainConfig> {
+    /// The recipe's config with every given flag applied.
+    fn config(&self, base: &TrainConfig, seed: u64) -> Result<TrainConfig> {
+        let mut cfg = base.clone();
+        cfg.seed = seed;
+        if let Some(v) = self.steps {
+            cfg.steps = v as usize;
+        }
+        if let Some(v) = self.batch_size {
+            cfg.batch_size = v as usize;
+        }
+        if let Some(v) = self.lr {
+            cfg.lr = v;
+        }
+        if let Some(v) = self.eval_every {
+            cfg.eval_every = v as usize;
+        }
+        let wd = self.weight_decay.unwrap_or(match cfg.optimizer {
+            OptimizerConfig::Adam { weight_decay, .. }
+            | OptimizerConfig::AdamW { weight_decay, .. }
+            | OptimizerConfig::Sgd { weight_decay, .. } => weight_decay,
+        });
         let optimizer = match self.optimizer {
-            OptimizerName::Adam => OptimizerConfig::Adam {
-                beta1: 0.9,
-                beta2: 0.999,
-                eps: 1e-8,
-                weight_decay: self.weight_decay,
-            },
-            OptimizerName::Adamw => OptimizerConfig::AdamW {
-                beta1: 0.9,
-                beta2: 0.999,
-                eps: 1e-8,
-                weight_decay: self.weight_decay,
-            },
-            OptimizerName::Sgd => OptimizerConfig::Sgd {
-                momentum: self.momentum,
-                weight_decay: self.weight_decay,
-                nesterov: false,
-            },
+            Some(OptimizerName::Adam) => {
+                Some(OptimizerConfig::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: wd })
+            }
+            Some(OptimizerName::Adamw) => {
+                Some(OptimizerConfig::AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: wd })
+            }
+            Some(OptimizerName::Sgd) => {
+                Some(OptimizerConfig::Sgd { momentum: self.momentum, weight_decay: wd, nesterov: false })
+            }
+            None => None,
         };
-        let schedule = match self.schedule {
-            ScheduleName::Constant => Schedule::Constant {
-                warmup_steps: self.warmup_steps,
+        match optimizer {
+            Some(o) => cfg.optimizer = o,
+            None => match &mut cfg.optimizer {
+                OptimizerConfig::Adam { weight_decay, .. }
+                | OptimizerConfig::AdamW { weight_decay, .. }
+                | OptimizerConfig::Sgd { weight_decay, .. } => *weight_decay = wd,
             },
-            ScheduleName::Cosine => Schedule::Cosine {
-                warmup_steps: self.warmup_steps,
-                final_fraction: 0.0,
-            },
-        };
-        let cfg = TrainConfig {
-            steps: self.steps as usize,
-            batch_size: self.batch_size as usize,
-            lr: self.lr,
-            optimizer,
-            schedule,
-            eval_every: self.eval_every as usize,
-            seed,
+        }
+        let warmup = self.warmup_steps.unwrap_or(match cfg.schedule {
+            Schedule::Constant { warmup_steps } | Schedule::Cosine { warmup_steps, .. } => warmup_steps,
+        });
+        cfg.schedule = match (self.schedule, &cfg.schedule) {
+            (Some(ScheduleName::Constant), _) | (None, Schedule::Constant { .. }) => {
+                Schedule::Constant { warmup_steps: warmup }
+            }
+            (Some(ScheduleName::Cosine), _) | (None, Schedule::Cosine { .. }) => {
+                Schedule::Cosine { warmup_steps: warmup, final_fraction: 0.0 }
+            }
         };
         cfg.validate()?;
         Ok(cfg)
@@ -192,25 +247,19 @@ impl Mnist1dFlags {
             seed: self.data_seed,
         }
     }
-
-    fn dataset(&self) -> Result<Dataset> {
-        Ok(self.config().generate()?.into())
-    }
 }
 
 #[derive(Args)]
 struct ReproduceArgs {
-    #[arg(long, value_enum, default_value = "mnist1d")]
-    dataset: DatasetName,
-    /// Models to train (comma-separated)
-    #[arg(long, value_enum, value_delimiter = ',', default_values = ["logistic", "mlp", "cnn", "dnn", "lcn"])]
-    models: Vec<ModelKind>,
+    /// Models to train, comma-separated (default: all for sequences; cnn,dnn,mlp,lcn for images)
+    #[arg(long, value_enum, value_delimiter = ',')]
+    models: Option<Vec<ModelKind>>,
     /// Input conditions (comma-separated); add per-example for the no-order control
     #[arg(long, value_enum, value_delimiter = ',', default_values = ["original", "permuted"])]
     conditions: Vec<Condition>,
-    /// Seeds per cell
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
-    seeds: u64,
+    /// Seeds per cell (default: 3; 1 for the quick image preset)
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    seeds: Option<u64>,
     /// Seed of the first run (run k uses seed + k)
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -224,15 +273,13 @@ struct ReproduceArgs {
     #[arg(long)]
     quiet: bool,
     #[command(flatten)]
-    train: TrainFlags,
+    data: DataFlags,
     #[command(flatten)]
-    mnist1d: Mnist1dFlags,
+    train: TrainFlags,
 }
 
 #[derive(Args)]
 struct TrainArgs {
-    #[arg(long, value_enum, default_value = "mnist1d")]
-    dataset: DatasetName,
     #[arg(long, value_enum)]
     model: ModelKind,
     #[arg(long, value_enum, default_value = "original")]
@@ -245,36 +292,47 @@ struct TrainArgs {
     #[arg(long)]
     quiet: bool,
     #[command(flatten)]
-    train: TrainFlags,
+    data: DataFlags,
     #[command(flatten)]
-    mnist1d: Mnist1dFlags,
+    train: TrainFlags,
 }
 
 #[derive(Args)]
 struct ModelsArgs {
-    #[arg(long, value_enum, default_value = "mnist1d")]
-    dataset: DatasetName,
+    #[command(flatten)]
+    data: DataFlags,
 }
 
 #[derive(Subcommand)]
 enum DataCommand {
-    /// Write a dataset as NumPy files: x.npy, y.npy, x_test.npy, y_test.npy
+    /// Write MNIST-1D as NumPy files: x.npy, y.npy, x_test.npy, y_test.npy
     Export {
-        #[arg(value_enum)]
-        dataset: DatasetName,
+        #[arg(value_parser = ["mnist1d"])]
+        dataset: String,
         /// Output directory (created if missing)
         #[arg(long)]
         out: PathBuf,
         #[command(flatten)]
         mnist1d: Mnist1dFlags,
     },
+    /// Download an official archive, check its published MD5 and unpack it (needs internet)
+    Download {
+        #[arg(value_parser = ["cifar10", "cifar100"])]
+        dataset: String,
+        /// Where to put the archive and its files
+        #[arg(long, default_value = "data")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Args)]
 struct BenchArgs {
-    /// Workload: w3a (MNIST-1D MLP), w3b (MNIST-1D 1D CNN)
+    /// w1, w1infer, w2 (CIFAR-shaped CNN, its inference, Mixer), w3a, w3b (MNIST-1D MLP and
+    /// CNN), loader (the data pipeline on --dataset)
     #[arg(value_parser = clap::builder::PossibleValuesParser::new(bench::WORKLOADS))]
     workload: String,
+    #[command(flatten)]
+    data: DataFlags,
 }
 
 fn progress_bar(total: u64, quiet: bool) -> ProgressBar {
@@ -282,53 +340,45 @@ fn progress_bar(total: u64, quiet: bool) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let pb = ProgressBar::new(total);
-    if let Ok(style) = ProgressStyle::with_template(
-        "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} steps, ETA {eta}",
-    ) {
+    if let Ok(style) =
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} steps, ETA {eta}")
+    {
         pb.set_style(style);
     }
     pb
 }
 
-fn load(dataset: DatasetName, mnist1d: &Mnist1dFlags) -> Result<Dataset> {
+fn reference_for(dataset: &DatasetSpec, model: ModelKind, condition: Condition) -> Option<f64> {
     match dataset {
-        DatasetName::Mnist1d => mnist1d.dataset().context("generating MNIST-1D"),
-    }
-}
-
-fn reference_for(dataset: DatasetName, model: ModelKind, condition: Condition) -> Option<f64> {
-    match dataset {
-        DatasetName::Mnist1d => reproduce::mnist1d_reference(model, condition),
+        DatasetSpec::Mnist1d => reproduce::mnist1d_reference(model, condition),
+        _ => None,
     }
 }
 
 fn cmd_reproduce(a: ReproduceArgs) -> Result<()> {
-    let data = load(a.dataset, &a.mnist1d)?;
+    let (data, recipe) = a.data.load()?;
     let run_dir = a.run_dir.clone().unwrap_or_else(|| {
-        let secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        PathBuf::from("runs").join(format!("{}-{secs}", data.name))
+        let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        PathBuf::from("runs").join(format!("{}-{secs}", a.data.dataset.name().replace([':', '/'], "_")))
     });
     let cfg = reproduce::ReproduceConfig {
-        models: a.models.clone(),
+        models: a.models.clone().unwrap_or(recipe.models.clone()),
         conditions: a.conditions.clone(),
-        seeds: a.seeds as usize,
+        seeds: a.seeds.map(|s| s as usize).unwrap_or(recipe.seeds),
         base_seed: a.seed,
-        train: a.train.config(a.seed)?,
+        train: a.train.config(&recipe.train, a.seed)?,
         run_dir: Some(run_dir.clone()),
     };
     let pb = progress_bar(reproduce::total_steps(&cfg), a.quiet);
-    let dataset = a.dataset;
-    let (summary, _) = reproduce::run(&data, &cfg, &|m, c| reference_for(dataset, m, c), &|s| {
-        pb.inc(s as u64)
-    })
-    .context("reproduce")?;
+    let spec = a.data.dataset.clone();
+    let (summary, _) =
+        reproduce::run(&data, &cfg, &|m, c| reference_for(&spec, m, c), &|s| pb.inc(s as u64)).context("reproduce")?;
     pb.finish_and_clear();
     println!(
-        "{}: {} models x {} conditions x {} seeds, {} steps each, batch {}, lr {}",
+        "{}: {} train / {} test examples; {} models x {} conditions x {} seeds, {} steps each, batch {}, lr {}",
         summary.dataset,
+        data.n_train(),
+        data.n_test(),
         cfg.models.len(),
         cfg.conditions.len(),
         cfg.seeds,
@@ -337,11 +387,7 @@ fn cmd_reproduce(a: ReproduceArgs) -> Result<()> {
         cfg.train.lr
     );
     print!("{}", accuracy_table(&summary.rows));
-    println!(
-        "wall time {:.1} s; curves in {}",
-        summary.wall_seconds,
-        run_dir.display()
-    );
+    println!("wall time {:.1} s; curves in {}", summary.wall_seconds, run_dir.display());
     if let Some(path) = &a.json {
         write_json(path, &summary).with_context(|| format!("writing {}", path.display()))?;
     }
@@ -349,49 +395,24 @@ fn cmd_reproduce(a: ReproduceArgs) -> Result<()> {
 }
 
 fn cmd_train(a: TrainArgs) -> Result<()> {
-    let data = load(a.dataset, &a.mnist1d)?;
-    let cfg = reproduce::ReproduceConfig {
-        models: vec![a.model],
-        conditions: vec![a.condition],
-        seeds: 1,
-        base_seed: a.seed,
-        train: a.train.config(a.seed)?,
-        run_dir: None,
+    let (data, recipe) = a.data.load()?;
+    let cfg = a.train.config(&recipe.train, a.seed)?;
+    let pb = progress_bar(cfg.steps as u64, a.quiet);
+    let positions = data.example_len() / data.example_shape.last().copied().unwrap_or(1).max(1);
+    let perm_seed = {
+        use rand::Rng;
+        train::rng_for(a.seed, train::streams::CONDITION).random::<u64>()
     };
-    let pb = progress_bar(cfg.train.steps as u64, a.quiet);
-    // a single run: let each op use every thread
-    let (summary, records) = {
-        let dataset = a.dataset;
-        let data = &data;
-        let cfg = &cfg;
-        let variant = a.condition.apply(data, {
-            use rand::Rng;
-            train::rng_for(a.seed, train::streams::CONDITION).random::<u64>()
-        });
-        let start = std::time::Instant::now();
-        let result = train::train_cpu(a.model, &variant, &cfg.train, &mut |s| pb.inc(s as u64))
-            .context("training")?;
-        let row = Row::new(
-            a.model.name(),
-            a.condition.name(),
-            vec![result.final_test_accuracy],
-            reference_for(dataset, a.model, a.condition),
-        );
-        (
-            Summary {
-                dataset: data.name.clone(),
-                rows: vec![row],
-                wall_seconds: start.elapsed().as_secs_f64(),
-            },
-            result,
-        )
-    };
+    let mut variant = a.condition.apply(&data, perm_seed);
+    let mut perm = train::PositionPermutation::None;
+    if cfg.augment.is_some() && a.condition != Condition::Original {
+        variant.x.copy_from_slice(&data.x);
+        perm = a.condition.batch_permutation(positions, perm_seed);
+    }
+    let result = train::train_cpu_with(a.model, &variant, &cfg, perm, &mut |s| pb.inc(s as u64)).context("training")?;
     pb.finish_and_clear();
-    println!(
-        "{:>6}  {:>10}  {:>9}  {:>9}  {:>8}",
-        "step", "train loss", "train acc", "test loss", "test acc"
-    );
-    for p in &records.curve {
+    println!("{:>6}  {:>10}  {:>9}  {:>9}  {:>8}", "step", "train loss", "train acc", "test loss", "test acc");
+    for p in &result.curve {
         println!(
             "{:>6}  {:>10.4}  {:>8.1}%  {:>9.4}  {:>7.1}%",
             p.step,
@@ -401,17 +422,23 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
             p.test_accuracy * 100.0
         );
     }
-    print!("{}", accuracy_table(&summary.rows));
-    println!("wall time {:.1} s", summary.wall_seconds);
+    let row = Row::new(
+        a.model.name(),
+        a.condition.name(),
+        vec![result.final_test_accuracy],
+        reference_for(&a.data.dataset, a.model, a.condition),
+    );
+    print!("{}", accuracy_table(std::slice::from_ref(&row)));
+    println!("wall time {:.1} s", result.wall_seconds);
     if let Some(path) = &a.json {
         let out = serde_json::json!({
-            "dataset": summary.dataset,
+            "dataset": data.name,
             "model": a.model.name(),
             "condition": a.condition.name(),
-            "config": cfg.train,
-            "final_test_accuracy": records.final_test_accuracy,
-            "curve": records.curve,
-            "wall_seconds": summary.wall_seconds,
+            "config": cfg,
+            "final_test_accuracy": result.final_test_accuracy,
+            "curve": result.curve,
+            "wall_seconds": result.wall_seconds,
         });
         write_json(path, &out).with_context(|| format!("writing {}", path.display()))?;
     }
@@ -419,50 +446,27 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
 }
 
 fn cmd_models(a: ModelsArgs) -> Result<()> {
-    let data = load(a.dataset, &Mnist1dFlags::parse_defaults())?;
-    println!(
-        "{} examples of shape {:?}, {} classes\n",
-        data.name, data.example_shape, data.classes
-    );
-    println!(
-        "{:<9} {:>9} {:>12}  what it is",
-        "model", "params", "FLOPs/ex"
-    );
+    let (data, recipe) = a.data.load()?;
+    println!("{} examples of shape {:?}, {} classes\n", data.name, data.example_shape, data.classes);
+    println!("{:<9} {:>9} {:>12}  what it is", "model", "params", "FLOPs/ex");
     for kind in ModelKind::ALL {
         let mut rng = train::rng_for(0, train::streams::INIT);
-        let model =
-            Model::<cnnlab::core::Cpu>::build(kind, &data.example_shape, data.classes, &mut rng)?;
-        println!(
-            "{:<9} {:>9} {:>12}  {}",
-            kind.name(),
-            model.param_count(),
-            model.flops_per_example(),
-            kind.summary()
-        );
+        let model = Model::<cnnlab::core::Cpu>::build_with(
+            kind,
+            &data.example_shape,
+            data.classes,
+            &recipe.train.arch,
+            &mut rng,
+        )?;
+        println!("{:<9} {:>9} {:>12}  {}", kind.name(), model.param_count(), model.flops_per_example(), kind.summary());
         println!("{:<9} {}", "", cnnlab::core::Layer::describe(&model.net));
     }
     Ok(())
 }
 
-impl Mnist1dFlags {
-    /// The defaults, as if no flag had been given.
-    fn parse_defaults() -> Self {
-        #[derive(Parser)]
-        struct Wrapper {
-            #[command(flatten)]
-            f: Mnist1dFlags,
-        }
-        Wrapper::parse_from(["cnnlab"]).f
-    }
-}
-
 fn cmd_data(c: DataCommand) -> Result<()> {
     match c {
-        DataCommand::Export {
-            dataset: DatasetName::Mnist1d,
-            out,
-            mnist1d,
-        } => {
+        DataCommand::Export { out, mnist1d, .. } => {
             let d = mnist1d.config().generate().context("generating MNIST-1D")?;
             ensure_dir(&out)?;
             let len = d.length;
@@ -482,11 +486,30 @@ fn cmd_data(c: DataCommand) -> Result<()> {
             );
             Ok(())
         }
+        DataCommand::Download { dataset, dir } => {
+            let kind = if dataset == "cifar10" { Cifar::Ten } else { Cifar::Hundred { fine: true } };
+            let archive = download::cifar_archive(kind);
+            let pb = ProgressBar::new(0);
+            let path = download::download(archive, &dir, &mut |done, total| {
+                if let Some(t) = total {
+                    pb.set_length(t);
+                }
+                pb.set_position(done);
+            })?;
+            pb.finish_and_clear();
+            println!("{} verified (MD5 {}) and unpacked into {}", path.display(), archive.md5, dir.display());
+            Ok(())
+        }
     }
 }
 
 fn cmd_bench(a: BenchArgs) -> Result<()> {
-    let r = bench::run(&a.workload)?;
+    let r = if a.workload == "loader" {
+        let (data, _) = a.data.load()?;
+        bench::loader(&data)?
+    } else {
+        bench::run(&a.workload)?
+    };
     println!("{r}");
     Ok(())
 }
@@ -516,11 +539,7 @@ fn main() {
             let line: Vec<&str> = text
                 .lines()
                 .map(str::trim)
-                .filter(|l| {
-                    !l.is_empty()
-                        && !l.starts_with("For more information")
-                        && !l.starts_with("Usage:")
-                })
+                .filter(|l| !l.is_empty() && !l.starts_with("For more information") && !l.starts_with("Usage:"))
                 .collect();
             eprintln!("{}", line.join(" "));
             std::process::exit(2);

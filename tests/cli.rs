@@ -4,10 +4,7 @@
 use std::process::{Command, Output};
 
 fn cnnlab(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cnnlab"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
+    Command::new(env!("CARGO_BIN_EXE_cnnlab")).args(args).output().expect("the binary runs")
 }
 
 /// Fails unless the command failed with exactly one line on stderr and no panic.
@@ -16,11 +13,7 @@ fn assert_clean_failure(args: &[&str]) -> String {
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(!out.status.success(), "{args:?} should fail");
     assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
-    assert_eq!(
-        err.trim_end().lines().count(),
-        1,
-        "{args:?} should print one line, got:\n{err}"
-    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{args:?} should print one line, got:\n{err}");
     err
 }
 
@@ -34,22 +27,8 @@ fn bad_flags_give_one_line_errors() {
     assert_clean_failure(&["train", "--model", "cnn", "--lr", "-1"]);
     assert_clean_failure(&["reproduce", "--seeds", "0"]);
     assert_clean_failure(&["bench", "w9"]);
-    assert_clean_failure(&[
-        "data",
-        "export",
-        "mnist1d",
-        "--out",
-        "/proc/cnnlab-cannot-write-here",
-    ]);
-    assert_clean_failure(&[
-        "data",
-        "export",
-        "mnist1d",
-        "--out",
-        "/tmp/x",
-        "--train-split",
-        "2",
-    ]);
+    assert_clean_failure(&["data", "export", "mnist1d", "--out", "/proc/cnnlab-cannot-write-here"]);
+    assert_clean_failure(&["data", "export", "mnist1d", "--out", "/tmp/x", "--train-split", "2"]);
 }
 
 #[test]
@@ -70,18 +49,8 @@ fn unwritable_json_fails_without_panic() {
 #[test]
 fn data_export_writes_numpy_files() {
     let dir = tempfile::tempdir().unwrap();
-    let out = cnnlab(&[
-        "data",
-        "export",
-        "mnist1d",
-        "--out",
-        dir.path().to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = cnnlab(&["data", "export", "mnist1d", "--out", dir.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     for (name, shape, dtype) in [
         ("x.npy", vec![4000u64, 40], "<f4"),
         ("y.npy", vec![4000], "<i8"),
@@ -91,19 +60,11 @@ fn data_export_writes_numpy_files() {
         let bytes = std::fs::read(dir.path().join(name)).unwrap();
         let npy = npyz::NpyFile::new(&bytes[..]).unwrap();
         assert_eq!(npy.shape(), &shape[..], "{name}");
-        assert_eq!(
-            npy.dtype(),
-            npyz::DType::Plain(dtype.parse().unwrap()),
-            "{name}"
-        );
+        assert_eq!(npy.dtype(), npyz::DType::Plain(dtype.parse().unwrap()), "{name}");
     }
     let bytes = std::fs::read(dir.path().join("y.npy")).unwrap();
     let y: Vec<i64> = npyz::NpyFile::new(&bytes[..]).unwrap().into_vec().unwrap();
-    assert_eq!(
-        &y[..10],
-        &[2, 6, 4, 5, 6, 6, 6, 0, 3, 1],
-        "labels of the reference generator"
-    );
+    assert_eq!(&y[..10], &[2, 6, 4, 5, 6, 6, 6, 0, 3, 1], "labels of the reference generator");
 }
 
 #[test]
@@ -129,25 +90,15 @@ fn reproduce_writes_the_promised_json_and_curves() {
         "--run-dir",
         runs.to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.contains("cnn") && stdout.contains("(94)"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("cnn") && stdout.contains("(94)"), "{stdout}");
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(v["dataset"], "mnist1d");
     assert!(v["wall_seconds"].as_f64().unwrap() > 0.0);
     let rows = v["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 4);
-    let cnn = rows
-        .iter()
-        .find(|r| r["model"] == "cnn" && r["condition"] == "original")
-        .unwrap();
+    let cnn = rows.iter().find(|r| r["model"] == "cnn" && r["condition"] == "original").unwrap();
     assert_eq!(cnn["seeds"], 2);
     assert_eq!(cnn["reference"], 0.94);
     assert!(cnn["accuracy_mean"].as_f64().unwrap() > 0.1);
@@ -165,11 +116,7 @@ fn models_lists_parameters_and_flops() {
     assert!(out.status.success());
     let s = String::from_utf8_lossy(&out.stdout);
     // logistic regression on 40 inputs, 10 classes: 410 parameters, 800 FLOPs
-    assert!(
-        s.lines()
-            .any(|l| l.starts_with("logistic") && l.contains(" 410 ") && l.contains(" 800 ")),
-        "{s}"
-    );
+    assert!(s.lines().any(|l| l.starts_with("logistic") && l.contains(" 410 ") && l.contains(" 800 ")), "{s}");
     for m in ["mlp", "cnn", "dnn", "lcn"] {
         assert!(s.lines().any(|l| l.starts_with(m)), "{m} missing:\n{s}");
     }
@@ -183,4 +130,46 @@ fn help_describes_the_commands() {
     for c in ["reproduce", "train", "models", "data", "bench"] {
         assert!(s.contains(c), "{c} missing from --help");
     }
+}
+
+/// The image path end to end on a folder of PNGs: reproduce runs every image model.
+#[test]
+fn reproduce_on_an_image_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    for (ci, class) in ["a", "b"].iter().enumerate() {
+        std::fs::create_dir_all(dir.path().join(class)).unwrap();
+        for i in 0..6u8 {
+            let v = (ci as u8) * 120 + i * 10;
+            image::RgbImage::from_pixel(8, 8, image::Rgb([v, 255 - v, v / 2]))
+                .save(dir.path().join(class).join(format!("{i}.png")))
+                .unwrap();
+        }
+    }
+    let json = dir.path().join("s.json");
+    let spec = format!("folder:{}", dir.path().display());
+    let out = cnnlab(&[
+        "reproduce",
+        "--dataset",
+        &spec,
+        "--steps",
+        "4",
+        "--quiet",
+        "--json",
+        json.to_str().unwrap(),
+        "--run-dir",
+        dir.path().join("runs").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let models: Vec<&str> = v["rows"].as_array().unwrap().iter().map(|r| r["model"].as_str().unwrap()).collect();
+    assert_eq!(models, ["cnn", "cnn", "dnn", "dnn", "mlp", "mlp", "lcn", "lcn"]);
+    assert!(v["rows"][0]["reference"].is_null());
+}
+
+#[test]
+fn missing_image_data_says_how_to_get_it() {
+    let e = assert_clean_failure(&["reproduce", "--dataset", "cifar10", "--data-dir", "/nonexistent"]);
+    assert!(e.contains("cnnlab data download cifar10"), "{e}");
+    let e = assert_clean_failure(&["reproduce", "--dataset", "fashion-mnist", "--data-dir", "/nonexistent"]);
+    assert!(e.contains("dataset-fashion-mnist"), "{e}");
 }

@@ -10,11 +10,7 @@ fn fixture() -> Value {
 }
 
 fn floats(v: &Value) -> Vec<f64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
 }
 
 fn config_of(args: &Value) -> Mnist1dConfig {
@@ -39,13 +35,7 @@ fn check(case: &Value) -> f64 {
     let cfg = config_of(&case["args"]);
     let d = cfg.generate().unwrap();
     let len = d.length;
-    let labels = |v: &Value| -> Vec<u8> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as u8)
-            .collect()
-    };
+    let labels = |v: &Value| -> Vec<u8> { v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u8).collect() };
     assert_eq!(d.y, labels(&case["y"]), "train labels");
     assert_eq!(d.y_test, labels(&case["y_test"]), "test labels");
     let mut worst = 0.0f64;
@@ -57,11 +47,7 @@ fn check(case: &Value) -> f64 {
             cmp(row.iter().sum::<f64>(), *s);
         }
         let rows = case[format!("{split}_rows")].as_array().unwrap();
-        let idx = if split == "x" {
-            &case["train_rows"]
-        } else {
-            &case["test_rows"]
-        };
+        let idx = if split == "x" { &case["train_rows"] } else { &case["test_rows"] };
         for (want, i) in rows.iter().zip(idx.as_array().unwrap()) {
             let i = i.as_u64().unwrap() as usize;
             for (a, b) in x[i * len..(i + 1) * len].iter().zip(floats(want)) {
@@ -90,26 +76,11 @@ fn every_parameter_is_honoured() {
 #[test]
 fn bad_parameters_are_errors_not_panics() {
     let bad = [
-        Mnist1dConfig {
-            num_samples: 3,
-            ..Default::default()
-        },
-        Mnist1dConfig {
-            train_split: 1.5,
-            ..Default::default()
-        },
-        Mnist1dConfig {
-            padding: (60, 36),
-            ..Default::default()
-        },
-        Mnist1dConfig {
-            max_translation: 0,
-            ..Default::default()
-        },
-        Mnist1dConfig {
-            final_seq_length: 1,
-            ..Default::default()
-        },
+        Mnist1dConfig { num_samples: 3, ..Default::default() },
+        Mnist1dConfig { train_split: 1.5, ..Default::default() },
+        Mnist1dConfig { padding: (60, 36), ..Default::default() },
+        Mnist1dConfig { max_translation: 0, ..Default::default() },
+        Mnist1dConfig { final_seq_length: 1, ..Default::default() },
     ];
     for cfg in bad {
         assert!(cfg.generate().is_err(), "{cfg:?} should be rejected");

@@ -48,10 +48,7 @@ static GLOBAL: Counting = Counting;
 fn training_steps_do_not_allocate_after_warm_up() {
     let data = mnist1d_default().unwrap();
     for kind in ModelKind::ALL {
-        let cfg = TrainConfig {
-            steps: 100,
-            ..TrainConfig::mnist1d()
-        };
+        let cfg = TrainConfig { steps: 100, ..TrainConfig::mnist1d() };
         let mut t = Trainer::<Cpu>::for_dataset(kind, &data, cfg).unwrap();
         with_intra_op_threads(1, || {
             for step in 0..3 {
@@ -70,9 +67,6 @@ fn training_steps_do_not_allocate_after_warm_up() {
         let n = ALLOCATIONS.load(Ordering::SeqCst);
         let g = GEMM_ALLOCATIONS.swap(0, Ordering::SeqCst);
         println!("{kind:?}: {g} allocations inside the gemm crate in 50 steps");
-        assert_eq!(
-            n, 0,
-            "{kind:?}: {n} allocations in 50 steady-state steps and one evaluation"
-        );
+        assert_eq!(n, 0, "{kind:?}: {n} allocations in 50 steady-state steps and one evaluation");
     }
 }

@@ -14,43 +14,22 @@ fn data() -> &'static Dataset {
 }
 
 fn short(steps: usize, seed: u64) -> TrainConfig {
-    TrainConfig {
-        steps,
-        eval_every: steps,
-        seed,
-        ..TrainConfig::mnist1d()
-    }
+    TrainConfig { steps, eval_every: steps, seed, ..TrainConfig::mnist1d() }
 }
 
 #[test]
 fn cnn_learns_mnist1d_quickly() {
-    let r = with_intra_op_threads(1, || {
-        train_cpu(ModelKind::Cnn, data(), &short(600, 0), &mut |_| {})
-    })
-    .unwrap();
-    assert!(
-        r.final_test_accuracy > 0.6,
-        "CNN after 600 steps: {}",
-        r.final_test_accuracy
-    );
+    let r = with_intra_op_threads(1, || train_cpu(ModelKind::Cnn, data(), &short(600, 0), &mut |_| {})).unwrap();
+    assert!(r.final_test_accuracy > 0.6, "CNN after 600 steps: {}", r.final_test_accuracy);
 }
 
 #[test]
 fn every_model_trains_under_every_condition() {
     for kind in ModelKind::ALL {
-        for cond in [
-            Condition::Original,
-            Condition::Permuted,
-            Condition::PerExample,
-        ] {
+        for cond in [Condition::Original, Condition::Permuted, Condition::PerExample] {
             let d = cond.apply(data(), 5);
-            let r = with_intra_op_threads(1, || train_cpu(kind, &d, &short(100, 1), &mut |_| {}))
-                .unwrap();
-            assert!(
-                r.final_test_accuracy > 0.12,
-                "{kind:?}/{cond:?}: {}",
-                r.final_test_accuracy
-            );
+            let r = with_intra_op_threads(1, || train_cpu(kind, &d, &short(100, 1), &mut |_| {})).unwrap();
+            assert!(r.final_test_accuracy > 0.12, "{kind:?}/{cond:?}: {}", r.final_test_accuracy);
             assert!(r.curve[0].train_loss.is_finite());
         }
     }
@@ -59,18 +38,9 @@ fn every_model_trains_under_every_condition() {
 #[test]
 fn same_seed_same_numbers_for_each_thread_count() {
     for threads in [1, 2] {
-        for kind in [
-            ModelKind::Cnn,
-            ModelKind::Dnn,
-            ModelKind::Lcn,
-            ModelKind::Mlp,
-        ] {
+        for kind in [ModelKind::Cnn, ModelKind::Dnn, ModelKind::Lcn, ModelKind::Mlp] {
             let run = |seed| {
-                with_intra_op_threads(threads, || {
-                    train_cpu(kind, data(), &short(60, seed), &mut |_| {})
-                })
-                .unwrap()
-                .curve
+                with_intra_op_threads(threads, || train_cpu(kind, data(), &short(60, seed), &mut |_| {})).unwrap().curve
             };
             let (a, b, c) = (run(3), run(3), run(4));
             assert_eq!(a, b, "{kind:?} with {threads} threads is not reproducible");
@@ -81,17 +51,11 @@ fn same_seed_same_numbers_for_each_thread_count() {
 
 #[test]
 fn diverging_training_is_an_error_not_a_panic() {
-    let cfg = TrainConfig {
-        lr: 1e30,
-        ..short(50, 0)
-    };
+    let cfg = TrainConfig { lr: 1e30, ..short(50, 0) };
     let r = with_intra_op_threads(1, || train_cpu(ModelKind::Mlp, data(), &cfg, &mut |_| {}));
     match r {
         Err(cnnlab::Error::Diverged { .. }) => {}
-        other => panic!(
-            "expected divergence, got {:?}",
-            other.map(|r| r.final_test_accuracy)
-        ),
+        other => panic!("expected divergence, got {:?}", other.map(|r| r.final_test_accuracy)),
     }
 }
 
@@ -107,10 +71,7 @@ fn mlp_is_permutation_invariant() {
     // recover the permutation: permuted position i holds original position perm[i]
     let x0 = &data().x[..40];
     let p0 = &permuted.x[..40];
-    let perm: Vec<usize> = p0
-        .iter()
-        .map(|v| x0.iter().position(|u| u == v).unwrap())
-        .collect();
+    let perm: Vec<usize> = p0.iter().map(|v| x0.iter().position(|u| u == v).unwrap()).collect();
     let cfg = short(200, 9);
     let mut a = Trainer::<Cpu>::for_dataset(ModelKind::Mlp, data(), cfg.clone()).unwrap();
     let mut b = Trainer::<Cpu>::for_dataset(ModelKind::Mlp, &permuted, cfg).unwrap();

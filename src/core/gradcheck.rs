@@ -23,11 +23,7 @@ pub fn random_input(len: usize, seed: u64, gap: f32) -> Vec<f32> {
 
 fn loss(layer: &mut dyn Layer<Cpu>, x: &Tensor<Cpu>, r: &[f32], y: &mut Tensor<Cpu>) -> f64 {
     layer.forward(x, y, Mode::Train);
-    y.buf()
-        .iter()
-        .zip(r)
-        .map(|(a, b)| *a as f64 * *b as f64)
-        .sum()
+    y.buf().iter().zip(r).map(|(a, b)| *a as f64 * *b as f64).sum()
 }
 
 /// Checks input and parameter gradients; panics with the worst mismatch. At most
@@ -57,10 +53,7 @@ pub fn check_layer(layer: &mut dyn Layer<Cpu>, shape: &[usize], x: Vec<f32>, eps
     let mut report = |what: String, a: f32, n: f64| {
         let err = (a as f64 - n).abs();
         let bound = tol as f64 * (1.0 + a.abs().max(n.abs() as f32) as f64);
-        assert!(
-            err <= bound,
-            "{what}: analytic {a} vs numeric {n} (err {err:.2e} > {bound:.2e})"
-        );
+        assert!(err <= bound, "{what}: analytic {a} vs numeric {n} (err {err:.2e} > {bound:.2e})");
         checked += 1;
     };
     let name = layer.describe();
@@ -71,11 +64,7 @@ pub fn check_layer(layer: &mut dyn Layer<Cpu>, shape: &[usize], x: Vec<f32>, eps
         xt.buf_mut()[i] = orig - eps;
         let lm = loss(layer, &xt, &r, &mut y);
         xt.buf_mut()[i] = orig;
-        report(
-            format!("{name}: dx[{i}]"),
-            analytic_dx[i],
-            (lp - lm) / (2.0 * eps as f64),
-        );
+        report(format!("{name}: dx[{i}]"), analytic_dx[i], (lp - lm) / (2.0 * eps as f64));
     }
     for (pi, grads) in analytic_params.iter().enumerate() {
         for i in probe(grads.len()) {
@@ -93,11 +82,7 @@ pub fn check_layer(layer: &mut dyn Layer<Cpu>, shape: &[usize], x: Vec<f32>, eps
             nudge(-2.0 * eps, layer);
             let lm = loss(layer, &xt, &r, &mut y);
             nudge(eps, layer);
-            report(
-                format!("{name}: param {pi}[{i}]"),
-                grads[i],
-                (lp - lm) / (2.0 * eps as f64),
-            );
+            report(format!("{name}: param {pi}[{i}]"), grads[i], (lp - lm) / (2.0 * eps as f64));
         }
     }
     assert!(checked > 0, "gradient check probed nothing");

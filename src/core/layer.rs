@@ -28,12 +28,7 @@ pub struct Param<B: Backend> {
 
 impl<B: Backend> Param<B> {
     pub fn new(name: &'static str, shape: &[usize], values: &[f32], decay: bool) -> Self {
-        Self {
-            name,
-            value: Tensor::from_slice(shape, values),
-            grad: Tensor::zeros(shape),
-            decay,
-        }
+        Self { name, value: Tensor::from_slice(shape, values), grad: Tensor::zeros(shape), decay }
     }
 }
 
@@ -46,13 +41,7 @@ pub trait Layer<B: Backend>: Send {
     /// Computes `y` from `x`.
     fn forward(&mut self, x: &Tensor<B>, y: &mut Tensor<B>, mode: Mode);
     /// Given `dy`, writes parameter gradients and, if `dx` is given, the input gradient.
-    fn backward(
-        &mut self,
-        x: &Tensor<B>,
-        y: &Tensor<B>,
-        dy: &Tensor<B>,
-        dx: Option<&mut Tensor<B>>,
-    );
+    fn backward(&mut self, x: &Tensor<B>, y: &Tensor<B>, dy: &Tensor<B>, dx: Option<&mut Tensor<B>>);
     /// Visits every parameter in a fixed order (optimizers key their state by it).
     fn visit_params(&mut self, _f: &mut dyn FnMut(&mut Param<B>)) {}
     /// Visits every parameter read-only, in the same order.
@@ -106,11 +95,7 @@ impl<B: Backend> Sequential<B> {
 
 impl<B: Backend> Layer<B> for Sequential<B> {
     fn describe(&self) -> String {
-        self.layers
-            .iter()
-            .map(|l| l.describe())
-            .collect::<Vec<_>>()
-            .join(" -> ")
+        self.layers.iter().map(|l| l.describe()).collect::<Vec<_>>().join(" -> ")
     }
 
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
@@ -135,13 +120,7 @@ impl<B: Backend> Layer<B> for Sequential<B> {
         }
     }
 
-    fn backward(
-        &mut self,
-        x: &Tensor<B>,
-        y: &Tensor<B>,
-        dy: &Tensor<B>,
-        mut dx: Option<&mut Tensor<B>>,
-    ) {
+    fn backward(&mut self, x: &Tensor<B>, y: &Tensor<B>, dy: &Tensor<B>, mut dx: Option<&mut Tensor<B>>) {
         let n = self.layers.len();
         if n == 0 {
             if let Some(dx) = dx {
@@ -154,11 +133,7 @@ impl<B: Backend> Layer<B> for Sequential<B> {
             let output = if i == n - 1 { y } else { &self.acts[i] };
             let (g_before, g_after) = self.grads.split_at_mut(i);
             let grad_out = if i == n - 1 { dy } else { &g_after[0] };
-            let grad_in = if i == 0 {
-                dx.as_deref_mut()
-            } else {
-                Some(&mut g_before[i - 1])
-            };
+            let grad_in = if i == 0 { dx.as_deref_mut() } else { Some(&mut g_before[i - 1]) };
             self.layers[i].backward(input, output, grad_out, grad_in);
         }
     }

@@ -11,10 +11,7 @@ pub struct Tensor<B: BackendBase> {
 impl<B: BackendBase> Tensor<B> {
     /// A zero-filled tensor.
     pub fn zeros(shape: &[usize]) -> Self {
-        Self {
-            shape: shape.to_vec(),
-            buf: B::zeros(shape.iter().product()),
-        }
+        Self { shape: shape.to_vec(), buf: B::zeros(shape.iter().product()) }
     }
 
     /// An empty tensor, shaped later by [`Tensor::resize`].
@@ -27,10 +24,7 @@ impl<B: BackendBase> Tensor<B> {
         debug_assert_eq!(shape.iter().product::<usize>(), data.len());
         let mut buf = B::zeros(0);
         B::upload(&mut buf, data);
-        Self {
-            shape: shape.to_vec(),
-            buf,
-        }
+        Self { shape: shape.to_vec(), buf }
     }
 
     /// Reshapes in place, keeping memory when it is large enough (no allocation once warm).

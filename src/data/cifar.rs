@@ -47,10 +47,7 @@ impl Cifar {
 
     fn files(&self) -> (Vec<String>, &'static str) {
         match self {
-            Cifar::Ten => (
-                (1..=5).map(|i| format!("data_batch_{i}.bin")).collect(),
-                "test_batch.bin",
-            ),
+            Cifar::Ten => ((1..=5).map(|i| format!("data_batch_{i}.bin")).collect(), "test_batch.bin"),
             Cifar::Hundred { .. } => (vec!["train.bin".into()], "test.bin"),
         }
     }
@@ -67,10 +64,7 @@ impl Cifar {
 pub fn read_batch(path: &Path, kind: Cifar, x: &mut Vec<f32>, y: &mut Vec<u32>) -> Result<()> {
     let bytes = std::fs::read(path).map_err(|e| Error::io("reading", path, e))?;
     let record = kind.label_bytes() + PIXELS;
-    let bad = |reason: String| Error::Malformed {
-        path: path.to_path_buf(),
-        reason,
-    };
+    let bad = |reason: String| Error::Malformed { path: path.to_path_buf(), reason };
     if bytes.is_empty() {
         return Err(bad("empty file".into()));
     }
@@ -87,10 +81,7 @@ pub fn read_batch(path: &Path, kind: Cifar, x: &mut Vec<f32>, y: &mut Vec<u32>) 
             Cifar::Hundred { fine } => r[if fine { 1 } else { 0 }],
         } as usize;
         if label >= kind.classes() {
-            return Err(bad(format!(
-                "record {i}: label {label} out of range 0..{}",
-                kind.classes()
-            )));
+            return Err(bad(format!("record {i}: label {label} out of range 0..{}", kind.classes())));
         }
         y.push(label as u32);
         let px = &r[kind.label_bytes()..];
@@ -171,11 +162,7 @@ pub(crate) mod tests {
         let root = dir.join("cifar-10-batches-bin");
         std::fs::create_dir_all(&root).unwrap();
         for i in 1..=5 {
-            std::fs::write(
-                root.join(format!("data_batch_{i}.bin")),
-                records(Cifar::Ten, n),
-            )
-            .unwrap();
+            std::fs::write(root.join(format!("data_batch_{i}.bin")), records(Cifar::Ten, n)).unwrap();
         }
         std::fs::write(root.join("test_batch.bin"), records(Cifar::Ten, n)).unwrap();
         root
@@ -217,10 +204,7 @@ pub(crate) mod tests {
         bytes.truncate(bytes.len() - 7);
         std::fs::write(&f, &bytes).unwrap();
         let e = load_cifar(dir.path(), Cifar::Ten).unwrap_err().to_string();
-        assert!(
-            e.contains("data_batch_3.bin") && e.contains("truncated or oversized"),
-            "{e}"
-        );
+        assert!(e.contains("data_batch_3.bin") && e.contains("truncated or oversized"), "{e}");
         let mut bytes = records(Cifar::Ten, 2);
         bytes[3073] = 11;
         std::fs::write(&f, &bytes).unwrap();
@@ -234,9 +218,7 @@ pub(crate) mod tests {
         let e = load_cifar(dir.path(), Cifar::Ten).unwrap_err().to_string();
         assert!(e.contains("test_batch.bin"), "{e}");
         let empty = tempfile::tempdir().unwrap();
-        let e = load_cifar(empty.path(), Cifar::Ten)
-            .unwrap_err()
-            .to_string();
+        let e = load_cifar(empty.path(), Cifar::Ten).unwrap_err().to_string();
         assert!(e.contains("cnnlab data download cifar10"), "{e}");
     }
 }

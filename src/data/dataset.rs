@@ -44,18 +44,17 @@ impl Dataset {
         if self.n_train() == 0 || self.n_test() == 0 {
             return bad("train and test splits must both be non-empty".into());
         }
-        if let Some(l) = self
-            .y
-            .iter()
-            .chain(&self.y_test)
-            .find(|&&l| l as usize >= self.classes)
-        {
-            return bad(format!(
-                "label {l} out of range for {} classes",
-                self.classes
-            ));
+        if let Some(l) = self.y.iter().chain(&self.y_test).find(|&&l| l as usize >= self.classes) {
+            return bad(format!("label {l} out of range for {} classes", self.classes));
         }
         Ok(())
+    }
+
+    /// Keeps the first `n` test examples.
+    pub fn truncate_test(&mut self, n: usize) {
+        let n = n.min(self.n_test());
+        self.x_test.truncate(n * self.example_len());
+        self.y_test.truncate(n);
     }
 
     /// Keeps the first `n` training examples (for data-size experiments and quick runs).

@@ -37,19 +37,13 @@ pub fn md5_file(path: &Path) -> Result<String> {
     let mut hasher = Md5::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {
-        let n = f
-            .read(&mut buf)
-            .map_err(|e| Error::io("reading", path, e))?;
+        let n = f.read(&mut buf).map_err(|e| Error::io("reading", path, e))?;
         if n == 0 {
             break;
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Checks `archive`'s MD5 against `expected`, then unpacks the tar.gz into `dir`. Entries that
@@ -64,10 +58,7 @@ pub fn verify_and_unpack(archive: &Path, expected_md5: &str, dir: &Path) -> Resu
     }
     let f = std::fs::File::open(archive).map_err(|e| Error::io("opening", archive, e))?;
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(f));
-    let bad = |e: std::io::Error| Error::Malformed {
-        path: archive.into(),
-        reason: format!("cannot unpack: {e}"),
-    };
+    let bad = |e: std::io::Error| Error::Malformed { path: archive.into(), reason: format!("cannot unpack: {e}") };
     for entry in tar.entries().map_err(bad)? {
         let mut entry = entry.map_err(bad)?;
         entry.unpack_in(dir).map_err(bad)?;
@@ -77,11 +68,7 @@ pub fn verify_and_unpack(archive: &Path, expected_md5: &str, dir: &Path) -> Resu
 
 /// Downloads `archive` into `dir` (through a temporary file), verifies and unpacks it.
 #[cfg(feature = "download")]
-pub fn download(
-    archive: Archive,
-    dir: &Path,
-    progress: &mut dyn FnMut(u64, Option<u64>),
-) -> Result<PathBuf> {
+pub fn download(archive: Archive, dir: &Path, progress: &mut dyn FnMut(u64, Option<u64>)) -> Result<PathBuf> {
     use std::io::Write;
     crate::report::ensure_dir(dir)?;
     let dest = dir.join(archive.file_name);
@@ -93,24 +80,17 @@ pub fn download(
             source: std::io::Error::other(e.to_string()),
         };
         let response = ureq::get(archive.url).call().map_err(net)?;
-        let total = response
-            .headers()
-            .get("content-length")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
+        let total = response.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
         let mut reader = response.into_body().into_reader();
         let mut out = std::fs::File::create(&tmp).map_err(|e| Error::io("creating", &tmp, e))?;
         let mut buf = vec![0u8; 1 << 16];
         let mut done = 0u64;
         loop {
-            let n = reader
-                .read(&mut buf)
-                .map_err(|e| Error::io("downloading", archive.url, e))?;
+            let n = reader.read(&mut buf).map_err(|e| Error::io("downloading", archive.url, e))?;
             if n == 0 {
                 break;
             }
-            out.write_all(&buf[..n])
-                .map_err(|e| Error::io("writing", &tmp, e))?;
+            out.write_all(&buf[..n]).map_err(|e| Error::io("writing", &tmp, e))?;
             done += n as u64;
             progress(done, total);
         }
@@ -123,11 +103,7 @@ pub fn download(
 
 /// Without the `download` feature: says how to get the archive by hand.
 #[cfg(not(feature = "download"))]
-pub fn download(
-    archive: Archive,
-    dir: &Path,
-    _progress: &mut dyn FnMut(u64, Option<u64>),
-) -> Result<PathBuf> {
+pub fn download(archive: Archive, dir: &Path, _progress: &mut dyn FnMut(u64, Option<u64>)) -> Result<PathBuf> {
     Err(Error::Config(format!(
         "this build has no download support; fetch {} into {} and run again, or rebuild with the default features",
         archive.url,
@@ -153,15 +129,9 @@ mod tests {
             tar.append_data(&mut h, name, bytes).unwrap();
         };
         for i in 1..=5 {
-            add(
-                &format!("cifar-10-batches-bin/data_batch_{i}.bin"),
-                &records(Cifar::Ten, 3),
-            );
+            add(&format!("cifar-10-batches-bin/data_batch_{i}.bin"), &records(Cifar::Ten, 3));
         }
-        add(
-            "cifar-10-batches-bin/test_batch.bin",
-            &records(Cifar::Ten, 2),
-        );
+        add("cifar-10-batches-bin/test_batch.bin", &records(Cifar::Ten, 2));
         add("cifar-10-batches-bin/batches.meta.txt", b"airplane\n");
         tar.into_inner().unwrap().finish().unwrap();
     }
@@ -184,20 +154,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let archive = dir.path().join("a.tar.gz");
         build_archive(&archive);
-        let e = verify_and_unpack(&archive, cifar_archive(Cifar::Ten).md5, dir.path())
-            .unwrap_err()
-            .to_string();
+        let e = verify_and_unpack(&archive, cifar_archive(Cifar::Ten).md5, dir.path()).unwrap_err().to_string();
         assert!(e.contains("does not match the published"), "{e}");
-        assert!(
-            !dir.path().join("cifar-10-batches-bin").exists(),
-            "nothing unpacked"
-        );
+        assert!(!dir.path().join("cifar-10-batches-bin").exists(), "nothing unpacked");
         let bytes = std::fs::read(&archive).unwrap();
         std::fs::write(&archive, &bytes[..bytes.len() / 2]).unwrap();
         let md5 = md5_file(&archive).unwrap();
-        let e = verify_and_unpack(&archive, &md5, dir.path())
-            .unwrap_err()
-            .to_string();
+        let e = verify_and_unpack(&archive, &md5, dir.path()).unwrap_err().to_string();
         assert!(e.contains("cannot unpack"), "{e}");
     }
 

@@ -24,11 +24,7 @@ pub struct FolderOptions {
 
 impl Default for FolderOptions {
     fn default() -> Self {
-        Self {
-            resize: None,
-            test_fraction: 0.2,
-            seed: 0,
-        }
+        Self { resize: None, test_fraction: 0.2, seed: 0 }
     }
 }
 
@@ -46,10 +42,7 @@ fn class_files(dir: &Path) -> Result<Vec<(String, Vec<PathBuf>)>> {
             .map_err(|e| Error::io("listing", &path, e))?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
-                let ext = p
-                    .extension()
-                    .and_then(|e| e.to_str())
-                    .map(|e| e.to_ascii_lowercase());
+                let ext = p.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase());
                 matches!(ext.as_deref(), Some("png" | "jpg" | "jpeg"))
             })
             .collect();
@@ -59,32 +52,18 @@ fn class_files(dir: &Path) -> Result<Vec<(String, Vec<PathBuf>)>> {
     }
     classes.sort_by(|a, b| a.0.cmp(&b.0));
     if classes.is_empty() {
-        return Err(Error::MissingData(format!(
-            "{} has no class subfolders",
-            dir.display()
-        )));
+        return Err(Error::MissingData(format!("{} has no class subfolders", dir.display())));
     }
     if let Some((name, _)) = classes.iter().find(|(_, f)| f.is_empty()) {
-        return Err(Error::MissingData(format!(
-            "class folder {} in {} has no PNG/JPEG images",
-            name,
-            dir.display()
-        )));
+        return Err(Error::MissingData(format!("class folder {} in {} has no PNG/JPEG images", name, dir.display())));
     }
     Ok(classes)
 }
 
 /// Decodes one image to RGB [0, 1], checking or fixing its size.
-fn decode(
-    path: &Path,
-    size: &mut Option<(u32, u32)>,
-    resize: bool,
-    out: &mut Vec<f32>,
-) -> Result<()> {
-    let img = image::open(path).map_err(|e| Error::Malformed {
-        path: path.into(),
-        reason: format!("cannot decode image: {e}"),
-    })?;
+fn decode(path: &Path, size: &mut Option<(u32, u32)>, resize: bool, out: &mut Vec<f32>) -> Result<()> {
+    let img = image::open(path)
+        .map_err(|e| Error::Malformed { path: path.into(), reason: format!("cannot decode image: {e}") })?;
     let mut rgb = img.to_rgb8();
     match *size {
         None => *size = Some((rgb.height(), rgb.width())),
@@ -111,17 +90,13 @@ fn decode(
 /// Loads an image folder as a dataset named `folder:<root>`.
 pub fn load_folder(root: &Path, opts: &FolderOptions) -> Result<Dataset> {
     if !root.is_dir() {
-        return Err(Error::MissingData(format!(
-            "{} is not a directory",
-            root.display()
-        )));
+        return Err(Error::MissingData(format!("{} is not a directory", root.display())));
     }
     let (train_dir, test_dir) = (root.join("train"), root.join("test"));
     let (train, test): (Vec<(String, Vec<PathBuf>)>, Vec<(String, Vec<PathBuf>)>) =
         if train_dir.is_dir() && test_dir.is_dir() {
             let (a, b) = (class_files(&train_dir)?, class_files(&test_dir)?);
-            let names =
-                |v: &Vec<(String, Vec<PathBuf>)>| v.iter().map(|c| c.0.clone()).collect::<Vec<_>>();
+            let names = |v: &Vec<(String, Vec<PathBuf>)>| v.iter().map(|c| c.0.clone()).collect::<Vec<_>>();
             if names(&a) != names(&b) {
                 return Err(Error::Malformed {
                     path: root.into(),
@@ -189,12 +164,7 @@ mod tests {
         for (ci, c) in classes.iter().enumerate() {
             std::fs::create_dir_all(root.join(c)).unwrap();
             for i in 0..per_class {
-                write_png(
-                    &root.join(c).join(format!("{i}.png")),
-                    size.1,
-                    size.0,
-                    (ci * 100 + i) as u8,
-                );
+                write_png(&root.join(c).join(format!("{i}.png")), size.1, size.0, (ci * 100 + i) as u8);
             }
         }
     }
@@ -217,48 +187,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         make_tree(&dir.path().join("train"), &["a", "b"], 3, (8, 8));
         make_tree(&dir.path().join("test"), &["a", "b"], 1, (5, 7));
-        let e = load_folder(dir.path(), &FolderOptions::default())
-            .unwrap_err()
-            .to_string();
+        let e = load_folder(dir.path(), &FolderOptions::default()).unwrap_err().to_string();
         assert!(e.contains("expected 8x8"), "{e}");
-        let d = load_folder(
-            dir.path(),
-            &FolderOptions {
-                resize: Some((4, 4)),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        assert_eq!(
-            (d.example_shape.clone(), d.n_train(), d.n_test()),
-            (vec![4, 4, 3], 6, 2)
-        );
+        let d = load_folder(dir.path(), &FolderOptions { resize: Some((4, 4)), ..Default::default() }).unwrap();
+        assert_eq!((d.example_shape.clone(), d.n_train(), d.n_test()), (vec![4, 4, 3], 6, 2));
     }
 
     #[test]
     fn broken_folders_are_clear_errors() {
         let dir = tempfile::tempdir().unwrap();
-        let e = load_folder(&dir.path().join("missing"), &FolderOptions::default())
-            .unwrap_err()
-            .to_string();
+        let e = load_folder(&dir.path().join("missing"), &FolderOptions::default()).unwrap_err().to_string();
         assert!(e.contains("not a directory"), "{e}");
-        let e = load_folder(dir.path(), &FolderOptions::default())
-            .unwrap_err()
-            .to_string();
+        let e = load_folder(dir.path(), &FolderOptions::default()).unwrap_err().to_string();
         assert!(e.contains("no class subfolders"), "{e}");
         std::fs::create_dir_all(dir.path().join("empty")).unwrap();
-        let e = load_folder(dir.path(), &FolderOptions::default())
-            .unwrap_err()
-            .to_string();
+        let e = load_folder(dir.path(), &FolderOptions::default()).unwrap_err().to_string();
         assert!(e.contains("no PNG/JPEG"), "{e}");
         make_tree(dir.path(), &["empty", "x"], 3, (4, 4));
         std::fs::write(dir.path().join("x").join("broken.png"), b"not a png").unwrap();
-        let e = load_folder(dir.path(), &FolderOptions::default())
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("broken.png") && e.contains("cannot decode"),
-            "{e}"
-        );
+        let e = load_folder(dir.path(), &FolderOptions::default()).unwrap_err().to_string();
+        assert!(e.contains("broken.png") && e.contains("cannot decode"), "{e}");
     }
 }

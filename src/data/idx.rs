@@ -16,10 +16,7 @@ pub struct IdxArray {
 }
 
 fn malformed(path: &Path, reason: impl Into<String>) -> Error {
-    Error::Malformed {
-        path: path.to_path_buf(),
-        reason: reason.into(),
-    }
+    Error::Malformed { path: path.to_path_buf(), reason: reason.into() }
 }
 
 /// Reads an IDX file, decompressing it first if it is gzip.
@@ -40,22 +37,13 @@ pub fn read_idx(path: &Path) -> Result<IdxArray> {
 /// Parses IDX bytes; the error says what is wrong.
 pub fn parse_idx(bytes: &[u8]) -> std::result::Result<IdxArray, String> {
     if bytes.len() < 4 {
-        return Err(format!(
-            "{} bytes is too short for an IDX header",
-            bytes.len()
-        ));
+        return Err(format!("{} bytes is too short for an IDX header", bytes.len()));
     }
     if bytes[0] != 0 || bytes[1] != 0 {
-        return Err(format!(
-            "bad magic number {:02x}{:02x}{:02x}{:02x}",
-            bytes[0], bytes[1], bytes[2], bytes[3]
-        ));
+        return Err(format!("bad magic number {:02x}{:02x}{:02x}{:02x}", bytes[0], bytes[1], bytes[2], bytes[3]));
     }
     if bytes[2] != 0x08 {
-        return Err(format!(
-            "element type 0x{:02x} is not unsigned bytes (0x08)",
-            bytes[2]
-        ));
+        return Err(format!("element type 0x{:02x} is not unsigned bytes (0x08)", bytes[2]));
     }
     let ndims = bytes[3] as usize;
     if ndims == 0 || ndims > 4 {
@@ -66,34 +54,17 @@ pub fn parse_idx(bytes: &[u8]) -> std::result::Result<IdxArray, String> {
         return Err("truncated header".into());
     }
     let dims: Vec<usize> = (0..ndims)
-        .map(|i| {
-            u32::from_be_bytes([
-                bytes[4 + 4 * i],
-                bytes[5 + 4 * i],
-                bytes[6 + 4 * i],
-                bytes[7 + 4 * i],
-            ]) as usize
-        })
+        .map(|i| u32::from_be_bytes([bytes[4 + 4 * i], bytes[5 + 4 * i], bytes[6 + 4 * i], bytes[7 + 4 * i]]) as usize)
         .collect();
-    let count = dims
-        .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .ok_or("dimensions overflow")?;
+    let count = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or("dimensions overflow")?;
     let body = bytes.len() - header;
     if body < count {
-        return Err(format!(
-            "truncated: header promises {count} values, file holds {body}"
-        ));
+        return Err(format!("truncated: header promises {count} values, file holds {body}"));
     }
     if body > count {
-        return Err(format!(
-            "oversized: header promises {count} values, file holds {body}"
-        ));
+        return Err(format!("oversized: header promises {count} values, file holds {body}"));
     }
-    Ok(IdxArray {
-        dims,
-        data: bytes[header..].to_vec(),
-    })
+    Ok(IdxArray { dims, data: bytes[header..].to_vec() })
 }
 
 /// Finds `stem` or `stem.gz` in `dir`.
@@ -104,42 +75,27 @@ fn find(dir: &Path, stem: &str) -> Result<PathBuf> {
             return Ok(p);
         }
     }
-    Err(Error::MissingData(format!(
-        "{} has no {stem}[.gz]",
-        dir.display()
-    )))
+    Err(Error::MissingData(format!("{} has no {stem}[.gz]", dir.display())))
 }
 
 /// Loads an MNIST-layout directory (`train-images-idx3-ubyte[.gz]`, `train-labels-idx1-ubyte`,
 /// `t10k-…`) as `[28, 28, 1]` images scaled to [0, 1].
 pub fn load_idx_dataset(dir: &Path, name: &str) -> Result<Dataset> {
     if !dir.is_dir() {
-        return Err(Error::MissingData(format!(
-            "{} is not a directory",
-            dir.display()
-        )));
+        return Err(Error::MissingData(format!("{} is not a directory", dir.display())));
     }
     let split = |images: &str, labels: &str| -> Result<(Vec<f32>, Vec<u32>, Vec<usize>)> {
         let (ip, lp) = (find(dir, images)?, find(dir, labels)?);
         let img = read_idx(&ip)?;
         let lab = read_idx(&lp)?;
         if img.dims.len() != 3 {
-            return Err(malformed(
-                &ip,
-                format!("images must have 3 dimensions, found {:?}", img.dims),
-            ));
+            return Err(malformed(&ip, format!("images must have 3 dimensions, found {:?}", img.dims)));
         }
         if lab.dims.len() != 1 {
-            return Err(malformed(
-                &lp,
-                format!("labels must have 1 dimension, found {:?}", lab.dims),
-            ));
+            return Err(malformed(&lp, format!("labels must have 1 dimension, found {:?}", lab.dims)));
         }
         if img.dims[0] != lab.dims[0] {
-            return Err(malformed(
-                &lp,
-                format!("{} labels for {} images", lab.dims[0], img.dims[0]),
-            ));
+            return Err(malformed(&lp, format!("{} labels for {} images", lab.dims[0], img.dims[0])));
         }
         if let Some(bad) = lab.data.iter().find(|&&l| l >= 10) {
             return Err(malformed(&lp, format!("label {bad} out of range 0..10")));
@@ -156,15 +112,7 @@ pub fn load_idx_dataset(dir: &Path, name: &str) -> Result<Dataset> {
             reason: "train and test images differ in size".into(),
         });
     }
-    let d = Dataset {
-        name: name.into(),
-        example_shape: shape,
-        classes: 10,
-        x,
-        y,
-        x_test,
-        y_test,
-    };
+    let d = Dataset { name: name.into(), example_shape: shape, classes: 10, x, y, x_test, y_test };
     d.validate()?;
     Ok(d)
 }
@@ -193,22 +141,10 @@ pub(crate) mod tests {
 
     /// A tiny MNIST-layout directory: 6 train and 4 test 28×28 images, gzip and raw mixed.
     pub fn write_mnist_dir(dir: &Path) {
-        std::fs::write(
-            dir.join("train-images-idx3-ubyte.gz"),
-            gzip(&idx_bytes(&[6, 28, 28], 251)),
-        )
-        .unwrap();
+        std::fs::write(dir.join("train-images-idx3-ubyte.gz"), gzip(&idx_bytes(&[6, 28, 28], 251))).unwrap();
         std::fs::write(dir.join("train-labels-idx1-ubyte"), idx_bytes(&[6], 10)).unwrap();
-        std::fs::write(
-            dir.join("t10k-images-idx3-ubyte"),
-            idx_bytes(&[4, 28, 28], 253),
-        )
-        .unwrap();
-        std::fs::write(
-            dir.join("t10k-labels-idx1-ubyte.gz"),
-            gzip(&idx_bytes(&[4], 10)),
-        )
-        .unwrap();
+        std::fs::write(dir.join("t10k-images-idx3-ubyte"), idx_bytes(&[4, 28, 28], 253)).unwrap();
+        std::fs::write(dir.join("t10k-labels-idx1-ubyte.gz"), gzip(&idx_bytes(&[4], 10))).unwrap();
     }
 
     #[test]
@@ -253,40 +189,20 @@ pub(crate) mod tests {
     fn bad_labels_and_missing_files() {
         let dir = tempfile::tempdir().unwrap();
         write_mnist_dir(dir.path());
-        std::fs::write(
-            dir.path().join("train-labels-idx1-ubyte"),
-            idx_bytes(&[6], 12)[..].to_vec(),
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("train-labels-idx1-ubyte"), idx_bytes(&[6], 12)[..].to_vec()).unwrap();
         let mut labels = idx_bytes(&[6], 10);
         labels[8 + 5] = 42;
         std::fs::write(dir.path().join("train-labels-idx1-ubyte"), labels).unwrap();
-        let e = load_idx_dataset(dir.path(), "mnist")
-            .unwrap_err()
-            .to_string();
+        let e = load_idx_dataset(dir.path(), "mnist").unwrap_err().to_string();
         assert!(e.contains("label 42"), "{e}");
-        std::fs::write(
-            dir.path().join("train-labels-idx1-ubyte"),
-            idx_bytes(&[5], 10),
-        )
-        .unwrap();
-        let e = load_idx_dataset(dir.path(), "mnist")
-            .unwrap_err()
-            .to_string();
+        std::fs::write(dir.path().join("train-labels-idx1-ubyte"), idx_bytes(&[5], 10)).unwrap();
+        let e = load_idx_dataset(dir.path(), "mnist").unwrap_err().to_string();
         assert!(e.contains("5 labels for 6 images"), "{e}");
         std::fs::remove_file(dir.path().join("t10k-images-idx3-ubyte")).unwrap();
-        std::fs::write(
-            dir.path().join("train-labels-idx1-ubyte"),
-            idx_bytes(&[6], 10),
-        )
-        .unwrap();
-        let e = load_idx_dataset(dir.path(), "mnist")
-            .unwrap_err()
-            .to_string();
+        std::fs::write(dir.path().join("train-labels-idx1-ubyte"), idx_bytes(&[6], 10)).unwrap();
+        let e = load_idx_dataset(dir.path(), "mnist").unwrap_err().to_string();
         assert!(e.contains("t10k-images-idx3-ubyte"), "{e}");
-        let e = load_idx_dataset(&dir.path().join("nope"), "mnist")
-            .unwrap_err()
-            .to_string();
+        let e = load_idx_dataset(&dir.path().join("nope"), "mnist").unwrap_err().to_string();
         assert!(e.contains("not a directory"), "{e}");
     }
 }

@@ -8,7 +8,9 @@ pub mod idx;
 pub mod mnist1d;
 pub mod npy;
 pub mod permutation;
+pub mod registry;
 
 pub use dataset::mnist1d_default;
 pub use dataset::Dataset;
 pub use permutation::Condition;
+pub use registry::DatasetSpec;

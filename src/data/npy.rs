@@ -23,12 +23,7 @@ fn write<T: npyz::Serialize + npyz::AutoSerialize>(
     let mut bytes = Vec::new();
     let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
     let io = |e| Error::io("writing", path, e);
-    let mut w = npyz::WriteOptions::new()
-        .default_dtype()
-        .shape(&shape)
-        .writer(&mut bytes)
-        .begin_nd()
-        .map_err(io)?;
+    let mut w = npyz::WriteOptions::new().default_dtype().shape(&shape).writer(&mut bytes).begin_nd().map_err(io)?;
     w.extend(data).map_err(io)?;
     w.finish().map_err(io)?;
     write_atomic(path, &bytes)

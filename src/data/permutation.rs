@@ -29,6 +29,19 @@ impl Condition {
         }
     }
 
+    /// The permutation of `positions` this condition applies to training batches drawn after
+    /// augmentation (the same one [`Condition::apply`] uses for `seed`).
+    pub fn batch_permutation(&self, positions: usize, seed: u64) -> crate::train::PositionPermutation {
+        use crate::train::PositionPermutation;
+        match self {
+            Condition::Original => PositionPermutation::None,
+            Condition::Permuted => {
+                PositionPermutation::Fixed(random_permutation(positions, &mut ChaCha8Rng::seed_from_u64(seed)))
+            }
+            Condition::PerExample => PositionPermutation::PerExample,
+        }
+    }
+
     /// The dataset under this condition; permutations are drawn from `seed`.
     pub fn apply(&self, data: &Dataset, seed: u64) -> Dataset {
         let channels = data.example_shape.last().copied().unwrap_or(1).max(1);
@@ -68,8 +81,7 @@ pub fn random_permutation(n: usize, rng: &mut ChaCha8Rng) -> Vec<usize> {
 pub fn permute_one(example: &mut [f32], perm: &[usize], channels: usize, scratch: &mut [f32]) {
     scratch.copy_from_slice(example);
     for (dst, &src) in perm.iter().enumerate() {
-        example[dst * channels..(dst + 1) * channels]
-            .copy_from_slice(&scratch[src * channels..(src + 1) * channels]);
+        example[dst * channels..(dst + 1) * channels].copy_from_slice(&scratch[src * channels..(src + 1) * channels]);
     }
 }
 
@@ -105,16 +117,8 @@ mod tests {
         let perm: Vec<usize> = (0..4).map(|i| (p.x[i * 2] / 2.0) as usize).collect();
         for i in 0..4 {
             assert_eq!(p.x[i * 2 + 1], p.x[i * 2] + 1.0, "channels move together");
-            assert_eq!(
-                p.x[8 + i * 2],
-                8.0 + perm[i] as f32 * 2.0,
-                "same permutation for every example"
-            );
-            assert_eq!(
-                p.x_test[i * 2],
-                100.0 + perm[i] as f32 * 2.0,
-                "same permutation for test"
-            );
+            assert_eq!(p.x[8 + i * 2], 8.0 + perm[i] as f32 * 2.0, "same permutation for every example");
+            assert_eq!(p.x_test[i * 2], 100.0 + perm[i] as f32 * 2.0, "same permutation for test");
         }
         let mut sorted = perm.clone();
         sorted.sort();

@@ -6,11 +6,14 @@ use crate::core::init::InitRng;
 use crate::core::layer::Sequential;
 use crate::core::ops::conv1d::conv1d;
 use crate::core::ops::cross_entropy::CrossEntropy;
-use crate::core::ops::{Flatten, Linear, Relu};
+use crate::core::ops::{Conv, Flatten, GlobalAvgPool, Linear, Patchify, Pool, PoolKind, Relu};
 use crate::core::optim::{Optimizer, OptimizerConfig};
 use crate::core::{Cpu, Layer, Mode, Tensor};
+use crate::data::{Condition, Dataset};
 use crate::error::{Error, Result};
+use crate::models::dnn;
 use crate::models::mlp;
+use crate::train::{Augment, BatchSampler};
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
 
@@ -24,16 +27,12 @@ pub struct BenchResult {
 
 impl std::fmt::Display for BenchResult {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "RESULT {} {:.2} {}",
-            self.workload, self.value, self.unit
-        )
+        write!(f, "RESULT {} {:.2} {}", self.workload, self.value, self.unit)
     }
 }
 
 /// The workloads `cnnlab bench` knows.
-pub const WORKLOADS: [&str; 2] = ["w3a", "w3b"];
+pub const WORKLOADS: [&str; 6] = ["w1", "w1infer", "w2", "w3a", "w3b", "loader"];
 
 struct Workload {
     net: Sequential<Cpu>,
@@ -41,6 +40,41 @@ struct Workload {
     batch: usize,
     warmup: usize,
     steps: usize,
+    /// Forward passes only (inference), in evaluation mode.
+    inference: bool,
+}
+
+/// W1: the CIFAR-shaped CNN (channels last here, the same arithmetic as NCHW).
+fn w1_net(rng: &mut InitRng) -> Sequential<Cpu> {
+    let layers: Vec<Box<dyn Layer<Cpu>>> = vec![
+        Box::new(Conv::new_2d(3, 64, 3, 1, 1, rng)),
+        Box::new(Relu),
+        Box::new(Conv::new_2d(64, 128, 3, 1, 1, rng)),
+        Box::new(Relu),
+        Box::new(Pool::new_2d(PoolKind::Max, 2, 2)),
+        Box::new(Conv::new_2d(128, 256, 3, 1, 1, rng)),
+        Box::new(Relu),
+        Box::new(Pool::new_2d(PoolKind::Max, 2, 2)),
+        Box::new(Conv::new_2d(256, 256, 3, 1, 1, rng)),
+        Box::new(Relu),
+        Box::new(GlobalAvgPool),
+        Box::new(Linear::new(256, 10, rng)),
+    ];
+    Sequential::new(layers)
+}
+
+/// W2: 4x4 patches -> 128 channels, 4 Mixer blocks (token MLP 64-256-64, channel MLP
+/// 128-512-128, GELU, pre-LayerNorm, residuals), mean over tokens, linear.
+fn w2_net(rng: &mut InitRng) -> Sequential<Cpu> {
+    let mut layers: Vec<Box<dyn Layer<Cpu>>> =
+        vec![Box::new(Patchify { patch: 4 }), Box::new(Linear::new(48, 128, rng))];
+    for _ in 0..4 {
+        layers.push(dnn::token_mix(128, 64, 256, rng));
+        layers.push(dnn::channel_mix(128, 512, rng));
+    }
+    layers.push(Box::new(GlobalAvgPool));
+    layers.push(Box::new(Linear::new(128, 10, rng)));
+    Sequential::new(layers)
 }
 
 fn workload(name: &str) -> Result<Workload> {
@@ -53,6 +87,31 @@ fn workload(name: &str) -> Result<Workload> {
             batch: 100,
             warmup: 30,
             steps: 500,
+            inference: false,
+        }),
+        "w1" => Ok(Workload {
+            net: w1_net(&mut rng),
+            input: vec![128, 32, 32, 3],
+            batch: 128,
+            warmup: 3,
+            steps: 20,
+            inference: false,
+        }),
+        "w1infer" => Ok(Workload {
+            net: w1_net(&mut rng),
+            input: vec![512, 32, 32, 3],
+            batch: 512,
+            warmup: 2,
+            steps: 10,
+            inference: true,
+        }),
+        "w2" => Ok(Workload {
+            net: w2_net(&mut rng),
+            input: vec![128, 32, 32, 3],
+            batch: 128,
+            warmup: 3,
+            steps: 20,
+            inference: false,
         }),
         // W3b: conv1d(1->25,k5,p2), conv1d(25->25,k3,p1) x2, ReLU, flatten, linear(1000->10)
         "w3b" => {
@@ -72,29 +131,20 @@ fn workload(name: &str) -> Result<Workload> {
                 batch: 100,
                 warmup: 30,
                 steps: 300,
+                inference: false,
             })
         }
-        other => Err(Error::Config(format!(
-            "unknown benchmark '{other}' (known: {})",
-            WORKLOADS.join(", ")
-        ))),
+        other => Err(Error::Config(format!("unknown benchmark '{other}' (known: {})", WORKLOADS.join(", ")))),
     }
 }
 
-/// Runs training workload `name` and measures steps per second.
+/// Runs workload `name`: steps per second for the MNIST-1D ones, images per second for the
+/// image ones (`loader` is [`loader`]).
 pub fn run(name: &str) -> Result<BenchResult> {
-    let Workload {
-        mut net,
-        input,
-        batch,
-        warmup,
-        steps,
-    } = workload(name)?;
+    let Workload { mut net, input, batch, warmup, steps, inference } = workload(name)?;
     crate::core::cpu::flush_denormals();
     let mut rng = InitRng::seed_from_u64(0);
-    let xs: Vec<f32> = (0..input.iter().product::<usize>())
-        .map(|_| rng.sample(StandardNormal))
-        .collect();
+    let xs: Vec<f32> = (0..input.iter().product::<usize>()).map(|_| rng.sample(StandardNormal)).collect();
     let ys: Vec<f32> = (0..batch).map(|_| rng.random_range(0..10) as f32).collect();
     let x = Tensor::<Cpu>::from_slice(&input, &xs);
     let mut loss = CrossEntropy::<Cpu>::default();
@@ -102,6 +152,10 @@ pub fn run(name: &str) -> Result<BenchResult> {
     let mut logits = Tensor::empty();
     let mut opt = Optimizer::<Cpu>::new(OptimizerConfig::adam());
     let mut step = |net: &mut Sequential<Cpu>| -> f32 {
+        if inference {
+            net.forward(&x, &mut logits, Mode::Eval);
+            return logits.buf()[0];
+        }
         net.forward(&x, &mut logits, Mode::Train);
         let (l, _) = loss.evaluate(&logits, true);
         net.backward(&x, &logits, &loss.dlogits, None);
@@ -118,14 +172,36 @@ pub fn run(name: &str) -> Result<BenchResult> {
     }
     let secs = t.elapsed().as_secs_f64();
     if !last.is_finite() {
-        return Err(Error::Diverged {
-            step: steps,
-            loss: last,
-        });
+        return Err(Error::Diverged { step: steps, loss: last });
     }
-    Ok(BenchResult {
-        workload: name.into(),
-        value: steps as f64 / secs,
-        unit: "steps/s",
-    })
+    let rate = steps as f64 / secs;
+    if name.starts_with("w3") {
+        Ok(BenchResult { workload: name.into(), value: rate, unit: "steps/s" })
+    } else {
+        Ok(BenchResult { workload: name.into(), value: rate * batch as f64, unit: "images/s" })
+    }
+}
+
+/// Images per second of the training data pipeline alone (shuffle, gather, augmentation,
+/// permutation) on `data`, with the full preset's augmentation and a fixed permutation.
+pub fn loader(data: &Dataset) -> Result<BenchResult> {
+    data.validate()?;
+    let color = data.example_shape.last() == Some(&3);
+    let mut sampler = BatchSampler::new(128, InitRng::seed_from_u64(0));
+    if data.example_shape.len() == 3 {
+        sampler.augment = Some(Augment { crop_padding: if color { 4 } else { 2 }, horizontal_flip: color });
+    }
+    let positions = data.example_len() / data.example_shape.last().copied().unwrap_or(1).max(1);
+    sampler.permutation = Condition::Permuted.batch_permutation(positions, 0);
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        sampler.fill(data, &mut x, &mut y);
+    }
+    let batches = 200;
+    let t = std::time::Instant::now();
+    for _ in 0..batches {
+        sampler.fill(data, &mut x, &mut y);
+    }
+    let rate = (batches * 128) as f64 / t.elapsed().as_secs_f64();
+    Ok(BenchResult { workload: "loader".into(), value: rate, unit: "images/s" })
 }

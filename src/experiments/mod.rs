@@ -1,4 +1,5 @@
 //! The experiments the binary runs, usable from the library too.
 
 pub mod bench;
+pub mod presets;
 pub mod reproduce;

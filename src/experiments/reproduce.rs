@@ -9,7 +9,7 @@ use crate::data::{Condition, Dataset};
 use crate::error::{Error, Result};
 use crate::models::ModelKind;
 use crate::report::{ensure_dir, write_atomic, write_json, Row, Summary};
-use crate::train::{rng_for, streams, train_cpu, RunResult, TrainConfig};
+use crate::train::{rng_for, streams, train_cpu_with, PositionPermutation, RunResult, TrainConfig};
 use rand::Rng;
 use rayon::prelude::*;
 use std::path::PathBuf;
@@ -83,16 +83,15 @@ pub fn run(
     cfg.train.validate()?;
     data.validate()?;
     if cfg.seeds == 0 || cfg.models.is_empty() || cfg.conditions.is_empty() {
-        return Err(Error::Config(
-            "reproduce needs at least one model, condition and seed".into(),
-        ));
+        return Err(Error::Config("reproduce needs at least one model, condition and seed".into()));
     }
     if let Some(dir) = &cfg.run_dir {
         ensure_dir(dir)?;
     }
     let start = std::time::Instant::now();
     // every (condition, seed) dataset once, shared by all models
-    let variants: Vec<(Condition, u64, Dataset)> = cfg
+    let positions = data.example_len() / data.example_shape.last().copied().unwrap_or(1).max(1);
+    let variants: Vec<(Condition, u64, Dataset, PositionPermutation)> = cfg
         .conditions
         .iter()
         .flat_map(|&c| (0..cfg.seeds as u64).map(move |k| (c, k)))
@@ -101,31 +100,29 @@ pub fn run(
         .map(|(c, k)| {
             let seed = cfg.base_seed + k;
             let perm_seed = rng_for(seed, streams::CONDITION).random::<u64>();
-            (c, seed, c.apply(data, perm_seed))
+            let mut variant = c.apply(data, perm_seed);
+            if cfg.train.augment.is_some() && c != Condition::Original {
+                // augment in the original layout, then permute each batch
+                variant.x.copy_from_slice(&data.x);
+                (c, seed, variant, c.batch_permutation(positions, perm_seed))
+            } else {
+                (c, seed, variant, PositionPermutation::None)
+            }
         })
         .collect();
-    let mut jobs: Vec<(ModelKind, usize)> = cfg
-        .models
-        .iter()
-        .flat_map(|&m| (0..variants.len()).map(move |v| (m, v)))
-        .collect();
+    let mut jobs: Vec<(ModelKind, usize)> =
+        cfg.models.iter().flat_map(|&m| (0..variants.len()).map(move |v| (m, v))).collect();
     jobs.sort_by_key(|(m, _)| std::cmp::Reverse(cost(*m)));
     let results: Vec<Result<RunRecord>> = jobs
         .par_iter()
         .map(|&(model, v)| {
-            let (condition, seed, ref d) = variants[v];
-            let train = TrainConfig {
-                seed,
-                ..cfg.train.clone()
-            };
+            let (condition, seed, ref d, ref perm) = variants[v];
+            // one run per core, single-threaded inside, unless there are fewer runs than cores
+            let inner = if jobs.len() >= rayon::current_num_threads() { 1 } else { 0 };
+            let train = TrainConfig { seed, ..cfg.train.clone() };
             let result =
-                with_intra_op_threads(1, || train_cpu(model, d, &train, &mut |s| progress(s)))?;
-            Ok(RunRecord {
-                model,
-                condition,
-                seed,
-                result,
-            })
+                with_intra_op_threads(inner, || train_cpu_with(model, d, &train, perm.clone(), &mut |s| progress(s)))?;
+            Ok(RunRecord { model, condition, seed, result })
         })
         .collect();
     let mut records = results.into_iter().collect::<Result<Vec<_>>>()?;
@@ -145,25 +142,13 @@ pub fn run(
             rows.push(Row::new(m.name(), c.name(), accs, reference(m, c)));
         }
     }
-    let summary = Summary {
-        dataset: data.name.clone(),
-        rows,
-        wall_seconds: start.elapsed().as_secs_f64(),
-    };
+    let summary = Summary { dataset: data.name.clone(), rows, wall_seconds: start.elapsed().as_secs_f64() };
     if let Some(dir) = &cfg.run_dir {
         for r in &records {
-            let name = format!(
-                "{}-{}-seed{}.jsonl",
-                r.model.name(),
-                r.condition.name(),
-                r.seed
-            );
+            let name = format!("{}-{}-seed{}.jsonl", r.model.name(), r.condition.name(), r.seed);
             let mut text = String::new();
             for p in &r.result.curve {
-                text += &serde_json::to_string(p).map_err(|e| Error::Json {
-                    path: dir.join(&name),
-                    source: e,
-                })?;
+                text += &serde_json::to_string(p).map_err(|e| Error::Json { path: dir.join(&name), source: e })?;
                 text.push('\n');
             }
             write_atomic(&dir.join(name), text.as_bytes())?;

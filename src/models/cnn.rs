@@ -2,12 +2,18 @@
 //!
 //! 1-D: the MNIST-1D notebook's CNN — conv(k5, s2, p1) then two conv(k3, s2, p1), 25 channels,
 //! ReLU, flatten, linear. Each unit of layer 1 sees 5 inputs, of layer 2 13, of layer 3 29.
+//!
+//! 2-D: 3×3 convolutions (padding 1) of the given widths, optional BatchNorm, ReLU, 2×2
+//! max-pooling after the chosen layers, then global average pooling or flattening, linear. With `local`, the
+//! same stack with locally-connected layers (untied weights): the CNN's twin.
 
 use crate::core::init::InitRng;
 use crate::core::ops::conv1d::conv1d;
-use crate::core::ops::{Flatten, Linear, Relu};
+use crate::core::ops::conv2d::WindowGeom;
+use crate::core::ops::{BatchNorm, Conv, Flatten, GlobalAvgPool, Linear, LocallyConnected, Pool, PoolKind, Relu};
 use crate::core::{Backend, Layer};
 use crate::error::Result;
+use crate::models::ImageArch;
 
 /// (kernel, stride, padding) of the MNIST-1D CNN's three layers.
 pub const CNN_1D_LAYERS: [(usize, usize, usize); 3] = [(5, 2, 1), (3, 2, 1), (3, 2, 1)];
@@ -38,5 +44,43 @@ pub fn build_1d<B: Backend>(
     }
     layers.push(Box::new(Flatten));
     layers.push(Box::new(Linear::new(out * CNN_1D_CHANNELS, classes, rng)));
+    Ok(layers)
+}
+
+/// The 2-D CNN, or (with `local`) its locally-connected twin.
+pub fn build_2d<B: Backend>(
+    h: usize,
+    w: usize,
+    c: usize,
+    classes: usize,
+    arch: &ImageArch,
+    local: bool,
+    rng: &mut InitRng,
+) -> Result<Vec<Box<dyn Layer<B>>>> {
+    let mut layers: Vec<Box<dyn Layer<B>>> = Vec::new();
+    let (mut cin, mut hw) = (c, (h, w));
+    for (i, &width) in arch.cnn_widths.iter().enumerate() {
+        if local {
+            layers.push(Box::new(LocallyConnected::new(cin, width, hw, (3, 3), (1, 1), (1, 1), rng)?));
+        } else {
+            layers.push(Box::new(Conv::new_2d(cin, width, 3, 1, 1, rng)));
+        }
+        if arch.batch_norm {
+            layers.push(Box::new(BatchNorm::new(width)));
+        }
+        layers.push(Box::new(Relu));
+        if arch.pool_after.contains(&i) {
+            layers.push(Box::new(Pool::new_2d(PoolKind::Max, 2, 2)));
+            hw = (WindowGeom::out_len(hw.0, 2, 2, 0)?, WindowGeom::out_len(hw.1, 2, 2, 0)?);
+        }
+        cin = width;
+    }
+    if arch.global_pool {
+        layers.push(Box::new(GlobalAvgPool));
+        layers.push(Box::new(Linear::new(cin, classes, rng)));
+    } else {
+        layers.push(Box::new(Flatten));
+        layers.push(Box::new(Linear::new(cin * hw.0 * hw.1, classes, rng)));
+    }
     Ok(layers)
 }

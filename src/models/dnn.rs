@@ -7,11 +7,14 @@
 //! 8→16→8 and position MLP 40→32→40: ~33k multiply-adds, about the CNN's ~32k.
 
 use crate::core::init::InitRng;
-use crate::core::ops::{Gelu, GlobalAvgPool, LayerNorm, Linear, Residual, Transpose};
+use crate::core::ops::{Gelu, GlobalAvgPool, LayerNorm, Linear, Patchify, Residual, Transpose};
 use crate::core::{Backend, Layer};
+use crate::error::{Error, Result};
+use crate::models::ImageArch;
+use serde::{Deserialize, Serialize};
 
 /// Sizes of a Mixer over `positions` tokens.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MixerSize {
     pub dim: usize,
     pub depth: usize,
@@ -20,7 +23,7 @@ pub struct MixerSize {
 }
 
 /// The channel-mixing residual branch: LN, per-position MLP.
-fn channel_mix<B: Backend>(dim: usize, hidden: usize, rng: &mut InitRng) -> Box<dyn Layer<B>> {
+pub fn channel_mix<B: Backend>(dim: usize, hidden: usize, rng: &mut InitRng) -> Box<dyn Layer<B>> {
     Box::new(Residual::new(vec![
         Box::new(LayerNorm::new(dim)),
         Box::new(Linear::new(dim, hidden, rng)),
@@ -30,12 +33,7 @@ fn channel_mix<B: Backend>(dim: usize, hidden: usize, rng: &mut InitRng) -> Box<
 }
 
 /// The position-mixing residual branch: LN, transpose, MLP over positions, transpose back.
-fn token_mix<B: Backend>(
-    dim: usize,
-    positions: usize,
-    hidden: usize,
-    rng: &mut InitRng,
-) -> Box<dyn Layer<B>> {
+pub fn token_mix<B: Backend>(dim: usize, positions: usize, hidden: usize, rng: &mut InitRng) -> Box<dyn Layer<B>> {
     Box::new(Residual::new(vec![
         Box::new(LayerNorm::new(dim)),
         Box::new(Transpose),
@@ -64,21 +62,30 @@ pub fn mixer_body<B: Backend>(
     layers
 }
 
-pub const MIXER_1D: MixerSize = MixerSize {
-    dim: 8,
-    depth: 1,
-    token_hidden: 32,
-    channel_hidden: 16,
-};
+pub const MIXER_1D: MixerSize = MixerSize { dim: 8, depth: 1, token_hidden: 32, channel_hidden: 16 };
 
-pub fn build_1d<B: Backend>(
-    len: usize,
-    channels: usize,
-    classes: usize,
-    rng: &mut InitRng,
-) -> Vec<Box<dyn Layer<B>>> {
-    let mut layers: Vec<Box<dyn Layer<B>>> =
-        vec![Box::new(Linear::new(channels, MIXER_1D.dim, rng))];
+pub fn build_1d<B: Backend>(len: usize, channels: usize, classes: usize, rng: &mut InitRng) -> Vec<Box<dyn Layer<B>>> {
+    let mut layers: Vec<Box<dyn Layer<B>>> = vec![Box::new(Linear::new(channels, MIXER_1D.dim, rng))];
     layers.extend(mixer_body(len, MIXER_1D, classes, rng));
     layers
+}
+
+/// The image Mixer: `p`×`p` patches as tokens (p = 1: pixels), embedded, mixed, classified.
+pub fn build_2d<B: Backend>(
+    h: usize,
+    w: usize,
+    c: usize,
+    classes: usize,
+    arch: &ImageArch,
+    rng: &mut InitRng,
+) -> Result<Vec<Box<dyn Layer<B>>>> {
+    let p = arch.mixer_patch;
+    if p == 0 || h % p != 0 || w % p != 0 {
+        return Err(Error::Config(format!("mixer patch {p} does not divide the {h}x{w} image")));
+    }
+    let tokens = (h / p) * (w / p);
+    let mut layers: Vec<Box<dyn Layer<B>>> =
+        vec![Box::new(Patchify { patch: p }), Box::new(Linear::new(p * p * c, arch.mixer.dim, rng))];
+    layers.extend(mixer_body(tokens, arch.mixer, classes, rng));
+    Ok(layers)
 }

@@ -16,15 +16,7 @@ pub fn build_1d<B: Backend>(
     let mut layers: Vec<Box<dyn Layer<B>>> = Vec::new();
     let (mut cin, mut l) = (channels, len);
     for (k, s, p) in CNN_1D_LAYERS {
-        layers.push(Box::new(LocallyConnected::new(
-            cin,
-            CNN_1D_CHANNELS,
-            (1, l),
-            (1, k),
-            (1, s),
-            (0, p),
-            rng,
-        )?));
+        layers.push(Box::new(LocallyConnected::new(cin, CNN_1D_CHANNELS, (1, l), (1, k), (1, s), (0, p), rng)?));
         layers.push(Box::new(Relu));
         cin = CNN_1D_CHANNELS;
         l = WindowGeom::out_len(l, k, s, p)?;

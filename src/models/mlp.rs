@@ -16,10 +16,7 @@ pub fn build<B: Backend>(
     let mut width = inputs;
     for (i, &h) in hidden.iter().enumerate() {
         if residual && i > 0 && h == width {
-            layers.push(Box::new(Residual::new(vec![
-                Box::new(Linear::new(width, h, rng)),
-                Box::new(Relu),
-            ])));
+            layers.push(Box::new(Residual::new(vec![Box::new(Linear::new(width, h, rng)), Box::new(Relu)])));
         } else {
             layers.push(Box::new(Linear::new(width, h, rng)));
             layers.push(Box::new(Relu));

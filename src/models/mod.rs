@@ -32,13 +32,8 @@ pub enum ModelKind {
 }
 
 impl ModelKind {
-    pub const ALL: [ModelKind; 5] = [
-        ModelKind::Logistic,
-        ModelKind::Mlp,
-        ModelKind::Cnn,
-        ModelKind::Dnn,
-        ModelKind::Lcn,
-    ];
+    pub const ALL: [ModelKind; 5] =
+        [ModelKind::Logistic, ModelKind::Mlp, ModelKind::Cnn, ModelKind::Dnn, ModelKind::Lcn];
 
     pub fn name(&self) -> &'static str {
         match self {
@@ -70,15 +65,76 @@ pub struct Model<B: Backend> {
     pub classes: usize,
 }
 
+/// Architecture choices for image models (`[H, W, C]` inputs).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ImageArch {
+    /// Widths of the 3×3 convolutions (padding 1) of the CNN and its locally-connected twin.
+    pub cnn_widths: Vec<usize>,
+    /// Convolutions (0-based) followed by 2×2 max-pooling.
+    pub pool_after: Vec<usize>,
+    /// BatchNorm after each convolution.
+    pub batch_norm: bool,
+    /// Average the last feature map over positions (true) or flatten it (false) before the
+    /// classifier.
+    pub global_pool: bool,
+    /// Hidden widths of the MLP.
+    pub mlp_hidden: Vec<usize>,
+    /// Mixer patch size (1: every pixel is a token, the video's network).
+    pub mixer_patch: usize,
+    pub mixer: dnn::MixerSize,
+}
+
+impl ImageArch {
+    /// Small networks for quick runs on 28×28 or 32×32 images.
+    pub fn small() -> Self {
+        Self {
+            cnn_widths: vec![16, 32, 64],
+            pool_after: vec![1, 2],
+            batch_norm: true,
+            global_pool: false,
+            mlp_hidden: vec![256, 256],
+            mixer_patch: 1,
+            mixer: dnn::MixerSize { dim: 16, depth: 2, token_hidden: 64, channel_hidden: 32 },
+        }
+    }
+
+    /// The networks of the full runs (CIFAR-10 CNN past 85% with the full preset's recipe).
+    pub fn standard() -> Self {
+        Self {
+            cnn_widths: vec![64, 128, 256, 256],
+            pool_after: vec![1, 2],
+            batch_norm: true,
+            global_pool: true,
+            mlp_hidden: vec![1024, 512],
+            mixer_patch: 1,
+            mixer: dnn::MixerSize { dim: 64, depth: 3, token_hidden: 256, channel_hidden: 256 },
+        }
+    }
+}
+
 impl<B: Backend> Model<B> {
-    /// Builds `kind` for examples of `example_shape`, initialised from `rng`.
-    pub fn build(
+    /// Builds `kind` for examples of `example_shape`, initialised from `rng` (image models use
+    /// [`ImageArch::small`]).
+    pub fn build(kind: ModelKind, example_shape: &[usize], classes: usize, rng: &mut InitRng) -> Result<Self> {
+        Self::build_with(kind, example_shape, classes, &ImageArch::small(), rng)
+    }
+
+    /// Builds `kind` with the given image architecture.
+    pub fn build_with(
         kind: ModelKind,
         example_shape: &[usize],
         classes: usize,
+        arch: &ImageArch,
         rng: &mut InitRng,
     ) -> Result<Self> {
         let layers: Vec<Box<dyn Layer<B>>> = match example_shape {
+            [h, w, c] => match kind {
+                ModelKind::Logistic => logistic::build(h * w * c, classes, rng),
+                ModelKind::Mlp => mlp::build(h * w * c, &arch.mlp_hidden, false, classes, rng),
+                ModelKind::Cnn => cnn::build_2d(*h, *w, *c, classes, arch, false, rng)?,
+                ModelKind::Lcn => cnn::build_2d(*h, *w, *c, classes, arch, true, rng)?,
+                ModelKind::Dnn => dnn::build_2d(*h, *w, *c, classes, arch, rng)?,
+            },
             [len, channels] => match kind {
                 ModelKind::Logistic => logistic::build(len * channels, classes, rng),
                 ModelKind::Mlp => mlp::build(len * channels, &[100, 100], true, classes, rng),
@@ -93,18 +149,10 @@ impl<B: Backend> Model<B> {
                 )))
             }
         };
-        let model = Model {
-            kind,
-            net: Sequential::new(layers),
-            example_shape: example_shape.to_vec(),
-            classes,
-        };
+        let model = Model { kind, net: Sequential::new(layers), example_shape: example_shape.to_vec(), classes };
         let out = model.net.output_shape(&model.batch_shape(1))?;
         if out != [1, classes] {
-            return Err(Error::Shape(format!(
-                "{} produces {out:?}, expected [1, {classes}]",
-                kind.name()
-            )));
+            return Err(Error::Shape(format!("{} produces {out:?}, expected [1, {classes}]", kind.name())));
         }
         Ok(model)
     }

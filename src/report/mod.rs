@@ -16,15 +16,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io("creating", &tmp, e))?;
-        f.write_all(bytes)
-            .map_err(|e| Error::io("writing", &tmp, e))?;
+        f.write_all(bytes).map_err(|e| Error::io("writing", &tmp, e))?;
         f.sync_all().map_err(|e| Error::io("syncing", &tmp, e))?;
         std::fs::rename(&tmp, path).map_err(|e| Error::io("renaming into", path, e))
     })();
@@ -36,10 +32,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Serialises `value` as pretty JSON to `path` (atomically).
 pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
-    let text = serde_json::to_vec_pretty(value).map_err(|e| Error::Json {
-        path: path.into(),
-        source: e,
-    })?;
+    let text = serde_json::to_vec_pretty(value).map_err(|e| Error::Json { path: path.into(), source: e })?;
     write_atomic(path, &text)
 }
 
@@ -61,10 +54,6 @@ mod tests {
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
         let bad = dir.path().join("missing-dir").join("b.json");
         assert!(write_atomic(&bad, b"x").is_err());
-        assert_eq!(
-            std::fs::read_dir(dir.path()).unwrap().count(),
-            1,
-            "no temp file left behind"
-        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temp file left behind");
     }
 }

@@ -23,11 +23,7 @@ impl Row {
         let n = accuracies.len().max(1) as f64;
         let mean = accuracies.iter().sum::<f64>() / n;
         let var = if accuracies.len() > 1 {
-            accuracies
-                .iter()
-                .map(|a| (a - mean) * (a - mean))
-                .sum::<f64>()
-                / (n - 1.0)
+            accuracies.iter().map(|a| (a - mean) * (a - mean)).sum::<f64>() / (n - 1.0)
         } else {
             0.0
         };
@@ -66,15 +62,8 @@ pub fn accuracy_table(rows: &[Row]) -> String {
     let cell = |m: &str, c: &str| -> String {
         match rows.iter().find(|r| r.model == m && r.condition == c) {
             Some(r) => {
-                let reference = r
-                    .reference
-                    .map(|v| format!("{:.0}", v * 100.0))
-                    .unwrap_or_else(|| "-".into());
-                format!(
-                    "{:5.1} ± {:3.1}  ({reference:>2})",
-                    r.accuracy_mean * 100.0,
-                    r.accuracy_std * 100.0
-                )
+                let reference = r.reference.map(|v| format!("{:.0}", v * 100.0)).unwrap_or_else(|| "-".into());
+                format!("{:5.1} ± {:3.1}  ({reference:>2})", r.accuracy_mean * 100.0, r.accuracy_std * 100.0)
             }
             None => String::new(),
         }

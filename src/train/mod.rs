@@ -12,13 +12,16 @@ use crate::core::tensor::Shape;
 use crate::core::{Backend, Layer, Mode, Tensor};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::models::{Model, ModelKind};
-use rand::seq::SliceRandom;
+use crate::models::{ImageArch, Model, ModelKind};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 /// Streams drawn from the one run seed, so each random choice is independent of the others.
+pub mod sampler;
+
+pub use sampler::{Augment, BatchSampler, PositionPermutation};
+
 pub mod streams {
     pub const INIT: u64 = 1;
     pub const BATCHES: u64 = 2;
@@ -43,6 +46,15 @@ pub struct TrainConfig {
     /// Evaluate on the test set every this many steps (and at the end).
     pub eval_every: usize,
     pub seed: u64,
+    /// Augmentation of training images (none for sequences).
+    #[serde(default)]
+    pub augment: Option<Augment>,
+    /// Architecture of image models (sequence models have fixed architectures).
+    #[serde(default = "ImageArch::small")]
+    pub arch: ImageArch,
+    /// Prepare the next batch on a second thread while the current one trains.
+    #[serde(default)]
+    pub prefetch: bool,
 }
 
 impl TrainConfig {
@@ -56,6 +68,9 @@ impl TrainConfig {
             schedule: Schedule::constant(),
             eval_every: 500,
             seed: 0,
+            augment: None,
+            arch: ImageArch::small(),
+            prefetch: false,
         }
     }
 
@@ -67,10 +82,7 @@ impl TrainConfig {
             return Err(Error::Config("batch size must be at least 1".into()));
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
-            return Err(Error::Config(format!(
-                "learning rate must be a positive number, got {}",
-                self.lr
-            )));
+            return Err(Error::Config(format!("learning rate must be a positive number, got {}", self.lr)));
         }
         if self.eval_every == 0 {
             return Err(Error::Config("eval_every must be at least 1".into()));
@@ -103,42 +115,40 @@ pub struct Trainer<B: Backend> {
     pub model: Model<B>,
     pub optimizer: Optimizer<B>,
     pub config: TrainConfig,
+    /// Makes the training batches (moved to a prefetch thread during [`Trainer::fit`]).
+    pub sampler: BatchSampler,
     x: Tensor<B>,
     x_shape: Shape,
     logits: Tensor<B>,
     loss: CrossEntropy<B>,
     host_x: Vec<f32>,
     host_y: Vec<f32>,
-    order: Vec<usize>,
-    cursor: usize,
-    batch_rng: ChaCha8Rng,
 }
 
 impl<B: Backend> Trainer<B> {
     pub fn new(model: Model<B>, config: TrainConfig) -> Result<Self> {
         config.validate()?;
-        let batch_rng = rng_for(config.seed, streams::BATCHES);
+        let mut sampler = BatchSampler::new(config.batch_size, rng_for(config.seed, streams::BATCHES));
+        sampler.augment = config.augment;
         let x_shape = Shape::from(&model.batch_shape(0)[..]);
         Ok(Self {
             x_shape,
             model,
             optimizer: Optimizer::new(config.optimizer.clone()),
             config,
+            sampler,
             x: Tensor::empty(),
             logits: Tensor::empty(),
             loss: CrossEntropy::default(),
             host_x: Vec::new(),
             host_y: Vec::new(),
-            order: Vec::new(),
-            cursor: 0,
-            batch_rng,
         })
     }
 
     /// Builds `kind` for `data` from the config's seed and wraps it in a trainer.
     pub fn for_dataset(kind: ModelKind, data: &Dataset, config: TrainConfig) -> Result<Self> {
         let mut init: InitRng = rng_for(config.seed, streams::INIT);
-        let model = Model::build(kind, &data.example_shape, data.classes, &mut init)?;
+        let model = Model::build_with(kind, &data.example_shape, data.classes, &config.arch, &mut init)?;
         Self::new(model, config)
     }
 
@@ -150,52 +160,33 @@ impl<B: Backend> Trainer<B> {
             self.host_x.extend_from_slice(&x[i * len..(i + 1) * len]);
             self.host_y.push(y[i] as f32);
         }
+        self.upload_host_batch();
+    }
+
+    /// Moves the host batch (`host_x`, `host_y`) into the model's input tensors.
+    fn upload_host_batch(&mut self) {
         let rows = self.host_y.len();
         self.x_shape.set_first(rows);
         self.x.upload(&self.x_shape, &self.host_x);
         self.loss.labels.upload(&[rows], &self.host_y);
     }
 
-    /// The next training batch: a fresh shuffle of the training set each epoch.
-    fn next_batch(&mut self, data: &Dataset) {
-        let n = data.n_train();
-        let b = self.config.batch_size.min(n);
-        if self.order.len() != n || self.cursor + b > n {
-            if self.order.len() != n {
-                self.order = (0..n).collect();
-            }
-            self.order.shuffle(&mut self.batch_rng);
-            self.cursor = 0;
-        }
-        let (start, len) = (self.cursor, data.example_len());
-        self.cursor += b;
-        let order = std::mem::take(&mut self.order);
-        self.load_batch(
-            &data.x,
-            &data.y,
-            order[start..start + b].iter().copied(),
-            len,
-        );
-        self.order = order;
-    }
-
     /// One optimisation step at `step`; returns the batch's loss and accuracy.
     pub fn step(&mut self, data: &Dataset, step: usize) -> Result<(f32, f32)> {
-        self.next_batch(data);
-        self.model
-            .net
-            .forward(&self.x, &mut self.logits, Mode::Train);
+        self.sampler.fill(data, &mut self.host_x, &mut self.host_y);
+        self.upload_host_batch();
+        self.train_on_loaded(step)
+    }
+
+    /// Trains on the batch already in the input tensors.
+    fn train_on_loaded(&mut self, step: usize) -> Result<(f32, f32)> {
+        self.model.net.forward(&self.x, &mut self.logits, Mode::Train);
         let (loss, correct) = self.loss.evaluate(&self.logits, true);
         if !loss.is_finite() {
             return Err(Error::Diverged { step, loss });
         }
-        self.model
-            .net
-            .backward(&self.x, &self.logits, &self.loss.dlogits, None);
-        let lr = self
-            .config
-            .schedule
-            .lr(self.config.lr, step, self.config.steps);
+        self.model.net.backward(&self.x, &self.logits, &self.loss.dlogits, None);
+        let lr = self.config.schedule.lr(self.config.lr, step, self.config.steps);
         self.optimizer.step(&mut self.model.net, lr);
         Ok((loss, correct as f32 / self.loss.labels.len() as f32))
     }
@@ -208,9 +199,7 @@ impl<B: Backend> Trainer<B> {
         for start in (0..n).step_by(1000) {
             let end = (start + 1000).min(n);
             self.load_batch(&data.x_test, &data.y_test, start..end, len);
-            self.model
-                .net
-                .forward(&self.x, &mut self.logits, Mode::Eval);
+            self.model.net.forward(&self.x, &mut self.logits, Mode::Eval);
             let (l, c) = self.loss.evaluate(&self.logits, false);
             loss_sum += l as f64 * (end - start) as f64;
             correct += c;
@@ -224,36 +213,123 @@ impl<B: Backend> Trainer<B> {
         data.validate()?;
         crate::core::cpu::flush_denormals();
         let start = std::time::Instant::now();
-        let mut curve = Vec::new();
-        let (mut loss_acc, mut acc_acc, mut since) = (0.0f64, 0.0f64, 0usize);
-        let mut reported = 0;
-        for step in 0..self.config.steps {
-            let (l, a) = self.step(data, step)?;
-            loss_acc += l as f64;
-            acc_acc += a as f64;
-            since += 1;
-            let done = step + 1;
-            if done % self.config.eval_every == 0 || done == self.config.steps {
-                let (test_loss, test_accuracy) = self.evaluate(data);
-                curve.push(CurvePoint {
-                    step: done,
-                    train_loss: (loss_acc / since as f64) as f32,
-                    train_accuracy: (acc_acc / since as f64) as f32,
-                    test_loss,
-                    test_accuracy,
-                });
-                (loss_acc, acc_acc, since) = (0.0, 0.0, 0);
-                progress(done - reported);
-                reported = done;
+        let curve = if self.config.prefetch {
+            self.fit_prefetching(data, progress)?
+        } else {
+            let mut log = CurveLog::default();
+            for step in 0..self.config.steps {
+                let r = self.step(data, step)?;
+                self.record(data, step, r, &mut log, progress);
             }
-        }
+            log.curve
+        };
         let final_test_accuracy = curve.last().map(|p| p.test_accuracy as f64).unwrap_or(0.0);
-        Ok(RunResult {
-            curve,
-            final_test_accuracy,
-            wall_seconds: start.elapsed().as_secs_f64(),
-        })
+        Ok(RunResult { curve, final_test_accuracy, wall_seconds: start.elapsed().as_secs_f64() })
     }
+
+    /// Accumulates step `step`'s loss and accuracy; evaluates when due.
+    fn record(
+        &mut self,
+        data: &Dataset,
+        step: usize,
+        (l, a): (f32, f32),
+        log: &mut CurveLog,
+        progress: &mut dyn FnMut(usize),
+    ) {
+        log.loss += l as f64;
+        log.accuracy += a as f64;
+        log.since += 1;
+        let done = step + 1;
+        if done % self.config.eval_every == 0 || done == self.config.steps {
+            let (test_loss, test_accuracy) = self.evaluate(data);
+            log.curve.push(CurvePoint {
+                step: done,
+                train_loss: (log.loss / log.since as f64) as f32,
+                train_accuracy: (log.accuracy / log.since as f64) as f32,
+                test_loss,
+                test_accuracy,
+            });
+            (log.loss, log.accuracy, log.since) = (0.0, 0.0, 0);
+            progress(done - log.reported);
+            log.reported = done;
+        }
+    }
+
+    /// The training loop with batches made on a second thread: the sampler moves there and
+    /// hands over filled buffers through a bounded channel; used buffers come back, so after
+    /// the first few steps nothing is allocated. Same batches as without prefetching.
+    fn fit_prefetching(&mut self, data: &Dataset, progress: &mut dyn FnMut(usize)) -> Result<Vec<CurvePoint>> {
+        use std::sync::mpsc::sync_channel;
+        const IN_FLIGHT: usize = 2;
+        let steps = self.config.steps;
+        let mut sampler = std::mem::replace(&mut self.sampler, BatchSampler::new(0, rng_for(0, 0)));
+        let (full_tx, full_rx) = sync_channel::<(Vec<f32>, Vec<f32>)>(IN_FLIGHT);
+        let (empty_tx, empty_rx) = sync_channel::<(Vec<f32>, Vec<f32>)>(IN_FLIGHT + 1);
+        for _ in 0..=IN_FLIGHT {
+            let _ = empty_tx.send((Vec::new(), Vec::new()));
+        }
+        let result = std::thread::scope(|scope| {
+            let producer = scope.spawn(move || {
+                crate::core::cpu::flush_denormals();
+                for _ in 0..steps {
+                    let Ok((mut x, mut y)) = empty_rx.recv() else { break };
+                    sampler.fill(data, &mut x, &mut y);
+                    if full_tx.send((x, y)).is_err() {
+                        break;
+                    }
+                }
+                sampler
+            });
+            let mut log = CurveLog::default();
+            let mut outcome = Ok(());
+            for step in 0..steps {
+                let Ok((x, y)) = full_rx.recv() else { break };
+                let (old_x, old_y) = (std::mem::replace(&mut self.host_x, x), std::mem::replace(&mut self.host_y, y));
+                self.upload_host_batch();
+                let _ = empty_tx.send((old_x, old_y));
+                match self.train_on_loaded(step) {
+                    Ok(r) => self.record(data, step, r, &mut log, progress),
+                    Err(e) => {
+                        outcome = Err(e);
+                        break;
+                    }
+                }
+            }
+            drop(full_rx);
+            drop(empty_tx);
+            let sampler = producer.join();
+            (outcome.map(|_| log.curve), sampler)
+        });
+        let (curve, sampler) = result;
+        if let Ok(s) = sampler {
+            self.sampler = s;
+        }
+        curve
+    }
+}
+
+/// Running sums between evaluations.
+#[derive(Default)]
+struct CurveLog {
+    curve: Vec<CurvePoint>,
+    loss: f64,
+    accuracy: f64,
+    since: usize,
+    reported: usize,
+}
+
+/// Trains `kind` on `data` with `config` on the CPU backend, permuting each training batch's
+/// positions after augmentation with `permutation` (for conditions applied on the fly).
+pub fn train_cpu_with(
+    kind: ModelKind,
+    data: &Dataset,
+    config: &TrainConfig,
+    permutation: PositionPermutation,
+    progress: &mut dyn FnMut(usize),
+) -> Result<RunResult> {
+    let mut trainer = Trainer::<Cpu>::for_dataset(kind, data, config.clone())?;
+    trainer.sampler.permutation = permutation;
+    trainer.fit(data, progress)
 }
 
 /// Trains `kind` on `data` with `config` on the CPU backend.

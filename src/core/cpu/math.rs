@@ -59,9 +59,7 @@ macro_rules! dispatch_simd {
             unsafe fn with_avx2<F: FnOnce()>(f: F) {
                 f()
             }
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
                 // SAFETY: the CPU supports the features the function is compiled for.
                 unsafe { with_avx2(|| $body) }
             } else {

@@ -39,9 +39,9 @@ pub fn intra_op_threads() -> usize {
     }
 }
 
-/// Runs `f` with ops on this thread limited to `threads` threads.
+/// Runs `f` with ops on this thread limited to `threads` threads (0: all of the pool).
 pub fn with_intra_op_threads<R>(threads: usize, f: impl FnOnce() -> R) -> R {
-    let previous = INTRA_OP_THREADS.with(|c| c.replace(threads.max(1)));
+    let previous = INTRA_OP_THREADS.with(|c| c.replace(threads));
     let out = f();
     INTRA_OP_THREADS.with(|c| c.set(previous));
     out
@@ -63,10 +63,8 @@ pub fn flush_denormals() {
 /// Builds rayon's global pool with `threads` workers (0: one per core), each flushing
 /// denormals. Call once, before any op runs; later calls keep the first pool.
 pub fn init_thread_pool(threads: usize) -> crate::error::Result<()> {
-    let built = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .start_handler(|_| flush_denormals())
-        .build_global();
+    let built =
+        rayon::ThreadPoolBuilder::new().num_threads(threads).start_handler(|_| flush_denormals()).build_global();
     match built {
         Ok(()) => Ok(()),
         // a pool already exists (a library user built their own): keep it
@@ -92,22 +90,14 @@ pub(crate) fn chunking(len: usize, min_chunk: usize) -> usize {
 
 /// Runs `f(chunk_index, chunk)` over `data` in chunks of `chunk` values: inline when there is
 /// one chunk (no thread hand-off), on rayon's pool otherwise.
-pub(crate) fn for_each_chunk_mut<T: Send>(
-    data: &mut [T],
-    chunk: usize,
-    f: impl Fn(usize, &mut [T]) + Sync + Send,
-) {
+pub(crate) fn for_each_chunk_mut<T: Send>(data: &mut [T], chunk: usize, f: impl Fn(usize, &mut [T]) + Sync + Send) {
     use rayon::prelude::*;
     if chunk == 0 || chunk >= data.len() {
         f(0, data);
     } else if intra_op_threads() <= 1 {
-        data.chunks_mut(chunk)
-            .enumerate()
-            .for_each(|(i, c)| f(i, c));
+        data.chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
     } else {
-        data.par_chunks_mut(chunk)
-            .enumerate()
-            .for_each(|(i, c)| f(i, c));
+        data.par_chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
     }
 }
 
@@ -121,9 +111,7 @@ pub(crate) fn elementwise(out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync 
         f(0, out);
     } else {
         let chunk = len.div_ceil(threads).next_multiple_of(16);
-        out.par_chunks_mut(chunk)
-            .enumerate()
-            .for_each(|(i, o)| f(i * chunk, o));
+        out.par_chunks_mut(chunk).enumerate().for_each(|(i, o)| f(i * chunk, o));
     }
 }
 
@@ -169,15 +157,7 @@ impl BackendBase for Cpu {
         c: (&mut Vec<f32>, usize, usize),
         accumulate: bool,
     ) {
-        sgemm(
-            m,
-            n,
-            k,
-            (&a.0[a.1..], a.2, a.3),
-            (&b.0[b.1..], b.2, b.3),
-            (&mut c.0[c.1..], c.2),
-            accumulate,
-        );
+        sgemm(m, n, k, (&a.0[a.1..], a.2, a.3), (&b.0[b.1..], b.2, b.3), (&mut c.0[c.1..], c.2), accumulate);
     }
 }
 
@@ -269,12 +249,8 @@ mod tests {
     #[test]
     fn sgemm_matches_naive_with_transposes_and_accumulation() {
         let (m, n, k) = (37, 29, 53);
-        let a: Vec<f32> = (0..m * k)
-            .map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0)
-            .collect();
-        let b: Vec<f32> = (0..k * n)
-            .map(|i| ((i * 5 % 11) as f32 - 5.0) / 5.0)
-            .collect();
+        let a: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| ((i * 5 % 11) as f32 - 5.0) / 5.0).collect();
         let want = naive(m, n, k, &a, &b);
         let mut c = vec![0.0; m * n];
         sgemm(m, n, k, (&a, k, 1), (&b, n, 1), (&mut c, n), false);

@@ -71,10 +71,7 @@ impl BatchNormOps for Cpu {
     ) {
         mean[..c].fill(0.0);
         for r in 0..rows {
-            mean[..c]
-                .iter_mut()
-                .zip(&x[r * c..(r + 1) * c])
-                .for_each(|(m, v)| *m += v);
+            mean[..c].iter_mut().zip(&x[r * c..(r + 1) * c]).for_each(|(m, v)| *m += v);
         }
         mean[..c].iter_mut().for_each(|m| *m /= rows as f32);
         let var = &mut rstd[..c];
@@ -87,11 +84,7 @@ impl BatchNormOps for Cpu {
         }
         for j in 0..c {
             let biased = var[j] / rows as f32;
-            let unbiased = if rows > 1 {
-                var[j] / (rows - 1) as f32
-            } else {
-                biased
-            };
+            let unbiased = if rows > 1 { var[j] / (rows - 1) as f32 } else { biased };
             running_mean[j] = (1.0 - momentum) * running_mean[j] + momentum * mean[j];
             running_var[j] = (1.0 - momentum) * running_var[j] + momentum * unbiased;
             var[j] = 1.0 / (biased + eps).sqrt();
@@ -150,8 +143,7 @@ impl BatchNormOps for Cpu {
             for j in 0..c {
                 let xhat = (x[r * c + j] - mean[j]) * rstd[j];
                 // Σg = γ·dβ, Σ(g·x̂) = γ·dγ
-                dx[r * c + j] =
-                    gamma[j] * rstd[j] / n * (n * dy[r * c + j] - dbeta[j] - xhat * dgamma[j]);
+                dx[r * c + j] = gamma[j] * rstd[j] / n * (n * dy[r * c + j] - dbeta[j] - xhat * dgamma[j]);
             }
         }
     }
@@ -192,11 +184,7 @@ impl<B: Backend> Layer<B> for BatchNorm<B> {
     }
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
         if input.last() != Some(&self.channels) {
-            return Err(Error::Shape(format!(
-                "{} expects [.., {}], got {input:?}",
-                self.describe(),
-                self.channels
-            )));
+            return Err(Error::Shape(format!("{} expects [.., {}], got {input:?}", self.describe(), self.channels)));
         }
         Ok(input.to_vec())
     }
@@ -232,13 +220,7 @@ impl<B: Backend> Layer<B> for BatchNorm<B> {
             ),
         }
     }
-    fn backward(
-        &mut self,
-        x: &Tensor<B>,
-        _y: &Tensor<B>,
-        dy: &Tensor<B>,
-        dx: Option<&mut Tensor<B>>,
-    ) {
+    fn backward(&mut self, x: &Tensor<B>, _y: &Tensor<B>, dy: &Tensor<B>, dx: Option<&mut Tensor<B>>) {
         let c = self.channels;
         let rows = x.len() / c;
         let dx = dx.map(|t| {

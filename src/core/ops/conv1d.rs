@@ -6,14 +6,7 @@ use crate::core::init::InitRng;
 use crate::core::ops::conv2d::Conv;
 
 /// A 1-D convolution with kernel `k`, stride `s`, padding `p` on each side.
-pub fn conv1d<B: Backend>(
-    cin: usize,
-    cout: usize,
-    k: usize,
-    s: usize,
-    p: usize,
-    rng: &mut InitRng,
-) -> Conv<B> {
+pub fn conv1d<B: Backend>(cin: usize, cout: usize, k: usize, s: usize, p: usize, rng: &mut InitRng) -> Conv<B> {
     Conv::new(cin, cout, (1, k), (1, s), (0, p), rng)
 }
 

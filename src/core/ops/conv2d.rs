@@ -35,9 +35,7 @@ impl WindowGeom {
     /// Output size of one axis, or an error when the window does not fit.
     pub fn out_len(len: usize, k: usize, s: usize, p: usize) -> Result<usize> {
         if s == 0 || k == 0 || len + 2 * p < k {
-            return Err(Error::Shape(format!(
-                "window {k} (stride {s}, padding {p}) does not fit length {len}"
-            )));
+            return Err(Error::Shape(format!("window {k} (stride {s}, padding {p}) does not fit length {len}")));
         }
         Ok((len + 2 * p - k) / s + 1)
     }
@@ -54,20 +52,7 @@ impl WindowGeom {
     ) -> Result<Self> {
         let oh = Self::out_len(h, k.0, s.0, p.0)?;
         let ow = Self::out_len(w, k.1, s.1, p.1)?;
-        Ok(Self {
-            n,
-            h,
-            w,
-            c,
-            kh: k.0,
-            kw: k.1,
-            sh: s.0,
-            sw: s.1,
-            ph: p.0,
-            pw: p.1,
-            oh,
-            ow,
-        })
+        Ok(Self { n, h, w, c, kh: k.0, kw: k.1, sh: s.0, sw: s.1, ph: p.0, pw: p.1, oh, ow })
     }
 
     /// Values in one im2col row.
@@ -124,32 +109,20 @@ impl Conv2dOps for Cpu {
     fn im2col(x: &Vec<f32>, g: &WindowGeom, cols: &mut Vec<f32>, img0: usize, imgs: usize) {
         let (k, p) = (g.k(), g.positions());
         let per_image = p * k;
-        let images_per_task = if imgs * per_image < (1 << 16) {
-            imgs
-        } else {
-            1
-        };
-        for_each_chunk_mut(
-            &mut cols[..imgs * per_image],
-            images_per_task * per_image,
-            |t, out| {
-                for (i, img_cols) in out.chunks_exact_mut(per_image).enumerate() {
-                    let b = img0 + t * images_per_task + i;
-                    let img = &x[b * g.h * g.w * g.c..(b + 1) * g.h * g.w * g.c];
-                    im2col_image(img, g, img_cols);
-                }
-            },
-        );
+        let images_per_task = if imgs * per_image < (1 << 16) { imgs } else { 1 };
+        for_each_chunk_mut(&mut cols[..imgs * per_image], images_per_task * per_image, |t, out| {
+            for (i, img_cols) in out.chunks_exact_mut(per_image).enumerate() {
+                let b = img0 + t * images_per_task + i;
+                let img = &x[b * g.h * g.w * g.c..(b + 1) * g.h * g.w * g.c];
+                im2col_image(img, g, img_cols);
+            }
+        });
     }
 
     fn col2im(cols: &Vec<f32>, g: &WindowGeom, dx: &mut Vec<f32>, img0: usize, imgs: usize) {
         let img_len = g.h * g.w * g.c;
         let per_image = g.positions() * g.k();
-        let images_per_task = if imgs * per_image < (1 << 16) {
-            imgs
-        } else {
-            1
-        };
+        let images_per_task = if imgs * per_image < (1 << 16) { imgs } else { 1 };
         let region = &mut dx[img0 * img_len..(img0 + imgs) * img_len];
         for_each_chunk_mut(region, images_per_task * img_len, |t, out| {
             for (i, img) in out.chunks_exact_mut(img_len).enumerate() {
@@ -181,15 +154,7 @@ impl Conv2dOps for Cpu {
                 let rows = imgs * p;
                 let out = &mut yr[(img0 - images.start) * p * cout..][..rows * cout];
                 if g.is_pointwise() {
-                    sgemm(
-                        rows,
-                        cout,
-                        k,
-                        (&x[img0 * p * k..], k, 1),
-                        (w, 1, k),
-                        (out, cout),
-                        false,
-                    );
+                    sgemm(rows, cout, k, (&x[img0 * p * k..], k, 1), (w, 1, k), (out, cout), false);
                 } else {
                     let cols = &mut sr[..cols_len];
                     Cpu::im2col_into(x, g, cols, img0, imgs);
@@ -202,10 +167,7 @@ impl Conv2dOps for Cpu {
                 }
             }
         };
-        let (y, scratch) = (
-            &mut y[..g.n * p * cout],
-            &mut scratch[..split.ranges * per_range],
-        );
+        let (y, scratch) = (&mut y[..g.n * p * cout], &mut scratch[..split.ranges * per_range]);
         if split.ranges == 1 {
             body(0, y, scratch);
         } else {
@@ -213,9 +175,7 @@ impl Conv2dOps for Cpu {
             y.par_chunks_mut(split.per_range * p * cout)
                 .zip(scratch.par_chunks_mut(per_range))
                 .enumerate()
-                .for_each(|(r, (yr, sr))| {
-                    crate::core::cpu::with_intra_op_threads(1, || body(r, yr, sr))
-                });
+                .for_each(|(r, (yr, sr))| crate::core::cpu::with_intra_op_threads(1, || body(r, yr, sr)));
         }
         !g.is_pointwise() && split.holds_batch()
     }
@@ -257,40 +217,16 @@ impl Conv2dOps for Cpu {
                 let local = (img0 - images.start) * img_len;
                 if g.is_pointwise() {
                     let xc = &x[img0 * p * k..];
-                    sgemm(
-                        cout,
-                        k,
-                        rows,
-                        (dyc, 1, cout),
-                        (xc, k, 1),
-                        (&mut dw_part[..cout * k], k),
-                        acc,
-                    );
+                    sgemm(cout, k, rows, (dyc, 1, cout), (xc, k, 1), (&mut dw_part[..cout * k], k), acc);
                     if want_dx {
-                        sgemm(
-                            rows,
-                            k,
-                            cout,
-                            (dyc, cout, 1),
-                            (w, k, 1),
-                            (&mut dxr[local..], k),
-                            false,
-                        );
+                        sgemm(rows, k, cout, (dyc, cout, 1), (w, k, 1), (&mut dxr[local..], k), false);
                     }
                     continue;
                 }
                 if !scratch_holds_cols {
                     Cpu::im2col_into(x, g, cols, img0, imgs);
                 }
-                sgemm(
-                    cout,
-                    k,
-                    rows,
-                    (dyc, 1, cout),
-                    (cols, k, 1),
-                    (&mut dw_part[..cout * k], k),
-                    acc,
-                );
+                sgemm(cout, k, rows, (dyc, 1, cout), (cols, k, 1), (&mut dw_part[..cout * k], k), acc);
                 if want_dx {
                     sgemm(rows, k, cout, (dyc, cout, 1), (w, k, 1), (dcols, k), false);
                     let per_image = p * k;
@@ -310,24 +246,19 @@ impl Conv2dOps for Cpu {
                 .par_chunks_mut(dx_per_range)
                 .zip(scratch.par_chunks_mut(per_range))
                 .enumerate()
-                .for_each(|(r, (dxr, sr))| {
-                    crate::core::cpu::with_intra_op_threads(1, || body(r, dxr, sr))
-                });
+                .for_each(|(r, (dxr, sr))| crate::core::cpu::with_intra_op_threads(1, || body(r, dxr, sr)));
         } else {
             use rayon::prelude::*;
             scratch
                 .par_chunks_mut(per_range)
                 .enumerate()
-                .for_each(|(r, sr)| {
-                    crate::core::cpu::with_intra_op_threads(1, || body(r, &mut [], sr))
-                });
+                .for_each(|(r, sr)| crate::core::cpu::with_intra_op_threads(1, || body(r, &mut [], sr)));
         }
         // dW: the ranges' partial sums, added in range order (fixed for a thread count)
         let dw = &mut dw[..cout * k];
         dw.copy_from_slice(&scratch[cols_per_range + dcols_per_range..per_range]);
         for r in 1..split.ranges {
-            let part =
-                &scratch[r * per_range + cols_per_range + dcols_per_range..(r + 1) * per_range];
+            let part = &scratch[r * per_range + cols_per_range + dcols_per_range..(r + 1) * per_range];
             dw.iter_mut().zip(part).for_each(|(d, v)| *d += v);
         }
         Cpu::sum_rows(dy, db, g.n * p, cout);
@@ -352,31 +283,19 @@ impl BatchSplit {
     fn new(g: &WindowGeom, cout: usize) -> Self {
         let macs = g.n * g.positions() * g.k() * cout;
         let threads = crate::core::cpu::intra_op_threads();
-        let ranges = if threads > 1 && macs >= PARALLEL_CONV_MIN_MACS {
-            threads.min(g.n).max(1)
-        } else {
-            1
-        };
+        let ranges = if threads > 1 && macs >= PARALLEL_CONV_MIN_MACS { threads.min(g.n).max(1) } else { 1 };
         let per_range = g.n.div_ceil(ranges).max(1);
         let ranges = g.n.div_ceil(per_range).max(1);
         let per_image = (g.positions() * g.k()).max(1);
         let sub = (CHUNK_VALUES / ranges / per_image).clamp(1, per_range);
-        Self {
-            ranges,
-            per_range,
-            sub,
-        }
+        Self { ranges, per_range, sub }
     }
 
     /// Scratch layout per range: (im2col rows, their gradient, partial dW), each range's
     /// block `per_range` values long. The same layout in forward and backward lets the
     /// backward pass reuse the forward pass's im2col rows in place.
     fn layout(&self, g: &WindowGeom, cout: usize) -> (usize, usize, usize) {
-        let cols = if g.is_pointwise() {
-            0
-        } else {
-            self.sub * g.positions() * g.k()
-        };
+        let cols = if g.is_pointwise() { 0 } else { self.sub * g.positions() * g.k() };
         (cols, cols, 2 * cols + cout * g.k())
     }
 
@@ -397,10 +316,7 @@ impl Cpu {
     fn im2col_into(x: &[f32], g: &WindowGeom, out: &mut [f32], img0: usize, imgs: usize) {
         let per_image = g.positions() * g.k();
         let img_len = g.h * g.w * g.c;
-        for (i, o) in out[..imgs * per_image]
-            .chunks_exact_mut(per_image)
-            .enumerate()
-        {
+        for (i, o) in out[..imgs * per_image].chunks_exact_mut(per_image).enumerate() {
             let b = img0 + i;
             im2col_image(&x[b * img_len..(b + 1) * img_len], g, o);
         }
@@ -454,10 +370,7 @@ fn col2im_image(cols: &[f32], g: &WindowGeom, img: &mut [f32]) {
                     let ix = (ox * g.sw + kj) as isize - g.pw as isize;
                     if ix >= 0 && ix < g.w as isize {
                         let dst = (row + ix as usize) * c;
-                        img[dst..dst + c]
-                            .iter_mut()
-                            .zip(&cols[o..o + c])
-                            .for_each(|(d, s)| *d += s);
+                        img[dst..dst + c].iter_mut().zip(&cols[o..o + c]).for_each(|(d, s)| *d += s);
                     }
                     o += c;
                 }
@@ -479,11 +392,7 @@ pub(crate) fn image_dims(shape: &[usize]) -> Option<(usize, usize, usize, usize)
 }
 
 /// Output shape of a window op with `out_c` channels, keeping the input's 1-D or 2-D form.
-pub(crate) fn window_out_shape(
-    input: &[usize],
-    g: &WindowGeom,
-    out_c: usize,
-) -> crate::core::tensor::Shape {
+pub(crate) fn window_out_shape(input: &[usize], g: &WindowGeom, out_c: usize) -> crate::core::tensor::Shape {
     if input.len() == 3 {
         crate::core::tensor::Shape::from(&[g.n, g.ow, out_c][..])
     } else {
@@ -508,14 +417,7 @@ pub struct Conv<B: Backend> {
 
 impl<B: Backend> Conv<B> {
     /// A 2-D convolution with square kernel `k`, stride `s` and padding `p`.
-    pub fn new_2d(
-        cin: usize,
-        cout: usize,
-        k: usize,
-        s: usize,
-        p: usize,
-        rng: &mut InitRng,
-    ) -> Self {
+    pub fn new_2d(cin: usize, cout: usize, k: usize, s: usize, p: usize, rng: &mut InitRng) -> Self {
         Self::new(cin, cout, (k, k), (s, s), (p, p), rng)
     }
 
@@ -546,10 +448,7 @@ impl<B: Backend> Conv<B> {
 
     fn geom(&self, shape: &[usize]) -> Result<WindowGeom> {
         let (n, h, w, c) = image_dims(shape).ok_or_else(|| {
-            Error::Shape(format!(
-                "{} expects [B, L, C] or [B, H, W, C], got {shape:?}",
-                self.describe()
-            ))
+            Error::Shape(format!("{} expects [B, L, C] or [B, H, W, C], got {shape:?}", self.describe()))
         })?;
         if c != self.in_channels {
             return Err(Error::Shape(format!(
@@ -601,13 +500,7 @@ impl<B: Backend> Layer<B> for Conv<B> {
         );
     }
 
-    fn backward(
-        &mut self,
-        x: &Tensor<B>,
-        _y: &Tensor<B>,
-        dy: &Tensor<B>,
-        dx: Option<&mut Tensor<B>>,
-    ) {
+    fn backward(&mut self, x: &Tensor<B>, _y: &Tensor<B>, dy: &Tensor<B>, dx: Option<&mut Tensor<B>>) {
         let Ok(g) = self.geom(x.shape()) else { return };
         let dx = dx.map(|t| {
             t.resize(x.shape());
@@ -638,9 +531,7 @@ impl<B: Backend> Layer<B> for Conv<B> {
     }
 
     fn macs(&self, input: &[usize]) -> u64 {
-        self.geom(input)
-            .map(|g| (g.n * g.positions() * g.k() * self.out_channels) as u64)
-            .unwrap_or(0)
+        self.geom(input).map(|g| (g.n * g.positions() * g.k() * self.out_channels) as u64).unwrap_or(0)
     }
 }
 
@@ -699,12 +590,7 @@ mod parallel_tests {
                 c.forward(&x, &mut y, Mode::Train);
                 let dy = Tensor::<Cpu>::from_slice(y.shape(), &random_input(y.len(), 2, 0.0));
                 c.backward(&x, &y, &dy, Some(&mut dx));
-                (
-                    y.to_vec(),
-                    dx.to_vec(),
-                    c.weight.grad.to_vec(),
-                    c.bias.grad.to_vec(),
-                )
+                (y.to_vec(), dx.to_vec(), c.weight.grad.to_vec(), c.bias.grad.to_vec())
             })
         };
         let (a, b) = (run(1), run(2));

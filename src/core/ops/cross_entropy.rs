@@ -64,10 +64,7 @@ pub struct CrossEntropy<B: Backend> {
 
 impl<B: Backend> Default for CrossEntropy<B> {
     fn default() -> Self {
-        Self {
-            labels: Tensor::empty(),
-            dlogits: Tensor::empty(),
-        }
+        Self { labels: Tensor::empty(), dlogits: Tensor::empty() }
     }
 }
 
@@ -82,8 +79,7 @@ impl<B: Backend> CrossEntropy<B> {
         } else {
             None
         };
-        let (sum, correct) =
-            B::softmax_cross_entropy(logits.buf(), self.labels.buf(), d, rows, classes);
+        let (sum, correct) = B::softmax_cross_entropy(logits.buf(), self.labels.buf(), d, rows, classes);
         ((sum / rows as f64) as f32, correct)
     }
 }
@@ -111,11 +107,7 @@ mod tests {
             let (lm, _) = ce.evaluate(&logits, false);
             logits.buf_mut()[i] = z[i];
             let numeric = (lp - lm) / (2.0 * eps);
-            assert!(
-                (numeric - analytic[i]).abs() < 1e-3,
-                "dz[{i}]: {} vs {numeric}",
-                analytic[i]
-            );
+            assert!((numeric - analytic[i]).abs() < 1e-3, "dz[{i}]: {} vs {numeric}", analytic[i]);
         }
         // uniform logits: loss = ln(classes)
         let flat = Tensor::<Cpu>::from_slice(&[rows, classes], &[0.5; 12]);

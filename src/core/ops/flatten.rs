@@ -22,13 +22,7 @@ impl<B: Backend> Layer<B> for Flatten {
         y.resize(&[x.rows(), x.row_len()]);
         B::copy(x.buf(), y.buf_mut());
     }
-    fn backward(
-        &mut self,
-        x: &Tensor<B>,
-        _y: &Tensor<B>,
-        dy: &Tensor<B>,
-        dx: Option<&mut Tensor<B>>,
-    ) {
+    fn backward(&mut self, x: &Tensor<B>, _y: &Tensor<B>, dy: &Tensor<B>, dx: Option<&mut Tensor<B>>) {
         if let Some(dx) = dx {
             dx.resize(x.shape());
             B::copy(dy.buf(), dx.buf_mut());
@@ -45,10 +39,7 @@ mod tests {
     #[test]
     fn gradient_check() {
         let mut f = Flatten;
-        assert_eq!(
-            Layer::<Cpu>::output_shape(&f, &[2, 3, 4]).unwrap(),
-            vec![2, 12]
-        );
+        assert_eq!(Layer::<Cpu>::output_shape(&f, &[2, 3, 4]).unwrap(), vec![2, 12]);
         check_layer(&mut f, &[2, 3, 4], random_input(24, 1, 0.0), 1e-2, 1e-3);
     }
 }

@@ -23,13 +23,7 @@ const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
 #[inline(always)]
 fn normal_cdf_pdf(x: f32) -> (f32, f32) {
     const P: f32 = 0.327_591_1;
-    const A: [f32; 5] = [
-        0.254_829_6,
-        -0.284_496_74,
-        1.421_413_7,
-        -1.453_152_1,
-        1.061_405_4,
-    ];
+    const A: [f32; 5] = [0.254_829_6, -0.284_496_74, 1.421_413_7, -1.453_152_1, 1.061_405_4];
     let z = x.abs() * FRAC_1_SQRT_2;
     let t = 1.0 / (1.0 + P * z);
     // clamped so exp stays out of the denormal range (where φ is 0 to f32 precision anyway)
@@ -61,8 +55,7 @@ impl GeluOps for Cpu {
             let x = &x[off..off + o.len()];
             // SAFETY: `elementwise` hands out disjoint ranges of `y`; `dydx` has the same
             // length, so the same range of it is touched by this task alone.
-            let d =
-                unsafe { std::slice::from_raw_parts_mut((dydx_ptr as *mut f32).add(off), o.len()) };
+            let d = unsafe { std::slice::from_raw_parts_mut((dydx_ptr as *mut f32).add(off), o.len()) };
             crate::dispatch_simd!(forward_slice(x, o, d))
         });
     }
@@ -84,9 +77,7 @@ pub struct Gelu<B: Backend> {
 
 impl<B: Backend> Default for Gelu<B> {
     fn default() -> Self {
-        Self {
-            dydx: Tensor::empty(),
-        }
+        Self { dydx: Tensor::empty() }
     }
 }
 
@@ -102,13 +93,7 @@ impl<B: Backend> Layer<B> for Gelu<B> {
         self.dydx.resize(x.shape());
         B::gelu_forward(x.buf(), y.buf_mut(), self.dydx.buf_mut());
     }
-    fn backward(
-        &mut self,
-        x: &Tensor<B>,
-        _y: &Tensor<B>,
-        dy: &Tensor<B>,
-        dx: Option<&mut Tensor<B>>,
-    ) {
+    fn backward(&mut self, x: &Tensor<B>, _y: &Tensor<B>, dy: &Tensor<B>, dx: Option<&mut Tensor<B>>) {
         if let Some(dx) = dx {
             dx.resize(x.shape());
             B::gelu_backward(self.dydx.buf(), dy.buf(), dx.buf_mut());
@@ -134,10 +119,7 @@ mod tests {
         for i in -400..=400 {
             let x = i as f32 / 50.0;
             let exact = 0.5 * x as f64 * (1.0 + libm::erf(x as f64 / std::f64::consts::SQRT_2));
-            assert!(
-                (gelu(x) as f64 - exact).abs() < 1e-6 * (1.0 + x.abs() as f64),
-                "x = {x}"
-            );
+            assert!((gelu(x) as f64 - exact).abs() < 1e-6 * (1.0 + x.abs() as f64), "x = {x}");
         }
     }
 }

@@ -7,30 +7,12 @@ use crate::core::{Layer, Mode, Tensor};
 use crate::error::{Error, Result};
 
 pub trait GlobalAvgPoolOps: BackendBase {
-    fn global_avg_pool_forward(
-        x: &Self::Buf,
-        y: &mut Self::Buf,
-        batch: usize,
-        positions: usize,
-        channels: usize,
-    );
-    fn global_avg_pool_backward(
-        dy: &Self::Buf,
-        dx: &mut Self::Buf,
-        batch: usize,
-        positions: usize,
-        channels: usize,
-    );
+    fn global_avg_pool_forward(x: &Self::Buf, y: &mut Self::Buf, batch: usize, positions: usize, channels: usize);
+    fn global_avg_pool_backward(dy: &Self::Buf, dx: &mut Self::Buf, batch: usize, positions: usize, channels: usize);
 }
 
 impl GlobalAvgPoolOps for Cpu {
-    fn global_avg_pool_forward(
-        x: &Vec<f32>,
-        y: &mut Vec<f32>,
-        batch: usize,
-        positions: usize,
-        channels: usize,
-    ) {
+    fn global_avg_pool_forward(x: &Vec<f32>, y: &mut Vec<f32>, batch: usize, positions: usize, channels: usize) {
         let inv = 1.0 / positions as f32;
         for b in 0..batch {
             let out = &mut y[b * channels..(b + 1) * channels];
@@ -43,19 +25,12 @@ impl GlobalAvgPoolOps for Cpu {
         }
     }
 
-    fn global_avg_pool_backward(
-        dy: &Vec<f32>,
-        dx: &mut Vec<f32>,
-        batch: usize,
-        positions: usize,
-        channels: usize,
-    ) {
+    fn global_avg_pool_backward(dy: &Vec<f32>, dx: &mut Vec<f32>, batch: usize, positions: usize, channels: usize) {
         let inv = 1.0 / positions as f32;
         for b in 0..batch {
             let g = &dy[b * channels..(b + 1) * channels];
             for p in 0..positions {
-                let row =
-                    &mut dx[(b * positions + p) * channels..(b * positions + p + 1) * channels];
+                let row = &mut dx[(b * positions + p) * channels..(b * positions + p + 1) * channels];
                 row.iter_mut().zip(g).for_each(|(o, v)| *o = v * inv);
             }
         }
@@ -72,9 +47,7 @@ impl<B: Backend> Layer<B> for GlobalAvgPool {
     }
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
         if input.len() < 3 {
-            return Err(Error::Shape(format!(
-                "global-avg-pool expects [B, positions.., C], got {input:?}"
-            )));
+            return Err(Error::Shape(format!("global-avg-pool expects [B, positions.., C], got {input:?}")));
         }
         Ok(vec![input[0], input[input.len() - 1]])
     }
@@ -83,13 +56,7 @@ impl<B: Backend> Layer<B> for GlobalAvgPool {
         y.resize(&[b, c]);
         B::global_avg_pool_forward(x.buf(), y.buf_mut(), b, x.len() / (b * c), c);
     }
-    fn backward(
-        &mut self,
-        x: &Tensor<B>,
-        _y: &Tensor<B>,
-        dy: &Tensor<B>,
-        dx: Option<&mut Tensor<B>>,
-    ) {
+    fn backward(&mut self, x: &Tensor<B>, _y: &Tensor<B>, dy: &Tensor<B>, dx: Option<&mut Tensor<B>>) {
         if let Some(dx) = dx {
             let (b, c) = (x.rows(), x.last_dim());
             dx.resize(x.shape());
@@ -108,12 +75,6 @@ mod tests {
 
     #[test]
     fn gradient_check() {
-        check_layer(
-            &mut GlobalAvgPool,
-            &[2, 3, 4, 5],
-            random_input(120, 8, 0.0),
-            1e-2,
-            1e-3,
-        );
+        check_layer(&mut GlobalAvgPool, &[2, 3, 4, 5], random_input(120, 8, 0.0), 1e-2, 1e-3);
     }
 }

@@ -73,19 +73,8 @@ macro_rules! specialise_row_len {
 
 /// Normalises consecutive rows of `x` (row length = `gamma.len()`) into `y`, one pass per row.
 #[inline(always)]
-fn normalize_rows(
-    x: &[f32],
-    gamma: &[f32],
-    beta: &[f32],
-    y: &mut [f32],
-    mean: &mut [f32],
-    rstd: &mut [f32],
-    eps: f32,
-) {
-    specialise_row_len!(
-        gamma.len(),
-        normalize_rows_d(x, gamma, beta, y, mean, rstd, eps)
-    )
+fn normalize_rows(x: &[f32], gamma: &[f32], beta: &[f32], y: &mut [f32], mean: &mut [f32], rstd: &mut [f32], eps: f32) {
+    specialise_row_len!(gamma.len(), normalize_rows_d(x, gamma, beta, y, mean, rstd, eps))
 }
 
 #[inline(always)]
@@ -101,11 +90,8 @@ fn normalize_rows_d(
     d: usize,
 ) {
     let (gamma, beta) = (&gamma[..d], &beta[..d]);
-    for (((o, row), m_out), s_out) in y
-        .chunks_exact_mut(d)
-        .zip(x.chunks_exact(d))
-        .zip(mean.iter_mut())
-        .zip(rstd.iter_mut())
+    for (((o, row), m_out), s_out) in
+        y.chunks_exact_mut(d).zip(x.chunks_exact(d)).zip(mean.iter_mut()).zip(rstd.iter_mut())
     {
         let m = lane_sum(row, |v| v) / d as f32;
         let var = lane_sum(row, |v| (v - m) * (v - m)) / d as f32;
@@ -173,27 +159,13 @@ impl LayerNormOps for Cpu {
         let (dgamma, dbeta) = (&mut dgamma[..d], &mut dbeta[..d]);
         dgamma.fill(0.0);
         dbeta.fill(0.0);
-        let (x, dy, mean, rstd) = (
-            &x[..rows * d],
-            &dy[..rows * d],
-            &mean[..rows],
-            &rstd[..rows],
-        );
+        let (x, dy, mean, rstd) = (&x[..rows * d], &dy[..rows * d], &mean[..rows], &rstd[..rows]);
         let rpt = rows_per_task(rows, d);
         match dx {
             // one thread: a single fused pass over the rows
             Some(dx) if rpt >= rows || intra_op_threads() <= 1 => {
                 let dx = &mut dx[..rows * d];
-                crate::dispatch_simd!(backward_rows(
-                    x,
-                    dy,
-                    gamma,
-                    mean,
-                    rstd,
-                    Some(dx),
-                    dgamma,
-                    dbeta
-                ))
+                crate::dispatch_simd!(backward_rows(x, dy, gamma, mean, rstd, Some(dx), dgamma, dbeta))
             }
             Some(dx) => {
                 crate::dispatch_simd!(backward_rows(x, dy, gamma, mean, rstd, None, dgamma, dbeta));
@@ -225,10 +197,7 @@ fn backward_rows(
     dgamma: &mut [f32],
     dbeta: &mut [f32],
 ) {
-    specialise_row_len!(
-        gamma.len(),
-        backward_rows_d(x, dy, gamma, mean, rstd, dx, dgamma, dbeta)
-    )
+    specialise_row_len!(gamma.len(), backward_rows_d(x, dy, gamma, mean, rstd, dx, dgamma, dbeta))
 }
 
 #[inline(always)]
@@ -259,34 +228,14 @@ fn backward_rows_d(
 
 /// `dx` for consecutive rows.
 #[inline(always)]
-fn input_grad_rows(
-    x: &[f32],
-    dy: &[f32],
-    gamma: &[f32],
-    mean: &[f32],
-    rstd: &[f32],
-    dx: &mut [f32],
-) {
+fn input_grad_rows(x: &[f32], dy: &[f32], gamma: &[f32], mean: &[f32], rstd: &[f32], dx: &mut [f32]) {
     specialise_row_len!(gamma.len(), input_grad_rows_d(x, dy, gamma, mean, rstd, dx))
 }
 
 #[inline(always)]
-fn input_grad_rows_d(
-    x: &[f32],
-    dy: &[f32],
-    gamma: &[f32],
-    mean: &[f32],
-    rstd: &[f32],
-    dx: &mut [f32],
-    d: usize,
-) {
+fn input_grad_rows_d(x: &[f32], dy: &[f32], gamma: &[f32], mean: &[f32], rstd: &[f32], dx: &mut [f32], d: usize) {
     let gamma = &gamma[..d];
-    for (r, ((xr, gr), o)) in x
-        .chunks_exact(d)
-        .zip(dy.chunks_exact(d))
-        .zip(dx.chunks_exact_mut(d))
-        .enumerate()
-    {
+    for (r, ((xr, gr), o)) in x.chunks_exact(d).zip(dy.chunks_exact(d)).zip(dx.chunks_exact_mut(d)).enumerate() {
         input_grad_row(xr, gr, gamma, mean[r], rstd[r], o);
     }
 }
@@ -338,11 +287,7 @@ impl<B: Backend> Layer<B> for LayerNorm<B> {
     }
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
         if input.last() != Some(&self.dim) {
-            return Err(Error::Shape(format!(
-                "{} expects [.., {}], got {input:?}",
-                self.describe(),
-                self.dim
-            )));
+            return Err(Error::Shape(format!("{} expects [.., {}], got {input:?}", self.describe(), self.dim)));
         }
         Ok(input.to_vec())
     }
@@ -363,13 +308,7 @@ impl<B: Backend> Layer<B> for LayerNorm<B> {
             self.eps,
         );
     }
-    fn backward(
-        &mut self,
-        x: &Tensor<B>,
-        _y: &Tensor<B>,
-        dy: &Tensor<B>,
-        dx: Option<&mut Tensor<B>>,
-    ) {
+    fn backward(&mut self, x: &Tensor<B>, _y: &Tensor<B>, dy: &Tensor<B>, dx: Option<&mut Tensor<B>>) {
         let rows = x.len() / self.dim;
         let dx = dx.map(|t| {
             t.resize(x.shape());
@@ -432,12 +371,7 @@ mod parallel_tests {
                 let (mut y, mut dx) = (Tensor::empty(), Tensor::empty());
                 ln.forward(&x, &mut y, Mode::Train);
                 ln.backward(&x, &y, &dy, Some(&mut dx));
-                (
-                    y.to_vec(),
-                    dx.to_vec(),
-                    ln.gamma.grad.to_vec(),
-                    ln.beta.grad.to_vec(),
-                )
+                (y.to_vec(), dx.to_vec(), ln.gamma.grad.to_vec(), ln.beta.grad.to_vec())
             })
         };
         assert_eq!(run(1), run(2));

@@ -32,11 +32,7 @@ impl LinearOps for Cpu {
 
     fn sum_rows(dy: &Vec<f32>, db: &mut Vec<f32>, rows: usize, n: usize) {
         let db = &mut db[..n];
-        let cols_per_task = if rows * n < PARALLEL_MIN_ELEMS {
-            n
-        } else {
-            chunking(n, 16)
-        };
+        let cols_per_task = if rows * n < PARALLEL_MIN_ELEMS { n } else { chunking(n, 16) };
         for_each_chunk_mut(db, cols_per_task, |t, out| {
             let c0 = t * cols_per_task;
             out.fill(0.0);
@@ -93,11 +89,7 @@ impl<B: Backend> Layer<B> for Linear<B> {
                 s[last] = self.out_features;
                 Ok(s)
             }
-            _ => Err(Error::Shape(format!(
-                "{} expects [.., {}], got {input:?}",
-                self.describe(),
-                self.in_features
-            ))),
+            _ => Err(Error::Shape(format!("{} expects [.., {}], got {input:?}", self.describe(), self.in_features))),
         }
     }
 
@@ -105,48 +97,18 @@ impl<B: Backend> Layer<B> for Linear<B> {
         let (i, o) = (self.in_features, self.out_features);
         let rows = x.len() / i;
         y.resize(&with_last_dim(x.shape(), o));
-        B::matmul(
-            rows,
-            o,
-            i,
-            (x.buf(), 0, i, 1),
-            (self.weight.value.buf(), 0, 1, i),
-            (y.buf_mut(), 0, o),
-            false,
-        );
+        B::matmul(rows, o, i, (x.buf(), 0, i, 1), (self.weight.value.buf(), 0, 1, i), (y.buf_mut(), 0, o), false);
         B::add_bias_rows(y.buf_mut(), self.bias.value.buf(), rows, o);
     }
 
-    fn backward(
-        &mut self,
-        x: &Tensor<B>,
-        _y: &Tensor<B>,
-        dy: &Tensor<B>,
-        dx: Option<&mut Tensor<B>>,
-    ) {
+    fn backward(&mut self, x: &Tensor<B>, _y: &Tensor<B>, dy: &Tensor<B>, dx: Option<&mut Tensor<B>>) {
         let (i, o) = (self.in_features, self.out_features);
         let rows = x.len() / i;
-        B::matmul(
-            o,
-            i,
-            rows,
-            (dy.buf(), 0, 1, o),
-            (x.buf(), 0, i, 1),
-            (self.weight.grad.buf_mut(), 0, i),
-            false,
-        );
+        B::matmul(o, i, rows, (dy.buf(), 0, 1, o), (x.buf(), 0, i, 1), (self.weight.grad.buf_mut(), 0, i), false);
         B::sum_rows(dy.buf(), self.bias.grad.buf_mut(), rows, o);
         if let Some(dx) = dx {
             dx.resize(x.shape());
-            B::matmul(
-                rows,
-                i,
-                o,
-                (dy.buf(), 0, o, 1),
-                (self.weight.value.buf(), 0, i, 1),
-                (dx.buf_mut(), 0, i),
-                false,
-            );
+            B::matmul(rows, i, o, (dy.buf(), 0, o, 1), (self.weight.value.buf(), 0, i, 1), (dx.buf_mut(), 0, i), false);
         }
     }
 

@@ -84,23 +84,12 @@ impl LocallyConnectedOps for Cpu {
         for_each_chunk_mut(&mut dw[..p * cout * k], per_task * cout * k, |t, out| {
             for (i, dwp) in out.chunks_exact_mut(cout * k).enumerate() {
                 let pos = t * per_task + i;
-                sgemm(
-                    cout,
-                    k,
-                    n,
-                    (&dy[pos * cout..], 1, p * cout),
-                    (&cols[pos * k..], p * k, 1),
-                    (dwp, k),
-                    false,
-                );
+                sgemm(cout, k, n, (&dy[pos * cout..], 1, p * cout), (&cols[pos * k..], p * k, 1), (dwp, k), false);
             }
         });
         db[..p * cout].fill(0.0);
         for b in 0..n {
-            db[..p * cout]
-                .iter_mut()
-                .zip(&dy[b * p * cout..(b + 1) * p * cout])
-                .for_each(|(d, g)| *d += g);
+            db[..p * cout].iter_mut().zip(&dy[b * p * cout..(b + 1) * p * cout]).for_each(|(d, g)| *d += g);
         }
         if let Some(dcols) = dcols {
             for pos in 0..p {
@@ -165,8 +154,8 @@ impl<B: Backend> LocallyConnected<B> {
     }
 
     fn geom(&self, shape: &[usize]) -> Result<WindowGeom> {
-        let (n, h, w, c) = image_dims(shape)
-            .ok_or_else(|| Error::Shape(format!("{} got {shape:?}", self.describe())))?;
+        let (n, h, w, c) =
+            image_dims(shape).ok_or_else(|| Error::Shape(format!("{} got {shape:?}", self.describe())))?;
         if c != self.in_channels || (h, w) != self.input_hw {
             return Err(Error::Shape(format!(
                 "{} expects {:?} positions of {} channels, got {shape:?}",
@@ -183,12 +172,7 @@ impl<B: Backend> Layer<B> for LocallyConnected<B> {
     fn describe(&self) -> String {
         format!(
             "local({}->{}, k{}x{}, s{}, p{})",
-            self.in_channels,
-            self.out_channels,
-            self.kernel.0,
-            self.kernel.1,
-            self.stride.1,
-            self.padding.1
+            self.in_channels, self.out_channels, self.kernel.0, self.kernel.1, self.stride.1, self.padding.1
         )
     }
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
@@ -201,24 +185,9 @@ impl<B: Backend> Layer<B> for LocallyConnected<B> {
         self.cols.resize(&[g.n * p, k]);
         B::im2col(x.buf(), &g, self.cols.buf_mut(), 0, g.n);
         y.resize(&window_out_shape(x.shape(), &g, cout));
-        B::lc_forward(
-            self.cols.buf(),
-            self.weight.value.buf(),
-            self.bias.value.buf(),
-            y.buf_mut(),
-            g.n,
-            p,
-            k,
-            cout,
-        );
+        B::lc_forward(self.cols.buf(), self.weight.value.buf(), self.bias.value.buf(), y.buf_mut(), g.n, p, k, cout);
     }
-    fn backward(
-        &mut self,
-        x: &Tensor<B>,
-        _y: &Tensor<B>,
-        dy: &Tensor<B>,
-        dx: Option<&mut Tensor<B>>,
-    ) {
+    fn backward(&mut self, x: &Tensor<B>, _y: &Tensor<B>, dy: &Tensor<B>, dx: Option<&mut Tensor<B>>) {
         let Ok(g) = self.geom(x.shape()) else { return };
         let (p, k, cout) = (g.positions(), g.k(), self.out_channels);
         let want_dx = dx.is_some();
@@ -231,11 +200,7 @@ impl<B: Backend> Layer<B> for LocallyConnected<B> {
             dy.buf(),
             self.weight.grad.buf_mut(),
             self.bias.grad.buf_mut(),
-            if want_dx {
-                Some(self.dcols.buf_mut())
-            } else {
-                None
-            },
+            if want_dx { Some(self.dcols.buf_mut()) } else { None },
             g.n,
             p,
             k,
@@ -255,9 +220,7 @@ impl<B: Backend> Layer<B> for LocallyConnected<B> {
         f(&self.bias);
     }
     fn macs(&self, input: &[usize]) -> u64 {
-        self.geom(input)
-            .map(|g| (g.n * g.positions() * g.k() * self.out_channels) as u64)
-            .unwrap_or(0)
+        self.geom(input).map(|g| (g.n * g.positions() * g.k() * self.out_channels) as u64).unwrap_or(0)
     }
 }
 
@@ -271,11 +234,9 @@ mod tests {
     #[test]
     fn gradient_check_1d_and_2d() {
         let mut rng = InitRng::seed_from_u64(12);
-        let mut l =
-            LocallyConnected::<Cpu>::new(2, 3, (1, 9), (1, 3), (1, 2), (0, 1), &mut rng).unwrap();
+        let mut l = LocallyConnected::<Cpu>::new(2, 3, (1, 9), (1, 3), (1, 2), (0, 1), &mut rng).unwrap();
         check_layer(&mut l, &[2, 9, 2], random_input(36, 13, 0.0), 1e-2, 3e-3);
-        let mut l =
-            LocallyConnected::<Cpu>::new(2, 2, (4, 4), (3, 3), (1, 1), (1, 1), &mut rng).unwrap();
+        let mut l = LocallyConnected::<Cpu>::new(2, 2, (4, 4), (3, 3), (1, 1), (1, 1), &mut rng).unwrap();
         check_layer(&mut l, &[2, 4, 4, 2], random_input(64, 14, 0.0), 1e-2, 3e-3);
     }
 
@@ -283,8 +244,7 @@ mod tests {
     fn tied_weights_reduce_to_a_convolution() {
         let mut rng = InitRng::seed_from_u64(3);
         let mut conv = Conv::<Cpu>::new(2, 3, (1, 3), (1, 2), (0, 1), &mut rng);
-        let mut lc =
-            LocallyConnected::<Cpu>::new(2, 3, (1, 7), (1, 3), (1, 2), (0, 1), &mut rng).unwrap();
+        let mut lc = LocallyConnected::<Cpu>::new(2, 3, (1, 7), (1, 3), (1, 2), (0, 1), &mut rng).unwrap();
         let (w, b) = (conv.weight.value.to_vec(), conv.bias.value.to_vec());
         let p = 4;
         let tiled_w: Vec<f32> = (0..p).flat_map(|_| w.iter().copied()).collect();

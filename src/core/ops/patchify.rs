@@ -34,29 +34,11 @@ fn for_each_value(h: usize, w: usize, c: usize, p: usize, mut f: impl FnMut(usiz
 pub trait PatchifyOps: BackendBase {
     /// Images `[n, h, w, c]` to tokens (`inverse`: tokens back to images).
     #[allow(clippy::too_many_arguments)]
-    fn patchify(
-        x: &Self::Buf,
-        y: &mut Self::Buf,
-        n: usize,
-        h: usize,
-        w: usize,
-        c: usize,
-        p: usize,
-        inverse: bool,
-    );
+    fn patchify(x: &Self::Buf, y: &mut Self::Buf, n: usize, h: usize, w: usize, c: usize, p: usize, inverse: bool);
 }
 
 impl PatchifyOps for Cpu {
-    fn patchify(
-        x: &Vec<f32>,
-        y: &mut Vec<f32>,
-        n: usize,
-        h: usize,
-        w: usize,
-        c: usize,
-        p: usize,
-        inverse: bool,
-    ) {
+    fn patchify(x: &Vec<f32>, y: &mut Vec<f32>, n: usize, h: usize, w: usize, c: usize, p: usize, inverse: bool) {
         let len = h * w * c;
         for_each_chunk_mut(&mut y[..n * len], len, |b, out| {
             let src = &x[b * len..(b + 1) * len];
@@ -72,9 +54,7 @@ impl PatchifyOps for Cpu {
 impl Patchify {
     fn dims(&self, shape: &[usize]) -> Result<(usize, usize, usize, usize)> {
         match *shape {
-            [n, h, w, c] if self.patch > 0 && h % self.patch == 0 && w % self.patch == 0 => {
-                Ok((n, h, w, c))
-            }
+            [n, h, w, c] if self.patch > 0 && h % self.patch == 0 && w % self.patch == 0 => Ok((n, h, w, c)),
             _ => Err(Error::Shape(format!(
                 "patchify({}) needs [B, H, W, C] with H and W multiples of {0}, got {shape:?}",
                 self.patch
@@ -104,13 +84,7 @@ impl<B: Backend> Layer<B> for Patchify {
             B::patchify(x.buf(), y.buf_mut(), n, h, w, c, p, false);
         }
     }
-    fn backward(
-        &mut self,
-        x: &Tensor<B>,
-        _y: &Tensor<B>,
-        dy: &Tensor<B>,
-        dx: Option<&mut Tensor<B>>,
-    ) {
+    fn backward(&mut self, x: &Tensor<B>, _y: &Tensor<B>, dy: &Tensor<B>, dx: Option<&mut Tensor<B>>) {
         let (Some(dx), Ok((n, h, w, c))) = (dx, self.dims(x.shape())) else {
             return;
         };
@@ -133,22 +107,13 @@ mod tests {
     #[test]
     fn tokens_in_raster_order_and_gradient_check() {
         // one 4x4 image, 1 channel, values 0..16, patches of 2
-        let x = Tensor::<Cpu>::from_slice(
-            &[1, 4, 4, 1],
-            &(0..16).map(|v| v as f32).collect::<Vec<_>>(),
-        );
+        let x = Tensor::<Cpu>::from_slice(&[1, 4, 4, 1], &(0..16).map(|v| v as f32).collect::<Vec<_>>());
         let mut y = Tensor::empty();
         let mut p = Patchify { patch: 2 };
         Layer::<Cpu>::forward(&mut p, &x, &mut y, Mode::Eval);
         assert_eq!(y.shape(), &[1, 4, 4]);
         assert_eq!(&y.to_vec()[..8], &[0., 1., 4., 5., 2., 3., 6., 7.]);
         check_layer(&mut p, &[2, 4, 6, 3], random_input(144, 1, 0.0), 1e-2, 1e-3);
-        check_layer(
-            &mut Patchify { patch: 1 },
-            &[2, 2, 2, 3],
-            random_input(24, 2, 0.0),
-            1e-2,
-            1e-3,
-        );
+        check_layer(&mut Patchify { patch: 1 }, &[2, 2, 2, 3], random_input(24, 2, 0.0), 1e-2, 1e-3);
     }
 }

@@ -18,14 +18,7 @@ pub enum PoolKind {
 
 pub trait PoolOps: BackendBase {
     fn pool_forward(kind: PoolKind, x: &Self::Buf, g: &WindowGeom, y: &mut Self::Buf);
-    fn pool_backward(
-        kind: PoolKind,
-        x: &Self::Buf,
-        y: &Self::Buf,
-        dy: &Self::Buf,
-        g: &WindowGeom,
-        dx: &mut Self::Buf,
-    );
+    fn pool_backward(kind: PoolKind, x: &Self::Buf, y: &Self::Buf, dy: &Self::Buf, g: &WindowGeom, dx: &mut Self::Buf);
 }
 
 /// Calls `f(input_offset)` for each in-image position of output (oy, ox)'s window.
@@ -59,9 +52,7 @@ impl PoolOps for Cpu {
                         for_window(g, oy, ox, |src| {
                             let v = &img[src..src + c];
                             match kind {
-                                PoolKind::Max => {
-                                    o.iter_mut().zip(v).for_each(|(o, v)| *o = o.max(*v))
-                                }
+                                PoolKind::Max => o.iter_mut().zip(v).for_each(|(o, v)| *o = o.max(*v)),
                                 PoolKind::Avg => o.iter_mut().zip(v).for_each(|(o, v)| *o += v),
                                 PoolKind::L2 => o.iter_mut().zip(v).for_each(|(o, v)| *o += v * v),
                             }
@@ -77,14 +68,7 @@ impl PoolOps for Cpu {
         });
     }
 
-    fn pool_backward(
-        kind: PoolKind,
-        x: &Vec<f32>,
-        y: &Vec<f32>,
-        dy: &Vec<f32>,
-        g: &WindowGeom,
-        dx: &mut Vec<f32>,
-    ) {
+    fn pool_backward(kind: PoolKind, x: &Vec<f32>, y: &Vec<f32>, dy: &Vec<f32>, g: &WindowGeom, dx: &mut Vec<f32>) {
         let (c, in_len, out_len) = (g.c, g.h * g.w * g.c, g.positions() * g.c);
         let per_task = if g.n * in_len < 1 << 15 { g.n } else { 1 };
         let inv = 1.0 / (g.kh * g.kw) as f32;
@@ -93,10 +77,7 @@ impl PoolOps for Cpu {
                 let b = t * per_task + i;
                 dimg.fill(0.0);
                 let img = &x[b * in_len..(b + 1) * in_len];
-                let (yo, go) = (
-                    &y[b * out_len..(b + 1) * out_len],
-                    &dy[b * out_len..(b + 1) * out_len],
-                );
+                let (yo, go) = (&y[b * out_len..(b + 1) * out_len], &dy[b * out_len..(b + 1) * out_len]);
                 for oy in 0..g.oh {
                     for ox in 0..g.ow {
                         let base = (oy * g.ow + ox) * c;
@@ -142,27 +123,16 @@ pub struct Pool {
 
 impl Pool {
     pub fn new_2d(kind: PoolKind, k: usize, s: usize) -> Self {
-        Self {
-            kind,
-            kernel: (k, k),
-            stride: (s, s),
-        }
+        Self { kind, kernel: (k, k), stride: (s, s) }
     }
 
     pub fn new_1d(kind: PoolKind, k: usize, s: usize) -> Self {
-        Self {
-            kind,
-            kernel: (1, k),
-            stride: (1, s),
-        }
+        Self { kind, kernel: (1, k), stride: (1, s) }
     }
 
     fn geom(&self, shape: &[usize]) -> Result<WindowGeom> {
-        let (n, h, w, c) = image_dims(shape).ok_or_else(|| {
-            Error::Shape(format!(
-                "pooling expects [B, L, C] or [B, H, W, C], got {shape:?}"
-            ))
-        })?;
+        let (n, h, w, c) = image_dims(shape)
+            .ok_or_else(|| Error::Shape(format!("pooling expects [B, L, C] or [B, H, W, C], got {shape:?}")))?;
         WindowGeom::new(n, h, w, c, self.kernel, self.stride, (0, 0))
     }
 }
@@ -174,10 +144,7 @@ impl<B: Backend> Layer<B> for Pool {
             PoolKind::Avg => "avg-pool",
             PoolKind::L2 => "l2-pool",
         };
-        format!(
-            "{name}(k{}x{}, s{})",
-            self.kernel.0, self.kernel.1, self.stride.1
-        )
+        format!("{name}(k{}x{}, s{})", self.kernel.0, self.kernel.1, self.stride.1)
     }
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
         let g = self.geom(input)?;
@@ -188,13 +155,7 @@ impl<B: Backend> Layer<B> for Pool {
         y.resize(&window_out_shape(x.shape(), &g, g.c));
         B::pool_forward(self.kind, x.buf(), &g, y.buf_mut());
     }
-    fn backward(
-        &mut self,
-        x: &Tensor<B>,
-        y: &Tensor<B>,
-        dy: &Tensor<B>,
-        dx: Option<&mut Tensor<B>>,
-    ) {
+    fn backward(&mut self, x: &Tensor<B>, y: &Tensor<B>, dy: &Tensor<B>, dx: Option<&mut Tensor<B>>) {
         let (Some(dx), Ok(g)) = (dx, self.geom(x.shape())) else {
             return;
         };
@@ -202,9 +163,7 @@ impl<B: Backend> Layer<B> for Pool {
         B::pool_backward(self.kind, x.buf(), y.buf(), dy.buf(), &g, dx.buf_mut());
     }
     fn macs(&self, input: &[usize]) -> u64 {
-        self.geom(input)
-            .map(|g| (g.n * g.positions() * g.c * g.kh * g.kw) as u64)
-            .unwrap_or(0)
+        self.geom(input).map(|g| (g.n * g.positions() * g.c * g.kh * g.kw) as u64).unwrap_or(0)
     }
 }
 
@@ -237,10 +196,7 @@ mod tests {
     fn gradient_check_1d_overlapping() {
         for kind in [PoolKind::Max, PoolKind::Avg, PoolKind::L2] {
             let mut p = Pool::new_1d(kind, 3, 2);
-            assert_eq!(
-                Layer::<crate::core::Cpu>::output_shape(&p, &[2, 9, 2]).unwrap(),
-                vec![2, 4, 2]
-            );
+            assert_eq!(Layer::<crate::core::Cpu>::output_shape(&p, &[2, 9, 2]).unwrap(), vec![2, 4, 2]);
             check_layer(&mut p, &[2, 9, 2], spaced(36, 4), 1e-2, 2e-3);
         }
     }

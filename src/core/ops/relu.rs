@@ -48,13 +48,7 @@ impl<B: Backend> Layer<B> for Relu {
         y.resize(x.shape());
         B::relu_forward(x.buf(), y.buf_mut());
     }
-    fn backward(
-        &mut self,
-        _x: &Tensor<B>,
-        y: &Tensor<B>,
-        dy: &Tensor<B>,
-        dx: Option<&mut Tensor<B>>,
-    ) {
+    fn backward(&mut self, _x: &Tensor<B>, y: &Tensor<B>, dy: &Tensor<B>, dx: Option<&mut Tensor<B>>) {
         if let Some(dx) = dx {
             dx.resize(y.shape());
             B::relu_backward(y.buf(), dy.buf(), dx.buf_mut());

@@ -31,11 +31,7 @@ pub struct Residual<B: Backend> {
 
 impl<B: Backend> Residual<B> {
     pub fn new(layers: Vec<Box<dyn Layer<B>>>) -> Self {
-        Self {
-            inner: Sequential::new(layers),
-            inner_out: Tensor::empty(),
-            inner_dx: Tensor::empty(),
-        }
+        Self { inner: Sequential::new(layers), inner_out: Tensor::empty(), inner_dx: Tensor::empty() }
     }
 }
 
@@ -46,9 +42,7 @@ impl<B: Backend> Layer<B> for Residual<B> {
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
         let s = self.inner.output_shape(input)?;
         if s != input {
-            return Err(Error::Shape(format!(
-                "residual block changes shape {input:?} -> {s:?}"
-            )));
+            return Err(Error::Shape(format!("residual block changes shape {input:?} -> {s:?}")));
         }
         Ok(s)
     }
@@ -57,17 +51,10 @@ impl<B: Backend> Layer<B> for Residual<B> {
         y.resize(x.shape());
         B::add(x.buf(), self.inner_out.buf(), y.buf_mut());
     }
-    fn backward(
-        &mut self,
-        x: &Tensor<B>,
-        _y: &Tensor<B>,
-        dy: &Tensor<B>,
-        dx: Option<&mut Tensor<B>>,
-    ) {
+    fn backward(&mut self, x: &Tensor<B>, _y: &Tensor<B>, dy: &Tensor<B>, dx: Option<&mut Tensor<B>>) {
         match dx {
             Some(dx) => {
-                self.inner
-                    .backward(x, &self.inner_out, dy, Some(&mut self.inner_dx));
+                self.inner.backward(x, &self.inner_out, dy, Some(&mut self.inner_dx));
                 dx.resize(x.shape());
                 B::add(dy.buf(), self.inner_dx.buf(), dx.buf_mut());
             }
@@ -99,10 +86,7 @@ mod tests {
     #[test]
     fn gradient_check() {
         let mut rng = InitRng::seed_from_u64(3);
-        let mut r = Residual::<Cpu>::new(vec![
-            Box::new(Linear::new(6, 6, &mut rng)),
-            Box::new(Gelu::default()),
-        ]);
+        let mut r = Residual::<Cpu>::new(vec![Box::new(Linear::new(6, 6, &mut rng)), Box::new(Gelu::default())]);
         check_layer(&mut r, &[3, 6], random_input(18, 4, 0.0), 1e-2, 2e-3);
     }
 }

@@ -15,11 +15,7 @@ pub trait TransposeOps: BackendBase {
 impl TransposeOps for Cpu {
     fn transpose_batched(x: &Vec<f32>, y: &mut Vec<f32>, batch: usize, rows: usize, cols: usize) {
         let per = rows * cols;
-        let chunk = if batch * per < PARALLEL_MIN_ELEMS {
-            batch * per
-        } else {
-            per * batch.div_ceil(8).max(1)
-        };
+        let chunk = if batch * per < PARALLEL_MIN_ELEMS { batch * per } else { per * batch.div_ceil(8).max(1) };
         for_each_chunk_mut(&mut y[..batch * per], chunk, |t, out| {
             let b0 = t * chunk / per.max(1);
             for (bi, o) in out.chunks_exact_mut(per).enumerate() {
@@ -51,9 +47,7 @@ impl<B: Backend> Layer<B> for Transpose {
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
         match input {
             [b, t, c] => Ok(vec![*b, *c, *t]),
-            _ => Err(Error::Shape(format!(
-                "transpose expects [B, T, C], got {input:?}"
-            ))),
+            _ => Err(Error::Shape(format!("transpose expects [B, T, C], got {input:?}"))),
         }
     }
     fn forward(&mut self, x: &Tensor<B>, y: &mut Tensor<B>, _mode: Mode) {
@@ -62,13 +56,7 @@ impl<B: Backend> Layer<B> for Transpose {
         y.resize(&[b, c, t]);
         B::transpose_batched(x.buf(), y.buf_mut(), b, t, c);
     }
-    fn backward(
-        &mut self,
-        x: &Tensor<B>,
-        _y: &Tensor<B>,
-        dy: &Tensor<B>,
-        dx: Option<&mut Tensor<B>>,
-    ) {
+    fn backward(&mut self, x: &Tensor<B>, _y: &Tensor<B>, dy: &Tensor<B>, dx: Option<&mut Tensor<B>>) {
         if let Some(dx) = dx {
             let s = x.shape();
             let (b, t, c) = (s[0], s[1], s[2]);
@@ -90,12 +78,6 @@ mod tests {
         Layer::<Cpu>::forward(&mut Transpose, &x, &mut y, Mode::Eval);
         assert_eq!(y.shape(), &[1, 3, 2]);
         assert_eq!(y.to_vec(), vec![1., 4., 2., 5., 3., 6.]);
-        check_layer(
-            &mut Transpose,
-            &[2, 3, 5],
-            random_input(30, 2, 0.0),
-            1e-2,
-            1e-3,
-        );
+        check_layer(&mut Transpose, &[2, 3, 5], random_input(30, 2, 0.0), 1e-2, 1e-3);
     }
 }

@@ -120,34 +120,15 @@ impl OptimOps for Cpu {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum OptimizerConfig {
-    Sgd {
-        momentum: f32,
-        weight_decay: f32,
-        nesterov: bool,
-    },
-    Adam {
-        beta1: f32,
-        beta2: f32,
-        eps: f32,
-        weight_decay: f32,
-    },
-    AdamW {
-        beta1: f32,
-        beta2: f32,
-        eps: f32,
-        weight_decay: f32,
-    },
+    Sgd { momentum: f32, weight_decay: f32, nesterov: bool },
+    Adam { beta1: f32, beta2: f32, eps: f32, weight_decay: f32 },
+    AdamW { beta1: f32, beta2: f32, eps: f32, weight_decay: f32 },
 }
 
 impl OptimizerConfig {
     /// PyTorch's Adam defaults.
     pub fn adam() -> Self {
-        OptimizerConfig::Adam {
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
-        }
+        OptimizerConfig::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }
     }
 }
 
@@ -160,11 +141,7 @@ pub struct Optimizer<B: Backend> {
 
 impl<B: Backend> Optimizer<B> {
     pub fn new(config: OptimizerConfig) -> Self {
-        Self {
-            config,
-            state: Vec::new(),
-            t: 0,
-        }
+        Self { config, state: Vec::new(), t: 0 }
     }
 
     /// Applies one update with learning rate `lr` to every parameter of `model`.
@@ -179,12 +156,7 @@ impl<B: Backend> Optimizer<B> {
             let (a, b) = &mut state[i];
             let decay = |wd: f32| if p.decay { wd } else { 0.0 };
             match *config {
-                OptimizerConfig::Adam {
-                    beta1,
-                    beta2,
-                    eps,
-                    weight_decay,
-                } => B::adam_update(
+                OptimizerConfig::Adam { beta1, beta2, eps, weight_decay } => B::adam_update(
                     p.value.buf_mut(),
                     p.grad.buf(),
                     a,
@@ -196,12 +168,7 @@ impl<B: Backend> Optimizer<B> {
                     false,
                     t,
                 ),
-                OptimizerConfig::AdamW {
-                    beta1,
-                    beta2,
-                    eps,
-                    weight_decay,
-                } => B::adam_update(
+                OptimizerConfig::AdamW { beta1, beta2, eps, weight_decay } => B::adam_update(
                     p.value.buf_mut(),
                     p.grad.buf(),
                     a,
@@ -213,19 +180,9 @@ impl<B: Backend> Optimizer<B> {
                     true,
                     t,
                 ),
-                OptimizerConfig::Sgd {
-                    momentum,
-                    weight_decay,
-                    nesterov,
-                } => B::sgd_update(
-                    p.value.buf_mut(),
-                    p.grad.buf(),
-                    a,
-                    lr,
-                    momentum,
-                    decay(weight_decay),
-                    nesterov,
-                ),
+                OptimizerConfig::Sgd { momentum, weight_decay, nesterov } => {
+                    B::sgd_update(p.value.buf_mut(), p.grad.buf(), a, lr, momentum, decay(weight_decay), nesterov)
+                }
             }
             i += 1;
         });
@@ -242,18 +199,7 @@ mod tests {
         let mut p = vec![1.0f32, -2.0, 0.5];
         let g = vec![0.3f32, -0.01, 4.0];
         let (mut m, mut v) = (vec![0.0; 3], vec![0.0; 3]);
-        Cpu::adam_update(
-            &mut p,
-            &g,
-            &mut m,
-            &mut v,
-            0.1,
-            (0.9, 0.999),
-            1e-8,
-            0.0,
-            false,
-            1,
-        );
+        Cpu::adam_update(&mut p, &g, &mut m, &mut v, 0.1, (0.9, 0.999), 1e-8, 0.0, false, 1);
         let want = [0.9, -1.9, 0.4];
         for (a, b) in p.iter().zip(want) {
             assert!((a - b).abs() < 1e-5, "{a} vs {b}");
@@ -280,18 +226,7 @@ mod tests {
         let (mut m, mut v) = (vec![0.0; 2], vec![0.0; 2]);
         for t in 1..=2000 {
             let g: Vec<f32> = p.iter().map(|x| 2.0 * x).collect();
-            Cpu::adam_update(
-                &mut p,
-                &g,
-                &mut m,
-                &mut v,
-                0.05,
-                (0.9, 0.999),
-                1e-8,
-                0.0,
-                false,
-                t,
-            );
+            Cpu::adam_update(&mut p, &g, &mut m, &mut v, 0.05, (0.9, 0.999), 1e-8, 0.0, false, t);
         }
         assert!(p.iter().all(|x| x.abs() < 1e-2), "{p:?}");
     }

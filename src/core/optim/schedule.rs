@@ -8,10 +8,7 @@ pub enum Schedule {
     /// The base rate throughout (after warm-up).
     Constant { warmup_steps: usize },
     /// Cosine decay from the base rate to `base · final_fraction` at the last step.
-    Cosine {
-        warmup_steps: usize,
-        final_fraction: f32,
-    },
+    Cosine { warmup_steps: usize, final_fraction: f32 },
 }
 
 impl Schedule {
@@ -22,9 +19,7 @@ impl Schedule {
     /// Learning rate at `step` (0-based) of `total` steps.
     pub fn lr(&self, base: f32, step: usize, total: usize) -> f32 {
         let warmup = match self {
-            Schedule::Constant { warmup_steps } | Schedule::Cosine { warmup_steps, .. } => {
-                *warmup_steps
-            }
+            Schedule::Constant { warmup_steps } | Schedule::Cosine { warmup_steps, .. } => *warmup_steps,
         };
         if step < warmup {
             return base * (step + 1) as f32 / warmup as f32;
@@ -47,10 +42,7 @@ mod tests {
 
     #[test]
     fn warmup_then_cosine() {
-        let s = Schedule::Cosine {
-            warmup_steps: 10,
-            final_fraction: 0.0,
-        };
+        let s = Schedule::Cosine { warmup_steps: 10, final_fraction: 0.0 };
         assert!((s.lr(1.0, 0, 110) - 0.1).abs() < 1e-6);
         assert!((s.lr(1.0, 9, 110) - 1.0).abs() < 1e-6);
         assert!((s.lr(1.0, 10, 110) - 1.0).abs() < 1e-6);

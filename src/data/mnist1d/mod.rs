@@ -123,12 +123,7 @@ impl Mnist1dConfig {
         if split < 1.0 || split as usize >= self.num_samples / 10 * 10 {
             return bad("train_split leaves an empty train or test set");
         }
-        let finite = [
-            self.scale_coeff,
-            self.corr_noise_scale,
-            self.iid_noise_scale,
-            self.shear_scale,
-        ];
+        let finite = [self.scale_coeff, self.corr_noise_scale, self.iid_noise_scale, self.shear_scale];
         if finite.iter().any(|v| !v.is_finite()) {
             return bad("scales must be finite numbers");
         }
@@ -155,10 +150,7 @@ impl Mnist1dConfig {
             }
         }
         let shuffle = rng.permutation(n);
-        let mut x: Vec<f64> = shuffle
-            .iter()
-            .flat_map(|&i| xs[i * len..(i + 1) * len].iter().copied())
-            .collect();
+        let mut x: Vec<f64> = shuffle.iter().flat_map(|&i| xs[i * len..(i + 1) * len].iter().copied()).collect();
         let y: Vec<u8> = shuffle.iter().map(|&i| ys[i]).collect();
         if self.shuffle_seq {
             let seq = rng.permutation(len);
@@ -178,14 +170,7 @@ impl Mnist1dConfig {
         let x_test = x.split_off(split * len);
         let mut y = y;
         let y_test = y.split_off(split);
-        Ok(Mnist1d {
-            x,
-            y,
-            x_test,
-            y_test,
-            t,
-            length: len,
-        })
+        Ok(Mnist1d { x, y, x_test, y_test, t, length: len })
     }
 
     /// `mnist1d.transform.transform`: one template becomes one example.
@@ -209,9 +194,7 @@ impl Mnist1dConfig {
         let k = rng.choice(self.max_translation as u64) as usize;
         new_x.rotate_right(k % stretched_len);
         // correlated noise where the signal is exactly zero, then i.i.d. noise everywhere
-        let corr: Vec<f64> = (0..stretched_len)
-            .map(|_| self.corr_noise_scale * rng.randn())
-            .collect();
+        let corr: Vec<f64> = (0..stretched_len).map(|_| self.corr_noise_scale * rng.randn()).collect();
         let corr = gaussian_filter1d(&corr, 2.0);
         for (v, c) in new_x.iter_mut().zip(&corr) {
             if *v == 0.0 {
@@ -227,9 +210,6 @@ impl Mnist1dConfig {
         for (v, r) in new_x.iter_mut().zip(&ramp) {
             *v -= coeff * r;
         }
-        (
-            resample(&new_x, self.final_seq_length),
-            resample(&new_t, self.final_seq_length),
-        )
+        (resample(&new_x, self.final_seq_length), resample(&new_t, self.final_seq_length))
     }
 }

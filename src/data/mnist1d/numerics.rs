@@ -97,9 +97,7 @@ pub fn resample(x: &[f64], n: usize) -> Vec<f64> {
 pub fn gaussian_filter1d(x: &[f64], sigma: f64) -> Vec<f64> {
     let radius = (4.0 * sigma + 0.5) as isize;
     let sigma2 = sigma * sigma;
-    let phi: Vec<f64> = (-radius..=radius)
-        .map(|i| (-0.5 / sigma2 * (i * i) as f64).exp())
-        .collect();
+    let phi: Vec<f64> = (-radius..=radius).map(|i| (-0.5 / sigma2 * (i * i) as f64).exp()).collect();
     let total = pairwise_sum(&phi);
     let w: Vec<f64> = phi.iter().map(|v| v / total).collect();
     let n = x.len() as isize;

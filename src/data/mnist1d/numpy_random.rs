@@ -17,10 +17,7 @@ pub struct NumpyRandomState {
 impl NumpyRandomState {
     /// `np.random.seed(seed)`: MT19937 `init_genrand`, and no cached Gaussian.
     pub fn new(seed: u32) -> Self {
-        Self {
-            mt: Mt::new(seed),
-            cached_gauss: None,
-        }
+        Self { mt: Mt::new(seed), cached_gauss: None }
     }
 
     fn next_u32(&mut self) -> u32 {

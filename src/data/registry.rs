@@ -1,0 +1,175 @@
+//! Named datasets and where to find them: `mnist1d`, `fashion-mnist`, `mnist`, `cifar10`,
+//! `cifar100`, `folder:PATH`. Image datasets are normalised per channel with statistics of
+//! the training split.
+
+use crate::data::cifar::{load_cifar, Cifar};
+use crate::data::folder::{load_folder, FolderOptions};
+use crate::data::idx::load_idx_dataset;
+use crate::data::mnist1d::Mnist1dConfig;
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use std::path::{Path, PathBuf};
+
+/// Where the Debian package `dataset-fashion-mnist` puts its files.
+pub const FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
+
+/// A dataset by name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DatasetSpec {
+    Mnist1d,
+    FashionMnist,
+    Mnist,
+    Cifar10,
+    Cifar100,
+    Folder(PathBuf),
+}
+
+impl std::str::FromStr for DatasetSpec {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Ok(match s {
+            "mnist1d" => DatasetSpec::Mnist1d,
+            "fashion-mnist" => DatasetSpec::FashionMnist,
+            "mnist" => DatasetSpec::Mnist,
+            "cifar10" => DatasetSpec::Cifar10,
+            "cifar100" => DatasetSpec::Cifar100,
+            _ => match s.strip_prefix("folder:") {
+                Some(p) if !p.is_empty() => DatasetSpec::Folder(PathBuf::from(p)),
+                _ => {
+                    return Err(format!(
+                        "unknown dataset '{s}' (known: mnist1d, fashion-mnist, mnist, cifar10, cifar100, folder:PATH)"
+                    ))
+                }
+            },
+        })
+    }
+}
+
+impl DatasetSpec {
+    pub fn name(&self) -> String {
+        match self {
+            DatasetSpec::Mnist1d => "mnist1d".into(),
+            DatasetSpec::FashionMnist => "fashion-mnist".into(),
+            DatasetSpec::Mnist => "mnist".into(),
+            DatasetSpec::Cifar10 => "cifar10".into(),
+            DatasetSpec::Cifar100 => "cifar100".into(),
+            DatasetSpec::Folder(p) => format!("folder:{}", p.display()),
+        }
+    }
+
+    /// Loads the dataset (`data_dir` overrides the default location).
+    pub fn load(&self, data_dir: Option<&Path>, mnist1d: &Mnist1dConfig) -> Result<Dataset> {
+        let mut d = match self {
+            DatasetSpec::Mnist1d => return Ok(mnist1d.generate()?.into()),
+            DatasetSpec::FashionMnist => {
+                let dir = data_dir.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(FASHION_MNIST_DIR));
+                load_idx_dataset(&dir, "fashion-mnist").map_err(|e| match e {
+                    Error::MissingData(m) => Error::MissingData(format!(
+                        "{m}; install it with `apt-get install dataset-fashion-mnist` (Debian/Ubuntu) or pass \
+                         --data-dir DIR holding the four IDX files"
+                    )),
+                    e => e,
+                })?
+            }
+            DatasetSpec::Mnist => {
+                let dir = data_dir.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("data/mnist"));
+                load_idx_dataset(&dir, "mnist").map_err(|e| match e {
+                    Error::MissingData(m) => Error::MissingData(format!(
+                        "{m}; put the four MNIST IDX files (train-images-idx3-ubyte.gz, …) there or pass --data-dir DIR"
+                    )),
+                    e => e,
+                })?
+            }
+            DatasetSpec::Cifar10 => load_cifar(data_dir.unwrap_or(Path::new("data")), Cifar::Ten)?,
+            DatasetSpec::Cifar100 => load_cifar(data_dir.unwrap_or(Path::new("data")), Cifar::Hundred { fine: true })?,
+            DatasetSpec::Folder(p) => load_folder(p, &FolderOptions::default())?,
+        };
+        d.normalize_channels();
+        Ok(d)
+    }
+}
+
+impl Dataset {
+    /// Standardises each channel with the training split's mean and standard deviation;
+    /// returns them (per channel).
+    pub fn normalize_channels(&mut self) -> Vec<(f32, f32)> {
+        let c = self.example_shape.last().copied().unwrap_or(1).max(1);
+        let mut stats = Vec::with_capacity(c);
+        for ch in 0..c {
+            let vals = self.x.iter().skip(ch).step_by(c);
+            let n = self.x.len() / c;
+            let mean = vals.clone().map(|&v| v as f64).sum::<f64>() / n.max(1) as f64;
+            let var = vals.map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n.max(1) as f64;
+            let std = var.sqrt().max(1e-6);
+            stats.push((mean as f32, std as f32));
+        }
+        for x in [&mut self.x, &mut self.x_test] {
+            for px in x.chunks_exact_mut(c) {
+                for (v, (m, s)) in px.iter_mut().zip(&stats) {
+                    *v = (*v - m) / s;
+                }
+            }
+        }
+        stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_and_round_trip() {
+        for s in ["mnist1d", "fashion-mnist", "mnist", "cifar10", "cifar100", "folder:/tmp/x"] {
+            assert_eq!(s.parse::<DatasetSpec>().unwrap().name(), s);
+        }
+        assert!("imagenet".parse::<DatasetSpec>().is_err());
+        assert!("folder:".parse::<DatasetSpec>().is_err());
+    }
+
+    #[test]
+    fn missing_data_says_how_to_get_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Mnist1dConfig::default();
+        let e = DatasetSpec::FashionMnist.load(Some(&dir.path().join("none")), &cfg).unwrap_err().to_string();
+        assert!(e.contains("apt-get install dataset-fashion-mnist"), "{e}");
+        let e = DatasetSpec::Cifar10.load(Some(dir.path()), &cfg).unwrap_err().to_string();
+        assert!(e.contains("cnnlab data download cifar10"), "{e}");
+    }
+
+    #[test]
+    fn normalisation_uses_training_statistics() {
+        let mut d = Dataset {
+            name: "t".into(),
+            example_shape: vec![2, 2],
+            classes: 2,
+            x: vec![0.0, 10.0, 2.0, 10.0, 4.0, 20.0, 6.0, 20.0],
+            y: vec![0, 1],
+            x_test: vec![3.0, 15.0, 3.0, 15.0],
+            y_test: vec![0],
+        };
+        let stats = d.normalize_channels();
+        assert_eq!(stats[0].0, 3.0);
+        assert_eq!(stats[1].0, 15.0);
+        assert!((d.x_test[0]).abs() < 1e-6 && (d.x_test[1]).abs() < 1e-6);
+        let m: f32 = d.x.iter().step_by(2).sum::<f32>() / 4.0;
+        assert!(m.abs() < 1e-6);
+    }
+
+    /// The real Fashion-MNIST from the Debian package (installed by .ci/run). Required in CI;
+    /// elsewhere it is checked when the package is present.
+    #[test]
+    fn fashion_mnist_from_the_debian_package() {
+        if !Path::new(FASHION_MNIST_DIR).is_dir() {
+            assert!(std::env::var_os("CI").is_none(), "CI must install dataset-fashion-mnist");
+            eprintln!("skipped: {FASHION_MNIST_DIR} not present");
+            return;
+        }
+        let d = DatasetSpec::FashionMnist.load(None, &Mnist1dConfig::default()).unwrap();
+        assert_eq!((d.n_train(), d.n_test(), d.classes), (60000, 10000, 10));
+        assert_eq!(d.example_shape, vec![28, 28, 1]);
+        let mut counts = [0; 10];
+        d.y_test.iter().for_each(|&l| counts[l as usize] += 1);
+        assert_eq!(counts, [1000; 10], "Fashion-MNIST's test set is balanced");
+    }
+}
