@@ -8,6 +8,19 @@
 //! - [`train`]: the training loop and its metrics;
 //! - [`experiments`]: the experiments the binary runs (`reproduce`, benchmarks);
 //! - [`report`]: tables and JSON in the shapes the CLI prints and writes.
+//!
+//! ```
+//! use cnnlab::data::{mnist1d_default, Condition};
+//! use cnnlab::models::ModelKind;
+//! use cnnlab::train::{train_cpu, TrainConfig};
+//!
+//! // MNIST-1D as the reference generator makes it, with one fixed permutation of positions
+//! let data = Condition::Permuted.apply(&mnist1d_default()?, 7);
+//! let config = TrainConfig { steps: 50, eval_every: 50, ..TrainConfig::mnist1d() };
+//! let run = train_cpu(ModelKind::Mlp, &data, &config, &mut |_| {})?;
+//! assert!(run.final_test_accuracy > 0.1);
+//! # Ok::<(), cnnlab::Error>(())
+//! ```
 
 pub mod core;
 pub mod data;
