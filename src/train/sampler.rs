@@ -197,7 +197,8 @@ mod tests {
         for seed in 0..40 {
             img.copy_from_slice(&orig);
             augment_one(&mut img, (4, 4, 2), shift, &mut ChaCha8Rng::seed_from_u64(seed), &mut scratch);
-            let found = (-1..=1).flat_map(|dy| (-1..=1).map(move |dx| (dy, dx))).find(|&(dy, dx)| shifted(dy, dx) == img);
+            let found =
+                (-1..=1).flat_map(|dy| (-1..=1).map(move |dx| (dy, dx))).find(|&(dy, dx)| shifted(dy, dx) == img);
             let found = found.unwrap_or_else(|| panic!("not a shift by at most 1: {img:?}"));
             shifts_seen.insert(found);
         }

@@ -214,15 +214,27 @@ fn backward_rows_d(
     d: usize,
 ) {
     let (gamma, dgamma, dbeta) = (&gamma[..d], &mut dgamma[..d], &mut dbeta[..d]);
-    for (r, (xr, gr)) in x.chunks_exact(d).zip(dy.chunks_exact(d)).enumerate() {
-        let (m, s) = (mean[r], rstd[r]);
-        for (((dg, db), xv), gv) in dgamma.iter_mut().zip(dbeta.iter_mut()).zip(xr).zip(gr) {
-            *dg += gv * (xv - m) * s;
-            *db += gv;
+    // dγ, dβ: column sums, eight columns at a time in registers (a vectorised reduction;
+    // accumulating straight into the slices kept the loop scalar)
+    let rows = mean.len().min(x.len() / d.max(1));
+    for j0 in (0..d).step_by(8) {
+        let lanes = (d - j0).min(8);
+        let (mut g, mut b) = ([0.0f32; 8], [0.0f32; 8]);
+        for r in 0..rows {
+            let (m, s) = (mean[r], rstd[r]);
+            let (xr, gr) = (&x[r * d + j0..r * d + j0 + lanes], &dy[r * d + j0..r * d + j0 + lanes]);
+            for l in 0..lanes {
+                g[l] += gr[l] * (xr[l] - m) * s;
+                b[l] += gr[l];
+            }
         }
-        if let Some(dx) = dx.as_deref_mut() {
-            input_grad_row(xr, gr, gamma, m, s, &mut dx[r * d..(r + 1) * d]);
+        for l in 0..lanes {
+            dgamma[j0 + l] += g[l];
+            dbeta[j0 + l] += b[l];
         }
+    }
+    if let Some(dx) = dx.as_deref_mut() {
+        input_grad_rows_d(x, dy, gamma, mean, rstd, dx, d);
     }
 }
 
