@@ -4,8 +4,10 @@
 //! ReLU, flatten, linear. Each unit of layer 1 sees 5 inputs, of layer 2 13, of layer 3 29.
 //!
 //! 2-D: 3×3 convolutions (padding 1) of the given widths, optional BatchNorm, ReLU, 2×2
-//! max-pooling after the chosen layers, then global average pooling or flattening, linear. With `local`, the
-//! same stack with locally-connected layers (untied weights): the CNN's twin.
+//! max-pooling after the chosen layers, then global average pooling or flattening, linear.
+//!
+//! With `local`, either stack is built from locally-connected layers (same windows, untied
+//! weights): the CNN's twin, which separates locality from weight sharing.
 
 use crate::core::init::InitRng;
 use crate::core::ops::conv1d::conv1d;
@@ -19,31 +21,29 @@ use crate::models::ImageArch;
 pub const CNN_1D_LAYERS: [(usize, usize, usize); 3] = [(5, 2, 1), (3, 2, 1), (3, 2, 1)];
 pub const CNN_1D_CHANNELS: usize = 25;
 
-/// Output length of the 1-D stack for input length `len`.
-pub fn out_len_1d(len: usize) -> Result<usize> {
-    let mut l = len;
-    for (k, s, p) in CNN_1D_LAYERS {
-        l = crate::core::ops::conv2d::WindowGeom::out_len(l, k, s, p)?;
-    }
-    Ok(l)
-}
-
+/// The MNIST-1D CNN, or (with `local`) its locally-connected twin: same windows and shapes,
+/// untied weights.
 pub fn build_1d<B: Backend>(
     len: usize,
     channels: usize,
     classes: usize,
+    local: bool,
     rng: &mut InitRng,
 ) -> Result<Vec<Box<dyn Layer<B>>>> {
-    let out = out_len_1d(len)?;
     let mut layers: Vec<Box<dyn Layer<B>>> = Vec::new();
-    let mut cin = channels;
+    let (mut cin, mut l) = (channels, len);
     for (k, s, p) in CNN_1D_LAYERS {
-        layers.push(Box::new(conv1d(cin, CNN_1D_CHANNELS, k, s, p, rng)));
+        if local {
+            layers.push(Box::new(LocallyConnected::new(cin, CNN_1D_CHANNELS, (1, l), (1, k), (1, s), (0, p), rng)?));
+        } else {
+            layers.push(Box::new(conv1d(cin, CNN_1D_CHANNELS, k, s, p, rng)));
+        }
         layers.push(Box::new(Relu));
         cin = CNN_1D_CHANNELS;
+        l = WindowGeom::out_len(l, k, s, p)?;
     }
     layers.push(Box::new(Flatten));
-    layers.push(Box::new(Linear::new(out * CNN_1D_CHANNELS, classes, rng)));
+    layers.push(Box::new(Linear::new(l * CNN_1D_CHANNELS, classes, rng)));
     Ok(layers)
 }
 

@@ -10,7 +10,6 @@
 
 pub mod cnn;
 pub mod dnn;
-pub mod lcn;
 pub mod logistic;
 pub mod mlp;
 
@@ -138,9 +137,9 @@ impl<B: Backend> Model<B> {
             [len, channels] => match kind {
                 ModelKind::Logistic => logistic::build(len * channels, classes, rng),
                 ModelKind::Mlp => mlp::build(len * channels, &[100, 100], true, classes, rng),
-                ModelKind::Cnn => cnn::build_1d(*len, *channels, classes, rng)?,
+                ModelKind::Cnn => cnn::build_1d(*len, *channels, classes, false, rng)?,
                 ModelKind::Dnn => dnn::build_1d(*len, *channels, classes, rng),
-                ModelKind::Lcn => lcn::build_1d(*len, *channels, classes, rng)?,
+                ModelKind::Lcn => cnn::build_1d(*len, *channels, classes, true, rng)?,
             },
             _ => {
                 return Err(Error::Config(format!(
