@@ -5,6 +5,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use cnnlab::core::optim::{OptimizerConfig, Schedule};
 use cnnlab::data::cifar::Cifar;
+use cnnlab::data::folder::FolderOptions;
 use cnnlab::data::mnist1d::Mnist1dConfig;
 use cnnlab::data::{download, npy, Condition, Dataset, DatasetSpec};
 use cnnlab::experiments::presets::{self, Preset, Recipe};
@@ -70,18 +71,82 @@ struct DataFlags {
     /// Evaluate on the first N test examples
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     test_subset: Option<u64>,
+    /// folder:PATH datasets: resize every image to HxW (default: all must share one size)
+    #[arg(long, value_parser = parse_size)]
+    image_size: Option<(u32, u32)>,
+    #[command(flatten)]
+    arch: ArchFlags,
     #[command(flatten)]
     mnist1d: Mnist1dFlags,
+}
+
+fn parse_size(s: &str) -> std::result::Result<(u32, u32), String> {
+    let bad = || format!("'{s}' is not a size like 32x32");
+    let (h, w) = s.split_once('x').ok_or_else(bad)?;
+    let (h, w): (u32, u32) = (h.parse().map_err(|_| bad())?, w.parse().map_err(|_| bad())?);
+    if h == 0 || w == 0 {
+        return Err(bad());
+    }
+    Ok((h, w))
+}
+
+/// Overrides of the image architecture of the preset.
+#[derive(Args, Clone)]
+#[command(next_help_heading = "Image architecture")]
+struct ArchFlags {
+    /// Widths of the CNN's (and LCN's) 3x3 convolutions, comma-separated
+    #[arg(long, value_delimiter = ',')]
+    widths: Option<Vec<usize>>,
+    /// Convolutions (0-based) followed by 2x2 max-pooling, comma-separated
+    #[arg(long, value_delimiter = ',')]
+    pool_after: Option<Vec<usize>>,
+    /// BatchNorm after each convolution
+    #[arg(long)]
+    batch_norm: Option<bool>,
+    /// Mixer patch size (1: every pixel is a token)
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    patch: Option<u64>,
+    /// Mixer channels
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    mixer_dim: Option<u64>,
+    /// Mixer blocks
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    mixer_depth: Option<u64>,
+}
+
+impl ArchFlags {
+    fn apply(&self, arch: &mut cnnlab::models::ImageArch) {
+        if let Some(w) = &self.widths {
+            arch.cnn_widths = w.clone();
+        }
+        if let Some(p) = &self.pool_after {
+            arch.pool_after = p.clone();
+        }
+        if let Some(b) = self.batch_norm {
+            arch.batch_norm = b;
+        }
+        if let Some(p) = self.patch {
+            arch.mixer_patch = p as usize;
+        }
+        if let Some(d) = self.mixer_dim {
+            arch.mixer.dim = d as usize;
+        }
+        if let Some(d) = self.mixer_depth {
+            arch.mixer.depth = d as usize;
+        }
+    }
 }
 
 impl DataFlags {
     /// Loads the dataset and resolves the recipe, applying the subsets.
     fn load(&self) -> Result<(Dataset, Recipe)> {
+        let folder = FolderOptions { resize: self.image_size, ..FolderOptions::default() };
         let mut data = self
             .dataset
-            .load(self.data_dir.as_deref(), &self.mnist1d.config())
+            .load_with(self.data_dir.as_deref(), &self.mnist1d.config(), &folder)
             .with_context(|| format!("loading {}", self.dataset.name()))?;
-        let recipe = presets::recipe(&data.example_shape, data.n_train(), self.preset);
+        let mut recipe = presets::recipe(&data.example_shape, data.n_train(), self.preset);
+        self.arch.apply(&mut recipe.train.arch);
         let train_n = self.train_subset.map(|n| n as usize).or(recipe.train_subset);
         let test_n = self.test_subset.map(|n| n as usize).or(recipe.test_subset);
         if let Some(n) = train_n {

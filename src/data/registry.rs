@@ -59,6 +59,16 @@ impl DatasetSpec {
 
     /// Loads the dataset (`data_dir` overrides the default location).
     pub fn load(&self, data_dir: Option<&Path>, mnist1d: &Mnist1dConfig) -> Result<Dataset> {
+        self.load_with(data_dir, mnist1d, &FolderOptions::default())
+    }
+
+    /// Loads the dataset; image folders are read with `folder` (size check or resize).
+    pub fn load_with(
+        &self,
+        data_dir: Option<&Path>,
+        mnist1d: &Mnist1dConfig,
+        folder: &FolderOptions,
+    ) -> Result<Dataset> {
         let mut d = match self {
             DatasetSpec::Mnist1d => return Ok(mnist1d.generate()?.into()),
             DatasetSpec::FashionMnist => {
@@ -82,7 +92,7 @@ impl DatasetSpec {
             }
             DatasetSpec::Cifar10 => load_cifar(data_dir.unwrap_or(Path::new("data")), Cifar::Ten)?,
             DatasetSpec::Cifar100 => load_cifar(data_dir.unwrap_or(Path::new("data")), Cifar::Hundred { fine: true })?,
-            DatasetSpec::Folder(p) => load_folder(p, &FolderOptions::default())?,
+            DatasetSpec::Folder(p) => load_folder(p, folder)?,
         };
         d.normalize_channels();
         Ok(d)
