@@ -7,7 +7,8 @@
 //! - [`models`]: logistic regression, MLP, CNN, the Mixer "DNN" and the locally-connected twin;
 //! - [`train`]: the training loop and its metrics;
 //! - [`experiments`]: the experiments the binary runs (`reproduce`, benchmarks);
-//! - [`report`]: tables and JSON in the shapes the CLI prints and writes.
+//! - [`report`]: tables and JSON in the shapes the CLI prints and writes;
+//! - [`analysis`]: measurements of the explanations (curse of dimensionality, …).
 //!
 //! ```
 //! use cnnlab::data::{mnist1d_default, Condition};
@@ -22,6 +23,7 @@
 //! # Ok::<(), cnnlab::Error>(())
 //! ```
 
+pub mod analysis;
 pub mod core;
 pub mod data;
 pub mod error;

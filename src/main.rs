@@ -47,6 +47,35 @@ enum Command {
     Data(DataCommand),
     /// Throughput benchmarks matching shared/reference/pytorch_bench.py
     Bench(BenchArgs),
+    /// Measure the explanations (writes JSON and an SVG plot)
+    #[command(subcommand)]
+    Analyze(AnalyzeCommand),
+}
+
+#[derive(Subcommand)]
+enum AnalyzeCommand {
+    /// The curse of dimensionality: d^N arithmetic and k-nearest-neighbour measurements
+    Dimension(DimensionArgs),
+}
+
+#[derive(Args)]
+struct DimensionArgs {
+    /// Points per axis for the d^N arithmetic (the video uses 9)
+    #[arg(long, default_value_t = 9.0)]
+    density: f64,
+    /// Training examples kNN may use (a subset keeps brute force fast)
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
+    knn_train: u64,
+    /// Test examples kNN classifies
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    knn_test: u64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Directory for dimension.json and the plots
+    #[arg(long, default_value = "analysis")]
+    out: PathBuf,
+    #[command(flatten)]
+    data: DataFlags,
 }
 
 fn parse_dataset(s: &str) -> std::result::Result<DatasetSpec, String> {
@@ -579,6 +608,83 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
     Ok(())
 }
 
+fn cmd_analyze(c: AnalyzeCommand) -> Result<()> {
+    use cnnlab::analysis::{dimension, plot};
+    match c {
+        AnalyzeCommand::Dimension(a) => {
+            if !(a.density.is_finite() && a.density > 1.0) {
+                anyhow::bail!("--density must be a number above 1");
+            }
+            let (mut data, _) = a.data.load()?;
+            data.truncate_train(a.knn_train as usize);
+            data.truncate_test(a.knn_test as usize);
+            let r = dimension::analyze(&data, a.density, a.seed)?;
+            ensure_dir(&a.out)?;
+            write_json(&a.out.join("dimension.json"), &r)?;
+            let series = |name: &str, pts: Vec<(f64, f64)>| plot::Series { name: name.into(), points: pts };
+            let res: Vec<(f64, f64)> = r.resolutions.iter().map(|p| (p.dimension as f64, p.knn.accuracy)).collect();
+            let ratio: Vec<(f64, f64)> =
+                r.resolutions.iter().map(|p| (p.dimension as f64, p.knn.nearest_to_farthest)).collect();
+            let amb: Vec<(f64, f64)> = r.fixed_intrinsic.iter().map(|p| (p.ambient as f64, p.knn.accuracy)).collect();
+            plot::line_chart(
+                &a.out.join("dimension.svg"),
+                &format!("1-NN on {} and a 2-D task in growing ambient dimension", r.dataset),
+                ("input dimension", "accuracy / nearest:farthest distance"),
+                &[
+                    series("kNN accuracy, pooled images", res),
+                    series("nearest/farthest distance, pooled images", ratio),
+                    series("kNN accuracy, intrinsic dim 2", amb),
+                ],
+                true,
+                (0.0, 1.0),
+            )?;
+            let needed: Vec<plot::Series> = r
+                .samples_needed
+                .iter()
+                .map(|s| {
+                    series(
+                        &format!("dimension {}", s.dimension),
+                        s.curve.iter().map(|p| (p.train_examples as f64, p.knn.accuracy)).collect(),
+                    )
+                })
+                .collect();
+            plot::line_chart(
+                &a.out.join("samples.svg"),
+                "1-NN accuracy against training examples, by intrinsic dimension",
+                ("training examples", "test accuracy"),
+                &needed,
+                true,
+                (0.0, 1.0),
+            )?;
+            println!("(a) points to fill an input at {} per axis:", a.density);
+            for f in &r.fill_costs {
+                println!("    {:<24} N = {:>5}   10^{:.1}", f.input, f.dimension, f.log10_points);
+            }
+            println!("(b-i) 1-NN on {} ({} train / {} test), by resolution:", r.dataset, data.n_train(), data.n_test());
+            for p in &r.resolutions {
+                println!(
+                    "    {:>7} (N = {:>5})  accuracy {:5.1}%  nearest/farthest {:.3}",
+                    p.size,
+                    p.dimension,
+                    p.knn.accuracy * 100.0,
+                    p.knn.nearest_to_farthest
+                );
+            }
+            println!("(b-ii) intrinsic dimension 2 embedded in ambient dimension D (2000 examples):");
+            for p in &r.fixed_intrinsic {
+                println!("    D = {:>4}  accuracy {:5.1}%", p.ambient, p.knn.accuracy * 100.0);
+            }
+            println!("(b-iii) training examples 1-NN needs for 90% on the prototype task:");
+            for s in &r.samples_needed {
+                let n = s.examples.map(|n| n.to_string()).unwrap_or_else(|| "> 10000".into());
+                println!("    dimension {:>2}: {n}", s.dimension);
+            }
+            println!("wrote {}", a.out.join("dimension.json").display());
+            Ok(())
+        }
+    }
+}
+
 fn run(cli: Cli) -> Result<()> {
     cnnlab::core::cpu::init_thread_pool(cli.threads.unwrap_or(0) as usize)?;
     match cli.command {
@@ -587,6 +693,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Models(a) => cmd_models(a),
         Command::Data(c) => cmd_data(c),
         Command::Bench(a) => cmd_bench(a),
+        Command::Analyze(c) => cmd_analyze(c),
     }
 }
 

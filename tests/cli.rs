@@ -173,3 +173,29 @@ fn missing_image_data_says_how_to_get_it() {
     let e = assert_clean_failure(&["reproduce", "--dataset", "fashion-mnist", "--data-dir", "/nonexistent"]);
     assert!(e.contains("dataset-fashion-mnist"), "{e}");
 }
+
+#[test]
+fn analyze_dimension_writes_json_and_plots() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = cnnlab(&[
+        "analyze",
+        "dimension",
+        "--knn-train",
+        "400",
+        "--knn-test",
+        "100",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("dimension.json")).unwrap()).unwrap();
+    assert_eq!(v["fill_costs"][0]["dimension"], 27);
+    let res = v["resolutions"].as_array().unwrap();
+    assert_eq!(res.last().unwrap()["dimension"], 40, "full MNIST-1D resolution last");
+    assert!(res.iter().all(|r| r["accuracy"].as_f64().unwrap() > 0.1));
+    for f in ["dimension.svg", "samples.svg"] {
+        assert!(std::fs::read_to_string(dir.path().join(f)).unwrap().starts_with("<svg"), "{f}");
+    }
+    assert_clean_failure(&["analyze", "dimension", "--density", "0.5"]);
+}
