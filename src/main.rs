@@ -56,6 +56,28 @@ enum Command {
 enum AnalyzeCommand {
     /// The curse of dimensionality: d^N arithmetic and k-nearest-neighbour measurements
     Dimension(DimensionArgs),
+    /// The MNIST-1D pooling benchmark: none / stride-2 / max / avg / L2 against training-set size
+    Pooling(PoolingArgs),
+}
+
+#[derive(Args)]
+struct PoolingArgs {
+    /// Training-set sizes, comma-separated
+    #[arg(long, value_delimiter = ',', default_values_t = [1000usize, 2000, 5000, 10000, 20000])]
+    sizes: Vec<usize>,
+    /// Add 50000 training examples to the sizes
+    #[arg(long)]
+    large: bool,
+    /// Optimisation steps per run
+    #[arg(long, default_value_t = 6000, value_parser = clap::value_parser!(u64).range(1..))]
+    steps: u64,
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    seeds: u64,
+    /// Directory for pooling.json and pooling.svg
+    #[arg(long, default_value = "analysis")]
+    out: PathBuf,
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Args)]
@@ -611,6 +633,64 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
 fn cmd_analyze(c: AnalyzeCommand) -> Result<()> {
     use cnnlab::analysis::{dimension, plot};
     match c {
+        AnalyzeCommand::Pooling(a) => {
+            use cnnlab::experiments::pooling;
+            let mut sizes = a.sizes.clone();
+            if a.large && !sizes.contains(&50000) {
+                sizes.push(50000);
+            }
+            let total = (pooling::Downsample::ALL.len() * sizes.len()) as u64 * a.seeds * a.steps;
+            let pb = progress_bar(total, a.quiet);
+            let r = pooling::run(&sizes, a.steps as usize, a.seeds as usize, &|s| pb.inc(s as u64))?;
+            pb.finish_and_clear();
+            ensure_dir(&a.out)?;
+            write_json(&a.out.join("pooling.json"), &r)?;
+            let series: Vec<plot::Series> = pooling::Downsample::ALL
+                .iter()
+                .map(|v| plot::Series {
+                    name: v.name().into(),
+                    points: r
+                        .cells
+                        .iter()
+                        .filter(|c| c.variant == v.name())
+                        .map(|c| (c.train_examples as f64, c.accuracy_mean))
+                        .collect(),
+                })
+                .collect();
+            plot::line_chart(
+                &a.out.join("pooling.svg"),
+                "MNIST-1D CNN: downsampling against training-set size",
+                ("training examples", "test accuracy"),
+                &series,
+                true,
+                (0.0, 1.0),
+            )?;
+            print!("{:<10}", "variant");
+            for n in &sizes {
+                print!("  {:>14}", n);
+            }
+            println!();
+            for v in pooling::Downsample::ALL {
+                print!("{:<10}", v.name());
+                for n in &sizes {
+                    let c = r.cells.iter().find(|c| c.variant == v.name() && c.train_examples == *n);
+                    let cell = c
+                        .map(|c| {
+                            let reference =
+                                c.reference.map(|x| format!("{:.0}", x * 100.0)).unwrap_or_else(|| "-".into());
+                            format!("{:5.1} ({reference:>2})", c.accuracy_mean * 100.0)
+                        })
+                        .unwrap_or_default();
+                    print!("  {cell:>14}");
+                }
+                println!();
+            }
+            println!(
+                "test accuracy % on {} test examples, {} steps (published in parentheses); {:.1} s",
+                r.test_examples, r.steps, r.wall_seconds
+            );
+            Ok(())
+        }
         AnalyzeCommand::Dimension(a) => {
             if !(a.density.is_finite() && a.density > 1.0) {
                 anyhow::bail!("--density must be a number above 1");

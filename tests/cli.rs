@@ -199,3 +199,30 @@ fn analyze_dimension_writes_json_and_plots() {
     }
     assert_clean_failure(&["analyze", "dimension", "--density", "0.5"]);
 }
+
+#[test]
+fn analyze_pooling_runs_every_variant() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = cnnlab(&[
+        "analyze",
+        "pooling",
+        "--sizes",
+        "200,400",
+        "--steps",
+        "30",
+        "--quiet",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("pooling.json")).unwrap()).unwrap();
+    let cells = v["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), 10);
+    assert_eq!(v["test_examples"], 100, "a quarter of the largest training set");
+    assert!(std::fs::read_to_string(dir.path().join("pooling.svg")).unwrap().starts_with("<svg"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for name in ["no-pool", "stride-2", "max", "avg", "l2"] {
+        assert!(stdout.contains(name), "{stdout}");
+    }
+}

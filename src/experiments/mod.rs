@@ -1,5 +1,6 @@
 //! The experiments the binary runs, usable from the library too.
 
 pub mod bench;
+pub mod pooling;
 pub mod presets;
 pub mod reproduce;

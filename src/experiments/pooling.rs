@@ -1,0 +1,170 @@
+//! `analyze pooling`: the MNIST-1D pooling benchmark. A small CNN — conv(1→20, k3, p1), ReLU,
+//! downsample, conv(20→20, k3, p1), ReLU, downsample, linear — with five ways to downsample
+//! (none, stride-2 convolutions, max, average, L2 pooling), trained on growing training sets
+//! (6000 steps, Adam 1e-2, batch 100) and tested on one common test set.
+
+use crate::core::cpu::with_intra_op_threads;
+use crate::core::init::InitRng;
+use crate::core::layer::Sequential;
+use crate::core::ops::conv1d::conv1d;
+use crate::core::ops::{Flatten, Linear, Pool, PoolKind, Relu};
+use crate::core::{Cpu, Layer};
+use crate::data::mnist1d::Mnist1dConfig;
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::models::{Model, ModelKind};
+use crate::train::{rng_for, streams, TrainConfig, Trainer};
+use rayon::prelude::*;
+use serde::Serialize;
+
+/// How the CNN downsamples between its convolutions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Downsample {
+    None,
+    Stride2,
+    Max,
+    Avg,
+    L2,
+}
+
+impl Downsample {
+    pub const ALL: [Downsample; 5] =
+        [Downsample::None, Downsample::Stride2, Downsample::Max, Downsample::Avg, Downsample::L2];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Downsample::None => "no-pool",
+            Downsample::Stride2 => "stride-2",
+            Downsample::Max => "max",
+            Downsample::Avg => "avg",
+            Downsample::L2 => "l2",
+        }
+    }
+
+    /// Published test accuracy at 1000 / 5000 / 20000 training examples.
+    pub fn reference(&self, n: usize) -> Option<f64> {
+        let row = match self {
+            Downsample::None => [0.59, 0.92, 0.94],
+            Downsample::Stride2 => [0.57, 0.90, 0.92],
+            Downsample::Max => [0.78, 0.95, 0.97],
+            Downsample::Avg => [0.78, 0.94, 0.96],
+            Downsample::L2 => [0.77, 0.95, 0.98],
+        };
+        match n {
+            1000 => Some(row[0]),
+            5000 => Some(row[1]),
+            20000 => Some(row[2]),
+            _ => None,
+        }
+    }
+
+    /// The network for sequences of length `len`.
+    pub fn network(&self, len: usize, rng: &mut InitRng) -> Sequential<Cpu> {
+        let stride = if *self == Downsample::Stride2 { 2 } else { 1 };
+        let pool = |layers: &mut Vec<Box<dyn Layer<Cpu>>>| match self {
+            Downsample::Max => layers.push(Box::new(Pool::new_1d(PoolKind::Max, 2, 2))),
+            Downsample::Avg => layers.push(Box::new(Pool::new_1d(PoolKind::Avg, 2, 2))),
+            Downsample::L2 => layers.push(Box::new(Pool::new_1d(PoolKind::L2, 2, 2))),
+            Downsample::None | Downsample::Stride2 => {}
+        };
+        let mut layers: Vec<Box<dyn Layer<Cpu>>> = vec![Box::new(conv1d(1, 20, 3, stride, 1, rng)), Box::new(Relu)];
+        pool(&mut layers);
+        layers.push(Box::new(conv1d(20, 20, 3, stride, 1, rng)));
+        layers.push(Box::new(Relu));
+        pool(&mut layers);
+        let out = match self {
+            Downsample::None => len,
+            Downsample::Stride2 => len.div_ceil(2).div_ceil(2),
+            Downsample::Max | Downsample::Avg | Downsample::L2 => len / 2 / 2,
+        };
+        layers.push(Box::new(Flatten));
+        layers.push(Box::new(Linear::new(20 * out, 10, rng)));
+        Sequential::new(layers)
+    }
+}
+
+/// One cell: a downsampling variant at a training-set size.
+#[derive(Clone, Debug, Serialize)]
+pub struct PoolingCell {
+    pub variant: String,
+    pub train_examples: usize,
+    pub accuracy_mean: f64,
+    pub accuracy_std: f64,
+    pub accuracies: Vec<f64>,
+    pub reference: Option<f64>,
+}
+
+/// The whole benchmark.
+#[derive(Clone, Debug, Serialize)]
+pub struct PoolingReport {
+    pub test_examples: usize,
+    pub steps: usize,
+    pub cells: Vec<PoolingCell>,
+    pub wall_seconds: f64,
+}
+
+/// Runs every variant at every size in `sizes` for `seeds` seeds; MNIST-1D with enough samples
+/// for the largest size (and a test set of a quarter of it), every run on its own core.
+pub fn run(sizes: &[usize], steps: usize, seeds: usize, progress: &(dyn Fn(usize) + Sync)) -> Result<PoolingReport> {
+    let largest = sizes.iter().copied().max().ok_or_else(|| Error::Config("no training-set sizes".into()))?;
+    if sizes.contains(&0) || seeds == 0 || steps == 0 {
+        return Err(Error::Config("sizes, seeds and steps must be positive".into()));
+    }
+    let start = std::time::Instant::now();
+    let cfg = Mnist1dConfig { num_samples: largest * 5 / 4, ..Mnist1dConfig::default() };
+    let full: Dataset = cfg.generate()?.into();
+    let train = TrainConfig { steps, eval_every: steps, ..TrainConfig::mnist1d() };
+    let jobs: Vec<(Downsample, usize, u64)> = Downsample::ALL
+        .iter()
+        .flat_map(|&v| sizes.iter().flat_map(move |&n| (0..seeds as u64).map(move |s| (v, n, s))))
+        .collect();
+    let results: Vec<Result<f64>> = jobs
+        .par_iter()
+        .map(|&(variant, n, seed)| {
+            let mut data = full.clone();
+            data.truncate_train(n);
+            let config = TrainConfig { seed, ..train.clone() };
+            let mut init = rng_for(seed, streams::INIT);
+            let net = variant.network(data.example_shape[0], &mut init);
+            let model = Model { kind: ModelKind::Cnn, net, example_shape: data.example_shape.clone(), classes: 10 };
+            let mut trainer = Trainer::new(model, config)?;
+            let r = with_intra_op_threads(1, || trainer.fit(&data, &mut |s| progress(s)))?;
+            Ok(r.final_test_accuracy)
+        })
+        .collect();
+    let accuracies = results.into_iter().collect::<Result<Vec<f64>>>()?;
+    let mut cells = Vec::new();
+    for v in Downsample::ALL {
+        for &n in sizes {
+            let accs: Vec<f64> =
+                jobs.iter().zip(&accuracies).filter(|(j, _)| j.0 == v && j.1 == n).map(|(_, a)| *a).collect();
+            let row = crate::report::Row::new(v.name(), "", accs.clone(), v.reference(n));
+            cells.push(PoolingCell {
+                variant: v.name().into(),
+                train_examples: n,
+                accuracy_mean: row.accuracy_mean,
+                accuracy_std: row.accuracy_std,
+                accuracies: accs,
+                reference: v.reference(n),
+            });
+        }
+    }
+    Ok(PoolingReport { test_examples: full.n_test(), steps, cells, wall_seconds: start.elapsed().as_secs_f64() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn every_variant_maps_a_sequence_to_ten_classes() {
+        for v in Downsample::ALL {
+            let net = v.network(40, &mut InitRng::seed_from_u64(0));
+            assert_eq!(net.output_shape(&[3, 40, 1]).unwrap(), vec![3, 10], "{v:?}");
+        }
+        assert_eq!(Downsample::L2.reference(20000), Some(0.98));
+        assert_eq!(Downsample::Max.reference(2000), None);
+    }
+}
