@@ -58,6 +58,29 @@ enum AnalyzeCommand {
     Dimension(DimensionArgs),
     /// The MNIST-1D pooling benchmark: none / stride-2 / max / avg / L2 against training-set size
     Pooling(PoolingArgs),
+    /// Test accuracy of cnn, dnn and mlp against the number of training examples
+    DataSize(DataSizeArgs),
+}
+
+#[derive(Args)]
+struct DataSizeArgs {
+    /// Models (comma-separated)
+    #[arg(long, value_enum, value_delimiter = ',', default_values = ["cnn", "dnn", "mlp"])]
+    models: Vec<ModelKind>,
+    /// Training-set sizes (default: about a log-spaced ladder up to the whole training split)
+    #[arg(long, value_delimiter = ',')]
+    sizes: Option<Vec<usize>>,
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    seeds: u64,
+    /// Directory for data_size.json and data_size.svg
+    #[arg(long, default_value = "analysis")]
+    out: PathBuf,
+    #[arg(long)]
+    quiet: bool,
+    #[command(flatten)]
+    data: DataFlags,
+    #[command(flatten)]
+    train: TrainFlags,
 }
 
 #[derive(Args)]
@@ -633,6 +656,65 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
 fn cmd_analyze(c: AnalyzeCommand) -> Result<()> {
     use cnnlab::analysis::{dimension, plot};
     match c {
+        AnalyzeCommand::DataSize(a) => {
+            use cnnlab::experiments::data_size;
+            let (data, recipe) = a.data.load()?;
+            let cfg = a.train.config(&recipe.train, 0)?;
+            let sizes = a.sizes.clone().unwrap_or_else(|| {
+                let n = data.n_train();
+                let mut v: Vec<usize> = [n / 16, n / 8, n / 4, n / 2, n].into_iter().filter(|&s| s >= 10).collect();
+                v.dedup();
+                v
+            });
+            let total = (a.models.len() * sizes.len()) as u64 * a.seeds * cfg.steps as u64;
+            let pb = progress_bar(total, a.quiet);
+            let r = data_size::run(&data, &a.models, &sizes, &cfg, a.seeds as usize, &|s| pb.inc(s as u64))?;
+            pb.finish_and_clear();
+            ensure_dir(&a.out)?;
+            write_json(&a.out.join("data_size.json"), &r)?;
+            let series: Vec<plot::Series> = a
+                .models
+                .iter()
+                .map(|m| plot::Series {
+                    name: m.name().into(),
+                    points: r
+                        .cells
+                        .iter()
+                        .filter(|c| c.model == m.name())
+                        .map(|c| (c.train_examples as f64, c.accuracy_mean))
+                        .collect(),
+                })
+                .collect();
+            plot::line_chart(
+                &a.out.join("data_size.svg"),
+                &format!("{}: test accuracy against training examples", r.dataset),
+                ("training examples", "test accuracy"),
+                &series,
+                true,
+                (0.0, 1.0),
+            )?;
+            print!("{:<9}", "model");
+            for n in &sizes {
+                print!("  {n:>12}");
+            }
+            println!();
+            for m in &a.models {
+                print!("{:<9}", m.name());
+                for n in &sizes {
+                    let c = r.cells.iter().find(|c| c.model == m.name() && c.train_examples == *n);
+                    let cell = c
+                        .map(|c| format!("{:5.1} ± {:3.1}", c.accuracy_mean * 100.0, c.accuracy_std * 100.0))
+                        .unwrap_or_default();
+                    print!("  {cell:>12}");
+                }
+                println!();
+            }
+            println!(
+                "test accuracy % on {} test examples, {} steps per run; {:.1} s",
+                r.test_examples, r.steps, r.wall_seconds
+            );
+            Ok(())
+        }
         AnalyzeCommand::Pooling(a) => {
             use cnnlab::experiments::pooling;
             let mut sizes = a.sizes.clone();

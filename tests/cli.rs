@@ -226,3 +226,28 @@ fn analyze_pooling_runs_every_variant() {
         assert!(stdout.contains(name), "{stdout}");
     }
 }
+
+#[test]
+fn analyze_data_size_writes_a_curve_per_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = cnnlab(&[
+        "analyze",
+        "data-size",
+        "--sizes",
+        "100,400",
+        "--steps",
+        "20",
+        "--quiet",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("data_size.json")).unwrap()).unwrap();
+    let cells = v["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), 6, "cnn, dnn, mlp at two sizes");
+    assert_eq!(v["test_examples"], 1000);
+    assert!(std::fs::read_to_string(dir.path().join("data_size.svg")).unwrap().starts_with("<svg"));
+    let e = assert_clean_failure(&["analyze", "data-size", "--sizes", "99999", "--steps", "5"]);
+    assert!(e.contains("99999"), "{e}");
+}
