@@ -653,6 +653,39 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// Prints a names-by-sizes table of `cell(name, size)` texts and draws the accuracies as one
+/// curve per name against the (log-scaled) training-set size.
+fn size_study_output(
+    svg: &std::path::Path,
+    title: &str,
+    names: &[&str],
+    sizes: &[usize],
+    cell: impl Fn(&str, usize) -> Option<(f64, String)>,
+) -> Result<()> {
+    use cnnlab::analysis::plot;
+    let series: Vec<plot::Series> = names
+        .iter()
+        .map(|name| plot::Series {
+            name: name.to_string(),
+            points: sizes.iter().filter_map(|&n| cell(name, n).map(|(acc, _)| (n as f64, acc))).collect(),
+        })
+        .collect();
+    plot::line_chart(svg, title, ("training examples", "test accuracy"), &series, true, (0.0, 1.0))?;
+    print!("{:<10}", "");
+    for n in sizes {
+        print!("  {n:>14}");
+    }
+    println!();
+    for name in names {
+        print!("{name:<10}");
+        for &n in sizes {
+            print!("  {:>14}", cell(name, n).map(|c| c.1).unwrap_or_default());
+        }
+        println!();
+    }
+    Ok(())
+}
+
 fn cmd_analyze(c: AnalyzeCommand) -> Result<()> {
     use cnnlab::analysis::{dimension, plot};
     match c {
@@ -672,43 +705,17 @@ fn cmd_analyze(c: AnalyzeCommand) -> Result<()> {
             pb.finish_and_clear();
             ensure_dir(&a.out)?;
             write_json(&a.out.join("data_size.json"), &r)?;
-            let series: Vec<plot::Series> = a
-                .models
-                .iter()
-                .map(|m| plot::Series {
-                    name: m.name().into(),
-                    points: r
-                        .cells
-                        .iter()
-                        .filter(|c| c.model == m.name())
-                        .map(|c| (c.train_examples as f64, c.accuracy_mean))
-                        .collect(),
-                })
-                .collect();
-            plot::line_chart(
+            let names: Vec<&str> = a.models.iter().map(|m| m.name()).collect();
+            size_study_output(
                 &a.out.join("data_size.svg"),
                 &format!("{}: test accuracy against training examples", r.dataset),
-                ("training examples", "test accuracy"),
-                &series,
-                true,
-                (0.0, 1.0),
+                &names,
+                &sizes,
+                |name, n| {
+                    let c = r.cells.iter().find(|c| c.model == name && c.train_examples == n)?;
+                    Some((c.accuracy_mean, format!("{:5.1} ± {:3.1}", c.accuracy_mean * 100.0, c.accuracy_std * 100.0)))
+                },
             )?;
-            print!("{:<9}", "model");
-            for n in &sizes {
-                print!("  {n:>12}");
-            }
-            println!();
-            for m in &a.models {
-                print!("{:<9}", m.name());
-                for n in &sizes {
-                    let c = r.cells.iter().find(|c| c.model == m.name() && c.train_examples == *n);
-                    let cell = c
-                        .map(|c| format!("{:5.1} ± {:3.1}", c.accuracy_mean * 100.0, c.accuracy_std * 100.0))
-                        .unwrap_or_default();
-                    print!("  {cell:>12}");
-                }
-                println!();
-            }
             println!(
                 "test accuracy % on {} test examples, {} steps per run; {:.1} s",
                 r.test_examples, r.steps, r.wall_seconds
@@ -727,46 +734,18 @@ fn cmd_analyze(c: AnalyzeCommand) -> Result<()> {
             pb.finish_and_clear();
             ensure_dir(&a.out)?;
             write_json(&a.out.join("pooling.json"), &r)?;
-            let series: Vec<plot::Series> = pooling::Downsample::ALL
-                .iter()
-                .map(|v| plot::Series {
-                    name: v.name().into(),
-                    points: r
-                        .cells
-                        .iter()
-                        .filter(|c| c.variant == v.name())
-                        .map(|c| (c.train_examples as f64, c.accuracy_mean))
-                        .collect(),
-                })
-                .collect();
-            plot::line_chart(
+            let names: Vec<&str> = pooling::Downsample::ALL.iter().map(|v| v.name()).collect();
+            size_study_output(
                 &a.out.join("pooling.svg"),
                 "MNIST-1D CNN: downsampling against training-set size",
-                ("training examples", "test accuracy"),
-                &series,
-                true,
-                (0.0, 1.0),
+                &names,
+                &sizes,
+                |name, n| {
+                    let c = r.cells.iter().find(|c| c.variant == name && c.train_examples == n)?;
+                    let reference = c.reference.map(|x| format!("{:.0}", x * 100.0)).unwrap_or_else(|| "-".into());
+                    Some((c.accuracy_mean, format!("{:5.1} ({reference:>2})", c.accuracy_mean * 100.0)))
+                },
             )?;
-            print!("{:<10}", "variant");
-            for n in &sizes {
-                print!("  {:>14}", n);
-            }
-            println!();
-            for v in pooling::Downsample::ALL {
-                print!("{:<10}", v.name());
-                for n in &sizes {
-                    let c = r.cells.iter().find(|c| c.variant == v.name() && c.train_examples == *n);
-                    let cell = c
-                        .map(|c| {
-                            let reference =
-                                c.reference.map(|x| format!("{:.0}", x * 100.0)).unwrap_or_else(|| "-".into());
-                            format!("{:5.1} ({reference:>2})", c.accuracy_mean * 100.0)
-                        })
-                        .unwrap_or_default();
-                    print!("  {cell:>14}");
-                }
-                println!();
-            }
             println!(
                 "test accuracy % on {} test examples, {} steps (published in parentheses); {:.1} s",
                 r.test_examples, r.steps, r.wall_seconds
