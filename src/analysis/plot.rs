@@ -40,7 +40,14 @@ pub fn line_chart(
         macro_rules! draw {
             ($chart:expr) => {{
                 let mut chart = $chart;
-                chart.configure_mesh().x_desc(x_label).y_desc(y_label).draw().map_err(|e| plot_error(path, e))?;
+                chart
+                    .configure_mesh()
+                    .x_labels(6)
+                    .x_label_formatter(&|x| format!("{x:.0}"))
+                    .x_desc(x_label)
+                    .y_desc(y_label)
+                    .draw()
+                    .map_err(|e| plot_error(path, e))?;
                 for (i, s) in series.iter().enumerate() {
                     let color = colors[i % colors.len()];
                     chart
