@@ -537,17 +537,7 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
     let (data, recipe) = a.data.load()?;
     let cfg = a.train.config(&recipe.train, a.seed)?;
     let pb = progress_bar(cfg.steps as u64, a.quiet);
-    let positions = data.example_len() / data.example_shape.last().copied().unwrap_or(1).max(1);
-    let perm_seed = {
-        use rand::Rng;
-        train::rng_for(a.seed, train::streams::CONDITION).random::<u64>()
-    };
-    let mut variant = a.condition.apply(&data, perm_seed);
-    let mut perm = train::PositionPermutation::None;
-    if cfg.augment.is_some() && a.condition != Condition::Original {
-        variant.x.copy_from_slice(&data.x);
-        perm = a.condition.batch_permutation(positions, perm_seed);
-    }
+    let (variant, perm) = train::condition_for_run(a.condition, &data, &cfg, a.seed);
     let result = train::train_cpu_with(a.model, &variant, &cfg, perm, &mut |s| pb.inc(s as u64)).context("training")?;
     pb.finish_and_clear();
     println!("{:>6}  {:>10}  {:>9}  {:>9}  {:>8}", "step", "train loss", "train acc", "test loss", "test acc");

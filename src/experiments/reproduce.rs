@@ -9,8 +9,7 @@ use crate::data::{Condition, Dataset};
 use crate::error::{Error, Result};
 use crate::models::ModelKind;
 use crate::report::{ensure_dir, write_atomic, write_json, Row, Summary};
-use crate::train::{rng_for, streams, train_cpu_with, PositionPermutation, RunResult, TrainConfig};
-use rand::Rng;
+use crate::train::{condition_for_run, train_cpu_with, PositionPermutation, RunResult, TrainConfig};
 use rayon::prelude::*;
 use std::path::PathBuf;
 
@@ -90,7 +89,6 @@ pub fn run(
     }
     let start = std::time::Instant::now();
     // every (condition, seed) dataset once, shared by all models
-    let positions = data.example_len() / data.example_shape.last().copied().unwrap_or(1).max(1);
     let variants: Vec<(Condition, u64, Dataset, PositionPermutation)> = cfg
         .conditions
         .iter()
@@ -99,15 +97,8 @@ pub fn run(
         .into_par_iter()
         .map(|(c, k)| {
             let seed = cfg.base_seed + k;
-            let perm_seed = rng_for(seed, streams::CONDITION).random::<u64>();
-            let mut variant = c.apply(data, perm_seed);
-            if cfg.train.augment.is_some() && c != Condition::Original {
-                // augment in the original layout, then permute each batch
-                variant.x.copy_from_slice(&data.x);
-                (c, seed, variant, c.batch_permutation(positions, perm_seed))
-            } else {
-                (c, seed, variant, PositionPermutation::None)
-            }
+            let (variant, perm) = condition_for_run(c, data, &cfg.train, seed);
+            (c, seed, variant, perm)
         })
         .collect();
     let mut jobs: Vec<(ModelKind, usize)> =

@@ -339,6 +339,26 @@ pub fn train_cpu(
     config: &TrainConfig,
     progress: &mut dyn FnMut(usize),
 ) -> Result<RunResult> {
-    let mut trainer = Trainer::<Cpu>::for_dataset(kind, data, config.clone())?;
-    trainer.fit(data, progress)
+    train_cpu_with(kind, data, config, PositionPermutation::None, progress)
+}
+
+/// The data run `seed` of `config` trains on under `condition`: the dataset with its test split
+/// (and, without augmentation, its training split) permuted, and the permutation left to apply
+/// to each training batch after augmentation. Every random choice comes from `seed`.
+pub fn condition_for_run(
+    condition: crate::data::Condition,
+    data: &Dataset,
+    config: &TrainConfig,
+    seed: u64,
+) -> (Dataset, PositionPermutation) {
+    use rand::Rng;
+    let perm_seed = rng_for(seed, streams::CONDITION).random::<u64>();
+    let mut variant = condition.apply(data, perm_seed);
+    if config.augment.is_none() || condition == crate::data::Condition::Original {
+        return (variant, PositionPermutation::None);
+    }
+    // augment in the original layout, then permute each batch
+    variant.x.copy_from_slice(&data.x);
+    let positions = data.example_len() / data.example_shape.last().copied().unwrap_or(1).max(1);
+    (variant, condition.batch_permutation(positions, perm_seed))
 }
