@@ -5,9 +5,8 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use cnnlab::core::optim::{OptimizerConfig, Schedule};
 use cnnlab::data::cifar::Cifar;
-use cnnlab::data::folder::FolderOptions;
 use cnnlab::data::mnist1d::Mnist1dConfig;
-use cnnlab::data::{download, npy, Condition, Dataset, DatasetSpec};
+use cnnlab::data::{download, npy, Condition, DataSource, Dataset, DatasetSpec};
 use cnnlab::experiments::presets::{self, Preset, Recipe};
 use cnnlab::experiments::{bench, reproduce};
 use cnnlab::models::{Model, ModelKind};
@@ -60,6 +59,76 @@ enum AnalyzeCommand {
     Pooling(PoolingArgs),
     /// Test accuracy of cnn, dnn and mlp against the number of training examples
     DataSize(DataSizeArgs),
+    /// Theoretical and measured (gradient) receptive field of each layer of a saved CNN run
+    ReceptiveField(ReceptiveFieldArgs),
+    /// Principal components of raw patches, whole inputs and each layer's unit inputs of a
+    /// saved run; share of zero outputs
+    EffectiveDim(EffectiveDimArgs),
+    /// Magnitude pruning (one-shot, fine-tuned), lottery tickets and random masks of a saved run
+    Prune(PruneArgs),
+}
+
+#[derive(Args)]
+struct ReceptiveFieldArgs {
+    /// A run saved by `cnnlab train --save DIR` (a cnn or lcn)
+    #[arg(long)]
+    run: PathBuf,
+    /// Test examples the gradients are averaged over
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+    examples: u64,
+    /// Directory for receptive_field.json and receptive_field.svg
+    #[arg(long, default_value = "analysis")]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct EffectiveDimArgs {
+    /// A run saved by `cnnlab train --save DIR`
+    #[arg(long)]
+    run: PathBuf,
+    /// Test examples passed through the network
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(2..))]
+    examples: u64,
+    /// Vectors (windows or rows) sampled per spectrum
+    #[arg(long, default_value_t = 20000, value_parser = clap::value_parser!(u64).range(2..))]
+    samples: u64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Directory for effective_dim.json and effective_dim.svg
+    #[arg(long, default_value = "analysis")]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct PruneArgs {
+    /// A run saved by `cnnlab train --save DIR`
+    #[arg(long)]
+    run: PathBuf,
+    /// Sparsities of the one-shot curves, comma-separated
+    #[arg(long, value_delimiter = ',', default_values_t = [0.5, 0.7, 0.8, 0.9, 0.95, 0.98])]
+    sparsities: Vec<f64>,
+    /// Fine-tuning steps after one-shot pruning (0: none)
+    #[arg(long, default_value_t = 500)]
+    fine_tune_steps: usize,
+    /// Lottery rounds: sparsities evenly spaced from 0 to --max-sparsity (0: no lottery)
+    #[arg(long, default_value_t = 20)]
+    rounds: usize,
+    #[arg(long, default_value_t = 0.95)]
+    max_sparsity: f64,
+    /// Training steps of each lottery round (default: the run's)
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    lottery_steps: Option<u64>,
+    /// Lottery seeds (the first is the run's own initialisation)
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    seeds: u64,
+    /// Write the masks of the last ticket here (for `cnnlab train --mask`)
+    #[arg(long)]
+    save_mask: Option<PathBuf>,
+    /// Directory for prune.json and prune.svg
+    #[arg(long, default_value = "analysis")]
+    out: PathBuf,
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Args)]
@@ -177,6 +246,9 @@ struct ArchFlags {
     /// BatchNorm after each convolution
     #[arg(long)]
     batch_norm: Option<bool>,
+    /// Hidden widths of the MLP, comma-separated (sequences: default 100,100)
+    #[arg(long, value_delimiter = ',')]
+    mlp_hidden: Option<Vec<usize>>,
     /// Mixer patch size (1: every pixel is a token)
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     patch: Option<u64>,
@@ -196,6 +268,10 @@ impl ArchFlags {
         if let Some(p) = &self.pool_after {
             arch.pool_after = p.clone();
         }
+        if let Some(h) = &self.mlp_hidden {
+            arch.mlp_hidden = h.clone();
+            arch.sequence_mlp_hidden = h.clone();
+        }
         if let Some(b) = self.batch_norm {
             arch.batch_norm = b;
         }
@@ -214,22 +290,32 @@ impl ArchFlags {
 impl DataFlags {
     /// Loads the dataset and resolves the recipe, applying the subsets.
     fn load(&self) -> Result<(Dataset, Recipe)> {
-        let folder = FolderOptions { resize: self.image_size, ..FolderOptions::default() };
-        let mut data = self
-            .dataset
-            .load_with(self.data_dir.as_deref(), &self.mnist1d.config(), &folder)
-            .with_context(|| format!("loading {}", self.dataset.name()))?;
+        let (data, recipe, _) = self.load_source()?;
+        Ok((data, recipe))
+    }
+
+    /// Like [`DataFlags::load`], and also returns the [`DataSource`] that reloads the same data.
+    fn load_source(&self) -> Result<(Dataset, Recipe, DataSource)> {
+        let mut source = DataSource {
+            dataset: self.dataset.name(),
+            data_dir: self.data_dir.clone(),
+            mnist1d: self.mnist1d.config(),
+            image_size: self.image_size,
+            train_subset: None,
+            test_subset: None,
+        };
+        let mut data = source.load().with_context(|| format!("loading {}", self.dataset.name()))?;
         let mut recipe = presets::recipe(&data.example_shape, data.n_train(), self.preset);
         self.arch.apply(&mut recipe.train.arch);
-        let train_n = self.train_subset.map(|n| n as usize).or(recipe.train_subset);
-        let test_n = self.test_subset.map(|n| n as usize).or(recipe.test_subset);
-        if let Some(n) = train_n {
+        source.train_subset = self.train_subset.map(|n| n as usize).or(recipe.train_subset);
+        source.test_subset = self.test_subset.map(|n| n as usize).or(recipe.test_subset);
+        if let Some(n) = source.train_subset {
             data.truncate_train(n);
         }
-        if let Some(n) = test_n {
+        if let Some(n) = source.test_subset {
             data.truncate_test(n);
         }
-        Ok((data, recipe))
+        Ok((data, recipe, source))
     }
 }
 
@@ -428,6 +514,13 @@ struct TrainArgs {
     /// Write the run (config, curve, final accuracy) as JSON here
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Save the run here (run.json, init.safetensors, final.safetensors) for `cnnlab analyze`
+    #[arg(long)]
+    save: Option<PathBuf>,
+    /// Train with a fixed 0/1 mask (a safetensors file of parameter masks, e.g. from
+    /// `cnnlab analyze prune`); masked weights start at zero and stay zero
+    #[arg(long)]
+    mask: Option<PathBuf>,
     #[arg(long)]
     quiet: bool,
     #[command(flatten)]
@@ -534,11 +627,36 @@ fn cmd_reproduce(a: ReproduceArgs) -> Result<()> {
 }
 
 fn cmd_train(a: TrainArgs) -> Result<()> {
-    let (data, recipe) = a.data.load()?;
+    use cnnlab::train::checkpoint;
+    let (data, recipe, source) = a.data.load_source()?;
     let cfg = a.train.config(&recipe.train, a.seed)?;
     let pb = progress_bar(cfg.steps as u64, a.quiet);
     let (variant, perm) = train::condition_for_run(a.condition, &data, &cfg, a.seed);
-    let result = train::train_cpu_with(a.model, &variant, &cfg, perm, &mut |s| pb.inc(s as u64)).context("training")?;
+    let mut trainer = train::Trainer::<cnnlab::core::Cpu>::for_dataset(a.model, &variant, cfg.clone())?;
+    trainer.sampler.permutation = perm;
+    if let Some(path) = &a.mask {
+        let masks = checkpoint::load_masks(&trainer.model.net, path)
+            .with_context(|| format!("reading the mask {}", path.display()))?;
+        trainer.set_masks(&masks)?;
+    }
+    if let Some(dir) = &a.save {
+        ensure_dir(dir)?;
+        checkpoint::save_state(&trainer.model.net, &dir.join(checkpoint::INIT_WEIGHTS))
+            .with_context(|| format!("saving into {}", dir.display()))?;
+    }
+    let result = trainer.fit(&variant, &mut |s| pb.inc(s as u64)).context("training")?;
+    if let Some(dir) = &a.save {
+        checkpoint::save_state(&trainer.model.net, &dir.join(checkpoint::FINAL_WEIGHTS))?;
+        let saved = checkpoint::SavedRun {
+            data: source.clone(),
+            model: a.model,
+            condition: a.condition,
+            seed: a.seed,
+            config: cfg.clone(),
+            final_test_accuracy: result.final_test_accuracy,
+        };
+        checkpoint::save_run(dir, &saved)?;
+    }
     pb.finish_and_clear();
     println!("{:>6}  {:>10}  {:>9}  {:>9}  {:>8}", "step", "train loss", "train acc", "test loss", "test acc");
     for p in &result.curve {
@@ -559,6 +677,9 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
     );
     print!("{}", accuracy_table(std::slice::from_ref(&row)));
     println!("wall time {:.1} s", result.wall_seconds);
+    if let Some(dir) = &a.save {
+        println!("saved the run in {}", dir.display());
+    }
     if let Some(path) = &a.json {
         let out = serde_json::json!({
             "dataset": data.name,
@@ -742,6 +863,9 @@ fn cmd_analyze(c: AnalyzeCommand) -> Result<()> {
             );
             Ok(())
         }
+        AnalyzeCommand::ReceptiveField(a) => analyze_receptive_field(a),
+        AnalyzeCommand::EffectiveDim(a) => analyze_effective_dim(a),
+        AnalyzeCommand::Prune(a) => analyze_prune(a),
         AnalyzeCommand::Dimension(a) => {
             if !(a.density.is_finite() && a.density > 1.0) {
                 anyhow::bail!("--density must be a number above 1");
@@ -814,6 +938,320 @@ fn cmd_analyze(c: AnalyzeCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The first `n` test examples of `data` as one batch tensor.
+fn test_batch(data: &Dataset, n: usize) -> cnnlab::core::Tensor<cnnlab::core::Cpu> {
+    let n = n.min(data.n_test());
+    let mut shape = vec![n];
+    shape.extend_from_slice(&data.example_shape);
+    cnnlab::core::Tensor::from_slice(&shape, &data.x_test[..n * data.example_len()])
+}
+
+fn load_saved_run(dir: &std::path::Path) -> Result<cnnlab::train::checkpoint::LoadedRun<cnnlab::core::Cpu>> {
+    use cnnlab::train::checkpoint;
+    checkpoint::load_run(dir, checkpoint::FINAL_WEIGHTS).with_context(|| format!("loading the run {}", dir.display()))
+}
+
+fn analyze_receptive_field(a: ReceptiveFieldArgs) -> Result<()> {
+    use cnnlab::analysis::{plot, receptive_field};
+    let mut run = load_saved_run(&a.run)?;
+    let x = test_batch(&run.data, a.examples as usize);
+    let fields = receptive_field::measure(&mut run.model.net, &x, &run.data.example_shape)?;
+    ensure_dir(&a.out)?;
+    let report = serde_json::json!({
+        "dataset": run.data.name, "model": run.saved.model.name(), "condition": run.saved.condition.name(),
+        "examples": x.rows(), "layers": fields,
+    });
+    write_json(&a.out.join("receptive_field.json"), &report)?;
+    let (h, w, _) = receptive_field::spatial(&run.data.example_shape)?;
+    let maps: Vec<plot::HeatMap> = fields
+        .iter()
+        .enumerate()
+        .map(|(i, f)| plot::HeatMap {
+            title: format!(
+                "block {}: theory {}x{}, 90% in {}",
+                i + 1,
+                f.theory.0.size,
+                f.theory.1.size,
+                f.effective_size_90
+            ),
+            rows: h,
+            cols: w,
+            values: f.map.clone(),
+            outline: Some(f.window),
+        })
+        .collect();
+    plot::heat_maps(
+        &a.out.join("receptive_field.svg"),
+        &format!(
+            "{} {} ({}): |d unit / d input|, theoretical field in red",
+            run.data.name,
+            run.saved.model.name(),
+            run.saved.condition.name()
+        ),
+        &maps,
+    )?;
+    println!(
+        "{} {} run ({}), gradients of the central unit averaged over {} test examples:",
+        run.data.name,
+        run.saved.model.name(),
+        run.saved.condition.name(),
+        x.rows()
+    );
+    println!(
+        "{:<6} {:<28} {:>10} {:>12} {:>14} {:>11} {:>11}",
+        "block", "layer", "output", "theory", "90% of mass in", "rms radius", "mass inside"
+    );
+    for (i, f) in fields.iter().enumerate() {
+        let dims = |a: usize, b: usize| if h == 1 { format!("{b}") } else { format!("{a}x{b}") };
+        println!(
+            "{:<6} {:<28} {:>10} {:>12} {:>14} {:>11.2} {:>10.1}%",
+            i + 1,
+            f.describe,
+            dims(f.output.0, f.output.1),
+            dims(f.theory.0.size, f.theory.1.size),
+            dims(f.effective_size_90.min(h), f.effective_size_90),
+            f.rms_radius,
+            f.mass_inside_theory * 100.0
+        );
+    }
+    println!("wrote {} and receptive_field.svg", a.out.join("receptive_field.json").display());
+    Ok(())
+}
+
+fn analyze_effective_dim(a: EffectiveDimArgs) -> Result<()> {
+    use cnnlab::analysis::{effective_dim, plot};
+    let mut run = load_saved_run(&a.run)?;
+    let n = (a.examples as usize).min(run.data.n_test());
+    let x = test_batch(&run.data, n);
+    let (raw, whole) = effective_dim::input_spectra(
+        &run.data.x_test[..n * run.data.example_len()],
+        &run.data.example_shape,
+        a.samples as usize,
+        a.seed,
+    )?;
+    let (layers, nonlinearities) = effective_dim::layer_spectra(&mut run.model, &x, a.samples as usize, a.seed)?;
+    let report = effective_dim::EffectiveDimReport {
+        dataset: run.data.name.clone(),
+        model: run.saved.model.name().into(),
+        condition: run.saved.condition.name().into(),
+        raw_patches: raw,
+        whole_inputs: whole,
+        layers,
+        nonlinearities,
+    };
+    ensure_dir(&a.out)?;
+    write_json(&a.out.join("effective_dim.json"), &report)?;
+    let xs = |f: &dyn Fn(&effective_dim::Spectrum) -> f64| -> Vec<(f64, f64)> {
+        report.layers.iter().enumerate().map(|(i, l)| ((i + 1) as f64, f(&l.spectrum))).collect()
+    };
+    let ymax = report
+        .layers
+        .iter()
+        .map(|l| l.spectrum.components_99 as f64)
+        .fold(report.whole_inputs.components_99 as f64, f64::max);
+    let constant = |v: f64| vec![(1.0, v), (report.layers.len().max(2) as f64, v)];
+    plot::line_chart(
+        &a.out.join("effective_dim.svg"),
+        &format!("{} {}: dimensions of what each layer's units read", report.dataset, report.model),
+        ("weighted layer", "principal components"),
+        &[
+            plot::Series { name: "unit inputs: 90% of variance".into(), points: xs(&|s| s.components_90 as f64) },
+            plot::Series { name: "unit inputs: 99% of variance".into(), points: xs(&|s| s.components_99 as f64) },
+            plot::Series { name: "unit inputs: participation ratio".into(), points: xs(&|s| s.participation_ratio) },
+            plot::Series {
+                name: "whole input: 90%".into(),
+                points: constant(report.whole_inputs.components_90 as f64),
+            },
+            plot::Series { name: "raw patch: 90%".into(), points: constant(report.raw_patches.components_90 as f64) },
+        ],
+        false,
+        (0.0, ymax * 1.05 + 1.0),
+    )?;
+    let line = |name: &str, s: &effective_dim::Spectrum| {
+        println!(
+            "{name:<34} {:>6} {:>8} {:>8} {:>8} {:>10.1}",
+            s.dimension, s.samples, s.components_90, s.components_99, s.participation_ratio
+        )
+    };
+    println!("{} {} run ({}):", report.dataset, report.model, report.condition);
+    println!("{:<34} {:>6} {:>8} {:>8} {:>8} {:>10}", "vectors", "dim", "samples", "PCs 90%", "PCs 99%", "part.ratio");
+    line("(a) raw patches of the input", &report.raw_patches);
+    line("(b) whole inputs", &report.whole_inputs);
+    for l in &report.layers {
+        line(&format!("(c) {} {}", l.reads, l.describe), &l.spectrum);
+    }
+    println!("\nzero outputs of each nonlinearity (|y| <= 1e-6; below 0.1 x RMS):");
+    for s in &report.nonlinearities {
+        println!(
+            "    layer {:>2} {:<10} {:5.1}%  {:5.1}%",
+            s.index,
+            s.describe,
+            s.zero_fraction * 100.0,
+            s.small_fraction * 100.0
+        );
+    }
+    println!("wrote {} and effective_dim.svg", a.out.join("effective_dim.json").display());
+    Ok(())
+}
+
+fn analyze_prune(a: PruneArgs) -> Result<()> {
+    use cnnlab::analysis::plot;
+    use cnnlab::experiments::prune;
+    use cnnlab::train::checkpoint;
+    if a.sparsities.iter().any(|s| !(0.0..1.0).contains(s)) || !(0.0..1.0).contains(&a.max_sparsity) {
+        anyhow::bail!("sparsities must lie in [0, 1)");
+    }
+    let run = load_saved_run(&a.run)?;
+    let init = checkpoint::read_tensors(&a.run.join(checkpoint::INIT_WEIGHTS))
+        .with_context(|| format!("reading the initial weights of {}", a.run.display()))?;
+    let mut init: Vec<checkpoint::NamedTensor> = init.into_values().collect();
+    init.sort_by(|x, y| x.name.cmp(&y.name));
+    let subject = prune::PruneSubject {
+        kind: run.saved.model,
+        arch: &run.saved.config.arch,
+        data: &run.data,
+        permutation: run.permutation.clone(),
+        config: run.saved.config.clone(),
+        init,
+        trained: checkpoint::state(&run.model.net),
+    };
+    let steps = a.lottery_steps.map(|s| s as usize).unwrap_or(run.saved.config.steps);
+    let schedule: Vec<f64> = (0..a.rounds).map(|i| a.max_sparsity * i as f64 / (a.rounds.max(2) - 1) as f64).collect();
+    let seeds: Vec<u64> = (0..a.seeds).map(|k| run.saved.seed + k).collect();
+    let total = (a.sparsities.len() * 3 * a.fine_tune_steps + seeds.len() * 2 * schedule.len() * steps) as u64;
+    let pb = progress_bar(total, a.quiet);
+    let start = std::time::Instant::now();
+    let one_shot = prune::one_shot(&subject, &a.sparsities, a.fine_tune_steps, &|n| pb.inc(n as u64))?;
+    let lottery = prune::lottery(&subject, &schedule, steps, &seeds, &|n| pb.inc(n as u64))?;
+    pb.finish_and_clear();
+    let report = prune::PruneReport {
+        dataset: run.data.name.clone(),
+        model: run.saved.model.name().into(),
+        dense_accuracy: run.saved.final_test_accuracy,
+        fine_tune_steps: a.fine_tune_steps,
+        one_shot,
+        lottery_steps: steps,
+        lottery,
+    };
+    ensure_dir(&a.out)?;
+    write_json(&a.out.join("prune.json"), &report)?;
+    if let Some(path) = &a.save_mask {
+        match report.lottery.first() {
+            Some(c) if !c.last_ticket_masks.is_empty() => {
+                checkpoint::save_masks(&run.model.net, &c.last_ticket_masks, path)?
+            }
+            _ => anyhow::bail!("--save-mask needs lottery rounds (--rounds above 0)"),
+        }
+    }
+    // curves: one-shot (fine-tuned where available) and the lottery chains (mean over seeds)
+    let mut series = Vec::new();
+    for (scope, mask, name) in [
+        (prune::Scope::Global, "magnitude", "one-shot global"),
+        (prune::Scope::LayerWise, "magnitude", "one-shot layer-wise"),
+        (prune::Scope::LayerWise, "random", "one-shot random mask"),
+    ] {
+        let points = report
+            .one_shot
+            .iter()
+            .filter(|p| p.scope == scope && p.mask == mask)
+            .map(|p| (p.sparsity, p.fine_tuned.unwrap_or(p.accuracy)))
+            .collect();
+        series.push(plot::Series {
+            name: format!("{name}{}", if a.fine_tune_steps > 0 { ", fine-tuned" } else { "" }),
+            points,
+        });
+    }
+    let mean_chain = |pick: &dyn Fn(&prune::LotteryChains) -> &Vec<prune::Round>| -> Vec<(f64, f64, f64)> {
+        (0..schedule.len())
+            .map(|i| {
+                let rounds: Vec<&prune::Round> = report.lottery.iter().filter_map(|c| pick(c).get(i)).collect();
+                let n = rounds.len().max(1) as f64;
+                (
+                    rounds.iter().map(|r| r.sparsity).sum::<f64>() / n,
+                    rounds.iter().map(|r| r.final_accuracy).sum::<f64>() / n,
+                    rounds.iter().map(|r| r.best_accuracy).sum::<f64>() / n,
+                )
+            })
+            .collect()
+    };
+    let ticket = mean_chain(&|c| &c.ticket);
+    let random = mean_chain(&|c| &c.random);
+    if !schedule.is_empty() {
+        series.push(plot::Series {
+            name: "lottery ticket (rewind to init)".into(),
+            points: ticket.iter().map(|r| (r.0, r.1)).collect(),
+        });
+        series.push(plot::Series { name: "random ticket".into(), points: random.iter().map(|r| (r.0, r.1)).collect() });
+    }
+    plot::line_chart(
+        &a.out.join("prune.svg"),
+        &format!("{} {}: test accuracy against sparsity", report.dataset, report.model),
+        ("share of weights removed", "test accuracy"),
+        &series,
+        false,
+        (0.0, 1.0),
+    )?;
+    println!("{} {} run: dense test accuracy {:.1}%", report.dataset, report.model, report.dense_accuracy * 100.0);
+    println!("one-shot magnitude pruning (as is / after {} fine-tuning steps):", a.fine_tune_steps);
+    println!("{:>9}  {:>15}  {:>15}  {:>15}", "sparsity", "global", "layer-wise", "random mask");
+    for &s in &a.sparsities {
+        let cell = |scope: prune::Scope, mask: &str| {
+            report
+                .one_shot
+                .iter()
+                .find(|p| p.scope == scope && p.mask == mask && p.sparsity == s)
+                .map(|p| match p.fine_tuned {
+                    Some(f) => format!("{:5.1} / {:5.1}", p.accuracy * 100.0, f * 100.0),
+                    None => format!("{:5.1}", p.accuracy * 100.0),
+                })
+                .unwrap_or_default()
+        };
+        println!(
+            "{:>8.0}%  {:>15}  {:>15}  {:>15}",
+            s * 100.0,
+            cell(prune::Scope::Global, "magnitude"),
+            cell(prune::Scope::LayerWise, "magnitude"),
+            cell(prune::Scope::LayerWise, "random")
+        );
+    }
+    if !schedule.is_empty() {
+        println!(
+            "\nlottery tickets: {} rounds of {} steps, mean of {} seed(s); final (best) test accuracy %",
+            schedule.len(),
+            steps,
+            seeds.len()
+        );
+        println!(
+            "{:>9}  {:>15}  {:>15}  {:>26}",
+            "sparsity", "ticket", "random ticket", "first layer: 2/3/4 adjacent kept (ticket vs random)"
+        );
+        for (i, (t, r)) in ticket.iter().zip(&random).enumerate() {
+            let adj = match (
+                report.lottery[0].ticket.get(i).and_then(|x| x.adjacent_kept),
+                report.lottery[0].random.get(i).and_then(|x| x.adjacent_kept),
+            ) {
+                (Some(t), Some(r)) => {
+                    format!("{:.3}/{:.3}/{:.3} vs {:.3}/{:.3}/{:.3}", t[0], t[1], t[2], r[0], r[1], r[2])
+                }
+                _ => String::new(),
+            };
+            println!(
+                "{:>8.1}%  {:>6.1} ({:>5.1})  {:>6.1} ({:>5.1})  {adj}",
+                t.0 * 100.0,
+                t.1 * 100.0,
+                t.2 * 100.0,
+                r.1 * 100.0,
+                r.2 * 100.0
+            );
+        }
+        if report.dataset.starts_with("mnist1d") && report.model == "mlp" {
+            println!("published (MNIST-1D notebook, MLP 40-500-500-10, 100 rounds of 1501 steps): ticket about 74% at 90% sparsity vs about 66% dense; random masks 61-66% at 90%, 55% at 95%");
+        }
+    }
+    println!("{:.1} s; wrote {} and prune.svg", start.elapsed().as_secs_f64(), a.out.join("prune.json").display());
+    Ok(())
 }
 
 fn run(cli: Cli) -> Result<()> {

@@ -30,6 +30,7 @@ pub fn line_chart(
         return Err(Error::Config(format!("nothing to plot in {}", path.display())));
     }
     let x1 = if x1 > x0 { x1 } else { x0 + 1.0 };
+    let decimals = if x1 - x0 <= 2.0 { 2 } else { 0 };
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (760, 460)).into_drawing_area();
@@ -43,7 +44,7 @@ pub fn line_chart(
                 chart
                     .configure_mesh()
                     .x_labels(6)
-                    .x_label_formatter(&|x| format!("{x:.0}"))
+                    .x_label_formatter(&|x| format!("{x:.decimals$}"))
                     .x_desc(x_label)
                     .y_desc(y_label)
                     .draw()
@@ -73,6 +74,59 @@ pub fn line_chart(
                 .map_err(|e| plot_error(path, e))?);
         } else {
             draw!(builder.build_cartesian_2d(x0..x1, y_range.0..y_range.1).map_err(|e| plot_error(path, e))?);
+        }
+        root.present().map_err(|e| plot_error(path, e))?;
+    }
+    write_atomic(path, svg.as_bytes())
+}
+
+/// One heat map: `values` (rows × cols, row-major, in [0, 1]) and a rectangle to outline
+/// (rows `[r0, r1)`, columns `[c0, c1)`).
+pub struct HeatMap {
+    pub title: String,
+    pub rows: usize,
+    pub cols: usize,
+    pub values: Vec<f32>,
+    pub outline: Option<((usize, usize), (usize, usize))>,
+}
+
+/// Draws heat maps side by side (white = 0, dark blue = 1), each with its outline in red.
+pub fn heat_maps(path: &Path, title: &str, maps: &[HeatMap]) -> Result<()> {
+    if maps.is_empty() {
+        return Err(Error::Config(format!("nothing to plot in {}", path.display())));
+    }
+    let panel = 240u32;
+    let mut svg = String::new();
+    {
+        let width = panel * maps.len() as u32 + 20;
+        let root = SVGBackend::with_string(&mut svg, (width, panel + 70)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| plot_error(path, e))?;
+        let root = root.titled(title, ("sans-serif", 18)).map_err(|e| plot_error(path, e))?;
+        let panels = root.margin(4, 4, 10, 10).split_evenly((1, maps.len()));
+        for (area, m) in panels.iter().zip(maps) {
+            let mut chart = ChartBuilder::on(area)
+                .caption(&m.title, ("sans-serif", 13))
+                .margin(6)
+                .build_cartesian_2d(0f64..m.cols as f64, m.rows as f64..0f64)
+                .map_err(|e| plot_error(path, e))?;
+            chart
+                .draw_series((0..m.rows).flat_map(|r| (0..m.cols).map(move |c| (r, c))).map(|(r, c)| {
+                    let v = m.values.get(r * m.cols + c).copied().unwrap_or(0.0).clamp(0.0, 1.0) as f64;
+                    let shade = |full: f64| (255.0 - v * (255.0 - full)) as u8;
+                    Rectangle::new(
+                        [(c as f64, r as f64), (c as f64 + 1.0, r as f64 + 1.0)],
+                        RGBColor(shade(8.0), shade(48.0), shade(107.0)).filled(),
+                    )
+                }))
+                .map_err(|e| plot_error(path, e))?;
+            if let Some(((r0, r1), (c0, c1))) = m.outline {
+                chart
+                    .draw_series(std::iter::once(Rectangle::new(
+                        [(c0 as f64, r0 as f64), (c1 as f64, r1 as f64)],
+                        RED.stroke_width(2),
+                    )))
+                    .map_err(|e| plot_error(path, e))?;
+            }
         }
         root.present().map_err(|e| plot_error(path, e))?;
     }

@@ -17,6 +17,21 @@ pub enum Mode {
     Eval,
 }
 
+/// How a layer's outputs depend on input positions: what the receptive-field and
+/// effective-dimension analyses need to know about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reads {
+    /// Each output position reads only the same input position (ReLU, normalisation, …).
+    Pointwise,
+    /// Each output position reads a window (`kernel`, `stride`, `padding` as (rows, columns);
+    /// 1-D layers have one row); `weighted`: a convolution or locally-connected layer.
+    Window { kernel: (usize, usize), stride: (usize, usize), padding: (usize, usize), weighted: bool },
+    /// A linear map of the last dimension: each unit reads `inputs` values.
+    Linear { inputs: usize },
+    /// Anything else (flattening, transposes, blocks).
+    Other,
+}
+
 /// A trainable tensor with its gradient.
 pub struct Param<B: Backend> {
     pub name: &'static str,
@@ -32,8 +47,19 @@ impl<B: Backend> Param<B> {
     }
 }
 
+/// Any layer as a trait object (lets [`Layer::visit_inputs`]' default hand `self` out).
+pub trait AsDynLayer<B: Backend> {
+    fn as_dyn(&self) -> &dyn Layer<B>;
+}
+
+impl<B: Backend, T: Layer<B>> AsDynLayer<B> for T {
+    fn as_dyn(&self) -> &dyn Layer<B> {
+        self
+    }
+}
+
 /// One op or block with its forward and backward.
-pub trait Layer<B: Backend>: Send {
+pub trait Layer<B: Backend>: Send + AsDynLayer<B> {
     /// A short human-readable description, e.g. `conv(1->25, k5, s2, p1)`.
     fn describe(&self) -> String;
     /// The output shape for an input shape (batch first). Errors when the input does not fit.
@@ -46,9 +72,23 @@ pub trait Layer<B: Backend>: Send {
     fn visit_params(&mut self, _f: &mut dyn FnMut(&mut Param<B>)) {}
     /// Visits every parameter read-only, in the same order.
     fn visit_params_ref(&self, _f: &mut dyn FnMut(&Param<B>)) {}
+    /// Visits every non-trainable state tensor (BatchNorm's running statistics) in a fixed
+    /// order: what a checkpoint must keep besides the parameters.
+    fn visit_buffers(&mut self, _f: &mut dyn FnMut(&'static str, &mut Tensor<B>)) {}
+    /// Visits the same buffers read-only.
+    fn visit_buffers_ref(&self, _f: &mut dyn FnMut(&'static str, &Tensor<B>)) {}
     /// Multiply-adds of one forward pass for this input shape (batch included).
     fn macs(&self, _input: &[usize]) -> u64 {
         0
+    }
+    /// How outputs depend on input positions.
+    fn reads(&self) -> Reads {
+        Reads::Other
+    }
+    /// Calls `f` on every leaf layer with the input it received in the last forward pass
+    /// (`x`: this layer's input). Containers recurse; leaves report themselves.
+    fn visit_inputs(&self, x: &Tensor<B>, f: &mut dyn FnMut(&dyn Layer<B>, &Tensor<B>)) {
+        f(self.as_dyn(), x)
     }
     /// Direct children, for analyses that walk a model (empty for leaf ops).
     fn children(&self) -> Vec<&dyn Layer<B>> {
@@ -80,6 +120,31 @@ impl<B: Backend> Sequential<B> {
     /// The output of layer `i` from the last forward pass (the last layer's is the caller's).
     pub fn activation(&self, i: usize) -> Option<&Tensor<B>> {
         self.acts.get(i)
+    }
+
+    /// Backpropagates `d_out`, a gradient with respect to the output of layer `last`, down to
+    /// the input, after a forward pass of `x`; writes the input gradient into `dx`. Parameter
+    /// gradients of layers `0..=last` are overwritten. `last` must be an inner layer.
+    pub fn backward_from(&mut self, x: &Tensor<B>, last: usize, d_out: &Tensor<B>, dx: &mut Tensor<B>) -> Result<()> {
+        if last >= self.acts.len() {
+            return Err(crate::error::Error::Config(format!("layer {last} is not an inner layer")));
+        }
+        if d_out.shape() != self.acts[last].shape() {
+            return Err(crate::error::Error::Shape(format!(
+                "gradient of shape {:?} for an output of shape {:?}",
+                d_out.shape(),
+                self.acts[last].shape()
+            )));
+        }
+        for i in (0..=last).rev() {
+            let input = if i == 0 { x } else { &self.acts[i - 1] };
+            let output = &self.acts[i];
+            let (g_before, g_after) = self.grads.split_at_mut(i);
+            let grad_out = if i == last { d_out } else { &g_after[0] };
+            let grad_in = if i == 0 { Some(&mut *dx) } else { Some(&mut g_before[i - 1]) };
+            self.layers[i].backward(input, output, grad_out, grad_in);
+        }
+        Ok(())
     }
 
     /// Shapes after each layer, starting from `input`.
@@ -147,6 +212,24 @@ impl<B: Backend> Layer<B> for Sequential<B> {
     fn visit_params_ref(&self, f: &mut dyn FnMut(&Param<B>)) {
         for l in &self.layers {
             l.visit_params_ref(f);
+        }
+    }
+
+    fn visit_inputs(&self, x: &Tensor<B>, f: &mut dyn FnMut(&dyn Layer<B>, &Tensor<B>)) {
+        for (i, l) in self.layers.iter().enumerate() {
+            l.visit_inputs(if i == 0 { x } else { &self.acts[i - 1] }, f);
+        }
+    }
+
+    fn visit_buffers(&mut self, f: &mut dyn FnMut(&'static str, &mut Tensor<B>)) {
+        for l in &mut self.layers {
+            l.visit_buffers(f);
+        }
+    }
+
+    fn visit_buffers_ref(&self, f: &mut dyn FnMut(&'static str, &Tensor<B>)) {
+        for l in &self.layers {
+            l.visit_buffers_ref(f);
         }
     }
 

@@ -13,4 +13,4 @@ pub mod registry;
 pub use dataset::mnist1d_default;
 pub use dataset::Dataset;
 pub use permutation::Condition;
-pub use registry::DatasetSpec;
+pub use registry::{DataSource, DatasetSpec};

@@ -183,3 +183,49 @@ mod tests {
         assert_eq!(counts, [1000; 10], "Fashion-MNIST's test set is balanced");
     }
 }
+
+/// Everything that names a run's data: the dataset, where its files are, the generator's
+/// settings and the subsets. Saved with a run, so an analysis reloads exactly the same data.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DataSource {
+    /// A [`DatasetSpec`] name (`mnist1d`, `fashion-mnist`, `folder:PATH`, …).
+    pub dataset: String,
+    pub data_dir: Option<PathBuf>,
+    pub mnist1d: Mnist1dConfig,
+    /// Image folders: resize every image to (height, width).
+    pub image_size: Option<(u32, u32)>,
+    /// Keep only the first N training / test examples.
+    pub train_subset: Option<usize>,
+    pub test_subset: Option<usize>,
+}
+
+impl DataSource {
+    /// The default MNIST-1D (the reference generator's settings).
+    pub fn mnist1d() -> Self {
+        Self {
+            dataset: "mnist1d".into(),
+            data_dir: None,
+            mnist1d: Mnist1dConfig::default(),
+            image_size: None,
+            train_subset: None,
+            test_subset: None,
+        }
+    }
+
+    pub fn spec(&self) -> Result<DatasetSpec> {
+        self.dataset.parse().map_err(Error::Config)
+    }
+
+    /// Loads (and normalises) the data, then keeps the subsets.
+    pub fn load(&self) -> Result<Dataset> {
+        let folder = FolderOptions { resize: self.image_size, ..FolderOptions::default() };
+        let mut data = self.spec()?.load_with(self.data_dir.as_deref(), &self.mnist1d, &folder)?;
+        if let Some(n) = self.train_subset {
+            data.truncate_train(n);
+        }
+        if let Some(n) = self.test_subset {
+            data.truncate_test(n);
+        }
+        Ok(data)
+    }
+}

@@ -4,4 +4,5 @@ pub mod bench;
 pub mod data_size;
 pub mod pooling;
 pub mod presets;
+pub mod prune;
 pub mod reproduce;

@@ -1,7 +1,8 @@
 //! Convolutional networks.
 //!
 //! 1-D: the MNIST-1D notebook's CNN — conv(k5, s2, p1) then two conv(k3, s2, p1), 25 channels,
-//! ReLU, flatten, linear. Each unit of layer 1 sees 5 inputs, of layer 2 13, of layer 3 29.
+//! ReLU, flatten, linear. Each unit of layer 1 sees 5 inputs, of layer 2 9, of layer 3 17
+//! (`cnnlab analyze receptive-field` measures it).
 //!
 //! 2-D: 3×3 convolutions (padding 1) of the given widths, optional BatchNorm, ReLU, 2×2
 //! max-pooling after the chosen layers, then global average pooling or flattening, linear.

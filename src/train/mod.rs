@@ -20,6 +20,9 @@ use serde::{Deserialize, Serialize};
 /// Streams drawn from the one run seed, so each random choice is independent of the others.
 pub mod sampler;
 
+/// Saved runs, weight files and masks.
+pub mod checkpoint;
+
 pub use sampler::{Augment, BatchSampler, PositionPermutation};
 
 pub mod streams {
@@ -123,6 +126,8 @@ pub struct Trainer<B: Backend> {
     loss: CrossEntropy<B>,
     host_x: Vec<f32>,
     host_y: Vec<f32>,
+    /// Fixed 0/1 masks, one per parameter (`None`: dense), applied after every update.
+    masks: Vec<Option<Tensor<B>>>,
 }
 
 impl<B: Backend> Trainer<B> {
@@ -142,7 +147,44 @@ impl<B: Backend> Trainer<B> {
             loss: CrossEntropy::default(),
             host_x: Vec::new(),
             host_y: Vec::new(),
+            masks: Vec::new(),
         })
+    }
+
+    /// Trains with fixed masks from now on (one entry per parameter in visit order; `None`
+    /// leaves a parameter dense); masked weights are set to zero at once and stay zero.
+    pub fn set_masks(&mut self, masks: &[Option<Vec<f32>>]) -> Result<()> {
+        let mut shapes = Vec::new();
+        self.model.net.visit_params_ref(&mut |p| shapes.push(p.value.shape().to_vec()));
+        if masks.len() != shapes.len() {
+            return Err(Error::Shape(format!("{} masks for {} parameters", masks.len(), shapes.len())));
+        }
+        let mut tensors = Vec::with_capacity(masks.len());
+        for (m, shape) in masks.iter().zip(&shapes) {
+            tensors.push(match m {
+                Some(m) if m.len() == shape.iter().product::<usize>() => Some(Tensor::from_slice(shape, m)),
+                Some(m) => {
+                    return Err(Error::Shape(format!("mask of {} values for a parameter of shape {shape:?}", m.len())))
+                }
+                None => None,
+            });
+        }
+        self.masks = tensors;
+        self.apply_masks();
+        Ok(())
+    }
+
+    fn apply_masks(&mut self) {
+        if self.masks.is_empty() {
+            return;
+        }
+        let (masks, mut i) = (&self.masks, 0);
+        self.model.net.visit_params(&mut |p| {
+            if let Some(Some(m)) = masks.get(i) {
+                B::apply_mask(p.value.buf_mut(), m.buf());
+            }
+            i += 1;
+        });
     }
 
     /// Builds `kind` for `data` from the config's seed and wraps it in a trainer.
@@ -188,6 +230,7 @@ impl<B: Backend> Trainer<B> {
         self.model.net.backward(&self.x, &self.logits, &self.loss.dlogits, None);
         let lr = self.config.schedule.lr(self.config.lr, step, self.config.steps);
         self.optimizer.step(&mut self.model.net, lr);
+        self.apply_masks();
         Ok((loss, correct as f32 / self.loss.labels.len() as f32))
     }
 

@@ -26,19 +26,24 @@ pub trait BatchNormOps: BackendBase {
         eps: f32,
         momentum: f32,
     );
-    /// Eval mode: normalises with the running statistics.
+    /// Eval mode: normalises with the running statistics (also written to `mean`/`rstd`, so a
+    /// backward pass after an eval forward differentiates the function that was computed).
     #[allow(clippy::too_many_arguments)]
     fn batch_norm_forward_eval(
         x: &Self::Buf,
         gamma: &Self::Buf,
         beta: &Self::Buf,
         y: &mut Self::Buf,
+        mean: &mut Self::Buf,
+        rstd: &mut Self::Buf,
         running_mean: &Self::Buf,
         running_var: &Self::Buf,
         rows: usize,
         c: usize,
         eps: f32,
     );
+    /// With `batch_stats` (train mode) the statistics depend on `x`; without (eval mode) they
+    /// are constants and `dx = dy·γ·rstd`.
     #[allow(clippy::too_many_arguments)]
     fn batch_norm_backward(
         x: &Self::Buf,
@@ -51,6 +56,7 @@ pub trait BatchNormOps: BackendBase {
         dbeta: &mut Self::Buf,
         rows: usize,
         c: usize,
+        batch_stats: bool,
     );
 }
 
@@ -101,16 +107,21 @@ impl BatchNormOps for Cpu {
         gamma: &Vec<f32>,
         beta: &Vec<f32>,
         y: &mut Vec<f32>,
+        mean: &mut Vec<f32>,
+        rstd: &mut Vec<f32>,
         running_mean: &Vec<f32>,
         running_var: &Vec<f32>,
         rows: usize,
         c: usize,
         eps: f32,
     ) {
+        for j in 0..c {
+            mean[j] = running_mean[j];
+            rstd[j] = 1.0 / (running_var[j] + eps).sqrt();
+        }
         for r in 0..rows {
             for j in 0..c {
-                let s = 1.0 / (running_var[j] + eps).sqrt();
-                y[r * c + j] = (x[r * c + j] - running_mean[j]) * s * gamma[j] + beta[j];
+                y[r * c + j] = (x[r * c + j] - mean[j]) * rstd[j] * gamma[j] + beta[j];
             }
         }
     }
@@ -126,6 +137,7 @@ impl BatchNormOps for Cpu {
         dbeta: &mut Vec<f32>,
         rows: usize,
         c: usize,
+        batch_stats: bool,
     ) {
         // dβ = Σ dy, dγ = Σ dy·x̂ (per channel)
         dgamma[..c].fill(0.0);
@@ -138,6 +150,14 @@ impl BatchNormOps for Cpu {
             }
         }
         let Some(dx) = dx else { return };
+        if !batch_stats {
+            for r in 0..rows {
+                for j in 0..c {
+                    dx[r * c + j] = dy[r * c + j] * gamma[j] * rstd[j];
+                }
+            }
+            return;
+        }
         let n = rows as f32;
         for r in 0..rows {
             for j in 0..c {
@@ -160,6 +180,8 @@ pub struct BatchNorm<B: Backend> {
     pub running_var: Tensor<B>,
     mean: Tensor<B>,
     rstd: Tensor<B>,
+    /// The mode of the last forward pass (backward differentiates what was computed).
+    last_mode: Mode,
 }
 
 impl<B: Backend> BatchNorm<B> {
@@ -174,11 +196,15 @@ impl<B: Backend> BatchNorm<B> {
             running_var: Tensor::from_slice(&[channels], &vec![1.0; channels]),
             mean: Tensor::zeros(&[channels]),
             rstd: Tensor::zeros(&[channels]),
+            last_mode: Mode::Train,
         }
     }
 }
 
 impl<B: Backend> Layer<B> for BatchNorm<B> {
+    fn reads(&self) -> crate::core::layer::Reads {
+        crate::core::layer::Reads::Pointwise
+    }
     fn describe(&self) -> String {
         format!("batch-norm({})", self.channels)
     }
@@ -192,6 +218,7 @@ impl<B: Backend> Layer<B> for BatchNorm<B> {
         let c = self.channels;
         let rows = x.len() / c;
         y.resize(x.shape());
+        self.last_mode = mode;
         match mode {
             Mode::Train => B::batch_norm_forward_train(
                 x.buf(),
@@ -212,6 +239,8 @@ impl<B: Backend> Layer<B> for BatchNorm<B> {
                 self.gamma.value.buf(),
                 self.beta.value.buf(),
                 y.buf_mut(),
+                self.mean.buf_mut(),
+                self.rstd.buf_mut(),
                 self.running_mean.buf(),
                 self.running_var.buf(),
                 rows,
@@ -238,6 +267,7 @@ impl<B: Backend> Layer<B> for BatchNorm<B> {
             self.beta.grad.buf_mut(),
             rows,
             c,
+            self.last_mode == Mode::Train,
         );
     }
     fn visit_params(&mut self, f: &mut dyn FnMut(&mut Param<B>)) {
@@ -247,6 +277,14 @@ impl<B: Backend> Layer<B> for BatchNorm<B> {
     fn visit_params_ref(&self, f: &mut dyn FnMut(&Param<B>)) {
         f(&self.gamma);
         f(&self.beta);
+    }
+    fn visit_buffers(&mut self, f: &mut dyn FnMut(&'static str, &mut Tensor<B>)) {
+        f("running_mean", &mut self.running_mean);
+        f("running_var", &mut self.running_var);
+    }
+    fn visit_buffers_ref(&self, f: &mut dyn FnMut(&'static str, &Tensor<B>)) {
+        f("running_mean", &self.running_mean);
+        f("running_var", &self.running_var);
     }
 }
 
@@ -261,6 +299,34 @@ mod tests {
         bn.gamma.value = Tensor::from_slice(&[3], &[0.5, -1.2, 2.0]);
         bn.beta.value = Tensor::from_slice(&[3], &[0.1, 0.0, -0.3]);
         check_layer(&mut bn, &[4, 2, 3], random_input(24, 21, 0.0), 1e-2, 3e-3);
+    }
+
+    /// After an eval forward the statistics are constants: dx = dy·γ/√(var+ε), checked
+    /// against central differences of the eval-mode output.
+    #[test]
+    fn eval_mode_backward_matches_finite_differences() {
+        let mut bn = BatchNorm::<Cpu>::new(2);
+        bn.gamma.value = Tensor::from_slice(&[2], &[0.7, -1.5]);
+        bn.running_mean = Tensor::from_slice(&[2], &[0.2, -0.4]);
+        bn.running_var = Tensor::from_slice(&[2], &[2.0, 0.5]);
+        let xs = random_input(8, 5, 0.0);
+        let r = random_input(8, 6, 0.0);
+        let mut x = Tensor::<Cpu>::from_slice(&[4, 2], &xs);
+        let (mut y, mut dx) = (Tensor::empty(), Tensor::empty());
+        bn.forward(&x, &mut y, Mode::Eval);
+        bn.backward(&x, &y, &Tensor::from_slice(&[4, 2], &r), Some(&mut dx));
+        let analytic = dx.to_vec();
+        let eps = 1e-2;
+        for i in 0..8 {
+            let mut loss_at = |v: f32, x: &mut Tensor<Cpu>| {
+                x.buf_mut()[i] = v;
+                bn.forward(x, &mut y, Mode::Eval);
+                y.to_vec().iter().zip(&r).map(|(a, b)| (a * b) as f64).sum::<f64>()
+            };
+            let numeric = (loss_at(xs[i] + eps, &mut x) - loss_at(xs[i] - eps, &mut x)) / (2.0 * eps as f64);
+            loss_at(xs[i], &mut x);
+            assert!((numeric - analytic[i] as f64).abs() < 1e-4, "dx[{i}]: {} vs {numeric}", analytic[i]);
+        }
     }
 
     #[test]

@@ -477,6 +477,14 @@ impl<B: Backend> Conv<B> {
 }
 
 impl<B: Backend> Layer<B> for Conv<B> {
+    fn reads(&self) -> crate::core::layer::Reads {
+        crate::core::layer::Reads::Window {
+            kernel: self.kernel,
+            stride: self.stride,
+            padding: self.padding,
+            weighted: true,
+        }
+    }
     fn describe(&self) -> String {
         self.describe_conv()
     }

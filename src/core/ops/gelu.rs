@@ -82,6 +82,9 @@ impl<B: Backend> Default for Gelu<B> {
 }
 
 impl<B: Backend> Layer<B> for Gelu<B> {
+    fn reads(&self) -> crate::core::layer::Reads {
+        crate::core::layer::Reads::Pointwise
+    }
     fn describe(&self) -> String {
         "gelu".into()
     }

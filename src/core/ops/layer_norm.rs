@@ -294,6 +294,9 @@ impl<B: Backend> LayerNorm<B> {
 }
 
 impl<B: Backend> Layer<B> for LayerNorm<B> {
+    fn reads(&self) -> crate::core::layer::Reads {
+        crate::core::layer::Reads::Pointwise
+    }
     fn describe(&self) -> String {
         format!("layer-norm({})", self.dim)
     }

@@ -77,6 +77,9 @@ impl<B: Backend> Linear<B> {
 }
 
 impl<B: Backend> Layer<B> for Linear<B> {
+    fn reads(&self) -> crate::core::layer::Reads {
+        crate::core::layer::Reads::Linear { inputs: self.in_features }
+    }
     fn describe(&self) -> String {
         format!("linear({}->{})", self.in_features, self.out_features)
     }

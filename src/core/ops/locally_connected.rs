@@ -169,6 +169,14 @@ impl<B: Backend> LocallyConnected<B> {
 }
 
 impl<B: Backend> Layer<B> for LocallyConnected<B> {
+    fn reads(&self) -> crate::core::layer::Reads {
+        crate::core::layer::Reads::Window {
+            kernel: self.kernel,
+            stride: self.stride,
+            padding: self.padding,
+            weighted: true,
+        }
+    }
     fn describe(&self) -> String {
         format!(
             "local({}->{}, k{}x{}, s{}, p{})",

@@ -138,6 +138,9 @@ impl Pool {
 }
 
 impl<B: Backend> Layer<B> for Pool {
+    fn reads(&self) -> crate::core::layer::Reads {
+        crate::core::layer::Reads::Window { kernel: self.kernel, stride: self.stride, padding: (0, 0), weighted: false }
+    }
     fn describe(&self) -> String {
         let name = match self.kind {
             PoolKind::Max => "max-pool",

@@ -38,6 +38,9 @@ impl ReluOps for Cpu {
 pub struct Relu;
 
 impl<B: Backend> Layer<B> for Relu {
+    fn reads(&self) -> crate::core::layer::Reads {
+        crate::core::layer::Reads::Pointwise
+    }
     fn describe(&self) -> String {
         "relu".into()
     }

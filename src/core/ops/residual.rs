@@ -36,6 +36,9 @@ impl<B: Backend> Residual<B> {
 }
 
 impl<B: Backend> Layer<B> for Residual<B> {
+    fn visit_inputs(&self, x: &Tensor<B>, f: &mut dyn FnMut(&dyn Layer<B>, &Tensor<B>)) {
+        self.inner.visit_inputs(x, f);
+    }
     fn describe(&self) -> String {
         format!("residual({})", self.inner.describe())
     }
@@ -66,6 +69,12 @@ impl<B: Backend> Layer<B> for Residual<B> {
     }
     fn visit_params_ref(&self, f: &mut dyn FnMut(&Param<B>)) {
         self.inner.visit_params_ref(f);
+    }
+    fn visit_buffers(&mut self, f: &mut dyn FnMut(&'static str, &mut Tensor<B>)) {
+        self.inner.visit_buffers(f);
+    }
+    fn visit_buffers_ref(&self, f: &mut dyn FnMut(&'static str, &Tensor<B>)) {
+        self.inner.visit_buffers_ref(f);
     }
     fn macs(&self, input: &[usize]) -> u64 {
         self.inner.macs(input)

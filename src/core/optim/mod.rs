@@ -38,6 +38,8 @@ pub trait OptimOps: BackendBase {
         weight_decay: f32,
         nesterov: bool,
     );
+    /// `p *= mask` (0/1 values): keeps pruned weights at zero.
+    fn apply_mask(p: &mut Self::Buf, mask: &Self::Buf);
 }
 
 fn values_per_task(len: usize) -> usize {
@@ -49,6 +51,10 @@ fn values_per_task(len: usize) -> usize {
 }
 
 impl OptimOps for Cpu {
+    fn apply_mask(p: &mut Vec<f32>, mask: &Vec<f32>) {
+        p.iter_mut().zip(mask).for_each(|(v, m)| *v *= m);
+    }
+
     fn adam_update(
         p: &mut Vec<f32>,
         g: &Vec<f32>,

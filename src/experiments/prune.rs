@@ -1,0 +1,417 @@
+//! Magnitude pruning and lottery tickets: most weights are not needed, and the ones that
+//! survive in an MLP's first layer are local.
+//!
+//! - One-shot: zero the smallest-magnitude weights of a trained run (globally across layers,
+//!   or the same share in every layer), evaluate as is and after fine-tuning with the mask
+//!   fixed; a random mask of the same sparsity is the control.
+//! - Lottery tickets (Frankle & Carbin 2019, as in the MNIST-1D notebook): train, prune each
+//!   layer to the next sparsity of a schedule by the magnitude of the trained weights, rewind
+//!   the survivors to their initial values, retrain; repeat. The random ticket draws a fresh
+//!   random mask of the same sparsities and trains it from the same initial weights.
+//! - Locality: the probability that 2, 3, 4 adjacent inputs of a first-layer unit all
+//!   survive, for the ticket against the random mask.
+//!
+//! Only weights are pruned (parameters with weight decay: not biases or normalisation).
+
+use crate::core::cpu::{with_intra_op_threads, Cpu};
+use crate::core::layer::Reads;
+use crate::core::Layer;
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::models::{ImageArch, Model, ModelKind};
+use crate::train::checkpoint::{by_name, params, set_state, NamedTensor};
+use crate::train::{rng_for, PositionPermutation, TrainConfig, Trainer};
+use rand::seq::index::sample;
+use rayon::prelude::*;
+use serde::Serialize;
+
+/// Stream of the random masks (apart from the run's own streams).
+const MASK_STREAM: u64 = 11;
+
+/// Global (one threshold over all weights) or layer-wise (the same share in every layer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scope {
+    Global,
+    LayerWise,
+}
+
+/// A mask per parameter (`None`: not pruned).
+pub type Masks = Vec<Option<Vec<f32>>>;
+
+/// Which parameters are pruned: weights (those with weight decay).
+pub fn prunable<B: crate::core::Backend>(net: &dyn Layer<B>) -> Vec<bool> {
+    let mut out = Vec::new();
+    net.visit_params_ref(&mut |p| out.push(p.decay));
+    out
+}
+
+/// Masks dropping the `sparsity` share of prunable weights with the smallest magnitude
+/// (exactly ⌊sparsity·n⌋ of them; ties broken by position).
+pub fn magnitude_masks(params: &[NamedTensor], prunable: &[bool], sparsity: f64, scope: Scope) -> Masks {
+    let mut masks: Masks = params.iter().zip(prunable).map(|(p, &on)| on.then(|| vec![1.0; p.values.len()])).collect();
+    let drop = |entries: &mut Vec<(f32, usize, usize)>, masks: &mut Masks| {
+        let k = ((sparsity * entries.len() as f64).floor() as usize).min(entries.len());
+        entries.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+        for &(_, t, i) in &entries[..k] {
+            if let Some(m) = masks[t].as_mut() {
+                m[i] = 0.0;
+            }
+        }
+    };
+    let entries = |t: usize| params[t].values.iter().enumerate().map(move |(i, v)| (v.abs(), t, i));
+    match scope {
+        Scope::Global => {
+            let mut all: Vec<(f32, usize, usize)> =
+                (0..params.len()).filter(|&t| prunable[t]).flat_map(entries).collect();
+            drop(&mut all, &mut masks);
+        }
+        Scope::LayerWise => {
+            for t in (0..params.len()).filter(|&t| prunable[t]) {
+                let mut layer: Vec<(f32, usize, usize)> = entries(t).collect();
+                drop(&mut layer, &mut masks);
+            }
+        }
+    }
+    masks
+}
+
+/// Random masks dropping exactly ⌊sparsity·n⌋ weights of every prunable tensor.
+pub fn random_masks(
+    params: &[NamedTensor],
+    prunable: &[bool],
+    sparsity: f64,
+    rng: &mut rand_chacha::ChaCha8Rng,
+) -> Masks {
+    params
+        .iter()
+        .zip(prunable)
+        .map(|(p, &on)| {
+            on.then(|| {
+                let n = p.values.len();
+                let k = ((sparsity * n as f64).floor() as usize).min(n);
+                let mut m = vec![1.0; n];
+                for i in sample(rng, n, k) {
+                    m[i] = 0.0;
+                }
+                m
+            })
+        })
+        .collect()
+}
+
+/// Share of prunable weights that a mask removes.
+pub fn sparsity_of(masks: &Masks) -> f64 {
+    let (zeros, total) = masks
+        .iter()
+        .flatten()
+        .fold((0usize, 0usize), |(z, t), m| (z + m.iter().filter(|&&v| v == 0.0).count(), t + m.len()));
+    if total == 0 {
+        0.0
+    } else {
+        zeros as f64 / total as f64
+    }
+}
+
+/// Probability that `k` adjacent inputs (along the input's last spatial axis, same channel)
+/// of a unit are all kept, for k = 2, 3, 4; `weight` is `[out, in]` with `in` laid out as
+/// `positions × channels` and rows of `row_len` positions.
+pub fn adjacency(mask: &[f32], out: usize, row_len: usize, channels: usize) -> [f64; 3] {
+    let inputs = mask.len() / out.max(1);
+    let rows = inputs / (row_len * channels).max(1);
+    let mut result = [0.0; 3];
+    for (slot, k) in (2..=4usize).enumerate() {
+        let (mut kept, mut windows) = (0usize, 0usize);
+        if row_len >= k {
+            for u in 0..out {
+                let unit = &mask[u * inputs..(u + 1) * inputs];
+                for r in 0..rows {
+                    for start in 0..=row_len - k {
+                        for c in 0..channels {
+                            windows += 1;
+                            let all = (0..k).all(|j| unit[((r * row_len) + start + j) * channels + c] != 0.0);
+                            kept += all as usize;
+                        }
+                    }
+                }
+            }
+        }
+        result[slot] = if windows > 0 { kept as f64 / windows as f64 } else { 0.0 };
+    }
+    result
+}
+
+/// Where a trained run's model and data come from.
+pub struct PruneSubject<'a> {
+    pub kind: ModelKind,
+    pub arch: &'a ImageArch,
+    pub data: &'a Dataset,
+    pub permutation: PositionPermutation,
+    pub config: TrainConfig,
+    pub init: Vec<NamedTensor>,
+    /// Trained parameters and buffers.
+    pub trained: Vec<NamedTensor>,
+}
+
+impl PruneSubject<'_> {
+    fn model(&self, weights: &[NamedTensor]) -> Result<Model<Cpu>> {
+        let mut rng = rng_for(self.config.seed, crate::train::streams::INIT);
+        let mut model = Model::build_with(self.kind, &self.data.example_shape, self.data.classes, self.arch, &mut rng)?;
+        set_state(&mut model.net, &by_name(weights.to_vec())).map_err(Error::Config)?;
+        Ok(model)
+    }
+
+    fn trainer(&self, weights: &[NamedTensor], steps: usize, masks: &Masks, seed: u64) -> Result<Trainer<Cpu>> {
+        let config =
+            TrainConfig { steps, seed, eval_every: self.config.eval_every.min(steps.max(1)), ..self.config.clone() };
+        let mut t = Trainer::new(self.model(weights)?, config)?;
+        t.sampler.permutation = self.permutation.clone();
+        t.set_masks(masks)?;
+        Ok(t)
+    }
+}
+
+/// One point of a one-shot pruning curve.
+#[derive(Clone, Debug, Serialize)]
+pub struct OneShotPoint {
+    pub scope: Scope,
+    /// "magnitude" or "random".
+    pub mask: &'static str,
+    pub sparsity: f64,
+    pub accuracy: f64,
+    /// After `fine_tune_steps` steps with the mask fixed (None when not fine-tuned).
+    pub fine_tuned: Option<f64>,
+}
+
+/// One round of an iterative (lottery) chain.
+#[derive(Clone, Debug, Serialize)]
+pub struct Round {
+    pub sparsity: f64,
+    pub final_accuracy: f64,
+    /// Best test accuracy over the round's evaluations (the notebook's max_acc).
+    pub best_accuracy: f64,
+    /// Locality of the first layer's mask (k = 2, 3, 4 adjacent inputs all kept), when the
+    /// first weighted layer is a dense layer over positions.
+    pub adjacent_kept: Option<[f64; 3]>,
+}
+
+/// The iterative chains of one seed.
+#[derive(Clone, Debug, Serialize)]
+pub struct LotteryChains {
+    pub seed: u64,
+    pub ticket: Vec<Round>,
+    pub random: Vec<Round>,
+    /// The masks of the ticket's last round (for `cnnlab train --mask`).
+    #[serde(skip)]
+    pub last_ticket_masks: Masks,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PruneReport {
+    pub dataset: String,
+    pub model: String,
+    pub dense_accuracy: f64,
+    pub fine_tune_steps: usize,
+    pub one_shot: Vec<OneShotPoint>,
+    pub lottery_steps: usize,
+    pub lottery: Vec<LotteryChains>,
+}
+
+/// The first weighted layer's geometry when it is dense over positions: (parameter index of
+/// its weight, units, positions per row, channels).
+fn first_dense_layer(net: &dyn Layer<Cpu>, example_shape: &[usize]) -> Option<(usize, usize, usize, usize)> {
+    let mut first = None;
+    let mut param_index = 0;
+    net.visit_inputs(&crate::core::Tensor::empty(), &mut |l, _| {
+        if first.is_none() {
+            match l.reads() {
+                Reads::Linear { .. } => first = Some(Some(param_index)),
+                Reads::Window { weighted: true, .. } => first = Some(None),
+                _ => {}
+            }
+        }
+        l.visit_params_ref(&mut |_| param_index += 1);
+    });
+    let index = first??;
+    let mut shape = None;
+    let mut k = 0;
+    net.visit_params_ref(&mut |p| {
+        if k == index {
+            shape = Some(p.value.shape().to_vec());
+        }
+        k += 1;
+    });
+    let shape = shape?;
+    let (row_len, channels) = match *example_shape {
+        [l, c] => (l, c),
+        [_, w, c] => (w, c),
+        _ => return None,
+    };
+    (shape.len() == 2 && shape[1] == example_shape.iter().product::<usize>())
+        .then_some((index, shape[0], row_len, channels))
+}
+
+/// One-shot pruning of the trained weights at each sparsity, both scopes, magnitude and
+/// random masks; fine-tuned for `fine_tune_steps` when non-zero. Runs in parallel.
+pub fn one_shot(
+    subject: &PruneSubject,
+    sparsities: &[f64],
+    fine_tune_steps: usize,
+    progress: &(dyn Fn(usize) + Sync),
+) -> Result<Vec<OneShotPoint>> {
+    let trained_params: Vec<NamedTensor> =
+        subject.trained.iter().filter(|t| t.name.starts_with("param.")).cloned().collect();
+    let prunable = prunable(&subject.model(&subject.trained)?.net);
+    let mut jobs = Vec::new();
+    for &scope in &[Scope::Global, Scope::LayerWise] {
+        for &s in sparsities {
+            jobs.push((scope, "magnitude", s));
+        }
+    }
+    for &s in sparsities {
+        jobs.push((Scope::LayerWise, "random", s));
+    }
+    let inner = if jobs.len() >= rayon::current_num_threads() { 1 } else { 0 };
+    jobs.par_iter()
+        .enumerate()
+        .map(|(j, &(scope, mask, s))| {
+            with_intra_op_threads(inner, || {
+                let masks = if mask == "random" {
+                    random_masks(
+                        &trained_params,
+                        &prunable,
+                        s,
+                        &mut rng_for(subject.config.seed + j as u64, MASK_STREAM),
+                    )
+                } else {
+                    magnitude_masks(&trained_params, &prunable, s, scope)
+                };
+                let mut t = subject.trainer(&subject.trained, fine_tune_steps.max(1), &masks, subject.config.seed)?;
+                let (_, accuracy) = t.evaluate(subject.data);
+                let fine_tuned = if fine_tune_steps > 0 {
+                    Some(t.fit(subject.data, &mut |n| progress(n))?.final_test_accuracy)
+                } else {
+                    None
+                };
+                Ok(OneShotPoint { scope, mask, sparsity: s, accuracy: accuracy as f64, fine_tuned })
+            })
+        })
+        .collect()
+}
+
+/// Iterative magnitude pruning with rewinding (the ticket) and random masks of the same
+/// sparsities (the control), one pair of chains per seed, chains in parallel.
+pub fn lottery(
+    subject: &PruneSubject,
+    schedule: &[f64],
+    steps: usize,
+    seeds: &[u64],
+    progress: &(dyn Fn(usize) + Sync),
+) -> Result<Vec<LotteryChains>> {
+    let probe = subject.model(&subject.init)?;
+    let prunable = prunable(&probe.net);
+    let dense_first = first_dense_layer(&probe.net, &subject.data.example_shape);
+    let jobs: Vec<(u64, bool)> = seeds.iter().flat_map(|&s| [(s, true), (s, false)]).collect();
+    let inner = if jobs.len() >= rayon::current_num_threads() { 1 } else { 0 };
+    let chains: Vec<Result<(Vec<Round>, Masks)>> = jobs
+        .par_iter()
+        .map(|&(seed, ticket)| {
+            with_intra_op_threads(inner, || {
+                // seed 0 rewinds to the run's own initial weights; other seeds start afresh
+                let init = if seed == subject.config.seed {
+                    subject.init.clone()
+                } else {
+                    let mut rng = rng_for(seed, crate::train::streams::INIT);
+                    let m = Model::<Cpu>::build_with(
+                        subject.kind,
+                        &subject.data.example_shape,
+                        subject.data.classes,
+                        subject.arch,
+                        &mut rng,
+                    )?;
+                    crate::train::checkpoint::state(&m.net)
+                };
+                let mut rng = rng_for(seed, MASK_STREAM);
+                let mut trained: Option<Vec<NamedTensor>> = None;
+                let mut rounds = Vec::new();
+                let mut last_masks = Masks::new();
+                for &s in schedule {
+                    let init_params: Vec<NamedTensor> =
+                        init.iter().filter(|t| t.name.starts_with("param.")).cloned().collect();
+                    let masks = match (&trained, ticket) {
+                        (Some(w), true) => magnitude_masks(w, &prunable, s, Scope::LayerWise),
+                        (_, false) => random_masks(&init_params, &prunable, s, &mut rng),
+                        (None, true) => magnitude_masks(&init_params, &prunable, 0.0, Scope::LayerWise),
+                    };
+                    let mut t = subject.trainer(&init, steps, &masks, seed)?;
+                    let r = t.fit(subject.data, &mut |n| progress(n))?;
+                    let best = r.curve.iter().map(|p| p.test_accuracy as f64).fold(0.0, f64::max);
+                    let adjacent_kept =
+                        dense_first.and_then(|(i, out, row, ch)| masks[i].as_ref().map(|m| adjacency(m, out, row, ch)));
+                    rounds.push(Round {
+                        sparsity: sparsity_of(&masks),
+                        final_accuracy: r.final_test_accuracy,
+                        best_accuracy: best,
+                        adjacent_kept,
+                    });
+                    trained = Some(params(&t.model.net));
+                    last_masks = masks;
+                }
+                Ok((rounds, last_masks))
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    let mut chains = chains.into_iter();
+    for &seed in seeds {
+        let (ticket, last_ticket_masks) = chains.next().ok_or_else(|| Error::Config("missing chain".into()))??;
+        let (random, _) = chains.next().ok_or_else(|| Error::Config("missing chain".into()))??;
+        out.push(LotteryChains { seed, ticket, random, last_ticket_masks });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tensor(name: &str, values: Vec<f32>) -> NamedTensor {
+        NamedTensor { name: name.into(), shape: vec![values.len()], values }
+    }
+
+    #[test]
+    fn magnitude_masks_drop_the_smallest_weights() {
+        let p = vec![tensor("a", vec![0.1, -5.0, 0.3, 2.0]), tensor("b", vec![1.0, -0.2]), tensor("bias", vec![0.0])];
+        let on = [true, true, false];
+        let layer = magnitude_masks(&p, &on, 0.5, Scope::LayerWise);
+        assert_eq!(layer[0].as_deref(), Some(&[0.0, 1.0, 0.0, 1.0][..]));
+        assert_eq!(layer[1].as_deref(), Some(&[1.0, 0.0][..]));
+        assert!(layer[2].is_none(), "biases are not pruned");
+        // global: the 3 smallest of all six weights are 0.1, -0.2, 0.3
+        let global = magnitude_masks(&p, &on, 0.5, Scope::Global);
+        assert_eq!(global[0].as_deref(), Some(&[0.0, 1.0, 0.0, 1.0][..]));
+        assert_eq!(global[1].as_deref(), Some(&[1.0, 0.0][..]));
+        assert!((sparsity_of(&global) - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn random_masks_have_the_exact_sparsity() {
+        let p = vec![tensor("w", vec![1.0; 1000])];
+        let m = random_masks(&p, &[true], 0.9, &mut rng_for(0, MASK_STREAM));
+        assert!((sparsity_of(&m) - 0.9).abs() < 1e-12);
+    }
+
+    #[test]
+    fn adjacency_counts_runs_of_kept_inputs() {
+        // one unit over 6 positions, kept: 1 1 1 0 1 1 → pairs 3/5, triples 1/4, quads 0/3
+        let m = [1.0, 1.0, 1.0, 0.0, 1.0, 1.0];
+        let [p2, p3, p4] = adjacency(&m, 1, 6, 1);
+        assert!((p2 - 3.0 / 5.0).abs() < 1e-12 && (p3 - 0.25).abs() < 1e-12 && p4 == 0.0);
+        // a random mask of density d keeps k neighbours with probability about d^k
+        let mut rng = rng_for(1, 1);
+        let p = vec![tensor("w", vec![1.0; 100 * 40])];
+        let r = random_masks(&p, &[true], 0.5, &mut rng);
+        let [q2, q3, _] = adjacency(r[0].as_ref().unwrap(), 100, 40, 1);
+        assert!((q2 - 0.25).abs() < 0.03 && (q3 - 0.125).abs() < 0.03, "{q2} {q3}");
+    }
+}
