@@ -856,7 +856,10 @@ fn cmd_analyze(c: AnalyzeCommand) -> Result<()> {
             write_json(&a.out.join("pooling_images.json"), &report)?;
             let series: Vec<plot::Series> = cells
                 .iter()
-                .map(|c| plot::Series { name: c.variant.clone(), points: vec![(c.flops_per_example as f64, c.accuracy_mean)] })
+                .map(|c| plot::Series {
+                    name: c.variant.clone(),
+                    points: vec![(c.flops_per_example as f64, c.accuracy_mean)],
+                })
                 .collect();
             plot::line_chart(
                 &a.out.join("pooling_images.svg"),
@@ -866,7 +869,14 @@ fn cmd_analyze(c: AnalyzeCommand) -> Result<()> {
                 true,
                 (0.0, 1.0),
             )?;
-            println!("{} ({} train / {} test, {} steps, {} seed(s)):", data.name, data.n_train(), data.n_test(), cfg.steps, a.seeds);
+            println!(
+                "{} ({} train / {} test, {} steps, {} seed(s)):",
+                data.name,
+                data.n_train(),
+                data.n_test(),
+                cfg.steps,
+                a.seeds
+            );
             println!("{:<10} {:>16} {:>14} {:>12}", "variant", "test accuracy %", "MFLOPs/ex", "s per run");
             for c in &cells {
                 println!(
@@ -1272,9 +1282,13 @@ fn analyze_prune(a: PruneArgs) -> Result<()> {
             steps,
             seeds.len()
         );
+        let published = report.dataset.starts_with("mnist1d") && report.model == "mlp";
         println!(
-            "{:>9}  {:>15}  {:>15}  {:>26}",
-            "sparsity", "ticket", "random ticket", "first layer: 2/3/4 adjacent kept (ticket vs random)"
+            "{:>9}  {:>15}  {:>15}  {:>12}  first layer: 2/3/4 adjacent kept (ticket vs random)",
+            "sparsity",
+            "ticket",
+            "random ticket",
+            if published { "published" } else { "" }
         );
         for (i, (t, r)) in ticket.iter().zip(&random).enumerate() {
             let adj = match (
@@ -1287,7 +1301,9 @@ fn analyze_prune(a: PruneArgs) -> Result<()> {
                 _ => String::new(),
             };
             let reference = if published {
-                prune::mnist1d_published(t.0).map(|(a, b)| format!("{:.1} / {:.1}", a * 100.0, b * 100.0)).unwrap_or_default()
+                prune::mnist1d_published(t.0)
+                    .map(|(a, b)| format!("{:.1} / {:.1}", a * 100.0, b * 100.0))
+                    .unwrap_or_default()
             } else {
                 String::new()
             };

@@ -59,8 +59,25 @@ fn analyses_of_a_saved_cnn_run() {
 
     let mask = tmp.path().join("ticket.safetensors");
     ok(&[
-        "analyze", "prune", "--run", r, "--out", o, "--sparsities", "0.5,0.9", "--fine-tune-steps", "20", "--rounds",
-        "3", "--max-sparsity", "0.5", "--lottery-steps", "30", "--quiet", "--save-mask", mask.to_str().unwrap(),
+        "analyze",
+        "prune",
+        "--run",
+        r,
+        "--out",
+        o,
+        "--sparsities",
+        "0.5,0.9",
+        "--fine-tune-steps",
+        "20",
+        "--rounds",
+        "3",
+        "--max-sparsity",
+        "0.5",
+        "--lottery-steps",
+        "30",
+        "--quiet",
+        "--save-mask",
+        mask.to_str().unwrap(),
     ]);
     let p = json(&out.join("prune.json"));
     assert_eq!(p["one_shot"].as_array().unwrap().len(), 6, "2 sparsities x (global, layer-wise, random)");
@@ -114,7 +131,13 @@ fn analyses_refuse_what_they_cannot_use() {
     let other = tmp.path().join("cnn");
     train(&other, "cnn", "5", &[]);
     let e = fail(&[
-        "train", "--model", "mlp", "--steps", "5", "--quiet", "--mask",
+        "train",
+        "--model",
+        "mlp",
+        "--steps",
+        "5",
+        "--quiet",
+        "--mask",
         other.join("final.safetensors").to_str().unwrap(),
     ]);
     assert!(e.contains("mask") || e.contains("shape"), "{e}");

@@ -119,7 +119,8 @@ pub fn run(sizes: &[usize], steps: usize, seeds: usize, progress: &(dyn Fn(usize
         .par_iter()
         .map(|&n| {
             let total = n + TEST_EXAMPLES;
-            let cfg = Mnist1dConfig { num_samples: total, train_split: n as f64 / total as f64, ..Mnist1dConfig::default() };
+            let cfg =
+                Mnist1dConfig { num_samples: total, train_split: n as f64 / total as f64, ..Mnist1dConfig::default() };
             let mut d: Dataset = cfg.generate()?.into();
             if d.n_train() < n || d.n_test() < TEST_EXAMPLES.min(total - d.n_train()) {
                 return Err(Error::Config(format!("MNIST-1D split of {total} did not give {n} training examples")));
@@ -151,12 +152,8 @@ pub fn run(sizes: &[usize], steps: usize, seeds: usize, progress: &(dyn Fn(usize
     let mut cells = Vec::new();
     for v in Downsample::ALL {
         for &n in sizes {
-            let accs: Vec<f64> = jobs
-                .iter()
-                .zip(&accuracies)
-                .filter(|(j, _)| j.0 == v && sizes[j.1] == n)
-                .map(|(_, a)| *a)
-                .collect();
+            let accs: Vec<f64> =
+                jobs.iter().zip(&accuracies).filter(|(j, _)| j.0 == v && sizes[j.1] == n).map(|(_, a)| *a).collect();
             let row = crate::report::Row::new(v.name(), "", accs.clone(), v.reference(n));
             cells.push(PoolingCell {
                 variant: v.name().into(),
