@@ -39,17 +39,40 @@ pub enum Scope {
 /// A mask per parameter (`None`: not pruned).
 pub type Masks = Vec<Option<Vec<f32>>>;
 
-/// Which parameters are pruned: weights (those with weight decay).
-pub fn prunable<B: crate::core::Backend>(net: &dyn Layer<B>) -> Vec<bool> {
-    let mut out = Vec::new();
-    net.visit_params_ref(&mut |p| out.push(p.decay));
-    out
+/// The parameters pruned together, one group per layer: each layer's weights, and with
+/// `with_biases` its biases too (ranked together with the weights, as the MNIST-1D notebook
+/// does). Indices follow the parameter visit order.
+pub fn layer_groups<B: crate::core::Backend>(net: &dyn Layer<B>, with_biases: bool) -> Vec<Vec<usize>> {
+    let mut groups = Vec::new();
+    let mut index = 0;
+    net.visit_inputs(&crate::core::Tensor::empty(), &mut |leaf, _| {
+        let mut group = Vec::new();
+        leaf.visit_params_ref(&mut |p| {
+            if p.decay || with_biases {
+                group.push(index);
+            }
+            index += 1;
+        });
+        if !group.is_empty() {
+            groups.push(group);
+        }
+    });
+    groups
 }
 
-/// Masks dropping the `sparsity` share of prunable weights with the smallest magnitude
-/// (exactly ⌊sparsity·n⌋ of them; ties broken by position).
-pub fn magnitude_masks(params: &[NamedTensor], prunable: &[bool], sparsity: f64, scope: Scope) -> Masks {
-    let mut masks: Masks = params.iter().zip(prunable).map(|(p, &on)| on.then(|| vec![1.0; p.values.len()])).collect();
+fn all_ones(params: &[NamedTensor], groups: &[Vec<usize>]) -> Masks {
+    let mut masks: Masks = vec![None; params.len()];
+    for &t in groups.iter().flatten() {
+        masks[t] = Some(vec![1.0; params[t].values.len()]);
+    }
+    masks
+}
+
+/// Masks dropping the `sparsity` share of the grouped parameters with the smallest magnitude:
+/// over all groups at once (global) or within each group (layer-wise); exactly ⌊sparsity·n⌋
+/// values, ties broken by position.
+pub fn magnitude_masks(params: &[NamedTensor], groups: &[Vec<usize>], sparsity: f64, scope: Scope) -> Masks {
+    let mut masks = all_ones(params, groups);
     let drop = |entries: &mut Vec<(f32, usize, usize)>, masks: &mut Masks| {
         let k = ((sparsity * entries.len() as f64).floor() as usize).min(entries.len());
         entries.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
@@ -59,45 +82,43 @@ pub fn magnitude_masks(params: &[NamedTensor], prunable: &[bool], sparsity: f64,
             }
         }
     };
-    let entries = |t: usize| params[t].values.iter().enumerate().map(move |(i, v)| (v.abs(), t, i));
+    let entries = |group: &Vec<usize>| -> Vec<(f32, usize, usize)> {
+        group.iter().flat_map(|&t| params[t].values.iter().enumerate().map(move |(i, v)| (v.abs(), t, i))).collect()
+    };
     match scope {
         Scope::Global => {
-            let mut all: Vec<(f32, usize, usize)> =
-                (0..params.len()).filter(|&t| prunable[t]).flat_map(entries).collect();
+            let mut all: Vec<(f32, usize, usize)> = groups.iter().flat_map(entries).collect();
             drop(&mut all, &mut masks);
         }
         Scope::LayerWise => {
-            for t in (0..params.len()).filter(|&t| prunable[t]) {
-                let mut layer: Vec<(f32, usize, usize)> = entries(t).collect();
-                drop(&mut layer, &mut masks);
+            for g in groups {
+                drop(&mut entries(g), &mut masks);
             }
         }
     }
     masks
 }
 
-/// Random masks dropping exactly ⌊sparsity·n⌋ weights of every prunable tensor.
+/// Random masks dropping exactly ⌊sparsity·n⌋ of the values of every group.
 pub fn random_masks(
     params: &[NamedTensor],
-    prunable: &[bool],
+    groups: &[Vec<usize>],
     sparsity: f64,
     rng: &mut rand_chacha::ChaCha8Rng,
 ) -> Masks {
-    params
-        .iter()
-        .zip(prunable)
-        .map(|(p, &on)| {
-            on.then(|| {
-                let n = p.values.len();
-                let k = ((sparsity * n as f64).floor() as usize).min(n);
-                let mut m = vec![1.0; n];
-                for i in sample(rng, n, k) {
-                    m[i] = 0.0;
-                }
-                m
-            })
-        })
-        .collect()
+    let mut masks = all_ones(params, groups);
+    for g in groups {
+        let slots: Vec<(usize, usize)> =
+            g.iter().flat_map(|&t| (0..params[t].values.len()).map(move |i| (t, i))).collect();
+        let k = ((sparsity * slots.len() as f64).floor() as usize).min(slots.len());
+        for j in sample(rng, slots.len(), k) {
+            let (t, i) = slots[j];
+            if let Some(m) = masks[t].as_mut() {
+                m[i] = 0.0;
+            }
+        }
+    }
+    masks
 }
 
 /// The MNIST-1D notebook's lottery run (MLP 40-500-500-10, 100 rounds of 1501 steps,
@@ -166,13 +187,8 @@ pub struct PruneSubject<'a> {
 }
 
 impl PruneSubject<'_> {
-    fn prunable(&self, net: &dyn Layer<Cpu>) -> Vec<bool> {
-        let p = prunable(net);
-        if self.prune_biases {
-            vec![true; p.len()]
-        } else {
-            p
-        }
+    fn groups(&self, net: &dyn Layer<Cpu>) -> Vec<Vec<usize>> {
+        layer_groups(net, self.prune_biases)
     }
 
     fn model(&self, weights: &[NamedTensor]) -> Result<Model<Cpu>> {
@@ -282,7 +298,7 @@ pub fn one_shot(
 ) -> Result<Vec<OneShotPoint>> {
     let trained_params: Vec<NamedTensor> =
         subject.trained.iter().filter(|t| t.name.starts_with("param.")).cloned().collect();
-    let prunable = subject.prunable(&subject.model(&subject.trained)?.net);
+    let groups = subject.groups(&subject.model(&subject.trained)?.net);
     let mut jobs = Vec::new();
     for &scope in &[Scope::Global, Scope::LayerWise] {
         for &s in sparsities {
@@ -298,14 +314,9 @@ pub fn one_shot(
         .map(|(j, &(scope, mask, s))| {
             with_intra_op_threads(inner, || {
                 let masks = if mask == "random" {
-                    random_masks(
-                        &trained_params,
-                        &prunable,
-                        s,
-                        &mut rng_for(subject.config.seed + j as u64, MASK_STREAM),
-                    )
+                    random_masks(&trained_params, &groups, s, &mut rng_for(subject.config.seed + j as u64, MASK_STREAM))
                 } else {
-                    magnitude_masks(&trained_params, &prunable, s, scope)
+                    magnitude_masks(&trained_params, &groups, s, scope)
                 };
                 let mut t = subject.trainer(&subject.trained, fine_tune_steps.max(1), &masks, subject.config.seed)?;
                 let (_, accuracy) = t.evaluate(subject.data);
@@ -330,7 +341,7 @@ pub fn lottery(
     progress: &(dyn Fn(usize) + Sync),
 ) -> Result<Vec<LotteryChains>> {
     let probe = subject.model(&subject.init)?;
-    let prunable = subject.prunable(&probe.net);
+    let groups = subject.groups(&probe.net);
     let dense_first = first_dense_layer(&probe.net, &subject.data.example_shape);
     let jobs: Vec<(u64, bool)> = seeds.iter().flat_map(|&s| [(s, true), (s, false)]).collect();
     let inner = if jobs.len() >= rayon::current_num_threads() { 1 } else { 0 };
@@ -360,9 +371,9 @@ pub fn lottery(
                     let init_params: Vec<NamedTensor> =
                         init.iter().filter(|t| t.name.starts_with("param.")).cloned().collect();
                     let masks = match (&trained, ticket) {
-                        (Some(w), true) => magnitude_masks(w, &prunable, s, Scope::LayerWise),
-                        (_, false) => random_masks(&init_params, &prunable, s, &mut rng),
-                        (None, true) => magnitude_masks(&init_params, &prunable, 0.0, Scope::LayerWise),
+                        (Some(w), true) => magnitude_masks(w, &groups, s, Scope::LayerWise),
+                        (_, false) => random_masks(&init_params, &groups, s, &mut rng),
+                        (None, true) => magnitude_masks(&init_params, &groups, 0.0, Scope::LayerWise),
                     };
                     let mut t = subject.trainer(&init, steps, &masks, seed)?;
                     let r = t.fit(subject.data, &mut |n| progress(n))?;
@@ -403,7 +414,7 @@ mod tests {
     #[test]
     fn magnitude_masks_drop_the_smallest_weights() {
         let p = vec![tensor("a", vec![0.1, -5.0, 0.3, 2.0]), tensor("b", vec![1.0, -0.2]), tensor("bias", vec![0.0])];
-        let on = [true, true, false];
+        let on = [vec![0], vec![1]];
         let layer = magnitude_masks(&p, &on, 0.5, Scope::LayerWise);
         assert_eq!(layer[0].as_deref(), Some(&[0.0, 1.0, 0.0, 1.0][..]));
         assert_eq!(layer[1].as_deref(), Some(&[1.0, 0.0][..]));
@@ -413,12 +424,25 @@ mod tests {
         assert_eq!(global[0].as_deref(), Some(&[0.0, 1.0, 0.0, 1.0][..]));
         assert_eq!(global[1].as_deref(), Some(&[1.0, 0.0][..]));
         assert!((sparsity_of(&global) - 0.5).abs() < 1e-12);
+        // a layer's weights and bias ranked together: the bias 0.0 goes first
+        let joint = magnitude_masks(&p, &[vec![1, 2]], 0.5, Scope::LayerWise);
+        assert_eq!((joint[1].as_deref(), joint[2].as_deref()), (Some(&[1.0, 1.0][..]), Some(&[0.0][..])));
+        assert!(joint[0].is_none());
+    }
+
+    #[test]
+    fn layer_groups_pair_weights_with_their_biases() {
+        use crate::core::init::InitRng;
+        use rand::SeedableRng;
+        let m = Model::<Cpu>::build(ModelKind::Mlp, &[40, 1], 10, &mut InitRng::seed_from_u64(0)).unwrap();
+        assert_eq!(layer_groups(&m.net, false), vec![vec![0], vec![2], vec![4]]);
+        assert_eq!(layer_groups(&m.net, true), vec![vec![0, 1], vec![2, 3], vec![4, 5]]);
     }
 
     #[test]
     fn random_masks_have_the_exact_sparsity() {
         let p = vec![tensor("w", vec![1.0; 1000])];
-        let m = random_masks(&p, &[true], 0.9, &mut rng_for(0, MASK_STREAM));
+        let m = random_masks(&p, &[vec![0]], 0.9, &mut rng_for(0, MASK_STREAM));
         assert!((sparsity_of(&m) - 0.9).abs() < 1e-12);
     }
 
@@ -431,7 +455,7 @@ mod tests {
         // a random mask of density d keeps k neighbours with probability about d^k
         let mut rng = rng_for(1, 1);
         let p = vec![tensor("w", vec![1.0; 100 * 40])];
-        let r = random_masks(&p, &[true], 0.5, &mut rng);
+        let r = random_masks(&p, &[vec![0]], 0.5, &mut rng);
         let [q2, q3, _] = adjacency(r[0].as_ref().unwrap(), 100, 40, 1);
         assert!((q2 - 0.25).abs() < 0.03 && (q3 - 0.125).abs() < 0.03, "{q2} {q3}");
     }
