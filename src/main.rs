@@ -1244,6 +1244,14 @@ fn analyze_prune(a: PruneArgs) -> Result<()> {
         });
         series.push(plot::Series { name: "random ticket".into(), points: random.iter().map(|r| (r.0, r.1)).collect() });
     }
+    if report.dataset.starts_with("mnist1d") && report.model == "mlp" && !schedule.is_empty() {
+        let at = [0.80, 0.85, 0.90, 0.92, 0.95];
+        let published = |pick: fn((f64, f64)) -> f64| -> Vec<(f64, f64)> {
+            at.iter().filter_map(|&s| prune::mnist1d_published(s).map(|p| (s, pick(p)))).collect()
+        };
+        series.push(plot::Series { name: "published ticket (notebook)".into(), points: published(|p| p.0) });
+        series.push(plot::Series { name: "published random ticket".into(), points: published(|p| p.1) });
+    }
     plot::line_chart(
         &a.out.join("prune.svg"),
         &format!("{} {}: test accuracy against sparsity", report.dataset, report.model),
