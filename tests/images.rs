@@ -48,6 +48,7 @@ fn arch() -> ImageArch {
         pool_after: vec![0],
         batch_norm: true,
         global_pool: false,
+        sequence_mlp_hidden: vec![100, 100],
         mlp_hidden: vec![32],
         mixer_patch: 2,
         mixer: cnnlab::models::dnn::MixerSize { dim: 8, depth: 1, token_hidden: 16, channel_hidden: 16 },

@@ -35,7 +35,7 @@ pub struct Spectrum {
 
 /// Eigenvalues (descending) of the covariance of `rows` vectors of length `dim`.
 pub fn covariance_spectrum(data: &[f32], dim: usize) -> Result<Vec<f64>> {
-    if dim == 0 || data.len() % dim != 0 || data.len() < 2 * dim.min(2) {
+    if dim == 0 || !data.len().is_multiple_of(dim) || data.len() < 2 * dim.min(2) {
         return Err(Error::Shape(format!("{} values are not rows of length {dim}", data.len())));
     }
     let n = data.len() / dim;
@@ -87,6 +87,7 @@ pub fn spectrum(data: &[f32], dim: usize) -> Result<Spectrum> {
 
 /// Up to `max` windows (`kernel`, `stride`, `padding`, zero padding) of channels-last maps
 /// `x` = `[N, rows, cols, C]`, drawn at random from all examples and positions.
+#[allow(clippy::too_many_arguments)]
 pub fn windows(
     x: &[f32],
     n: usize,

@@ -47,6 +47,9 @@ impl<B: Backend> Param<B> {
     }
 }
 
+/// What [`Layer::visit_inputs`] calls: a leaf layer and the input it saw.
+pub type InputVisitor<'a, B> = dyn FnMut(&dyn Layer<B>, &Tensor<B>) + 'a;
+
 /// Any layer as a trait object (lets [`Layer::visit_inputs`]' default hand `self` out).
 pub trait AsDynLayer<B: Backend> {
     fn as_dyn(&self) -> &dyn Layer<B>;
@@ -87,7 +90,7 @@ pub trait Layer<B: Backend>: Send + AsDynLayer<B> {
     }
     /// Calls `f` on every leaf layer with the input it received in the last forward pass
     /// (`x`: this layer's input). Containers recurse; leaves report themselves.
-    fn visit_inputs(&self, x: &Tensor<B>, f: &mut dyn FnMut(&dyn Layer<B>, &Tensor<B>)) {
+    fn visit_inputs(&self, x: &Tensor<B>, f: &mut InputVisitor<B>) {
         f(self.as_dyn(), x)
     }
     /// Direct children, for analyses that walk a model (empty for leaf ops).
@@ -215,7 +218,7 @@ impl<B: Backend> Layer<B> for Sequential<B> {
         }
     }
 
-    fn visit_inputs(&self, x: &Tensor<B>, f: &mut dyn FnMut(&dyn Layer<B>, &Tensor<B>)) {
+    fn visit_inputs(&self, x: &Tensor<B>, f: &mut InputVisitor<B>) {
         for (i, l) in self.layers.iter().enumerate() {
             l.visit_inputs(if i == 0 { x } else { &self.acts[i - 1] }, f);
         }

@@ -28,6 +28,9 @@ impl Default for FolderOptions {
     }
 }
 
+/// Class names with their image files.
+type ClassFiles = Vec<(String, Vec<PathBuf>)>;
+
 /// Class folders (sorted) and their image files (sorted) under `dir`.
 fn class_files(dir: &Path) -> Result<Vec<(String, Vec<PathBuf>)>> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io("listing", dir, e))?;
@@ -93,37 +96,36 @@ pub fn load_folder(root: &Path, opts: &FolderOptions) -> Result<Dataset> {
         return Err(Error::MissingData(format!("{} is not a directory", root.display())));
     }
     let (train_dir, test_dir) = (root.join("train"), root.join("test"));
-    let (train, test): (Vec<(String, Vec<PathBuf>)>, Vec<(String, Vec<PathBuf>)>) =
-        if train_dir.is_dir() && test_dir.is_dir() {
-            let (a, b) = (class_files(&train_dir)?, class_files(&test_dir)?);
-            let names = |v: &Vec<(String, Vec<PathBuf>)>| v.iter().map(|c| c.0.clone()).collect::<Vec<_>>();
-            if names(&a) != names(&b) {
-                return Err(Error::Malformed {
-                    path: root.into(),
-                    reason: "train and test have different class folders".into(),
-                });
+    let (train, test): (ClassFiles, ClassFiles) = if train_dir.is_dir() && test_dir.is_dir() {
+        let (a, b) = (class_files(&train_dir)?, class_files(&test_dir)?);
+        let names = |v: &Vec<(String, Vec<PathBuf>)>| v.iter().map(|c| c.0.clone()).collect::<Vec<_>>();
+        if names(&a) != names(&b) {
+            return Err(Error::Malformed {
+                path: root.into(),
+                reason: "train and test have different class folders".into(),
+            });
+        }
+        (a, b)
+    } else {
+        let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
+        let mut train = Vec::new();
+        let mut test = Vec::new();
+        for (name, mut files) in class_files(root)? {
+            files.shuffle(&mut rng);
+            let n_test = ((files.len() as f64 * opts.test_fraction).round() as usize)
+                .clamp(1, files.len().saturating_sub(1).max(1));
+            if files.len() < 2 {
+                return Err(Error::MissingData(format!(
+                    "class {name} needs at least 2 images to split into train and test"
+                )));
             }
-            (a, b)
-        } else {
-            let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
-            let mut train = Vec::new();
-            let mut test = Vec::new();
-            for (name, mut files) in class_files(root)? {
-                files.shuffle(&mut rng);
-                let n_test = ((files.len() as f64 * opts.test_fraction).round() as usize)
-                    .clamp(1, files.len().saturating_sub(1).max(1));
-                if files.len() < 2 {
-                    return Err(Error::MissingData(format!(
-                        "class {name} needs at least 2 images to split into train and test"
-                    )));
-                }
-                let rest = files.split_off(n_test);
-                test.push((name.clone(), files));
-                train.push((name, rest));
-            }
-            (train, test)
-        };
-    let mut size = opts.resize.map(|(h, w)| (h, w));
+            let rest = files.split_off(n_test);
+            test.push((name.clone(), files));
+            train.push((name, rest));
+        }
+        (train, test)
+    };
+    let mut size = opts.resize;
     let resize = opts.resize.is_some();
     let mut load = |classes: &[(String, Vec<PathBuf>)]| -> Result<(Vec<f32>, Vec<u32>)> {
         let (mut x, mut y) = (Vec::new(), Vec::new());
@@ -179,7 +181,7 @@ mod tests {
         assert_eq!(d.y_test, vec![0, 1]);
         // dog images have red = 100 + i
         let red = d.x_test[6 * 4 * 3];
-        assert!(red >= 100.0 / 255.0 && red < 105.0 / 255.0);
+        assert!((100.0 / 255.0..105.0 / 255.0).contains(&red));
     }
 
     #[test]

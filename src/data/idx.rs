@@ -189,7 +189,7 @@ pub(crate) mod tests {
     fn bad_labels_and_missing_files() {
         let dir = tempfile::tempdir().unwrap();
         write_mnist_dir(dir.path());
-        std::fs::write(dir.path().join("train-labels-idx1-ubyte"), idx_bytes(&[6], 12)[..].to_vec()).unwrap();
+        std::fs::write(dir.path().join("train-labels-idx1-ubyte"), &idx_bytes(&[6], 12)[..]).unwrap();
         let mut labels = idx_bytes(&[6], 10);
         labels[8 + 5] = 42;
         std::fs::write(dir.path().join("train-labels-idx1-ubyte"), labels).unwrap();

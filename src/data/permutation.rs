@@ -115,10 +115,10 @@ mod tests {
         let p = Condition::Permuted.apply(&d, 7);
         // recover the permutation from the first training example
         let perm: Vec<usize> = (0..4).map(|i| (p.x[i * 2] / 2.0) as usize).collect();
-        for i in 0..4 {
+        for (i, &to) in perm.iter().enumerate() {
             assert_eq!(p.x[i * 2 + 1], p.x[i * 2] + 1.0, "channels move together");
-            assert_eq!(p.x[8 + i * 2], 8.0 + perm[i] as f32 * 2.0, "same permutation for every example");
-            assert_eq!(p.x_test[i * 2], 100.0 + perm[i] as f32 * 2.0, "same permutation for test");
+            assert_eq!(p.x[8 + i * 2], 8.0 + to as f32 * 2.0, "same permutation for every example");
+            assert_eq!(p.x_test[i * 2], 100.0 + to as f32 * 2.0, "same permutation for test");
         }
         let mut sorted = perm.clone();
         sorted.sort();

@@ -148,7 +148,10 @@ pub fn run(name: &str) -> Result<BenchResult> {
     let ys: Vec<f32> = (0..batch).map(|_| rng.random_range(0..10) as f32).collect();
     let x = Tensor::<Cpu>::from_slice(&input, &xs);
     let mut loss = CrossEntropy::<Cpu>::default();
-    loss.labels = Tensor::from_slice(&[batch], &ys);
+    #[allow(clippy::field_reassign_with_default)] // the other fields are private scratch
+    {
+        loss.labels = Tensor::from_slice(&[batch], &ys);
+    }
     let mut logits = Tensor::empty();
     let mut opt = Optimizer::<Cpu>::new(OptimizerConfig::adam());
     let mut step = |net: &mut Sequential<Cpu>| -> f32 {

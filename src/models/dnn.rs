@@ -80,7 +80,7 @@ pub fn build_2d<B: Backend>(
     rng: &mut InitRng,
 ) -> Result<Vec<Box<dyn Layer<B>>>> {
     let p = arch.mixer_patch;
-    if p == 0 || h % p != 0 || w % p != 0 {
+    if p == 0 || !h.is_multiple_of(p) || !w.is_multiple_of(p) {
         return Err(Error::Config(format!("mixer patch {p} does not divide the {h}x{w} image")));
     }
     let tokens = (h / p) * (w / p);

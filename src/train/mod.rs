@@ -283,7 +283,7 @@ impl<B: Backend> Trainer<B> {
         log.accuracy += a as f64;
         log.since += 1;
         let done = step + 1;
-        if done % self.config.eval_every == 0 || done == self.config.steps {
+        if done.is_multiple_of(self.config.eval_every) || done == self.config.steps {
             let (test_loss, test_accuracy) = self.evaluate(data);
             log.curve.push(CurvePoint {
                 step: done,

@@ -94,8 +94,7 @@ mod tests {
         let (rows, classes) = (3, 4);
         let z = random_input(rows * classes, 31, 0.0);
         let labels = vec![2.0, 0.0, 3.0];
-        let mut ce = CrossEntropy::<Cpu>::default();
-        ce.labels = Tensor::from_slice(&[rows], &labels);
+        let mut ce = CrossEntropy::<Cpu> { labels: Tensor::from_slice(&[rows], &labels), ..Default::default() };
         let mut logits = Tensor::<Cpu>::from_slice(&[rows, classes], &z);
         let (loss, _) = ce.evaluate(&logits, true);
         let analytic = ce.dlogits.to_vec();

@@ -208,7 +208,7 @@ fn backward_rows_d(
     gamma: &[f32],
     mean: &[f32],
     rstd: &[f32],
-    mut dx: Option<&mut [f32]>,
+    dx: Option<&mut [f32]>,
     dgamma: &mut [f32],
     dbeta: &mut [f32],
     d: usize,
@@ -233,7 +233,7 @@ fn backward_rows_d(
             dbeta[j0 + l] += b[l];
         }
     }
-    if let Some(dx) = dx.as_deref_mut() {
+    if let Some(dx) = dx {
         input_grad_rows_d(x, dy, gamma, mean, rstd, dx, d);
     }
 }

@@ -36,7 +36,7 @@ impl<B: Backend> Residual<B> {
 }
 
 impl<B: Backend> Layer<B> for Residual<B> {
-    fn visit_inputs(&self, x: &Tensor<B>, f: &mut dyn FnMut(&dyn Layer<B>, &Tensor<B>)) {
+    fn visit_inputs(&self, x: &Tensor<B>, f: &mut crate::core::layer::InputVisitor<B>) {
         self.inner.visit_inputs(x, f);
     }
     fn describe(&self) -> String {
