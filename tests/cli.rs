@@ -219,7 +219,9 @@ fn analyze_pooling_runs_every_variant() {
         serde_json::from_slice(&std::fs::read(dir.path().join("pooling.json")).unwrap()).unwrap();
     let cells = v["cells"].as_array().unwrap();
     assert_eq!(cells.len(), 10);
-    assert_eq!(v["test_examples"], 100, "a quarter of the largest training set");
+    assert_eq!(v["test_examples"], 1000, "every size has its own 1000 test examples, as in the notebook");
+    let sizes: Vec<u64> = cells.iter().map(|c| c["train_examples"].as_u64().unwrap()).collect();
+    assert_eq!(&sizes[..2], &[200, 400]);
     assert!(std::fs::read_to_string(dir.path().join("pooling.svg")).unwrap().starts_with("<svg"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     for name in ["no-pool", "stride-2", "max", "avg", "l2"] {
