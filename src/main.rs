@@ -168,6 +168,9 @@ struct PoolingArgs {
     steps: u64,
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     seeds: u64,
+    /// MNIST-1D: reshuffle the training set every epoch (default: the notebook's fixed order)
+    #[arg(long)]
+    shuffle: bool,
     /// Directory for pooling.json and pooling.svg
     #[arg(long, default_value = "analysis")]
     out: PathBuf,
@@ -369,6 +372,9 @@ struct TrainFlags {
     /// Evaluate on the test set every N steps
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     eval_every: Option<u64>,
+    /// The same batch order every epoch (the MNIST-1D notebooks' loop) instead of a reshuffle
+    #[arg(long)]
+    sequential_batches: bool,
 }
 
 impl TrainFlags {
@@ -387,6 +393,9 @@ impl TrainFlags {
         }
         if let Some(v) = self.eval_every {
             cfg.eval_every = v as usize;
+        }
+        if self.sequential_batches {
+            cfg.shuffle = false;
         }
         let wd = self.weight_decay.unwrap_or(match cfg.optimizer {
             OptimizerConfig::Adam { weight_decay, .. }
@@ -899,7 +908,7 @@ fn cmd_analyze(c: AnalyzeCommand) -> Result<()> {
             }
             let total = (pooling::Downsample::ALL.len() * sizes.len()) as u64 * a.seeds * a.steps;
             let pb = progress_bar(total, a.quiet);
-            let r = pooling::run(&sizes, a.steps as usize, a.seeds as usize, &|s| pb.inc(s as u64))?;
+            let r = pooling::run(&sizes, a.steps as usize, a.seeds as usize, a.shuffle, &|s| pb.inc(s as u64))?;
             pb.finish_and_clear();
             ensure_dir(&a.out)?;
             write_json(&a.out.join("pooling.json"), &r)?;

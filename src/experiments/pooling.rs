@@ -110,7 +110,14 @@ pub struct PoolingReport {
 }
 
 /// Runs every variant at every size in `sizes` for `seeds` seeds, every run on its own core.
-pub fn run(sizes: &[usize], steps: usize, seeds: usize, progress: &(dyn Fn(usize) + Sync)) -> Result<PoolingReport> {
+/// `shuffle`: reshuffle every epoch (the notebook does not: the same batches every epoch).
+pub fn run(
+    sizes: &[usize],
+    steps: usize,
+    seeds: usize,
+    shuffle: bool,
+    progress: &(dyn Fn(usize) + Sync),
+) -> Result<PoolingReport> {
     if sizes.is_empty() || sizes.contains(&0) || seeds == 0 || steps == 0 {
         return Err(Error::Config("sizes, seeds and steps must be positive".into()));
     }
@@ -130,7 +137,7 @@ pub fn run(sizes: &[usize], steps: usize, seeds: usize, progress: &(dyn Fn(usize
         })
         .collect::<Result<Vec<_>>>()?;
     let test_examples = datasets.iter().map(|d| d.n_test()).min().unwrap_or(0);
-    let train = TrainConfig { steps, eval_every: steps, ..TrainConfig::mnist1d() };
+    let train = TrainConfig { steps, eval_every: steps, shuffle, ..TrainConfig::mnist1d() };
     let jobs: Vec<(Downsample, usize, u64)> = Downsample::ALL
         .iter()
         .flat_map(|&v| (0..sizes.len()).flat_map(move |i| (0..seeds as u64).map(move |s| (v, i, s))))

@@ -58,9 +58,17 @@ pub struct TrainConfig {
     /// Prepare the next batch on a second thread while the current one trains.
     #[serde(default)]
     pub prefetch: bool,
+    /// Reshuffle the training set every epoch (false: the same order every epoch, batch k
+    /// holds examples k·b .. (k+1)·b, as the MNIST-1D notebooks' training loop does).
+    #[serde(default = "TrainConfig::default_shuffle")]
+    pub shuffle: bool,
 }
 
 impl TrainConfig {
+    fn default_shuffle() -> bool {
+        true
+    }
+
     /// The MNIST-1D recipe: Adam 1e-2, batch 100, 6000 steps.
     pub fn mnist1d() -> Self {
         Self {
@@ -74,6 +82,7 @@ impl TrainConfig {
             augment: None,
             arch: ImageArch::small(),
             prefetch: false,
+            shuffle: true,
         }
     }
 
@@ -135,6 +144,7 @@ impl<B: Backend> Trainer<B> {
         config.validate()?;
         let mut sampler = BatchSampler::new(config.batch_size, rng_for(config.seed, streams::BATCHES));
         sampler.augment = config.augment;
+        sampler.shuffle = config.shuffle;
         let x_shape = Shape::from(&model.batch_shape(0)[..]);
         Ok(Self {
             x_shape,

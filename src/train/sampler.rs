@@ -33,6 +33,8 @@ pub struct BatchSampler {
     pub batch_size: usize,
     pub augment: Option<Augment>,
     pub permutation: PositionPermutation,
+    /// Reshuffle every epoch (false: the same order, 0..n, every epoch).
+    pub shuffle: bool,
     rng: ChaCha8Rng,
     order: Vec<usize>,
     cursor: usize,
@@ -46,6 +48,7 @@ impl BatchSampler {
             batch_size,
             augment: None,
             permutation: PositionPermutation::None,
+            shuffle: true,
             rng,
             order: Vec::new(),
             cursor: 0,
@@ -62,7 +65,9 @@ impl BatchSampler {
             if self.order.len() != n {
                 self.order = (0..n).collect();
             }
-            self.order.shuffle(&mut self.rng);
+            if self.shuffle {
+                self.order.shuffle(&mut self.rng);
+            }
             self.cursor = 0;
         }
         let len = data.example_len();
@@ -133,6 +138,28 @@ fn augment_one(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sequential_order_repeats_every_epoch() {
+        let data = crate::data::Dataset {
+            name: "seq".into(),
+            example_shape: vec![1, 1],
+            classes: 2,
+            x: (0..6).map(|v| v as f32).collect(),
+            y: vec![0, 1, 0, 1, 0, 1],
+            x_test: vec![0.0],
+            y_test: vec![0],
+        };
+        let mut s = BatchSampler::new(2, rand::SeedableRng::seed_from_u64(0));
+        s.shuffle = false;
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        let mut seen = Vec::new();
+        for _ in 0..6 {
+            s.fill(&data, &mut x, &mut y);
+            seen.extend_from_slice(&x);
+        }
+        assert_eq!(seen, [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
+    }
     use rand::SeedableRng;
 
     fn images(n: usize) -> Dataset {
