@@ -163,9 +163,6 @@ struct PoolingArgs {
     /// Add 50000 training examples to the sizes
     #[arg(long)]
     large: bool,
-    /// Optimisation steps per run
-    #[arg(long, default_value_t = 6000, value_parser = clap::value_parser!(u64).range(1..))]
-    steps: u64,
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     seeds: u64,
     /// MNIST-1D: reshuffle the training set every epoch (default: the notebook's fixed order)
@@ -906,9 +903,11 @@ fn cmd_analyze(c: AnalyzeCommand) -> Result<()> {
             if a.large && !sizes.contains(&50000) {
                 sizes.push(50000);
             }
-            let total = (pooling::Downsample::ALL.len() * sizes.len()) as u64 * a.seeds * a.steps;
+            // the notebook's 6000 steps unless --steps says otherwise
+            let steps = a.train.steps.unwrap_or(6000);
+            let total = (pooling::Downsample::ALL.len() * sizes.len()) as u64 * a.seeds * steps;
             let pb = progress_bar(total, a.quiet);
-            let r = pooling::run(&sizes, a.steps as usize, a.seeds as usize, a.shuffle, &|s| pb.inc(s as u64))?;
+            let r = pooling::run(&sizes, steps as usize, a.seeds as usize, a.shuffle, &|s| pb.inc(s as u64))?;
             pb.finish_and_clear();
             ensure_dir(&a.out)?;
             write_json(&a.out.join("pooling.json"), &r)?;
@@ -1379,5 +1378,15 @@ fn main() {
     if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// clap's own consistency checks: unique argument names across flattened groups, etc.
+    #[test]
+    fn command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }
