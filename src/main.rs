@@ -254,6 +254,9 @@ struct ArchFlags {
     /// BatchNorm after each convolution
     #[arg(long)]
     batch_norm: Option<bool>,
+    /// Average the CNN's last map over positions before the classifier (else flatten it)
+    #[arg(long)]
+    global_pool: Option<bool>,
     /// Hidden widths of the MLP, comma-separated (sequences: default 100,100)
     #[arg(long, value_delimiter = ',')]
     mlp_hidden: Option<Vec<usize>>,
@@ -282,6 +285,9 @@ impl ArchFlags {
         }
         if let Some(b) = self.batch_norm {
             arch.batch_norm = b;
+        }
+        if let Some(g) = self.global_pool {
+            arch.global_pool = g;
         }
         if let Some(p) = self.patch {
             arch.mixer_patch = p as usize;
@@ -859,6 +865,7 @@ fn cmd_analyze(c: AnalyzeCommand) -> Result<()> {
                 "dataset": data.name, "train_examples": data.n_train(), "test_examples": data.n_test(),
                 "steps": cfg.steps, "arch": cfg.arch, "cells": cells,
             });
+            let head = if cfg.arch.global_pool { "global average pooling" } else { "flattened map" };
             write_json(&a.out.join("pooling_images.json"), &report)?;
             let series: Vec<plot::Series> = cells
                 .iter()
@@ -876,7 +883,7 @@ fn cmd_analyze(c: AnalyzeCommand) -> Result<()> {
                 (0.0, 1.0),
             )?;
             println!(
-                "{} ({} train / {} test, {} steps, {} seed(s)):",
+                "{} ({} train / {} test, {} steps, {} seed(s); classifier on the {head}):",
                 data.name,
                 data.n_train(),
                 data.n_test(),

@@ -236,9 +236,9 @@ pub struct ImageCell {
 }
 
 /// The same question on images: the CNN of `config.arch` with its 2×2 max-pooling and with
-/// none (every convolution at full resolution). Both end in global average pooling, so the
-/// classifier is the same size and pooling is the only difference (with a flattening head
-/// the unpooled network's classifier would be 16 times larger).
+/// none (every convolution at full resolution), both with the arch's head. With a flattening
+/// head the unpooled network's classifier reads a map 4^k times larger (k poolings removed);
+/// with global average pooling (`arch.global_pool`) both classifiers are the same size.
 pub fn images(
     data: &Dataset,
     config: &TrainConfig,
@@ -256,7 +256,6 @@ pub fn images(
         .map(|&(v, seed)| {
             let mut cfg = TrainConfig { seed, ..config.clone() };
             cfg.arch.pool_after = variants[v].1.clone();
-            cfg.arch.global_pool = true;
             let mut trainer = Trainer::<Cpu>::for_dataset(ModelKind::Cnn, data, cfg)?;
             let flops = trainer.model.flops_per_example();
             let r = with_intra_op_threads(inner, || trainer.fit(data, &mut |s| progress(s)))?;
