@@ -142,3 +142,37 @@ fn analyses_refuse_what_they_cannot_use() {
     ]);
     assert!(e.contains("mask") || e.contains("shape"), "{e}");
 }
+
+#[test]
+fn pruning_is_deterministic_for_a_seed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("mlp");
+    train(&run, "mlp", "60", &[]);
+    let prune = |out: &Path| {
+        ok(&[
+            "analyze",
+            "prune",
+            "--run",
+            run.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--sparsities",
+            "0.5",
+            "--fine-tune-steps",
+            "10",
+            "--rounds",
+            "3",
+            "--lottery-steps",
+            "20",
+            "--seeds",
+            "2",
+            "--quiet",
+        ]);
+        let v = json(&out.join("prune.json"));
+        (v["one_shot"].clone(), v["lottery"].clone())
+    };
+    let a = prune(&tmp.path().join("a"));
+    let b = prune(&tmp.path().join("b"));
+    assert_eq!(a, b);
+    assert_eq!(a.1.as_array().unwrap().len(), 2, "two seeds");
+}
