@@ -1176,11 +1176,13 @@ fn analyze_prune(a: PruneArgs) -> Result<()> {
     if a.sparsities.iter().any(|s| !(0.0..1.0).contains(s)) || !(0.0..1.0).contains(&a.max_sparsity) {
         anyhow::bail!("sparsities must lie in [0, 1)");
     }
+    if a.save_mask.is_some() && a.rounds == 0 {
+        anyhow::bail!("--save-mask needs lottery rounds (--rounds above 0)");
+    }
     let run = load_saved_run(&a.run)?;
     let init = checkpoint::read_tensors(&a.run.join(checkpoint::INIT_WEIGHTS))
         .with_context(|| format!("reading the initial weights of {}", a.run.display()))?;
-    let mut init: Vec<checkpoint::NamedTensor> = init.into_values().collect();
-    init.sort_by(|x, y| x.name.cmp(&y.name));
+    let init: Vec<checkpoint::NamedTensor> = init.into_values().collect();
     let subject = prune::PruneSubject {
         kind: run.saved.model,
         arch: &run.saved.config.arch,
@@ -1212,11 +1214,8 @@ fn analyze_prune(a: PruneArgs) -> Result<()> {
     ensure_dir(&a.out)?;
     write_json(&a.out.join("prune.json"), &report)?;
     if let Some(path) = &a.save_mask {
-        match report.lottery.first() {
-            Some(c) if !c.last_ticket_masks.is_empty() => {
-                checkpoint::save_masks(&run.model.net, &c.last_ticket_masks, path)?
-            }
-            _ => anyhow::bail!("--save-mask needs lottery rounds (--rounds above 0)"),
+        if let Some(c) = report.lottery.first() {
+            checkpoint::save_masks(&run.model.net, &c.last_ticket_masks, path)?;
         }
     }
     // curves: one-shot (fine-tuned where available) and the lottery chains (mean over seeds)

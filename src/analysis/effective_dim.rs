@@ -201,44 +201,43 @@ pub fn layer_spectra<B: Backend>(
     let (mut layers, mut sparsity) = (Vec::new(), Vec::new());
     let mut index = 0;
     let mut failure = None;
-    model.net.visit_inputs(x, &mut |layer: &dyn Layer<B>, input: &Tensor<B>| {
+    model.net.visit_activations(x, &logits, &mut |layer: &dyn Layer<B>, input: &Tensor<B>, output: &Tensor<B>| {
         index += 1;
         if failure.is_some() {
             return;
         }
         let describe = layer.describe();
-        let values = input.to_vec();
-        let sampled = match layer.reads() {
-            Reads::Window { kernel, stride, padding, weighted: true } => {
-                let shape = input.shape();
-                let (h, w, c) = match spatial(&shape[1..]) {
-                    Ok(s) => s,
-                    Err(e) => return failure = Some(e),
-                };
-                let (v, dim) = windows(&values, shape[0], (h, w, c), kernel, stride, padding, max, &mut rng);
-                Some(("window", v, dim))
-            }
-            Reads::Linear { inputs } => Some(("dense", rows(&values, inputs, max, &mut rng), inputs)),
-            _ => None,
-        };
-        if let Some((reads, v, dim)) = sampled {
-            match spectrum(&v, dim) {
-                Ok(spectrum) => layers.push(LayerInput {
-                    index: index - 1,
-                    describe: describe.clone(),
-                    reads,
-                    spectrum,
-                    zero_fraction: fraction(&values, |v| v.abs() <= 1e-6),
-                }),
-                Err(e) => failure = Some(e),
+        let reads = layer.reads();
+        if matches!(reads, Reads::Window { weighted: true, .. } | Reads::Linear { .. }) {
+            let values = input.to_vec();
+            let sampled = match reads {
+                Reads::Window { kernel, stride, padding, weighted: true } => {
+                    let shape = input.shape();
+                    let (h, w, c) = match spatial(&shape[1..]) {
+                        Ok(s) => s,
+                        Err(e) => return failure = Some(e),
+                    };
+                    let (v, dim) = windows(&values, shape[0], (h, w, c), kernel, stride, padding, max, &mut rng);
+                    Some(("window", v, dim))
+                }
+                Reads::Linear { inputs } => Some(("dense", rows(&values, inputs, max, &mut rng), inputs)),
+                _ => None,
+            };
+            if let Some((reads, v, dim)) = sampled {
+                match spectrum(&v, dim) {
+                    Ok(spectrum) => layers.push(LayerInput {
+                        index: index - 1,
+                        describe: describe.clone(),
+                        reads,
+                        spectrum,
+                        zero_fraction: fraction(&values, |v| v.abs() <= 1e-6),
+                    }),
+                    Err(e) => failure = Some(e),
+                }
             }
         }
         if describe.starts_with("relu") || describe.starts_with("gelu") {
-            let out: Vec<f32> = if describe.starts_with("relu") {
-                values.iter().map(|&v| v.max(0.0)).collect()
-            } else {
-                values.iter().map(|&v| 0.5 * v * (1.0 + libm::erff(v / std::f32::consts::SQRT_2))).collect()
-            };
+            let out = output.to_vec();
             let rms = (out.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / out.len().max(1) as f64).sqrt();
             sparsity.push(Sparsity {
                 index: index - 1,

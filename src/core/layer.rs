@@ -47,10 +47,11 @@ impl<B: Backend> Param<B> {
     }
 }
 
-/// What [`Layer::visit_inputs`] calls: a leaf layer and the input it saw.
-pub type InputVisitor<'a, B> = dyn FnMut(&dyn Layer<B>, &Tensor<B>) + 'a;
+/// What [`Layer::visit_activations`] calls: a leaf layer, the input it saw and the output it
+/// produced.
+pub type ActivationVisitor<'a, B> = dyn FnMut(&dyn Layer<B>, &Tensor<B>, &Tensor<B>) + 'a;
 
-/// Any layer as a trait object (lets [`Layer::visit_inputs`]' default hand `self` out).
+/// Any layer as a trait object (lets [`Layer::visit_activations`]' default hand `self` out).
 pub trait AsDynLayer<B: Backend> {
     fn as_dyn(&self) -> &dyn Layer<B>;
 }
@@ -88,10 +89,10 @@ pub trait Layer<B: Backend>: Send + AsDynLayer<B> {
     fn reads(&self) -> Reads {
         Reads::Other
     }
-    /// Calls `f` on every leaf layer with the input it received in the last forward pass
-    /// (`x`: this layer's input). Containers recurse; leaves report themselves.
-    fn visit_inputs(&self, x: &Tensor<B>, f: &mut InputVisitor<B>) {
-        f(self.as_dyn(), x)
+    /// Calls `f` on every leaf layer with the input and output of its last forward pass
+    /// (`x`, `y`: this layer's). Containers recurse; leaves report themselves.
+    fn visit_activations(&self, x: &Tensor<B>, y: &Tensor<B>, f: &mut ActivationVisitor<B>) {
+        f(self.as_dyn(), x, y)
     }
     /// Direct children, for analyses that walk a model (empty for leaf ops).
     fn children(&self) -> Vec<&dyn Layer<B>> {
@@ -218,9 +219,11 @@ impl<B: Backend> Layer<B> for Sequential<B> {
         }
     }
 
-    fn visit_inputs(&self, x: &Tensor<B>, f: &mut InputVisitor<B>) {
+    fn visit_activations(&self, x: &Tensor<B>, y: &Tensor<B>, f: &mut ActivationVisitor<B>) {
+        let last = self.layers.len().saturating_sub(1);
         for (i, l) in self.layers.iter().enumerate() {
-            l.visit_inputs(if i == 0 { x } else { &self.acts[i - 1] }, f);
+            let input = if i == 0 { x } else { &self.acts[i - 1] };
+            l.visit_activations(input, if i == last { y } else { &self.acts[i] }, f);
         }
     }
 

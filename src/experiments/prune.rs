@@ -39,25 +39,38 @@ pub enum Scope {
 /// A mask per parameter (`None`: not pruned).
 pub type Masks = Vec<Option<Vec<f32>>>;
 
+/// One leaf layer of a network: how it reads positions, and its parameters as (index in
+/// visit order, decays (a weight), shape).
+struct Leaf {
+    reads: Reads,
+    params: Vec<(usize, bool, Vec<usize>)>,
+}
+
+/// The leaf layers of `net` in order (one walk for everything below that needs them).
+fn leaves<B: crate::core::Backend>(net: &dyn Layer<B>) -> Vec<Leaf> {
+    let mut out = Vec::new();
+    let mut index = 0;
+    let none = crate::core::Tensor::empty();
+    net.visit_activations(&none, &none, &mut |leaf, _, _| {
+        let mut params = Vec::new();
+        leaf.visit_params_ref(&mut |p| {
+            params.push((index, p.decay, p.value.shape().to_vec()));
+            index += 1;
+        });
+        out.push(Leaf { reads: leaf.reads(), params });
+    });
+    out
+}
+
 /// The parameters pruned together, one group per layer: each layer's weights, and with
 /// `with_biases` its biases too (ranked together with the weights, as the MNIST-1D notebook
 /// does). Indices follow the parameter visit order.
 pub fn layer_groups<B: crate::core::Backend>(net: &dyn Layer<B>, with_biases: bool) -> Vec<Vec<usize>> {
-    let mut groups = Vec::new();
-    let mut index = 0;
-    net.visit_inputs(&crate::core::Tensor::empty(), &mut |leaf, _| {
-        let mut group = Vec::new();
-        leaf.visit_params_ref(&mut |p| {
-            if p.decay || with_biases {
-                group.push(index);
-            }
-            index += 1;
-        });
-        if !group.is_empty() {
-            groups.push(group);
-        }
-    });
-    groups
+    leaves(net)
+        .into_iter()
+        .map(|l| l.params.into_iter().filter(|p| p.1 || with_biases).map(|p| p.0).collect::<Vec<_>>())
+        .filter(|g| !g.is_empty())
+        .collect()
 }
 
 fn all_ones(params: &[NamedTensor], groups: &[Vec<usize>]) -> Masks {
@@ -257,28 +270,13 @@ pub struct PruneReport {
 /// The first weighted layer's geometry when it is dense over positions: (parameter index of
 /// its weight, units, positions per row, channels).
 fn first_dense_layer(net: &dyn Layer<Cpu>, example_shape: &[usize]) -> Option<(usize, usize, usize, usize)> {
-    let mut first = None;
-    let mut param_index = 0;
-    net.visit_inputs(&crate::core::Tensor::empty(), &mut |l, _| {
-        if first.is_none() {
-            match l.reads() {
-                Reads::Linear { .. } => first = Some(Some(param_index)),
-                Reads::Window { weighted: true, .. } => first = Some(None),
-                _ => {}
-            }
-        }
-        l.visit_params_ref(&mut |_| param_index += 1);
-    });
-    let index = first??;
-    let mut shape = None;
-    let mut k = 0;
-    net.visit_params_ref(&mut |p| {
-        if k == index {
-            shape = Some(p.value.shape().to_vec());
-        }
-        k += 1;
-    });
-    let shape = shape?;
+    let first = leaves(net)
+        .into_iter()
+        .find(|l| matches!(l.reads, Reads::Linear { .. } | Reads::Window { weighted: true, .. }))?;
+    if !matches!(first.reads, Reads::Linear { .. }) {
+        return None;
+    }
+    let (index, _, shape) = first.params.into_iter().find(|p| p.1)?;
     let (row_len, channels) = match *example_shape {
         [l, c] => (l, c),
         [_, w, c] => (w, c),
@@ -296,9 +294,9 @@ pub fn one_shot(
     fine_tune_steps: usize,
     progress: &(dyn Fn(usize) + Sync),
 ) -> Result<Vec<OneShotPoint>> {
-    let trained_params: Vec<NamedTensor> =
-        subject.trained.iter().filter(|t| t.name.starts_with("param.")).cloned().collect();
-    let groups = subject.groups(&subject.model(&subject.trained)?.net);
+    let trained = subject.model(&subject.trained)?;
+    let trained_params = params(&trained.net);
+    let groups = subject.groups(&trained.net);
     let mut jobs = Vec::new();
     for &scope in &[Scope::Global, Scope::LayerWise] {
         for &s in sparsities {
@@ -349,27 +347,26 @@ pub fn lottery(
         .par_iter()
         .map(|&(seed, ticket)| {
             with_intra_op_threads(inner, || {
-                // seed 0 rewinds to the run's own initial weights; other seeds start afresh
-                let init = if seed == subject.config.seed {
-                    subject.init.clone()
+                // the run's own seed rewinds to its saved initial weights; other seeds start afresh
+                let start = if seed == subject.config.seed {
+                    subject.model(&subject.init)?
                 } else {
                     let mut rng = rng_for(seed, crate::train::streams::INIT);
-                    let m = Model::<Cpu>::build_with(
+                    Model::<Cpu>::build_with(
                         subject.kind,
                         &subject.data.example_shape,
                         subject.data.classes,
                         subject.arch,
                         &mut rng,
-                    )?;
-                    crate::train::checkpoint::state(&m.net)
+                    )?
                 };
+                let init = crate::train::checkpoint::state(&start.net);
+                let init_params = params(&start.net);
                 let mut rng = rng_for(seed, MASK_STREAM);
                 let mut trained: Option<Vec<NamedTensor>> = None;
                 let mut rounds = Vec::new();
                 let mut last_masks = Masks::new();
                 for &s in schedule {
-                    let init_params: Vec<NamedTensor> =
-                        init.iter().filter(|t| t.name.starts_with("param.")).cloned().collect();
                     let masks = match (&trained, ticket) {
                         (Some(w), true) => magnitude_masks(w, &groups, s, Scope::LayerWise),
                         (_, false) => random_masks(&init_params, &groups, s, &mut rng),

@@ -36,8 +36,8 @@ impl<B: Backend> Residual<B> {
 }
 
 impl<B: Backend> Layer<B> for Residual<B> {
-    fn visit_inputs(&self, x: &Tensor<B>, f: &mut crate::core::layer::InputVisitor<B>) {
-        self.inner.visit_inputs(x, f);
+    fn visit_activations(&self, x: &Tensor<B>, _y: &Tensor<B>, f: &mut crate::core::layer::ActivationVisitor<B>) {
+        self.inner.visit_activations(x, &self.inner_out, f);
     }
     fn describe(&self) -> String {
         format!("residual({})", self.inner.describe())
