@@ -28,6 +28,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A compute device that cannot be used (no driver, library or GPU; a kernel that does not
+    /// compile; a backend not built in).
+    #[error("device: {0}")]
+    Device(String),
     /// JSON that could not be read or written.
     #[error("JSON error in {path}: {source}")]
     Json {

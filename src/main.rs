@@ -49,6 +49,8 @@ enum Command {
     /// Measure the explanations (writes JSON and an SVG plot)
     #[command(subcommand)]
     Analyze(AnalyzeCommand),
+    /// List the devices this build can compute on
+    Devices,
 }
 
 #[derive(Subcommand)]
@@ -494,6 +496,29 @@ impl Mnist1dFlags {
     }
 }
 
+/// Where to compute.
+#[derive(Args, Clone, Copy)]
+struct DeviceFlags {
+    /// cpu, cuda or cuda:N (CUDA needs a build with `--features cuda`)
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    device: cnnlab::core::Device,
+    /// Let GPU matrix products use TF32 tensor cores (faster, 10-bit mantissa products)
+    #[arg(long)]
+    tf32: bool,
+}
+
+fn parse_device(s: &str) -> std::result::Result<cnnlab::core::Device, String> {
+    s.parse().map_err(|e: cnnlab::Error| e.to_string())
+}
+
+impl DeviceFlags {
+    /// Opens the device; one clear line if it cannot be used.
+    fn open(&self) -> Result<cnnlab::core::Device> {
+        self.device.open(self.tf32).with_context(|| format!("cannot use device {}", self.device))?;
+        Ok(self.device)
+    }
+}
+
 #[derive(Args)]
 struct ReproduceArgs {
     /// Models to train, comma-separated (default: all for sequences; cnn,dnn,mlp,lcn for images)
@@ -521,6 +546,8 @@ struct ReproduceArgs {
     data: DataFlags,
     #[command(flatten)]
     train: TrainFlags,
+    #[command(flatten)]
+    device: DeviceFlags,
 }
 
 #[derive(Args)]
@@ -547,6 +574,8 @@ struct TrainArgs {
     data: DataFlags,
     #[command(flatten)]
     train: TrainFlags,
+    #[command(flatten)]
+    device: DeviceFlags,
 }
 
 #[derive(Args)]
@@ -585,6 +614,8 @@ struct BenchArgs {
     workload: String,
     #[command(flatten)]
     data: DataFlags,
+    #[command(flatten)]
+    device: DeviceFlags,
 }
 
 fn progress_bar(total: u64, quiet: bool) -> ProgressBar {
@@ -608,6 +639,7 @@ fn reference_for(dataset: &DatasetSpec, model: ModelKind, condition: Condition) 
 }
 
 fn cmd_reproduce(a: ReproduceArgs) -> Result<()> {
+    let device = a.device.open()?;
     let (data, recipe) = a.data.load()?;
     let run_dir = a.run_dir.clone().unwrap_or_else(|| {
         let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
@@ -620,6 +652,7 @@ fn cmd_reproduce(a: ReproduceArgs) -> Result<()> {
         base_seed: a.seed,
         train: a.train.config(&recipe.train, a.seed)?,
         run_dir: Some(run_dir.clone()),
+        device,
     };
     let pb = progress_bar(reproduce::total_steps(&cfg), a.quiet);
     let spec = a.data.dataset.clone();
@@ -627,7 +660,7 @@ fn cmd_reproduce(a: ReproduceArgs) -> Result<()> {
         reproduce::run(&data, &cfg, &|m, c| reference_for(&spec, m, c), &|s| pb.inc(s as u64)).context("reproduce")?;
     pb.finish_and_clear();
     println!(
-        "{}: {} train / {} test examples; {} models x {} conditions x {} seeds, {} steps each, batch {}, lr {}",
+        "{}: {} train / {} test examples; {} models x {} conditions x {} seeds, {} steps each, batch {}, lr {}, on {}",
         summary.dataset,
         data.n_train(),
         data.n_test(),
@@ -636,7 +669,8 @@ fn cmd_reproduce(a: ReproduceArgs) -> Result<()> {
         cfg.seeds,
         cfg.train.steps,
         cfg.train.batch_size,
-        cfg.train.lr
+        cfg.train.lr,
+        device
     );
     print!("{}", accuracy_table(&summary.rows));
     println!("wall time {:.1} s; curves in {}", summary.wall_seconds, run_dir.display());
@@ -647,12 +681,17 @@ fn cmd_reproduce(a: ReproduceArgs) -> Result<()> {
 }
 
 fn cmd_train(a: TrainArgs) -> Result<()> {
+    let device = a.device.open()?;
+    cnnlab::with_backend!(device, B => train_on_backend::<B>(a))
+}
+
+fn train_on_backend<B: cnnlab::core::Backend>(a: TrainArgs) -> Result<()> {
     use cnnlab::train::checkpoint;
     let (data, recipe, source) = a.data.load_source()?;
     let cfg = a.train.config(&recipe.train, a.seed)?;
     let pb = progress_bar(cfg.steps as u64, a.quiet);
     let (variant, perm) = train::condition_for_run(a.condition, &data, &cfg, a.seed);
-    let mut trainer = train::Trainer::<cnnlab::core::Cpu>::for_dataset(a.model, &variant, cfg.clone())?;
+    let mut trainer = train::Trainer::<B>::for_dataset(a.model, &variant, cfg.clone())?;
     trainer.sampler.permutation = perm;
     if let Some(path) = &a.mask {
         let masks = checkpoint::load_masks(&trainer.model.net, path)
@@ -778,7 +817,7 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
         let (data, _) = a.data.load()?;
         bench::loader(&data)?
     } else {
-        bench::run(&a.workload)?
+        bench::run_on(a.device.open()?, &a.workload)?
     };
     println!("{r}");
     Ok(())
@@ -1358,7 +1397,25 @@ fn run(cli: Cli) -> Result<()> {
         Command::Data(c) => cmd_data(c),
         Command::Bench(a) => cmd_bench(a),
         Command::Analyze(c) => cmd_analyze(c),
+        Command::Devices => cmd_devices(),
     }
+}
+
+fn cmd_devices() -> Result<()> {
+    let mut gpu = false;
+    for line in cnnlab::core::Device::list() {
+        match line {
+            Ok(l) => {
+                gpu |= l.starts_with("cuda");
+                println!("{l}");
+            }
+            Err(e) => println!("{e}"),
+        }
+    }
+    if !gpu {
+        println!("(no GPU usable: runs go to the CPU)");
+    }
+    Ok(())
 }
 
 fn main() {

@@ -29,6 +29,10 @@ pub trait BackendBase: Sized + Send + Sync + 'static {
     /// `dst = src` (same length).
     fn copy(src: &Self::Buf, dst: &mut Self::Buf);
 
+    /// Waits until every op this thread queued has finished (timing; the CPU runs ops
+    /// synchronously, so there nothing is queued).
+    fn synchronize() {}
+
     /// `C = A·B` (or `C += A·B` when `accumulate`), with `A` m×k, `B` k×n, `C` m×n.
     /// Strides are in elements: `A[i,p] = a[i*a_rs + p*a_cs]`, likewise for `B`;
     /// `C` is row-major with row stride `c_rs`. Offsets select a sub-matrix inside a buffer.

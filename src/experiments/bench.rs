@@ -8,7 +8,7 @@ use crate::core::ops::conv1d::conv1d;
 use crate::core::ops::cross_entropy::CrossEntropy;
 use crate::core::ops::{Conv, Flatten, GlobalAvgPool, Linear, Patchify, Pool, PoolKind, Relu};
 use crate::core::optim::{Optimizer, OptimizerConfig};
-use crate::core::{Cpu, Layer, Mode, Tensor};
+use crate::core::{Backend, Device, Layer, Mode, Tensor};
 use crate::data::{Condition, Dataset};
 use crate::error::{Error, Result};
 use crate::models::dnn;
@@ -34,8 +34,8 @@ impl std::fmt::Display for BenchResult {
 /// The workloads `cnnlab bench` knows.
 pub const WORKLOADS: [&str; 6] = ["w1", "w1infer", "w2", "w3a", "w3b", "loader"];
 
-struct Workload {
-    net: Sequential<Cpu>,
+struct Workload<B: Backend> {
+    net: Sequential<B>,
     input: Vec<usize>,
     batch: usize,
     warmup: usize,
@@ -45,8 +45,8 @@ struct Workload {
 }
 
 /// W1: the CIFAR-shaped CNN (channels last here, the same arithmetic as NCHW).
-fn w1_net(rng: &mut InitRng) -> Sequential<Cpu> {
-    let layers: Vec<Box<dyn Layer<Cpu>>> = vec![
+fn w1_net<B: Backend>(rng: &mut InitRng) -> Sequential<B> {
+    let layers: Vec<Box<dyn Layer<B>>> = vec![
         Box::new(Conv::new_2d(3, 64, 3, 1, 1, rng)),
         Box::new(Relu),
         Box::new(Conv::new_2d(64, 128, 3, 1, 1, rng)),
@@ -65,8 +65,8 @@ fn w1_net(rng: &mut InitRng) -> Sequential<Cpu> {
 
 /// W2: 4x4 patches -> 128 channels, 4 Mixer blocks (token MLP 64-256-64, channel MLP
 /// 128-512-128, GELU, pre-LayerNorm, residuals), mean over tokens, linear.
-fn w2_net(rng: &mut InitRng) -> Sequential<Cpu> {
-    let mut layers: Vec<Box<dyn Layer<Cpu>>> =
+fn w2_net<B: Backend>(rng: &mut InitRng) -> Sequential<B> {
+    let mut layers: Vec<Box<dyn Layer<B>>> =
         vec![Box::new(Patchify { patch: 4 }), Box::new(Linear::new(48, 128, rng))];
     for _ in 0..4 {
         layers.push(dnn::token_mix(128, 64, 256, rng));
@@ -77,7 +77,7 @@ fn w2_net(rng: &mut InitRng) -> Sequential<Cpu> {
     Sequential::new(layers)
 }
 
-fn workload(name: &str) -> Result<Workload> {
+fn workload<B: Backend>(name: &str) -> Result<Workload<B>> {
     let mut rng = InitRng::seed_from_u64(0);
     match name {
         // W3a: MLP 40-100-100-10, ReLU, batch 100
@@ -115,7 +115,7 @@ fn workload(name: &str) -> Result<Workload> {
         }),
         // W3b: conv1d(1->25,k5,p2), conv1d(25->25,k3,p1) x2, ReLU, flatten, linear(1000->10)
         "w3b" => {
-            let layers: Vec<Box<dyn Layer<Cpu>>> = vec![
+            let layers: Vec<Box<dyn Layer<B>>> = vec![
                 Box::new(conv1d(1, 25, 5, 1, 2, &mut rng)),
                 Box::new(Relu),
                 Box::new(conv1d(25, 25, 3, 1, 1, &mut rng)),
@@ -138,26 +138,39 @@ fn workload(name: &str) -> Result<Workload> {
     }
 }
 
-/// Runs workload `name`: steps per second for the MNIST-1D ones, images per second for the
-/// image ones (`loader` is [`loader`]).
+/// Runs workload `name` on the CPU: steps per second for the MNIST-1D ones, images per
+/// second for the image ones (`loader` is [`loader`]).
 pub fn run(name: &str) -> Result<BenchResult> {
-    let Workload { mut net, input, batch, warmup, steps, inference } = workload(name)?;
+    run_on(Device::Cpu, name)
+}
+
+/// Runs workload `name` on `device` (opened first). A GPU gets the reference script's
+/// 20 warm-up and 200 timed steps, with the queue drained before and after the clock.
+pub fn run_on(device: Device, name: &str) -> Result<BenchResult> {
+    crate::with_backend!(device, B => run_backend::<B>(name, device.is_gpu()))
+}
+
+fn run_backend<B: Backend>(name: &str, gpu: bool) -> Result<BenchResult> {
+    let Workload { mut net, input, batch, mut warmup, mut steps, inference } = workload::<B>(name)?;
+    if gpu {
+        (warmup, steps) = (20, 200);
+    }
     crate::core::cpu::flush_denormals();
     let mut rng = InitRng::seed_from_u64(0);
     let xs: Vec<f32> = (0..input.iter().product::<usize>()).map(|_| rng.sample(StandardNormal)).collect();
     let ys: Vec<f32> = (0..batch).map(|_| rng.random_range(0..10) as f32).collect();
-    let x = Tensor::<Cpu>::from_slice(&input, &xs);
-    let mut loss = CrossEntropy::<Cpu>::default();
+    let x = Tensor::<B>::from_slice(&input, &xs);
+    let mut loss = CrossEntropy::<B>::default();
     #[allow(clippy::field_reassign_with_default)] // the other fields are private scratch
     {
         loss.labels = Tensor::from_slice(&[batch], &ys);
     }
     let mut logits = Tensor::empty();
-    let mut opt = Optimizer::<Cpu>::new(OptimizerConfig::adam());
-    let mut step = |net: &mut Sequential<Cpu>| -> f32 {
+    let mut opt = Optimizer::<B>::new(OptimizerConfig::adam());
+    let mut step = |net: &mut Sequential<B>| -> f32 {
         if inference {
             net.forward(&x, &mut logits, Mode::Eval);
-            return logits.buf()[0];
+            return 0.0;
         }
         net.forward(&x, &mut logits, Mode::Train);
         let (l, _) = loss.evaluate(&logits, true);
@@ -168,12 +181,17 @@ pub fn run(name: &str) -> Result<BenchResult> {
     for _ in 0..warmup {
         step(&mut net);
     }
+    B::synchronize();
     let t = std::time::Instant::now();
     let mut last = 0.0;
     for _ in 0..steps {
         last = step(&mut net);
     }
+    B::synchronize();
     let secs = t.elapsed().as_secs_f64();
+    if inference {
+        last = logits.to_vec().first().copied().unwrap_or(f32::NAN);
+    }
     if !last.is_finite() {
         return Err(Error::Diverged { step: steps, loss: last });
     }

@@ -9,7 +9,8 @@ use crate::data::{Condition, Dataset};
 use crate::error::{Error, Result};
 use crate::models::ModelKind;
 use crate::report::{ensure_dir, write_atomic, write_json, Row, Summary};
-use crate::train::{condition_for_run, train_cpu_with, PositionPermutation, RunResult, TrainConfig};
+use crate::core::Device;
+use crate::train::{condition_for_run, train_on, PositionPermutation, RunResult, TrainConfig};
 use rayon::prelude::*;
 use std::path::PathBuf;
 
@@ -37,6 +38,8 @@ pub struct ReproduceConfig {
     pub train: TrainConfig,
     /// Where each run's curve is written (None: nowhere).
     pub run_dir: Option<PathBuf>,
+    /// Where the runs train (opened by the caller).
+    pub device: Device,
 }
 
 impl ReproduceConfig {
@@ -48,6 +51,7 @@ impl ReproduceConfig {
             base_seed: 0,
             train: TrainConfig::mnist1d(),
             run_dir: None,
+            device: Device::Cpu,
         }
     }
 }
@@ -108,11 +112,14 @@ pub fn run(
         .par_iter()
         .map(|&(model, v)| {
             let (condition, seed, ref d, ref perm) = variants[v];
-            // one run per core, single-threaded inside, unless there are fewer runs than cores
+            // CPU: one run per core, single-threaded inside, unless there are fewer runs than
+            // cores. GPU: every run at once, each thread on its own stream, so small networks
+            // that cannot fill the GPU alone fill it together.
             let inner = if jobs.len() >= rayon::current_num_threads() { 1 } else { 0 };
             let train = TrainConfig { seed, ..cfg.train.clone() };
-            let result =
-                with_intra_op_threads(inner, || train_cpu_with(model, d, &train, perm.clone(), &mut |s| progress(s)))?;
+            let result = with_intra_op_threads(inner, || {
+                train_on(cfg.device, model, d, &train, perm.clone(), &mut |s| progress(s))
+            })?;
             Ok(RunRecord { model, condition, seed, result })
         })
         .collect();

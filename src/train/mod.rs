@@ -9,7 +9,7 @@ use crate::core::init::InitRng;
 use crate::core::ops::cross_entropy::CrossEntropy;
 use crate::core::optim::{Optimizer, OptimizerConfig, Schedule};
 use crate::core::tensor::Shape;
-use crate::core::{Backend, Layer, Mode, Tensor};
+use crate::core::{Backend, Device, Layer, Mode, Tensor};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::models::{ImageArch, Model, ModelKind};
@@ -371,8 +371,33 @@ struct CurveLog {
     reported: usize,
 }
 
-/// Trains `kind` on `data` with `config` on the CPU backend, permuting each training batch's
+/// Trains `kind` on `data` with `config` on backend `B`, permuting each training batch's
 /// positions after augmentation with `permutation` (for conditions applied on the fly).
+pub fn train_with<B: Backend>(
+    kind: ModelKind,
+    data: &Dataset,
+    config: &TrainConfig,
+    permutation: PositionPermutation,
+    progress: &mut dyn FnMut(usize),
+) -> Result<RunResult> {
+    let mut trainer = Trainer::<B>::for_dataset(kind, data, config.clone())?;
+    trainer.sampler.permutation = permutation;
+    trainer.fit(data, progress)
+}
+
+/// [`train_with`] on `device` (opened first: see [`Device::open`]).
+pub fn train_on(
+    device: Device,
+    kind: ModelKind,
+    data: &Dataset,
+    config: &TrainConfig,
+    permutation: PositionPermutation,
+    progress: &mut dyn FnMut(usize),
+) -> Result<RunResult> {
+    crate::with_backend!(device, B => train_with::<B>(kind, data, config, permutation, progress))
+}
+
+/// [`train_with`] on the CPU backend.
 pub fn train_cpu_with(
     kind: ModelKind,
     data: &Dataset,
@@ -380,9 +405,7 @@ pub fn train_cpu_with(
     permutation: PositionPermutation,
     progress: &mut dyn FnMut(usize),
 ) -> Result<RunResult> {
-    let mut trainer = Trainer::<Cpu>::for_dataset(kind, data, config.clone())?;
-    trainer.sampler.permutation = permutation;
-    trainer.fit(data, progress)
+    train_with::<Cpu>(kind, data, config, permutation, progress)
 }
 
 /// Trains `kind` on `data` with `config` on the CPU backend.

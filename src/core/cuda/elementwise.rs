@@ -1,0 +1,51 @@
+//! Element-wise ops on the GPU: ReLU, GELU, the residual add, bias rows and their sums
+//! (mirrors `core/ops/{relu,gelu,residual,linear}.rs`).
+
+use super::{f, gemm, p, u, with_local, Cuda, CudaBuf, K};
+use crate::core::ops::gelu::GeluOps;
+use crate::core::ops::linear::LinearOps;
+use crate::core::ops::relu::ReluOps;
+use crate::core::ops::residual::ResidualOps;
+
+impl ReluOps for Cuda {
+    fn relu_forward(x: &CudaBuf, y: &mut CudaBuf) {
+        with_local(|l| l.launch_n(K::relu_forward, y.len, &[p(x), p(y), u(y.len)]));
+    }
+    fn relu_backward(y: &CudaBuf, dy: &CudaBuf, dx: &mut CudaBuf) {
+        with_local(|l| l.launch_n(K::relu_backward, dx.len, &[p(y), p(dy), p(dx), u(dx.len)]));
+    }
+}
+
+impl GeluOps for Cuda {
+    fn gelu_forward(x: &CudaBuf, y: &mut CudaBuf, dydx: &mut CudaBuf) {
+        with_local(|l| l.launch_n(K::gelu_forward, y.len, &[p(x), p(y), p(dydx), u(y.len)]));
+    }
+    fn gelu_backward(dydx: &CudaBuf, dy: &CudaBuf, dx: &mut CudaBuf) {
+        with_local(|l| l.launch_n(K::mul, dx.len, &[p(dy), p(dydx), p(dx), u(dx.len)]));
+    }
+}
+
+impl ResidualOps for Cuda {
+    fn add(a: &CudaBuf, b: &CudaBuf, y: &mut CudaBuf) {
+        with_local(|l| l.launch_n(K::add, y.len, &[p(a), p(b), p(y), u(y.len)]));
+    }
+}
+
+impl LinearOps for Cuda {
+    fn add_bias_rows(y: &mut CudaBuf, bias: &CudaBuf, rows: usize, n: usize) {
+        with_local(|l| l.launch_n(K::add_bias_rows, rows * n, &[p(y), p(bias), u(rows), u(n)]));
+    }
+    fn sum_rows(dy: &CudaBuf, db: &mut CudaBuf, rows: usize, n: usize) {
+        with_local(|l| sum_rows(l, dy.ptr, db.ptr, rows, n));
+    }
+}
+
+/// `db[j] = Σ_i dy[i, j]` as the GEMM `onesᵀ·dy` (deterministic, and as fast as the copy).
+pub(crate) fn sum_rows(l: &mut super::Local, dy: u64, db: u64, rows: usize, n: usize) {
+    if rows == 0 {
+        l.launch_n(K::fill_f32, n, &[db, f(0.0), u(n)]);
+        return;
+    }
+    let ones = l.ones(rows);
+    gemm(l, 1, n, rows, (ones, rows, 1), (dy, n, 1), (db, n), false, None);
+}

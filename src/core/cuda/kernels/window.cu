@@ -1,0 +1,188 @@
+// Sliding windows over channels-last images and the layout shuffles: im2col / col2im
+// (convolutions and the locally-connected layer), pooling, global average pooling, patches,
+// batched transposes. Every backward is written as a gather (one thread per input value
+// summing what it fed), so results are deterministic without atomics.
+
+struct Geom {
+    int n, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow;
+};
+
+// cols[(img·OH·OW + pos)·K + (ki·kw + kj)·c + ch] for images img0..img0+imgs (cols starts
+// at image img0).
+extern "C" __global__ void im2col(const float* x, float* cols, i64 img0, i64 imgs, Geom g) {
+    // 32-bit index arithmetic (64-bit division is emulated and dominated this kernel): the
+    // host launches at most 2^31 values at a time
+    unsigned K = g.kh * g.kw * g.c, P = g.oh * g.ow;
+    const float* xb = x + img0 * g.h * g.w * g.c;
+    GRID_STRIDE(i, imgs * P * K) {
+        unsigned ii = (unsigned)i;
+        unsigned col = ii % K, row = ii / K;
+        unsigned ch = col % g.c, t = col / g.c;
+        int kj = t % g.kw, ki = t / g.kw;
+        unsigned pos = row % P, b = row / P;
+        int oy = pos / g.ow, ox = pos % g.ow;
+        int iy = oy * g.sh + ki - g.ph, ix = ox * g.sw + kj - g.pw;
+        float v = 0.0f;
+        if (iy >= 0 && iy < g.h && ix >= 0 && ix < g.w) v = xb[(((size_t)b * g.h + iy) * g.w + ix) * g.c + ch];
+        cols[i] = v;
+    }
+}
+
+// dx of images img0..img0+imgs = the sum of every cols entry that read each value.
+extern "C" __global__ void col2im(const float* cols, float* dx, i64 img0, i64 imgs, Geom g) {
+    unsigned K = g.kh * g.kw * g.c, P = g.oh * g.ow;
+    unsigned img_len = g.h * g.w * g.c;
+    float* dxb = dx + img0 * img_len;
+    GRID_STRIDE(i, imgs * img_len) {
+        unsigned ii = (unsigned)i;
+        unsigned ch = ii % g.c, t = ii / g.c;
+        int ix = t % g.w;
+        t /= g.w;
+        int iy = t % g.h;
+        unsigned bl = t / g.h;
+        float s = 0.0f;
+        for (int ki = 0; ki < g.kh; ki++) {
+            int ty = iy + g.ph - ki;
+            if (ty < 0 || ty % g.sh) continue;
+            int oy = ty / g.sh;
+            if (oy >= g.oh) continue;
+            for (int kj = 0; kj < g.kw; kj++) {
+                int tx = ix + g.pw - kj;
+                if (tx < 0 || tx % g.sw) continue;
+                int ox = tx / g.sw;
+                if (ox >= g.ow) continue;
+                s += cols[((size_t)bl * P + oy * g.ow + ox) * K + (ki * g.kw + kj) * g.c + ch];
+            }
+        }
+        dxb[i] = s;
+    }
+}
+
+// kind: 0 max, 1 average, 2 L2 (windows without padding, as the CPU kernels).
+extern "C" __global__ void pool_forward(int kind, const float* x, float* y, Geom g) {
+    i64 total = (i64)g.n * g.oh * g.ow * g.c;
+    GRID_STRIDE(i, total) {
+        unsigned ii = (unsigned)i;
+        int ch = ii % g.c;
+        unsigned t = ii / g.c;
+        int ox = t % g.ow;
+        t /= g.ow;
+        int oy = t % g.oh;
+        size_t b = t / g.oh;
+        float acc = kind == 0 ? -INFINITY : 0.0f;
+        for (int ki = 0; ki < g.kh; ki++) {
+            for (int kj = 0; kj < g.kw; kj++) {
+                float v = x[((b * g.h + oy * g.sh + ki) * g.w + ox * g.sw + kj) * g.c + ch];
+                if (kind == 0) acc = fmaxf(acc, v);
+                else if (kind == 1) acc += v;
+                else acc += v * v;
+            }
+        }
+        if (kind == 1) acc *= 1.0f / (g.kh * g.kw);
+        if (kind == 2) acc = sqrtf(acc);
+        y[i] = acc;
+    }
+}
+
+// Max routes each window's gradient to the first position (in window order) holding the max.
+extern "C" __global__ void pool_backward(int kind, const float* x, const float* y, const float* dy, float* dx, Geom g) {
+    i64 total = (i64)g.n * g.h * g.w * g.c;
+    float inv = 1.0f / (g.kh * g.kw);
+    GRID_STRIDE(i, total) {
+        unsigned ii = (unsigned)i;
+        int ch = ii % g.c;
+        unsigned t = ii / g.c;
+        int ix = t % g.w;
+        t /= g.w;
+        int iy = t % g.h;
+        size_t b = t / g.h;
+        float s = 0.0f;
+        int oy0 = iy >= g.kh ? (iy - g.kh) / g.sh + 1 : 0;
+        int ox0 = ix >= g.kw ? (ix - g.kw) / g.sw + 1 : 0;
+        for (int oy = oy0; oy < g.oh && oy * g.sh <= iy; oy++) {
+            if (iy - oy * g.sh >= g.kh) continue;
+            for (int ox = ox0; ox < g.ow && ox * g.sw <= ix; ox++) {
+                if (ix - ox * g.sw >= g.kw) continue;
+                i64 o = ((b * g.oh + oy) * g.ow + ox) * g.c + ch;
+                if (kind == 0) {
+                    float m = y[o];
+                    int first = -1;
+                    for (int ki = 0; ki < g.kh && first < 0; ki++)
+                        for (int kj = 0; kj < g.kw; kj++)
+                            if (x[((b * g.h + oy * g.sh + ki) * g.w + ox * g.sw + kj) * g.c + ch] == m) {
+                                first = ki * g.kw + kj;
+                                break;
+                            }
+                    if (first == (iy - oy * g.sh) * g.kw + (ix - ox * g.sw)) s += dy[o];
+                } else if (kind == 1) {
+                    s += dy[o] * inv;
+                } else {
+                    float nrm = y[o];
+                    if (nrm > 0.0f) s += dy[o] * x[i] / nrm;
+                }
+            }
+        }
+        dx[i] = s;
+    }
+}
+
+// y[b, ch] = mean over positions of x[b, p, ch] (summed in position order, as on the CPU).
+extern "C" __global__ void global_avg_pool_forward(const float* x, float* y, i64 batch, i64 positions, i64 channels) {
+    float inv = 1.0f / positions;
+    GRID_STRIDE(i, batch * channels) {
+        unsigned ii = (unsigned)i;
+        size_t b = ii / (unsigned)channels;
+        unsigned ch = ii % (unsigned)channels;
+        float s = 0.0f;
+        for (i64 p = 0; p < positions; p++) s += x[(b * positions + p) * channels + ch];
+        y[i] = s * inv;
+    }
+}
+
+extern "C" __global__ void global_avg_pool_backward(const float* dy, float* dx, i64 batch, i64 positions, i64 channels) {
+    float inv = 1.0f / positions;
+    GRID_STRIDE(i, batch * positions * channels) {
+        unsigned ii = (unsigned)i;
+        unsigned ch = ii % (unsigned)channels, b = ii / (unsigned)(positions * channels);
+        dx[i] = dy[b * channels + ch] * inv;
+    }
+}
+
+// Images [n, h, w, c] <-> tokens [n, (h/p)·(w/p), p·p·c] (inverse: tokens to images).
+extern "C" __global__ void patchify(const float* x, float* y, i64 n, int h, int w, int c, int p, int inverse) {
+    i64 len = (i64)h * w * c;
+    int tw = w / p;
+    GRID_STRIDE(i, n * len) {
+        unsigned ii = (unsigned)i;
+        size_t b = ii / (unsigned)len;
+        unsigned d = ii % (unsigned)len;
+        int ch = d % c;
+        unsigned t = d / c;
+        int dx = t % p;
+        t /= p;
+        int dy = t % p;
+        unsigned token = t / p;
+        int ty = token / tw, tx = token % tw;
+        i64 src = ((i64)(ty * p + dy) * w + tx * p + dx) * c + ch;
+        if (inverse) y[b * len + src] = x[b * len + d];
+        else y[b * len + d] = x[b * len + src];
+    }
+}
+
+// y[b, j, i] = x[b, i, j] through a shared-memory tile (both sides coalesced).
+extern "C" __global__ void transpose_batched(const float* x, float* y, int rows, int cols, i64 b0) {
+    __shared__ float tile[32][33];
+    i64 b = b0 + blockIdx.z;
+    const float* xb = x + b * rows * cols;
+    float* yb = y + b * rows * cols;
+    int i0 = blockIdx.y * 32, j0 = blockIdx.x * 32;
+    for (int k = threadIdx.y; k < 32; k += blockDim.y) {
+        int i = i0 + k, j = j0 + threadIdx.x;
+        if (i < rows && j < cols) tile[k][threadIdx.x] = xb[(i64)i * cols + j];
+    }
+    __syncthreads();
+    for (int k = threadIdx.y; k < 32; k += blockDim.y) {
+        int j = j0 + k, i = i0 + threadIdx.x;
+        if (i < rows && j < cols) yb[(i64)j * rows + i] = tile[threadIdx.x][k];
+    }
+}

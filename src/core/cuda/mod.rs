@@ -1,0 +1,632 @@
+//! The CUDA backend (`--features cuda`): device buffers, GEMMs through cuBLAS, every other op
+//! as a CUDA C kernel compiled at run time with NVRTC. The driver, cuBLAS and NVRTC are loaded
+//! with dlopen, so this builds where no CUDA is installed and [`init`] fails with one line
+//! that names what was not found.
+//!
+//! Each host thread that runs ops gets its own stream and cuBLAS handle, so several runs (one
+//! per thread, as `reproduce` schedules them) share the GPU concurrently. A buffer belongs to
+//! the stream that allocated it; uploads and fills synchronise that stream, so a buffer made
+//! on one thread (a model built on the main thread) is safe to use from another.
+//!
+//! Strict fp32 by default (no TF32: results match the CPU to rounding); [`Settings::tf32`]
+//! lets cuBLAS use TF32 tensor cores. The op impls live beside this file, one per op family,
+//! mirroring the CPU kernels in `core/ops/`.
+
+mod elementwise;
+mod loss;
+mod norm;
+mod optim;
+mod window;
+
+use crate::core::backend::BackendBase;
+use crate::error::{Error, Result};
+use cudarc::cublas::sys as cublas_sys;
+use cudarc::cublas::CudaBlas;
+use cudarc::driver::{result as drv, sys as drv_sys, CudaContext, CudaFunction, CudaStream};
+use std::cell::RefCell;
+use std::ffi::c_void;
+use std::sync::{Arc, OnceLock};
+
+/// The CUDA backend (a marker type: the device lives in a process-wide context).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Cuda;
+
+/// How the device is set up, chosen once per process by [`init`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// Device ordinal.
+    pub ordinal: usize,
+    /// Let cuBLAS use TF32 tensor cores (10-bit mantissa products) for fp32 GEMMs.
+    pub tf32: bool,
+}
+
+/// Every kernel's source, concatenated into one NVRTC program.
+pub const KERNEL_SOURCES: [(&str, &str); 5] = [
+    ("elementwise.cu", include_str!("kernels/elementwise.cu")),
+    ("window.cu", include_str!("kernels/window.cu")),
+    ("norm.cu", include_str!("kernels/norm.cu")),
+    ("loss.cu", include_str!("kernels/loss.cu")),
+    ("optim.cu", include_str!("kernels/optim.cu")),
+];
+const COMMON: &str = include_str!("kernels/common.cuh");
+
+macro_rules! kernels {
+    ($($name:ident),* $(,)?) => {
+        /// The kernels, by name (the index into the loaded functions).
+        #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
+        #[derive(Clone, Copy, Debug)]
+        pub(crate) enum K { $($name),* }
+        /// Kernel names in the order of [`K`].
+        pub const KERNEL_NAMES: &[&str] = &[$(stringify!($name)),*];
+    };
+}
+
+kernels!(
+    fill_f32,
+    relu_forward,
+    relu_backward,
+    gelu_forward,
+    mul,
+    add,
+    mul_inplace,
+    add_bias_rows,
+    im2col,
+    col2im,
+    pool_forward,
+    pool_backward,
+    global_avg_pool_forward,
+    global_avg_pool_backward,
+    patchify,
+    transpose_batched,
+    column_sums,
+    column_sums_finish,
+    batch_norm_finish_var,
+    batch_norm_eval_stats,
+    batch_norm_apply,
+    batch_norm_input_grad,
+    layer_norm_forward,
+    layer_norm_input_grad,
+    softmax_cross_entropy,
+    adam_update,
+    sgd_update,
+);
+
+/// The whole program as NVRTC compiles it.
+pub fn kernel_program() -> String {
+    let mut src = String::from(COMMON);
+    for (name, text) in KERNEL_SOURCES {
+        src += &format!("\n// ---- {name}\n");
+        src += text;
+    }
+    src
+}
+
+/// Compiles every kernel to PTX (needs only libnvrtc, no driver or GPU): what CI runs to
+/// catch a kernel that does not compile. Returns the PTX size in bytes.
+pub fn compile_kernels() -> Result<usize> {
+    check_library("nvrtc", || unsafe { cudarc::nvrtc::sys::is_culib_present() })?;
+    let mut bytes = 0;
+    // the oldest architecture CUDA 13 targets, and Hopper (the machines this is measured on)
+    for arch in [(7, 5), (9, 0)] {
+        bytes += compile(arch)?.to_src().len();
+    }
+    Ok(bytes)
+}
+
+fn compile(arch: (i32, i32)) -> Result<cudarc::nvrtc::Ptx> {
+    let name = match arch {
+        (7, 5) => "compute_75",
+        (8, 0) => "compute_80",
+        (8, 6) => "compute_86",
+        (8, 9) => "compute_89",
+        (9, 0) => "compute_90",
+        (10, 0) => "compute_100",
+        (12, 0) => "compute_120",
+        (major, _) if major >= 12 => "compute_120",
+        (major, _) if major >= 10 => "compute_100",
+        (major, _) if major >= 9 => "compute_90",
+        _ => "compute_80",
+    };
+    let opts = cudarc::nvrtc::CompileOptions {
+        // PTX for the device's architecture (JIT-compiled by the driver)
+        arch: Some(name),
+        name: Some("cnnlab.cu".into()),
+        ..Default::default()
+    };
+    cudarc::nvrtc::compile_ptx_with_opts(kernel_program(), opts)
+        .map_err(|e| Error::Device(format!("NVRTC could not compile the kernels: {e}")))
+}
+
+/// One line naming a library that dlopen could not find, and where it looked.
+fn check_library(name: &str, present: impl FnOnce() -> bool) -> Result<()> {
+    // cudarc panics when a symbol is missing; the presence check itself does not
+    if present() {
+        return Ok(());
+    }
+    let path = std::env::var("LD_LIBRARY_PATH").unwrap_or_default();
+    Err(Error::Device(format!(
+        "the CUDA library lib{name} was not found (looked for {} on LD_LIBRARY_PATH={path:?} and the system's library \
+         paths)",
+        cudarc::get_lib_name_candidates(name).iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+    )))
+}
+
+/// The process-wide device: its context and loaded kernels.
+struct Device {
+    ctx: Arc<CudaContext>,
+    functions: Vec<CudaFunction>,
+    settings: Settings,
+}
+
+static DEVICE: OnceLock<std::result::Result<Device, String>> = OnceLock::new();
+
+fn open(settings: Settings) -> Result<Device> {
+    check_library("cuda", || unsafe { drv_sys::is_culib_present() })?;
+    check_library("cublas", || unsafe { cublas_sys::is_culib_present() })?;
+    check_library("nvrtc", || unsafe { cudarc::nvrtc::sys::is_culib_present() })?;
+    let count = CudaContext::device_count().map_err(|e| Error::Device(format!("the CUDA driver: {e}")))?;
+    if settings.ordinal >= count.max(0) as usize {
+        return Err(Error::Device(format!("no CUDA device {} ({count} found)", settings.ordinal)));
+    }
+    let ctx = CudaContext::new(settings.ordinal)
+        .map_err(|e| Error::Device(format!("opening CUDA device {}: {e}", settings.ordinal)))?;
+    // buffers are synchronised by their owners (see the module docs), not per launch
+    unsafe { ctx.disable_event_tracking() };
+    let arch = ctx.compute_capability().map_err(|e| Error::Device(format!("device {}: {e}", settings.ordinal)))?;
+    if arch < (7, 5) {
+        return Err(Error::Device(format!("device {} has compute capability {}.{}; cnnlab needs 7.5 or newer", settings.ordinal, arch.0, arch.1)));
+    }
+    let module = ctx.load_module(compile(arch)?).map_err(|e| Error::Device(format!("loading the kernels: {e}")))?;
+    let functions = KERNEL_NAMES
+        .iter()
+        .map(|n| module.load_function(n).map_err(|e| Error::Device(format!("kernel {n}: {e}"))))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Device { ctx, functions, settings })
+}
+
+fn message(e: Error) -> String {
+    match e {
+        Error::Device(m) => m,
+        other => other.to_string(),
+    }
+}
+
+/// Opens the device once per process. Later calls return the first outcome; a call with
+/// other settings than the first is an error.
+pub fn init(settings: Settings) -> Result<()> {
+    let dev = DEVICE.get_or_init(|| open(settings).map_err(message));
+    match dev {
+        Ok(d) if d.settings == settings => Ok(()),
+        Ok(d) => Err(Error::Device(format!("the CUDA device is already open with {:?}", d.settings))),
+        Err(e) => Err(Error::Device(e.clone())),
+    }
+}
+
+fn device() -> &'static Device {
+    match DEVICE.get_or_init(|| open(Settings { ordinal: 0, tf32: false }).map_err(message)) {
+        Ok(d) => d,
+        // ops cannot fail by signature: callers go through `init` first, which reports this
+        Err(e) => panic!("CUDA backend used without a device: {e}"),
+    }
+}
+
+/// A description of each visible device, for `cnnlab devices`.
+pub fn list_devices() -> Result<Vec<String>> {
+    check_library("cuda", || unsafe { drv_sys::is_culib_present() })?;
+    let count = CudaContext::device_count().map_err(|e| Error::Device(format!("the CUDA driver: {e}")))?;
+    let mut out = Vec::new();
+    for i in 0..count.max(0) as usize {
+        let ctx = CudaContext::new(i).map_err(|e| Error::Device(format!("opening CUDA device {i}: {e}")))?;
+        let name = ctx.name().unwrap_or_else(|_| "?".into());
+        let (major, minor) = ctx.compute_capability().unwrap_or((0, 0));
+        let mem = ctx.total_mem().unwrap_or(0) as f64 / (1u64 << 30) as f64;
+        out.push(format!("cuda:{i}  {name}, compute capability {major}.{minor}, {mem:.0} GiB"));
+    }
+    Ok(out)
+}
+
+/// Waits until every op queued by this thread has finished (for timing).
+pub fn synchronize() {
+    with_local(|l| l.sync());
+}
+
+/// Per-thread state: a stream, a cuBLAS handle on it, and scratch memory.
+pub(crate) struct Local {
+    stream: Arc<CudaStream>,
+    blas: CudaBlas,
+    /// A vector of ones (bias gradients as a GEMM with it).
+    ones: CudaBuf,
+    /// Scratch for column-sum partials (f64) and similar per-op temporaries.
+    work: CudaBuf,
+    /// Second scratch (convolution input gradients).
+    work2: CudaBuf,
+    /// Per-row loss and correctness, read back by the cross-entropy.
+    host: Vec<f32>,
+}
+
+thread_local! {
+    static LOCAL: RefCell<Option<Local>> = const { RefCell::new(None) };
+}
+
+fn check<T, E: std::fmt::Display>(r: std::result::Result<T, E>, what: &str) -> T {
+    match r {
+        Ok(v) => v,
+        // a failed launch or copy means a bug or a lost device: nothing sensible continues
+        Err(e) => panic!("CUDA {what} failed: {e}"),
+    }
+}
+
+impl Local {
+    fn new() -> Local {
+        let dev = device();
+        check(dev.ctx.bind_to_thread(), "context binding");
+        let stream = check(dev.ctx.new_stream(), "stream creation");
+        let blas = check(CudaBlas::new(stream.clone()), "cuBLAS handle creation");
+        if dev.settings.tf32 {
+            let mode = cublas_sys::cublasMath_t::CUBLAS_TF32_TENSOR_OP_MATH;
+            check(unsafe { cublas_sys::cublasSetMathMode(*blas.handle(), mode).result() }, "cuBLAS math mode");
+        }
+        let raw = stream.cu_stream();
+        Local {
+            stream,
+            blas,
+            ones: CudaBuf::empty(raw),
+            work: CudaBuf::empty(raw),
+            work2: CudaBuf::empty(raw),
+            host: Vec::new(),
+        }
+    }
+
+    pub(crate) fn raw_stream(&self) -> drv_sys::CUstream {
+        self.stream.cu_stream()
+    }
+
+    pub(crate) fn sync(&self) {
+        check(self.stream.synchronize(), "stream synchronisation");
+    }
+
+    /// Launches kernel `k` on this thread's stream with `args` (each a word: a device
+    /// pointer, an i64, or an f32/i32 in the low bytes), `block` threads a block.
+    pub(crate) fn launch(&self, k: K, grid: (u32, u32, u32), block: (u32, u32, u32), args: &[u64]) {
+        self.launch_bytes(k, grid, block, args, &[]);
+    }
+
+    /// Like [`Local::launch`], with a struct argument (raw bytes) placed after `args`.
+    pub(crate) fn launch_bytes(&self, k: K, grid: (u32, u32, u32), block: (u32, u32, u32), args: &[u64], extra: &[u8]) {
+        const MAX: usize = 24;
+        assert!(args.len() < MAX, "too many kernel arguments");
+        let mut words = [0u64; MAX];
+        words[..args.len()].copy_from_slice(args);
+        let mut params: [*mut c_void; MAX + 1] = [std::ptr::null_mut(); MAX + 1];
+        for (p, w) in params.iter_mut().zip(words.iter_mut()).take(args.len()) {
+            *p = w as *mut u64 as *mut c_void;
+        }
+        let mut n = args.len();
+        let mut extra_copy = [0u8; 64];
+        if !extra.is_empty() {
+            extra_copy[..extra.len()].copy_from_slice(extra);
+            params[n] = extra_copy.as_mut_ptr() as *mut c_void;
+            n += 1;
+        }
+        let f = device().functions[k as usize].cu_function();
+        // SAFETY: `params` points at `n` live values laid out as the kernel's parameters
+        // (the kernels in kernels/*.cu take pointers and 64-bit integers as 8-byte words,
+        // floats and ints in the low bytes of one, and one struct as raw bytes).
+        let r = unsafe { drv::launch_kernel(f, grid, block, 0, self.raw_stream(), &mut params[..n]) };
+        check(r, KERNEL_NAMES[k as usize]);
+    }
+
+    /// A grid-stride launch over `n` items (nothing for `n == 0`).
+    pub(crate) fn launch_n(&self, k: K, n: usize, args: &[u64]) {
+        if n == 0 {
+            return;
+        }
+        // the kernels decompose indices in 32 bits
+        assert!(n < 1 << 31, "{}: a launch over {n} values", KERNEL_NAMES[k as usize]);
+        let blocks = n.div_ceil(256).min(1 << 20) as u32;
+        self.launch(k, (blocks, 1, 1), (256, 1, 1), args);
+    }
+
+    /// The ones vector, at least `n` long.
+    pub(crate) fn ones(&mut self, n: usize) -> u64 {
+        if self.ones.cap < n {
+            let stream = self.raw_stream();
+            self.ones.reserve(n.next_power_of_two(), stream);
+            self.ones.len = self.ones.cap;
+            let ptr = self.ones.ptr;
+            self.launch_n(K::fill_f32, self.ones.cap, &[ptr, f(1.0), u(self.ones.cap)]);
+        }
+        self.ones.ptr
+    }
+
+    /// Scratch of at least `bytes`.
+    pub(crate) fn work(&mut self, bytes: usize) -> u64 {
+        let s = self.raw_stream();
+        self.work.reserve(bytes.div_ceil(4), s);
+        self.work.ptr
+    }
+
+    pub(crate) fn work2(&mut self, bytes: usize) -> u64 {
+        let s = self.raw_stream();
+        self.work2.reserve(bytes.div_ceil(4), s);
+        self.work2.ptr
+    }
+}
+
+/// Runs `f` with this thread's stream and handles (made on first use).
+pub(crate) fn with_local<R>(f: impl FnOnce(&mut Local) -> R) -> R {
+    LOCAL.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        // a stream lives as long as its thread's buffers may: never destroyed
+        let local = slot.get_or_insert_with(Local::new);
+        f(local)
+    })
+}
+
+/// A kernel argument word: a device pointer.
+pub(crate) fn p(buf: &CudaBuf) -> u64 {
+    buf.ptr
+}
+/// A kernel argument word: a size or index (i64 in the kernel).
+pub(crate) fn u(v: usize) -> u64 {
+    v as i64 as u64
+}
+/// A kernel argument word: an f32.
+pub(crate) fn f(v: f32) -> u64 {
+    v.to_bits() as u64
+}
+/// A kernel argument word: an i32.
+pub(crate) fn i(v: i32) -> u64 {
+    v as u32 as u64
+}
+/// A kernel argument word: an f64.
+pub(crate) fn d(v: f64) -> u64 {
+    v.to_bits()
+}
+
+/// A device buffer: `len` values in an allocation of `cap` (kept when shrinking, so a
+/// warm training step does not allocate).
+pub struct CudaBuf {
+    ptr: u64,
+    len: usize,
+    cap: usize,
+    /// The stream it was allocated on (and is freed on).
+    stream: drv_sys::CUstream,
+}
+
+// SAFETY: the pointer is a device address and the stream a driver handle, both usable from
+// any thread of the process; ordering is the owner's (see the module docs).
+unsafe impl Send for CudaBuf {}
+unsafe impl Sync for CudaBuf {}
+
+impl CudaBuf {
+    fn empty(stream: drv_sys::CUstream) -> Self {
+        CudaBuf { ptr: 0, len: 0, cap: 0, stream }
+    }
+
+    /// Grows the allocation to at least `cap` values (contents are not kept).
+    fn reserve(&mut self, cap: usize, stream: drv_sys::CUstream) {
+        if self.cap >= cap {
+            return;
+        }
+        self.release();
+        // SAFETY: a fresh stream-ordered allocation on this thread's stream
+        let ptr = check(unsafe { drv::malloc_async(stream, cap.max(1) * 4) }, "allocation");
+        self.ptr = ptr;
+        self.cap = cap;
+        self.stream = stream;
+    }
+
+    fn release(&mut self) {
+        if self.cap > 0 {
+            // the dropping thread may never have run an op: make the context current
+            if let Some(Ok(dev)) = DEVICE.get() {
+                let _ = dev.ctx.bind_to_thread();
+            }
+            // SAFETY: allocated by `reserve` on `self.stream`; freed in that stream's order
+            let _ = unsafe { drv::free_async(self.ptr, self.stream) };
+            self.ptr = 0;
+            self.cap = 0;
+        }
+    }
+
+    /// Device address of value `offset`.
+    pub(crate) fn at(&self, offset: usize) -> u64 {
+        self.ptr + 4 * offset as u64
+    }
+}
+
+impl Drop for CudaBuf {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+impl BackendBase for Cuda {
+    type Buf = CudaBuf;
+
+    fn synchronize() {
+        with_local(|l| l.sync());
+    }
+
+    fn zeros(len: usize) -> CudaBuf {
+        with_local(|l| {
+            let mut b = CudaBuf::empty(l.raw_stream());
+            b.reserve(len, l.raw_stream());
+            b.len = len;
+            l.launch_n(K::fill_f32, len, &[b.ptr, f(0.0), u(len)]);
+            l.sync();
+            b
+        })
+    }
+
+    fn resize(buf: &mut CudaBuf, len: usize) {
+        if buf.cap < len {
+            with_local(|l| {
+                // keep the values (a Vec's resize does); new ones are unspecified
+                let old = std::mem::replace(buf, CudaBuf::empty(l.raw_stream()));
+                buf.reserve(len, l.raw_stream());
+                if old.len > 0 {
+                    let r = unsafe { drv::memcpy_dtod_async(buf.ptr, old.ptr, old.len * 4, l.raw_stream()) };
+                    check(r, "device copy");
+                }
+                l.sync();
+            });
+        }
+        buf.len = len;
+    }
+
+    fn len(buf: &CudaBuf) -> usize {
+        buf.len
+    }
+
+    fn upload(buf: &mut CudaBuf, src: &[f32]) {
+        Self::resize(buf, src.len());
+        if src.is_empty() {
+            return;
+        }
+        with_local(|l| {
+            // SAFETY: `buf` holds at least `src.len()` values; pageable memory is copied
+            // before the call returns, and the sync orders it before any other stream's use
+            check(unsafe { drv::memcpy_htod_async(buf.ptr, src, l.raw_stream()) }, "upload");
+            l.sync();
+        });
+    }
+
+    fn download(buf: &CudaBuf, dst: &mut Vec<f32>) {
+        dst.clear();
+        dst.resize(buf.len, 0.0);
+        if buf.len == 0 {
+            return;
+        }
+        with_local(|l| {
+            // SAFETY: `dst` holds `buf.len` values
+            check(unsafe { drv::memcpy_dtoh_async(&mut dst[..], buf.ptr, l.raw_stream()) }, "download");
+            l.sync();
+        });
+    }
+
+    fn fill(buf: &mut CudaBuf, value: f32) {
+        with_local(|l| {
+            l.launch_n(K::fill_f32, buf.len, &[buf.ptr, f(value), u(buf.len)]);
+            l.sync();
+        });
+    }
+
+    fn copy(src: &CudaBuf, dst: &mut CudaBuf) {
+        assert_eq!(src.len, dst.len, "copy between buffers of different lengths");
+        if src.len == 0 {
+            return;
+        }
+        with_local(|l| {
+            let r = unsafe { drv::memcpy_dtod_async(dst.ptr, src.ptr, src.len * 4, l.raw_stream()) };
+            check(r, "device copy");
+        });
+    }
+
+    fn matmul(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: (&CudaBuf, usize, usize, usize),
+        b: (&CudaBuf, usize, usize, usize),
+        c: (&mut CudaBuf, usize, usize),
+        accumulate: bool,
+    ) {
+        with_local(|l| {
+            gemm(
+                l,
+                m,
+                n,
+                k,
+                (a.0.at(a.1), a.2, a.3),
+                (b.0.at(b.1), b.2, b.3),
+                (c.0.at(c.1), c.2),
+                accumulate,
+                None,
+            )
+        });
+    }
+}
+
+/// Strides between the matrices of a batched GEMM (in values).
+#[derive(Clone, Copy)]
+pub(crate) struct Batch {
+    pub count: usize,
+    pub a: usize,
+    pub b: usize,
+    pub c: usize,
+}
+
+/// Row-major `C = A·B (+ C)` through column-major cuBLAS: `Cᵀ = Bᵀ·Aᵀ`. Each operand needs
+/// one unit stride (the other is its leading dimension); all of cnnlab's GEMMs have one.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm(
+    l: &Local,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: (u64, usize, usize),
+    b: (u64, usize, usize),
+    c: (u64, usize),
+    accumulate: bool,
+    batch: Option<Batch>,
+) {
+    use cublas_sys::cublasOperation_t::{CUBLAS_OP_N, CUBLAS_OP_T};
+    if m == 0 || n == 0 {
+        return;
+    }
+    let beta: f32 = if accumulate { 1.0 } else { 0.0 };
+    let alpha: f32 = 1.0;
+    // first cuBLAS operand: our B as an n×k column-major matrix
+    let (op_b, ld_b) = if b.2 == 1 { (CUBLAS_OP_N, b.1.max(n)) } else { (CUBLAS_OP_T, b.2.max(k)) };
+    assert!(b.2 == 1 || b.1 == 1, "gemm: B needs a unit stride");
+    // second: our A as a k×m column-major matrix
+    let (op_a, ld_a) = if a.2 == 1 { (CUBLAS_OP_N, a.1.max(k)) } else { (CUBLAS_OP_T, a.2.max(m)) };
+    assert!(a.2 == 1 || a.1 == 1, "gemm: A needs a unit stride");
+    let ld_c = c.1.max(n);
+    let h = *l.blas.handle();
+    let (mi, ni, ki) = (n as i32, m as i32, k as i32);
+    // k == 0: C = 0 (or unchanged) — cuBLAS scales C by beta when k is 0
+    let r = unsafe {
+        match batch {
+            None => cudarc::cublas::result::sgemm(
+                h,
+                op_b,
+                op_a,
+                mi,
+                ni,
+                ki,
+                &alpha,
+                b.0 as *const f32,
+                ld_b as i32,
+                a.0 as *const f32,
+                ld_a as i32,
+                &beta,
+                c.0 as *mut f32,
+                ld_c as i32,
+            ),
+            Some(bt) => cudarc::cublas::result::sgemm_strided_batched(
+                h,
+                op_b,
+                op_a,
+                mi,
+                ni,
+                ki,
+                &alpha,
+                b.0 as *const f32,
+                ld_b as i32,
+                bt.b as i64,
+                a.0 as *const f32,
+                ld_a as i32,
+                bt.a as i64,
+                &beta,
+                c.0 as *mut f32,
+                ld_c as i32,
+                bt.c as i64,
+                bt.count as i32,
+            ),
+        }
+    };
+    check(r, "cuBLAS sgemm");
+}

@@ -1,0 +1,246 @@
+//! Sliding windows and layout shuffles on the GPU (mirrors `core/ops/{conv2d,
+//! locally_connected,pool,global_avg_pool,patchify,transpose}.rs`): convolution as im2col
+//! and one cuBLAS GEMM over the whole batch, the locally-connected layer as a GEMM batched
+//! over positions, pooling and the shuffles as gather kernels.
+
+use super::{gemm, i, p, u, with_local, Batch, Cuda, CudaBuf, Local, K};
+use crate::core::backend::BackendBase;
+use crate::core::ops::conv2d::{Conv2dOps, WindowGeom};
+use crate::core::ops::global_avg_pool::GlobalAvgPoolOps;
+use crate::core::ops::locally_connected::LocallyConnectedOps;
+use crate::core::ops::patchify::PatchifyOps;
+use crate::core::ops::pool::{PoolKind, PoolOps};
+use crate::core::ops::transpose::TransposeOps;
+
+/// The kernels' `Geom` struct (twelve ints, in this order).
+fn geom_bytes(g: &WindowGeom) -> [u8; 48] {
+    let v = [g.n, g.h, g.w, g.c, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.oh, g.ow];
+    let mut out = [0u8; 48];
+    for (o, x) in out.chunks_exact_mut(4).zip(v) {
+        o.copy_from_slice(&(x as i32).to_le_bytes());
+    }
+    out
+}
+
+fn grid_for(n: usize) -> (u32, u32, u32) {
+    assert!(n < 1 << 31, "a kernel launch over {n} values (the kernels index in 32 bits)");
+    (n.div_ceil(256).min(1 << 20).max(1) as u32, 1, 1)
+}
+
+/// Images per launch so that one launch covers fewer than 2^31 values (the kernels index
+/// in 32 bits).
+fn images_per_launch(per_image: usize) -> usize {
+    ((1usize << 31) / per_image.max(1)).max(1)
+}
+
+fn im2col(l: &Local, x: u64, g: &WindowGeom, cols: u64, img0: usize, imgs: usize) {
+    let per_image = g.positions() * g.k();
+    let step = images_per_launch(per_image);
+    for i0 in (0..imgs).step_by(step) {
+        let m = step.min(imgs - i0);
+        let out = cols + 4 * (i0 * per_image) as u64;
+        let args = [x, out, u(img0 + i0), u(m)];
+        l.launch_bytes(K::im2col, grid_for(m * per_image), (256, 1, 1), &args, &geom_bytes(g));
+    }
+}
+
+fn col2im(l: &Local, cols: u64, g: &WindowGeom, dx: u64, img0: usize, imgs: usize) {
+    let (per_image, img_len) = (g.positions() * g.k(), g.h * g.w * g.c);
+    let step = images_per_launch(per_image.max(img_len));
+    for i0 in (0..imgs).step_by(step) {
+        let m = step.min(imgs - i0);
+        let src = cols + 4 * (i0 * per_image) as u64;
+        let args = [src, dx, u(img0 + i0), u(m)];
+        l.launch_bytes(K::col2im, grid_for(m * img_len), (256, 1, 1), &args, &geom_bytes(g));
+    }
+}
+
+impl Conv2dOps for Cuda {
+    fn im2col(x: &CudaBuf, g: &WindowGeom, cols: &mut CudaBuf, img0: usize, imgs: usize) {
+        with_local(|l| im2col(l, x.ptr, g, cols.ptr, img0, imgs));
+    }
+
+    fn col2im(cols: &CudaBuf, g: &WindowGeom, dx: &mut CudaBuf, img0: usize, imgs: usize) {
+        with_local(|l| col2im(l, cols.ptr, g, dx.ptr, img0, imgs));
+    }
+
+    fn conv2d_forward(
+        x: &CudaBuf,
+        w: &CudaBuf,
+        b: &CudaBuf,
+        g: &WindowGeom,
+        cout: usize,
+        scratch: &mut CudaBuf,
+        y: &mut CudaBuf,
+    ) -> bool {
+        let (rows, k) = (g.n * g.positions(), g.k());
+        if !g.is_pointwise() && scratch.len < rows * k {
+            Cuda::resize(scratch, rows * k);
+        }
+        with_local(|l| {
+            let a = if g.is_pointwise() {
+                x.ptr
+            } else {
+                im2col(l, x.ptr, g, scratch.ptr, 0, g.n);
+                scratch.ptr
+            };
+            gemm(l, rows, cout, k, (a, k, 1), (w.ptr, 1, k), (y.ptr, cout), false, None);
+            l.launch_n(K::add_bias_rows, rows * cout, &[y.ptr, b.ptr, u(rows), u(cout)]);
+        });
+        !g.is_pointwise()
+    }
+
+    fn conv2d_backward(
+        x: &CudaBuf,
+        w: &CudaBuf,
+        dy: &CudaBuf,
+        g: &WindowGeom,
+        cout: usize,
+        scratch: &mut CudaBuf,
+        scratch_holds_cols: bool,
+        dw: &mut CudaBuf,
+        db: &mut CudaBuf,
+        dx: Option<&mut CudaBuf>,
+    ) {
+        let (rows, k) = (g.n * g.positions(), g.k());
+        let pointwise = g.is_pointwise();
+        if !pointwise && scratch.len < rows * k {
+            Cuda::resize(scratch, rows * k);
+        }
+        let dx = dx.map(|d| d.ptr);
+        with_local(|l| {
+            let cols = if pointwise {
+                x.ptr
+            } else {
+                if !scratch_holds_cols {
+                    im2col(l, x.ptr, g, scratch.ptr, 0, g.n);
+                }
+                scratch.ptr
+            };
+            // dW = dyᵀ·cols, db = Σ dy
+            gemm(l, cout, k, rows, (dy.ptr, 1, cout), (cols, k, 1), (dw.ptr, k), false, None);
+            super::elementwise::sum_rows(l, dy.ptr, db.ptr, rows, cout);
+            let Some(dx) = dx else { return };
+            if pointwise {
+                gemm(l, rows, k, cout, (dy.ptr, cout, 1), (w.ptr, k, 1), (dx, k), false, None);
+            } else {
+                let dcols = l.work2(rows * k * 4);
+                gemm(l, rows, k, cout, (dy.ptr, cout, 1), (w.ptr, k, 1), (dcols, k), false, None);
+                col2im(l, dcols, g, dx, 0, g.n);
+            }
+        });
+    }
+}
+
+impl LocallyConnectedOps for Cuda {
+    fn lc_forward(
+        cols: &CudaBuf,
+        w: &CudaBuf,
+        bias: &CudaBuf,
+        y: &mut CudaBuf,
+        n: usize,
+        pos: usize,
+        k: usize,
+        cout: usize,
+    ) {
+        with_local(|l| {
+            // Y_p = C_p·W_pᵀ for every position p in one batched GEMM, then the bias
+            let batch = Batch { count: pos, a: k, b: cout * k, c: cout };
+            gemm(l, n, cout, k, (cols.ptr, pos * k, 1), (w.ptr, 1, k), (y.ptr, pos * cout), false, Some(batch));
+            l.launch_n(K::add_bias_rows, n * pos * cout, &[y.ptr, bias.ptr, u(n), u(pos * cout)]);
+        });
+    }
+
+    fn lc_backward(
+        cols: &CudaBuf,
+        w: &CudaBuf,
+        dy: &CudaBuf,
+        dw: &mut CudaBuf,
+        db: &mut CudaBuf,
+        dcols: Option<&mut CudaBuf>,
+        n: usize,
+        pos: usize,
+        k: usize,
+        cout: usize,
+    ) {
+        let dcols = dcols.map(|d| d.ptr);
+        with_local(|l| {
+            // dW_p = dY_pᵀ·C_p
+            let batch = Batch { count: pos, a: cout, b: k, c: cout * k };
+            gemm(l, cout, k, n, (dy.ptr, 1, pos * cout), (cols.ptr, pos * k, 1), (dw.ptr, k), false, Some(batch));
+            super::elementwise::sum_rows(l, dy.ptr, db.ptr, n, pos * cout);
+            if let Some(dc) = dcols {
+                // dC_p = dY_p·W_p
+                let batch = Batch { count: pos, a: cout, b: cout * k, c: k };
+                gemm(l, n, k, cout, (dy.ptr, pos * cout, 1), (w.ptr, k, 1), (dc, pos * k), false, Some(batch));
+            }
+        });
+    }
+}
+
+fn pool_kind(kind: PoolKind) -> i32 {
+    match kind {
+        PoolKind::Max => 0,
+        PoolKind::Avg => 1,
+        PoolKind::L2 => 2,
+    }
+}
+
+impl PoolOps for Cuda {
+    fn pool_forward(kind: PoolKind, x: &CudaBuf, g: &WindowGeom, y: &mut CudaBuf) {
+        let n = g.n * g.positions() * g.c;
+        if n == 0 {
+            return;
+        }
+        with_local(|l| {
+            let args = [i(pool_kind(kind)), x.ptr, y.ptr];
+            l.launch_bytes(K::pool_forward, grid_for(n), (256, 1, 1), &args, &geom_bytes(g))
+        });
+    }
+
+    fn pool_backward(kind: PoolKind, x: &CudaBuf, y: &CudaBuf, dy: &CudaBuf, g: &WindowGeom, dx: &mut CudaBuf) {
+        let n = g.n * g.h * g.w * g.c;
+        if n == 0 {
+            return;
+        }
+        with_local(|l| {
+            let args = [i(pool_kind(kind)), x.ptr, y.ptr, dy.ptr, dx.ptr];
+            l.launch_bytes(K::pool_backward, grid_for(n), (256, 1, 1), &args, &geom_bytes(g))
+        });
+    }
+}
+
+impl GlobalAvgPoolOps for Cuda {
+    fn global_avg_pool_forward(x: &CudaBuf, y: &mut CudaBuf, batch: usize, positions: usize, channels: usize) {
+        let args = [p(x), p(y), u(batch), u(positions), u(channels)];
+        with_local(|l| l.launch_n(K::global_avg_pool_forward, batch * channels, &args));
+    }
+
+    fn global_avg_pool_backward(dy: &CudaBuf, dx: &mut CudaBuf, batch: usize, positions: usize, channels: usize) {
+        let args = [p(dy), p(dx), u(batch), u(positions), u(channels)];
+        with_local(|l| l.launch_n(K::global_avg_pool_backward, batch * positions * channels, &args));
+    }
+}
+
+impl PatchifyOps for Cuda {
+    fn patchify(x: &CudaBuf, y: &mut CudaBuf, n: usize, h: usize, w: usize, c: usize, ps: usize, inverse: bool) {
+        let args = [p(x), p(y), u(n), i(h as i32), i(w as i32), i(c as i32), i(ps as i32), i(inverse as i32)];
+        with_local(|l| l.launch_n(K::patchify, n * h * w * c, &args));
+    }
+}
+
+impl TransposeOps for Cuda {
+    fn transpose_batched(x: &CudaBuf, y: &mut CudaBuf, batch: usize, rows: usize, cols: usize) {
+        if batch * rows * cols == 0 {
+            return;
+        }
+        with_local(|l| {
+            let (gx, gy) = (cols.div_ceil(32) as u32, rows.div_ceil(32) as u32);
+            for b0 in (0..batch).step_by(65535) {
+                let gz = (batch - b0).min(65535) as u32;
+                let args = [p(x), p(y), i(rows as i32), i(cols as i32), u(b0)];
+                l.launch(K::transpose_batched, (gx, gy, gz), (32, 8, 1), &args);
+            }
+        });
+    }
+}

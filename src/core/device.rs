@@ -1,0 +1,126 @@
+//! Which backend runs a computation: `cpu`, or `cuda[:N]` where cnnlab was built with the
+//! `cuda` feature. Models, training, experiments and analyses are generic over the backend;
+//! [`with_backend!`](crate::with_backend) picks the type for a [`Device`] value at run time.
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// A compute device.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Device {
+    /// The CPU backend (all cores through rayon).
+    #[default]
+    Cpu,
+    /// CUDA GPU number N.
+    Cuda(usize),
+}
+
+impl std::str::FromStr for Device {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "cpu" => Ok(Device::Cpu),
+            "cuda" | "gpu" => Ok(Device::Cuda(0)),
+            _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(n)) => Ok(Device::Cuda(n)),
+                _ => Err(Error::Config(format!("unknown device '{s}' (use cpu, cuda or cuda:N)"))),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Device::Cpu => write!(f, "cpu"),
+            Device::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+impl Device {
+    /// Whether this build can run on a GPU at all.
+    pub const CUDA_BUILT: bool = cfg!(feature = "cuda");
+
+    /// Prepares the device (once per process): finds the driver and libraries, opens the GPU
+    /// and compiles the kernels. `tf32` lets GEMMs use TF32 tensor cores (GPU only).
+    pub fn open(&self, tf32: bool) -> Result<()> {
+        match *self {
+            Device::Cpu if tf32 => Err(Error::Config("--tf32 applies to CUDA devices only".into())),
+            Device::Cpu => Ok(()),
+            #[cfg(feature = "cuda")]
+            Device::Cuda(ordinal) => crate::core::cuda::init(crate::core::cuda::Settings { ordinal, tf32 }),
+            #[cfg(not(feature = "cuda"))]
+            Device::Cuda(_) => Err(Self::not_built()),
+        }
+    }
+
+    /// The error for a CUDA device in a build without the `cuda` feature.
+    pub fn not_built() -> Error {
+        Error::Device("this cnnlab was built without CUDA support; rebuild with `cargo build --release --features cuda`".into())
+    }
+
+    pub fn is_gpu(&self) -> bool {
+        matches!(self, Device::Cuda(_))
+    }
+
+    /// One line per usable device, CPU first.
+    pub fn list() -> Vec<std::result::Result<String, String>> {
+        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let mut out = vec![Ok(format!("cpu     {cpus} threads"))];
+        #[cfg(feature = "cuda")]
+        match crate::core::cuda::list_devices() {
+            Ok(gpus) if gpus.is_empty() => out.push(Err("cuda: no GPU found".into())),
+            Ok(gpus) => out.extend(gpus.into_iter().map(Ok)),
+            Err(e) => out.push(Err(format!("cuda: {e}"))),
+        }
+        #[cfg(not(feature = "cuda"))]
+        out.push(Err(format!("cuda: {}", Self::not_built())));
+        out
+    }
+}
+
+/// Evaluates `$body` with the type alias `$B` set to the backend of `$device` (an opened
+/// [`Device`]). In a build without CUDA a CUDA device yields `Err(Device::not_built())`.
+#[macro_export]
+macro_rules! with_backend {
+    ($device:expr, $B:ident => $body:expr) => {
+        match $device {
+            $crate::core::Device::Cpu => {
+                #[allow(dead_code)]
+                type $B = $crate::core::Cpu;
+                $body
+            }
+            #[cfg(feature = "cuda")]
+            $crate::core::Device::Cuda(_) => {
+                #[allow(dead_code)]
+                type $B = $crate::core::Cuda;
+                $body
+            }
+            #[cfg(not(feature = "cuda"))]
+            $crate::core::Device::Cuda(_) => Err($crate::core::Device::not_built().into()),
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_prints_devices() {
+        assert_eq!("cpu".parse::<Device>().unwrap(), Device::Cpu);
+        assert_eq!("cuda".parse::<Device>().unwrap(), Device::Cuda(0));
+        assert_eq!("cuda:3".parse::<Device>().unwrap(), Device::Cuda(3));
+        assert_eq!(Device::Cuda(3).to_string(), "cuda:3");
+        for bad in ["", "tpu", "cuda:", "cuda:x", "cuda:-1"] {
+            assert!(bad.parse::<Device>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cpu_refuses_tf32() {
+        assert!(Device::Cpu.open(false).is_ok());
+        assert!(Device::Cpu.open(true).is_err());
+    }
+}

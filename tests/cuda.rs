@@ -1,0 +1,291 @@
+//! The CUDA backend against the CPU: every op's forward and backward on the same inputs,
+//! optimizer updates, and whole training runs. Tests that need a GPU say that they skipped
+//! where none is found; the kernel-compilation test needs only libnvrtc (CI installs it).
+#![cfg(feature = "cuda")]
+
+use cnnlab::core::cuda::{self, Settings};
+use cnnlab::core::init::InitRng;
+use cnnlab::core::ops::*;
+use cnnlab::core::optim::OptimOps;
+use cnnlab::core::{Backend, Cpu, Cuda, Layer, Mode, Tensor};
+use cnnlab::data::Dataset;
+use cnnlab::models::{ImageArch, ModelKind};
+use cnnlab::train::{Trainer, TrainConfig};
+use rand::{Rng, SeedableRng};
+use std::io::Write;
+
+/// Says why a test did not run, where `cargo test` does not capture it.
+fn skip(test: &str, why: &str) {
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
+}
+
+/// Opens GPU 0 in strict fp32, or says that `test` skipped.
+fn gpu(test: &str) -> bool {
+    match cuda::init(Settings { ordinal: 0, tf32: false }) {
+        Ok(()) => true,
+        Err(e) => {
+            skip(test, &format!("no usable GPU ({e})"));
+            false
+        }
+    }
+}
+
+#[test]
+fn every_kernel_compiles_with_nvrtc() {
+    match cuda::compile_kernels() {
+        Ok(bytes) => assert!(bytes > 10_000, "PTX of {bytes} bytes"),
+        // CI installs libnvrtc and sets CNNLAB_REQUIRE_NVRTC: there a missing library fails
+        Err(e) if std::env::var_os("CNNLAB_REQUIRE_NVRTC").is_none() && e.to_string().contains("was not found") => {
+            skip("every_kernel_compiles_with_nvrtc", &e.to_string())
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn random(len: usize, seed: u64) -> Vec<f32> {
+    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    (0..len).map(|_| r.random_range(-1.0f32..1.0)).collect()
+}
+
+/// Largest |a − b| / (1 + |b|).
+fn max_rel(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs() / (1.0 + y.abs())).fold(0.0, f32::max)
+}
+
+fn params<B: Backend>(l: &dyn Layer<B>) -> Vec<(&'static str, Vec<f32>, Vec<f32>)> {
+    let mut out = Vec::new();
+    l.visit_params_ref(&mut |p| out.push((p.name, p.value.to_vec(), p.grad.to_vec())));
+    out
+}
+
+/// Forward (train and eval mode) and backward of the same layer on both backends; outputs,
+/// input gradients and parameter gradients agree within `tol` (relative to 1 + |value|).
+/// fp32 with other summation orders: 1e-4 covers every op here with 100-1000 term sums.
+fn compare(name: &str, cpu: &mut dyn Layer<Cpu>, gpu: &mut dyn Layer<Cuda>, shape: &[usize], tol: f32) {
+    let n: usize = shape.iter().product();
+    let x = random(n, 1);
+    let (xc, xg) = (Tensor::<Cpu>::from_slice(shape, &x), Tensor::<Cuda>::from_slice(shape, &x));
+    let (mut yc, mut yg) = (Tensor::<Cpu>::empty(), Tensor::<Cuda>::empty());
+    for mode in [Mode::Eval, Mode::Train] {
+        cpu.forward(&xc, &mut yc, mode);
+        gpu.forward(&xg, &mut yg, mode);
+        assert_eq!(yc.shape(), yg.shape(), "{name}: output shape");
+        let e = max_rel(&yg.to_vec(), &yc.to_vec());
+        assert!(e <= tol, "{name} forward ({mode:?}): max relative error {e:e}");
+    }
+    let dy = random(yc.len(), 2);
+    let (dyc, dyg) = (Tensor::<Cpu>::from_slice(yc.shape(), &dy), Tensor::<Cuda>::from_slice(yc.shape(), &dy));
+    let (mut dxc, mut dxg) = (Tensor::<Cpu>::empty(), Tensor::<Cuda>::empty());
+    cpu.backward(&xc, &yc, &dyc, Some(&mut dxc));
+    gpu.backward(&xg, &yg, &dyg, Some(&mut dxg));
+    let e = max_rel(&dxg.to_vec(), &dxc.to_vec());
+    assert!(e <= tol, "{name} input gradient: max relative error {e:e}");
+    for ((pn, vc, gc), (_, vg, gg)) in params(cpu).into_iter().zip(params(gpu)) {
+        assert_eq!(vc, vg, "{name}.{pn}: the same initial values");
+        let e = max_rel(&gg, &gc);
+        assert!(e <= tol, "{name}.{pn} gradient: max relative error {e:e}");
+    }
+}
+
+/// Builds the same layer for both backends from the same seed and compares them.
+macro_rules! compare_layer {
+    ($name:expr, $shape:expr, $tol:expr, |$rng:ident| $make:expr) => {{
+        #[allow(unused_mut, unused_variables)]
+        let mut $rng = InitRng::seed_from_u64(7);
+        let mut c: Box<dyn Layer<Cpu>> = Box::new($make);
+        #[allow(unused_mut, unused_variables)]
+        let mut $rng = InitRng::seed_from_u64(7);
+        let mut g: Box<dyn Layer<Cuda>> = Box::new($make);
+        compare($name, c.as_mut(), g.as_mut(), &$shape, $tol);
+    }};
+}
+
+#[test]
+fn every_op_matches_the_cpu() {
+    if !gpu("every_op_matches_the_cpu") {
+        return;
+    }
+    let tol = 1e-4;
+    compare_layer!("linear", [6, 37], tol, |r| Linear::new(37, 19, &mut r));
+    compare_layer!("conv 3x3 pad 1", [4, 9, 9, 3], tol, |r| Conv::new_2d(3, 8, 3, 1, 1, &mut r));
+    compare_layer!("conv 3x3 stride 2", [3, 10, 7, 5], tol, |r| Conv::new_2d(5, 6, 3, 2, 1, &mut r));
+    compare_layer!("conv 5x5 no pad", [2, 9, 9, 2], tol, |r| Conv::new_2d(2, 4, 5, 1, 0, &mut r));
+    compare_layer!("conv 1x1", [3, 5, 5, 16], tol, |r| Conv::new_2d(16, 8, 1, 1, 0, &mut r));
+    compare_layer!("conv1d", [5, 40, 1], tol, |r| conv1d::conv1d(1, 25, 5, 2, 1, &mut r));
+    compare_layer!("locally connected", [3, 6, 6, 4], tol, |r| {
+        LocallyConnected::new(4, 5, (6, 6), (3, 3), (1, 1), (1, 1), &mut r).unwrap()
+    });
+    compare_layer!("max pool", [3, 8, 8, 5], tol, |r| Pool::new_2d(PoolKind::Max, 2, 2));
+    compare_layer!("max pool 3/2", [2, 9, 9, 3], tol, |r| Pool::new_2d(PoolKind::Max, 3, 2));
+    compare_layer!("avg pool", [3, 8, 8, 5], tol, |r| Pool::new_2d(PoolKind::Avg, 2, 2));
+    compare_layer!("l2 pool", [3, 8, 8, 5], tol, |r| Pool::new_2d(PoolKind::L2, 2, 2));
+    compare_layer!("max pool 1d", [4, 40, 3], tol, |r| Pool::new_1d(PoolKind::Max, 2, 2));
+    compare_layer!("global average pool", [4, 6, 6, 7], tol, |r| GlobalAvgPool);
+    compare_layer!("relu", [7, 33], tol, |r| Relu);
+    compare_layer!("gelu", [7, 33], tol, |r| Gelu::default());
+    compare_layer!("layer norm", [9, 40], tol, |r| LayerNorm::new(40));
+    compare_layer!("layer norm wide", [5, 300], tol, |r| LayerNorm::new(300));
+    compare_layer!("batch norm 2d", [6, 5, 5, 7], tol, |r| BatchNorm::new(7));
+    compare_layer!("batch norm many rows", [64, 16, 16, 3], tol, |r| BatchNorm::new(3));
+    compare_layer!("transpose", [3, 37, 45], tol, |r| Transpose);
+    compare_layer!("patchify", [2, 8, 8, 3], tol, |r| Patchify { patch: 4 });
+    compare_layer!("flatten", [3, 4, 5], tol, |r| Flatten);
+    compare_layer!("residual", [4, 12], tol, |r| Residual::new(vec![
+        Box::new(Linear::new(12, 12, &mut r)),
+        Box::new(Gelu::default()),
+    ]));
+}
+
+#[test]
+fn optimizer_updates_match_the_cpu() {
+    if !gpu("optimizer_updates_match_the_cpu") {
+        return;
+    }
+    let n = 1000;
+    let (p0, g, m0) = (random(n, 3), random(n, 4), random(n, 5));
+    let v0: Vec<f32> = random(n, 6).iter().map(|v| v.abs()).collect();
+    let up = |v: &Vec<f32>| Tensor::<Cuda>::from_slice(&[v.len()], v);
+    for (decoupled, wd) in [(false, 0.0), (false, 0.01), (true, 0.05)] {
+        let (mut pc, mut mc, mut vc) = (p0.clone(), m0.clone(), v0.clone());
+        Cpu::adam_update(&mut pc, &g, &mut mc, &mut vc, 0.01, (0.9, 0.999), 1e-8, wd, decoupled, 3);
+        let (mut pg, gg, mut mg, mut vg) = (up(&p0), up(&g), up(&m0), up(&v0));
+        Cuda::adam_update(pg.buf_mut(), gg.buf(), mg.buf_mut(), vg.buf_mut(), 0.01, (0.9, 0.999), 1e-8, wd, decoupled, 3);
+        assert!(max_rel(&pg.to_vec(), &pc) < 1e-6, "adam (decoupled {decoupled}, wd {wd})");
+        assert!(max_rel(&vg.to_vec(), &vc) < 1e-6);
+    }
+    for nesterov in [false, true] {
+        let (mut pc, mut vc) = (p0.clone(), m0.clone());
+        Cpu::sgd_update(&mut pc, &g, &mut vc, 0.05, 0.9, 5e-4, nesterov);
+        let (mut pg, gg, mut vg) = (up(&p0), up(&g), up(&m0));
+        Cuda::sgd_update(pg.buf_mut(), gg.buf(), vg.buf_mut(), 0.05, 0.9, 5e-4, nesterov);
+        assert!(max_rel(&pg.to_vec(), &pc) < 1e-6, "sgd (nesterov {nesterov})");
+        assert!(max_rel(&vg.to_vec(), &vc) < 1e-6);
+    }
+    let mask: Vec<f32> = (0..n).map(|i| (i % 3 == 0) as u8 as f32).collect();
+    let (mut pg, mg) = (up(&p0), up(&mask));
+    Cuda::apply_mask(pg.buf_mut(), mg.buf());
+    let want: Vec<f32> = p0.iter().zip(&mask).map(|(a, b)| a * b).collect();
+    assert_eq!(pg.to_vec(), want);
+}
+
+#[test]
+fn big_gemm_and_cross_entropy_match_the_cpu() {
+    if !gpu("big_gemm_and_cross_entropy_match_the_cpu") {
+        return;
+    }
+    // a CIFAR-sized convolution (the shapes of the W1 benchmark's second layer, batch 8)
+    compare_layer!("conv 64->128 on 32x32", [8, 32, 32, 64], 2e-4, |r| Conv::new_2d(64, 128, 3, 1, 1, &mut r));
+    let (rows, classes) = (300, 10);
+    let logits = random(rows * classes, 8);
+    let labels: Vec<f32> = (0..rows).map(|i| (i * 7 % classes) as f32).collect();
+    let mut dc = vec![0.0; rows * classes];
+    let (lc, cc) = Cpu::softmax_cross_entropy(&logits, &labels, Some(&mut dc), rows, classes);
+    let (xg, yg) = (Tensor::<Cuda>::from_slice(&[rows, classes], &logits), Tensor::<Cuda>::from_slice(&[rows], &labels));
+    let mut dg = Tensor::<Cuda>::zeros(&[rows, classes]);
+    use cnnlab::core::ops::cross_entropy::CrossEntropyOps;
+    let (lg, cg) = Cuda::softmax_cross_entropy(xg.buf(), yg.buf(), Some(dg.buf_mut()), rows, classes);
+    assert_eq!(cc, cg);
+    assert!((lc - lg).abs() < 1e-4 * lc.abs(), "loss {lg} vs {lc}");
+    assert!(max_rel(&dg.to_vec(), &dc) < 1e-6);
+}
+
+/// A small image dataset with learnable structure: the class decides a bright square's place.
+fn toy_images(n: usize, seed: u64) -> Dataset {
+    let (h, w, c, classes) = (8, 8, 3, 4);
+    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut make = |n: usize| {
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        for i in 0..n {
+            let label = i % classes;
+            let (oy, ox) = ((label / 2) * 4, (label % 2) * 4);
+            for yy in 0..h {
+                for xx in 0..w {
+                    for _ in 0..c {
+                        let inside = yy >= oy && yy < oy + 4 && xx >= ox && xx < ox + 4;
+                        x.push(if inside { 1.0 } else { 0.0 } + r.random_range(-0.5f32..0.5));
+                    }
+                }
+            }
+            y.push(label as u32);
+        }
+        (x, y)
+    };
+    let (x, y) = make(n);
+    let (x_test, y_test) = make(n / 4);
+    Dataset { name: "toy".into(), example_shape: vec![h, w, c], classes, x, y, x_test, y_test }
+}
+
+/// Trains the same model on both backends and compares the learning curves step by step.
+fn curves_agree(kind: ModelKind, data: &Dataset, config: TrainConfig, tol: f32) {
+    let mut cpu = Trainer::<Cpu>::for_dataset(kind, data, config.clone()).unwrap();
+    let mut gpu = Trainer::<Cuda>::for_dataset(kind, data, config.clone()).unwrap();
+    for step in 0..config.steps {
+        let (lc, ac) = cpu.step(data, step).unwrap();
+        let (lg, ag) = gpu.step(data, step).unwrap();
+        assert!((lc - lg).abs() <= tol * (1.0 + lc.abs()), "{kind:?} step {step}: loss cuda {lg} vs cpu {lc}");
+        if step < 3 {
+            assert_eq!(ac, ag, "{kind:?} step {step}: batch accuracy");
+        }
+    }
+    let (_, acc_c) = cpu.evaluate(data);
+    let (_, acc_g) = gpu.evaluate(data);
+    assert!((acc_c - acc_g).abs() <= 0.02, "{kind:?}: test accuracy cuda {acc_g} vs cpu {acc_c}");
+}
+
+#[test]
+fn training_curves_match_the_cpu() {
+    if !gpu("training_curves_match_the_cpu") {
+        return;
+    }
+    // images: every image model with BatchNorm, SGD + Nesterov + weight decay, augmentation
+    let data = toy_images(512, 1);
+    let arch = ImageArch {
+        cnn_widths: vec![8, 16],
+        pool_after: vec![0],
+        global_pool: true,
+        mlp_hidden: vec![32],
+        mixer: cnnlab::models::dnn::MixerSize { dim: 8, depth: 2, token_hidden: 16, channel_hidden: 16 },
+        ..ImageArch::small()
+    };
+    let config = TrainConfig {
+        steps: 30,
+        batch_size: 32,
+        lr: 0.05,
+        optimizer: cnnlab::core::optim::OptimizerConfig::Sgd { momentum: 0.9, weight_decay: 5e-4, nesterov: true },
+        arch,
+        ..TrainConfig::mnist1d()
+    };
+    // rounding differences grow through training; the first 30 steps stay within 1e-3
+    for kind in [ModelKind::Cnn, ModelKind::Lcn, ModelKind::Dnn, ModelKind::Mlp, ModelKind::Logistic] {
+        curves_agree(kind, &data, config.clone(), 1e-3);
+    }
+    // sequences: MNIST-1D with its recipe (Adam), the CNN and the Mixer
+    let mnist = cnnlab::data::mnist1d_default().unwrap();
+    let config = TrainConfig { steps: 30, ..TrainConfig::mnist1d() };
+    for kind in [ModelKind::Cnn, ModelKind::Dnn, ModelKind::Mlp] {
+        curves_agree(kind, &mnist, config.clone(), 1e-3);
+    }
+}
+
+#[test]
+fn sequential_runs_on_two_threads_match_one() {
+    if !gpu("sequential_runs_on_two_threads_match_one") {
+        return;
+    }
+    // each thread has its own stream: two runs at once give the numbers of one run alone
+    let data = toy_images(256, 2);
+    let config = TrainConfig { steps: 20, batch_size: 32, ..TrainConfig::mnist1d() };
+    let run = |seed: u64| {
+        let mut t = Trainer::<Cuda>::for_dataset(ModelKind::Cnn, &data, TrainConfig { seed, ..config.clone() }).unwrap();
+        (0..20).map(|s| t.step(&data, s).unwrap().0).collect::<Vec<f32>>()
+    };
+    let alone = run(3);
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| run(3));
+        let b = s.spawn(|| run(4));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert_eq!(a, alone);
+    assert_ne!(a, b);
+}
