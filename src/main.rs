@@ -656,8 +656,25 @@ fn cmd_reproduce(a: ReproduceArgs) -> Result<()> {
     };
     let pb = progress_bar(reproduce::total_steps(&cfg), a.quiet);
     let spec = a.data.dataset.clone();
+    let quiet = a.quiet;
+    let finished = |r: &reproduce::RunRecord| {
+        let line = format!(
+            "finished {} / {} / seed {}: {:.1}% in {:.1} s",
+            r.model.name(),
+            r.condition.name(),
+            r.seed,
+            100.0 * r.result.final_test_accuracy,
+            r.result.wall_seconds
+        );
+        if quiet {
+            eprintln!("{line}");
+        } else {
+            pb.println(line);
+        }
+    };
     let (summary, _) =
-        reproduce::run(&data, &cfg, &|m, c| reference_for(&spec, m, c), &|s| pb.inc(s as u64)).context("reproduce")?;
+        reproduce::run(&data, &cfg, &|m, c| reference_for(&spec, m, c), &|s| pb.inc(s as u64), &finished)
+            .context("reproduce")?;
     pb.finish_and_clear();
     println!(
         "{}: {} train / {} test examples; {} models x {} conditions x {} seeds, {} steps each, batch {}, lr {}, on {}",

@@ -76,12 +76,14 @@ fn cost(kind: ModelKind) -> u32 {
 }
 
 /// Runs the experiment on `data`. `progress(steps)` reports finished training steps (of
-/// `total_steps(cfg)`), from any thread.
+/// `total_steps(cfg)`), from any thread; `finished(run)` is called as each run ends (its
+/// curve is already on disk then, so an interrupted experiment keeps the runs it finished).
 pub fn run(
     data: &Dataset,
     cfg: &ReproduceConfig,
     reference: &dyn Fn(ModelKind, Condition) -> Option<f64>,
     progress: &(dyn Fn(usize) + Sync),
+    finished: &(dyn Fn(&RunRecord) + Sync),
 ) -> Result<(Summary, Vec<RunRecord>)> {
     cfg.train.validate()?;
     data.validate()?;
@@ -120,7 +122,12 @@ pub fn run(
             let result = with_intra_op_threads(inner, || {
                 train_on(cfg.device, model, d, &train, perm.clone(), &mut |s| progress(s))
             })?;
-            Ok(RunRecord { model, condition, seed, result })
+            let record = RunRecord { model, condition, seed, result };
+            if let Some(dir) = &cfg.run_dir {
+                write_curve(dir, &record)?;
+            }
+            finished(&record);
+            Ok(record)
         })
         .collect();
     let mut records = results.into_iter().collect::<Result<Vec<_>>>()?;
@@ -142,19 +149,21 @@ pub fn run(
     }
     let summary = Summary { dataset: data.name.clone(), rows, wall_seconds: start.elapsed().as_secs_f64() };
     if let Some(dir) = &cfg.run_dir {
-        for r in &records {
-            let name = format!("{}-{}-seed{}.jsonl", r.model.name(), r.condition.name(), r.seed);
-            let mut text = String::new();
-            for p in &r.result.curve {
-                text += &serde_json::to_string(p).map_err(|e| Error::Json { path: dir.join(&name), source: e })?;
-                text.push('\n');
-            }
-            write_atomic(&dir.join(name), text.as_bytes())?;
-        }
         write_json(&dir.join("summary.json"), &summary)?;
         write_json(&dir.join("config.json"), &cfg.train)?;
     }
     Ok((summary, records))
+}
+
+/// Writes one run's learning curve as JSON lines (`<model>-<condition>-seed<k>.jsonl`).
+fn write_curve(dir: &std::path::Path, r: &RunRecord) -> Result<()> {
+    let name = format!("{}-{}-seed{}.jsonl", r.model.name(), r.condition.name(), r.seed);
+    let mut text = String::new();
+    for p in &r.result.curve {
+        text += &serde_json::to_string(p).map_err(|e| Error::Json { path: dir.join(&name), source: e })?;
+        text.push('\n');
+    }
+    write_atomic(&dir.join(name), text.as_bytes())
 }
 
 /// Training steps the whole experiment performs.

@@ -245,7 +245,9 @@ pub(crate) struct Local {
 }
 
 thread_local! {
-    static LOCAL: RefCell<Option<Local>> = const { RefCell::new(None) };
+    // leaked on purpose: buffers are freed on their stream after their thread may have ended,
+    // and destroying cuBLAS handles during process exit crashes in the driver
+    static LOCAL: RefCell<Option<&'static mut Local>> = const { RefCell::new(None) };
 }
 
 fn check<T, E: std::fmt::Display>(r: std::result::Result<T, E>, what: &str) -> T {
@@ -357,8 +359,7 @@ impl Local {
 pub(crate) fn with_local<R>(f: impl FnOnce(&mut Local) -> R) -> R {
     LOCAL.with(|cell| {
         let mut slot = cell.borrow_mut();
-        // a stream lives as long as its thread's buffers may: never destroyed
-        let local = slot.get_or_insert_with(Local::new);
+        let local = slot.get_or_insert_with(|| Box::leak(Box::new(Local::new())));
         f(local)
     })
 }
