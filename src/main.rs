@@ -542,6 +542,9 @@ struct ReproduceArgs {
     /// No progress bar
     #[arg(long)]
     quiet: bool,
+    /// Runs trained at once (default: one per core; 8 on a GPU, each on its own stream)
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    parallel_runs: Option<u64>,
     #[command(flatten)]
     data: DataFlags,
     #[command(flatten)]
@@ -653,10 +656,11 @@ fn cmd_reproduce(a: ReproduceArgs) -> Result<()> {
         train: a.train.config(&recipe.train, a.seed)?,
         run_dir: Some(run_dir.clone()),
         device,
+        parallel_runs: a.parallel_runs.map(|n| n as usize),
     };
     let pb = progress_bar(reproduce::total_steps(&cfg), a.quiet);
     let spec = a.data.dataset.clone();
-    let quiet = a.quiet;
+    // each run's result as it ends (also without a progress bar: long experiments show progress)
     let finished = |r: &reproduce::RunRecord| {
         let line = format!(
             "finished {} / {} / seed {}: {:.1}% in {:.1} s",
@@ -666,7 +670,7 @@ fn cmd_reproduce(a: ReproduceArgs) -> Result<()> {
             100.0 * r.result.final_test_accuracy,
             r.result.wall_seconds
         );
-        if quiet {
+        if pb.is_hidden() {
             eprintln!("{line}");
         } else {
             pb.println(line);
@@ -1455,9 +1459,25 @@ fn main() {
             std::process::exit(2);
         }
     };
-    if let Err(e) = run(cli) {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
+    // a panic anywhere (a bug, or a device failure such as running out of GPU memory) is one
+    // line and a non-zero exit too, not a backtrace
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown failure".into());
+        let at = info.location().map(|l| format!(" (at {}:{})", l.file(), l.line())).unwrap_or_default();
+        eprintln!("error: internal: {}{at}", msg.replace('\n', " "));
+    }));
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli))) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+        Err(_) => std::process::exit(1),
     }
 }
 

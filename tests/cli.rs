@@ -253,3 +253,24 @@ fn analyze_data_size_writes_a_curve_per_model() {
     let e = assert_clean_failure(&["analyze", "data-size", "--sizes", "99999", "--steps", "5"]);
     assert!(e.contains("99999"), "{e}");
 }
+
+#[test]
+fn devices_are_listed_and_an_unusable_device_is_one_line() {
+    let out = cnnlab(&["devices"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.lines().next().unwrap_or("").starts_with("cpu"), "{text}");
+    // a line for CUDA either way: a GPU, or why there is none
+    assert!(text.contains("cuda"), "{text}");
+    assert_clean_failure(&["train", "--model", "cnn", "--device", "tpu"]);
+    assert_clean_failure(&["train", "--model", "cnn", "--device", "cuda:x"]);
+    assert_clean_failure(&["bench", "w3a", "--tf32"]);
+    assert_clean_failure(&["reproduce", "--parallel-runs", "0"]);
+    if !text.lines().any(|l| l.starts_with("cuda:")) {
+        // no usable GPU here (or a build without CUDA): the device is refused up front
+        let e = assert_clean_failure(&["reproduce", "--device", "cuda", "--steps", "5"]);
+        assert!(e.contains("cuda"), "{e}");
+        let e = assert_clean_failure(&["bench", "w1", "--device", "cuda:3"]);
+        assert!(e.contains("cuda:3"), "{e}");
+    }
+}

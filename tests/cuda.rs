@@ -10,7 +10,7 @@ use cnnlab::core::optim::OptimOps;
 use cnnlab::core::{Backend, Cpu, Cuda, Layer, Mode, Tensor};
 use cnnlab::data::Dataset;
 use cnnlab::models::{ImageArch, ModelKind};
-use cnnlab::train::{Trainer, TrainConfig};
+use cnnlab::train::{TrainConfig, Trainer};
 use rand::{Rng, SeedableRng};
 use std::io::Write;
 
@@ -150,7 +150,18 @@ fn optimizer_updates_match_the_cpu() {
         let (mut pc, mut mc, mut vc) = (p0.clone(), m0.clone(), v0.clone());
         Cpu::adam_update(&mut pc, &g, &mut mc, &mut vc, 0.01, (0.9, 0.999), 1e-8, wd, decoupled, 3);
         let (mut pg, gg, mut mg, mut vg) = (up(&p0), up(&g), up(&m0), up(&v0));
-        Cuda::adam_update(pg.buf_mut(), gg.buf(), mg.buf_mut(), vg.buf_mut(), 0.01, (0.9, 0.999), 1e-8, wd, decoupled, 3);
+        Cuda::adam_update(
+            pg.buf_mut(),
+            gg.buf(),
+            mg.buf_mut(),
+            vg.buf_mut(),
+            0.01,
+            (0.9, 0.999),
+            1e-8,
+            wd,
+            decoupled,
+            3,
+        );
         assert!(max_rel(&pg.to_vec(), &pc) < 1e-6, "adam (decoupled {decoupled}, wd {wd})");
         assert!(max_rel(&vg.to_vec(), &vc) < 1e-6);
     }
@@ -181,7 +192,8 @@ fn big_gemm_and_cross_entropy_match_the_cpu() {
     let labels: Vec<f32> = (0..rows).map(|i| (i * 7 % classes) as f32).collect();
     let mut dc = vec![0.0; rows * classes];
     let (lc, cc) = Cpu::softmax_cross_entropy(&logits, &labels, Some(&mut dc), rows, classes);
-    let (xg, yg) = (Tensor::<Cuda>::from_slice(&[rows, classes], &logits), Tensor::<Cuda>::from_slice(&[rows], &labels));
+    let (xg, yg) =
+        (Tensor::<Cuda>::from_slice(&[rows, classes], &logits), Tensor::<Cuda>::from_slice(&[rows], &labels));
     let mut dg = Tensor::<Cuda>::zeros(&[rows, classes]);
     use cnnlab::core::ops::cross_entropy::CrossEntropyOps;
     let (lg, cg) = Cuda::softmax_cross_entropy(xg.buf(), yg.buf(), Some(dg.buf_mut()), rows, classes);
@@ -277,7 +289,8 @@ fn sequential_runs_on_two_threads_match_one() {
     let data = toy_images(256, 2);
     let config = TrainConfig { steps: 20, batch_size: 32, ..TrainConfig::mnist1d() };
     let run = |seed: u64| {
-        let mut t = Trainer::<Cuda>::for_dataset(ModelKind::Cnn, &data, TrainConfig { seed, ..config.clone() }).unwrap();
+        let mut t =
+            Trainer::<Cuda>::for_dataset(ModelKind::Cnn, &data, TrainConfig { seed, ..config.clone() }).unwrap();
         (0..20).map(|s| t.step(&data, s).unwrap().0).collect::<Vec<f32>>()
     };
     let alone = run(3);

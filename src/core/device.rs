@@ -57,7 +57,9 @@ impl Device {
 
     /// The error for a CUDA device in a build without the `cuda` feature.
     pub fn not_built() -> Error {
-        Error::Device("this cnnlab was built without CUDA support; rebuild with `cargo build --release --features cuda`".into())
+        Error::Device(
+            "this cnnlab was built without CUDA support; rebuild with `cargo build --release --features cuda`".into(),
+        )
     }
 
     pub fn is_gpu(&self) -> bool {

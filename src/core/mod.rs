@@ -6,9 +6,9 @@
 
 pub mod backend;
 pub mod cpu;
-pub mod device;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod device;
 pub mod init;
 pub mod layer;
 pub mod ops;
@@ -20,8 +20,8 @@ pub(crate) mod gradcheck;
 
 pub use backend::{Backend, BackendBase};
 pub use cpu::Cpu;
-pub use device::Device;
 #[cfg(feature = "cuda")]
 pub use cuda::Cuda;
+pub use device::Device;
 pub use layer::{Layer, Mode, Param};
 pub use tensor::Tensor;

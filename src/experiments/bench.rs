@@ -66,8 +66,7 @@ fn w1_net<B: Backend>(rng: &mut InitRng) -> Sequential<B> {
 /// W2: 4x4 patches -> 128 channels, 4 Mixer blocks (token MLP 64-256-64, channel MLP
 /// 128-512-128, GELU, pre-LayerNorm, residuals), mean over tokens, linear.
 fn w2_net<B: Backend>(rng: &mut InitRng) -> Sequential<B> {
-    let mut layers: Vec<Box<dyn Layer<B>>> =
-        vec![Box::new(Patchify { patch: 4 }), Box::new(Linear::new(48, 128, rng))];
+    let mut layers: Vec<Box<dyn Layer<B>>> = vec![Box::new(Patchify { patch: 4 }), Box::new(Linear::new(48, 128, rng))];
     for _ in 0..4 {
         layers.push(dnn::token_mix(128, 64, 256, rng));
         layers.push(dnn::channel_mix(128, 512, rng));

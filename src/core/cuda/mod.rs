@@ -174,7 +174,10 @@ fn open(settings: Settings) -> Result<Device> {
     unsafe { ctx.disable_event_tracking() };
     let arch = ctx.compute_capability().map_err(|e| Error::Device(format!("device {}: {e}", settings.ordinal)))?;
     if arch < (7, 5) {
-        return Err(Error::Device(format!("device {} has compute capability {}.{}; cnnlab needs 7.5 or newer", settings.ordinal, arch.0, arch.1)));
+        return Err(Error::Device(format!(
+            "device {} has compute capability {}.{}; cnnlab needs 7.5 or newer",
+            settings.ordinal, arch.0, arch.1
+        )));
     }
     let module = ctx.load_module(compile(arch)?).map_err(|e| Error::Device(format!("loading the kernels: {e}")))?;
     let functions = KERNEL_NAMES
@@ -223,11 +226,6 @@ pub fn list_devices() -> Result<Vec<String>> {
         out.push(format!("cuda:{i}  {name}, compute capability {major}.{minor}, {mem:.0} GiB"));
     }
     Ok(out)
-}
-
-/// Waits until every op queued by this thread has finished (for timing).
-pub fn synchronize() {
-    with_local(|l| l.sync());
 }
 
 /// Per-thread state: a stream, a cuBLAS handle on it, and scratch memory.
@@ -535,17 +533,7 @@ impl BackendBase for Cuda {
         accumulate: bool,
     ) {
         with_local(|l| {
-            gemm(
-                l,
-                m,
-                n,
-                k,
-                (a.0.at(a.1), a.2, a.3),
-                (b.0.at(b.1), b.2, b.3),
-                (c.0.at(c.1), c.2),
-                accumulate,
-                None,
-            )
+            gemm(l, m, n, k, (a.0.at(a.1), a.2, a.3), (b.0.at(b.1), b.2, b.3), (c.0.at(c.1), c.2), accumulate, None)
         });
     }
 }

@@ -12,7 +12,16 @@ fn slabs(rows: usize) -> usize {
 
 /// First stage of a column sum over `rows × c` values; returns the two partial arrays.
 #[allow(clippy::too_many_arguments)]
-fn column_sums(l: &mut Local, mode: i32, x: u64, dy: u64, mean: u64, rstd: u64, rows: usize, c: usize) -> (u64, u64, usize) {
+fn column_sums(
+    l: &mut Local,
+    mode: i32,
+    x: u64,
+    dy: u64,
+    mean: u64,
+    rstd: u64,
+    rows: usize,
+    c: usize,
+) -> (u64, u64, usize) {
     let s = slabs(rows);
     let work = l.work(16 * s * c);
     let (p0, p1) = (work, work + 8 * (s * c) as u64);

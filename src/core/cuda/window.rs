@@ -24,7 +24,7 @@ fn geom_bytes(g: &WindowGeom) -> [u8; 48] {
 
 fn grid_for(n: usize) -> (u32, u32, u32) {
     assert!(n < 1 << 31, "a kernel launch over {n} values (the kernels index in 32 bits)");
-    (n.div_ceil(256).min(1 << 20).max(1) as u32, 1, 1)
+    (n.div_ceil(256).clamp(1, 1 << 20) as u32, 1, 1)
 }
 
 /// Images per launch so that one launch covers fewer than 2^31 values (the kernels index
