@@ -615,6 +615,9 @@ struct BenchArgs {
     /// CNN), loader (the data pipeline on --dataset)
     #[arg(value_parser = clap::builder::PossibleValuesParser::new(bench::WORKLOADS))]
     workload: String,
+    /// Also time each layer's forward and backward pass (a second, synchronised pass)
+    #[arg(long)]
+    profile: bool,
     #[command(flatten)]
     data: DataFlags,
     #[command(flatten)]
@@ -838,7 +841,22 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
         let (data, _) = a.data.load()?;
         bench::loader(&data)?
     } else {
-        bench::run_on(a.device.open()?, &a.workload)?
+        let (r, layers) = bench::run_on(a.device.open()?, &a.workload, a.profile)?;
+        if !layers.is_empty() {
+            let total: f64 = layers.iter().map(|l| l.forward_seconds + l.backward_seconds).sum();
+            println!("{:>9}  {:>9}  {:>6}  layer (ms per step)", "forward", "backward", "share");
+            for l in &layers {
+                println!(
+                    "{:>9.3}  {:>9.3}  {:>5.1}%  {}",
+                    1e3 * l.forward_seconds,
+                    1e3 * l.backward_seconds,
+                    100.0 * (l.forward_seconds + l.backward_seconds) / total.max(1e-12),
+                    l.layer
+                );
+            }
+            println!("{:>20.3}  total of the layers (the optimizer and loss not included)", 1e3 * total);
+        }
+        r
     };
     println!("{r}");
     Ok(())

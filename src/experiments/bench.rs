@@ -3,7 +3,7 @@
 //! `RESULT <workload> <value> <unit>` so the two can be run side by side and quoted as a ratio.
 
 use crate::core::init::InitRng;
-use crate::core::layer::Sequential;
+use crate::core::layer::{LayerTime, Sequential};
 use crate::core::ops::conv1d::conv1d;
 use crate::core::ops::cross_entropy::CrossEntropy;
 use crate::core::ops::{Conv, Flatten, GlobalAvgPool, Linear, Patchify, Pool, PoolKind, Relu};
@@ -31,8 +31,11 @@ impl std::fmt::Display for BenchResult {
     }
 }
 
-/// The workloads `cnnlab bench` knows.
-pub const WORKLOADS: [&str; 6] = ["w1", "w1infer", "w2", "w3a", "w3b", "loader"];
+/// The workloads `cnnlab bench` knows: PyTorch's reference workloads, the data pipeline, and
+/// the four networks of the full CIFAR-10 table (`full-*`: `ImageArch::standard`, the full
+/// preset's SGD with Nesterov momentum, batch 128, random 32x32x3 input).
+pub const WORKLOADS: [&str; 10] =
+    ["w1", "w1infer", "w2", "w3a", "w3b", "loader", "full-cnn", "full-dnn", "full-mlp", "full-lcn"];
 
 struct Workload<B: Backend> {
     net: Sequential<B>,
@@ -42,6 +45,8 @@ struct Workload<B: Backend> {
     steps: usize,
     /// Forward passes only (inference), in evaluation mode.
     inference: bool,
+    optimizer: OptimizerConfig,
+    lr: f32,
 }
 
 /// W1: the CIFAR-shaped CNN (channels last here, the same arithmetic as NCHW).
@@ -87,6 +92,8 @@ fn workload<B: Backend>(name: &str) -> Result<Workload<B>> {
             warmup: 30,
             steps: 500,
             inference: false,
+            optimizer: OptimizerConfig::adam(),
+            lr: 1e-3,
         }),
         "w1" => Ok(Workload {
             net: w1_net(&mut rng),
@@ -95,6 +102,8 @@ fn workload<B: Backend>(name: &str) -> Result<Workload<B>> {
             warmup: 3,
             steps: 20,
             inference: false,
+            optimizer: OptimizerConfig::adam(),
+            lr: 1e-3,
         }),
         "w1infer" => Ok(Workload {
             net: w1_net(&mut rng),
@@ -103,6 +112,8 @@ fn workload<B: Backend>(name: &str) -> Result<Workload<B>> {
             warmup: 2,
             steps: 10,
             inference: true,
+            optimizer: OptimizerConfig::adam(),
+            lr: 1e-3,
         }),
         "w2" => Ok(Workload {
             net: w2_net(&mut rng),
@@ -111,6 +122,8 @@ fn workload<B: Backend>(name: &str) -> Result<Workload<B>> {
             warmup: 3,
             steps: 20,
             inference: false,
+            optimizer: OptimizerConfig::adam(),
+            lr: 1e-3,
         }),
         // W3b: conv1d(1->25,k5,p2), conv1d(25->25,k3,p1) x2, ReLU, flatten, linear(1000->10)
         "w3b" => {
@@ -131,6 +144,29 @@ fn workload<B: Backend>(name: &str) -> Result<Workload<B>> {
                 warmup: 30,
                 steps: 300,
                 inference: false,
+                optimizer: OptimizerConfig::adam(),
+                lr: 1e-3,
+            })
+        }
+        full if full.starts_with("full-") => {
+            let kind = match full {
+                "full-cnn" => crate::models::ModelKind::Cnn,
+                "full-dnn" => crate::models::ModelKind::Dnn,
+                "full-mlp" => crate::models::ModelKind::Mlp,
+                "full-lcn" => crate::models::ModelKind::Lcn,
+                other => return Err(Error::Config(format!("unknown benchmark '{other}'"))),
+            };
+            let arch = crate::models::ImageArch::standard();
+            let model = crate::models::Model::<B>::build_with(kind, &[32, 32, 3], 10, &arch, &mut rng)?;
+            Ok(Workload {
+                net: model.net,
+                input: vec![128, 32, 32, 3],
+                batch: 128,
+                warmup: 1,
+                steps: 3,
+                inference: false,
+                optimizer: OptimizerConfig::Sgd { momentum: 0.9, weight_decay: 5e-4, nesterov: true },
+                lr: 0.05,
             })
         }
         other => Err(Error::Config(format!("unknown benchmark '{other}' (known: {})", WORKLOADS.join(", ")))),
@@ -140,17 +176,19 @@ fn workload<B: Backend>(name: &str) -> Result<Workload<B>> {
 /// Runs workload `name` on the CPU: steps per second for the MNIST-1D ones, images per
 /// second for the image ones (`loader` is [`loader`]).
 pub fn run(name: &str) -> Result<BenchResult> {
-    run_on(Device::Cpu, name)
+    run_on(Device::Cpu, name, false).map(|(r, _)| r)
 }
 
 /// Runs workload `name` on `device` (opened first). A GPU gets the reference script's
-/// 20 warm-up and 200 timed steps, with the queue drained before and after the clock.
-pub fn run_on(device: Device, name: &str) -> Result<BenchResult> {
-    crate::with_backend!(device, B => run_backend::<B>(name, device.is_gpu()))
+/// 20 warm-up and 200 timed steps, with the queue drained before and after the clock. With
+/// `profile`, a second timing pass measures each layer (the throughput comes from the first,
+/// unprofiled pass).
+pub fn run_on(device: Device, name: &str, profile: bool) -> Result<(BenchResult, Vec<LayerTime>)> {
+    crate::with_backend!(device, B => run_backend::<B>(name, device.is_gpu(), profile))
 }
 
-fn run_backend<B: Backend>(name: &str, gpu: bool) -> Result<BenchResult> {
-    let Workload { mut net, input, batch, mut warmup, mut steps, inference } = workload::<B>(name)?;
+fn run_backend<B: Backend>(name: &str, gpu: bool, profile: bool) -> Result<(BenchResult, Vec<LayerTime>)> {
+    let Workload { mut net, input, batch, mut warmup, mut steps, inference, optimizer, lr } = workload::<B>(name)?;
     if gpu {
         (warmup, steps) = (20, 200);
     }
@@ -165,26 +203,26 @@ fn run_backend<B: Backend>(name: &str, gpu: bool) -> Result<BenchResult> {
         loss.labels = Tensor::from_slice(&[batch], &ys);
     }
     let mut logits = Tensor::empty();
-    let mut opt = Optimizer::<B>::new(OptimizerConfig::adam());
-    let mut step = |net: &mut Sequential<B>| -> f32 {
+    let mut opt = Optimizer::<B>::new(optimizer);
+    let mut step = |net: &mut Sequential<B>, logits: &mut Tensor<B>| -> f32 {
         if inference {
-            net.forward(&x, &mut logits, Mode::Eval);
+            net.forward(&x, logits, Mode::Eval);
             return 0.0;
         }
-        net.forward(&x, &mut logits, Mode::Train);
-        let (l, _) = loss.evaluate(&logits, true);
-        net.backward(&x, &logits, &loss.dlogits, None);
-        opt.step(net, 1e-3);
+        net.forward(&x, logits, Mode::Train);
+        let (l, _) = loss.evaluate(logits, true);
+        net.backward(&x, logits, &loss.dlogits, None);
+        opt.step(net, lr);
         l
     };
     for _ in 0..warmup {
-        step(&mut net);
+        step(&mut net, &mut logits);
     }
     B::synchronize();
     let t = std::time::Instant::now();
     let mut last = 0.0;
     for _ in 0..steps {
-        last = step(&mut net);
+        last = step(&mut net, &mut logits);
     }
     B::synchronize();
     let secs = t.elapsed().as_secs_f64();
@@ -195,11 +233,24 @@ fn run_backend<B: Backend>(name: &str, gpu: bool) -> Result<BenchResult> {
         return Err(Error::Diverged { step: steps, loss: last });
     }
     let rate = steps as f64 / secs;
-    if name.starts_with("w3") {
-        Ok(BenchResult { workload: name.into(), value: rate, unit: "steps/s" })
+    let result = if name.starts_with("w3") {
+        BenchResult { workload: name.into(), value: rate, unit: "steps/s" }
     } else {
-        Ok(BenchResult { workload: name.into(), value: rate * batch as f64, unit: "images/s" })
+        BenchResult { workload: name.into(), value: rate * batch as f64, unit: "images/s" }
+    };
+    let mut layers = Vec::new();
+    if profile {
+        net.profile(true);
+        for _ in 0..steps {
+            step(&mut net, &mut logits);
+        }
+        layers = net.profile_report();
+        for l in &mut layers {
+            l.forward_seconds /= steps as f64;
+            l.backward_seconds /= steps as f64;
+        }
     }
+    Ok((result, layers))
 }
 
 /// Images per second of the training data pipeline alone (shuffle, gather, augmentation,
