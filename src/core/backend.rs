@@ -1,9 +1,8 @@
 //! The seam between models/training and the hardware.
 //!
 //! [`BackendBase`] owns buffers and the one primitive everything leans on, GEMM. Each op file
-//! in [`crate::core::ops`] adds its own trait (its kernels' forward and backward) and
-//! implements it for [`crate::core::Cpu`]; [`Backend`] is the sum of them. A CUDA backend
-//! (cuBLAS/cuDNN through cudarc) implements these traits for its device buffers.
+//! in [`crate::core::ops`] adds its own trait (its kernels' forward and backward); each backend
+//! implements them in its folder (`core/cpu/`, `core/cuda/`), and [`Backend`] is the sum.
 
 use crate::core::ops;
 use crate::core::optim;

@@ -1,8 +1,8 @@
 //! The compute core: tensors, ops with hand-written forward and backward, optimizers.
 //!
-//! Models and training see only the [`Backend`] trait and [`Tensor`]; the CPU implementation
-//! ([`Cpu`]) lives in [`cpu`]. A GPU backend implements the same traits (one per op file) over
-//! its own buffer type without touching models or training.
+//! Models and training see only the [`Backend`] trait and [`Tensor`]. Each backend lives in
+//! its own folder with one file per op family: [`Cpu`] in [`cpu`], and with the `cuda`
+//! feature `Cuda` in `cuda`. A [`Device`] value picks one at run time.
 
 pub mod backend;
 pub mod cpu;

@@ -1,12 +1,18 @@
 //! The CPU backend: `Vec<f32>` buffers, GEMM from the `gemm` crate (runtime dispatch to
-//! AVX2/FMA or AVX-512 kernels), threads from rayon.
+//! AVX2/FMA or AVX-512 kernels), threads from rayon. The kernels are in one file per op
+//! family (`elementwise`, `window`, `norm`, `loss`, `optim`), as in `core/cuda/`.
 //!
 //! Intra-op parallelism is bounded per thread by [`with_intra_op_threads`]: an experiment that
 //! trains many small models runs one model per core and sets 1 inside each, while a single
 //! large run uses every thread inside each op. Work is always split the same way for a given
 //! thread count, so a seed and a thread count give the same numbers.
 
+pub(crate) mod elementwise;
+mod loss;
 pub mod math;
+mod norm;
+mod optim;
+mod window;
 
 use crate::core::backend::BackendBase;
 use std::cell::Cell;

@@ -5,7 +5,6 @@
 //! `g = dy·γ`.
 
 use crate::core::backend::{Backend, BackendBase};
-use crate::core::cpu::Cpu;
 use crate::core::{Layer, Mode, Param, Tensor};
 use crate::error::{Error, Result};
 
@@ -58,115 +57,6 @@ pub trait BatchNormOps: BackendBase {
         c: usize,
         batch_stats: bool,
     );
-}
-
-impl BatchNormOps for Cpu {
-    fn batch_norm_forward_train(
-        x: &Vec<f32>,
-        gamma: &Vec<f32>,
-        beta: &Vec<f32>,
-        y: &mut Vec<f32>,
-        mean: &mut Vec<f32>,
-        rstd: &mut Vec<f32>,
-        running_mean: &mut Vec<f32>,
-        running_var: &mut Vec<f32>,
-        rows: usize,
-        c: usize,
-        eps: f32,
-        momentum: f32,
-    ) {
-        mean[..c].fill(0.0);
-        for r in 0..rows {
-            mean[..c].iter_mut().zip(&x[r * c..(r + 1) * c]).for_each(|(m, v)| *m += v);
-        }
-        mean[..c].iter_mut().for_each(|m| *m /= rows as f32);
-        let var = &mut rstd[..c];
-        var.fill(0.0);
-        for r in 0..rows {
-            for j in 0..c {
-                let d = x[r * c + j] - mean[j];
-                var[j] += d * d;
-            }
-        }
-        for j in 0..c {
-            let biased = var[j] / rows as f32;
-            let unbiased = if rows > 1 { var[j] / (rows - 1) as f32 } else { biased };
-            running_mean[j] = (1.0 - momentum) * running_mean[j] + momentum * mean[j];
-            running_var[j] = (1.0 - momentum) * running_var[j] + momentum * unbiased;
-            var[j] = 1.0 / (biased + eps).sqrt();
-        }
-        for r in 0..rows {
-            for j in 0..c {
-                y[r * c + j] = (x[r * c + j] - mean[j]) * rstd[j] * gamma[j] + beta[j];
-            }
-        }
-    }
-
-    fn batch_norm_forward_eval(
-        x: &Vec<f32>,
-        gamma: &Vec<f32>,
-        beta: &Vec<f32>,
-        y: &mut Vec<f32>,
-        mean: &mut Vec<f32>,
-        rstd: &mut Vec<f32>,
-        running_mean: &Vec<f32>,
-        running_var: &Vec<f32>,
-        rows: usize,
-        c: usize,
-        eps: f32,
-    ) {
-        for j in 0..c {
-            mean[j] = running_mean[j];
-            rstd[j] = 1.0 / (running_var[j] + eps).sqrt();
-        }
-        for r in 0..rows {
-            for j in 0..c {
-                y[r * c + j] = (x[r * c + j] - mean[j]) * rstd[j] * gamma[j] + beta[j];
-            }
-        }
-    }
-
-    fn batch_norm_backward(
-        x: &Vec<f32>,
-        dy: &Vec<f32>,
-        gamma: &Vec<f32>,
-        mean: &Vec<f32>,
-        rstd: &Vec<f32>,
-        dx: Option<&mut Vec<f32>>,
-        dgamma: &mut Vec<f32>,
-        dbeta: &mut Vec<f32>,
-        rows: usize,
-        c: usize,
-        batch_stats: bool,
-    ) {
-        // dβ = Σ dy, dγ = Σ dy·x̂ (per channel)
-        dgamma[..c].fill(0.0);
-        dbeta[..c].fill(0.0);
-        for r in 0..rows {
-            for j in 0..c {
-                let g = dy[r * c + j];
-                dbeta[j] += g;
-                dgamma[j] += g * (x[r * c + j] - mean[j]) * rstd[j];
-            }
-        }
-        let Some(dx) = dx else { return };
-        if !batch_stats {
-            for r in 0..rows {
-                for j in 0..c {
-                    dx[r * c + j] = dy[r * c + j] * gamma[j] * rstd[j];
-                }
-            }
-            return;
-        }
-        let n = rows as f32;
-        for r in 0..rows {
-            for j in 0..c {
-                let xhat = (x[r * c + j] - mean[j]) * rstd[j];
-                // Σg = γ·dβ, Σ(g·x̂) = γ·dγ
-                dx[r * c + j] = gamma[j] * rstd[j] / n * (n * dy[r * c + j] - dbeta[j] - xhat * dgamma[j]);
-            }
-        }
-    }
 }
 
 /// BatchNorm with learned scale and shift and running statistics.
@@ -292,6 +182,7 @@ impl<B: Backend> Layer<B> for BatchNorm<B> {
 mod tests {
     use super::*;
     use crate::core::gradcheck::{check_layer, random_input};
+    use crate::core::Cpu;
 
     #[test]
     fn gradient_check_train_mode() {

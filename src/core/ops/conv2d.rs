@@ -8,9 +8,7 @@
 //! `dcols = dy·W` scattered back by col2im. 1×1 convolutions skip im2col entirely.
 
 use crate::core::backend::{Backend, BackendBase};
-use crate::core::cpu::{for_each_chunk_mut, sgemm, Cpu};
 use crate::core::init::{fan_in_bound, uniform, InitRng};
-use crate::core::ops::linear::LinearOps;
 use crate::core::{Layer, Mode, Param, Tensor};
 use crate::error::{Error, Result};
 
@@ -104,283 +102,6 @@ pub trait Conv2dOps: BackendBase {
         dx: Option<&mut Self::Buf>,
     );
 }
-
-impl Conv2dOps for Cpu {
-    fn im2col(x: &Vec<f32>, g: &WindowGeom, cols: &mut Vec<f32>, img0: usize, imgs: usize) {
-        let (k, p) = (g.k(), g.positions());
-        let per_image = p * k;
-        let images_per_task = if imgs * per_image < (1 << 16) { imgs } else { 1 };
-        for_each_chunk_mut(&mut cols[..imgs * per_image], images_per_task * per_image, |t, out| {
-            for (i, img_cols) in out.chunks_exact_mut(per_image).enumerate() {
-                let b = img0 + t * images_per_task + i;
-                let img = &x[b * g.h * g.w * g.c..(b + 1) * g.h * g.w * g.c];
-                im2col_image(img, g, img_cols);
-            }
-        });
-    }
-
-    fn col2im(cols: &Vec<f32>, g: &WindowGeom, dx: &mut Vec<f32>, img0: usize, imgs: usize) {
-        let img_len = g.h * g.w * g.c;
-        let per_image = g.positions() * g.k();
-        let images_per_task = if imgs * per_image < (1 << 16) { imgs } else { 1 };
-        let region = &mut dx[img0 * img_len..(img0 + imgs) * img_len];
-        for_each_chunk_mut(region, images_per_task * img_len, |t, out| {
-            for (i, img) in out.chunks_exact_mut(img_len).enumerate() {
-                let local = t * images_per_task + i;
-                col2im_image(&cols[local * per_image..(local + 1) * per_image], g, img);
-            }
-        });
-    }
-
-    fn conv2d_forward(
-        x: &Vec<f32>,
-        w: &Vec<f32>,
-        b: &Vec<f32>,
-        g: &WindowGeom,
-        cout: usize,
-        scratch: &mut Vec<f32>,
-        y: &mut Vec<f32>,
-    ) -> bool {
-        let (p, k) = (g.positions(), g.k());
-        let split = BatchSplit::new(g, cout);
-        let (cols_len, _, per_range) = split.layout(g, cout);
-        if scratch.len() < split.ranges * per_range {
-            scratch.resize(split.ranges * per_range, 0.0);
-        }
-        let body = |r: usize, yr: &mut [f32], sr: &mut [f32]| {
-            let images = split.images(r, g.n);
-            for img0 in images.clone().step_by(split.sub) {
-                let imgs = split.sub.min(images.end - img0);
-                let rows = imgs * p;
-                let out = &mut yr[(img0 - images.start) * p * cout..][..rows * cout];
-                if g.is_pointwise() {
-                    sgemm(rows, cout, k, (&x[img0 * p * k..], k, 1), (w, 1, k), (out, cout), false);
-                } else {
-                    let cols = &mut sr[..cols_len];
-                    Cpu::im2col_into(x, g, cols, img0, imgs);
-                    sgemm(rows, cout, k, (cols, k, 1), (w, 1, k), (out, cout), false);
-                }
-                for row in out.chunks_exact_mut(cout) {
-                    for (o, bias) in row.iter_mut().zip(&b[..cout]) {
-                        *o += bias;
-                    }
-                }
-            }
-        };
-        let (y, scratch) = (&mut y[..g.n * p * cout], &mut scratch[..split.ranges * per_range]);
-        if split.ranges == 1 {
-            body(0, y, scratch);
-        } else {
-            use rayon::prelude::*;
-            y.par_chunks_mut(split.per_range * p * cout)
-                .zip(scratch.par_chunks_mut(per_range))
-                .enumerate()
-                .for_each(|(r, (yr, sr))| crate::core::cpu::with_intra_op_threads(1, || body(r, yr, sr)));
-        }
-        !g.is_pointwise() && split.holds_batch()
-    }
-
-    fn conv2d_backward(
-        x: &Vec<f32>,
-        w: &Vec<f32>,
-        dy: &Vec<f32>,
-        g: &WindowGeom,
-        cout: usize,
-        scratch: &mut Vec<f32>,
-        scratch_holds_cols: bool,
-        dw: &mut Vec<f32>,
-        db: &mut Vec<f32>,
-        dx: Option<&mut Vec<f32>>,
-    ) {
-        let (p, k) = (g.positions(), g.k());
-        let split = BatchSplit::new(g, cout);
-        let (cols_per_range, dcols_per_range, per_range) = split.layout(g, cout);
-        if scratch.len() < split.ranges * per_range {
-            scratch.resize(split.ranges * per_range, 0.0);
-        }
-        let img_len = g.h * g.w * g.c;
-        let want_dx = dx.is_some();
-        let mut no_dx = [0.0f32; 1];
-        let (dx_slice, dx_per_range): (&mut [f32], usize) = match dx {
-            Some(d) => (&mut d[..g.n * img_len], split.per_range * img_len),
-            None => (&mut no_dx[..], 0),
-        };
-        let body = |r: usize, dxr: &mut [f32], sr: &mut [f32]| {
-            let (cols, rest) = sr.split_at_mut(cols_per_range);
-            let (dcols, dw_part) = rest.split_at_mut(dcols_per_range);
-            let images = split.images(r, g.n);
-            for img0 in images.clone().step_by(split.sub) {
-                let imgs = split.sub.min(images.end - img0);
-                let rows = imgs * p;
-                let dyc = &dy[img0 * p * cout..];
-                let acc = img0 > images.start;
-                let local = (img0 - images.start) * img_len;
-                if g.is_pointwise() {
-                    let xc = &x[img0 * p * k..];
-                    sgemm(cout, k, rows, (dyc, 1, cout), (xc, k, 1), (&mut dw_part[..cout * k], k), acc);
-                    if want_dx {
-                        sgemm(rows, k, cout, (dyc, cout, 1), (w, k, 1), (&mut dxr[local..], k), false);
-                    }
-                    continue;
-                }
-                if !scratch_holds_cols {
-                    Cpu::im2col_into(x, g, cols, img0, imgs);
-                }
-                sgemm(cout, k, rows, (dyc, 1, cout), (cols, k, 1), (&mut dw_part[..cout * k], k), acc);
-                if want_dx {
-                    sgemm(rows, k, cout, (dyc, cout, 1), (w, k, 1), (dcols, k), false);
-                    let per_image = p * k;
-                    for i in 0..imgs {
-                        let img = &mut dxr[local + i * img_len..local + (i + 1) * img_len];
-                        col2im_image(&dcols[i * per_image..(i + 1) * per_image], g, img);
-                    }
-                }
-            }
-        };
-        let scratch = &mut scratch[..split.ranges * per_range];
-        if split.ranges == 1 {
-            body(0, dx_slice, scratch);
-        } else if want_dx {
-            use rayon::prelude::*;
-            dx_slice
-                .par_chunks_mut(dx_per_range)
-                .zip(scratch.par_chunks_mut(per_range))
-                .enumerate()
-                .for_each(|(r, (dxr, sr))| crate::core::cpu::with_intra_op_threads(1, || body(r, dxr, sr)));
-        } else {
-            use rayon::prelude::*;
-            scratch
-                .par_chunks_mut(per_range)
-                .enumerate()
-                .for_each(|(r, sr)| crate::core::cpu::with_intra_op_threads(1, || body(r, &mut [], sr)));
-        }
-        // dW: the ranges' partial sums, added in range order (fixed for a thread count)
-        let dw = &mut dw[..cout * k];
-        dw.copy_from_slice(&scratch[cols_per_range + dcols_per_range..per_range]);
-        for r in 1..split.ranges {
-            let part = &scratch[r * per_range + cols_per_range + dcols_per_range..(r + 1) * per_range];
-            dw.iter_mut().zip(part).for_each(|(d, v)| *d += v);
-        }
-        Cpu::sum_rows(dy, db, g.n * p, cout);
-    }
-}
-
-/// How the CPU convolution splits a batch: `ranges` contiguous runs of whole images, one per
-/// thread, each processed in sub-chunks of at most `sub` images (bounded im2col scratch).
-/// Splitting the batch (rather than each GEMM) needs one fork-join per layer: measured on the
-/// W3b workload, GEMM-internal threading ran slower on 2 threads than 1 thread did.
-#[derive(Clone, Copy, Debug)]
-struct BatchSplit {
-    ranges: usize,
-    per_range: usize,
-    sub: usize,
-}
-
-/// Below this many multiply-adds per layer a convolution runs on one thread.
-const PARALLEL_CONV_MIN_MACS: usize = 1 << 20;
-
-impl BatchSplit {
-    fn new(g: &WindowGeom, cout: usize) -> Self {
-        let macs = g.n * g.positions() * g.k() * cout;
-        let threads = crate::core::cpu::intra_op_threads();
-        let ranges = if threads > 1 && macs >= PARALLEL_CONV_MIN_MACS { threads.min(g.n).max(1) } else { 1 };
-        let per_range = g.n.div_ceil(ranges).max(1);
-        let ranges = g.n.div_ceil(per_range).max(1);
-        let per_image = (g.positions() * g.k()).max(1);
-        let sub = (CHUNK_VALUES / ranges / per_image).clamp(1, per_range);
-        Self { ranges, per_range, sub }
-    }
-
-    /// Scratch layout per range: (im2col rows, their gradient, partial dW), each range's
-    /// block `per_range` values long. The same layout in forward and backward lets the
-    /// backward pass reuse the forward pass's im2col rows in place.
-    fn layout(&self, g: &WindowGeom, cout: usize) -> (usize, usize, usize) {
-        let cols = if g.is_pointwise() { 0 } else { self.sub * g.positions() * g.k() };
-        (cols, cols, 2 * cols + cout * g.k())
-    }
-
-    /// Whether one sub-chunk covers each range, so the scratch holds the whole batch's rows.
-    fn holds_batch(&self) -> bool {
-        self.sub >= self.per_range
-    }
-
-    /// Images of range `r`.
-    fn images(&self, r: usize, n: usize) -> std::ops::Range<usize> {
-        let start = (r * self.per_range).min(n);
-        start..((r + 1) * self.per_range).min(n)
-    }
-}
-
-impl Cpu {
-    /// im2col rows of `imgs` images starting at `img0` into `out` (`imgs·P·K` values).
-    fn im2col_into(x: &[f32], g: &WindowGeom, out: &mut [f32], img0: usize, imgs: usize) {
-        let per_image = g.positions() * g.k();
-        let img_len = g.h * g.w * g.c;
-        for (i, o) in out[..imgs * per_image].chunks_exact_mut(per_image).enumerate() {
-            let b = img0 + i;
-            im2col_image(&x[b * img_len..(b + 1) * img_len], g, o);
-        }
-    }
-}
-
-/// One image's im2col rows (zeros where the window hangs over the padding).
-fn im2col_image(img: &[f32], g: &WindowGeom, out: &mut [f32]) {
-    let c = g.c;
-    let mut o = 0;
-    for oy in 0..g.oh {
-        for ox in 0..g.ow {
-            for ki in 0..g.kh {
-                let iy = (oy * g.sh + ki) as isize - g.ph as isize;
-                if iy < 0 || iy >= g.h as isize {
-                    out[o..o + g.kw * c].fill(0.0);
-                    o += g.kw * c;
-                    continue;
-                }
-                let row = iy as usize * g.w;
-                for kj in 0..g.kw {
-                    let ix = (ox * g.sw + kj) as isize - g.pw as isize;
-                    if ix < 0 || ix >= g.w as isize {
-                        out[o..o + c].fill(0.0);
-                    } else {
-                        let src = (row + ix as usize) * c;
-                        out[o..o + c].copy_from_slice(&img[src..src + c]);
-                    }
-                    o += c;
-                }
-            }
-        }
-    }
-}
-
-/// One image's gradient: the sum of every im2col row entry that read each input value.
-fn col2im_image(cols: &[f32], g: &WindowGeom, img: &mut [f32]) {
-    let c = g.c;
-    img.fill(0.0);
-    let mut o = 0;
-    for oy in 0..g.oh {
-        for ox in 0..g.ow {
-            for ki in 0..g.kh {
-                let iy = (oy * g.sh + ki) as isize - g.ph as isize;
-                if iy < 0 || iy >= g.h as isize {
-                    o += g.kw * c;
-                    continue;
-                }
-                let row = iy as usize * g.w;
-                for kj in 0..g.kw {
-                    let ix = (ox * g.sw + kj) as isize - g.pw as isize;
-                    if ix >= 0 && ix < g.w as isize {
-                        let dst = (row + ix as usize) * c;
-                        img[dst..dst + c].iter_mut().zip(&cols[o..o + c]).for_each(|(d, s)| *d += s);
-                    }
-                    o += c;
-                }
-            }
-        }
-    }
-}
-
-/// im2col scratch is processed in chunks of whole images of at most this many values.
-const CHUNK_VALUES: usize = 1 << 22;
 
 /// Reads `[B, L, C]` as `[B, 1, L, C]` (1-D) or `[B, H, W, C]` (2-D).
 pub(crate) fn image_dims(shape: &[usize]) -> Option<(usize, usize, usize, usize)> {
@@ -547,6 +268,7 @@ impl<B: Backend> Layer<B> for Conv<B> {
 mod tests {
     use super::*;
     use crate::core::gradcheck::{check_layer, random_input};
+    use crate::core::Cpu;
     use rand::SeedableRng;
 
     #[test]
@@ -582,6 +304,7 @@ mod parallel_tests {
     use super::*;
     use crate::core::cpu::with_intra_op_threads;
     use crate::core::gradcheck::random_input;
+    use crate::core::Cpu;
     use rand::SeedableRng;
 
     /// The batch split across threads (taken for large layers) matches one thread exactly in

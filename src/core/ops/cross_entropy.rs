@@ -2,7 +2,6 @@
 //! `dL/dz_i = (softmax(z_i) − onehot(y_i)) / rows`. Computed stably (max subtracted).
 
 use crate::core::backend::{Backend, BackendBase};
-use crate::core::cpu::Cpu;
 use crate::core::Tensor;
 
 pub trait CrossEntropyOps: BackendBase {
@@ -15,45 +14,6 @@ pub trait CrossEntropyOps: BackendBase {
         rows: usize,
         classes: usize,
     ) -> (f64, usize);
-}
-
-impl CrossEntropyOps for Cpu {
-    fn softmax_cross_entropy(
-        logits: &Vec<f32>,
-        labels: &Vec<f32>,
-        mut dlogits: Option<&mut Vec<f32>>,
-        rows: usize,
-        classes: usize,
-    ) -> (f64, usize) {
-        let mut loss = 0.0f64;
-        let mut correct = 0;
-        let inv_rows = 1.0 / rows as f32;
-        for r in 0..rows {
-            let z = &logits[r * classes..(r + 1) * classes];
-            let label = labels[r] as usize;
-            let (mut best, mut max) = (0, f32::NEG_INFINITY);
-            for (j, &v) in z.iter().enumerate() {
-                if v > max {
-                    max = v;
-                    best = j;
-                }
-            }
-            if best == label {
-                correct += 1;
-            }
-            let sum: f32 = z.iter().map(|v| (v - max).exp()).sum();
-            let log_sum = sum.ln();
-            loss += (log_sum - (z[label] - max)) as f64;
-            if let Some(d) = dlogits.as_deref_mut() {
-                let d = &mut d[r * classes..(r + 1) * classes];
-                for j in 0..classes {
-                    let p = (z[j] - max).exp() / sum;
-                    d[j] = (p - if j == label { 1.0 } else { 0.0 }) * inv_rows;
-                }
-            }
-        }
-        (loss, correct)
-    }
 }
 
 /// The loss as a stateful object: holds the labels and the logits' gradient buffer.
@@ -88,6 +48,7 @@ impl<B: Backend> CrossEntropy<B> {
 mod tests {
     use super::*;
     use crate::core::gradcheck::random_input;
+    use crate::core::Cpu;
 
     #[test]
     fn gradient_check_and_known_value() {

@@ -2,7 +2,6 @@
 //! `dy/dx = Φ(x) + x·φ(x)`.
 
 use crate::core::backend::{Backend, BackendBase};
-use crate::core::cpu::{elementwise, Cpu};
 use crate::core::{Layer, Mode, Tensor};
 use crate::error::Result;
 
@@ -11,63 +10,6 @@ pub trait GeluOps: BackendBase {
     fn gelu_forward(x: &Self::Buf, y: &mut Self::Buf, dydx: &mut Self::Buf);
     /// `dx = dy · dydx`.
     fn gelu_backward(dydx: &Self::Buf, dy: &Self::Buf, dx: &mut Self::Buf);
-}
-
-const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
-const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
-
-/// `(Φ(x), φ(x))` with `erf` from Abramowitz & Stegun 7.1.26 (absolute error < 1.5e-7, the
-/// precision of f32 here). Measured: libm's scalar `erff` made GELU 60% of a Mixer step; this
-/// form shares one `exp(−x²/2)` between forward and derivative and vectorises (with the
-/// polynomial `exp` of `cpu::math`).
-#[inline(always)]
-fn normal_cdf_pdf(x: f32) -> (f32, f32) {
-    const P: f32 = 0.327_591_1;
-    const A: [f32; 5] = [0.254_829_6, -0.284_496_74, 1.421_413_7, -1.453_152_1, 1.061_405_4];
-    let z = x.abs() * FRAC_1_SQRT_2;
-    let t = 1.0 / (1.0 + P * z);
-    // clamped so exp stays out of the denormal range (where φ is 0 to f32 precision anyway)
-    let e = crate::core::cpu::math::exp(-0.5 * (x * x).min(170.0));
-    let poly = t * (A[0] + t * (A[1] + t * (A[2] + t * (A[3] + t * A[4]))));
-    let erf_abs = 1.0 - poly * e;
-    let erf = if x < 0.0 { -erf_abs } else { erf_abs };
-    (0.5 * (1.0 + erf), FRAC_1_SQRT_2PI * e)
-}
-
-#[cfg(test)]
-fn gelu(x: f32) -> f32 {
-    x * normal_cdf_pdf(x).0
-}
-
-#[inline(always)]
-fn forward_slice(x: &[f32], o: &mut [f32], dydx: &mut [f32]) {
-    for ((o, d), x) in o.iter_mut().zip(dydx.iter_mut()).zip(x) {
-        let (cdf, pdf) = normal_cdf_pdf(*x);
-        *o = x * cdf;
-        *d = cdf + x * pdf;
-    }
-}
-
-impl GeluOps for Cpu {
-    fn gelu_forward(x: &Vec<f32>, y: &mut Vec<f32>, dydx: &mut Vec<f32>) {
-        let dydx_ptr = dydx.as_mut_ptr() as usize;
-        elementwise(y, |off, o| {
-            let x = &x[off..off + o.len()];
-            // SAFETY: `elementwise` hands out disjoint ranges of `y`; `dydx` has the same
-            // length, so the same range of it is touched by this task alone.
-            let d = unsafe { std::slice::from_raw_parts_mut((dydx_ptr as *mut f32).add(off), o.len()) };
-            crate::dispatch_simd!(forward_slice(x, o, d))
-        });
-    }
-
-    fn gelu_backward(dydx: &Vec<f32>, dy: &Vec<f32>, dx: &mut Vec<f32>) {
-        elementwise(dx, |off, d| {
-            let (s, g) = (&dydx[off..off + d.len()], &dy[off..off + d.len()]);
-            for i in 0..d.len() {
-                d[i] = g[i] * s[i];
-            }
-        });
-    }
 }
 
 /// The GELU layer; keeps its local derivative from the forward pass.
@@ -108,6 +50,11 @@ impl<B: Backend> Layer<B> for Gelu<B> {
 mod tests {
     use super::*;
     use crate::core::gradcheck::{check_layer, random_input};
+    use crate::core::Cpu;
+
+    fn gelu(x: f32) -> f32 {
+        x * crate::core::cpu::elementwise::normal_cdf_pdf(x).0
+    }
 
     #[test]
     fn gradient_check() {

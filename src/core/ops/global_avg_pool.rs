@@ -2,39 +2,12 @@
 //! mean over `S..`. Used at the end of image CNNs and for the Mixer's mean over tokens.
 
 use crate::core::backend::{Backend, BackendBase};
-use crate::core::cpu::Cpu;
 use crate::core::{Layer, Mode, Tensor};
 use crate::error::{Error, Result};
 
 pub trait GlobalAvgPoolOps: BackendBase {
     fn global_avg_pool_forward(x: &Self::Buf, y: &mut Self::Buf, batch: usize, positions: usize, channels: usize);
     fn global_avg_pool_backward(dy: &Self::Buf, dx: &mut Self::Buf, batch: usize, positions: usize, channels: usize);
-}
-
-impl GlobalAvgPoolOps for Cpu {
-    fn global_avg_pool_forward(x: &Vec<f32>, y: &mut Vec<f32>, batch: usize, positions: usize, channels: usize) {
-        let inv = 1.0 / positions as f32;
-        for b in 0..batch {
-            let out = &mut y[b * channels..(b + 1) * channels];
-            out.fill(0.0);
-            for p in 0..positions {
-                let row = &x[(b * positions + p) * channels..(b * positions + p + 1) * channels];
-                out.iter_mut().zip(row).for_each(|(o, v)| *o += v);
-            }
-            out.iter_mut().for_each(|o| *o *= inv);
-        }
-    }
-
-    fn global_avg_pool_backward(dy: &Vec<f32>, dx: &mut Vec<f32>, batch: usize, positions: usize, channels: usize) {
-        let inv = 1.0 / positions as f32;
-        for b in 0..batch {
-            let g = &dy[b * channels..(b + 1) * channels];
-            for p in 0..positions {
-                let row = &mut dx[(b * positions + p) * channels..(b * positions + p + 1) * channels];
-                row.iter_mut().zip(g).for_each(|(o, v)| *o = v * inv);
-            }
-        }
-    }
 }
 
 /// Mean over all positions, keeping batch and channels.

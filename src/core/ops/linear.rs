@@ -5,7 +5,6 @@
 //! `[B, T, in]`. Backward: `dW = dyᵀ·x`, `db = Σ_rows dy`, `dx = dy·W` — three GEMMs' worth.
 
 use crate::core::backend::{Backend, BackendBase};
-use crate::core::cpu::{chunking, for_each_chunk_mut, Cpu, PARALLEL_MIN_ELEMS};
 use crate::core::init::{fan_in_bound, uniform, InitRng};
 use crate::core::{Layer, Mode, Param, Tensor};
 use crate::error::{Error, Result};
@@ -16,34 +15,6 @@ pub trait LinearOps: BackendBase {
     fn add_bias_rows(y: &mut Self::Buf, bias: &Self::Buf, rows: usize, n: usize);
     /// `db[j] = Σ_i dy[i, j]` over `rows` rows of length `n` (fixed summation order).
     fn sum_rows(dy: &Self::Buf, db: &mut Self::Buf, rows: usize, n: usize);
-}
-
-impl LinearOps for Cpu {
-    fn add_bias_rows(y: &mut Vec<f32>, bias: &Vec<f32>, rows: usize, n: usize) {
-        // an add, not a copy before an accumulating GEMM: a per-row memcpy of a few values
-        // cost more than this pass (measured: 6% of an MNIST-1D CNN step in memmove)
-        let bias = &bias[..n];
-        for row in y[..rows * n].chunks_exact_mut(n) {
-            for (o, b) in row.iter_mut().zip(bias) {
-                *o += b;
-            }
-        }
-    }
-
-    fn sum_rows(dy: &Vec<f32>, db: &mut Vec<f32>, rows: usize, n: usize) {
-        let db = &mut db[..n];
-        let cols_per_task = if rows * n < PARALLEL_MIN_ELEMS { n } else { chunking(n, 16) };
-        for_each_chunk_mut(db, cols_per_task, |t, out| {
-            let c0 = t * cols_per_task;
-            out.fill(0.0);
-            for r in 0..rows {
-                let row = &dy[r * n + c0..r * n + c0 + out.len()];
-                for (o, v) in out.iter_mut().zip(row) {
-                    *o += v;
-                }
-            }
-        });
-    }
 }
 
 /// `shape` with its last dimension replaced, on the stack (no allocation in the hot path).
@@ -135,6 +106,7 @@ impl<B: Backend> Layer<B> for Linear<B> {
 mod tests {
     use super::*;
     use crate::core::gradcheck::{check_layer, random_input};
+    use crate::core::Cpu;
     use rand::SeedableRng;
 
     #[test]

@@ -5,7 +5,6 @@
 //! `dW_p = dy[:,p,:]ᵀ·cols[:,p,:]`, `db_p = Σ_b dy[b,p,:]`, `dcols[:,p,:] = dy[:,p,:]·W_p`.
 
 use crate::core::backend::{Backend, BackendBase};
-use crate::core::cpu::{for_each_chunk_mut, sgemm, Cpu};
 use crate::core::init::{fan_in_bound, uniform, InitRng};
 use crate::core::ops::conv2d::{image_dims, window_out_shape, WindowGeom};
 use crate::core::{Layer, Mode, Param, Tensor};
@@ -38,73 +37,6 @@ pub trait LocallyConnectedOps: BackendBase {
         k: usize,
         cout: usize,
     );
-}
-
-impl LocallyConnectedOps for Cpu {
-    fn lc_forward(
-        cols: &Vec<f32>,
-        w: &Vec<f32>,
-        bias: &Vec<f32>,
-        y: &mut Vec<f32>,
-        n: usize,
-        p: usize,
-        k: usize,
-        cout: usize,
-    ) {
-        for b in 0..n {
-            y[b * p * cout..(b + 1) * p * cout].copy_from_slice(&bias[..p * cout]);
-        }
-        for pos in 0..p {
-            sgemm(
-                n,
-                cout,
-                k,
-                (&cols[pos * k..], p * k, 1),
-                (&w[pos * cout * k..], 1, k),
-                (&mut y[pos * cout..], p * cout),
-                true,
-            );
-        }
-    }
-
-    fn lc_backward(
-        cols: &Vec<f32>,
-        w: &Vec<f32>,
-        dy: &Vec<f32>,
-        dw: &mut Vec<f32>,
-        db: &mut Vec<f32>,
-        dcols: Option<&mut Vec<f32>>,
-        n: usize,
-        p: usize,
-        k: usize,
-        cout: usize,
-    ) {
-        // each position's dW_p is its own contiguous block: positions run in parallel
-        let per_task = if n * p * k * cout < 1 << 16 { p } else { 1 };
-        for_each_chunk_mut(&mut dw[..p * cout * k], per_task * cout * k, |t, out| {
-            for (i, dwp) in out.chunks_exact_mut(cout * k).enumerate() {
-                let pos = t * per_task + i;
-                sgemm(cout, k, n, (&dy[pos * cout..], 1, p * cout), (&cols[pos * k..], p * k, 1), (dwp, k), false);
-            }
-        });
-        db[..p * cout].fill(0.0);
-        for b in 0..n {
-            db[..p * cout].iter_mut().zip(&dy[b * p * cout..(b + 1) * p * cout]).for_each(|(d, g)| *d += g);
-        }
-        if let Some(dcols) = dcols {
-            for pos in 0..p {
-                sgemm(
-                    n,
-                    k,
-                    cout,
-                    (&dy[pos * cout..], p * cout, 1),
-                    (&w[pos * cout * k..], k, 1),
-                    (&mut dcols[pos * k..], p * k),
-                    false,
-                );
-            }
-        }
-    }
 }
 
 /// The locally-connected layer (1-D or 2-D by its input's rank).
@@ -237,6 +169,7 @@ mod tests {
     use super::*;
     use crate::core::gradcheck::{check_layer, random_input};
     use crate::core::ops::Conv;
+    use crate::core::Cpu;
     use rand::SeedableRng;
 
     #[test]

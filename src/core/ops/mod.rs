@@ -1,5 +1,7 @@
-//! One op per file: its backend trait (forward and backward kernels), the CPU kernels, the
-//! layer that holds its parameters, and its finite-difference gradient check.
+//! One op per file: its backend trait (the forward and backward kernels every backend
+//! implements), the layer that holds its parameters, and its finite-difference gradient check.
+//! The kernels themselves live with their backend, one file per op family, mirrored:
+//! `core/cpu/{elementwise,window,norm,loss,optim}.rs` and `core/cuda/` (the same names).
 
 pub mod batch_norm;
 pub mod conv1d;

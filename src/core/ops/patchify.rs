@@ -3,7 +3,6 @@
 //! input layer; with p = 1 every pixel is a token. Backward puts the gradient back in place.
 
 use crate::core::backend::{Backend, BackendBase};
-use crate::core::cpu::{for_each_chunk_mut, Cpu};
 use crate::core::{Layer, Mode, Tensor};
 use crate::error::{Error, Result};
 
@@ -12,43 +11,10 @@ pub struct Patchify {
     pub patch: usize,
 }
 
-/// `f(src_index, dst_index)` for every value of one image.
-fn for_each_value(h: usize, w: usize, c: usize, p: usize, mut f: impl FnMut(usize, usize)) {
-    let (th, tw) = (h / p, w / p);
-    for ty in 0..th {
-        for tx in 0..tw {
-            let token = ty * tw + tx;
-            for dy in 0..p {
-                for dx in 0..p {
-                    let src = ((ty * p + dy) * w + tx * p + dx) * c;
-                    let dst = (token * p * p + dy * p + dx) * c;
-                    for ch in 0..c {
-                        f(src + ch, dst + ch);
-                    }
-                }
-            }
-        }
-    }
-}
-
 pub trait PatchifyOps: BackendBase {
     /// Images `[n, h, w, c]` to tokens (`inverse`: tokens back to images).
     #[allow(clippy::too_many_arguments)]
     fn patchify(x: &Self::Buf, y: &mut Self::Buf, n: usize, h: usize, w: usize, c: usize, p: usize, inverse: bool);
-}
-
-impl PatchifyOps for Cpu {
-    fn patchify(x: &Vec<f32>, y: &mut Vec<f32>, n: usize, h: usize, w: usize, c: usize, p: usize, inverse: bool) {
-        let len = h * w * c;
-        for_each_chunk_mut(&mut y[..n * len], len, |b, out| {
-            let src = &x[b * len..(b + 1) * len];
-            if inverse {
-                for_each_value(h, w, c, p, |img, tok| out[img] = src[tok]);
-            } else {
-                for_each_value(h, w, c, p, |img, tok| out[tok] = src[img]);
-            }
-        });
-    }
 }
 
 impl Patchify {

@@ -4,7 +4,6 @@
 //! `y`, so no index buffer is kept); average spreads `dy/|window|`; L2 gives `dy·x/y`.
 
 use crate::core::backend::{Backend, BackendBase};
-use crate::core::cpu::{for_each_chunk_mut, Cpu};
 use crate::core::ops::conv2d::{image_dims, window_out_shape, WindowGeom};
 use crate::core::{Layer, Mode, Tensor};
 use crate::error::{Error, Result};
@@ -19,99 +18,6 @@ pub enum PoolKind {
 pub trait PoolOps: BackendBase {
     fn pool_forward(kind: PoolKind, x: &Self::Buf, g: &WindowGeom, y: &mut Self::Buf);
     fn pool_backward(kind: PoolKind, x: &Self::Buf, y: &Self::Buf, dy: &Self::Buf, g: &WindowGeom, dx: &mut Self::Buf);
-}
-
-/// Calls `f(input_offset)` for each in-image position of output (oy, ox)'s window.
-#[inline]
-fn for_window(g: &WindowGeom, oy: usize, ox: usize, mut f: impl FnMut(usize)) {
-    for ki in 0..g.kh {
-        let iy = oy * g.sh + ki;
-        for kj in 0..g.kw {
-            let ix = ox * g.sw + kj;
-            f((iy * g.w + ix) * g.c);
-        }
-    }
-}
-
-impl PoolOps for Cpu {
-    fn pool_forward(kind: PoolKind, x: &Vec<f32>, g: &WindowGeom, y: &mut Vec<f32>) {
-        let (c, in_len, out_len) = (g.c, g.h * g.w * g.c, g.positions() * g.c);
-        let per_task = if g.n * out_len < 1 << 15 { g.n } else { 1 };
-        let inv = 1.0 / (g.kh * g.kw) as f32;
-        for_each_chunk_mut(&mut y[..g.n * out_len], per_task * out_len, |t, out| {
-            for (i, yo) in out.chunks_exact_mut(out_len).enumerate() {
-                let b = t * per_task + i;
-                let img = &x[b * in_len..(b + 1) * in_len];
-                for oy in 0..g.oh {
-                    for ox in 0..g.ow {
-                        let o = &mut yo[(oy * g.ow + ox) * c..(oy * g.ow + ox + 1) * c];
-                        match kind {
-                            PoolKind::Max => o.fill(f32::NEG_INFINITY),
-                            _ => o.fill(0.0),
-                        }
-                        for_window(g, oy, ox, |src| {
-                            let v = &img[src..src + c];
-                            match kind {
-                                PoolKind::Max => o.iter_mut().zip(v).for_each(|(o, v)| *o = o.max(*v)),
-                                PoolKind::Avg => o.iter_mut().zip(v).for_each(|(o, v)| *o += v),
-                                PoolKind::L2 => o.iter_mut().zip(v).for_each(|(o, v)| *o += v * v),
-                            }
-                        });
-                        match kind {
-                            PoolKind::Max => {}
-                            PoolKind::Avg => o.iter_mut().for_each(|o| *o *= inv),
-                            PoolKind::L2 => o.iter_mut().for_each(|o| *o = o.sqrt()),
-                        }
-                    }
-                }
-            }
-        });
-    }
-
-    fn pool_backward(kind: PoolKind, x: &Vec<f32>, y: &Vec<f32>, dy: &Vec<f32>, g: &WindowGeom, dx: &mut Vec<f32>) {
-        let (c, in_len, out_len) = (g.c, g.h * g.w * g.c, g.positions() * g.c);
-        let per_task = if g.n * in_len < 1 << 15 { g.n } else { 1 };
-        let inv = 1.0 / (g.kh * g.kw) as f32;
-        for_each_chunk_mut(&mut dx[..g.n * in_len], per_task * in_len, |t, out| {
-            for (i, dimg) in out.chunks_exact_mut(in_len).enumerate() {
-                let b = t * per_task + i;
-                dimg.fill(0.0);
-                let img = &x[b * in_len..(b + 1) * in_len];
-                let (yo, go) = (&y[b * out_len..(b + 1) * out_len], &dy[b * out_len..(b + 1) * out_len]);
-                for oy in 0..g.oh {
-                    for ox in 0..g.ow {
-                        let base = (oy * g.ow + ox) * c;
-                        match kind {
-                            PoolKind::Max => {
-                                for ch in 0..c {
-                                    let mut routed = false;
-                                    for_window(g, oy, ox, |src| {
-                                        if !routed && img[src + ch] == yo[base + ch] {
-                                            dimg[src + ch] += go[base + ch];
-                                            routed = true;
-                                        }
-                                    });
-                                }
-                            }
-                            PoolKind::Avg => for_window(g, oy, ox, |src| {
-                                for ch in 0..c {
-                                    dimg[src + ch] += go[base + ch] * inv;
-                                }
-                            }),
-                            PoolKind::L2 => for_window(g, oy, ox, |src| {
-                                for ch in 0..c {
-                                    let n = yo[base + ch];
-                                    if n > 0.0 {
-                                        dimg[src + ch] += go[base + ch] * img[src + ch] / n;
-                                    }
-                                }
-                            }),
-                        }
-                    }
-                }
-            }
-        });
-    }
 }
 
 /// A pooling layer with window `kernel` and `stride` (1-D: `(1, k)`).

@@ -1,36 +1,12 @@
 //! ReLU: `y = max(x, 0)`; backward passes `dy` where `y > 0`.
 
 use crate::core::backend::{Backend, BackendBase};
-use crate::core::cpu::{elementwise, Cpu};
 use crate::core::{Layer, Mode, Tensor};
 use crate::error::Result;
 
 pub trait ReluOps: BackendBase {
     fn relu_forward(x: &Self::Buf, y: &mut Self::Buf);
     fn relu_backward(y: &Self::Buf, dy: &Self::Buf, dx: &mut Self::Buf);
-}
-
-impl ReluOps for Cpu {
-    fn relu_forward(x: &Vec<f32>, y: &mut Vec<f32>) {
-        elementwise(y, |off, o| {
-            let x = &x[off..off + o.len()];
-            for i in 0..o.len() {
-                o[i] = x[i].max(0.0);
-            }
-        });
-    }
-
-    fn relu_backward(y: &Vec<f32>, dy: &Vec<f32>, dx: &mut Vec<f32>) {
-        elementwise(dx, |off, d| {
-            let (y, g) = (&y[off..off + d.len()], &dy[off..off + d.len()]);
-            // both operands loaded unconditionally: a select the compiler vectorises, where a
-            // branch mispredicts on every other value (measured: 24% of a CNN step)
-            for i in 0..d.len() {
-                let gi = g[i];
-                d[i] = if y[i] > 0.0 { gi } else { 0.0 };
-            }
-        });
-    }
 }
 
 /// The ReLU layer.

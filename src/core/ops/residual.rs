@@ -1,7 +1,6 @@
 //! Residual block: `y = x + f(x)` for an inner [`Sequential`]; backward `dx = dy + f'(x)ᵀ·dy`.
 
 use crate::core::backend::{Backend, BackendBase};
-use crate::core::cpu::{elementwise, Cpu};
 use crate::core::layer::Sequential;
 use crate::core::{Layer, Mode, Param, Tensor};
 use crate::error::{Error, Result};
@@ -9,17 +8,6 @@ use crate::error::{Error, Result};
 pub trait ResidualOps: BackendBase {
     /// `y = a + b`.
     fn add(a: &Self::Buf, b: &Self::Buf, y: &mut Self::Buf);
-}
-
-impl ResidualOps for Cpu {
-    fn add(a: &Vec<f32>, b: &Vec<f32>, y: &mut Vec<f32>) {
-        elementwise(y, |off, o| {
-            let (a, b) = (&a[off..off + o.len()], &b[off..off + o.len()]);
-            for i in 0..o.len() {
-                o[i] = a[i] + b[i];
-            }
-        });
-    }
 }
 
 /// `x + inner(x)`; the inner block must keep the shape.
@@ -90,6 +78,7 @@ mod tests {
     use crate::core::gradcheck::{check_layer, random_input};
     use crate::core::init::InitRng;
     use crate::core::ops::{Gelu, Linear};
+    use crate::core::Cpu;
     use rand::SeedableRng;
 
     #[test]

@@ -3,37 +3,12 @@
 //! Backward is the same transpose applied to the gradient.
 
 use crate::core::backend::{Backend, BackendBase};
-use crate::core::cpu::{for_each_chunk_mut, Cpu, PARALLEL_MIN_ELEMS};
 use crate::core::{Layer, Mode, Tensor};
 use crate::error::{Error, Result};
 
 pub trait TransposeOps: BackendBase {
     /// `y[b, j, i] = x[b, i, j]` for `batch` matrices of `rows × cols`.
     fn transpose_batched(x: &Self::Buf, y: &mut Self::Buf, batch: usize, rows: usize, cols: usize);
-}
-
-impl TransposeOps for Cpu {
-    fn transpose_batched(x: &Vec<f32>, y: &mut Vec<f32>, batch: usize, rows: usize, cols: usize) {
-        let per = rows * cols;
-        let chunk = if batch * per < PARALLEL_MIN_ELEMS { batch * per } else { per * batch.div_ceil(8).max(1) };
-        for_each_chunk_mut(&mut y[..batch * per], chunk, |t, out| {
-            let b0 = t * chunk / per.max(1);
-            for (bi, o) in out.chunks_exact_mut(per).enumerate() {
-                let xin = &x[(b0 + bi) * per..(b0 + bi + 1) * per];
-                // blocked to keep both sides in cache
-                const BLK: usize = 16;
-                for i0 in (0..rows).step_by(BLK) {
-                    for j0 in (0..cols).step_by(BLK) {
-                        for i in i0..(i0 + BLK).min(rows) {
-                            for j in j0..(j0 + BLK).min(cols) {
-                                o[j * rows + i] = xin[i * cols + j];
-                            }
-                        }
-                    }
-                }
-            }
-        });
-    }
 }
 
 /// Swaps the last two dimensions of a 3-D tensor.
@@ -70,6 +45,7 @@ impl<B: Backend> Layer<B> for Transpose {
 mod tests {
     use super::*;
     use crate::core::gradcheck::{check_layer, random_input};
+    use crate::core::Cpu;
 
     #[test]
     fn gradient_check_and_values() {

@@ -6,9 +6,7 @@ mod schedule;
 pub use schedule::Schedule;
 
 use crate::core::backend::{Backend, BackendBase};
-use crate::core::cpu::{Cpu, PARALLEL_MIN_ELEMS};
 use crate::core::{Layer, Param};
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// Per-parameter update kernels.
@@ -40,86 +38,6 @@ pub trait OptimOps: BackendBase {
     );
     /// `p *= mask` (0/1 values): keeps pruned weights at zero.
     fn apply_mask(p: &mut Self::Buf, mask: &Self::Buf);
-}
-
-fn values_per_task(len: usize) -> usize {
-    if len < PARALLEL_MIN_ELEMS {
-        len
-    } else {
-        crate::core::cpu::chunking(len, 8192)
-    }
-}
-
-impl OptimOps for Cpu {
-    fn apply_mask(p: &mut Vec<f32>, mask: &Vec<f32>) {
-        p.iter_mut().zip(mask).for_each(|(v, m)| *v *= m);
-    }
-
-    fn adam_update(
-        p: &mut Vec<f32>,
-        g: &Vec<f32>,
-        m: &mut Vec<f32>,
-        v: &mut Vec<f32>,
-        lr: f32,
-        betas: (f32, f32),
-        eps: f32,
-        weight_decay: f32,
-        decoupled: bool,
-        t: u32,
-    ) {
-        let (b1, b2) = betas;
-        let bc1 = 1.0 - b1.powi(t as i32);
-        let bc2_sqrt = (1.0 - b2.powi(t as i32)).sqrt();
-        let step = lr / bc1;
-        let f = |pc: &mut [f32], gc: &[f32], mc: &mut [f32], vc: &mut [f32]| {
-            for i in 0..pc.len() {
-                let mut gi = gc[i];
-                if decoupled {
-                    pc[i] *= 1.0 - lr * weight_decay;
-                } else if weight_decay != 0.0 {
-                    gi += weight_decay * pc[i];
-                }
-                mc[i] = b1 * mc[i] + (1.0 - b1) * gi;
-                vc[i] = b2 * vc[i] + (1.0 - b2) * gi * gi;
-                pc[i] -= step * mc[i] / (vc[i].sqrt() / bc2_sqrt + eps);
-            }
-        };
-        let chunk = values_per_task(p.len());
-        if chunk >= p.len() {
-            f(p, g, m, v);
-        } else {
-            p.par_chunks_mut(chunk)
-                .zip(g.par_chunks(chunk))
-                .zip(m.par_chunks_mut(chunk))
-                .zip(v.par_chunks_mut(chunk))
-                .for_each(|(((pc, gc), mc), vc)| f(pc, gc, mc, vc));
-        }
-    }
-
-    fn sgd_update(
-        p: &mut Vec<f32>,
-        g: &Vec<f32>,
-        velocity: &mut Vec<f32>,
-        lr: f32,
-        momentum: f32,
-        weight_decay: f32,
-        nesterov: bool,
-    ) {
-        for i in 0..p.len() {
-            let gi = g[i] + weight_decay * p[i];
-            let step = if momentum != 0.0 {
-                velocity[i] = momentum * velocity[i] + gi;
-                if nesterov {
-                    gi + momentum * velocity[i]
-                } else {
-                    velocity[i]
-                }
-            } else {
-                gi
-            };
-            p[i] -= lr * step;
-        }
-    }
 }
 
 /// Which optimizer, with its hyper-parameters (the learning rate comes from the schedule).
@@ -198,6 +116,7 @@ impl<B: Backend> Optimizer<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::Cpu;
 
     /// First Adam step moves every weight by lr·sign(g) (bias correction makes m̂/√v̂ = ±1).
     #[test]
