@@ -542,7 +542,7 @@ struct ReproduceArgs {
     /// No progress bar
     #[arg(long)]
     quiet: bool,
-    /// Runs trained at once (default: one per core; 8 on a GPU, each on its own stream)
+    /// Runs trained at once (default: one per core; 8 on a GPU, each on its own CUDA stream)
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
     parallel_runs: Option<u64>,
     #[command(flatten)]

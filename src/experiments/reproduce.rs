@@ -4,7 +4,6 @@
 //! Runs are independent, so they run in parallel, one per core, each op single-threaded
 //! inside (small models cannot use two cores in one step as well as two runs can).
 
-use crate::core::cpu::with_intra_op_threads;
 use crate::core::Device;
 use crate::data::{Condition, Dataset};
 use crate::error::{Error, Result};
@@ -40,14 +39,9 @@ pub struct ReproduceConfig {
     pub run_dir: Option<PathBuf>,
     /// Where the runs train (opened by the caller).
     pub device: Device,
-    /// Runs trained at once (None: one per core on the CPU; on a GPU
-    /// [`DEFAULT_GPU_RUNS`], each on its own stream).
+    /// Runs trained at once (None: the device's policy, see [`Device::run_jobs`]).
     pub parallel_runs: Option<usize>,
 }
-
-/// Runs trained at once on one GPU unless told otherwise: measured on an H200, eight runs of the
-/// full CIFAR-10 table at once fit in memory and fill the GPU better than one at a time.
-pub const DEFAULT_GPU_RUNS: usize = 8;
 
 impl ReproduceConfig {
     pub fn mnist1d_default() -> Self {
@@ -120,14 +114,8 @@ pub fn run(
     jobs.sort_by_key(|(m, _)| std::cmp::Reverse(cost(*m)));
     let one_run = |&(model, v): &(ModelKind, usize)| -> Result<RunRecord> {
         let (condition, seed, ref d, ref perm) = variants[v];
-        // CPU: one run per core, single-threaded inside, unless there are fewer runs than
-        // cores. GPU: every run at once, each thread on its own stream, so small networks
-        // that cannot fill the GPU alone fill it together.
-        let inner = if jobs.len() >= rayon::current_num_threads() { 1 } else { 0 };
         let train = TrainConfig { seed, ..cfg.train.clone() };
-        let result = with_intra_op_threads(inner, || {
-            train_on(cfg.device, model, d, &train, perm.clone(), &mut |s| progress(s))
-        })?;
+        let result = train_on(cfg.device, model, d, &train, perm.clone(), &mut |s| progress(s))?;
         let record = RunRecord { model, condition, seed, result };
         if let Some(dir) = &cfg.run_dir {
             write_curve(dir, &record)?;
@@ -135,22 +123,8 @@ pub fn run(
         finished(&record);
         Ok(record)
     };
-    let concurrent = match (cfg.parallel_runs, cfg.device) {
-        (Some(n), _) => Some(n.max(1)),
-        (None, Device::Cuda(_)) => Some(DEFAULT_GPU_RUNS),
-        (None, Device::Cpu) => None,
-    };
-    let results: Vec<Result<RunRecord>> = match concurrent {
-        None => jobs.par_iter().map(one_run).collect(),
-        Some(n) => {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(n.min(jobs.len()))
-                .start_handler(|_| crate::core::cpu::flush_denormals())
-                .build()
-                .map_err(|e| Error::Config(format!("cannot start {n} run threads: {e}")))?;
-            pool.install(|| jobs.par_iter().with_max_len(1).map(one_run).collect())
-        }
-    };
+    // how the runs share the device is the device's policy (one per core, or streams)
+    let results = cfg.device.run_jobs(&jobs, cfg.parallel_runs, one_run)?;
     let mut records = results.into_iter().collect::<Result<Vec<_>>>()?;
     records.sort_by_key(|r| {
         let m = cfg.models.iter().position(|&x| x == r.model);
