@@ -1,6 +1,6 @@
 //! Saved runs and weight files.
 //!
-//! A run directory holds `run.json` ([`SavedRun`]: the data, the model, the condition, the
+//! A run directory holds `run.json` ([`SavedRun`](crate::train::checkpoint::SavedRun): the data, the model, the condition, the
 //! training config and the result) and two weight files in the safetensors format:
 //! `init.safetensors` (the weights before training: lottery tickets rewind to them) and
 //! `final.safetensors`. Tensors are named `param.<index>.<name>` (index: visit order, three

@@ -56,7 +56,7 @@ macro_rules! kernels {
         #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
         #[derive(Clone, Copy, Debug)]
         pub(crate) enum K { $($name),* }
-        /// Kernel names in the order of [`K`].
+        /// Kernel names, in the order the kernels are loaded.
         pub const KERNEL_NAMES: &[&str] = &[$(stringify!($name)),*];
     };
 }
