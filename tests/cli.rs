@@ -108,6 +108,22 @@ fn reproduce_writes_the_promised_json_and_curves() {
     assert_eq!(curve.lines().count(), 2);
     let point: serde_json::Value = serde_json::from_str(curve.lines().next().unwrap()).unwrap();
     assert_eq!(point["step"], 30);
+    // each run reported as it finished: 2 models x 2 conditions x 2 seeds
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().filter(|l| l.starts_with("finished ")).count(), 8, "{stderr}");
+    assert!(stderr.contains("finished cnn / permuted / seed 1: "), "{stderr}");
+}
+
+#[test]
+fn bench_profiles_the_full_tables_networks() {
+    let out = cnnlab(&["bench", "full-mlp", "--profile"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let s = String::from_utf8_lossy(&out.stdout);
+    // one line per layer of the MLP 3072-1024-512-10, then the throughput
+    for layer in ["linear(3072->1024)", "linear(1024->512)", "linear(512->10)", "relu"] {
+        assert!(s.lines().any(|l| l.ends_with(layer)), "{layer} missing:\n{s}");
+    }
+    assert!(s.lines().last().unwrap_or("").starts_with("RESULT full-mlp "), "{s}");
 }
 
 #[test]
