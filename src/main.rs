@@ -841,20 +841,9 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
         let (data, _) = a.data.load()?;
         bench::loader(&data)?
     } else {
-        let (r, layers) = bench::run_on(a.device.open()?, &a.workload, a.profile)?;
-        if !layers.is_empty() {
-            let total: f64 = layers.iter().map(|l| l.forward_seconds + l.backward_seconds).sum();
-            println!("{:>9}  {:>9}  {:>6}  layer (ms per step)", "forward", "backward", "share");
-            for l in &layers {
-                println!(
-                    "{:>9.3}  {:>9.3}  {:>5.1}%  {}",
-                    1e3 * l.forward_seconds,
-                    1e3 * l.backward_seconds,
-                    100.0 * (l.forward_seconds + l.backward_seconds) / total.max(1e-12),
-                    l.layer
-                );
-            }
-            println!("{:>20.3}  total of the layers (the optimizer and loss not included)", 1e3 * total);
+        let (r, profile) = bench::run_on(a.device.open()?, &a.workload, a.profile)?;
+        if let Some(p) = profile {
+            print!("{p}");
         }
         r
     };
@@ -1441,19 +1430,7 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn cmd_devices() -> Result<()> {
-    let mut gpu = false;
-    for line in cnnlab::core::Device::list() {
-        match line {
-            Ok(l) => {
-                gpu |= l.starts_with("cuda");
-                println!("{l}");
-            }
-            Err(e) => println!("{e}"),
-        }
-    }
-    if !gpu {
-        println!("(no GPU usable: runs go to the CPU)");
-    }
+    print!("{}", cnnlab::core::Device::list());
     Ok(())
 }
 

@@ -39,9 +39,6 @@ impl std::fmt::Display for Device {
 }
 
 impl Device {
-    /// Whether this build can run on a GPU at all.
-    pub const CUDA_BUILT: bool = cfg!(feature = "cuda");
-
     /// Prepares the device (once per process): finds the driver and libraries, opens the GPU
     /// and compiles the kernels. `tf32` lets GEMMs use TF32 tensor cores (GPU only).
     pub fn open(&self, tf32: bool) -> Result<()> {
@@ -66,18 +63,20 @@ impl Device {
         matches!(self, Device::Cuda(_))
     }
 
-    /// One line per usable device, CPU first.
-    pub fn list() -> Vec<std::result::Result<String, String>> {
+    /// What `cnnlab devices` prints: a line per usable device, CPU first, then why no GPU can
+    /// be used where none can.
+    pub fn list() -> String {
         let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        let mut out = vec![Ok(format!("cpu     {cpus} threads"))];
+        let mut out = format!("cpu     {cpus} threads\n");
         #[cfg(feature = "cuda")]
-        match crate::core::cuda::list_devices() {
-            Ok(gpus) if gpus.is_empty() => out.push(Err("cuda: no GPU found".into())),
-            Ok(gpus) => out.extend(gpus.into_iter().map(Ok)),
-            Err(e) => out.push(Err(format!("cuda: {e}"))),
-        }
+        let gpus = crate::core::cuda::list_devices();
         #[cfg(not(feature = "cuda"))]
-        out.push(Err(format!("cuda: {}", Self::not_built())));
+        let gpus: Result<Vec<String>> = Err(Self::not_built());
+        match gpus {
+            Ok(gpus) if !gpus.is_empty() => gpus.iter().for_each(|g| out += &format!("{g}\n")),
+            Ok(_) => out += "cuda: no GPU found\n(no GPU usable: runs go to the CPU)\n",
+            Err(e) => out += &format!("cuda: {e}\n(no GPU usable: runs go to the CPU)\n"),
+        }
         out
     }
 }

@@ -11,8 +11,7 @@ use crate::core::optim::{Optimizer, OptimizerConfig};
 use crate::core::{Backend, Device, Layer, Mode, Tensor};
 use crate::data::{Condition, Dataset};
 use crate::error::{Error, Result};
-use crate::models::dnn;
-use crate::models::mlp;
+use crate::models::{dnn, mlp, ImageArch, Model, ModelKind};
 use crate::train::{Augment, BatchSampler};
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
@@ -49,6 +48,14 @@ struct Workload<B: Backend> {
     lr: f32,
 }
 
+impl<B: Backend> Workload<B> {
+    /// A workload of the PyTorch reference script: Adam, learning rate 1e-3.
+    fn reference(net: Sequential<B>, input: Vec<usize>, warmup: usize, steps: usize, inference: bool) -> Self {
+        let batch = input[0];
+        Self { net, input, batch, warmup, steps, inference, optimizer: OptimizerConfig::adam(), lr: 1e-3 }
+    }
+}
+
 /// W1: the CIFAR-shaped CNN (channels last here, the same arithmetic as NCHW).
 fn w1_net<B: Backend>(rng: &mut InitRng) -> Sequential<B> {
     let layers: Vec<Box<dyn Layer<B>>> = vec![
@@ -81,50 +88,40 @@ fn w2_net<B: Backend>(rng: &mut InitRng) -> Sequential<B> {
     Sequential::new(layers)
 }
 
+/// The model of a `full-<model>` workload (every image model but logistic regression).
+fn full_model(name: &str) -> Option<ModelKind> {
+    let model = name.strip_prefix("full-")?;
+    ModelKind::ALL.into_iter().find(|k| *k != ModelKind::Logistic && k.name() == model)
+}
+
 fn workload<B: Backend>(name: &str) -> Result<Workload<B>> {
     let mut rng = InitRng::seed_from_u64(0);
+    if let Some(kind) = full_model(name) {
+        // the full table's networks with the full preset's optimizer
+        let model = Model::<B>::build_with(kind, &[32, 32, 3], 10, &ImageArch::standard(), &mut rng)?;
+        return Ok(Workload {
+            net: model.net,
+            input: vec![128, 32, 32, 3],
+            batch: 128,
+            warmup: 1,
+            steps: 3,
+            inference: false,
+            optimizer: OptimizerConfig::Sgd { momentum: 0.9, weight_decay: 5e-4, nesterov: true },
+            lr: 0.05,
+        });
+    }
     match name {
         // W3a: MLP 40-100-100-10, ReLU, batch 100
-        "w3a" => Ok(Workload {
-            net: Sequential::new(mlp::build(40, &[100, 100], false, 10, &mut rng)),
-            input: vec![100, 40],
-            batch: 100,
-            warmup: 30,
-            steps: 500,
-            inference: false,
-            optimizer: OptimizerConfig::adam(),
-            lr: 1e-3,
-        }),
-        "w1" => Ok(Workload {
-            net: w1_net(&mut rng),
-            input: vec![128, 32, 32, 3],
-            batch: 128,
-            warmup: 3,
-            steps: 20,
-            inference: false,
-            optimizer: OptimizerConfig::adam(),
-            lr: 1e-3,
-        }),
-        "w1infer" => Ok(Workload {
-            net: w1_net(&mut rng),
-            input: vec![512, 32, 32, 3],
-            batch: 512,
-            warmup: 2,
-            steps: 10,
-            inference: true,
-            optimizer: OptimizerConfig::adam(),
-            lr: 1e-3,
-        }),
-        "w2" => Ok(Workload {
-            net: w2_net(&mut rng),
-            input: vec![128, 32, 32, 3],
-            batch: 128,
-            warmup: 3,
-            steps: 20,
-            inference: false,
-            optimizer: OptimizerConfig::adam(),
-            lr: 1e-3,
-        }),
+        "w3a" => Ok(Workload::reference(
+            Sequential::new(mlp::build(40, &[100, 100], false, 10, &mut rng)),
+            vec![100, 40],
+            30,
+            500,
+            false,
+        )),
+        "w1" => Ok(Workload::reference(w1_net(&mut rng), vec![128, 32, 32, 3], 3, 20, false)),
+        "w1infer" => Ok(Workload::reference(w1_net(&mut rng), vec![512, 32, 32, 3], 2, 10, true)),
+        "w2" => Ok(Workload::reference(w2_net(&mut rng), vec![128, 32, 32, 3], 3, 20, false)),
         // W3b: conv1d(1->25,k5,p2), conv1d(25->25,k3,p1) x2, ReLU, flatten, linear(1000->10)
         "w3b" => {
             let layers: Vec<Box<dyn Layer<B>>> = vec![
@@ -137,39 +134,31 @@ fn workload<B: Backend>(name: &str) -> Result<Workload<B>> {
                 Box::new(Flatten),
                 Box::new(Linear::new(1000, 10, &mut rng)),
             ];
-            Ok(Workload {
-                net: Sequential::new(layers),
-                input: vec![100, 40, 1],
-                batch: 100,
-                warmup: 30,
-                steps: 300,
-                inference: false,
-                optimizer: OptimizerConfig::adam(),
-                lr: 1e-3,
-            })
-        }
-        full if full.starts_with("full-") => {
-            let kind = match full {
-                "full-cnn" => crate::models::ModelKind::Cnn,
-                "full-dnn" => crate::models::ModelKind::Dnn,
-                "full-mlp" => crate::models::ModelKind::Mlp,
-                "full-lcn" => crate::models::ModelKind::Lcn,
-                other => return Err(Error::Config(format!("unknown benchmark '{other}'"))),
-            };
-            let arch = crate::models::ImageArch::standard();
-            let model = crate::models::Model::<B>::build_with(kind, &[32, 32, 3], 10, &arch, &mut rng)?;
-            Ok(Workload {
-                net: model.net,
-                input: vec![128, 32, 32, 3],
-                batch: 128,
-                warmup: 1,
-                steps: 3,
-                inference: false,
-                optimizer: OptimizerConfig::Sgd { momentum: 0.9, weight_decay: 5e-4, nesterov: true },
-                lr: 0.05,
-            })
+            Ok(Workload::reference(Sequential::new(layers), vec![100, 40, 1], 30, 300, false))
         }
         other => Err(Error::Config(format!("unknown benchmark '{other}' (known: {})", WORKLOADS.join(", ")))),
+    }
+}
+
+/// Each layer's forward and backward time per step of a profiled benchmark; prints as a table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Profile(pub Vec<LayerTime>);
+
+impl std::fmt::Display for Profile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let total: f64 = self.0.iter().map(|l| l.forward_seconds + l.backward_seconds).sum();
+        writeln!(f, "{:>9}  {:>9}  {:>6}  layer (ms per step)", "forward", "backward", "share")?;
+        for l in &self.0 {
+            let share = 100.0 * (l.forward_seconds + l.backward_seconds) / total.max(1e-12);
+            writeln!(
+                f,
+                "{:>9.3}  {:>9.3}  {share:>5.1}%  {}",
+                1e3 * l.forward_seconds,
+                1e3 * l.backward_seconds,
+                l.layer
+            )?;
+        }
+        writeln!(f, "{:>20.3}  total of the layers (the optimizer and loss not included)", 1e3 * total)
     }
 }
 
@@ -183,11 +172,11 @@ pub fn run(name: &str) -> Result<BenchResult> {
 /// 20 warm-up and 200 timed steps, with the queue drained before and after the clock. With
 /// `profile`, a second timing pass measures each layer (the throughput comes from the first,
 /// unprofiled pass).
-pub fn run_on(device: Device, name: &str, profile: bool) -> Result<(BenchResult, Vec<LayerTime>)> {
+pub fn run_on(device: Device, name: &str, profile: bool) -> Result<(BenchResult, Option<Profile>)> {
     crate::with_backend!(device, B => run_backend::<B>(name, device.is_gpu(), profile))
 }
 
-fn run_backend<B: Backend>(name: &str, gpu: bool, profile: bool) -> Result<(BenchResult, Vec<LayerTime>)> {
+fn run_backend<B: Backend>(name: &str, gpu: bool, profile: bool) -> Result<(BenchResult, Option<Profile>)> {
     let Workload { mut net, input, batch, mut warmup, mut steps, inference, optimizer, lr } = workload::<B>(name)?;
     if gpu {
         (warmup, steps) = (20, 200);
@@ -238,19 +227,19 @@ fn run_backend<B: Backend>(name: &str, gpu: bool, profile: bool) -> Result<(Benc
     } else {
         BenchResult { workload: name.into(), value: rate * batch as f64, unit: "images/s" }
     };
-    let mut layers = Vec::new();
-    if profile {
-        net.profile(true);
-        for _ in 0..steps {
-            step(&mut net, &mut logits);
-        }
-        layers = net.profile_report();
-        for l in &mut layers {
-            l.forward_seconds /= steps as f64;
-            l.backward_seconds /= steps as f64;
-        }
+    if !profile {
+        return Ok((result, None));
     }
-    Ok((result, layers))
+    net.profile(true);
+    for _ in 0..steps {
+        step(&mut net, &mut logits);
+    }
+    let mut layers = net.profile_report();
+    for l in &mut layers {
+        l.forward_seconds /= steps as f64;
+        l.backward_seconds /= steps as f64;
+    }
+    Ok((result, Some(Profile(layers))))
 }
 
 /// Images per second of the training data pipeline alone (shuffle, gather, augmentation,

@@ -1,8 +1,8 @@
 //! `reproduce`: every model under every input condition over several seeds, the table of test
 //! accuracies beside the published numbers, each run's learning curve on disk.
 //!
-//! Runs are independent, so they run in parallel, one per core, each op single-threaded
-//! inside (small models cannot use two cores in one step as well as two runs can).
+//! Runs are independent, so they run in parallel, shared out as the device's policy says
+//! ([`Device::run_jobs`]: one per core on the CPU, several CUDA streams on a GPU).
 
 use crate::core::Device;
 use crate::data::{Condition, Dataset};

@@ -31,9 +31,8 @@ impl OptimOps for Cpu {
         t: u32,
     ) {
         let (b1, b2) = betas;
-        let bc1 = 1.0 - b1.powi(t as i32);
-        let bc2_sqrt = (1.0 - b2.powi(t as i32)).sqrt();
-        let s = AdamStep { lr, b1, b2, eps, weight_decay, step: lr / bc1, bc2_sqrt };
+        let (step, bc2_sqrt) = crate::core::optim::adam_corrections(lr, betas, t);
+        let s = AdamStep { lr, b1, b2, eps, weight_decay, step, bc2_sqrt };
         let mode = if decoupled {
             DECOUPLED
         } else if weight_decay != 0.0 {

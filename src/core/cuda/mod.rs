@@ -114,18 +114,15 @@ pub fn compile_kernels() -> Result<usize> {
 }
 
 fn compile(arch: (i32, i32)) -> Result<cudarc::nvrtc::Ptx> {
+    // the newest virtual architecture NVRTC 13 knows at or below the device's
     let name = match arch {
-        (7, 5) => "compute_75",
-        (8, 0) => "compute_80",
-        (8, 6) => "compute_86",
-        (8, 9) => "compute_89",
-        (9, 0) => "compute_90",
-        (10, 0) => "compute_100",
-        (12, 0) => "compute_120",
         (major, _) if major >= 12 => "compute_120",
         (major, _) if major >= 10 => "compute_100",
-        (major, _) if major >= 9 => "compute_90",
-        _ => "compute_80",
+        (9, _) => "compute_90",
+        (8, 9) => "compute_89",
+        (8, 6) => "compute_86",
+        (8, _) => "compute_80",
+        _ => "compute_75",
     };
     let opts = cudarc::nvrtc::CompileOptions {
         // PTX for the device's architecture (JIT-compiled by the driver)
@@ -208,7 +205,10 @@ pub fn init(settings: Settings) -> Result<()> {
 fn device() -> &'static Device {
     match DEVICE.get_or_init(|| open(Settings { ordinal: 0, tf32: false }).map_err(message)) {
         Ok(d) => d,
-        // ops cannot fail by signature: callers go through `init` first, which reports this
+        // Not reachable from the CLI: every command opens its device with `init` (through
+        // `Device::open`) and reports a failure as an error before any op runs. Only a library
+        // user who skips `Device::open` and has no usable GPU gets here; the op API cannot
+        // return errors (issue 8 leaves a fallible backend API open).
         Err(e) => panic!("CUDA backend used without a device: {e}"),
     }
 }
@@ -251,7 +251,10 @@ thread_local! {
 fn check<T, E: std::fmt::Display>(r: std::result::Result<T, E>, what: &str) -> T {
     match r {
         Ok(v) => v,
-        // a failed launch or copy means a bug or a lost device: nothing sensible continues
+        // A failed launch or copy is a bug or a lost device; an allocation fails when the GPU
+        // runs out of memory, which a user can cause (a huge --batch-size). The op API cannot
+        // return errors (a fallible backend API is left open in issue 8), so this panics and
+        // the CLI turns the panic into one `error:` line and exit 1 (see main.rs).
         Err(e) => panic!("CUDA {what} failed: {e}"),
     }
 }
@@ -318,13 +321,18 @@ impl Local {
 
     /// A grid-stride launch over `n` items (nothing for `n == 0`).
     pub(crate) fn launch_n(&self, k: K, n: usize, args: &[u64]) {
+        self.launch_n_bytes(k, n, args, &[]);
+    }
+
+    /// [`Local::launch_n`] with a struct argument after `args` (see [`Local::launch_bytes`]).
+    pub(crate) fn launch_n_bytes(&self, k: K, n: usize, args: &[u64], extra: &[u8]) {
         if n == 0 {
             return;
         }
-        // the kernels decompose indices in 32 bits
+        // the kernels decompose indices in 32 bits; callers split larger work (im2col by images)
         assert!(n < 1 << 31, "{}: a launch over {n} values", KERNEL_NAMES[k as usize]);
         let blocks = n.div_ceil(256).min(1 << 20) as u32;
-        self.launch(k, (blocks, 1, 1), (256, 1, 1), args);
+        self.launch_bytes(k, (blocks, 1, 1), (256, 1, 1), args, extra);
     }
 
     /// The ones vector, at least `n` long.

@@ -30,6 +30,13 @@ fn column_sums(
     (p0, p1, s)
 }
 
+/// One warp a row, eight rows a block (the LayerNorm kernels); nothing for no rows.
+fn launch_row_warps(l: &Local, k: K, rows: usize, args: &[u64]) {
+    if rows > 0 {
+        l.launch(k, (rows.div_ceil(8) as u32, 1, 1), (256, 1, 1), args);
+    }
+}
+
 fn finish(l: &Local, parts: (u64, u64, usize), c: usize, scale: f64, out0: u64, out1: u64) {
     let (p0, p1, s) = parts;
     l.launch_n(K::column_sums_finish, c, &[p0, p1, i(s as i32), i(c as i32), d(scale), out0, out1]);
@@ -47,12 +54,8 @@ impl LayerNormOps for Cuda {
         dim: usize,
         eps: f32,
     ) {
-        if rows == 0 {
-            return;
-        }
         let args = [p(x), p(gamma), p(beta), p(y), p(mean), p(rstd), u(rows), i(dim as i32), f(eps)];
-        // one warp a row, eight rows a block
-        with_local(|l| l.launch(K::layer_norm_forward, (rows.div_ceil(8) as u32, 1, 1), (256, 1, 1), &args));
+        with_local(|l| launch_row_warps(l, K::layer_norm_forward, rows, &args));
     }
 
     fn layer_norm_backward(
@@ -72,10 +75,8 @@ impl LayerNormOps for Cuda {
             let parts = column_sums(l, 3, x.ptr, dy.ptr, mean.ptr, rstd.ptr, rows, dim);
             finish(l, parts, dim, 1.0, dgamma.ptr, dbeta.ptr);
             if let Some(dx) = dx {
-                if rows > 0 {
-                    let args = [p(x), p(dy), p(gamma), p(mean), p(rstd), dx, u(rows), i(dim as i32)];
-                    l.launch(K::layer_norm_input_grad, (rows.div_ceil(8) as u32, 1, 1), (256, 1, 1), &args);
-                }
+                let args = [p(x), p(dy), p(gamma), p(mean), p(rstd), dx, u(rows), i(dim as i32)];
+                launch_row_warps(l, K::layer_norm_input_grad, rows, &args);
             }
         });
     }

@@ -17,9 +17,7 @@ impl OptimOps for Cuda {
         t: u32,
     ) {
         let (b1, b2) = betas;
-        // the bias corrections on the host, as the CPU loop computes them
-        let bc1 = 1.0 - b1.powi(t as i32);
-        let bc2_sqrt = (1.0 - b2.powi(t as i32)).sqrt();
+        let (step, bc2_sqrt) = crate::core::optim::adam_corrections(lr, betas, t);
         let args = [
             p(pb),
             p(g),
@@ -32,7 +30,7 @@ impl OptimOps for Cuda {
             f(eps),
             f(weight_decay),
             i(decoupled as i32),
-            f(lr / bc1),
+            f(step),
             f(bc2_sqrt),
         ];
         with_local(|l| l.launch_n(K::adam_update, pb.len, &args));

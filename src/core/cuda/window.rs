@@ -22,11 +22,6 @@ fn geom_bytes(g: &WindowGeom) -> [u8; 48] {
     out
 }
 
-fn grid_for(n: usize) -> (u32, u32, u32) {
-    assert!(n < 1 << 31, "a kernel launch over {n} values (the kernels index in 32 bits)");
-    (n.div_ceil(256).clamp(1, 1 << 20) as u32, 1, 1)
-}
-
 /// Images per launch so that one launch covers fewer than 2^31 values (the kernels index
 /// in 32 bits).
 fn images_per_launch(per_image: usize) -> usize {
@@ -40,7 +35,7 @@ fn im2col(l: &Local, x: u64, g: &WindowGeom, cols: u64, img0: usize, imgs: usize
         let m = step.min(imgs - i0);
         let out = cols + 4 * (i0 * per_image) as u64;
         let args = [x, out, u(img0 + i0), u(m)];
-        l.launch_bytes(K::im2col, grid_for(m * per_image), (256, 1, 1), &args, &geom_bytes(g));
+        l.launch_n_bytes(K::im2col, m * per_image, &args, &geom_bytes(g));
     }
 }
 
@@ -51,7 +46,7 @@ fn col2im(l: &Local, cols: u64, g: &WindowGeom, dx: u64, img0: usize, imgs: usiz
         let m = step.min(imgs - i0);
         let src = cols + 4 * (i0 * per_image) as u64;
         let args = [src, dx, u(img0 + i0), u(m)];
-        l.launch_bytes(K::col2im, grid_for(m * img_len), (256, 1, 1), &args, &geom_bytes(g));
+        l.launch_n_bytes(K::col2im, m * img_len, &args, &geom_bytes(g));
     }
 }
 
@@ -188,25 +183,13 @@ fn pool_kind(kind: PoolKind) -> i32 {
 
 impl PoolOps for Cuda {
     fn pool_forward(kind: PoolKind, x: &CudaBuf, g: &WindowGeom, y: &mut CudaBuf) {
-        let n = g.n * g.positions() * g.c;
-        if n == 0 {
-            return;
-        }
-        with_local(|l| {
-            let args = [i(pool_kind(kind)), x.ptr, y.ptr];
-            l.launch_bytes(K::pool_forward, grid_for(n), (256, 1, 1), &args, &geom_bytes(g))
-        });
+        let (n, args) = (g.n * g.positions() * g.c, [i(pool_kind(kind)), x.ptr, y.ptr]);
+        with_local(|l| l.launch_n_bytes(K::pool_forward, n, &args, &geom_bytes(g)));
     }
 
     fn pool_backward(kind: PoolKind, x: &CudaBuf, y: &CudaBuf, dy: &CudaBuf, g: &WindowGeom, dx: &mut CudaBuf) {
-        let n = g.n * g.h * g.w * g.c;
-        if n == 0 {
-            return;
-        }
-        with_local(|l| {
-            let args = [i(pool_kind(kind)), x.ptr, y.ptr, dy.ptr, dx.ptr];
-            l.launch_bytes(K::pool_backward, grid_for(n), (256, 1, 1), &args, &geom_bytes(g))
-        });
+        let (n, args) = (g.n * g.h * g.w * g.c, [i(pool_kind(kind)), x.ptr, y.ptr, dy.ptr, dx.ptr]);
+        with_local(|l| l.launch_n_bytes(K::pool_backward, n, &args, &geom_bytes(g)));
     }
 }
 

@@ -40,6 +40,12 @@ pub trait OptimOps: BackendBase {
     fn apply_mask(p: &mut Self::Buf, mask: &Self::Buf);
 }
 
+/// Adam's bias corrections at step `t` (1-based), as every backend applies them:
+/// `(lr / (1 − β₁ᵗ), √(1 − β₂ᵗ))`, the step size and the divisor of `√v`.
+pub(crate) fn adam_corrections(lr: f32, (b1, b2): (f32, f32), t: u32) -> (f32, f32) {
+    (lr / (1.0 - b1.powi(t as i32)), (1.0 - b2.powi(t as i32)).sqrt())
+}
+
 /// Which optimizer, with its hyper-parameters (the learning rate comes from the schedule).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
