@@ -1,4 +1,4 @@
-//! Typed errors of the library. The CLI adds context with `anyhow`.
+//! Typed errors of the library (the CLI adds context to them).
 
 use std::path::PathBuf;
 
@@ -17,6 +17,9 @@ pub enum Error {
     /// A dataset that is not on this machine.
     #[error("dataset not found: {0}")]
     MissingData(String),
+    /// A saved run, mask or other input file that is not where it was said to be.
+    #[error("{0}")]
+    NotFound(String),
     /// Training diverged (NaN or infinite loss).
     #[error("training diverged: loss became {loss} at step {step}; try a smaller learning rate")]
     Diverged { step: usize, loss: f32 },

@@ -6,7 +6,8 @@
 //! - [`data`]: datasets (MNIST-1D generated in process) and transforms (position permutations);
 //! - [`models`]: logistic regression, MLP, CNN, the Mixer "DNN" and the locally-connected twin;
 //! - [`train`]: the training loop and its metrics;
-//! - [`experiments`]: the experiments the binary runs (`reproduce`, benchmarks);
+//! - [`experiments`]: every experiment and analysis as config -> run -> report (what each
+//!   command of the binary calls);
 //! - [`report`]: tables and JSON in the shapes the CLI prints and writes;
 //! - [`analysis`]: measurements of the explanations (curse of dimensionality, …).
 //!
@@ -23,6 +24,9 @@
 //! # Ok::<(), cnnlab::Error>(())
 //! ```
 
+#[macro_use]
+pub mod names;
+
 pub mod analysis;
 pub mod core;
 pub mod data;
@@ -33,3 +37,4 @@ pub mod report;
 pub mod train;
 
 pub use error::{Error, Result};
+pub use names::Named;

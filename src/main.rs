@@ -1,34 +1,42 @@
-//! `cnnlab`: the command-line front end over the library. Parsing, progress and printing
-//! live here; everything else is in the library.
+//! `cnnlab`: the command-line front end. Each command parses its flags into the library's
+//! config, calls the library's `run`, and prints the report (and writes its files). The
+//! experiments themselves live in [`cnnlab::experiments`].
 
 use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use cnnlab::core::optim::{OptimizerConfig, Schedule};
-use cnnlab::data::cifar::Cifar;
-use cnnlab::data::mnist1d::Mnist1dConfig;
-use cnnlab::data::{download, npy, Condition, DataSource, Dataset, DatasetSpec};
-use cnnlab::experiments::presets::{self, Preset, Recipe};
-use cnnlab::experiments::{bench, reproduce};
-use cnnlab::models::{Model, ModelKind};
-use cnnlab::report::{accuracy_table, ensure_dir, write_json, Row};
-use cnnlab::train::{self, TrainConfig};
+use clap::builder::TypedValueParser;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use cnnlab::core::optim::{OptimizerKind, ScheduleKind};
+use cnnlab::core::Device;
+use cnnlab::data::mnist1d::Mnist1dOverrides;
+use cnnlab::data::{download, Condition, DatasetSpec};
+use cnnlab::experiments::presets::Preset;
+use cnnlab::experiments::setup::DataChoice;
+use cnnlab::experiments::{analyses, bench, data_size, inventory, pooling, prune, reproduce, single};
+use cnnlab::experiments::{Compute, Progress};
+use cnnlab::models::{ArchOverrides, ModelKind};
+use cnnlab::report::{write_json, Artifacts};
+use cnnlab::train::{BatchOrder, TrainOverrides};
+use cnnlab::Named;
 use indicatif::{ProgressBar, ProgressStyle};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
 #[command(
     name = "cnnlab",
     version,
-    about = "A laboratory that shows, by experiment, why convolutional networks work so well"
-)]
-#[command(long_about = "A laboratory that shows, by experiment, why convolutional networks work so well.\n\n\
+    about = "A laboratory that shows, by experiment, why convolutional networks work so well",
+    long_about = "A laboratory that shows, by experiment, why convolutional networks work so well.\n\n\
 A CNN sees small local windows and stacks them; an MLP or a Mixer (the \"DNN\") sees the whole \
 input at every layer. Permuting input positions removes the spatial structure the CNN relies \
-on: `cnnlab reproduce` measures exactly that, beside the published numbers.")]
+on: `cnnlab reproduce` measures exactly that, beside the published numbers."
+)]
 struct Cli {
     /// Worker threads (default: all cores)
     #[arg(long, global = true, value_parser = clap::value_parser!(u32).range(1..))]
     threads: Option<u32>,
+    /// No progress bar (runs still report as they finish, on stderr)
+    #[arg(long, global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -37,6 +45,8 @@ struct Cli {
 enum Command {
     /// Train every model under every input condition over several seeds; print the table
     Reproduce(ReproduceArgs),
+    /// Run an experiment again from its saved config (reproduce.json in its run directory)
+    Replay(ReplayArgs),
     /// Train one model under one condition
     Train(TrainArgs),
     /// List the models with parameter counts and FLOPs per example
@@ -44,181 +54,37 @@ enum Command {
     /// Dataset utilities
     #[command(subcommand)]
     Data(DataCommand),
-    /// Throughput benchmarks matching shared/reference/pytorch_bench.py
+    /// Throughput benchmarks (scripts/pytorch_bench.py runs the same workloads in PyTorch)
     Bench(BenchArgs),
-    /// Measure the explanations (writes JSON and an SVG plot)
+    /// Measure the explanations (writes JSON and SVG plots)
     #[command(subcommand)]
     Analyze(AnalyzeCommand),
     /// List the devices this build can compute on
     Devices,
 }
 
-#[derive(Subcommand)]
-enum AnalyzeCommand {
-    /// The curse of dimensionality: d^N arithmetic and k-nearest-neighbour measurements
-    Dimension(DimensionArgs),
-    /// The MNIST-1D pooling benchmark: none / stride-2 / max / avg / L2 against training-set size
-    Pooling(PoolingArgs),
-    /// Test accuracy of cnn, dnn and mlp against the number of training examples
-    DataSize(DataSizeArgs),
-    /// Theoretical and measured (gradient) receptive field of each layer of a saved CNN run
-    ReceptiveField(ReceptiveFieldArgs),
-    /// Principal components of raw patches, whole inputs and each layer's unit inputs of a
-    /// saved run; share of zero outputs
-    EffectiveDim(EffectiveDimArgs),
-    /// Magnitude pruning (one-shot, fine-tuned), lottery tickets and random masks of a saved run
-    Prune(PruneArgs),
+// ---- flags shared by several commands (defined once, flattened where they apply) ----
+
+/// A parser for a library enum, listing its names as the possible values.
+fn named<T: Named + Send + Sync>() -> impl clap::builder::TypedValueParser<Value = T> {
+    let names: Vec<&'static str> = T::ALL.iter().map(|v| v.name()).collect();
+    clap::builder::PossibleValuesParser::new(names).map(|s: String| T::parse_name(&s).expect("a listed name parses"))
 }
 
-#[derive(Args)]
-struct ReceptiveFieldArgs {
-    /// A run saved by `cnnlab train --save DIR` (a cnn or lcn)
-    #[arg(long)]
-    run: PathBuf,
-    /// Test examples the gradients are averaged over
-    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
-    examples: u64,
-    /// Directory for receptive_field.json and receptive_field.svg
-    #[arg(long, default_value = "analysis")]
-    out: PathBuf,
-}
-
-#[derive(Args)]
-struct EffectiveDimArgs {
-    /// A run saved by `cnnlab train --save DIR`
-    #[arg(long)]
-    run: PathBuf,
-    /// Test examples passed through the network
-    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(2..))]
-    examples: u64,
-    /// Vectors (windows or rows) sampled per spectrum
-    #[arg(long, default_value_t = 20000, value_parser = clap::value_parser!(u64).range(2..))]
-    samples: u64,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Directory for effective_dim.json and effective_dim.svg
-    #[arg(long, default_value = "analysis")]
-    out: PathBuf,
-}
-
-#[derive(Args)]
-struct PruneArgs {
-    /// A run saved by `cnnlab train --save DIR`
-    #[arg(long)]
-    run: PathBuf,
-    /// Sparsities of the one-shot curves, comma-separated
-    #[arg(long, value_delimiter = ',', default_values_t = [0.5, 0.7, 0.8, 0.9, 0.95, 0.98])]
-    sparsities: Vec<f64>,
-    /// Fine-tuning steps after one-shot pruning (0: none)
-    #[arg(long, default_value_t = 500)]
-    fine_tune_steps: usize,
-    /// Lottery rounds: sparsities evenly spaced from 0 to --max-sparsity (0: no lottery)
-    #[arg(long, default_value_t = 20)]
-    rounds: usize,
-    #[arg(long, default_value_t = 0.95)]
-    max_sparsity: f64,
-    /// Training steps of each lottery round (default: the run's)
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
-    lottery_steps: Option<u64>,
-    /// Lottery seeds (the first is the run's own initialisation)
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
-    seeds: u64,
-    /// Prune biases too (the MNIST-1D notebook prunes every parameter of each layer)
-    #[arg(long)]
-    prune_biases: bool,
-    /// Write the masks of the last ticket here (for `cnnlab train --mask`)
-    #[arg(long)]
-    save_mask: Option<PathBuf>,
-    /// Directory for prune.json and prune.svg
-    #[arg(long, default_value = "analysis")]
-    out: PathBuf,
-    #[arg(long)]
-    quiet: bool,
-}
-
-#[derive(Args)]
-struct DataSizeArgs {
-    /// Models (comma-separated)
-    #[arg(long, value_enum, value_delimiter = ',', default_values = ["cnn", "dnn", "mlp"])]
-    models: Vec<ModelKind>,
-    /// Training-set sizes (default: about a log-spaced ladder up to the whole training split)
-    #[arg(long, value_delimiter = ',')]
-    sizes: Option<Vec<usize>>,
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
-    seeds: u64,
-    /// Directory for data_size.json and data_size.svg
-    #[arg(long, default_value = "analysis")]
-    out: PathBuf,
-    #[arg(long)]
-    quiet: bool,
-    #[command(flatten)]
-    data: DataFlags,
-    #[command(flatten)]
-    train: TrainFlags,
-}
-
-#[derive(Args)]
-struct PoolingArgs {
-    /// Training-set sizes, comma-separated
-    #[arg(long, value_delimiter = ',', default_values_t = [1000usize, 2000, 5000, 10000, 20000])]
-    sizes: Vec<usize>,
-    /// Add 50000 training examples to the sizes
-    #[arg(long)]
-    large: bool,
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
-    seeds: u64,
-    /// MNIST-1D: reshuffle the training set every epoch (default: the notebook's fixed order)
-    #[arg(long)]
-    shuffle: bool,
-    /// Directory for pooling.json and pooling.svg
-    #[arg(long, default_value = "analysis")]
-    out: PathBuf,
-    #[arg(long)]
-    quiet: bool,
-    /// An image dataset runs the image ablation instead: the CNN with and without max-pooling
-    #[command(flatten)]
-    data: DataFlags,
-    #[command(flatten)]
-    train: TrainFlags,
-}
-
-#[derive(Args)]
-struct DimensionArgs {
-    /// Points per axis for the d^N arithmetic (the video uses 9)
-    #[arg(long, default_value_t = 9.0)]
-    density: f64,
-    /// Training examples kNN may use (a subset keeps brute force fast)
-    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
-    knn_train: u64,
-    /// Test examples kNN classifies
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
-    knn_test: u64,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Directory for dimension.json and the plots
-    #[arg(long, default_value = "analysis")]
-    out: PathBuf,
-    #[command(flatten)]
-    data: DataFlags,
-}
-
-fn parse_dataset(s: &str) -> std::result::Result<DatasetSpec, String> {
-    s.parse()
-}
-
-/// Which dataset, and where its files are.
+/// Which dataset, where its files are, and the recipe's knobs that depend on it.
 #[derive(Args, Clone)]
+#[command(next_help_heading = "Data")]
 struct DataFlags {
     /// mnist1d (generated in process), fashion-mnist, mnist, cifar10, cifar100 or folder:PATH
-    #[arg(long, default_value = "mnist1d", value_parser = parse_dataset)]
+    #[arg(long, default_value = "mnist1d", value_parser = |s: &str| s.parse::<DatasetSpec>())]
     dataset: DatasetSpec,
     /// Directory holding the dataset's files (default: its usual place)
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Image experiments: quick (minutes) or full (the paper recipe)
-    #[arg(long, value_enum, default_value = "quick")]
-    preset: Preset,
-    /// Train on the first N training examples
+    /// Image datasets: quick (minutes on a laptop) or full (the paper recipe) [default: quick]
+    #[arg(long, value_parser = named::<Preset>())]
+    preset: Option<Preset>,
+    /// Train on the first N training examples (the recipe's epochs count these)
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     train_subset: Option<u64>,
     /// Evaluate on the first N test examples
@@ -243,114 +109,135 @@ fn parse_size(s: &str) -> std::result::Result<(u32, u32), String> {
     Ok((h, w))
 }
 
-/// Overrides of the image architecture of the preset.
+impl DataFlags {
+    fn choice(&self) -> DataChoice {
+        DataChoice {
+            dataset: self.dataset.clone(),
+            data_dir: self.data_dir.clone(),
+            preset: self.preset,
+            train_subset: self.train_subset.map(|n| n as usize),
+            test_subset: self.test_subset.map(|n| n as usize),
+            image_size: self.image_size,
+            mnist1d: self.mnist1d.overrides(),
+            arch: self.arch.overrides(),
+        }
+    }
+}
+
+/// Changes to the recipe's architecture.
 #[derive(Args, Clone)]
-#[command(next_help_heading = "Image architecture")]
+#[command(next_help_heading = "Architecture")]
 struct ArchFlags {
-    /// Widths of the CNN's (and LCN's) 3x3 convolutions, comma-separated
+    /// Images: widths of the CNN's (and LCN's) 3x3 convolutions, comma-separated
     #[arg(long, value_delimiter = ',')]
     widths: Option<Vec<usize>>,
-    /// Convolutions (0-based) followed by 2x2 max-pooling, comma-separated
+    /// Images: convolutions (0-based) followed by 2x2 max-pooling, comma-separated
     #[arg(long, value_delimiter = ',')]
     pool_after: Option<Vec<usize>>,
-    /// BatchNorm after each convolution
+    /// Images: BatchNorm after each convolution
     #[arg(long)]
     batch_norm: Option<bool>,
-    /// Average the CNN's last map over positions before the classifier (else flatten it)
+    /// Images: average the CNN's last map over positions before the classifier (else flatten)
     #[arg(long)]
     global_pool: Option<bool>,
     /// Hidden widths of the MLP, comma-separated (sequences: default 100,100)
     #[arg(long, value_delimiter = ',')]
     mlp_hidden: Option<Vec<usize>>,
-    /// Mixer patch size (1: every pixel is a token)
+    /// Images: Mixer patch size (1: every pixel is a token)
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     patch: Option<u64>,
-    /// Mixer channels
+    /// Images: Mixer channels
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     mixer_dim: Option<u64>,
-    /// Mixer blocks
+    /// Images: Mixer blocks
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     mixer_depth: Option<u64>,
 }
 
 impl ArchFlags {
-    fn apply(&self, arch: &mut cnnlab::models::ImageArch) {
-        if let Some(w) = &self.widths {
-            arch.cnn_widths = w.clone();
-        }
-        if let Some(p) = &self.pool_after {
-            arch.pool_after = p.clone();
-        }
-        if let Some(h) = &self.mlp_hidden {
-            arch.mlp_hidden = h.clone();
-            arch.sequence_mlp_hidden = h.clone();
-        }
-        if let Some(b) = self.batch_norm {
-            arch.batch_norm = b;
-        }
-        if let Some(g) = self.global_pool {
-            arch.global_pool = g;
-        }
-        if let Some(p) = self.patch {
-            arch.mixer_patch = p as usize;
-        }
-        if let Some(d) = self.mixer_dim {
-            arch.mixer.dim = d as usize;
-        }
-        if let Some(d) = self.mixer_depth {
-            arch.mixer.depth = d as usize;
+    fn overrides(&self) -> ArchOverrides {
+        ArchOverrides {
+            widths: self.widths.clone(),
+            pool_after: self.pool_after.clone(),
+            batch_norm: self.batch_norm,
+            global_pool: self.global_pool,
+            mlp_hidden: self.mlp_hidden.clone(),
+            patch: self.patch.map(|v| v as usize),
+            mixer_dim: self.mixer_dim.map(|v| v as usize),
+            mixer_depth: self.mixer_depth.map(|v| v as usize),
         }
     }
 }
 
-impl DataFlags {
-    /// Loads the dataset and resolves the recipe, applying the subsets.
-    fn load(&self) -> Result<(Dataset, Recipe)> {
-        let (data, recipe, _) = self.load_source()?;
-        Ok((data, recipe))
-    }
-
-    /// Like [`DataFlags::load`], and also returns the [`DataSource`] that reloads the same data.
-    fn load_source(&self) -> Result<(Dataset, Recipe, DataSource)> {
-        let mut source = DataSource {
-            dataset: self.dataset.name(),
-            data_dir: self.data_dir.clone(),
-            mnist1d: self.mnist1d.config(),
-            image_size: self.image_size,
-            train_subset: None,
-            test_subset: None,
-        };
-        let mut data = source.load().with_context(|| format!("loading {}", self.dataset.name()))?;
-        let mut recipe = presets::recipe(&data.example_shape, data.n_train(), self.preset);
-        self.arch.apply(&mut recipe.train.arch);
-        source.train_subset = self.train_subset.map(|n| n as usize).or(recipe.train_subset);
-        source.test_subset = self.test_subset.map(|n| n as usize).or(recipe.test_subset);
-        if let Some(n) = source.train_subset {
-            data.truncate_train(n);
-        }
-        if let Some(n) = source.test_subset {
-            data.truncate_test(n);
-        }
-        Ok((data, recipe, source))
-    }
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum OptimizerName {
-    Adam,
-    Adamw,
-    Sgd,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum ScheduleName {
-    Constant,
-    Cosine,
-}
-
-/// Training hyper-parameters shared by `reproduce` and `train`; unset ones come from the
-/// dataset's recipe (MNIST-1D: Adam 1e-2, batch 100, 6000 steps; images: the preset).
+/// The MNIST-1D generator's settings (unset: the reference's defaults, in brackets).
 #[derive(Args, Clone)]
+#[command(next_help_heading = "MNIST-1D generator")]
+struct Mnist1dFlags {
+    /// Examples generated, train and test together [5000]
+    #[arg(long)]
+    num_samples: Option<usize>,
+    /// Share of the examples in the training split [0.8]
+    #[arg(long)]
+    train_split: Option<f64>,
+    /// Length of each digit's template [12]
+    #[arg(long)]
+    template_len: Option<usize>,
+    /// Fewest zeros padded onto a template before stretching [36]
+    #[arg(long)]
+    padding_low: Option<usize>,
+    /// Most zeros padded onto a template before stretching [60]
+    #[arg(long)]
+    padding_high: Option<usize>,
+    /// Random scaling of each example [0.4]
+    #[arg(long)]
+    scale_coeff: Option<f64>,
+    /// Largest random shift, in positions [48]
+    #[arg(long)]
+    max_translation: Option<usize>,
+    /// Scale of the correlated (smoothed) noise [0.25]
+    #[arg(long)]
+    corr_noise_scale: Option<f64>,
+    /// Scale of the independent noise [0.02]
+    #[arg(long)]
+    iid_noise_scale: Option<f64>,
+    /// Largest random shear [0.75]
+    #[arg(long)]
+    shear_scale: Option<f64>,
+    /// Apply the reference's own fixed shuffle of positions
+    #[arg(long)]
+    shuffle_seq: bool,
+    /// Positions of each example [40]
+    #[arg(long)]
+    final_seq_length: Option<usize>,
+    /// Generator seed (NumPy's np.random.seed) [42]
+    #[arg(long)]
+    data_seed: Option<u32>,
+}
+
+impl Mnist1dFlags {
+    fn overrides(&self) -> Mnist1dOverrides {
+        Mnist1dOverrides {
+            num_samples: self.num_samples,
+            train_split: self.train_split,
+            template_len: self.template_len,
+            padding_low: self.padding_low,
+            padding_high: self.padding_high,
+            scale_coeff: self.scale_coeff,
+            max_translation: self.max_translation,
+            corr_noise_scale: self.corr_noise_scale,
+            iid_noise_scale: self.iid_noise_scale,
+            shear_scale: self.shear_scale,
+            shuffle_seq: self.shuffle_seq.then_some(true),
+            final_seq_length: self.final_seq_length,
+            seed: self.data_seed,
+        }
+    }
+}
+
+/// Changes to the recipe's training config (MNIST-1D: Adam 1e-2, batch 100, 6000 steps, the
+/// same batch order every epoch; images: the preset's).
+#[derive(Args, Clone)]
+#[command(next_help_heading = "Training")]
 struct TrainFlags {
     /// Optimisation steps per run
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
@@ -361,175 +248,102 @@ struct TrainFlags {
     /// Base learning rate
     #[arg(long)]
     lr: Option<f32>,
-    #[arg(long, value_enum)]
-    optimizer: Option<OptimizerName>,
-    /// Weight decay (L2 for adam/sgd, decoupled for adamw)
+    /// adam, adamw or sgd (PyTorch's defaults)
+    #[arg(long, value_parser = named::<OptimizerKind>())]
+    optimizer: Option<OptimizerKind>,
+    /// Weight decay (L2 for adam and sgd, decoupled for adamw)
     #[arg(long)]
     weight_decay: Option<f32>,
-    /// SGD momentum
-    #[arg(long, default_value_t = 0.9)]
-    momentum: f32,
-    #[arg(long, value_enum)]
-    schedule: Option<ScheduleName>,
+    /// SGD momentum [0.9]
+    #[arg(long)]
+    momentum: Option<f32>,
+    /// Learning-rate schedule: constant or cosine
+    #[arg(long, value_parser = named::<ScheduleKind>())]
+    schedule: Option<ScheduleKind>,
     /// Linear warm-up steps
     #[arg(long)]
     warmup_steps: Option<usize>,
     /// Evaluate on the test set every N steps
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     eval_every: Option<u64>,
-    /// The same batch order every epoch (the MNIST-1D notebooks' loop) instead of a reshuffle
-    #[arg(long)]
+    /// sequential (the same order every epoch, the MNIST-1D notebooks' loop) or shuffled
+    #[arg(long, value_parser = named::<BatchOrder>())]
+    batch_order: Option<BatchOrder>,
+    /// Same as --batch-order sequential
+    #[arg(long, hide = true, conflicts_with = "batch_order")]
     sequential_batches: bool,
 }
 
 impl TrainFlags {
-    /// The recipe's config with every given flag applied.
-    fn config(&self, base: &TrainConfig, seed: u64) -> Result<TrainConfig> {
-        let mut cfg = base.clone();
-        cfg.seed = seed;
-        if let Some(v) = self.steps {
-            cfg.steps = v as usize;
-        }
-        if let Some(v) = self.batch_size {
-            cfg.batch_size = v as usize;
-        }
-        if let Some(v) = self.lr {
-            cfg.lr = v;
-        }
-        if let Some(v) = self.eval_every {
-            cfg.eval_every = v as usize;
-        }
-        if self.sequential_batches {
-            cfg.shuffle = false;
-        }
-        let wd = self.weight_decay.unwrap_or(match cfg.optimizer {
-            OptimizerConfig::Adam { weight_decay, .. }
-            | OptimizerConfig::AdamW { weight_decay, .. }
-            | OptimizerConfig::Sgd { weight_decay, .. } => weight_decay,
-        });
-        let optimizer = match self.optimizer {
-            Some(OptimizerName::Adam) => {
-                Some(OptimizerConfig::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: wd })
-            }
-            Some(OptimizerName::Adamw) => {
-                Some(OptimizerConfig::AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: wd })
-            }
-            Some(OptimizerName::Sgd) => {
-                Some(OptimizerConfig::Sgd { momentum: self.momentum, weight_decay: wd, nesterov: false })
-            }
-            None => None,
-        };
-        match optimizer {
-            Some(o) => cfg.optimizer = o,
-            None => match &mut cfg.optimizer {
-                OptimizerConfig::Adam { weight_decay, .. }
-                | OptimizerConfig::AdamW { weight_decay, .. }
-                | OptimizerConfig::Sgd { weight_decay, .. } => *weight_decay = wd,
-            },
-        }
-        let warmup = self.warmup_steps.unwrap_or(match cfg.schedule {
-            Schedule::Constant { warmup_steps } | Schedule::Cosine { warmup_steps, .. } => warmup_steps,
-        });
-        cfg.schedule = match (self.schedule, &cfg.schedule) {
-            (Some(ScheduleName::Constant), _) | (None, Schedule::Constant { .. }) => {
-                Schedule::Constant { warmup_steps: warmup }
-            }
-            (Some(ScheduleName::Cosine), _) | (None, Schedule::Cosine { .. }) => {
-                Schedule::Cosine { warmup_steps: warmup, final_fraction: 0.0 }
-            }
-        };
-        cfg.validate()?;
-        Ok(cfg)
-    }
-}
-
-/// Every parameter of the MNIST-1D generator (defaults: the reference's).
-#[derive(Args, Clone)]
-#[command(next_help_heading = "MNIST-1D generator")]
-struct Mnist1dFlags {
-    #[arg(long, default_value_t = 5000)]
-    num_samples: usize,
-    #[arg(long, default_value_t = 0.8)]
-    train_split: f64,
-    #[arg(long, default_value_t = 12)]
-    template_len: usize,
-    #[arg(long, default_value_t = 36)]
-    padding_low: usize,
-    #[arg(long, default_value_t = 60)]
-    padding_high: usize,
-    #[arg(long, default_value_t = 0.4)]
-    scale_coeff: f64,
-    #[arg(long, default_value_t = 48)]
-    max_translation: usize,
-    #[arg(long, default_value_t = 0.25)]
-    corr_noise_scale: f64,
-    #[arg(long, default_value_t = 0.02)]
-    iid_noise_scale: f64,
-    #[arg(long, default_value_t = 0.75)]
-    shear_scale: f64,
-    /// The reference's own fixed shuffle of positions
-    #[arg(long)]
-    shuffle_seq: bool,
-    #[arg(long, default_value_t = 40)]
-    final_seq_length: usize,
-    /// Generator seed (NumPy's np.random.seed)
-    #[arg(long, default_value_t = 42)]
-    data_seed: u32,
-}
-
-impl Mnist1dFlags {
-    fn config(&self) -> Mnist1dConfig {
-        Mnist1dConfig {
-            num_samples: self.num_samples,
-            train_split: self.train_split,
-            template_len: self.template_len,
-            padding: (self.padding_low, self.padding_high),
-            scale_coeff: self.scale_coeff,
-            max_translation: self.max_translation,
-            corr_noise_scale: self.corr_noise_scale,
-            iid_noise_scale: self.iid_noise_scale,
-            shear_scale: self.shear_scale,
-            shuffle_seq: self.shuffle_seq,
-            final_seq_length: self.final_seq_length,
-            seed: self.data_seed,
+    fn overrides(&self) -> TrainOverrides {
+        TrainOverrides {
+            steps: self.steps.map(|v| v as usize),
+            batch_size: self.batch_size.map(|v| v as usize),
+            lr: self.lr,
+            optimizer: self.optimizer,
+            weight_decay: self.weight_decay,
+            momentum: self.momentum,
+            schedule: self.schedule,
+            warmup_steps: self.warmup_steps,
+            eval_every: self.eval_every.map(|v| v as usize),
+            batch_order: if self.sequential_batches { Some(BatchOrder::Sequential) } else { self.batch_order },
         }
     }
 }
 
 /// Where to compute.
 #[derive(Args, Clone, Copy)]
+#[command(next_help_heading = "Device")]
 struct DeviceFlags {
     /// cpu, cuda or cuda:N (CUDA needs a build with `--features cuda`)
-    #[arg(long, default_value = "cpu", value_parser = parse_device)]
-    device: cnnlab::core::Device,
+    #[arg(long, default_value = "cpu", value_parser = |s: &str| s.parse::<Device>())]
+    device: Device,
     /// Let GPU matrix products use TF32 tensor cores (faster, 10-bit mantissa products)
     #[arg(long)]
     tf32: bool,
 }
 
-fn parse_device(s: &str) -> std::result::Result<cnnlab::core::Device, String> {
-    s.parse().map_err(|e: cnnlab::Error| e.to_string())
-}
-
 impl DeviceFlags {
-    /// Opens the device; one clear line if it cannot be used.
-    fn open(&self) -> Result<cnnlab::core::Device> {
-        self.device.open(self.tf32).with_context(|| format!("cannot use device {}", self.device))?;
-        Ok(self.device)
+    /// One run at a time on the device.
+    fn single(&self) -> Compute {
+        Compute { device: self.device, tf32: self.tf32, parallel_runs: None }
+    }
+    fn compute(&self, grid: &GridFlags) -> Compute {
+        Compute { parallel_runs: grid.parallel_runs.map(|n| n as usize), ..self.single() }
     }
 }
+
+/// How many runs, and how many at once.
+#[derive(Args, Clone, Copy)]
+#[command(next_help_heading = "Runs")]
+struct GridFlags {
+    /// Seeds per cell (default: the recipe's for reproduce, 1 for the analyses)
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    seeds: Option<u64>,
+    /// Runs trained at once (default: one per core; 8 on a GPU, each on its own CUDA stream)
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    parallel_runs: Option<u64>,
+}
+
+/// Where an analysis writes its JSON and plots.
+#[derive(Args, Clone)]
+#[command(next_help_heading = "Output")]
+struct OutFlags {
+    /// Directory for the JSON and SVG files
+    #[arg(long, default_value = "analysis")]
+    out: PathBuf,
+}
+
+// ---- the commands ----
 
 #[derive(Args)]
 struct ReproduceArgs {
     /// Models to train, comma-separated (default: all for sequences; cnn,dnn,mlp,lcn for images)
-    #[arg(long, value_enum, value_delimiter = ',')]
+    #[arg(long, value_parser = named::<ModelKind>(), value_delimiter = ',')]
     models: Option<Vec<ModelKind>>,
     /// Input conditions (comma-separated); add per-example for the no-order control
-    #[arg(long, value_enum, value_delimiter = ',', default_values = ["original", "permuted"])]
+    #[arg(long, value_parser = named::<Condition>(), value_delimiter = ',', default_values = ["original", "permuted"])]
     conditions: Vec<Condition>,
-    /// Seeds per cell (default: 3; 1 for the quick image preset)
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
-    seeds: Option<u64>,
     /// Seed of the first run (run k uses seed + k)
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -539,12 +353,8 @@ struct ReproduceArgs {
     /// Directory for each run's learning curve (default: runs/<dataset>-<unix time>)
     #[arg(long)]
     run_dir: Option<PathBuf>,
-    /// No progress bar
-    #[arg(long)]
-    quiet: bool,
-    /// Runs trained at once (default: one per core; 8 on a GPU, each on its own CUDA stream)
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
-    parallel_runs: Option<u64>,
+    #[command(flatten)]
+    grid: GridFlags,
     #[command(flatten)]
     data: DataFlags,
     #[command(flatten)]
@@ -554,11 +364,26 @@ struct ReproduceArgs {
 }
 
 #[derive(Args)]
+struct ReplayArgs {
+    /// A config written by `reproduce` (RUN_DIR/reproduce.json)
+    config: PathBuf,
+    /// Directory for the new run's curves (default: runs/<dataset>-<unix time>)
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// Write the summary as JSON here
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Args)]
 struct TrainArgs {
-    #[arg(long, value_enum)]
+    /// The model to train
+    #[arg(long, value_parser = named::<ModelKind>())]
     model: ModelKind,
-    #[arg(long, value_enum, default_value = "original")]
+    /// The input condition: positions as recorded, one fixed permutation, or one per example
+    #[arg(long, value_parser = named::<Condition>(), default_value = "original")]
     condition: Condition,
+    /// The run's seed (initialisation, batch order, permutation)
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Write the run (config, curve, final accuracy) as JSON here
@@ -567,12 +392,10 @@ struct TrainArgs {
     /// Save the run here (run.json, init.safetensors, final.safetensors) for `cnnlab analyze`
     #[arg(long)]
     save: Option<PathBuf>,
-    /// Train with a fixed 0/1 mask (a safetensors file of parameter masks, e.g. from
-    /// `cnnlab analyze prune`); masked weights start at zero and stay zero
+    /// Train with a fixed 0/1 mask (from `cnnlab analyze prune --save-mask`; it carries the
+    /// architecture it was made for); masked weights start at zero and stay zero
     #[arg(long)]
     mask: Option<PathBuf>,
-    #[arg(long)]
-    quiet: bool,
     #[command(flatten)]
     data: DataFlags,
     #[command(flatten)]
@@ -612,7 +435,7 @@ enum DataCommand {
 #[derive(Args)]
 struct BenchArgs {
     /// w1, w1infer, w2 (CIFAR-shaped CNN, its inference, Mixer), w3a, w3b (MNIST-1D MLP and
-    /// CNN), loader (the data pipeline on --dataset)
+    /// CNN), full-cnn|dnn|mlp|lcn (the full recipe's networks), loader (the data pipeline)
     #[arg(value_parser = clap::builder::PossibleValuesParser::new(bench::WORKLOADS))]
     workload: String,
     /// Also time each layer's forward and backward pass (a second, synchronised pass)
@@ -624,823 +447,431 @@ struct BenchArgs {
     device: DeviceFlags,
 }
 
-fn progress_bar(total: u64, quiet: bool) -> ProgressBar {
-    if quiet {
-        return ProgressBar::hidden();
-    }
-    let pb = ProgressBar::new(total);
-    if let Ok(style) =
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} steps, ETA {eta}")
-    {
-        pb.set_style(style);
-    }
-    pb
+#[derive(Subcommand)]
+enum AnalyzeCommand {
+    /// The curse of dimensionality: d^N arithmetic and k-nearest-neighbour measurements
+    Dimension(DimensionArgs),
+    /// The MNIST-1D pooling benchmark (none / stride-2 / max / avg / L2 against training-set
+    /// size); on an image dataset, the CNN with and without its max-pooling
+    Pooling(PoolingArgs),
+    /// Test accuracy of cnn, dnn and mlp against the number of training examples
+    DataSize(DataSizeArgs),
+    /// Theoretical and measured (gradient) receptive field of each layer of a saved CNN run
+    ReceptiveField(ReceptiveFieldArgs),
+    /// Principal components of raw patches, whole inputs and each layer's unit inputs of a
+    /// saved run; share of zero outputs
+    EffectiveDim(EffectiveDimArgs),
+    /// Magnitude pruning (one-shot, fine-tuned), lottery tickets and random masks of a saved run
+    Prune(PruneArgs),
 }
 
-fn reference_for(dataset: &DatasetSpec, model: ModelKind, condition: Condition) -> Option<f64> {
-    match dataset {
-        DatasetSpec::Mnist1d => reproduce::mnist1d_reference(model, condition),
-        _ => None,
+#[derive(Args)]
+struct ReceptiveFieldArgs {
+    /// A run saved by `cnnlab train --save DIR` (a cnn or lcn)
+    #[arg(long)]
+    run: PathBuf,
+    /// Test examples the gradients are averaged over
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+    examples: u64,
+    #[command(flatten)]
+    out: OutFlags,
+}
+
+#[derive(Args)]
+struct EffectiveDimArgs {
+    /// A run saved by `cnnlab train --save DIR`
+    #[arg(long)]
+    run: PathBuf,
+    /// Test examples passed through the network
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(2..))]
+    examples: u64,
+    /// Vectors (windows or rows) sampled per spectrum
+    #[arg(long, default_value_t = 20000, value_parser = clap::value_parser!(u64).range(2..))]
+    samples: u64,
+    /// Seed of the sampling
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[command(flatten)]
+    out: OutFlags,
+}
+
+#[derive(Args)]
+struct PruneArgs {
+    /// A run saved by `cnnlab train --save DIR`
+    #[arg(long)]
+    run: PathBuf,
+    /// Sparsities of the one-shot curves, comma-separated
+    #[arg(long, value_delimiter = ',', default_values_t = [0.5, 0.7, 0.8, 0.9, 0.95, 0.98])]
+    sparsities: Vec<f64>,
+    /// Fine-tuning steps after one-shot pruning (0: none)
+    #[arg(long, default_value_t = 500)]
+    fine_tune_steps: usize,
+    /// Lottery rounds: sparsities evenly spaced from 0 to --max-sparsity (0: no lottery)
+    #[arg(long, default_value_t = 20)]
+    rounds: usize,
+    /// Sparsity of the last lottery round
+    #[arg(long, default_value_t = 0.95)]
+    max_sparsity: f64,
+    /// Training steps of each lottery round (default: the run's)
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    lottery_steps: Option<u64>,
+    /// Lottery seeds (the first is the run's own initialisation)
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    seeds: u64,
+    /// Prune biases too (the MNIST-1D notebook prunes every parameter of each layer)
+    #[arg(long)]
+    prune_biases: bool,
+    /// Write the masks of the last ticket here (for `cnnlab train --mask`)
+    #[arg(long)]
+    save_mask: Option<PathBuf>,
+    #[command(flatten)]
+    out: OutFlags,
+}
+
+/// The flags of a study that trains many runs and writes an analysis.
+#[derive(Args)]
+struct StudyFlags {
+    #[command(flatten)]
+    grid: GridFlags,
+    #[command(flatten)]
+    out: OutFlags,
+    #[command(flatten)]
+    data: DataFlags,
+    #[command(flatten)]
+    train: TrainFlags,
+    #[command(flatten)]
+    device: DeviceFlags,
+}
+
+impl StudyFlags {
+    fn seeds(&self) -> usize {
+        self.grid.seeds.unwrap_or(1) as usize
+    }
+    fn compute(&self) -> Compute {
+        self.device.compute(&self.grid)
     }
 }
 
-fn cmd_reproduce(a: ReproduceArgs) -> Result<()> {
-    let device = a.device.open()?;
-    let (data, recipe) = a.data.load()?;
-    let run_dir = a.run_dir.clone().unwrap_or_else(|| {
-        let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        PathBuf::from("runs").join(format!("{}-{secs}", a.data.dataset.name().replace([':', '/'], "_")))
-    });
-    let cfg = reproduce::ReproduceConfig {
-        models: a.models.clone().unwrap_or(recipe.models.clone()),
-        conditions: a.conditions.clone(),
-        seeds: a.seeds.map(|s| s as usize).unwrap_or(recipe.seeds),
-        base_seed: a.seed,
-        train: a.train.config(&recipe.train, a.seed)?,
-        run_dir: Some(run_dir.clone()),
-        device,
-        parallel_runs: a.parallel_runs.map(|n| n as usize),
-    };
-    let pb = progress_bar(reproduce::total_steps(&cfg), a.quiet);
-    let spec = a.data.dataset.clone();
-    // each run's result as it ends (also without a progress bar: long experiments show progress)
-    let finished = |r: &reproduce::RunRecord| {
-        let line = format!(
-            "finished {} / {} / seed {}: {:.1}% in {:.1} s",
-            r.model.name(),
-            r.condition.name(),
-            r.seed,
-            100.0 * r.result.final_test_accuracy,
-            r.result.wall_seconds
-        );
-        if pb.is_hidden() {
+#[derive(Args)]
+struct DataSizeArgs {
+    /// Models (comma-separated)
+    #[arg(long, value_parser = named::<ModelKind>(), value_delimiter = ',', default_values = ["cnn", "dnn", "mlp"])]
+    models: Vec<ModelKind>,
+    /// Training-set sizes (default: n/16, n/8, n/4, n/2, n of the training split)
+    #[arg(long, value_delimiter = ',')]
+    sizes: Option<Vec<usize>>,
+    #[command(flatten)]
+    study: StudyFlags,
+}
+
+#[derive(Args)]
+struct PoolingArgs {
+    /// MNIST-1D: training-set sizes, comma-separated
+    #[arg(long, value_delimiter = ',', default_values_t = [1000usize, 2000, 5000, 10000, 20000])]
+    sizes: Vec<usize>,
+    /// MNIST-1D: add 50000 training examples to the sizes
+    #[arg(long)]
+    large: bool,
+    #[command(flatten)]
+    study: StudyFlags,
+}
+
+#[derive(Args)]
+struct DimensionArgs {
+    /// Points per axis for the d^N arithmetic (the video uses 9)
+    #[arg(long, default_value_t = 9.0)]
+    density: f64,
+    /// Training examples kNN may use (a subset keeps brute force fast)
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
+    knn_train: u64,
+    /// Test examples kNN classifies
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    knn_test: u64,
+    /// Seed of the synthetic tasks
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[command(flatten)]
+    out: OutFlags,
+    #[command(flatten)]
+    data: DataFlags,
+}
+
+// ---- progress and output ----
+
+/// The terminal's progress: a bar (hidden with --quiet); notes above it, or on stderr.
+struct Bar(ProgressBar);
+
+impl Bar {
+    fn new(quiet: bool) -> Self {
+        if quiet {
+            return Bar(ProgressBar::hidden());
+        }
+        let pb = ProgressBar::new(0);
+        if let Ok(style) =
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} steps, ETA {eta}")
+        {
+            pb.set_style(style);
+        }
+        Bar(pb)
+    }
+}
+
+impl Progress for Bar {
+    fn start(&self, total_steps: u64) {
+        self.0.set_length(total_steps);
+    }
+    fn steps(&self, n: usize) {
+        self.0.inc(n as u64);
+    }
+    fn note(&self, line: &str) {
+        if self.0.is_hidden() {
             eprintln!("{line}");
         } else {
-            pb.println(line);
+            self.0.println(line);
         }
-    };
-    let (summary, _) =
-        reproduce::run(&data, &cfg, &|m, c| reference_for(&spec, m, c), &|s| pb.inc(s as u64), &finished)
-            .context("reproduce")?;
-    pb.finish_and_clear();
-    println!(
-        "{}: {} train / {} test examples; {} models x {} conditions x {} seeds, {} steps each, batch {}, lr {}, on {}",
-        summary.dataset,
-        data.n_train(),
-        data.n_test(),
-        cfg.models.len(),
-        cfg.conditions.len(),
-        cfg.seeds,
-        cfg.train.steps,
-        cfg.train.batch_size,
-        cfg.train.lr,
-        device
-    );
-    print!("{}", accuracy_table(&summary.rows));
-    println!("wall time {:.1} s; curves in {}", summary.wall_seconds, run_dir.display());
-    if let Some(path) = &a.json {
-        write_json(path, &summary).with_context(|| format!("writing {}", path.display()))?;
+    }
+}
+
+impl Drop for Bar {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
+    }
+}
+
+fn save_json<T: serde::Serialize>(path: &Option<PathBuf>, value: &T) -> Result<()> {
+    if let Some(path) = path {
+        write_json(path, value).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }
 
-fn cmd_train(a: TrainArgs) -> Result<()> {
-    let device = a.device.open()?;
-    cnnlab::with_backend!(device, B => train_on_backend::<B>(a))
-}
-
-fn train_on_backend<B: cnnlab::core::Backend>(a: TrainArgs) -> Result<()> {
-    use cnnlab::train::checkpoint;
-    let (data, recipe, source) = a.data.load_source()?;
-    let cfg = a.train.config(&recipe.train, a.seed)?;
-    let pb = progress_bar(cfg.steps as u64, a.quiet);
-    let (variant, perm) = train::condition_for_run(a.condition, &data, &cfg, a.seed);
-    let mut trainer = train::Trainer::<B>::for_dataset(a.model, &variant, cfg.clone())?;
-    trainer.sampler.permutation = perm;
-    if let Some(path) = &a.mask {
-        let masks = checkpoint::load_masks(&trainer.model.net, path)
-            .with_context(|| format!("reading the mask {}", path.display()))?;
-        trainer.set_masks(&masks)?;
-    }
-    if let Some(dir) = &a.save {
-        ensure_dir(dir)?;
-        checkpoint::save_state(&trainer.model.net, &dir.join(checkpoint::INIT_WEIGHTS))
-            .with_context(|| format!("saving into {}", dir.display()))?;
-    }
-    let result = trainer.fit(&variant, &mut |s| pb.inc(s as u64)).context("training")?;
-    if let Some(dir) = &a.save {
-        checkpoint::save_state(&trainer.model.net, &dir.join(checkpoint::FINAL_WEIGHTS))?;
-        let saved = checkpoint::SavedRun {
-            data: source.clone(),
-            model: a.model,
-            condition: a.condition,
-            seed: a.seed,
-            config: cfg.clone(),
-            final_test_accuracy: result.final_test_accuracy,
-        };
-        checkpoint::save_run(dir, &saved)?;
-    }
-    pb.finish_and_clear();
-    println!("{:>6}  {:>10}  {:>9}  {:>9}  {:>8}", "step", "train loss", "train acc", "test loss", "test acc");
-    for p in &result.curve {
-        println!(
-            "{:>6}  {:>10.4}  {:>8.1}%  {:>9.4}  {:>7.1}%",
-            p.step,
-            p.train_loss,
-            p.train_accuracy * 100.0,
-            p.test_loss,
-            p.test_accuracy * 100.0
-        );
-    }
-    let row = Row::new(
-        a.model.name(),
-        a.condition.name(),
-        vec![result.final_test_accuracy],
-        reference_for(&a.data.dataset, a.model, a.condition),
-    );
-    print!("{}", accuracy_table(std::slice::from_ref(&row)));
-    println!("wall time {:.1} s", result.wall_seconds);
-    if let Some(dir) = &a.save {
-        println!("saved the run in {}", dir.display());
-    }
-    if let Some(path) = &a.json {
-        let out = serde_json::json!({
-            "dataset": data.name,
-            "model": a.model.name(),
-            "condition": a.condition.name(),
-            "config": cfg,
-            "final_test_accuracy": result.final_test_accuracy,
-            "curve": result.curve,
-            "wall_seconds": result.wall_seconds,
-        });
-        write_json(path, &out).with_context(|| format!("writing {}", path.display()))?;
-    }
+/// Prints a report, writes its files into `out` and names them.
+fn finish(report: &(impl std::fmt::Display + Artifacts), out: &Path) -> Result<()> {
+    print!("{report}");
+    let files = report.write(out).with_context(|| format!("writing into {}", out.display()))?;
+    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    println!("wrote {}", names.join(", "));
     Ok(())
 }
 
-fn cmd_models(a: ModelsArgs) -> Result<()> {
-    let (data, recipe) = a.data.load()?;
-    println!("{} examples of shape {:?}, {} classes\n", data.name, data.example_shape, data.classes);
-    println!("{:<9} {:>9} {:>12}  what it is", "model", "params", "FLOPs/ex");
-    for kind in ModelKind::ALL {
-        let mut rng = train::rng_for(0, train::streams::INIT);
-        let model = Model::<cnnlab::core::Cpu>::build_with(
-            kind,
-            &data.example_shape,
-            data.classes,
-            &recipe.train.arch,
-            &mut rng,
-        )?;
-        println!("{:<9} {:>9} {:>12}  {}", kind.name(), model.param_count(), model.flops_per_example(), kind.summary());
-        println!("{:<9} {}", "", cnnlab::core::Layer::describe(&model.net));
-    }
-    Ok(())
-}
-
-fn cmd_data(c: DataCommand) -> Result<()> {
-    match c {
-        DataCommand::Export { out, mnist1d, .. } => {
-            let d = mnist1d.config().generate().context("generating MNIST-1D")?;
-            ensure_dir(&out)?;
-            let len = d.length;
-            let x: Vec<f32> = d.x.iter().map(|&v| v as f32).collect();
-            let xt: Vec<f32> = d.x_test.iter().map(|&v| v as f32).collect();
-            let y: Vec<i64> = d.y.iter().map(|&v| v as i64).collect();
-            let yt: Vec<i64> = d.y_test.iter().map(|&v| v as i64).collect();
-            npy::write_f32(&out.join("x.npy"), &[y.len(), len], &x)?;
-            npy::write_i64(&out.join("y.npy"), &[y.len()], &y)?;
-            npy::write_f32(&out.join("x_test.npy"), &[yt.len(), len], &xt)?;
-            npy::write_i64(&out.join("y_test.npy"), &[yt.len()], &yt)?;
-            println!(
-                "wrote x.npy [{}, {len}], y.npy, x_test.npy [{}, {len}], y_test.npy to {}",
-                y.len(),
-                yt.len(),
-                out.display()
-            );
-            Ok(())
-        }
-        DataCommand::Download { dataset, dir } => {
-            let kind = if dataset == "cifar10" { Cifar::Ten } else { Cifar::Hundred { fine: true } };
-            let archive = download::cifar_archive(kind);
-            let pb = ProgressBar::new(0);
-            let path = download::download(archive, &dir, &mut |done, total| {
-                if let Some(t) = total {
-                    pb.set_length(t);
-                }
-                pb.set_position(done);
-            })?;
-            pb.finish_and_clear();
-            println!("{} verified (MD5 {}) and unpacked into {}", path.display(), archive.md5, dir.display());
-            Ok(())
-        }
-    }
-}
-
-fn cmd_bench(a: BenchArgs) -> Result<()> {
-    let r = if a.workload == "loader" {
-        let (data, _) = a.data.load()?;
-        bench::loader(&data)?
-    } else {
-        let (r, profile) = bench::run_on(a.device.open()?, &a.workload, a.profile)?;
-        if let Some(p) = profile {
-            print!("{p}");
-        }
-        r
-    };
-    println!("{r}");
-    Ok(())
-}
-
-/// Prints a names-by-sizes table of `cell(name, size)` texts and draws the accuracies as one
-/// curve per name against the (log-scaled) training-set size.
-fn size_study_output(
-    svg: &std::path::Path,
-    title: &str,
-    names: &[&str],
-    sizes: &[usize],
-    cell: impl Fn(&str, usize) -> Option<(f64, String)>,
-) -> Result<()> {
-    use cnnlab::analysis::plot;
-    let series: Vec<plot::Series> = names
-        .iter()
-        .map(|name| plot::Series {
-            name: name.to_string(),
-            points: sizes.iter().filter_map(|&n| cell(name, n).map(|(acc, _)| (n as f64, acc))).collect(),
-        })
-        .collect();
-    plot::line_chart(svg, title, ("training examples", "test accuracy"), &series, true, (0.0, 1.0))?;
-    print!("{:<10}", "");
-    for n in sizes {
-        print!("  {n:>14}");
-    }
-    println!();
-    for name in names {
-        print!("{name:<10}");
-        for &n in sizes {
-            print!("  {:>14}", cell(name, n).map(|c| c.1).unwrap_or_default());
-        }
-        println!();
-    }
-    Ok(())
-}
-
-fn cmd_analyze(c: AnalyzeCommand) -> Result<()> {
-    use cnnlab::analysis::{dimension, plot};
-    match c {
-        AnalyzeCommand::DataSize(a) => {
-            use cnnlab::experiments::data_size;
-            let (data, recipe) = a.data.load()?;
-            let cfg = a.train.config(&recipe.train, 0)?;
-            let sizes = a.sizes.clone().unwrap_or_else(|| {
-                let n = data.n_train();
-                let mut v: Vec<usize> = [n / 16, n / 8, n / 4, n / 2, n].into_iter().filter(|&s| s >= 10).collect();
-                v.dedup();
-                v
-            });
-            let total = (a.models.len() * sizes.len()) as u64 * a.seeds * cfg.steps as u64;
-            let pb = progress_bar(total, a.quiet);
-            let r = data_size::run(&data, &a.models, &sizes, &cfg, a.seeds as usize, &|s| pb.inc(s as u64))?;
-            pb.finish_and_clear();
-            ensure_dir(&a.out)?;
-            write_json(&a.out.join("data_size.json"), &r)?;
-            let names: Vec<&str> = a.models.iter().map(|m| m.name()).collect();
-            size_study_output(
-                &a.out.join("data_size.svg"),
-                &format!("{}: test accuracy against training examples", r.dataset),
-                &names,
-                &sizes,
-                |name, n| {
-                    let c = r.cells.iter().find(|c| c.model == name && c.train_examples == n)?;
-                    Some((c.accuracy_mean, format!("{:5.1} ± {:3.1}", c.accuracy_mean * 100.0, c.accuracy_std * 100.0)))
-                },
-            )?;
-            println!(
-                "test accuracy % on {} test examples, {} steps per run; {:.1} s",
-                r.test_examples, r.steps, r.wall_seconds
-            );
-            Ok(())
-        }
-        AnalyzeCommand::Pooling(a) if a.data.dataset != DatasetSpec::Mnist1d => {
-            use cnnlab::experiments::pooling;
-            let (data, recipe) = a.data.load()?;
-            let cfg = a.train.config(&recipe.train, 0)?;
-            let pb = progress_bar(2 * a.seeds * cfg.steps as u64, a.quiet);
-            let cells = pooling::images(&data, &cfg, a.seeds as usize, &|s| pb.inc(s as u64))?;
-            pb.finish_and_clear();
-            ensure_dir(&a.out)?;
-            let report = serde_json::json!({
-                "dataset": data.name, "train_examples": data.n_train(), "test_examples": data.n_test(),
-                "steps": cfg.steps, "arch": cfg.arch, "cells": cells,
-            });
-            let head = if cfg.arch.global_pool { "global average pooling" } else { "flattened map" };
-            write_json(&a.out.join("pooling_images.json"), &report)?;
-            let series: Vec<plot::Series> = cells
-                .iter()
-                .map(|c| plot::Series {
-                    name: c.variant.clone(),
-                    points: vec![(c.flops_per_example as f64, c.accuracy_mean)],
-                })
-                .collect();
-            plot::line_chart(
-                &a.out.join("pooling_images.svg"),
-                &format!("{}: CNN with and without max-pooling", data.name),
-                ("forward FLOPs per example", "test accuracy"),
-                &series,
-                true,
-                (0.0, 1.0),
-            )?;
-            println!(
-                "{} ({} train / {} test, {} steps, {} seed(s); classifier on the {head}):",
-                data.name,
-                data.n_train(),
-                data.n_test(),
-                cfg.steps,
-                a.seeds
-            );
-            println!("{:<10} {:>16} {:>14} {:>12}", "variant", "test accuracy %", "MFLOPs/ex", "s per run");
-            for c in &cells {
-                println!(
-                    "{:<10} {:>10.1} ± {:<3.1} {:>14.1} {:>12.1}",
-                    c.variant,
-                    c.accuracy_mean * 100.0,
-                    c.accuracy_std * 100.0,
-                    c.flops_per_example as f64 / 1e6,
-                    c.wall_seconds
-                );
-            }
-            println!("(the video: pooling is mostly efficiency, worth 1-2 points)");
-            Ok(())
-        }
-        AnalyzeCommand::Pooling(a) => {
-            use cnnlab::experiments::pooling;
-            let mut sizes = a.sizes.clone();
-            if a.large && !sizes.contains(&50000) {
-                sizes.push(50000);
-            }
-            // the notebook's 6000 steps unless --steps says otherwise
-            let steps = a.train.steps.unwrap_or(6000);
-            let total = (pooling::Downsample::ALL.len() * sizes.len()) as u64 * a.seeds * steps;
-            let pb = progress_bar(total, a.quiet);
-            let r = pooling::run(&sizes, steps as usize, a.seeds as usize, a.shuffle, &|s| pb.inc(s as u64))?;
-            pb.finish_and_clear();
-            ensure_dir(&a.out)?;
-            write_json(&a.out.join("pooling.json"), &r)?;
-            let names: Vec<&str> = pooling::Downsample::ALL.iter().map(|v| v.name()).collect();
-            size_study_output(
-                &a.out.join("pooling.svg"),
-                "MNIST-1D CNN: downsampling against training-set size",
-                &names,
-                &sizes,
-                |name, n| {
-                    let c = r.cells.iter().find(|c| c.variant == name && c.train_examples == n)?;
-                    let reference = c.reference.map(|x| format!("{:.0}", x * 100.0)).unwrap_or_else(|| "-".into());
-                    Some((c.accuracy_mean, format!("{:5.1} ({reference:>2})", c.accuracy_mean * 100.0)))
-                },
-            )?;
-            println!(
-                "test accuracy % on {} test examples, {} steps (published in parentheses); {:.1} s",
-                r.test_examples, r.steps, r.wall_seconds
-            );
-            Ok(())
-        }
-        AnalyzeCommand::ReceptiveField(a) => analyze_receptive_field(a),
-        AnalyzeCommand::EffectiveDim(a) => analyze_effective_dim(a),
-        AnalyzeCommand::Prune(a) => analyze_prune(a),
-        AnalyzeCommand::Dimension(a) => {
-            if !(a.density.is_finite() && a.density > 1.0) {
-                anyhow::bail!("--density must be a number above 1");
-            }
-            let (mut data, _) = a.data.load()?;
-            data.truncate_train(a.knn_train as usize);
-            data.truncate_test(a.knn_test as usize);
-            let r = dimension::analyze(&data, a.density, a.seed)?;
-            ensure_dir(&a.out)?;
-            write_json(&a.out.join("dimension.json"), &r)?;
-            let series = |name: &str, pts: Vec<(f64, f64)>| plot::Series { name: name.into(), points: pts };
-            let res: Vec<(f64, f64)> = r.resolutions.iter().map(|p| (p.dimension as f64, p.knn.accuracy)).collect();
-            let ratio: Vec<(f64, f64)> =
-                r.resolutions.iter().map(|p| (p.dimension as f64, p.knn.nearest_to_farthest)).collect();
-            let amb: Vec<(f64, f64)> = r.fixed_intrinsic.iter().map(|p| (p.ambient as f64, p.knn.accuracy)).collect();
-            plot::line_chart(
-                &a.out.join("dimension.svg"),
-                &format!("1-NN on {} and a 2-D task in growing ambient dimension", r.dataset),
-                ("input dimension", "accuracy / nearest:farthest distance"),
-                &[
-                    series("kNN accuracy, pooled images", res),
-                    series("nearest/farthest distance, pooled images", ratio),
-                    series("kNN accuracy, intrinsic dim 2", amb),
-                ],
-                true,
-                (0.0, 1.0),
-            )?;
-            let needed: Vec<plot::Series> = r
-                .samples_needed
-                .iter()
-                .map(|s| {
-                    series(
-                        &format!("dimension {}", s.dimension),
-                        s.curve.iter().map(|p| (p.train_examples as f64, p.knn.accuracy)).collect(),
-                    )
-                })
-                .collect();
-            plot::line_chart(
-                &a.out.join("samples.svg"),
-                "1-NN accuracy against training examples, by intrinsic dimension",
-                ("training examples", "test accuracy"),
-                &needed,
-                true,
-                (0.0, 1.0),
-            )?;
-            println!("(a) points to fill an input at {} per axis:", a.density);
-            for f in &r.fill_costs {
-                println!("    {:<24} N = {:>5}   10^{:.1}", f.input, f.dimension, f.log10_points);
-            }
-            println!("(b-i) 1-NN on {} ({} train / {} test), by resolution:", r.dataset, data.n_train(), data.n_test());
-            for p in &r.resolutions {
-                println!(
-                    "    {:>7} (N = {:>5})  accuracy {:5.1}%  nearest/farthest {:.3}",
-                    p.size,
-                    p.dimension,
-                    p.knn.accuracy * 100.0,
-                    p.knn.nearest_to_farthest
-                );
-            }
-            println!("(b-ii) intrinsic dimension 2 embedded in ambient dimension D (2000 examples):");
-            for p in &r.fixed_intrinsic {
-                println!("    D = {:>4}  accuracy {:5.1}%", p.ambient, p.knn.accuracy * 100.0);
-            }
-            println!("(b-iii) training examples 1-NN needs for 90% on the prototype task:");
-            for s in &r.samples_needed {
-                let n = s.examples.map(|n| n.to_string()).unwrap_or_else(|| "> 10000".into());
-                println!("    dimension {:>2}: {n}", s.dimension);
-            }
-            println!("wrote {}", a.out.join("dimension.json").display());
-            Ok(())
-        }
-    }
-}
-
-/// The first `n` test examples of `data` as one batch tensor.
-fn test_batch(data: &Dataset, n: usize) -> cnnlab::core::Tensor<cnnlab::core::Cpu> {
-    let n = n.min(data.n_test());
-    let mut shape = vec![n];
-    shape.extend_from_slice(&data.example_shape);
-    cnnlab::core::Tensor::from_slice(&shape, &data.x_test[..n * data.example_len()])
-}
-
-fn load_saved_run(dir: &std::path::Path) -> Result<cnnlab::train::checkpoint::LoadedRun<cnnlab::core::Cpu>> {
-    use cnnlab::train::checkpoint;
-    checkpoint::load_run(dir, checkpoint::FINAL_WEIGHTS).with_context(|| format!("loading the run {}", dir.display()))
-}
-
-fn analyze_receptive_field(a: ReceptiveFieldArgs) -> Result<()> {
-    use cnnlab::analysis::{plot, receptive_field};
-    let mut run = load_saved_run(&a.run)?;
-    let x = test_batch(&run.data, a.examples as usize);
-    let fields = receptive_field::measure(&mut run.model.net, &x, &run.data.example_shape)?;
-    ensure_dir(&a.out)?;
-    let report = serde_json::json!({
-        "dataset": run.data.name, "model": run.saved.model.name(), "condition": run.saved.condition.name(),
-        "examples": x.rows(), "layers": fields,
-    });
-    write_json(&a.out.join("receptive_field.json"), &report)?;
-    let (h, w, _) = receptive_field::spatial(&run.data.example_shape)?;
-    let maps: Vec<plot::HeatMap> = fields
-        .iter()
-        .enumerate()
-        .map(|(i, f)| plot::HeatMap {
-            title: format!(
-                "block {}: theory {}x{}, 90% in {}",
-                i + 1,
-                f.theory.0.size,
-                f.theory.1.size,
-                f.effective_size_90
-            ),
-            rows: h,
-            cols: w,
-            values: f.map.clone(),
-            outline: Some(f.window),
-        })
-        .collect();
-    plot::heat_maps(
-        &a.out.join("receptive_field.svg"),
-        &format!(
-            "{} {} ({}): |d unit / d input|, theoretical field in red",
-            run.data.name,
-            run.saved.model.name(),
-            run.saved.condition.name()
-        ),
-        &maps,
-    )?;
-    println!(
-        "{} {} run ({}), gradients of the central unit averaged over {} test examples:",
-        run.data.name,
-        run.saved.model.name(),
-        run.saved.condition.name(),
-        x.rows()
-    );
-    println!(
-        "{:<6} {:<28} {:>10} {:>12} {:>14} {:>11} {:>11}",
-        "block", "layer", "output", "theory", "90% of mass in", "rms radius", "mass inside"
-    );
-    for (i, f) in fields.iter().enumerate() {
-        let dims = |a: usize, b: usize| if h == 1 { format!("{b}") } else { format!("{a}x{b}") };
-        println!(
-            "{:<6} {:<28} {:>10} {:>12} {:>14} {:>11.2} {:>10.1}%",
-            i + 1,
-            f.describe,
-            dims(f.output.0, f.output.1),
-            dims(f.theory.0.size, f.theory.1.size),
-            dims(f.effective_size_90.min(h), f.effective_size_90),
-            f.rms_radius,
-            f.mass_inside_theory * 100.0
-        );
-    }
-    println!("wrote {} and receptive_field.svg", a.out.join("receptive_field.json").display());
-    Ok(())
-}
-
-fn analyze_effective_dim(a: EffectiveDimArgs) -> Result<()> {
-    use cnnlab::analysis::{effective_dim, plot};
-    let mut run = load_saved_run(&a.run)?;
-    let n = (a.examples as usize).min(run.data.n_test());
-    let x = test_batch(&run.data, n);
-    let (raw, whole) = effective_dim::input_spectra(
-        &run.data.x_test[..n * run.data.example_len()],
-        &run.data.example_shape,
-        a.samples as usize,
-        a.seed,
-    )?;
-    let (layers, nonlinearities) = effective_dim::layer_spectra(&mut run.model, &x, a.samples as usize, a.seed)?;
-    let report = effective_dim::EffectiveDimReport {
-        dataset: run.data.name.clone(),
-        model: run.saved.model.name().into(),
-        condition: run.saved.condition.name().into(),
-        raw_patches: raw,
-        whole_inputs: whole,
-        layers,
-        nonlinearities,
-    };
-    ensure_dir(&a.out)?;
-    write_json(&a.out.join("effective_dim.json"), &report)?;
-    let xs = |f: &dyn Fn(&effective_dim::Spectrum) -> f64| -> Vec<(f64, f64)> {
-        report.layers.iter().enumerate().map(|(i, l)| ((i + 1) as f64, f(&l.spectrum))).collect()
-    };
-    let ymax = report
-        .layers
-        .iter()
-        .map(|l| l.spectrum.components_99 as f64)
-        .fold(report.whole_inputs.components_99 as f64, f64::max);
-    let constant = |v: f64| vec![(1.0, v), (report.layers.len().max(2) as f64, v)];
-    plot::line_chart(
-        &a.out.join("effective_dim.svg"),
-        &format!("{} {}: dimensions of what each layer's units read", report.dataset, report.model),
-        ("weighted layer", "principal components"),
-        &[
-            plot::Series { name: "unit inputs: 90% of variance".into(), points: xs(&|s| s.components_90 as f64) },
-            plot::Series { name: "unit inputs: 99% of variance".into(), points: xs(&|s| s.components_99 as f64) },
-            plot::Series { name: "unit inputs: participation ratio".into(), points: xs(&|s| s.participation_ratio) },
-            plot::Series {
-                name: "whole input: 90%".into(),
-                points: constant(report.whole_inputs.components_90 as f64),
-            },
-            plot::Series { name: "raw patch: 90%".into(), points: constant(report.raw_patches.components_90 as f64) },
-        ],
-        false,
-        (0.0, ymax * 1.05 + 1.0),
-    )?;
-    let line = |name: &str, s: &effective_dim::Spectrum| {
-        println!(
-            "{name:<34} {:>6} {:>8} {:>8} {:>8} {:>10.1}",
-            s.dimension, s.samples, s.components_90, s.components_99, s.participation_ratio
-        )
-    };
-    println!("{} {} run ({}):", report.dataset, report.model, report.condition);
-    println!("{:<34} {:>6} {:>8} {:>8} {:>8} {:>10}", "vectors", "dim", "samples", "PCs 90%", "PCs 99%", "part.ratio");
-    line("(a) raw patches of the input", &report.raw_patches);
-    line("(b) whole inputs", &report.whole_inputs);
-    for l in &report.layers {
-        line(&format!("(c) {} {}", l.reads, l.describe), &l.spectrum);
-    }
-    println!("\nzero outputs of each nonlinearity (|y| <= 1e-6; below 0.1 x RMS):");
-    for s in &report.nonlinearities {
-        println!(
-            "    layer {:>2} {:<10} {:5.1}%  {:5.1}%",
-            s.index,
-            s.describe,
-            s.zero_fraction * 100.0,
-            s.small_fraction * 100.0
-        );
-    }
-    println!("wrote {} and effective_dim.svg", a.out.join("effective_dim.json").display());
-    Ok(())
-}
-
-fn analyze_prune(a: PruneArgs) -> Result<()> {
-    use cnnlab::analysis::plot;
-    use cnnlab::experiments::prune;
-    use cnnlab::train::checkpoint;
-    if a.sparsities.iter().any(|s| !(0.0..1.0).contains(s)) || !(0.0..1.0).contains(&a.max_sparsity) {
-        anyhow::bail!("sparsities must lie in [0, 1)");
-    }
-    if a.save_mask.is_some() && a.rounds == 0 {
-        anyhow::bail!("--save-mask needs lottery rounds (--rounds above 0)");
-    }
-    let run = load_saved_run(&a.run)?;
-    let init = checkpoint::read_tensors(&a.run.join(checkpoint::INIT_WEIGHTS))
-        .with_context(|| format!("reading the initial weights of {}", a.run.display()))?;
-    let init: Vec<checkpoint::NamedTensor> = init.into_values().collect();
-    let subject = prune::PruneSubject {
-        kind: run.saved.model,
-        arch: &run.saved.config.arch,
-        data: &run.data,
-        permutation: run.permutation.clone(),
-        config: run.saved.config.clone(),
-        init,
-        trained: checkpoint::state(&run.model.net),
-        prune_biases: a.prune_biases,
-    };
-    let steps = a.lottery_steps.map(|s| s as usize).unwrap_or(run.saved.config.steps);
-    let schedule: Vec<f64> = (0..a.rounds).map(|i| a.max_sparsity * i as f64 / (a.rounds.max(2) - 1) as f64).collect();
-    let seeds: Vec<u64> = (0..a.seeds).map(|k| run.saved.seed + k).collect();
-    let total = (a.sparsities.len() * 3 * a.fine_tune_steps + seeds.len() * 2 * schedule.len() * steps) as u64;
-    let pb = progress_bar(total, a.quiet);
-    let start = std::time::Instant::now();
-    let one_shot = prune::one_shot(&subject, &a.sparsities, a.fine_tune_steps, &|n| pb.inc(n as u64))?;
-    let lottery = prune::lottery(&subject, &schedule, steps, &seeds, &|n| pb.inc(n as u64))?;
-    pb.finish_and_clear();
-    let report = prune::PruneReport {
-        dataset: run.data.name.clone(),
-        model: run.saved.model.name().into(),
-        dense_accuracy: run.saved.final_test_accuracy,
-        fine_tune_steps: a.fine_tune_steps,
-        one_shot,
-        lottery_steps: steps,
-        lottery,
-    };
-    ensure_dir(&a.out)?;
-    write_json(&a.out.join("prune.json"), &report)?;
-    if let Some(path) = &a.save_mask {
-        if let Some(c) = report.lottery.first() {
-            checkpoint::save_masks(&run.model.net, &c.last_ticket_masks, path)?;
-        }
-    }
-    // curves: one-shot (fine-tuned where available) and the lottery chains (mean over seeds)
-    let mut series = Vec::new();
-    for (scope, mask, name) in [
-        (prune::Scope::Global, "magnitude", "one-shot global"),
-        (prune::Scope::LayerWise, "magnitude", "one-shot layer-wise"),
-        (prune::Scope::LayerWise, "random", "one-shot random mask"),
-    ] {
-        let points = report
-            .one_shot
-            .iter()
-            .filter(|p| p.scope == scope && p.mask == mask)
-            .map(|p| (p.sparsity, p.fine_tuned.unwrap_or(p.accuracy)))
-            .collect();
-        series.push(plot::Series {
-            name: format!("{name}{}", if a.fine_tune_steps > 0 { ", fine-tuned" } else { "" }),
-            points,
-        });
-    }
-    let mean_chain = |pick: &dyn Fn(&prune::LotteryChains) -> &Vec<prune::Round>| -> Vec<(f64, f64, f64)> {
-        (0..schedule.len())
-            .map(|i| {
-                let rounds: Vec<&prune::Round> = report.lottery.iter().filter_map(|c| pick(c).get(i)).collect();
-                let n = rounds.len().max(1) as f64;
-                (
-                    rounds.iter().map(|r| r.sparsity).sum::<f64>() / n,
-                    rounds.iter().map(|r| r.final_accuracy).sum::<f64>() / n,
-                    rounds.iter().map(|r| r.best_accuracy).sum::<f64>() / n,
-                )
-            })
-            .collect()
-    };
-    let ticket = mean_chain(&|c| &c.ticket);
-    let random = mean_chain(&|c| &c.random);
-    if !schedule.is_empty() {
-        series.push(plot::Series {
-            name: "lottery ticket (rewind to init)".into(),
-            points: ticket.iter().map(|r| (r.0, r.1)).collect(),
-        });
-        series.push(plot::Series { name: "random ticket".into(), points: random.iter().map(|r| (r.0, r.1)).collect() });
-    }
-    if report.dataset.starts_with("mnist1d") && report.model == "mlp" && !schedule.is_empty() {
-        let at = [0.80, 0.85, 0.90, 0.92, 0.95];
-        let published = |pick: fn((f64, f64)) -> f64| -> Vec<(f64, f64)> {
-            at.iter().filter_map(|&s| prune::mnist1d_published(s).map(|p| (s, pick(p)))).collect()
-        };
-        series.push(plot::Series { name: "published ticket (notebook)".into(), points: published(|p| p.0) });
-        series.push(plot::Series { name: "published random ticket".into(), points: published(|p| p.1) });
-    }
-    plot::line_chart(
-        &a.out.join("prune.svg"),
-        &format!("{} {}: test accuracy against sparsity", report.dataset, report.model),
-        ("share of weights removed", "test accuracy"),
-        &series,
-        false,
-        (0.0, 1.0),
-    )?;
-    println!("{} {} run: dense test accuracy {:.1}%", report.dataset, report.model, report.dense_accuracy * 100.0);
-    println!("one-shot magnitude pruning (as is / after {} fine-tuning steps):", a.fine_tune_steps);
-    println!("{:>9}  {:>15}  {:>15}  {:>15}", "sparsity", "global", "layer-wise", "random mask");
-    for &s in &a.sparsities {
-        let cell = |scope: prune::Scope, mask: &str| {
-            report
-                .one_shot
-                .iter()
-                .find(|p| p.scope == scope && p.mask == mask && p.sparsity == s)
-                .map(|p| match p.fine_tuned {
-                    Some(f) => format!("{:5.1} / {:5.1}", p.accuracy * 100.0, f * 100.0),
-                    None => format!("{:5.1}", p.accuracy * 100.0),
-                })
-                .unwrap_or_default()
-        };
-        println!(
-            "{:>8.0}%  {:>15}  {:>15}  {:>15}",
-            s * 100.0,
-            cell(prune::Scope::Global, "magnitude"),
-            cell(prune::Scope::LayerWise, "magnitude"),
-            cell(prune::Scope::LayerWise, "random")
-        );
-    }
-    if !schedule.is_empty() {
-        println!(
-            "\nlottery tickets: {} rounds of {} steps, mean of {} seed(s); final (best) test accuracy %",
-            schedule.len(),
-            steps,
-            seeds.len()
-        );
-        let published = report.dataset.starts_with("mnist1d") && report.model == "mlp";
-        println!(
-            "{:>9}  {:>15}  {:>15}  {:>12}  first layer: 2/3/4 adjacent kept (ticket vs random)",
-            "sparsity",
-            "ticket",
-            "random ticket",
-            if published { "published" } else { "" }
-        );
-        for (i, (t, r)) in ticket.iter().zip(&random).enumerate() {
-            let adj = match (
-                report.lottery[0].ticket.get(i).and_then(|x| x.adjacent_kept),
-                report.lottery[0].random.get(i).and_then(|x| x.adjacent_kept),
-            ) {
-                (Some(t), Some(r)) => {
-                    format!("{:.3}/{:.3}/{:.3} vs {:.3}/{:.3}/{:.3}", t[0], t[1], t[2], r[0], r[1], r[2])
-                }
-                _ => String::new(),
-            };
-            let reference = if published {
-                prune::mnist1d_published(t.0)
-                    .map(|(a, b)| format!("{:.1} / {:.1}", a * 100.0, b * 100.0))
-                    .unwrap_or_default()
-            } else {
-                String::new()
-            };
-            println!(
-                "{:>8.1}%  {:>6.1} ({:>5.1})  {:>6.1} ({:>5.1})  {reference:>12}  {adj}",
-                t.0 * 100.0,
-                t.1 * 100.0,
-                t.2 * 100.0,
-                r.1 * 100.0,
-                r.2 * 100.0
-            );
-        }
-        if published {
-            println!(
-                "published: the MNIST-1D notebook's trial 0 (MLP 40-500-500-10, 100 rounds of 1501 steps, Adam 2e-2, \
-                 weights and biases pruned), final accuracy of ticket / random ticket; dense runs 64-66%"
-            );
-        }
-    }
-    println!("{:.1} s; wrote {} and prune.svg", start.elapsed().as_secs_f64(), a.out.join("prune.json").display());
-    Ok(())
+fn default_run_dir(dataset: &DatasetSpec) -> PathBuf {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    PathBuf::from("runs").join(format!("{}-{secs}", dataset.name().replace([':', '/'], "_")))
 }
 
 fn run(cli: Cli) -> Result<()> {
     cnnlab::core::cpu::init_thread_pool(cli.threads.unwrap_or(0) as usize)?;
+    let bar = Bar::new(cli.quiet);
     match cli.command {
-        Command::Reproduce(a) => cmd_reproduce(a),
-        Command::Train(a) => cmd_train(a),
-        Command::Models(a) => cmd_models(a),
-        Command::Data(c) => cmd_data(c),
-        Command::Bench(a) => cmd_bench(a),
-        Command::Analyze(c) => cmd_analyze(c),
-        Command::Devices => cmd_devices(),
+        Command::Reproduce(a) => {
+            let cfg = reproduce::ReproduceConfig {
+                data: a.data.choice(),
+                models: a.models,
+                conditions: a.conditions,
+                seeds: a.grid.seeds.map(|s| s as usize),
+                base_seed: a.seed,
+                train: a.train.overrides(),
+                run_dir: Some(a.run_dir.unwrap_or_else(|| default_run_dir(&a.data.dataset))),
+                compute: a.device.compute(&a.grid),
+            };
+            let report = reproduce::run(&cfg, &bar).context("reproduce")?;
+            drop(bar);
+            print!("{report}");
+            save_json(&a.json, &report)
+        }
+        Command::Replay(a) => {
+            let text = std::fs::read_to_string(&a.config).with_context(|| format!("reading {}", a.config.display()))?;
+            let mut cfg: reproduce::ReproduceConfig = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a reproduce config", a.config.display()))?;
+            cfg.run_dir = Some(a.run_dir.unwrap_or_else(|| default_run_dir(&cfg.data.dataset)));
+            let report = reproduce::run(&cfg, &bar).context("replay")?;
+            drop(bar);
+            print!("{report}");
+            save_json(&a.json, &report)
+        }
+        Command::Train(a) => {
+            let cfg = single::TrainRunConfig {
+                data: a.data.choice(),
+                model: a.model,
+                condition: a.condition,
+                seed: a.seed,
+                train: a.train.overrides(),
+                mask: a.mask,
+                save: a.save,
+                compute: a.device.single(),
+            };
+            let report = single::run(&cfg, &bar).context("training")?;
+            drop(bar);
+            print!("{report}");
+            save_json(&a.json, &report)
+        }
+        Command::Models(a) => {
+            print!("{}", inventory::models(&a.data.choice())?);
+            Ok(())
+        }
+        Command::Data(DataCommand::Export { out, mnist1d, .. }) => {
+            let (_, n_train, n_test, len) = inventory::export_mnist1d(&mnist1d.overrides(), &out)?;
+            println!(
+                "wrote x.npy [{n_train}, {len}], y.npy, x_test.npy [{n_test}, {len}], y_test.npy to {}",
+                out.display()
+            );
+            Ok(())
+        }
+        Command::Data(DataCommand::Download { dataset, dir }) => {
+            let kind = if dataset == "cifar10" {
+                cnnlab::data::cifar::Cifar::Ten
+            } else {
+                cnnlab::data::cifar::Cifar::Hundred { fine: true }
+            };
+            let archive = download::cifar_archive(kind);
+            let path = download::download(archive, &dir, &mut |done, total| {
+                if let Some(t) = total {
+                    bar.0.set_length(t);
+                }
+                bar.0.set_position(done);
+            })?;
+            drop(bar);
+            println!("{} verified (MD5 {}) and unpacked into {}", path.display(), archive.md5, dir.display());
+            Ok(())
+        }
+        Command::Bench(a) => {
+            let cfg = bench::BenchConfig {
+                workload: a.workload,
+                profile: a.profile,
+                data: a.data.choice(),
+                compute: a.device.single(),
+            };
+            print!("{}", bench::bench(&cfg)?);
+            Ok(())
+        }
+        Command::Analyze(c) => analyze(c, bar),
+        Command::Devices => {
+            print!("{}", Device::list());
+            Ok(())
+        }
     }
 }
 
-fn cmd_devices() -> Result<()> {
-    print!("{}", cnnlab::core::Device::list());
-    Ok(())
+fn analyze(c: AnalyzeCommand, bar: Bar) -> Result<()> {
+    match c {
+        AnalyzeCommand::DataSize(a) => {
+            let s = &a.study;
+            let cfg = data_size::DataSizeConfig {
+                data: s.data.choice(),
+                models: a.models,
+                sizes: a.sizes,
+                seeds: s.seeds(),
+                train: s.train.overrides(),
+                compute: s.compute(),
+            };
+            let report = data_size::run(&cfg, &bar)?;
+            drop(bar);
+            finish(&report, &s.out.out)
+        }
+        AnalyzeCommand::Pooling(a) => {
+            let (s, mut sizes) = (&a.study, a.sizes);
+            if a.large {
+                if !s.data.dataset.is_sequence() {
+                    anyhow::bail!("--large applies to the MNIST-1D benchmark");
+                }
+                if !sizes.contains(&50000) {
+                    sizes.push(50000);
+                }
+            }
+            let cfg = pooling::PoolingConfig {
+                data: s.data.choice(),
+                sizes,
+                seeds: s.seeds(),
+                train: s.train.overrides(),
+                compute: s.compute(),
+            };
+            let report = pooling::run(&cfg, &bar)?;
+            drop(bar);
+            finish(&report, &s.out.out)
+        }
+        AnalyzeCommand::ReceptiveField(a) => {
+            let cfg = analyses::ReceptiveFieldConfig { run: a.run, examples: a.examples as usize };
+            finish(&analyses::receptive_field(&cfg)?, &a.out.out)
+        }
+        AnalyzeCommand::EffectiveDim(a) => {
+            let cfg = analyses::EffectiveDimConfig {
+                run: a.run,
+                examples: a.examples as usize,
+                samples: a.samples as usize,
+                seed: a.seed,
+            };
+            finish(&analyses::effective_dim(&cfg)?, &a.out.out)
+        }
+        AnalyzeCommand::Prune(a) => {
+            let cfg = prune::PruneConfig {
+                run: a.run,
+                sparsities: a.sparsities,
+                fine_tune_steps: a.fine_tune_steps,
+                rounds: a.rounds,
+                max_sparsity: a.max_sparsity,
+                lottery_steps: a.lottery_steps.map(|s| s as usize),
+                seeds: a.seeds as usize,
+                prune_biases: a.prune_biases,
+                save_mask: a.save_mask,
+            };
+            let report = prune::run(&cfg, &bar)?;
+            drop(bar);
+            finish(&report, &a.out.out)
+        }
+        AnalyzeCommand::Dimension(a) => {
+            let cfg = analyses::DimensionConfig {
+                data: a.data.choice(),
+                density: a.density,
+                knn_train: a.knn_train as usize,
+                knn_test: a.knn_test as usize,
+                seed: a.seed,
+            };
+            finish(&analyses::dimension(&cfg)?, &a.out.out)
+        }
+    }
+}
+
+/// The command line, with every value-taking flag accepting negative numbers (so `--lr -1`
+/// reaches the library's check instead of looking like a flag).
+fn command() -> clap::Command {
+    fn negatives(cmd: clap::Command) -> clap::Command {
+        let names: Vec<String> = cmd.get_subcommands().map(|s| s.get_name().to_string()).collect();
+        let mut cmd = cmd.mut_args(|a| if a.get_action().takes_values() { a.allow_negative_numbers(true) } else { a });
+        for name in names {
+            cmd = cmd.mut_subcommand(name, negatives);
+        }
+        cmd
+    }
+    negatives(Cli::command())
+}
+
+/// An error as one line: each cause once (a cause already quoted by its parent is not repeated).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            if !line.is_empty() {
+                line += ": ";
+            }
+            line += &text;
+        }
+    }
+    line.replace('\n', " ")
 }
 
 fn main() {
-    let cli = match Cli::try_parse() {
+    let cli = match command().try_get_matches().and_then(|m| Cli::from_arg_matches(&m)) {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {
             // --help and --version
             let _ = e.print();
             return;
+        }
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            // `cnnlab` alone: the help, as help
+            let _ = e.print();
+            std::process::exit(2);
         }
         Err(e) => {
             // one line: clap's message and its hint of valid values
@@ -1469,7 +900,7 @@ fn main() {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli))) {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", one_line(&e));
             std::process::exit(1);
         }
         Err(_) => std::process::exit(1),
@@ -1481,7 +912,6 @@ mod tests {
     /// clap's own consistency checks: unique argument names across flattened groups, etc.
     #[test]
     fn command_line_definition_is_consistent() {
-        use clap::CommandFactory;
-        super::Cli::command().debug_assert();
+        super::command().debug_assert();
     }
 }

@@ -122,7 +122,9 @@ fn analyses_refuse_what_they_cannot_use() {
     let e = fail(&["analyze", "receptive-field", "--run", r, "--out", o.to_str().unwrap()]);
     assert!(e.contains("cnn and lcn"), "{e}");
     let e = fail(&["analyze", "prune", "--run", "/nonexistent/run"]);
-    assert!(e.contains("run.json"), "{e}");
+    assert!(e.contains("no saved run at /nonexistent/run"), "{e}");
+    let e = fail(&["analyze", "prune", "--run", tmp.path().to_str().unwrap()]);
+    assert!(e.contains("has no run.json"), "{e}");
     // a broken weight file
     std::fs::write(run.join("final.safetensors"), b"garbage").unwrap();
     let e = fail(&["analyze", "effective-dim", "--run", r, "--out", o.to_str().unwrap()]);
@@ -175,4 +177,25 @@ fn pruning_is_deterministic_for_a_seed() {
     let b = prune(&tmp.path().join("b"));
     assert_eq!(a, b);
     assert_eq!(a.1.as_array().unwrap().len(), 2, "two seeds");
+}
+
+/// A saved mask carries the network it was made for: `train --mask` rebuilds that network
+/// without the architecture flags being repeated, and refuses another model.
+#[test]
+fn a_mask_carries_its_architecture() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("mlp");
+    train(&run, "mlp", "30", &["--mlp-hidden", "24,24"]);
+    let mask = tmp.path().join("ticket.safetensors");
+    let (r, m) = (run.to_str().unwrap(), mask.to_str().unwrap());
+    let o = tmp.path().join("o");
+    let prune = ["analyze", "prune", "--run", r, "--sparsities", "0.5", "--fine-tune-steps", "0", "--rounds", "2"];
+    ok(&[&prune[..], &["--lottery-steps", "10", "--quiet", "--save-mask", m, "--out", o.to_str().unwrap()]].concat());
+    let masked = tmp.path().join("masked");
+    train(&masked, "mlp", "10", &["--mask", m]);
+    let saved = json(&masked.join("run.json"));
+    assert_eq!(saved["config"]["arch"]["sequence_mlp_hidden"], serde_json::json!([24, 24]));
+    let out = cnnlab(&["train", "--model", "cnn", "--steps", "5", "--quiet", "--mask", m]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("made for a mlp"), "{err}");
 }

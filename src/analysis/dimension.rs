@@ -23,12 +23,32 @@ pub struct FillCost {
     pub log10_points: f64,
 }
 
-/// The arithmetic for the inputs at stake: a 3×3×3 patch (what a CNN's first layer reads), a
-/// 5×5×3 receptive field (its second), a whole 32×32×3 image (what an MLP's first layer reads).
-pub fn fill_costs(density: f64) -> Vec<FillCost> {
-    [("3x3x3 patch", 27), ("5x5x3 receptive field", 75), ("7x7x3 receptive field", 147), ("32x32x3 image", 3072)]
-        .iter()
-        .map(|&(input, n)| FillCost { input: input.into(), dimension: n, log10_points: n as f64 * density.log10() })
+/// The arithmetic for the inputs at stake in examples of `example_shape`: the windows a CNN's
+/// first layers read and the whole input (what an MLP's first layer reads). Images `[H, W, C]`:
+/// 3×3, 5×5 and 7×7 patches and the image; sequences `[L, C]`: windows of 3, 5, 9 and 17 (the
+/// MNIST-1D CNN's fields) and the sequence.
+pub fn fill_costs(example_shape: &[usize], density: f64) -> Vec<FillCost> {
+    let inputs: Vec<(String, usize)> = match *example_shape {
+        [h, w, c] => {
+            let mut v: Vec<(String, usize)> = [(3usize, "patch"), (5, "receptive field"), (7, "receptive field")]
+                .iter()
+                .filter(|(k, _)| *k <= h.min(w))
+                .map(|&(k, what)| (format!("{k}x{k}x{c} {what}"), k * k * c))
+                .collect();
+            v.push((format!("{h}x{w}x{c} image"), h * w * c));
+            v
+        }
+        [l, c] => {
+            let mut v: Vec<(String, usize)> =
+                [3usize, 5, 9, 17].iter().filter(|&&k| k < l).map(|&k| (format!("{k}x{c} window"), k * c)).collect();
+            v.push((format!("{l}x{c} sequence"), l * c));
+            v
+        }
+        _ => vec![(format!("{example_shape:?} input"), example_shape.iter().product())],
+    };
+    inputs
+        .into_iter()
+        .map(|(input, n)| FillCost { input, dimension: n, log10_points: n as f64 * density.log10() })
         .collect()
 }
 
@@ -207,7 +227,7 @@ pub fn analyze(data: &Dataset, density: f64, seed: u64) -> Result<DimensionRepor
     Ok(DimensionReport {
         dataset: data.name.clone(),
         density,
-        fill_costs: fill_costs(density),
+        fill_costs: fill_costs(&data.example_shape, density),
         resolutions: resolutions(data, 1)?,
         fixed_intrinsic,
         samples_needed: samples,
@@ -220,10 +240,15 @@ mod tests {
 
     #[test]
     fn fill_costs_are_powers_of_the_density() {
-        let c = fill_costs(9.0);
+        let c = fill_costs(&[32, 32, 3], 9.0);
         assert_eq!(c[0].dimension, 27);
         assert!((c[0].log10_points - 27.0 * 9f64.log10()).abs() < 1e-9);
+        assert_eq!(c[3].input, "32x32x3 image");
         assert!((c[3].log10_points - 2931.4).abs() < 0.1, "9^3072 ≈ 10^2931");
+        // a sequence's own arithmetic, not an image's
+        let s = fill_costs(&[40, 1], 9.0);
+        assert_eq!(s.iter().map(|c| c.dimension).collect::<Vec<_>>(), vec![3, 5, 9, 17, 40]);
+        assert_eq!(s[4].input, "40x1 sequence");
     }
 
     #[test]

@@ -236,7 +236,7 @@ pub fn layer_spectra<B: Backend>(
                 }
             }
         }
-        if describe.starts_with("relu") || describe.starts_with("gelu") {
+        if layer.is_nonlinearity() {
             let out = output.to_vec();
             let rms = (out.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / out.len().max(1) as f64).sqrt();
             sparsity.push(Sparsity {

@@ -89,6 +89,11 @@ pub trait Layer<B: Backend>: Send + AsDynLayer<B> {
     fn reads(&self) -> Reads {
         Reads::Other
     }
+    /// Whether this is an element-wise nonlinearity (ReLU, GELU): the analyses measure how
+    /// many of its outputs are zero.
+    fn is_nonlinearity(&self) -> bool {
+        false
+    }
     /// Calls `f` on every leaf layer with the input and output of its last forward pass
     /// (`x`, `y`: this layer's). Containers recurse; leaves report themselves.
     fn visit_activations(&self, x: &Tensor<B>, y: &Tensor<B>, f: &mut ActivationVisitor<B>) {

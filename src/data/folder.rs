@@ -38,12 +38,14 @@ fn class_files(dir: &Path) -> Result<Vec<(String, Vec<PathBuf>)>> {
     for entry in entries {
         let entry = entry.map_err(|e| Error::io("listing", dir, e))?;
         let path = entry.path();
-        if !path.is_dir() {
+        // hidden entries (.git, .DS_Store, …) are not classes
+        if !path.is_dir() || entry.file_name().to_string_lossy().starts_with('.') {
             continue;
         }
         let mut files: Vec<PathBuf> = std::fs::read_dir(&path)
             .map_err(|e| Error::io("listing", &path, e))?
             .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
             .filter(|p| {
                 let ext = p.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase());
                 matches!(ext.as_deref(), Some("png" | "jpg" | "jpeg"))
@@ -175,6 +177,9 @@ mod tests {
     fn loads_and_splits_a_class_folder() {
         let dir = tempfile::tempdir().unwrap();
         make_tree(dir.path(), &["cat", "dog"], 5, (6, 4));
+        // hidden entries (a git checkout of the images, an editor's files) are not classes
+        make_tree(dir.path(), &[".git"], 2, (6, 4));
+        std::fs::write(dir.path().join("cat").join(".hidden.png"), b"not an image").unwrap();
         let d = load_folder(dir.path(), &FolderOptions::default()).unwrap();
         assert_eq!(d.example_shape, vec![6, 4, 3]);
         assert_eq!((d.n_train(), d.n_test(), d.classes), (8, 2, 2));

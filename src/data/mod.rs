@@ -12,5 +12,5 @@ pub mod registry;
 
 pub use dataset::mnist1d_default;
 pub use dataset::Dataset;
-pub use permutation::Condition;
+pub use permutation::{Condition, PositionPermutation};
 pub use registry::{DataSource, DatasetSpec};

@@ -8,8 +8,19 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+/// How positions are permuted in each training batch after augmentation (a condition applied
+/// on the fly, so that crops and flips act on the original layout).
+#[derive(Clone, Debug, PartialEq)]
+pub enum PositionPermutation {
+    None,
+    /// The same permutation for every example.
+    Fixed(Vec<usize>),
+    /// A fresh permutation for every example drawn.
+    PerExample,
+}
+
 /// How positions are arranged in every example.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Condition {
     /// As recorded.
@@ -19,6 +30,8 @@ pub enum Condition {
     /// A fresh permutation for each example: no order is left, only the values (the control).
     PerExample,
 }
+
+crate::named_enum!(Condition { Original => "original", Permuted => "permuted", PerExample => "per-example" });
 
 impl Condition {
     pub fn name(&self) -> &'static str {
@@ -31,8 +44,7 @@ impl Condition {
 
     /// The permutation of `positions` this condition applies to training batches drawn after
     /// augmentation (the same one [`Condition::apply`] uses for `seed`).
-    pub fn batch_permutation(&self, positions: usize, seed: u64) -> crate::train::PositionPermutation {
-        use crate::train::PositionPermutation;
+    pub fn batch_permutation(&self, positions: usize, seed: u64) -> PositionPermutation {
         match self {
             Condition::Original => PositionPermutation::None,
             Condition::Permuted => {

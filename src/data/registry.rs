@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 /// Where the Debian package `dataset-fashion-mnist` puts its files.
 pub const FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
 
-/// A dataset by name.
+/// A dataset by name: the one place a dataset's identity is decided (saved and read as its
+/// name, e.g. `"cifar10"` or `"folder:/data/pets"`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DatasetSpec {
     Mnist1d,
@@ -45,7 +46,41 @@ impl std::str::FromStr for DatasetSpec {
     }
 }
 
+impl serde::Serialize for DatasetSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.name())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DatasetSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        name.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl std::fmt::Display for DatasetSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
 impl DatasetSpec {
+    /// MNIST-1D is the one sequence dataset; every other dataset holds images.
+    pub fn is_sequence(&self) -> bool {
+        *self == DatasetSpec::Mnist1d
+    }
+
+    /// The usual directory of the dataset's files (None: generated, or the folder itself).
+    pub fn default_dir(&self) -> Option<PathBuf> {
+        match self {
+            DatasetSpec::Mnist1d | DatasetSpec::Folder(_) => None,
+            DatasetSpec::FashionMnist => Some(PathBuf::from(FASHION_MNIST_DIR)),
+            DatasetSpec::Mnist => Some(PathBuf::from("data/mnist")),
+            DatasetSpec::Cifar10 | DatasetSpec::Cifar100 => Some(PathBuf::from("data")),
+        }
+    }
+
     pub fn name(&self) -> String {
         match self {
             DatasetSpec::Mnist1d => "mnist1d".into(),
@@ -69,14 +104,33 @@ impl DatasetSpec {
         mnist1d: &Mnist1dConfig,
         folder: &FolderOptions,
     ) -> Result<Dataset> {
+        if let Some(dir) = data_dir {
+            if self.default_dir().is_none() {
+                return Err(Error::Config(format!(
+                    "a data directory does not apply to {} ({})",
+                    self.name(),
+                    if self.is_sequence() { "generated in process" } else { "the folder is named in the dataset" }
+                )));
+            }
+            if dir.exists() && !dir.is_dir() {
+                return Err(Error::Config(format!(
+                    "{} is a file: the data directory is the directory that holds the dataset's files",
+                    dir.display()
+                )));
+            }
+        }
         let mut d = match self {
             DatasetSpec::Mnist1d => return Ok(mnist1d.generate()?.into()),
             DatasetSpec::FashionMnist => {
                 let dir = data_dir.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(FASHION_MNIST_DIR));
                 load_idx_dataset(&dir, "fashion-mnist").map_err(|e| match e {
-                    Error::MissingData(m) => Error::MissingData(format!(
+                    Error::MissingData(m) if data_dir.is_none() => Error::MissingData(format!(
                         "{m}; install it with `apt-get install dataset-fashion-mnist` (Debian/Ubuntu) or pass \
                          --data-dir DIR holding the four IDX files"
+                    )),
+                    Error::MissingData(m) => Error::MissingData(format!(
+                        "{m}; the directory must hold the four IDX files (train-images-idx3-ubyte.gz, …), \
+                         as the Debian package dataset-fashion-mnist installs them in {FASHION_MNIST_DIR}"
                     )),
                     e => e,
                 })?
@@ -142,9 +196,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cfg = Mnist1dConfig::default();
         let e = DatasetSpec::FashionMnist.load(Some(&dir.path().join("none")), &cfg).unwrap_err().to_string();
-        assert!(e.contains("apt-get install dataset-fashion-mnist"), "{e}");
+        assert!(e.contains("four IDX files") && e.contains("dataset-fashion-mnist"), "{e}");
         let e = DatasetSpec::Cifar10.load(Some(dir.path()), &cfg).unwrap_err().to_string();
         assert!(e.contains("cnnlab data download cifar10"), "{e}");
+        // a file where a directory belongs is named as such, with no download or install hint
+        let file = dir.path().join("cifar.bin");
+        std::fs::write(&file, b"x").unwrap();
+        for spec in [DatasetSpec::Cifar10, DatasetSpec::FashionMnist] {
+            let e = spec.load(Some(&file), &cfg).unwrap_err().to_string();
+            assert!(e.contains("is a file") && !e.contains("download") && !e.contains("apt-get"), "{e}");
+        }
+        let e = DatasetSpec::Mnist1d.load(Some(dir.path()), &cfg).unwrap_err().to_string();
+        assert!(e.contains("does not apply to mnist1d"), "{e}");
     }
 
     #[test]
@@ -188,8 +251,8 @@ mod tests {
 /// settings and the subsets. Saved with a run, so an analysis reloads exactly the same data.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DataSource {
-    /// A [`DatasetSpec`] name (`mnist1d`, `fashion-mnist`, `folder:PATH`, …).
-    pub dataset: String,
+    /// Which dataset (saved as its name: `mnist1d`, `fashion-mnist`, `folder:PATH`, …).
+    pub dataset: DatasetSpec,
     pub data_dir: Option<PathBuf>,
     pub mnist1d: Mnist1dConfig,
     /// Image folders: resize every image to (height, width).
@@ -203,7 +266,7 @@ impl DataSource {
     /// The default MNIST-1D (the reference generator's settings).
     pub fn mnist1d() -> Self {
         Self {
-            dataset: "mnist1d".into(),
+            dataset: DatasetSpec::Mnist1d,
             data_dir: None,
             mnist1d: Mnist1dConfig::default(),
             image_size: None,
@@ -212,14 +275,10 @@ impl DataSource {
         }
     }
 
-    pub fn spec(&self) -> Result<DatasetSpec> {
-        self.dataset.parse().map_err(Error::Config)
-    }
-
     /// Loads (and normalises) the data, then keeps the subsets.
     pub fn load(&self) -> Result<Dataset> {
         let folder = FolderOptions { resize: self.image_size, ..FolderOptions::default() };
-        let mut data = self.spec()?.load_with(self.data_dir.as_deref(), &self.mnist1d, &folder)?;
+        let mut data = self.dataset.load_with(self.data_dir.as_deref(), &self.mnist1d, &folder)?;
         if let Some(n) = self.train_subset {
             data.truncate_train(n);
         }

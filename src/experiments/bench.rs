@@ -265,3 +265,57 @@ pub fn loader(data: &Dataset) -> Result<BenchResult> {
     let rate = (batches * 128) as f64 / t.elapsed().as_secs_f64();
     Ok(BenchResult { workload: "loader".into(), value: rate, unit: "images/s" })
 }
+
+/// `bench`: which workload, where.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct BenchConfig {
+    /// One of [`WORKLOADS`].
+    pub workload: String,
+    /// Also time each layer (a second, synchronised pass).
+    pub profile: bool,
+    /// The `loader` workload's dataset.
+    pub data: crate::experiments::setup::DataChoice,
+    pub compute: crate::experiments::grid::Compute,
+}
+
+/// A benchmark's throughput, and the per-layer profile when asked for.
+pub struct BenchReport {
+    pub result: BenchResult,
+    pub profile: Option<Profile>,
+}
+
+impl std::fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(p) = &self.profile {
+            write!(f, "{p}")?;
+        }
+        writeln!(f, "{}", self.result)
+    }
+}
+
+/// Runs the benchmark of `cfg`.
+pub fn bench(cfg: &BenchConfig) -> Result<BenchReport> {
+    if !WORKLOADS.contains(&cfg.workload.as_str()) {
+        return Err(crate::Error::Config(format!(
+            "unknown workload '{}' (one of: {})",
+            cfg.workload,
+            WORKLOADS.join(", ")
+        )));
+    }
+    if cfg.workload == "loader" {
+        if cfg.compute.device != Device::Cpu || cfg.profile {
+            return Err(crate::Error::Config("the loader benchmark runs on the CPU, without a profile".into()));
+        }
+        let data = cfg.data.prepare()?.data;
+        return Ok(BenchReport { result: loader(&data)?, profile: None });
+    }
+    if cfg.data != crate::experiments::setup::DataChoice::default() {
+        return Err(crate::Error::Config(format!(
+            "dataset options apply to the loader benchmark; {} is a fixed workload",
+            cfg.workload
+        )));
+    }
+    let device = cfg.compute.open()?;
+    let (result, profile) = run_on(device, &cfg.workload, cfg.profile)?;
+    Ok(BenchReport { result, profile })
+}

@@ -1,12 +1,13 @@
 //! Recipes: what `reproduce` and `train` run for a dataset unless flags say otherwise.
 
 use crate::core::optim::{OptimizerConfig, Schedule};
+use crate::data::DatasetSpec;
 use crate::models::{ImageArch, ModelKind};
 use crate::train::{Augment, TrainConfig};
 use serde::{Deserialize, Serialize};
 
 /// How much compute an image experiment spends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Preset {
     /// A subset and a few epochs of small networks: minutes on a 2-core laptop.
@@ -15,6 +16,8 @@ pub enum Preset {
     /// weight decay, warm-up and cosine decay, augmentation, 30 epochs (hours on a CPU).
     Full,
 }
+
+crate::named_enum!(Preset { Quick => "quick", Full => "full" });
 
 /// A resolved recipe.
 #[derive(Clone, Debug)]
@@ -28,13 +31,23 @@ pub struct Recipe {
     pub models: Vec<ModelKind>,
 }
 
-/// The recipe for a dataset with examples of `example_shape` and `n_train` training examples.
-pub fn recipe(example_shape: &[usize], n_train: usize, preset: Preset) -> Recipe {
-    if example_shape.len() != 3 {
-        // sequences: the MNIST-1D recipe (Adam 1e-2, batch 100, 6000 steps)
+/// The recipe for `dataset` (examples of `example_shape`, `n_train` training examples) when
+/// training on its first `train_subset` examples (None: the preset's choice). Epoch-based
+/// quantities (steps, warm-up, evaluation interval) are counted in the examples actually
+/// trained on, so `--preset full --train-subset 10000` runs 30 epochs of those 10,000.
+pub fn recipe(
+    dataset: &DatasetSpec,
+    example_shape: &[usize],
+    n_train: usize,
+    preset: Preset,
+    train_subset: Option<usize>,
+) -> Recipe {
+    if dataset.is_sequence() {
+        // sequences: the MNIST-1D recipe (Adam 1e-2, batch 100, 6000 steps, the notebook's
+        // batch order)
         return Recipe {
             train: TrainConfig::mnist1d(),
-            train_subset: None,
+            train_subset,
             test_subset: None,
             seeds: 3,
             models: ModelKind::ALL.to_vec(),
@@ -44,7 +57,7 @@ pub fn recipe(example_shape: &[usize], n_train: usize, preset: Preset) -> Recipe
     let color = example_shape[2] == 3;
     match preset {
         Preset::Quick => {
-            let n = n_train.min(10_000);
+            let n = train_subset.unwrap_or(10_000).min(n_train);
             let batch = 128;
             let steps_per_epoch = n.div_ceil(batch);
             Recipe {
@@ -69,7 +82,8 @@ pub fn recipe(example_shape: &[usize], n_train: usize, preset: Preset) -> Recipe
         }
         Preset::Full => {
             let batch = 128;
-            let steps_per_epoch = n_train.div_ceil(batch).max(1);
+            let n = train_subset.unwrap_or(n_train).min(n_train);
+            let steps_per_epoch = n.div_ceil(batch).max(1);
             Recipe {
                 train: TrainConfig {
                     steps: 30 * steps_per_epoch,
@@ -84,11 +98,36 @@ pub fn recipe(example_shape: &[usize], n_train: usize, preset: Preset) -> Recipe
                     prefetch: true,
                     shuffle: true,
                 },
-                train_subset: None,
+                train_subset,
                 test_subset: None,
                 seeds: 3,
                 models: image_models,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The recipe is counted in the examples it trains on (not in the whole training split).
+    #[test]
+    fn epochs_are_counted_in_the_subset() {
+        let cifar = DatasetSpec::Cifar10;
+        let full = recipe(&cifar, &[32, 32, 3], 50_000, Preset::Full, Some(10_000));
+        let per_epoch = 10_000usize.div_ceil(128);
+        assert_eq!((full.train.steps, full.train.eval_every), (30 * per_epoch, per_epoch));
+        assert_eq!(full.train.schedule.warmup_steps(), per_epoch);
+        assert_eq!(full.train_subset, Some(10_000));
+        let whole = recipe(&cifar, &[32, 32, 3], 50_000, Preset::Full, None);
+        assert_eq!((whole.train.steps, whole.train_subset), (30 * 50_000usize.div_ceil(128), None));
+        let quick = recipe(&cifar, &[32, 32, 3], 50_000, Preset::Quick, Some(2_000));
+        assert_eq!((quick.train.steps, quick.train_subset), (3 * 2_000usize.div_ceil(128), Some(2_000)));
+        let quick = recipe(&cifar, &[32, 32, 3], 50_000, Preset::Quick, None);
+        assert_eq!((quick.train.steps, quick.train_subset), (3 * 10_000usize.div_ceil(128), Some(10_000)));
+        // a subset larger than the split is the split
+        let small = recipe(&cifar, &[32, 32, 3], 1_000, Preset::Full, Some(5_000));
+        assert_eq!(small.train.steps, 30 * 1_000usize.div_ceil(128));
     }
 }

@@ -13,17 +13,20 @@
 //!
 //! Weights are pruned (parameters with weight decay), and biases too when asked.
 
-use crate::core::cpu::{with_intra_op_threads, Cpu};
+use crate::analysis::plot;
 use crate::core::layer::Reads;
+use crate::core::Cpu;
 use crate::core::Layer;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
+use crate::experiments::grid::{run_grid, Compute, Progress};
 use crate::models::{ImageArch, Model, ModelKind};
+use crate::report::{ensure_dir, write_json, Artifacts};
 use crate::train::checkpoint::{by_name, params, set_state, NamedTensor};
 use crate::train::{rng_for, PositionPermutation, TrainConfig, Trainer};
 use rand::seq::index::sample;
-use rayon::prelude::*;
 use serde::Serialize;
+use std::path::{Path, PathBuf};
 
 /// Stream of the random masks (apart from the run's own streams).
 const MASK_STREAM: u64 = 11;
@@ -221,12 +224,21 @@ impl PruneSubject<'_> {
     }
 }
 
+/// How a mask picks the weights it removes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MaskKind {
+    /// The smallest magnitudes.
+    Magnitude,
+    /// At random (the control).
+    Random,
+}
+
 /// One point of a one-shot pruning curve.
 #[derive(Clone, Debug, Serialize)]
 pub struct OneShotPoint {
     pub scope: Scope,
-    /// "magnitude" or "random".
-    pub mask: &'static str,
+    pub mask: MaskKind,
     pub sparsity: f64,
     pub accuracy: f64,
     /// After `fine_tune_steps` steps with the mask fixed (None when not fine-tuned).
@@ -265,6 +277,17 @@ pub struct PruneReport {
     pub one_shot: Vec<OneShotPoint>,
     pub lottery_steps: usize,
     pub lottery: Vec<LotteryChains>,
+    #[serde(skip)]
+    pub sparsities: Vec<f64>,
+    /// Whether the lottery follows the MNIST-1D notebook's protocol (published values shown).
+    #[serde(skip)]
+    pub comparable: bool,
+    #[serde(skip)]
+    pub wall_seconds: f64,
+    #[serde(skip)]
+    pub seeds: usize,
+    #[serde(skip)]
+    pub rounds: usize,
 }
 
 /// The first weighted layer's geometry when it is dense over positions: (parameter index of
@@ -300,33 +323,28 @@ pub fn one_shot(
     let mut jobs = Vec::new();
     for &scope in &[Scope::Global, Scope::LayerWise] {
         for &s in sparsities {
-            jobs.push((scope, "magnitude", s));
+            jobs.push((scope, MaskKind::Magnitude, s));
         }
     }
     for &s in sparsities {
-        jobs.push((Scope::LayerWise, "random", s));
+        jobs.push((Scope::LayerWise, MaskKind::Random, s));
     }
-    let inner = if jobs.len() >= rayon::current_num_threads() { 1 } else { 0 };
-    jobs.par_iter()
-        .enumerate()
-        .map(|(j, &(scope, mask, s))| {
-            with_intra_op_threads(inner, || {
-                let masks = if mask == "random" {
-                    random_masks(&trained_params, &groups, s, &mut rng_for(subject.config.seed + j as u64, MASK_STREAM))
-                } else {
-                    magnitude_masks(&trained_params, &groups, s, scope)
-                };
-                let mut t = subject.trainer(&subject.trained, fine_tune_steps.max(1), &masks, subject.config.seed)?;
-                let (_, accuracy) = t.evaluate(subject.data);
-                let fine_tuned = if fine_tune_steps > 0 {
-                    Some(t.fit(subject.data, &mut |n| progress(n))?.final_test_accuracy)
-                } else {
-                    None
-                };
-                Ok(OneShotPoint { scope, mask, sparsity: s, accuracy: accuracy as f64, fine_tuned })
-            })
-        })
-        .collect()
+    let jobs: Vec<(usize, (Scope, MaskKind, f64))> = jobs.into_iter().enumerate().collect();
+    run_grid(Compute::default(), &jobs, |&(j, (scope, mask, s))| {
+        let masks = if mask == MaskKind::Random {
+            random_masks(&trained_params, &groups, s, &mut rng_for(subject.config.seed + j as u64, MASK_STREAM))
+        } else {
+            magnitude_masks(&trained_params, &groups, s, scope)
+        };
+        let mut t = subject.trainer(&subject.trained, fine_tune_steps.max(1), &masks, subject.config.seed)?;
+        let (_, accuracy) = t.evaluate(subject.data);
+        let fine_tuned = if fine_tune_steps > 0 {
+            Some(t.fit(subject.data, &mut |n| progress(n))?.final_test_accuracy)
+        } else {
+            None
+        };
+        Ok(OneShotPoint { scope, mask, sparsity: s, accuracy: accuracy as f64, fine_tuned })
+    })
 }
 
 /// Iterative magnitude pruning with rewinding (the ticket) and random masks of the same
@@ -342,62 +360,324 @@ pub fn lottery(
     let groups = subject.groups(&probe.net);
     let dense_first = first_dense_layer(&probe.net, &subject.data.example_shape);
     let jobs: Vec<(u64, bool)> = seeds.iter().flat_map(|&s| [(s, true), (s, false)]).collect();
-    let inner = if jobs.len() >= rayon::current_num_threads() { 1 } else { 0 };
-    let chains: Vec<Result<(Vec<Round>, Masks)>> = jobs
-        .par_iter()
-        .map(|&(seed, ticket)| {
-            with_intra_op_threads(inner, || {
-                // the run's own seed rewinds to its saved initial weights; other seeds start afresh
-                let start = if seed == subject.config.seed {
-                    subject.model(&subject.init)?
-                } else {
-                    let mut rng = rng_for(seed, crate::train::streams::INIT);
-                    Model::<Cpu>::build_with(
-                        subject.kind,
-                        &subject.data.example_shape,
-                        subject.data.classes,
-                        subject.arch,
-                        &mut rng,
-                    )?
-                };
-                let init = crate::train::checkpoint::state(&start.net);
-                let init_params = params(&start.net);
-                let mut rng = rng_for(seed, MASK_STREAM);
-                let mut trained: Option<Vec<NamedTensor>> = None;
-                let mut rounds = Vec::new();
-                let mut last_masks = Masks::new();
-                for &s in schedule {
-                    let masks = match (&trained, ticket) {
-                        (Some(w), true) => magnitude_masks(w, &groups, s, Scope::LayerWise),
-                        (_, false) => random_masks(&init_params, &groups, s, &mut rng),
-                        (None, true) => magnitude_masks(&init_params, &groups, 0.0, Scope::LayerWise),
-                    };
-                    let mut t = subject.trainer(&init, steps, &masks, seed)?;
-                    let r = t.fit(subject.data, &mut |n| progress(n))?;
-                    let best = r.curve.iter().map(|p| p.test_accuracy as f64).fold(0.0, f64::max);
-                    let adjacent_kept =
-                        dense_first.and_then(|(i, out, row, ch)| masks[i].as_ref().map(|m| adjacency(m, out, row, ch)));
-                    rounds.push(Round {
-                        sparsity: sparsity_of(&masks),
-                        final_accuracy: r.final_test_accuracy,
-                        best_accuracy: best,
-                        adjacent_kept,
-                    });
-                    trained = Some(params(&t.model.net));
-                    last_masks = masks;
-                }
-                Ok((rounds, last_masks))
-            })
-        })
-        .collect();
-    let mut out = Vec::new();
+    let chains = run_grid(Compute::default(), &jobs, |&(seed, ticket)| {
+        // the run's own seed rewinds to its saved initial weights; other seeds start afresh
+        let start = if seed == subject.config.seed {
+            subject.model(&subject.init)?
+        } else {
+            let mut rng = rng_for(seed, crate::train::streams::INIT);
+            Model::<Cpu>::build_with(
+                subject.kind,
+                &subject.data.example_shape,
+                subject.data.classes,
+                subject.arch,
+                &mut rng,
+            )?
+        };
+        let init = crate::train::checkpoint::state(&start.net);
+        let init_params = params(&start.net);
+        let mut rng = rng_for(seed, MASK_STREAM);
+        let mut trained: Option<Vec<NamedTensor>> = None;
+        let mut rounds = Vec::new();
+        let mut last_masks = Masks::new();
+        for &s in schedule {
+            let masks = match (&trained, ticket) {
+                (Some(w), true) => magnitude_masks(w, &groups, s, Scope::LayerWise),
+                (_, false) => random_masks(&init_params, &groups, s, &mut rng),
+                (None, true) => magnitude_masks(&init_params, &groups, 0.0, Scope::LayerWise),
+            };
+            let mut t = subject.trainer(&init, steps, &masks, seed)?;
+            let r = t.fit(subject.data, &mut |n| progress(n))?;
+            let best = r.curve.iter().map(|p| p.test_accuracy as f64).fold(0.0, f64::max);
+            let adjacent_kept =
+                dense_first.and_then(|(i, out, row, ch)| masks[i].as_ref().map(|m| adjacency(m, out, row, ch)));
+            rounds.push(Round {
+                sparsity: sparsity_of(&masks),
+                final_accuracy: r.final_test_accuracy,
+                best_accuracy: best,
+                adjacent_kept,
+            });
+            trained = Some(params(&t.model.net));
+            last_masks = masks;
+        }
+        Ok((rounds, last_masks))
+    })?;
+    // jobs come in (ticket, random) pairs per seed
     let mut chains = chains.into_iter();
+    let mut out = Vec::new();
     for &seed in seeds {
-        let (ticket, last_ticket_masks) = chains.next().ok_or_else(|| Error::Config("missing chain".into()))??;
-        let (random, _) = chains.next().ok_or_else(|| Error::Config("missing chain".into()))??;
+        let (Some((ticket, last_ticket_masks)), Some((random, _))) = (chains.next(), chains.next()) else {
+            return Err(Error::Config("a lottery chain is missing".into()));
+        };
         out.push(LotteryChains { seed, ticket, random, last_ticket_masks });
     }
     Ok(out)
+}
+
+/// What to prune.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct PruneConfig {
+    /// A run saved by `cnnlab train --save DIR`.
+    pub run: PathBuf,
+    /// Sparsities of the one-shot curves.
+    pub sparsities: Vec<f64>,
+    /// Fine-tuning steps after one-shot pruning (0: none).
+    pub fine_tune_steps: usize,
+    /// Lottery rounds: sparsities evenly spaced from 0 to `max_sparsity` (0: no lottery).
+    pub rounds: usize,
+    pub max_sparsity: f64,
+    /// Training steps of each lottery round (None: the run's).
+    pub lottery_steps: Option<usize>,
+    /// Lottery seeds (the first is the run's own initialisation).
+    pub seeds: usize,
+    /// Prune biases too (the MNIST-1D notebook prunes every parameter of each layer).
+    pub prune_biases: bool,
+    /// Write the masks of the last ticket here (for `cnnlab train --mask`).
+    pub save_mask: Option<PathBuf>,
+}
+
+impl PruneConfig {
+    pub fn new(run: PathBuf) -> Self {
+        Self {
+            run,
+            sparsities: vec![0.5, 0.7, 0.8, 0.9, 0.95, 0.98],
+            fine_tune_steps: 500,
+            rounds: 20,
+            max_sparsity: 0.95,
+            lottery_steps: None,
+            seeds: 1,
+            prune_biases: false,
+            save_mask: None,
+        }
+    }
+
+    /// The lottery's sparsity schedule: `rounds` values from 0 to `max_sparsity`.
+    pub fn schedule(&self) -> Vec<f64> {
+        (0..self.rounds).map(|i| self.max_sparsity * i as f64 / (self.rounds.max(2) - 1) as f64).collect()
+    }
+}
+
+/// The MNIST-1D notebook's lottery protocol: the default MNIST-1D, an MLP 40-500-500-10, 100
+/// rounds of 1501 steps of Adam 2e-2, weights and biases pruned.
+fn follows_notebook(saved: &crate::train::checkpoint::SavedRun, cfg: &PruneConfig, steps: usize) -> bool {
+    saved.data.dataset.is_sequence()
+        && saved.data.mnist1d == crate::data::mnist1d::Mnist1dConfig::default()
+        && saved.data.train_subset.is_none()
+        && saved.model == ModelKind::Mlp
+        && saved.config.arch.sequence_mlp_hidden == [500, 500]
+        && saved.config.lr == 2e-2
+        && matches!(saved.config.optimizer, crate::core::optim::OptimizerConfig::Adam { .. })
+        && cfg.rounds == 100
+        && steps == 1501
+        && cfg.prune_biases
+}
+
+/// Prunes the saved run: one-shot curves, then the lottery chains.
+pub fn run(cfg: &PruneConfig, progress: &dyn Progress) -> Result<PruneReport> {
+    use crate::train::checkpoint;
+    if cfg.sparsities.iter().any(|s| !(0.0..1.0).contains(s)) || !(0.0..1.0).contains(&cfg.max_sparsity) {
+        return Err(Error::Config("sparsities must lie in [0, 1)".into()));
+    }
+    if cfg.save_mask.is_some() && cfg.rounds == 0 {
+        return Err(Error::Config("saving a mask needs lottery rounds (rounds above 0)".into()));
+    }
+    if cfg.seeds == 0 {
+        return Err(Error::Config("the lottery needs at least one seed".into()));
+    }
+    let run = checkpoint::load_run::<Cpu>(&cfg.run, checkpoint::FINAL_WEIGHTS)?;
+    let init: Vec<NamedTensor> =
+        checkpoint::read_tensors(&cfg.run.join(checkpoint::INIT_WEIGHTS))?.into_values().collect();
+    let subject = PruneSubject {
+        kind: run.saved.model,
+        arch: &run.saved.config.arch,
+        data: &run.data,
+        permutation: run.permutation.clone(),
+        config: run.saved.config.clone(),
+        init,
+        trained: checkpoint::state(&run.model.net),
+        prune_biases: cfg.prune_biases,
+    };
+    let steps = cfg.lottery_steps.unwrap_or(run.saved.config.steps);
+    let schedule = cfg.schedule();
+    let seeds: Vec<u64> = (0..cfg.seeds as u64).map(|k| run.saved.seed + k).collect();
+    progress.start((cfg.sparsities.len() * 3 * cfg.fine_tune_steps + seeds.len() * 2 * schedule.len() * steps) as u64);
+    let start = std::time::Instant::now();
+    let one_shot = one_shot(&subject, &cfg.sparsities, cfg.fine_tune_steps, &|n| progress.steps(n))?;
+    let lottery = lottery(&subject, &schedule, steps, &seeds, &|n| progress.steps(n))?;
+    if let (Some(path), Some(chains)) = (&cfg.save_mask, lottery.first()) {
+        let made_for = Some((run.saved.model, &run.saved.config.arch));
+        checkpoint::save_masks(&run.model.net, &chains.last_ticket_masks, made_for, path)?;
+    }
+    Ok(PruneReport {
+        dataset: run.data.name.clone(),
+        model: run.saved.model.name().into(),
+        dense_accuracy: run.saved.final_test_accuracy,
+        fine_tune_steps: cfg.fine_tune_steps,
+        one_shot,
+        lottery_steps: steps,
+        lottery,
+        sparsities: cfg.sparsities.clone(),
+        comparable: follows_notebook(&run.saved, cfg, steps),
+        wall_seconds: start.elapsed().as_secs_f64(),
+        seeds: seeds.len(),
+        rounds: schedule.len(),
+    })
+}
+
+/// A lottery round averaged over seeds: (sparsity, final accuracy, best accuracy).
+pub type MeanRound = (f64, f64, f64);
+
+impl PruneReport {
+    /// The ticket and random chains, each round averaged over the seeds.
+    pub fn mean_chains(&self) -> (Vec<MeanRound>, Vec<MeanRound>) {
+        let mean = |pick: &dyn Fn(&LotteryChains) -> &Vec<Round>| -> Vec<MeanRound> {
+            (0..self.rounds)
+                .map(|i| {
+                    let rounds: Vec<&Round> = self.lottery.iter().filter_map(|c| pick(c).get(i)).collect();
+                    let n = rounds.len().max(1) as f64;
+                    (
+                        rounds.iter().map(|r| r.sparsity).sum::<f64>() / n,
+                        rounds.iter().map(|r| r.final_accuracy).sum::<f64>() / n,
+                        rounds.iter().map(|r| r.best_accuracy).sum::<f64>() / n,
+                    )
+                })
+                .collect()
+        };
+        (mean(&|c| &c.ticket), mean(&|c| &c.random))
+    }
+
+    fn one_shot_cell(&self, scope: Scope, mask: MaskKind, s: f64) -> String {
+        self.one_shot
+            .iter()
+            .find(|p| p.scope == scope && p.mask == mask && p.sparsity == s)
+            .map(|p| match p.fine_tuned {
+                Some(f) => format!("{:5.1} / {:5.1}", p.accuracy * 100.0, f * 100.0),
+                None => format!("{:5.1}", p.accuracy * 100.0),
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for PruneReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "{} {} run: dense test accuracy {:.1}%", self.dataset, self.model, self.dense_accuracy * 100.0)?;
+        writeln!(f, "one-shot magnitude pruning (as is / after {} fine-tuning steps):", self.fine_tune_steps)?;
+        writeln!(f, "{:>9}  {:>15}  {:>15}  {:>15}", "sparsity", "global", "layer-wise", "random mask")?;
+        for &s in &self.sparsities {
+            writeln!(
+                f,
+                "{:>8.0}%  {:>15}  {:>15}  {:>15}",
+                s * 100.0,
+                self.one_shot_cell(Scope::Global, MaskKind::Magnitude, s),
+                self.one_shot_cell(Scope::LayerWise, MaskKind::Magnitude, s),
+                self.one_shot_cell(Scope::LayerWise, MaskKind::Random, s)
+            )?;
+        }
+        if self.rounds > 0 {
+            let (ticket, random) = self.mean_chains();
+            let over = if self.seeds > 1 { format!("mean of {} seeds", self.seeds) } else { "one seed".into() };
+            writeln!(
+                f,
+                "\nlottery tickets: {} rounds of {} steps, {over}; final (best) test accuracy %",
+                self.rounds, self.lottery_steps
+            )?;
+            writeln!(
+                f,
+                "{:>9}  {:>15}  {:>15}  {:>12}  first layer: 2/3/4 adjacent kept (ticket vs random)",
+                "sparsity",
+                "ticket",
+                "random ticket",
+                if self.comparable { "published" } else { "" }
+            )?;
+            for (i, (t, r)) in ticket.iter().zip(&random).enumerate() {
+                let adj = match (
+                    self.lottery[0].ticket.get(i).and_then(|x| x.adjacent_kept),
+                    self.lottery[0].random.get(i).and_then(|x| x.adjacent_kept),
+                ) {
+                    (Some(t), Some(r)) => {
+                        format!("{:.3}/{:.3}/{:.3} vs {:.3}/{:.3}/{:.3}", t[0], t[1], t[2], r[0], r[1], r[2])
+                    }
+                    _ => String::new(),
+                };
+                let reference = if self.comparable {
+                    mnist1d_published(t.0)
+                        .map(|(a, b)| format!("{:.1} / {:.1}", a * 100.0, b * 100.0))
+                        .unwrap_or_default()
+                } else {
+                    String::new()
+                };
+                writeln!(
+                    f,
+                    "{:>8.1}%  {:>6.1} ({:>5.1})  {:>6.1} ({:>5.1})  {reference:>12}  {adj}",
+                    t.0 * 100.0,
+                    t.1 * 100.0,
+                    t.2 * 100.0,
+                    r.1 * 100.0,
+                    r.2 * 100.0
+                )?;
+            }
+            if self.comparable {
+                writeln!(
+                    f,
+                    "published: the MNIST-1D notebook's trial 0 (MLP 40-500-500-10, 100 rounds of 1501 steps, Adam \
+                     2e-2, weights and biases pruned), final accuracy of ticket / random ticket; dense runs 64-66%"
+                )?;
+            }
+        }
+        writeln!(f, "{:.1} s", self.wall_seconds)
+    }
+}
+
+impl Artifacts for PruneReport {
+    fn write(&self, dir: &Path) -> Result<Vec<PathBuf>> {
+        ensure_dir(dir)?;
+        let (json, svg) = (dir.join("prune.json"), dir.join("prune.svg"));
+        write_json(&json, self)?;
+        // curves: one-shot (fine-tuned where available) and the lottery chains (mean over seeds)
+        let mut series = Vec::new();
+        for (scope, mask, name) in [
+            (Scope::Global, MaskKind::Magnitude, "one-shot global"),
+            (Scope::LayerWise, MaskKind::Magnitude, "one-shot layer-wise"),
+            (Scope::LayerWise, MaskKind::Random, "one-shot random mask"),
+        ] {
+            let points = self
+                .one_shot
+                .iter()
+                .filter(|p| p.scope == scope && p.mask == mask)
+                .map(|p| (p.sparsity, p.fine_tuned.unwrap_or(p.accuracy)))
+                .collect();
+            let tuned = if self.fine_tune_steps > 0 { ", fine-tuned" } else { "" };
+            series.push(plot::Series { name: format!("{name}{tuned}"), points });
+        }
+        if self.rounds > 0 {
+            let (ticket, random) = self.mean_chains();
+            series.push(plot::Series {
+                name: "lottery ticket (rewind to init)".into(),
+                points: ticket.iter().map(|r| (r.0, r.1)).collect(),
+            });
+            series.push(plot::Series {
+                name: "random ticket".into(),
+                points: random.iter().map(|r| (r.0, r.1)).collect(),
+            });
+        }
+        if self.comparable {
+            let at = [0.80, 0.85, 0.90, 0.92, 0.95];
+            let published = |pick: fn((f64, f64)) -> f64| -> Vec<(f64, f64)> {
+                at.iter().filter_map(|&s| mnist1d_published(s).map(|p| (s, pick(p)))).collect()
+            };
+            series.push(plot::Series { name: "published ticket (notebook)".into(), points: published(|p| p.0) });
+            series.push(plot::Series { name: "published random ticket".into(), points: published(|p| p.1) });
+        }
+        plot::line_chart(
+            &svg,
+            &format!("{} {}: test accuracy against sparsity", self.dataset, self.model),
+            ("share of weights removed", "test accuracy"),
+            &series,
+            false,
+            (0.0, 1.0),
+        )?;
+        Ok(vec![json, svg])
+    }
 }
 
 #[cfg(test)]

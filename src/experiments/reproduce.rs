@@ -5,55 +5,53 @@
 //! ([`Device::run_jobs`]: one per core on the CPU, several CUDA streams on a GPU).
 
 use crate::core::Device;
-use crate::data::{Condition, Dataset};
+use crate::data::{Condition, Dataset, PositionPermutation};
 use crate::error::{Error, Result};
+use crate::experiments::grid::{run_grid, Compute, Progress};
+use crate::experiments::references;
+use crate::experiments::run::{train_run_on, RunSpec};
+use crate::experiments::setup::DataChoice;
 use crate::models::ModelKind;
-use crate::report::{ensure_dir, write_atomic, write_json, Row, Summary};
-use crate::train::{condition_for_run, train_on, PositionPermutation, RunResult, TrainConfig};
+use crate::report::{accuracy_table, ensure_dir, write_atomic, write_json, Row, Summary};
+use crate::train::{RunResult, TrainConfig, TrainOverrides};
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
-/// Published MNIST-1D test accuracies (Greydanus 2020): (model, condition) -> accuracy.
-pub fn mnist1d_reference(model: ModelKind, condition: Condition) -> Option<f64> {
-    use Condition::*;
-    use ModelKind::*;
-    match (model, condition) {
-        (Logistic, Original | Permuted) => Some(0.32),
-        (Mlp, Original | Permuted) => Some(0.68),
-        (Cnn, Original) => Some(0.94),
-        (Cnn, Permuted) => Some(0.56),
-        _ => None,
-    }
-}
+pub use crate::experiments::references::mnist1d_reference;
 
-/// What to run.
-#[derive(Clone, Debug)]
+/// What to run (saved beside the results, so an experiment can be replayed).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ReproduceConfig {
-    pub models: Vec<ModelKind>,
+    pub data: DataChoice,
+    /// Models to train (None: the recipe's: all for sequences, cnn, dnn, mlp, lcn for images).
+    pub models: Option<Vec<ModelKind>>,
     pub conditions: Vec<Condition>,
-    pub seeds: usize,
+    /// Seeds per cell (None: the recipe's).
+    pub seeds: Option<usize>,
     /// Seed of the first run; seed `k` uses `base_seed + k`.
     pub base_seed: u64,
-    pub train: TrainConfig,
+    /// Changes to the recipe's training config.
+    pub train: TrainOverrides,
     /// Where each run's curve is written (None: nowhere).
     pub run_dir: Option<PathBuf>,
-    /// Where the runs train (opened by the caller).
-    pub device: Device,
-    /// Runs trained at once (None: the device's policy, see [`Device::run_jobs`]).
-    pub parallel_runs: Option<usize>,
+    /// Where the runs train, and how many at once.
+    pub compute: Compute,
 }
 
-impl ReproduceConfig {
-    pub fn mnist1d_default() -> Self {
+impl Default for ReproduceConfig {
+    /// The main experiment: MNIST-1D, every model, original and permuted, the recipe's seeds.
+    fn default() -> Self {
         Self {
-            models: ModelKind::ALL.to_vec(),
+            data: DataChoice::default(),
+            models: None,
             conditions: vec![Condition::Original, Condition::Permuted],
-            seeds: 3,
+            seeds: None,
             base_seed: 0,
-            train: TrainConfig::mnist1d(),
+            train: TrainOverrides::default(),
             run_dir: None,
-            device: Device::Cpu,
-            parallel_runs: None,
+            compute: Compute::default(),
         }
     }
 }
@@ -64,6 +62,60 @@ pub struct RunRecord {
     pub condition: Condition,
     pub seed: u64,
     pub result: RunResult,
+}
+
+/// The experiment's results: the summary (its JSON) and what the terminal shows around it.
+#[derive(Serialize)]
+pub struct ReproduceReport {
+    #[serde(flatten)]
+    pub summary: Summary,
+    #[serde(skip)]
+    pub n_train: usize,
+    #[serde(skip)]
+    pub n_test: usize,
+    #[serde(skip)]
+    pub models: usize,
+    #[serde(skip)]
+    pub conditions: usize,
+    #[serde(skip)]
+    pub seeds: usize,
+    #[serde(skip)]
+    pub train: TrainConfig,
+    #[serde(skip)]
+    pub protocol: String,
+    #[serde(skip)]
+    pub device: Device,
+    #[serde(skip)]
+    pub run_dir: Option<PathBuf>,
+    #[serde(skip)]
+    pub records: Vec<RunRecord>,
+}
+
+impl std::fmt::Display for ReproduceReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let t = &self.train;
+        writeln!(
+            f,
+            "{}: {} train / {} test examples; {} models x {} conditions x {} seeds, {} steps each, batch {}, lr {}, on {}",
+            self.summary.dataset,
+            self.n_train,
+            self.n_test,
+            self.models,
+            self.conditions,
+            self.seeds,
+            t.steps,
+            t.batch_size,
+            t.lr,
+            self.device
+        )?;
+        writeln!(f, "protocol: {}", self.protocol)?;
+        write!(f, "{}", accuracy_table(&self.summary.rows))?;
+        write!(f, "wall time {:.1} s", self.summary.wall_seconds)?;
+        if let Some(dir) = &self.run_dir {
+            write!(f, "; curves in {}", dir.display())?;
+        }
+        writeln!(f)
+    }
 }
 
 /// Relative cost of a model's run, to start the long ones first.
@@ -77,77 +129,124 @@ fn cost(kind: ModelKind) -> u32 {
     }
 }
 
-/// Runs the experiment on `data`. `progress(steps)` reports finished training steps (of
-/// `total_steps(cfg)`), from any thread; `finished(run)` is called as each run ends (its
-/// curve is already on disk then, so an interrupted experiment keeps the runs it finished).
-pub fn run(
-    data: &Dataset,
-    cfg: &ReproduceConfig,
-    reference: &dyn Fn(ModelKind, Condition) -> Option<f64>,
-    progress: &(dyn Fn(usize) + Sync),
-    finished: &(dyn Fn(&RunRecord) + Sync),
-) -> Result<(Summary, Vec<RunRecord>)> {
-    cfg.train.validate()?;
-    data.validate()?;
-    if cfg.seeds == 0 || cfg.models.is_empty() || cfg.conditions.is_empty() {
-        return Err(Error::Config("reproduce needs at least one model, condition and seed".into()));
+/// The experiment's runs, resolved: the data, and one [`RunSpec`] per (model, condition, seed).
+pub struct Plan {
+    pub data: Dataset,
+    pub runs: Vec<RunSpec>,
+    pub models: Vec<ModelKind>,
+    pub seeds: usize,
+    pub train: TrainConfig,
+}
+
+impl ReproduceConfig {
+    /// Loads the data and resolves every run.
+    pub fn plan(&self) -> Result<Plan> {
+        let prepared = self.data.prepare()?;
+        let train = prepared.train_config(&self.train, self.base_seed)?;
+        let models = self.models.clone().unwrap_or(prepared.recipe.models.clone());
+        let seeds = self.seeds.unwrap_or(prepared.recipe.seeds);
+        if seeds == 0 || models.is_empty() || self.conditions.is_empty() {
+            return Err(Error::Config("reproduce needs at least one model, condition and seed".into()));
+        }
+        let mut runs = Vec::new();
+        for &model in &models {
+            for &condition in &self.conditions {
+                for k in 0..seeds as u64 {
+                    let train = TrainConfig { seed: self.base_seed + k, ..train.clone() };
+                    runs.push(RunSpec { data: prepared.source.clone(), model, condition, train, mask: None });
+                }
+            }
+        }
+        Ok(Plan { data: prepared.data, runs, models, seeds, train })
     }
+}
+
+/// Runs the experiment. `progress` counts finished training steps and hears of each run as it
+/// ends (its curve is already on disk then, so an interrupted experiment keeps what finished).
+pub fn run(cfg: &ReproduceConfig, progress: &dyn Progress) -> Result<ReproduceReport> {
+    cfg.compute.open()?;
+    let plan = cfg.plan()?;
+    progress.start(plan.runs.len() as u64 * plan.train.steps as u64);
+    run_plan(cfg, &plan, progress)
+}
+
+/// [`run`] on an already resolved plan.
+pub fn run_plan(cfg: &ReproduceConfig, plan: &Plan, progress: &dyn Progress) -> Result<ReproduceReport> {
+    let data = &plan.data;
+    data.validate()?;
     if let Some(dir) = &cfg.run_dir {
         ensure_dir(dir)?;
     }
     let start = std::time::Instant::now();
-    // every (condition, seed) dataset once, shared by all models
-    let variants: Vec<(Condition, u64, Dataset, PositionPermutation)> = cfg
-        .conditions
-        .iter()
-        .flat_map(|&c| (0..cfg.seeds as u64).map(move |k| (c, k)))
-        .collect::<Vec<_>>()
+    // every (condition, seed) view of the data once, shared by all models
+    let mut views: Vec<(Condition, u64)> = plan.runs.iter().map(|r| (r.condition, r.seed())).collect();
+    views.dedup();
+    views.sort_by_key(|&(c, s)| (cfg.conditions.iter().position(|&x| x == c), s));
+    views.dedup();
+    let views: Vec<((Condition, u64), Dataset, PositionPermutation)> = views
         .into_par_iter()
-        .map(|(c, k)| {
-            let seed = cfg.base_seed + k;
-            let (variant, perm) = condition_for_run(c, data, &cfg.train, seed);
-            (c, seed, variant, perm)
+        .map(|key| {
+            let run = plan.runs.iter().find(|r| (r.condition, r.seed()) == key).expect("a run of every view");
+            let (d, p) = run.view(data);
+            (key, d, p)
         })
         .collect();
-    let mut jobs: Vec<(ModelKind, usize)> =
-        cfg.models.iter().flat_map(|&m| (0..variants.len()).map(move |v| (m, v))).collect();
-    jobs.sort_by_key(|(m, _)| std::cmp::Reverse(cost(*m)));
-    let one_run = |&(model, v): &(ModelKind, usize)| -> Result<RunRecord> {
-        let (condition, seed, ref d, ref perm) = variants[v];
-        let train = TrainConfig { seed, ..cfg.train.clone() };
-        let result = train_on(cfg.device, model, d, &train, perm.clone(), &mut |s| progress(s))?;
-        let record = RunRecord { model, condition, seed, result };
+    let mut jobs: Vec<&RunSpec> = plan.runs.iter().collect();
+    jobs.sort_by_key(|r| std::cmp::Reverse(cost(r.model)));
+    let one_run = |spec: &&RunSpec| -> Result<RunRecord> {
+        let (_, d, perm) = views.iter().find(|v| v.0 == (spec.condition, spec.seed())).expect("the view of every run");
+        let result = train_run_on(spec, d, perm.clone(), cfg.compute.device, None, progress)?;
+        let record = RunRecord { model: spec.model, condition: spec.condition, seed: spec.seed(), result };
         if let Some(dir) = &cfg.run_dir {
             write_curve(dir, &record)?;
         }
-        finished(&record);
+        progress.note(&format!(
+            "finished {} / {} / seed {}: {:.1}% in {:.1} s",
+            record.model.name(),
+            record.condition.name(),
+            record.seed,
+            100.0 * record.result.final_test_accuracy,
+            record.result.wall_seconds
+        ));
         Ok(record)
     };
-    // how the runs share the device is the device's policy (one per core, or streams)
-    let results = cfg.device.run_jobs(&jobs, cfg.parallel_runs, one_run)?;
-    let mut records = results.into_iter().collect::<Result<Vec<_>>>()?;
+    let mut records = run_grid(cfg.compute, &jobs, one_run)?;
     records.sort_by_key(|r| {
-        let m = cfg.models.iter().position(|&x| x == r.model);
+        let m = plan.models.iter().position(|&x| x == r.model);
         let c = cfg.conditions.iter().position(|&x| x == r.condition);
         (m, c, r.seed)
     });
+    let source = &plan.runs[0].data;
     let mut rows = Vec::new();
-    for &m in &cfg.models {
+    for &m in &plan.models {
         for &c in &cfg.conditions {
             let accs: Vec<f64> = records
                 .iter()
                 .filter(|r| r.model == m && r.condition == c)
                 .map(|r| r.result.final_test_accuracy)
                 .collect();
-            rows.push(Row::new(m.name(), c.name(), accs, reference(m, c)));
+            rows.push(Row::new(m.name(), c.name(), accs, references::published(source, &plan.train, m, c)));
         }
     }
     let summary = Summary { dataset: data.name.clone(), rows, wall_seconds: start.elapsed().as_secs_f64() };
     if let Some(dir) = &cfg.run_dir {
         write_json(&dir.join("summary.json"), &summary)?;
-        write_json(&dir.join("config.json"), &cfg.train)?;
+        write_json(&dir.join("config.json"), &plan.train)?;
+        write_json(&dir.join("reproduce.json"), cfg)?;
     }
-    Ok((summary, records))
+    Ok(ReproduceReport {
+        summary,
+        n_train: data.n_train(),
+        n_test: data.n_test(),
+        models: plan.models.len(),
+        conditions: cfg.conditions.len(),
+        seeds: plan.seeds,
+        train: plan.train.clone(),
+        protocol: references::protocol(source, &plan.train),
+        device: cfg.compute.device,
+        run_dir: cfg.run_dir.clone(),
+        records,
+    })
 }
 
 /// Writes one run's learning curve as JSON lines (`<model>-<condition>-seed<k>.jsonl`).
@@ -159,9 +258,4 @@ fn write_curve(dir: &std::path::Path, r: &RunRecord) -> Result<()> {
         text.push('\n');
     }
     write_atomic(&dir.join(name), text.as_bytes())
-}
-
-/// Training steps the whole experiment performs.
-pub fn total_steps(cfg: &ReproduceConfig) -> u64 {
-    (cfg.models.len() * cfg.conditions.len() * cfg.seeds * cfg.train.steps) as u64
 }

@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 /// The model families.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ModelKind {
     Logistic,
@@ -29,6 +29,8 @@ pub enum ModelKind {
     Dnn,
     Lcn,
 }
+
+crate::named_enum!(ModelKind { Logistic => "logistic", Mlp => "mlp", Cnn => "cnn", Dnn => "dnn", Lcn => "lcn" });
 
 impl ModelKind {
     pub const ALL: [ModelKind; 5] =
@@ -117,6 +119,73 @@ impl ImageArch {
             sequence_mlp_hidden: Self::sequence_mlp_default(),
             mixer_patch: 1,
             mixer: dnn::MixerSize { dim: 64, depth: 3, token_hidden: 256, channel_hidden: 256 },
+        }
+    }
+}
+
+/// Changes to an [`ImageArch`], as a user gives them (unset: the recipe's).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ArchOverrides {
+    /// Widths of the CNN's (and LCN's) 3×3 convolutions.
+    pub widths: Option<Vec<usize>>,
+    /// Convolutions (0-based) followed by 2×2 max-pooling.
+    pub pool_after: Option<Vec<usize>>,
+    pub batch_norm: Option<bool>,
+    pub global_pool: Option<bool>,
+    /// Hidden widths of the MLP (images and sequences).
+    pub mlp_hidden: Option<Vec<usize>>,
+    pub patch: Option<usize>,
+    pub mixer_dim: Option<usize>,
+    pub mixer_depth: Option<usize>,
+}
+
+impl ArchOverrides {
+    /// The set fields that only image models read (sequence models have fixed architectures
+    /// apart from the MLP's widths).
+    pub fn image_only_given(&self) -> Vec<&'static str> {
+        [
+            ("widths", self.widths.is_some()),
+            ("pool_after", self.pool_after.is_some()),
+            ("batch_norm", self.batch_norm.is_some()),
+            ("global_pool", self.global_pool.is_some()),
+            ("patch", self.patch.is_some()),
+            ("mixer_dim", self.mixer_dim.is_some()),
+            ("mixer_depth", self.mixer_depth.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect()
+    }
+}
+
+impl ImageArch {
+    /// Applies every set override.
+    pub fn apply(&mut self, o: &ArchOverrides) {
+        if let Some(w) = &o.widths {
+            self.cnn_widths = w.clone();
+        }
+        if let Some(p) = &o.pool_after {
+            self.pool_after = p.clone();
+        }
+        if let Some(h) = &o.mlp_hidden {
+            self.mlp_hidden = h.clone();
+            self.sequence_mlp_hidden = h.clone();
+        }
+        if let Some(b) = o.batch_norm {
+            self.batch_norm = b;
+        }
+        if let Some(g) = o.global_pool {
+            self.global_pool = g;
+        }
+        if let Some(p) = o.patch {
+            self.mixer_patch = p;
+        }
+        if let Some(d) = o.mixer_dim {
+            self.mixer.dim = d;
+        }
+        if let Some(d) = o.mixer_depth {
+            self.mixer.depth = d;
         }
     }
 }

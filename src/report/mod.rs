@@ -1,13 +1,21 @@
 //! Reports: the accuracy table printed beside the published numbers, the JSON summary, and
 //! crash-safe file writing.
 
+mod stats;
 mod table;
 
+pub use stats::SeedStats;
 pub use table::{accuracy_table, Row, Summary};
 
 use crate::error::{Error, Result};
 use std::io::Write;
 use std::path::Path;
+
+/// A report's files: its JSON and plots, written into `dir` (created if missing); returns
+/// the paths written.
+pub trait Artifacts {
+    fn write(&self, dir: &Path) -> Result<Vec<std::path::PathBuf>>;
+}
 
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so
 /// an interrupted write never leaves a truncated file where a good one was.

@@ -1,6 +1,7 @@
 //! The results table: one row per (model, condition), accuracy mean ± sd over seeds, and the
 //! published number beside it.
 
+use crate::report::SeedStats;
 use serde::{Deserialize, Serialize};
 
 /// One cell of the experiment (the JSON schema of `reproduce --json`).
@@ -20,21 +21,23 @@ pub struct Row {
 impl Row {
     /// Mean and (sample) standard deviation of `accuracies`.
     pub fn new(model: &str, condition: &str, accuracies: Vec<f64>, reference: Option<f64>) -> Self {
-        let n = accuracies.len().max(1) as f64;
-        let mean = accuracies.iter().sum::<f64>() / n;
-        let var = if accuracies.len() > 1 {
-            accuracies.iter().map(|a| (a - mean) * (a - mean)).sum::<f64>() / (n - 1.0)
-        } else {
-            0.0
-        };
+        let stats = SeedStats::of(accuracies);
         Row {
             model: model.into(),
             condition: condition.into(),
-            accuracy_mean: mean,
-            accuracy_std: var.sqrt(),
-            seeds: accuracies.len(),
+            accuracy_mean: stats.accuracy_mean,
+            accuracy_std: stats.accuracy_std,
+            seeds: stats.seeds(),
             reference,
-            accuracies,
+            accuracies: stats.accuracies,
+        }
+    }
+
+    pub fn stats(&self) -> SeedStats {
+        SeedStats {
+            accuracy_mean: self.accuracy_mean,
+            accuracy_std: self.accuracy_std,
+            accuracies: self.accuracies.clone(),
         }
     }
 }
@@ -47,7 +50,8 @@ pub struct Summary {
     pub wall_seconds: f64,
 }
 
-/// A plain-text table: models down, conditions across, `ours ± sd (published)` per cell.
+/// A plain-text table: models down, conditions across, `ours ± sd (published)` per cell. The
+/// spread is shown only over several seeds, the published column only where a row has one.
 pub fn accuracy_table(rows: &[Row]) -> String {
     let mut models: Vec<&str> = Vec::new();
     let mut conditions: Vec<&str> = Vec::new();
@@ -59,12 +63,15 @@ pub fn accuracy_table(rows: &[Row]) -> String {
             conditions.push(&r.condition);
         }
     }
+    let any_reference = rows.iter().any(|r| r.reference.is_some());
+    let seeds = rows.iter().map(|r| r.seeds).max().unwrap_or(0);
     let cell = |m: &str, c: &str| -> String {
         match rows.iter().find(|r| r.model == m && r.condition == c) {
-            Some(r) => {
+            Some(r) if any_reference => {
                 let reference = r.reference.map(|v| format!("{:.0}", v * 100.0)).unwrap_or_else(|| "-".into());
-                format!("{:5.1} ± {:3.1}  ({reference:>2})", r.accuracy_mean * 100.0, r.accuracy_std * 100.0)
+                format!("{}  ({reference:>2})", r.stats().percent())
             }
+            Some(r) => r.stats().percent(),
             None => String::new(),
         }
     };
@@ -83,7 +90,14 @@ pub fn accuracy_table(rows: &[Row]) -> String {
         }
         out += "\n";
     }
-    out += "test accuracy %, mean ± sd over seeds (published value in parentheses, - where none)\n";
+    out += &match seeds {
+        0 | 1 => "test accuracy %, one seed".to_string(),
+        n => format!("test accuracy %, mean ± sd over {n} seeds"),
+    };
+    if any_reference {
+        out += " (published value in parentheses, - where none)";
+    }
+    out += "\n";
     out
 }
 
@@ -98,6 +112,9 @@ mod tests {
         assert!((r.accuracy_std - 0.02).abs() < 1e-12);
         let t = accuracy_table(&[r, Row::new("cnn", "permuted", vec![0.5], None)]);
         assert!(t.contains(" 94.0 ± 2.0  (94)"), "{t}");
-        assert!(t.contains(" 50.0 ± 0.0  ( -)"), "{t}");
+        assert!(t.contains(" 50.0  ( -)"), "one seed: no spread shown\n{t}");
+        assert!(t.contains("over 3 seeds (published"), "{t}");
+        let t = accuracy_table(&[Row::new("mlp", "original", vec![0.5], None)]);
+        assert!(!t.contains('(') && !t.contains('±') && t.contains("one seed"), "nothing published: no column\n{t}");
     }
 }

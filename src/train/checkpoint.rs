@@ -11,7 +11,7 @@
 use crate::core::{Backend, Layer, Tensor};
 use crate::data::{Condition, DataSource, Dataset};
 use crate::error::{Error, Result};
-use crate::models::{Model, ModelKind};
+use crate::models::{ImageArch, Model, ModelKind};
 use crate::train::{rng_for, streams, PositionPermutation, TrainConfig};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
@@ -193,14 +193,46 @@ pub fn load_masks<B: Backend>(net: &dyn Layer<B>, path: &Path) -> Result<Vec<Opt
         .collect()
 }
 
-/// Writes masks (aligned with the parameters of `net`; `None`: unmasked).
-pub fn save_masks<B: Backend>(net: &dyn Layer<B>, masks: &[Option<Vec<f32>>], path: &Path) -> Result<()> {
+/// Writes masks (aligned with the parameters of `net`; `None`: unmasked), with the model and
+/// architecture they belong to in the file's metadata (so `train --mask` rebuilds that network).
+pub fn save_masks<B: Backend>(
+    net: &dyn Layer<B>,
+    masks: &[Option<Vec<f32>>],
+    made_for: Option<(ModelKind, &ImageArch)>,
+    path: &Path,
+) -> Result<()> {
     let tensors: Vec<NamedTensor> = params(net)
         .into_iter()
         .zip(masks)
         .filter_map(|(p, m)| m.as_ref().map(|m| NamedTensor { name: p.name, shape: p.shape, values: m.clone() }))
         .collect();
-    write_tensors(path, &tensors, None)
+    let metadata = match made_for {
+        Some((model, arch)) => {
+            let arch = serde_json::to_string(arch).map_err(|e| Error::Json { path: path.into(), source: e })?;
+            Some(HashMap::from([("model".to_string(), model.name().to_string()), ("arch".to_string(), arch)]))
+        }
+        None => None,
+    };
+    write_tensors(path, &tensors, metadata)
+}
+
+/// The model and architecture a mask file was made for (None: a file without that metadata).
+pub fn mask_made_for(path: &Path) -> Result<Option<(ModelKind, ImageArch)>> {
+    let bytes = std::fs::read(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::NotFound(format!("no mask file at {}", path.display())),
+        _ => Error::io("reading", path, e),
+    })?;
+    let bad = |reason: String| Error::Malformed { path: path.into(), reason };
+    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(format!("not a safetensors file ({e})")))?;
+    let Some(map) = meta.metadata() else { return Ok(None) };
+    match (map.get("model"), map.get("arch")) {
+        (Some(model), Some(arch)) => {
+            let model: ModelKind = model.parse().map_err(|e: Error| bad(e.to_string()))?;
+            let arch: ImageArch = serde_json::from_str(arch).map_err(|e| bad(format!("its architecture: {e}")))?;
+            Ok(Some((model, arch)))
+        }
+        _ => Ok(None),
+    }
 }
 
 /// Writes `run.json` into `dir` (created if missing).
@@ -213,7 +245,12 @@ pub fn save_run(dir: &Path, run: &SavedRun) -> Result<()> {
 pub fn read_run(dir: &Path) -> Result<SavedRun> {
     let path = dir.join(RUN_FILE);
     let text = std::fs::read_to_string(&path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::MissingData(format!(
+        std::io::ErrorKind::NotFound if !dir.is_dir() => Error::NotFound(format!(
+            "no saved run at {}: make one with `cnnlab train --model MODEL --save {}`",
+            dir.display(),
+            dir.display()
+        )),
+        std::io::ErrorKind::NotFound => Error::NotFound(format!(
             "{} has no {RUN_FILE}: pass a directory written by `cnnlab train --save DIR`",
             dir.display()
         )),
@@ -292,7 +329,7 @@ mod tests {
         let first_len = params(&net)[0].values.len();
         let mut masks: Vec<Option<Vec<f32>>> = vec![None; n];
         masks[0] = Some((0..first_len).map(|i| (i % 2) as f32).collect());
-        save_masks(&net, &masks, &path).unwrap();
+        save_masks(&net, &masks, None, &path).unwrap();
         assert_eq!(load_masks(&net, &path).unwrap(), masks);
         let bad = vec![NamedTensor {
             name: params(&net)[0].name.clone(),

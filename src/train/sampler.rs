@@ -18,15 +18,7 @@ pub struct Augment {
     pub horizontal_flip: bool,
 }
 
-/// How positions are permuted after augmentation.
-#[derive(Clone, Debug, PartialEq)]
-pub enum PositionPermutation {
-    None,
-    /// The same permutation for every example.
-    Fixed(Vec<usize>),
-    /// A fresh permutation for every example drawn.
-    PerExample,
-}
+pub use crate::data::permutation::PositionPermutation;
 
 /// Produces training batches; deterministic given its generator.
 pub struct BatchSampler {

@@ -67,6 +67,15 @@ fn forward_slice(x: &[f32], o: &mut [f32], dydx: &mut [f32]) {
 
 impl GeluOps for Cpu {
     fn gelu_forward(x: &Vec<f32>, y: &mut Vec<f32>, dydx: &mut Vec<f32>) {
+        // the raw slice of `dydx` below is sound only for equal lengths: checked here, since
+        // this is a safe function any caller can reach
+        assert!(
+            x.len() == y.len() && dydx.len() == y.len(),
+            "gelu_forward: x, y and dydx must have equal lengths ({}, {}, {})",
+            x.len(),
+            y.len(),
+            dydx.len()
+        );
         let dydx_ptr = dydx.as_mut_ptr() as usize;
         elementwise(y, |off, o| {
             let x = &x[off..off + o.len()];
@@ -78,6 +87,7 @@ impl GeluOps for Cpu {
     }
 
     fn gelu_backward(dydx: &Vec<f32>, dy: &Vec<f32>, dx: &mut Vec<f32>) {
+        assert!(dydx.len() == dx.len() && dy.len() == dx.len(), "gelu_backward: lengths differ");
         elementwise(dx, |off, d| {
             let (s, g) = (&dydx[off..off + d.len()], &dy[off..off + d.len()]);
             for i in 0..d.len() {

@@ -8,6 +8,8 @@ use crate::core::backend::{Backend, BackendBase};
 use crate::core::{Layer, Mode, Param, Tensor};
 use crate::error::{Error, Result};
 
+/// The backend kernels of BatchNorm: per-channel statistics of a `[rows, channels]` view,
+/// normalisation with the affine map, and the backward through both.
 pub trait BatchNormOps: BackendBase {
     /// Train mode: computes batch `mean`/`rstd`, updates running stats, writes `y`.
     #[allow(clippy::too_many_arguments)]

@@ -69,6 +69,8 @@ impl WindowGeom {
     }
 }
 
+/// The backend kernels of a 2-D convolution: im2col, col2im, and the forward and backward
+/// passes as matrix products over them.
 pub trait Conv2dOps: BackendBase {
     /// Writes the im2col rows of images `img0..img0+imgs` into `cols` (`[imgs·OH·OW, K]`).
     fn im2col(x: &Self::Buf, g: &WindowGeom, cols: &mut Self::Buf, img0: usize, imgs: usize);

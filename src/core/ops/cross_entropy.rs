@@ -4,9 +4,12 @@
 use crate::core::backend::{Backend, BackendBase};
 use crate::core::Tensor;
 
+/// The backend kernel of the softmax cross-entropy loss.
 pub trait CrossEntropyOps: BackendBase {
-    /// Mean loss and gradient over `rows` rows of `classes` logits. `labels` holds class indices
-    /// (as f32 so that every backend keeps one buffer type). Returns (summed loss, #correct).
+    /// Over `rows` rows of `classes` logits: returns the loss summed over the rows and the
+    /// number of rows whose largest logit is the label; fills `dlogits` with the gradient of
+    /// the mean loss (each row's softmax minus its one-hot label, divided by `rows`). `labels`
+    /// holds class indices (as f32 so that every backend keeps one buffer type).
     fn softmax_cross_entropy(
         logits: &Self::Buf,
         labels: &Self::Buf,

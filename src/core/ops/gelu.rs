@@ -5,6 +5,7 @@ use crate::core::backend::{Backend, BackendBase};
 use crate::core::{Layer, Mode, Tensor};
 use crate::error::Result;
 
+/// The backend kernels of GELU (all buffers of one length; implementations check it).
 pub trait GeluOps: BackendBase {
     /// `y = x·Φ(x)`; keeps `dydx = Φ(x) + x·φ(x)` for the backward pass.
     fn gelu_forward(x: &Self::Buf, y: &mut Self::Buf, dydx: &mut Self::Buf);
@@ -26,6 +27,9 @@ impl<B: Backend> Default for Gelu<B> {
 impl<B: Backend> Layer<B> for Gelu<B> {
     fn reads(&self) -> crate::core::layer::Reads {
         crate::core::layer::Reads::Pointwise
+    }
+    fn is_nonlinearity(&self) -> bool {
+        true
     }
     fn describe(&self) -> String {
         "gelu".into()
@@ -60,6 +64,16 @@ mod tests {
     fn gradient_check() {
         let x: Vec<f32> = random_input(40, 6, 0.0).iter().map(|v| v * 3.0).collect();
         check_layer(&mut Gelu::<Cpu>::default(), &[4, 10], x, 1e-2, 1e-3);
+    }
+
+    /// The CPU kernel writes `dydx` through a raw slice: mismatched lengths must stop it
+    /// (a panic), never write out of bounds.
+    #[test]
+    #[should_panic(expected = "equal lengths")]
+    fn mismatched_buffers_are_refused() {
+        let x = vec![1.0f32; 100_000];
+        let (mut y, mut dydx) = (vec![0.0f32; 100_000], vec![0.0f32; 10]);
+        <Cpu as GeluOps>::gelu_forward(&x, &mut y, &mut dydx);
     }
 
     #[test]

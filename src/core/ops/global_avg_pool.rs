@@ -5,6 +5,7 @@ use crate::core::backend::{Backend, BackendBase};
 use crate::core::{Layer, Mode, Tensor};
 use crate::error::{Error, Result};
 
+/// The backend kernels of global average pooling (the mean over positions, per channel).
 pub trait GlobalAvgPoolOps: BackendBase {
     fn global_avg_pool_forward(x: &Self::Buf, y: &mut Self::Buf, batch: usize, positions: usize, channels: usize);
     fn global_avg_pool_backward(dy: &Self::Buf, dx: &mut Self::Buf, batch: usize, positions: usize, channels: usize);

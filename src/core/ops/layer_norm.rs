@@ -6,6 +6,7 @@ use crate::core::backend::{Backend, BackendBase};
 use crate::core::{Layer, Mode, Param, Tensor};
 use crate::error::{Error, Result};
 
+/// The backend kernels of LayerNorm (over the last dimension of each row).
 pub trait LayerNormOps: BackendBase {
     /// Normalises `rows` rows of length `d`; stores each row's mean and 1/σ.
     #[allow(clippy::too_many_arguments)]

@@ -10,6 +10,8 @@ use crate::core::ops::conv2d::{image_dims, window_out_shape, WindowGeom};
 use crate::core::{Layer, Mode, Param, Tensor};
 use crate::error::{Error, Result};
 
+/// The backend kernels of a locally-connected layer: a convolution's windows, each output
+/// position with its own weights.
 pub trait LocallyConnectedOps: BackendBase {
     /// `y[b,p,o] = bias[p,o] + Σ_k cols[b,p,k]·w[p,o,k]`.
     #[allow(clippy::too_many_arguments)]

@@ -11,6 +11,8 @@ pub struct Patchify {
     pub patch: usize,
 }
 
+/// The backend kernels that cut images into non-overlapping patches (the Mixer's tokens) and
+/// scatter gradients back.
 pub trait PatchifyOps: BackendBase {
     /// Images `[n, h, w, c]` to tokens (`inverse`: tokens back to images).
     #[allow(clippy::too_many_arguments)]

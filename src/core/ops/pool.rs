@@ -15,6 +15,7 @@ pub enum PoolKind {
     L2,
 }
 
+/// The backend kernels of window pooling (max, average, L2) and their backward passes.
 pub trait PoolOps: BackendBase {
     fn pool_forward(kind: PoolKind, x: &Self::Buf, g: &WindowGeom, y: &mut Self::Buf);
     fn pool_backward(kind: PoolKind, x: &Self::Buf, y: &Self::Buf, dy: &Self::Buf, g: &WindowGeom, dx: &mut Self::Buf);

@@ -4,6 +4,7 @@ use crate::core::backend::{Backend, BackendBase};
 use crate::core::{Layer, Mode, Tensor};
 use crate::error::Result;
 
+/// The backend kernels of ReLU.
 pub trait ReluOps: BackendBase {
     fn relu_forward(x: &Self::Buf, y: &mut Self::Buf);
     fn relu_backward(y: &Self::Buf, dy: &Self::Buf, dx: &mut Self::Buf);
@@ -16,6 +17,9 @@ pub struct Relu;
 impl<B: Backend> Layer<B> for Relu {
     fn reads(&self) -> crate::core::layer::Reads {
         crate::core::layer::Reads::Pointwise
+    }
+    fn is_nonlinearity(&self) -> bool {
+        true
     }
     fn describe(&self) -> String {
         "relu".into()

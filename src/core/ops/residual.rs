@@ -5,6 +5,7 @@ use crate::core::layer::Sequential;
 use crate::core::{Layer, Mode, Param, Tensor};
 use crate::error::{Error, Result};
 
+/// The backend kernel of the residual connection's sum.
 pub trait ResidualOps: BackendBase {
     /// `y = a + b`.
     fn add(a: &Self::Buf, b: &Self::Buf, y: &mut Self::Buf);

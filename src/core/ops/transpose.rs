@@ -6,6 +6,8 @@ use crate::core::backend::{Backend, BackendBase};
 use crate::core::{Layer, Mode, Tensor};
 use crate::error::{Error, Result};
 
+/// The backend kernel that swaps the two inner dimensions of a batch (the Mixer's switch
+/// between channel and token mixing).
 pub trait TransposeOps: BackendBase {
     /// `y[b, j, i] = x[b, i, j]` for `batch` matrices of `rows × cols`.
     fn transpose_batched(x: &Self::Buf, y: &mut Self::Buf, batch: usize, rows: usize, cols: usize);

@@ -3,7 +3,7 @@
 
 mod schedule;
 
-pub use schedule::Schedule;
+pub use schedule::{Schedule, ScheduleKind};
 
 use crate::core::backend::{Backend, BackendBase};
 use crate::core::{Layer, Param};
@@ -60,7 +60,52 @@ impl OptimizerConfig {
     pub fn adam() -> Self {
         OptimizerConfig::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }
     }
+
+    /// `kind` with PyTorch's defaults, the given weight decay and (SGD) momentum.
+    pub fn of_kind(kind: OptimizerKind, weight_decay: f32, momentum: f32) -> Self {
+        match kind {
+            OptimizerKind::Adam => Self::adam().with_weight_decay(weight_decay),
+            OptimizerKind::AdamW => OptimizerConfig::AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay },
+            OptimizerKind::Sgd => OptimizerConfig::Sgd { momentum, weight_decay, nesterov: false },
+        }
+    }
+
+    pub fn kind(&self) -> OptimizerKind {
+        match self {
+            OptimizerConfig::Sgd { .. } => OptimizerKind::Sgd,
+            OptimizerConfig::Adam { .. } => OptimizerKind::Adam,
+            OptimizerConfig::AdamW { .. } => OptimizerKind::AdamW,
+        }
+    }
+
+    pub fn weight_decay(&self) -> f32 {
+        match *self {
+            OptimizerConfig::Sgd { weight_decay, .. }
+            | OptimizerConfig::Adam { weight_decay, .. }
+            | OptimizerConfig::AdamW { weight_decay, .. } => weight_decay,
+        }
+    }
+
+    pub fn with_weight_decay(mut self, wd: f32) -> Self {
+        match &mut self {
+            OptimizerConfig::Sgd { weight_decay, .. }
+            | OptimizerConfig::Adam { weight_decay, .. }
+            | OptimizerConfig::AdamW { weight_decay, .. } => *weight_decay = wd,
+        }
+        self
+    }
 }
+
+/// The optimizer families, by name (`adam`, `adamw`, `sgd`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    Adam,
+    AdamW,
+    Sgd,
+}
+
+crate::named_enum!(OptimizerKind { Adam => "adam", AdamW => "adamw", Sgd => "sgd" });
 
 /// Optimizer state for one model; buffers are created at the first step and reused.
 pub struct Optimizer<B: Backend> {

@@ -2,6 +2,16 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The schedule families, by name (`constant`, `cosine`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScheduleKind {
+    Constant,
+    Cosine,
+}
+
+crate::named_enum!(ScheduleKind { Constant => "constant", Cosine => "cosine" });
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Schedule {
@@ -14,6 +24,27 @@ pub enum Schedule {
 impl Schedule {
     pub fn constant() -> Self {
         Schedule::Constant { warmup_steps: 0 }
+    }
+
+    pub fn warmup_steps(&self) -> usize {
+        match *self {
+            Schedule::Constant { warmup_steps } | Schedule::Cosine { warmup_steps, .. } => warmup_steps,
+        }
+    }
+
+    pub fn kind(&self) -> ScheduleKind {
+        match self {
+            Schedule::Constant { .. } => ScheduleKind::Constant,
+            Schedule::Cosine { .. } => ScheduleKind::Cosine,
+        }
+    }
+
+    /// `kind` with `warmup_steps` (cosine decays to zero).
+    pub fn of_kind(kind: ScheduleKind, warmup_steps: usize) -> Self {
+        match kind {
+            ScheduleKind::Constant => Schedule::Constant { warmup_steps },
+            ScheduleKind::Cosine => Schedule::Cosine { warmup_steps, final_fraction: 0.0 },
+        }
     }
 
     /// Learning rate at `step` (0-based) of `total` steps.

@@ -53,6 +53,69 @@ impl Default for Mnist1dConfig {
     }
 }
 
+/// Changes to the generator's settings, as a user gives them (unset: the default).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Mnist1dOverrides {
+    pub num_samples: Option<usize>,
+    pub train_split: Option<f64>,
+    pub template_len: Option<usize>,
+    pub padding_low: Option<usize>,
+    pub padding_high: Option<usize>,
+    pub scale_coeff: Option<f64>,
+    pub max_translation: Option<usize>,
+    pub corr_noise_scale: Option<f64>,
+    pub iid_noise_scale: Option<f64>,
+    pub shear_scale: Option<f64>,
+    pub shuffle_seq: Option<bool>,
+    pub final_seq_length: Option<usize>,
+    pub seed: Option<u32>,
+}
+
+impl Mnist1dOverrides {
+    /// The names (as settings) of the fields that are set.
+    pub fn given(&self) -> Vec<&'static str> {
+        let o = self;
+        [
+            ("num_samples", o.num_samples.is_some()),
+            ("train_split", o.train_split.is_some()),
+            ("template_len", o.template_len.is_some()),
+            ("padding_low", o.padding_low.is_some()),
+            ("padding_high", o.padding_high.is_some()),
+            ("scale_coeff", o.scale_coeff.is_some()),
+            ("max_translation", o.max_translation.is_some()),
+            ("corr_noise_scale", o.corr_noise_scale.is_some()),
+            ("iid_noise_scale", o.iid_noise_scale.is_some()),
+            ("shear_scale", o.shear_scale.is_some()),
+            ("shuffle_seq", o.shuffle_seq.is_some()),
+            ("final_seq_length", o.final_seq_length.is_some()),
+            ("seed", o.seed.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect()
+    }
+
+    /// `base` with every set field replaced.
+    pub fn apply(&self, base: &Mnist1dConfig) -> Mnist1dConfig {
+        let mut c = base.clone();
+        let o = self;
+        c.num_samples = o.num_samples.unwrap_or(c.num_samples);
+        c.train_split = o.train_split.unwrap_or(c.train_split);
+        c.template_len = o.template_len.unwrap_or(c.template_len);
+        c.padding = (o.padding_low.unwrap_or(c.padding.0), o.padding_high.unwrap_or(c.padding.1));
+        c.scale_coeff = o.scale_coeff.unwrap_or(c.scale_coeff);
+        c.max_translation = o.max_translation.unwrap_or(c.max_translation);
+        c.corr_noise_scale = o.corr_noise_scale.unwrap_or(c.corr_noise_scale);
+        c.iid_noise_scale = o.iid_noise_scale.unwrap_or(c.iid_noise_scale);
+        c.shear_scale = o.shear_scale.unwrap_or(c.shear_scale);
+        c.shuffle_seq = o.shuffle_seq.unwrap_or(c.shuffle_seq);
+        c.final_seq_length = o.final_seq_length.unwrap_or(c.final_seq_length);
+        c.seed = o.seed.unwrap_or(c.seed);
+        c
+    }
+}
+
 /// The generated arrays, in the reference's float64 precision.
 #[derive(Clone, Debug)]
 pub struct Mnist1d {

@@ -1,0 +1,143 @@
+//! `train`: one model under one condition, its learning curve, optionally saved for the
+//! analyses or trained under a fixed mask.
+
+use crate::data::Condition;
+use crate::error::{Error, Result};
+use crate::experiments::grid::Compute;
+use crate::experiments::grid::Progress;
+use crate::experiments::references;
+use crate::experiments::run::{train_run_on, RunSpec};
+use crate::experiments::setup::DataChoice;
+use crate::models::ModelKind;
+use crate::train::checkpoint;
+use crate::train::{CurvePoint, TrainConfig, TrainOverrides};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// What to train.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainRunConfig {
+    pub data: DataChoice,
+    pub model: ModelKind,
+    pub condition: Condition,
+    pub seed: u64,
+    pub train: TrainOverrides,
+    /// Train under this fixed mask (its file names the architecture it was made for).
+    pub mask: Option<PathBuf>,
+    /// Save the run here for the analyses.
+    pub save: Option<PathBuf>,
+    /// Where to train (one run: `parallel_runs` does not apply).
+    pub compute: Compute,
+}
+
+impl TrainRunConfig {
+    pub fn new(model: ModelKind) -> Self {
+        Self {
+            data: DataChoice::default(),
+            model,
+            condition: Condition::Original,
+            seed: 0,
+            train: TrainOverrides::default(),
+            mask: None,
+            save: None,
+            compute: Compute::default(),
+        }
+    }
+}
+
+/// A finished run (the JSON of `train --json`: dataset, model, condition, config, final
+/// accuracy, curve, wall time).
+#[derive(Clone, Debug, Serialize)]
+pub struct TrainReport {
+    pub dataset: String,
+    pub model: String,
+    pub condition: String,
+    pub config: TrainConfig,
+    pub final_test_accuracy: f64,
+    pub curve: Vec<CurvePoint>,
+    pub wall_seconds: f64,
+    /// The published accuracy, where this run follows its protocol.
+    #[serde(skip)]
+    pub reference: Option<f64>,
+    #[serde(skip)]
+    pub protocol: String,
+    #[serde(skip)]
+    pub saved: Option<PathBuf>,
+}
+
+impl std::fmt::Display for TrainReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "{:>6}  {:>10}  {:>9}  {:>9}  {:>8}", "step", "train loss", "train acc", "test loss", "test acc")?;
+        for p in &self.curve {
+            writeln!(
+                f,
+                "{:>6}  {:>10.4}  {:>8.1}%  {:>9.4}  {:>7.1}%",
+                p.step,
+                p.train_loss,
+                p.train_accuracy * 100.0,
+                p.test_loss,
+                p.test_accuracy * 100.0
+            )?;
+        }
+        let published = self.reference.map(|r| format!(" (published {:.0}%)", r * 100.0)).unwrap_or_default();
+        writeln!(
+            f,
+            "{} {} / {} / seed {}: test accuracy {:.1}%{published} after {} steps in {:.1} s; {}",
+            self.dataset,
+            self.model,
+            self.condition,
+            self.config.seed,
+            self.final_test_accuracy * 100.0,
+            self.config.steps,
+            self.wall_seconds,
+            self.protocol
+        )?;
+        if let Some(dir) = &self.saved {
+            writeln!(f, "saved the run in {}", dir.display())?;
+        }
+        Ok(())
+    }
+}
+
+/// Trains the run.
+pub fn run(cfg: &TrainRunConfig, progress: &dyn Progress) -> Result<TrainReport> {
+    let device = cfg.compute.open()?;
+    let mut prepared = cfg.data.prepare()?;
+    if let Some(mask) = &cfg.mask {
+        // the mask's own network, unless the user changes it again
+        if let Some((model, arch)) = checkpoint::mask_made_for(mask)? {
+            if model != cfg.model {
+                return Err(Error::Config(format!(
+                    "the mask {} was made for a {model}, not a {}",
+                    mask.display(),
+                    cfg.model
+                )));
+            }
+            prepared.recipe.train.arch = arch;
+            prepared.recipe.train.arch.apply(&cfg.data.arch);
+        }
+    }
+    let train = prepared.train_config(&cfg.train, cfg.seed)?;
+    let spec = RunSpec {
+        data: prepared.source.clone(),
+        model: cfg.model,
+        condition: cfg.condition,
+        train,
+        mask: cfg.mask.clone(),
+    };
+    progress.start(spec.train.steps as u64);
+    let (data, permutation) = spec.view(&prepared.data);
+    let result = train_run_on(&spec, &data, permutation, device, cfg.save.as_deref(), progress)?;
+    Ok(TrainReport {
+        dataset: data.name.clone(),
+        model: cfg.model.name().into(),
+        condition: cfg.condition.name().into(),
+        reference: references::published(&spec.data, &spec.train, cfg.model, cfg.condition),
+        protocol: references::protocol(&spec.data, &spec.train),
+        config: spec.train,
+        final_test_accuracy: result.final_test_accuracy,
+        curve: result.curve,
+        wall_seconds: result.wall_seconds,
+        saved: cfg.save.clone(),
+    })
+}
