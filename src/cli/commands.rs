@@ -1,0 +1,269 @@
+//! Each command's own flags (the shared groups come from [`super::flags`]).
+
+use super::flags::{named, DataFlags, DeviceFlags, GridFlags, Mnist1dFlags, OutFlags, TrainFlags};
+use clap::{Args, Subcommand};
+use cnnlab::data::Condition;
+use cnnlab::experiments::bench;
+use cnnlab::experiments::Compute;
+use cnnlab::models::ModelKind;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub(crate) struct ReproduceArgs {
+    /// Models to train, comma-separated (default: all for sequences; cnn,dnn,mlp,lcn for images)
+    #[arg(long, value_parser = named::<ModelKind>(), value_delimiter = ',')]
+    pub(crate) models: Option<Vec<ModelKind>>,
+    /// Input conditions (comma-separated); add per-example for the no-order control
+    #[arg(long, value_parser = named::<Condition>(), value_delimiter = ',', default_values = ["original", "permuted"])]
+    pub(crate) conditions: Vec<Condition>,
+    /// Seed of the first run (run k uses seed + k)
+    #[arg(long, default_value_t = 0)]
+    pub(crate) seed: u64,
+    /// Write the summary as JSON here
+    #[arg(long)]
+    pub(crate) json: Option<PathBuf>,
+    /// Directory for each run's learning curve (default: runs/<dataset>-<unix time>)
+    #[arg(long)]
+    pub(crate) run_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) grid: GridFlags,
+    #[command(flatten)]
+    pub(crate) data: DataFlags,
+    #[command(flatten)]
+    pub(crate) train: TrainFlags,
+    #[command(flatten)]
+    pub(crate) device: DeviceFlags,
+}
+
+#[derive(Args)]
+pub(crate) struct ReplayArgs {
+    /// A config written by `reproduce` (RUN_DIR/reproduce.json)
+    pub(crate) config: PathBuf,
+    /// Directory for the new run's curves (default: runs/<dataset>-<unix time>)
+    #[arg(long)]
+    pub(crate) run_dir: Option<PathBuf>,
+    /// Write the summary as JSON here
+    #[arg(long)]
+    pub(crate) json: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub(crate) struct TrainArgs {
+    /// The model to train
+    #[arg(long, value_parser = named::<ModelKind>())]
+    pub(crate) model: ModelKind,
+    /// The input condition: positions as recorded, one fixed permutation, or one per example
+    #[arg(long, value_parser = named::<Condition>(), default_value = "original")]
+    pub(crate) condition: Condition,
+    /// The run's seed (initialisation, batch order, permutation)
+    #[arg(long, default_value_t = 0)]
+    pub(crate) seed: u64,
+    /// Write the run (config, curve, final accuracy) as JSON here
+    #[arg(long)]
+    pub(crate) json: Option<PathBuf>,
+    /// Save the run here (run.json, init.safetensors, final.safetensors) for `cnnlab analyze`
+    #[arg(long)]
+    pub(crate) save: Option<PathBuf>,
+    /// Train with a fixed 0/1 mask (from `cnnlab analyze prune --save-mask`; it carries the
+    /// architecture it was made for); masked weights start at zero and stay zero
+    #[arg(long)]
+    pub(crate) mask: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) data: DataFlags,
+    #[command(flatten)]
+    pub(crate) train: TrainFlags,
+    #[command(flatten)]
+    pub(crate) device: DeviceFlags,
+}
+
+#[derive(Args)]
+pub(crate) struct ModelsArgs {
+    #[command(flatten)]
+    pub(crate) data: DataFlags,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum DataCommand {
+    /// Write MNIST-1D as NumPy files: x.npy, y.npy, x_test.npy, y_test.npy
+    Export {
+        #[arg(value_parser = ["mnist1d"])]
+        dataset: String,
+        /// Output directory (created if missing)
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        mnist1d: Mnist1dFlags,
+    },
+    /// Download an official archive, check its published MD5 and unpack it (needs internet)
+    Download {
+        #[arg(value_parser = ["cifar10", "cifar100"])]
+        dataset: String,
+        /// Where to put the archive and its files
+        #[arg(long, default_value = "data")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Args)]
+pub(crate) struct BenchArgs {
+    /// w1, w1infer, w2 (CIFAR-shaped CNN, its inference, Mixer), w3a, w3b (MNIST-1D MLP and
+    /// CNN), full-cnn|dnn|mlp|lcn (the full recipe's networks), loader (the data pipeline)
+    #[arg(value_parser = clap::builder::PossibleValuesParser::new(bench::WORKLOADS))]
+    pub(crate) workload: String,
+    /// Also time each layer's forward and backward pass (a second, synchronised pass)
+    #[arg(long)]
+    pub(crate) profile: bool,
+    #[command(flatten)]
+    pub(crate) data: DataFlags,
+    #[command(flatten)]
+    pub(crate) device: DeviceFlags,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum AnalyzeCommand {
+    /// The curse of dimensionality: d^N arithmetic and k-nearest-neighbour measurements
+    Dimension(DimensionArgs),
+    /// The MNIST-1D pooling benchmark (none / stride-2 / max / avg / L2 against training-set
+    /// size); on an image dataset, the CNN with and without its max-pooling
+    Pooling(PoolingArgs),
+    /// Test accuracy of cnn, dnn and mlp against the number of training examples
+    DataSize(DataSizeArgs),
+    /// Theoretical and measured (gradient) receptive field of each layer of a saved CNN run
+    ReceptiveField(ReceptiveFieldArgs),
+    /// Principal components of raw patches, whole inputs and each layer's unit inputs of a
+    /// saved run; share of zero outputs
+    EffectiveDim(EffectiveDimArgs),
+    /// Magnitude pruning (one-shot, fine-tuned), lottery tickets and random masks of a saved run
+    Prune(PruneArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct ReceptiveFieldArgs {
+    /// A run saved by `cnnlab train --save DIR` (a cnn or lcn)
+    #[arg(long)]
+    pub(crate) run: PathBuf,
+    /// Test examples the gradients are averaged over
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) examples: u64,
+    #[command(flatten)]
+    pub(crate) out: OutFlags,
+}
+
+#[derive(Args)]
+pub(crate) struct EffectiveDimArgs {
+    /// A run saved by `cnnlab train --save DIR`
+    #[arg(long)]
+    pub(crate) run: PathBuf,
+    /// Test examples passed through the network
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(2..))]
+    pub(crate) examples: u64,
+    /// Vectors (windows or rows) sampled per spectrum
+    #[arg(long, default_value_t = 20000, value_parser = clap::value_parser!(u64).range(2..))]
+    pub(crate) samples: u64,
+    /// Seed of the sampling
+    #[arg(long, default_value_t = 0)]
+    pub(crate) seed: u64,
+    #[command(flatten)]
+    pub(crate) out: OutFlags,
+}
+
+#[derive(Args)]
+pub(crate) struct PruneArgs {
+    /// A run saved by `cnnlab train --save DIR`
+    #[arg(long)]
+    pub(crate) run: PathBuf,
+    /// Sparsities of the one-shot curves, comma-separated
+    #[arg(long, value_delimiter = ',', default_values_t = [0.5, 0.7, 0.8, 0.9, 0.95, 0.98])]
+    pub(crate) sparsities: Vec<f64>,
+    /// Fine-tuning steps after one-shot pruning (0: none)
+    #[arg(long, default_value_t = 500)]
+    pub(crate) fine_tune_steps: usize,
+    /// Lottery rounds: sparsities evenly spaced from 0 to --max-sparsity (0: no lottery)
+    #[arg(long, default_value_t = 20)]
+    pub(crate) rounds: usize,
+    /// Sparsity of the last lottery round
+    #[arg(long, default_value_t = 0.95)]
+    pub(crate) max_sparsity: f64,
+    /// Training steps of each lottery round (default: the run's)
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) lottery_steps: Option<u64>,
+    /// Lottery seeds (the first is the run's own initialisation)
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) seeds: u64,
+    /// Prune biases too (the MNIST-1D notebook prunes every parameter of each layer)
+    #[arg(long)]
+    pub(crate) prune_biases: bool,
+    /// Write the masks of the last ticket here (for `cnnlab train --mask`)
+    #[arg(long)]
+    pub(crate) save_mask: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) out: OutFlags,
+}
+
+/// The flags of a study that trains many runs and writes an analysis.
+#[derive(Args)]
+pub(crate) struct StudyFlags {
+    #[command(flatten)]
+    pub(crate) grid: GridFlags,
+    #[command(flatten)]
+    pub(crate) out: OutFlags,
+    #[command(flatten)]
+    pub(crate) data: DataFlags,
+    #[command(flatten)]
+    pub(crate) train: TrainFlags,
+    #[command(flatten)]
+    pub(crate) device: DeviceFlags,
+}
+
+impl StudyFlags {
+    pub(crate) fn seeds(&self) -> usize {
+        self.grid.seeds.unwrap_or(1) as usize
+    }
+    pub(crate) fn compute(&self) -> Compute {
+        self.device.compute(&self.grid)
+    }
+}
+
+#[derive(Args)]
+pub(crate) struct DataSizeArgs {
+    /// Models (comma-separated)
+    #[arg(long, value_parser = named::<ModelKind>(), value_delimiter = ',', default_values = ["cnn", "dnn", "mlp"])]
+    pub(crate) models: Vec<ModelKind>,
+    /// Training-set sizes (default: n/16, n/8, n/4, n/2, n of the training split)
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) sizes: Option<Vec<usize>>,
+    #[command(flatten)]
+    pub(crate) study: StudyFlags,
+}
+
+#[derive(Args)]
+pub(crate) struct PoolingArgs {
+    /// MNIST-1D: training-set sizes, comma-separated
+    #[arg(long, value_delimiter = ',', default_values_t = [1000usize, 2000, 5000, 10000, 20000])]
+    pub(crate) sizes: Vec<usize>,
+    /// MNIST-1D: add 50000 training examples to the sizes
+    #[arg(long)]
+    pub(crate) large: bool,
+    #[command(flatten)]
+    pub(crate) study: StudyFlags,
+}
+
+#[derive(Args)]
+pub(crate) struct DimensionArgs {
+    /// Points per axis for the d^N arithmetic (the video uses 9)
+    #[arg(long, default_value_t = 9.0)]
+    pub(crate) density: f64,
+    /// Training examples kNN may use (a subset keeps brute force fast)
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) knn_train: u64,
+    /// Test examples kNN classifies
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) knn_test: u64,
+    /// Seed of the synthetic tasks
+    #[arg(long, default_value_t = 0)]
+    pub(crate) seed: u64,
+    #[command(flatten)]
+    pub(crate) out: OutFlags,
+    #[command(flatten)]
+    pub(crate) data: DataFlags,
+}
