@@ -32,6 +32,7 @@ pub mod core;
 pub mod data;
 pub mod error;
 pub mod experiments;
+pub mod limits;
 pub mod models;
 pub mod report;
 pub mod train;

@@ -7,7 +7,7 @@ mod cli;
 use anyhow::{Context, Result};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use cli::commands::*;
-use cli::output::{default_run_dir, finish, save_json, Bar};
+use cli::output::{check_json, check_out, default_run_dir, finish, show, warnings, Bar};
 use cnnlab::core::Device;
 use cnnlab::data::download;
 use cnnlab::experiments::{analyses, bench, data_size, inventory, pooling, prune, reproduce, single};
@@ -56,7 +56,10 @@ enum Command {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    cnnlab::core::cpu::init_thread_pool(cli.threads.unwrap_or(0) as usize)?;
+    let threads = cnnlab::core::cpu::init_thread_pool(cli.threads.unwrap_or(0) as usize)?;
+    if cli.threads.is_some_and(|t| t as usize > threads) {
+        eprintln!("note: this machine has {threads} cores; using {threads} threads");
+    }
     let bar = Bar::new(cli.quiet);
     match cli.command {
         Command::Reproduce(a) => {
@@ -68,22 +71,26 @@ fn run(cli: Cli) -> Result<()> {
                 base_seed: a.seed,
                 train: a.train.overrides(),
                 run_dir: Some(a.run_dir.unwrap_or_else(|| default_run_dir(&a.data.dataset))),
+                overwrite: a.overwrite,
                 compute: a.device.compute(&a.grid),
             };
+            check_json(&a.json)?;
             let report = reproduce::run(&cfg, &bar).context("reproduce")?;
             drop(bar);
-            print!("{report}");
-            save_json(&a.json, &report)
+            show(&report, &a.json)?;
+            warnings(&report.warnings)
         }
         Command::Replay(a) => {
             let text = std::fs::read_to_string(&a.config).with_context(|| format!("reading {}", a.config.display()))?;
             let mut cfg: reproduce::ReproduceConfig = serde_json::from_str(&text)
                 .with_context(|| format!("{} is not a reproduce config", a.config.display()))?;
             cfg.run_dir = Some(a.run_dir.unwrap_or_else(|| default_run_dir(&cfg.data.dataset)));
+            cfg.overwrite = a.overwrite;
+            check_json(&a.json)?;
             let report = reproduce::run(&cfg, &bar).context("replay")?;
             drop(bar);
-            print!("{report}");
-            save_json(&a.json, &report)
+            show(&report, &a.json)?;
+            warnings(&report.warnings)
         }
         Command::Train(a) => {
             let cfg = single::TrainRunConfig {
@@ -94,12 +101,13 @@ fn run(cli: Cli) -> Result<()> {
                 train: a.train.overrides(),
                 mask: a.mask,
                 save: a.save,
+                overwrite: a.overwrite,
                 compute: a.device.single(),
             };
+            check_json(&a.json)?;
             let report = single::run(&cfg, &bar).context("training")?;
             drop(bar);
-            print!("{report}");
-            save_json(&a.json, &report)
+            show(&report, &a.json)
         }
         Command::Models(a) => {
             print!("{}", inventory::models(&a.data.choice())?);
@@ -160,6 +168,7 @@ fn analyze(c: AnalyzeCommand, bar: Bar) -> Result<()> {
                 train: s.train.overrides(),
                 compute: s.compute(),
             };
+            check_out(&s.out.out)?;
             let report = data_size::run(&cfg, &bar)?;
             drop(bar);
             finish(&report, &s.out.out)
@@ -181,15 +190,18 @@ fn analyze(c: AnalyzeCommand, bar: Bar) -> Result<()> {
                 train: s.train.overrides(),
                 compute: s.compute(),
             };
+            check_out(&s.out.out)?;
             let report = pooling::run(&cfg, &bar)?;
             drop(bar);
             finish(&report, &s.out.out)
         }
         AnalyzeCommand::ReceptiveField(a) => {
+            check_out(&a.out.out)?;
             let cfg = analyses::ReceptiveFieldConfig { run: a.run, examples: a.examples as usize };
             finish(&analyses::receptive_field(&cfg)?, &a.out.out)
         }
         AnalyzeCommand::EffectiveDim(a) => {
+            check_out(&a.out.out)?;
             let cfg = analyses::EffectiveDimConfig {
                 run: a.run,
                 examples: a.examples as usize,
@@ -199,6 +211,7 @@ fn analyze(c: AnalyzeCommand, bar: Bar) -> Result<()> {
             finish(&analyses::effective_dim(&cfg)?, &a.out.out)
         }
         AnalyzeCommand::Prune(a) => {
+            check_out(&a.out.out)?;
             let cfg = prune::PruneConfig {
                 run: a.run,
                 sparsities: a.sparsities,
@@ -215,6 +228,7 @@ fn analyze(c: AnalyzeCommand, bar: Bar) -> Result<()> {
             finish(&report, &a.out.out)
         }
         AnalyzeCommand::Dimension(a) => {
+            check_out(&a.out.out)?;
             let cfg = analyses::DimensionConfig {
                 data: a.data.choice(),
                 density: a.density,

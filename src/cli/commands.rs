@@ -19,12 +19,15 @@ pub(crate) struct ReproduceArgs {
     /// Seed of the first run (run k uses seed + k)
     #[arg(long, default_value_t = 0)]
     pub(crate) seed: u64,
-    /// Write the summary as JSON here
+    /// Write the summary as JSON here (`-`: to stdout, the table then goes to stderr)
     #[arg(long)]
     pub(crate) json: Option<PathBuf>,
     /// Directory for each run's learning curve (default: runs/<dataset>-<unix time>)
     #[arg(long)]
     pub(crate) run_dir: Option<PathBuf>,
+    /// Replace what --run-dir already holds (otherwise a used directory is refused)
+    #[arg(long)]
+    pub(crate) overwrite: bool,
     #[command(flatten)]
     pub(crate) grid: GridFlags,
     #[command(flatten)]
@@ -42,7 +45,10 @@ pub(crate) struct ReplayArgs {
     /// Directory for the new run's curves (default: runs/<dataset>-<unix time>)
     #[arg(long)]
     pub(crate) run_dir: Option<PathBuf>,
-    /// Write the summary as JSON here
+    /// Replace what --run-dir already holds
+    #[arg(long)]
+    pub(crate) overwrite: bool,
+    /// Write the summary as JSON here (`-`: to stdout, the table then goes to stderr)
     #[arg(long)]
     pub(crate) json: Option<PathBuf>,
 }
@@ -58,12 +64,15 @@ pub(crate) struct TrainArgs {
     /// The run's seed (initialisation, batch order, permutation)
     #[arg(long, default_value_t = 0)]
     pub(crate) seed: u64,
-    /// Write the run (config, curve, final accuracy) as JSON here
+    /// Write the run (config, curve, final accuracy) as JSON here (`-`: to stdout)
     #[arg(long)]
     pub(crate) json: Option<PathBuf>,
     /// Save the run here (run.json, init.safetensors, final.safetensors) for `cnnlab analyze`
     #[arg(long)]
     pub(crate) save: Option<PathBuf>,
+    /// Replace a run already saved in --save's directory (otherwise refused)
+    #[arg(long)]
+    pub(crate) overwrite: bool,
     /// Train with a fixed 0/1 mask (from `cnnlab analyze prune --save-mask`; it carries the
     /// architecture it was made for); masked weights start at zero and stay zero
     #[arg(long)]

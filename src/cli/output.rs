@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use cnnlab::data::DatasetSpec;
 use cnnlab::experiments::Progress;
-use cnnlab::report::{write_json, Artifacts};
+use cnnlab::report::{check_writable_dir, check_writable_file, write_json, Artifacts};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 
@@ -47,11 +47,52 @@ impl Drop for Bar {
     }
 }
 
-pub(crate) fn save_json<T: serde::Serialize>(path: &Option<PathBuf>, value: &T) -> Result<()> {
-    if let Some(path) = path {
-        write_json(path, value).with_context(|| format!("writing {}", path.display()))?;
+/// `--json -`: the JSON on stdout (and the table on stderr).
+fn is_stdout(path: &Option<PathBuf>) -> bool {
+    path.as_deref() == Some(Path::new("-"))
+}
+
+/// Before the run: the --json file can be written (not a link, its directory takes files).
+pub(crate) fn check_json(path: &Option<PathBuf>) -> Result<()> {
+    match path {
+        Some(p) if !is_stdout(path) => {
+            check_writable_file(p).with_context(|| format!("--json {}", p.display()))?;
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Before the run: the --out directory exists or can be made, and takes files.
+pub(crate) fn check_out(dir: &Path) -> Result<()> {
+    check_writable_dir(dir).with_context(|| format!("--out {}", dir.display()))?;
+    Ok(())
+}
+
+/// Prints the report and writes its JSON (to stdout with `--json -`, the table then on stderr).
+pub(crate) fn show<T: serde::Serialize + std::fmt::Display>(report: &T, json: &Option<PathBuf>) -> Result<()> {
+    if is_stdout(json) {
+        eprint!("{report}");
+        let text = serde_json::to_string_pretty(report).context("serialising the report")?;
+        println!("{text}");
+        return Ok(());
+    }
+    print!("{report}");
+    if let Some(path) = json {
+        write_json(path, report).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+/// Files that could not be written after a complete run: each named, then a failing exit.
+pub(crate) fn warnings(list: &[String]) -> Result<()> {
+    for w in list {
+        eprintln!("warning: {w}");
+    }
+    match list.len() {
+        0 => Ok(()),
+        n => anyhow::bail!("{n} file(s) of the run directory could not be written (the table above is complete)"),
+    }
 }
 
 /// Prints a report, writes its files into `out` and names them.

@@ -84,10 +84,22 @@ pub fn export_mnist1d(changes: &Mnist1dOverrides, out: &Path) -> Result<(Vec<Pat
     let xt: Vec<f32> = d.x_test.iter().map(|&v| v as f32).collect();
     let y: Vec<i64> = d.y.iter().map(|&v| v as i64).collect();
     let yt: Vec<i64> = d.y_test.iter().map(|&v| v as i64).collect();
-    let files: Vec<PathBuf> = ["x.npy", "y.npy", "x_test.npy", "y_test.npy"].iter().map(|f| out.join(f)).collect();
-    npy::write_f32(&files[0], &[y.len(), len], &x)?;
-    npy::write_i64(&files[1], &[y.len()], &y)?;
-    npy::write_f32(&files[2], &[yt.len(), len], &xt)?;
-    npy::write_i64(&files[3], &[yt.len()], &yt)?;
-    Ok((files, y.len(), yt.len(), len))
+    let names = ["x.npy", "y.npy", "x_test.npy", "y_test.npy"];
+    // all four written first (a full disk stops here, before any old file is replaced), then
+    // renamed into place together
+    let tmp = out.join(format!(".export-tmp-{}", std::process::id()));
+    let written = (|| {
+        ensure_dir(&tmp)?;
+        npy::write_f32(&tmp.join(names[0]), &[y.len(), len], &x)?;
+        npy::write_i64(&tmp.join(names[1]), &[y.len()], &y)?;
+        npy::write_f32(&tmp.join(names[2]), &[yt.len(), len], &xt)?;
+        npy::write_i64(&tmp.join(names[3]), &[yt.len()], &yt)?;
+        for n in names {
+            std::fs::rename(tmp.join(n), out.join(n)).map_err(|e| crate::Error::io("renaming into", out.join(n), e))?;
+        }
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&tmp);
+    written?;
+    Ok((names.iter().map(|n| out.join(n)).collect(), y.len(), yt.len(), len))
 }

@@ -481,12 +481,30 @@ pub fn run(cfg: &PruneConfig, progress: &dyn Progress) -> Result<PruneReport> {
     if cfg.save_mask.is_some() && cfg.rounds == 0 {
         return Err(Error::Config("saving a mask needs lottery rounds (rounds above 0)".into()));
     }
-    if cfg.seeds == 0 {
-        return Err(Error::Config("the lottery needs at least one seed".into()));
+    if cfg.seeds == 0 || cfg.seeds > crate::limits::MAX_SEEDS {
+        return Err(Error::Config(format!("lottery seeds must lie in 1..={}", crate::limits::MAX_SEEDS)));
+    }
+    if cfg.rounds > 10_000 {
+        return Err(Error::Config("at most 10,000 lottery rounds".into()));
+    }
+    if cfg.fine_tune_steps > crate::limits::MAX_STEPS {
+        return Err(Error::Config(format!("at most {} fine-tuning steps", crate::limits::MAX_STEPS)));
+    }
+    if let Some(path) = &cfg.save_mask {
+        // before the work, not after it
+        crate::report::check_writable_file(path)?;
     }
     let run = checkpoint::load_run::<Cpu>(&cfg.run, checkpoint::FINAL_WEIGHTS)?;
-    let init: Vec<NamedTensor> =
-        checkpoint::read_tensors(&cfg.run.join(checkpoint::INIT_WEIGHTS))?.into_values().collect();
+    // the initial weights, checked as the final ones are (finite, this network's shapes)
+    let mut probe = Model::<Cpu>::build_with(
+        run.saved.model,
+        &run.data.example_shape,
+        run.data.classes,
+        &run.saved.config.arch,
+        &mut rng_for(0, crate::train::streams::INIT),
+    )?;
+    checkpoint::load_state(&mut probe.net, &cfg.run.join(checkpoint::INIT_WEIGHTS))?;
+    let init = checkpoint::state(&probe.net);
     let subject = PruneSubject {
         kind: run.saved.model,
         arch: &run.saved.config.arch,

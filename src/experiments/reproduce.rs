@@ -34,8 +34,11 @@ pub struct ReproduceConfig {
     pub base_seed: u64,
     /// Changes to the recipe's training config.
     pub train: TrainOverrides,
-    /// Where each run's curve is written (None: nowhere).
+    /// Where each run's curve is written (None: nowhere). A directory that already holds
+    /// files is refused unless `overwrite`.
     pub run_dir: Option<PathBuf>,
+    /// Replace what `run_dir` holds.
+    pub overwrite: bool,
     /// Where the runs train, and how many at once.
     pub compute: Compute,
 }
@@ -51,6 +54,7 @@ impl Default for ReproduceConfig {
             base_seed: 0,
             train: TrainOverrides::default(),
             run_dir: None,
+            overwrite: false,
             compute: Compute::default(),
         }
     }
@@ -89,6 +93,9 @@ pub struct ReproduceReport {
     pub run_dir: Option<PathBuf>,
     #[serde(skip)]
     pub records: Vec<RunRecord>,
+    /// Files that could not be written (curves, summaries): the table is still complete.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 impl std::fmt::Display for ReproduceReport {
@@ -165,6 +172,13 @@ impl ReproduceConfig {
 /// ends (its curve is already on disk then, so an interrupted experiment keeps what finished).
 pub fn run(cfg: &ReproduceConfig, progress: &dyn Progress) -> Result<ReproduceReport> {
     cfg.compute.open()?;
+    if let Some(dir) = &cfg.run_dir {
+        // before any work: a run directory that cannot be written, or holds another experiment
+        crate::experiments::single::check_run_dir(dir, cfg.overwrite)?;
+        if cfg.overwrite && dir.exists() {
+            std::fs::remove_dir_all(dir).map_err(|e| Error::io("replacing", dir, e))?;
+        }
+    }
     let plan = cfg.plan()?;
     progress.start(plan.runs.len() as u64 * plan.train.steps as u64);
     run_plan(cfg, &plan, progress)
@@ -178,6 +192,12 @@ pub fn run_plan(cfg: &ReproduceConfig, plan: &Plan, progress: &dyn Progress) -> 
         ensure_dir(dir)?;
     }
     let start = std::time::Instant::now();
+    let warnings = std::sync::Mutex::new(Vec::new());
+    let warn = |e: Error| {
+        if let Ok(mut w) = warnings.lock() {
+            w.push(e.to_string());
+        }
+    };
     // every (condition, seed) view of the data once, shared by all models
     let mut views: Vec<(Condition, u64)> = plan.runs.iter().map(|r| (r.condition, r.seed())).collect();
     views.dedup();
@@ -198,7 +218,10 @@ pub fn run_plan(cfg: &ReproduceConfig, plan: &Plan, progress: &dyn Progress) -> 
         let result = train_run_on(spec, d, perm.clone(), cfg.compute.device, None, progress)?;
         let record = RunRecord { model: spec.model, condition: spec.condition, seed: spec.seed(), result };
         if let Some(dir) = &cfg.run_dir {
-            write_curve(dir, &record)?;
+            // a curve that cannot be written does not cost the experiment its table
+            if let Err(e) = write_curve(dir, &record) {
+                warn(e);
+            }
         }
         progress.note(&format!(
             "finished {} / {} / seed {}: {:.1}% in {:.1} s",
@@ -230,9 +253,15 @@ pub fn run_plan(cfg: &ReproduceConfig, plan: &Plan, progress: &dyn Progress) -> 
     }
     let summary = Summary { dataset: data.name.clone(), rows, wall_seconds: start.elapsed().as_secs_f64() };
     if let Some(dir) = &cfg.run_dir {
-        write_json(&dir.join("summary.json"), &summary)?;
-        write_json(&dir.join("config.json"), &plan.train)?;
-        write_json(&dir.join("reproduce.json"), cfg)?;
+        for result in [
+            write_json(&dir.join("summary.json"), &summary),
+            write_json(&dir.join("config.json"), &plan.train),
+            write_json(&dir.join("reproduce.json"), cfg),
+        ] {
+            if let Err(e) = result {
+                warn(e);
+            }
+        }
     }
     Ok(ReproduceReport {
         summary,
@@ -246,6 +275,7 @@ pub fn run_plan(cfg: &ReproduceConfig, plan: &Plan, progress: &dyn Progress) -> 
         device: cfg.compute.device,
         run_dir: cfg.run_dir.clone(),
         records,
+        warnings: warnings.into_inner().unwrap_or_default(),
     })
 }
 

@@ -9,6 +9,7 @@ use crate::experiments::references;
 use crate::experiments::run::{train_run_on, RunSpec};
 use crate::experiments::setup::DataChoice;
 use crate::models::ModelKind;
+use crate::report::{check_writable_dir, write_dir_atomic};
 use crate::train::checkpoint;
 use crate::train::{CurvePoint, TrainConfig, TrainOverrides};
 use serde::{Deserialize, Serialize};
@@ -24,8 +25,12 @@ pub struct TrainRunConfig {
     pub train: TrainOverrides,
     /// Train under this fixed mask (its file names the architecture it was made for).
     pub mask: Option<PathBuf>,
-    /// Save the run here for the analyses.
+    /// Save the run here for the analyses (written as a whole: a temporary directory renamed
+    /// at the end).
     pub save: Option<PathBuf>,
+    /// Replace a run already saved at `save` (otherwise refused).
+    #[serde(default)]
+    pub overwrite: bool,
     /// Where to train (one run: `parallel_runs` does not apply).
     pub compute: Compute,
 }
@@ -40,6 +45,7 @@ impl TrainRunConfig {
             train: TrainOverrides::default(),
             mask: None,
             save: None,
+            overwrite: false,
             compute: Compute::default(),
         }
     }
@@ -102,6 +108,9 @@ impl std::fmt::Display for TrainReport {
 /// Trains the run.
 pub fn run(cfg: &TrainRunConfig, progress: &dyn Progress) -> Result<TrainReport> {
     let device = cfg.compute.open()?;
+    if let Some(dir) = &cfg.save {
+        check_run_dir(dir, cfg.overwrite)?;
+    }
     let mut prepared = cfg.data.prepare()?;
     if let Some(mask) = &cfg.mask {
         // the mask's own network, unless the user changes it again
@@ -127,7 +136,26 @@ pub fn run(cfg: &TrainRunConfig, progress: &dyn Progress) -> Result<TrainReport>
     };
     progress.start(spec.train.steps as u64);
     let (data, permutation) = spec.view(&prepared.data);
-    let result = train_run_on(&spec, &data, permutation, device, cfg.save.as_deref(), progress)?;
+    let result = match &cfg.save {
+        None => train_run_on(&spec, &data, permutation, device, None, progress)?,
+        Some(dir) => {
+            // the run's files appear together or not at all: no new init beside an old final
+            let mut result = None;
+            write_dir_atomic(dir, cfg.overwrite, |tmp| {
+                result = Some(train_run_on(&spec, &data, permutation, device, Some(tmp), progress)?);
+                Ok(())
+            })
+            .map_err(|e| match &result {
+                Some(r) => Error::Config(format!(
+                    "the run finished (test accuracy {:.1}%) but could not be saved in {}: {e}",
+                    r.final_test_accuracy * 100.0,
+                    dir.display()
+                )),
+                None => e,
+            })?;
+            result.ok_or_else(|| Error::Config("the run did not finish".into()))?
+        }
+    };
     Ok(TrainReport {
         dataset: data.name.clone(),
         model: cfg.model.name().into(),
@@ -140,4 +168,25 @@ pub fn run(cfg: &TrainRunConfig, progress: &dyn Progress) -> Result<TrainReport>
         wall_seconds: result.wall_seconds,
         saved: cfg.save.clone(),
     })
+}
+
+/// Refuses to save into a directory that already holds something, unless `overwrite`; checks
+/// that the directory's parent takes new files.
+pub fn check_run_dir(dir: &std::path::Path, overwrite: bool) -> Result<()> {
+    if dir.exists() {
+        if !dir.is_dir() {
+            return Err(Error::Config(format!("{} is a file, not a run directory", dir.display())));
+        }
+        let holds = std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(true);
+        if holds && !overwrite {
+            return Err(Error::Config(format!(
+                "{} already holds files (another run?): pass --overwrite to replace it, or choose another directory",
+                dir.display()
+            )));
+        }
+    }
+    match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => check_writable_dir(p),
+        _ => check_writable_dir(std::path::Path::new(".")),
+    }
 }

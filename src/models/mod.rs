@@ -10,6 +10,7 @@
 
 pub mod cnn;
 pub mod dnn;
+pub mod footprint;
 pub mod logistic;
 pub mod mlp;
 
@@ -205,6 +206,15 @@ impl<B: Backend> Model<B> {
         arch: &ImageArch,
         rng: &mut InitRng,
     ) -> Result<Self> {
+        arch.validate()?;
+        if example_shape.contains(&0) || classes < 2 {
+            return Err(Error::Config(format!(
+                "no model for examples of shape {example_shape:?} in {classes} classes (need a positive shape and 2 classes or more)"
+            )));
+        }
+        // refuse (with the estimate) what would not fit, before allocating any of it
+        let fp = footprint::footprint(kind, example_shape, classes, arch);
+        footprint::check_fits(&format!("the {} model", kind.name()), 4.0 * 4.0 * fp.params)?;
         let layers: Vec<Box<dyn Layer<B>>> = match example_shape {
             [h, w, c] => match kind {
                 ModelKind::Logistic => logistic::build(h * w * c, classes, rng),

@@ -17,9 +17,76 @@ pub trait Artifacts {
     fn write(&self, dir: &Path) -> Result<Vec<std::path::PathBuf>>;
 }
 
+/// Refuses to write to `path` through a symbolic link (the link would be replaced by a file,
+/// or the write would land somewhere the user did not name).
+fn refuse_link(path: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => Err(Error::Config(format!(
+            "{} is a symbolic link: cnnlab writes only to plain files (name the target instead)",
+            path.display()
+        ))),
+        Ok(m) if m.is_dir() => Err(Error::Config(format!("{} is a directory, not a file", path.display()))),
+        _ => Ok(()),
+    }
+}
+
+/// Checks, before any work, that a file can be written at `path`: its directory exists (or
+/// can be made) and takes a new file, and `path` is neither a link nor a directory.
+pub fn check_writable_file(path: &Path) -> Result<()> {
+    refuse_link(path)?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    check_writable_dir(dir)
+}
+
+/// Checks, before any work, that `dir` exists or can be created and takes a new file.
+pub fn check_writable_dir(dir: &Path) -> Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(Error::Config(format!("{} is a file, not a directory", dir.display())));
+    }
+    ensure_dir(dir)?;
+    let probe = dir.join(format!(".cnnlab-write-test-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(|e| Error::io("writing into", dir, e))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+/// Writes a multi-file output as a whole: `fill` writes into a fresh temporary directory
+/// beside `dir`, which then replaces `dir` by a rename (an existing `dir` is removed first, and
+/// only when `replace` allows it). A failure leaves `dir` as it was and no temporary behind.
+pub fn write_dir_atomic(dir: &Path, replace: bool, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+    let parent = match dir.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    ensure_dir(&parent)?;
+    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let result = (|| {
+        ensure_dir(&tmp)?;
+        fill(&tmp)?;
+        if dir.exists() {
+            if !replace {
+                return Err(Error::Config(format!("{} already exists", dir.display())));
+            }
+            std::fs::remove_dir_all(dir).map_err(|e| Error::io("replacing", dir, e))?;
+        }
+        std::fs::rename(&tmp, dir).map_err(|e| Error::io("renaming into", dir, e))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result
+}
+
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so
-/// an interrupted write never leaves a truncated file where a good one was.
+/// an interrupted write never leaves a truncated file where a good one was. Never writes
+/// through a symbolic link.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    refuse_link(path)?;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -63,5 +130,35 @@ mod tests {
         let bad = dir.path().join("missing-dir").join("b.json");
         assert!(write_atomic(&bad, b"x").is_err());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temp file left behind");
+        // a link is not written through, and the file it points to is untouched
+        #[cfg(unix)]
+        {
+            let link = dir.path().join("link.json");
+            std::os::unix::fs::symlink(&p, &link).unwrap();
+            assert!(write_atomic(&link, b"three").unwrap_err().to_string().contains("symbolic link"));
+            assert_eq!(std::fs::read(&p).unwrap(), b"two");
+            assert!(check_writable_file(&link).is_err());
+        }
+        assert!(check_writable_file(&bad).is_ok(), "a missing directory is created");
+        assert!(check_writable_dir(&p).unwrap_err().to_string().contains("is a file"));
+    }
+
+    #[test]
+    fn directories_are_replaced_whole_or_not_at_all() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("run");
+        write_dir_atomic(&dir, false, |d| write_atomic(&d.join("a"), b"1")).unwrap();
+        // a failing fill leaves the old directory as it was, and no temporary behind
+        let e = write_dir_atomic(&dir, true, |d| {
+            write_atomic(&d.join("a"), b"2")?;
+            Err(Error::Config("disk full".into()))
+        });
+        assert!(e.is_err());
+        assert_eq!(std::fs::read(dir.join("a")).unwrap(), b"1");
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
+        // without permission to replace, an existing directory stays
+        assert!(write_dir_atomic(&dir, false, |d| write_atomic(&d.join("a"), b"3")).is_err());
+        write_dir_atomic(&dir, true, |d| write_atomic(&d.join("b"), b"4")).unwrap();
+        assert!(!dir.join("a").exists() && dir.join("b").exists(), "replaced as a whole");
     }
 }

@@ -123,6 +123,12 @@ pub fn save_state<B: Backend>(net: &dyn Layer<B>, path: &Path) -> Result<()> {
 /// same shape (a file from another architecture is refused, nothing is changed).
 pub fn load_state<B: Backend>(net: &mut dyn Layer<B>, path: &Path) -> Result<()> {
     let file = read_tensors(path)?;
+    if let Some(t) = file.values().find(|t| t.values.iter().any(|v| !v.is_finite())) {
+        return Err(Error::Malformed {
+            path: path.into(),
+            reason: format!("{} holds non-finite values (NaN or infinity): not a usable model", t.name),
+        });
+    }
     set_state(net, &file).map_err(|reason| Error::Malformed { path: path.into(), reason })
 }
 

@@ -93,11 +93,12 @@ impl TrainConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        if self.steps == 0 {
-            return Err(Error::Config("steps must be at least 1".into()));
+        use crate::limits::{MAX_BATCH, MAX_STEPS};
+        if self.steps == 0 || self.steps > MAX_STEPS {
+            return Err(Error::Config(format!("steps must lie in 1..={MAX_STEPS}, got {}", self.steps)));
         }
-        if self.batch_size == 0 {
-            return Err(Error::Config("batch size must be at least 1".into()));
+        if self.batch_size == 0 || self.batch_size > MAX_BATCH {
+            return Err(Error::Config(format!("batch size must lie in 1..={MAX_BATCH}, got {}", self.batch_size)));
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return Err(Error::Config(format!("learning rate must be a positive number, got {}", self.lr)));
@@ -143,7 +144,13 @@ pub struct Trainer<B: Backend> {
     host_y: Vec<f32>,
     /// Fixed 0/1 masks, one per parameter (`None`: dense), applied after every update.
     masks: Vec<Option<Tensor<B>>>,
+    /// The first training loss, against which an exploding loss is recognised.
+    first_loss: Option<f32>,
 }
+
+/// A training loss this many times the first one (and above 100) is divergence: the run has
+/// left any useful region (`--lr 1e30` reaches 10^30 with chance accuracy) even if it is finite.
+pub const EXPLODING_LOSS_FACTOR: f32 = 1000.0;
 
 impl<B: Backend> Trainer<B> {
     pub fn new(model: Model<B>, config: TrainConfig) -> Result<Self> {
@@ -164,6 +171,7 @@ impl<B: Backend> Trainer<B> {
             host_x: Vec::new(),
             host_y: Vec::new(),
             masks: Vec::new(),
+            first_loss: None,
         })
     }
 
@@ -203,8 +211,13 @@ impl<B: Backend> Trainer<B> {
         });
     }
 
-    /// Builds `kind` for `data` from the config's seed and wraps it in a trainer.
+    /// Builds `kind` for `data` from the config's seed and wraps it in a trainer (refused, with
+    /// the estimate, where the run would not fit in memory).
     pub fn for_dataset(kind: ModelKind, data: &Dataset, config: TrainConfig) -> Result<Self> {
+        config.validate()?;
+        let fp = crate::models::footprint::footprint(kind, &data.example_shape, data.classes, &config.arch);
+        let batch = config.batch_size.min(data.n_train().max(1)).max(1000.min(data.n_test().max(1)));
+        crate::limits::check_fits(&format!("training the {} model", kind.name()), fp.training_bytes(batch))?;
         let mut init: InitRng = rng_for(config.seed, streams::INIT);
         let model = Model::build_with(kind, &data.example_shape, data.classes, &config.arch, &mut init)?;
         Self::new(model, config)
@@ -240,7 +253,8 @@ impl<B: Backend> Trainer<B> {
     fn train_on_loaded(&mut self, step: usize) -> Result<(f32, f32)> {
         self.model.net.forward(&self.x, &mut self.logits, Mode::Train);
         let (loss, correct) = self.loss.evaluate(&self.logits, true);
-        if !loss.is_finite() {
+        let first = *self.first_loss.get_or_insert(loss);
+        if !loss.is_finite() || loss > (EXPLODING_LOSS_FACTOR * first).max(100.0) {
             return Err(Error::Diverged { step, loss });
         }
         self.model.net.backward(&self.x, &self.logits, &self.loss.dlogits, None);

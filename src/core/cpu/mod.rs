@@ -66,15 +66,20 @@ pub fn flush_denormals() {
     }
 }
 
-/// Builds rayon's global pool with `threads` workers (0: one per core), each flushing
-/// denormals. Call once, before any op runs; later calls keep the first pool.
-pub fn init_thread_pool(threads: usize) -> crate::error::Result<()> {
+/// Builds rayon's global pool with `threads` workers (0, or more than the cores: one per
+/// core), each flushing denormals; returns the workers it has. Call once, before any op runs;
+/// later calls keep the first pool.
+pub fn init_thread_pool(threads: usize) -> crate::error::Result<usize> {
+    // capped at the machine's cores: more only slows every op down (and 10^5 threads take
+    // minutes to start)
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let threads = if threads == 0 { cores } else { threads.min(cores) };
     let built =
         rayon::ThreadPoolBuilder::new().num_threads(threads).start_handler(|_| flush_denormals()).build_global();
     match built {
-        Ok(()) => Ok(()),
+        Ok(()) => Ok(threads),
         // a pool already exists (a library user built their own): keep it
-        Err(_) => Ok(()),
+        Err(_) => Ok(rayon::current_num_threads()),
     }
 }
 

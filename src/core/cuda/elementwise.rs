@@ -7,26 +7,37 @@ use crate::core::ops::linear::LinearOps;
 use crate::core::ops::relu::ReluOps;
 use crate::core::ops::residual::ResidualOps;
 
+/// The kernels index every buffer up to the output's length: a shorter input would be read out
+/// of bounds on the device, so safe callers are stopped here (a panic, not undefined behaviour).
+fn same_len(bufs: &[&CudaBuf], what: &str) {
+    assert!(bufs.windows(2).all(|w| w[0].len == w[1].len), "{what}: buffers of different lengths");
+}
+
 impl ReluOps for Cuda {
     fn relu_forward(x: &CudaBuf, y: &mut CudaBuf) {
+        same_len(&[x, y], "relu_forward");
         with_local(|l| l.launch_n(K::relu_forward, y.len, &[p(x), p(y), u(y.len)]));
     }
     fn relu_backward(y: &CudaBuf, dy: &CudaBuf, dx: &mut CudaBuf) {
+        same_len(&[y, dy, dx], "relu_backward");
         with_local(|l| l.launch_n(K::relu_backward, dx.len, &[p(y), p(dy), p(dx), u(dx.len)]));
     }
 }
 
 impl GeluOps for Cuda {
     fn gelu_forward(x: &CudaBuf, y: &mut CudaBuf, dydx: &mut CudaBuf) {
+        same_len(&[x, y, dydx], "gelu_forward");
         with_local(|l| l.launch_n(K::gelu_forward, y.len, &[p(x), p(y), p(dydx), u(y.len)]));
     }
     fn gelu_backward(dydx: &CudaBuf, dy: &CudaBuf, dx: &mut CudaBuf) {
+        same_len(&[dydx, dy, dx], "gelu_backward");
         with_local(|l| l.launch_n(K::mul, dx.len, &[p(dy), p(dydx), p(dx), u(dx.len)]));
     }
 }
 
 impl ResidualOps for Cuda {
     fn add(a: &CudaBuf, b: &CudaBuf, y: &mut CudaBuf) {
+        same_len(&[a, b, y], "add");
         with_local(|l| l.launch_n(K::add, y.len, &[p(a), p(b), p(y), u(y.len)]));
     }
 }

@@ -182,6 +182,12 @@ impl Mnist1dConfig {
         if self.final_seq_length < 2 {
             return bad("final_seq_length must be at least 2");
         }
+        if self.num_samples > 100_000_000 || self.final_seq_length > 1_000_000 || stretched > 1_000_000 {
+            return bad("num_samples is limited to 10^8, final_seq_length and template_len + padding to 10^6");
+        }
+        // the generator holds every example in f64 twice (before and after its shuffle)
+        let values = self.num_samples as f64 * (self.final_seq_length as f64 * 3.0 + stretched as f64);
+        crate::limits::check_fits("generating this MNIST-1D", 8.0 * values)?;
         let split = (self.num_samples / 10 * 10) as f64 * self.train_split;
         if split < 1.0 || split as usize >= self.num_samples / 10 * 10 {
             return bad("train_split leaves an empty train or test set");

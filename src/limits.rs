@@ -1,0 +1,32 @@
+//! Limits checked before any work: what a run would allocate is compared with the memory the
+//! machine has, so that an absurd size is one clear error instead of an abort in the allocator.
+
+use crate::error::{Error, Result};
+
+/// Memory this machine has available for a run (None where it cannot be read).
+pub fn available_bytes() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024.0)
+}
+
+/// Refuses `need` bytes (for `what`) when the machine does not have them available.
+pub fn check_fits(what: &str, need: f64) -> Result<()> {
+    let gib = |b: f64| b / (1u64 << 30) as f64;
+    match available_bytes() {
+        Some(have) if need > have => Err(Error::Config(format!(
+            "{what} needs about {:.1} GiB of memory; {:.1} GiB are available",
+            gib(need),
+            gib(have)
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Largest count of training steps a run may ask for (10^8: days even for the smallest model).
+pub const MAX_STEPS: usize = 100_000_000;
+/// Largest batch.
+pub const MAX_BATCH: usize = 1 << 20;
+/// Largest count of seeds (or runs of one cell) in one experiment.
+pub const MAX_SEEDS: usize = 10_000;

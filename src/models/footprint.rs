@@ -1,0 +1,188 @@
+//! What a model will occupy, estimated from its description before anything is allocated, so
+//! that a run too large for the machine is refused with the estimate instead of aborting in
+//! the allocator. Counts are upper-bound estimates (parameters exactly for the dense and
+//! convolution weights that dominate; activations summed over every layer's output).
+
+use crate::error::{Error, Result};
+pub use crate::limits::check_fits;
+use crate::models::{cnn, dnn, ImageArch, ModelKind};
+
+/// Values (f32) a model holds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Footprint {
+    /// Trainable values.
+    pub params: f64,
+    /// Layer outputs for one example (forward pass).
+    pub activations: f64,
+}
+
+impl Footprint {
+    /// Bytes of a training run at `batch`: each parameter with its gradient and two optimizer
+    /// moments; each activation with its gradient and a scratch copy.
+    pub fn training_bytes(&self, batch: usize) -> f64 {
+        4.0 * (4.0 * self.params + 3.0 * batch as f64 * self.activations)
+    }
+}
+
+/// Largest width of any layer a user may ask for (wider layers are refused before building).
+pub const MAX_WIDTH: usize = 1 << 16;
+
+impl ImageArch {
+    /// Refuses zero or absurd widths and pooling after a convolution that does not exist.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: &str, v: usize| Error::Config(format!("{what} must be between 1 and {MAX_WIDTH}, got {v}"));
+        for &w in &self.cnn_widths {
+            if w == 0 || w > MAX_WIDTH {
+                return Err(bad("every convolution width", w));
+            }
+        }
+        for &h in self.mlp_hidden.iter().chain(&self.sequence_mlp_hidden) {
+            if h == 0 || h > MAX_WIDTH {
+                return Err(bad("every MLP hidden width", h));
+            }
+        }
+        for (what, v) in [
+            ("the Mixer's patch", self.mixer_patch),
+            ("the Mixer's channels", self.mixer.dim),
+            ("the Mixer's depth", self.mixer.depth),
+            ("the Mixer's token hidden width", self.mixer.token_hidden),
+            ("the Mixer's channel hidden width", self.mixer.channel_hidden),
+        ] {
+            if v == 0 || v > MAX_WIDTH {
+                return Err(bad(what, v));
+            }
+        }
+        if let Some(&i) = self.pool_after.iter().find(|&&i| i >= self.cnn_widths.len()) {
+            return Err(Error::Config(format!(
+                "pooling after convolution {i}, but there are {} convolutions (0-based)",
+                self.cnn_widths.len()
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn dense(dims: &[f64]) -> (f64, f64) {
+    let params = dims.windows(2).map(|d| (d[0] + 1.0) * d[1]).sum();
+    let acts = dims[1..].iter().sum::<f64>() * 2.0;
+    (params, acts)
+}
+
+/// The footprint of `kind` for examples of `example_shape` (channels last) and `classes`.
+pub fn footprint(kind: ModelKind, example_shape: &[usize], classes: usize, arch: &ImageArch) -> Footprint {
+    let classes = classes as f64;
+    let (params, activations) = match *example_shape {
+        [h, w, c] => {
+            let (h, w, c) = (h as f64, w as f64, c as f64);
+            match kind {
+                ModelKind::Logistic => dense(&[h * w * c, classes]),
+                ModelKind::Mlp => {
+                    let dims: Vec<f64> = std::iter::once(h * w * c)
+                        .chain(arch.mlp_hidden.iter().map(|&d| d as f64))
+                        .chain(std::iter::once(classes))
+                        .collect();
+                    dense(&dims)
+                }
+                ModelKind::Cnn | ModelKind::Lcn => {
+                    let (mut params, mut acts, mut cin, mut hw) = (0.0, 0.0, c, (h, w));
+                    for (i, &width) in arch.cnn_widths.iter().enumerate() {
+                        let width = width as f64;
+                        let weights = 9.0 * cin * width;
+                        params += if kind == ModelKind::Lcn { weights * hw.0 * hw.1 } else { weights } + 3.0 * width;
+                        // convolution, normalisation and activation outputs (and the im2col rows)
+                        acts += hw.0 * hw.1 * width * 3.0 + hw.0 * hw.1 * 9.0 * cin;
+                        if arch.pool_after.contains(&i) {
+                            hw = ((hw.0 / 2.0).floor(), (hw.1 / 2.0).floor());
+                        }
+                        cin = width;
+                    }
+                    let head = if arch.global_pool { cin } else { cin * hw.0 * hw.1 };
+                    (params + (head + 1.0) * classes, acts + head + classes)
+                }
+                ModelKind::Dnn => {
+                    let p = arch.mixer_patch as f64;
+                    let m = arch.mixer;
+                    let tokens = (h / p).floor() * (w / p).floor();
+                    let (dim, th, ch) = (m.dim as f64, m.token_hidden as f64, m.channel_hidden as f64);
+                    let block = 2.0 * tokens * th + 2.0 * dim * ch;
+                    let params = p * p * c * dim + m.depth as f64 * block + (dim + 1.0) * classes;
+                    let acts = m.depth as f64 * (6.0 * tokens * dim + dim * th * 2.0 + tokens * ch * 2.0);
+                    (params, acts + tokens * p * p * c)
+                }
+            }
+        }
+        [len, c] => {
+            let (len, c) = (len as f64, c as f64);
+            match kind {
+                ModelKind::Logistic => dense(&[len * c, classes]),
+                ModelKind::Mlp => {
+                    let dims: Vec<f64> = std::iter::once(len * c)
+                        .chain(arch.sequence_mlp_hidden.iter().map(|&d| d as f64))
+                        .chain(std::iter::once(classes))
+                        .collect();
+                    dense(&dims)
+                }
+                ModelKind::Cnn | ModelKind::Lcn => {
+                    let width = cnn::CNN_1D_CHANNELS as f64;
+                    let (mut params, mut acts, mut cin, mut l) = (0.0, 0.0, c, len);
+                    for (k, st, pad) in cnn::CNN_1D_LAYERS {
+                        let out = ((l + 2.0 * pad as f64 - k as f64) / st as f64).floor().max(0.0) + 1.0;
+                        let local = if kind == ModelKind::Lcn { out } else { 1.0 };
+                        params += (k as f64 * cin * width + width) * local;
+                        acts += 2.0 * out * width + out * k as f64 * cin;
+                        (cin, l) = (width, out);
+                    }
+                    (params + (l * width + 1.0) * classes, acts)
+                }
+                ModelKind::Dnn => {
+                    let m = dnn::MIXER_1D;
+                    let (dim, th, ch) = (m.dim as f64, m.token_hidden as f64, m.channel_hidden as f64);
+                    let params = c * dim + m.depth as f64 * (2.0 * len * th + 2.0 * dim * ch) + (dim + 1.0) * classes;
+                    (params, m.depth as f64 * (6.0 * len * dim + len * th * 2.0 + len * ch * 2.0))
+                }
+            }
+        }
+        _ => (0.0, 0.0),
+    };
+    Footprint { params, activations }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::init::InitRng;
+    use crate::core::Cpu;
+    use crate::models::Model;
+    use rand::SeedableRng;
+
+    /// The estimate follows the real parameter counts of every model (within 25%).
+    #[test]
+    fn estimates_track_the_built_models() {
+        for (shape, arch) in [(vec![40, 1], ImageArch::small()), (vec![28, 28, 1], ImageArch::small())] {
+            for kind in ModelKind::ALL {
+                let model = Model::<Cpu>::build_with(kind, &shape, 10, &arch, &mut InitRng::seed_from_u64(0)).unwrap();
+                let real = model.param_count() as f64;
+                let est = footprint(kind, &shape, 10, &arch).params;
+                assert!((est - real).abs() <= 0.25 * real, "{kind:?} {shape:?}: estimate {est}, real {real}");
+            }
+        }
+    }
+
+    #[test]
+    fn absurd_architectures_are_refused_before_building() {
+        let mut arch = ImageArch::small();
+        arch.cnn_widths = vec![16, 0];
+        assert!(arch.validate().unwrap_err().to_string().contains("width"));
+        arch.cnn_widths = vec![16];
+        arch.pool_after = vec![3];
+        assert!(arch.validate().unwrap_err().to_string().contains("pooling after convolution 3"));
+        let mut arch = ImageArch::small();
+        arch.mlp_hidden = vec![5, 0];
+        assert!(arch.validate().is_err());
+        // a million-wide MLP on CIFAR would need terabytes: refused with the estimate
+        arch.mlp_hidden = vec![60_000, 60_000];
+        let need = footprint(ModelKind::Mlp, &[32, 32, 3], 10, &arch).training_bytes(128);
+        assert!(need > 1e10);
+        assert!(check_fits("this", 1e30).unwrap_err().to_string().contains("GiB"));
+    }
+}
