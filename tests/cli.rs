@@ -22,13 +22,23 @@ fn bad_flags_give_one_line_errors() {
     let e = assert_clean_failure(&["train", "--model", "transformer"]);
     assert!(e.contains("transformer") && e.contains("cnn"), "{e}");
     assert_clean_failure(&["reproduce", "--dataset", "imagenet"]);
-    assert_clean_failure(&["train", "--model", "cnn", "--steps", "0"]);
-    assert_clean_failure(&["train", "--model", "cnn", "--steps", "-5"]);
-    assert_clean_failure(&["train", "--model", "cnn", "--lr", "-1"]);
-    assert_clean_failure(&["reproduce", "--seeds", "0"]);
-    assert_clean_failure(&["bench", "w9"]);
-    assert_clean_failure(&["data", "export", "mnist1d", "--out", "/proc/cnnlab-cannot-write-here"]);
-    assert_clean_failure(&["data", "export", "mnist1d", "--out", "/tmp/x", "--train-split", "2"]);
+    // each reaches the check its name implies (negative numbers parse as numbers)
+    let e = assert_clean_failure(&["train", "--model", "cnn", "--steps", "0"]);
+    assert!(e.contains("--steps") && e.contains("0"), "{e}");
+    let e = assert_clean_failure(&["train", "--model", "cnn", "--steps", "-5"]);
+    assert!(e.contains("invalid value '-5' for '--steps"), "{e}");
+    let e = assert_clean_failure(&["train", "--model", "cnn", "--lr", "-1"]);
+    assert!(e.contains("learning rate must be a positive number, got -1"), "{e}");
+    let e = assert_clean_failure(&["train", "--model", "cnn", "--weight-decay", "-0.5"]);
+    assert!(e.contains("weight decay must be a number >= 0"), "{e}");
+    let e = assert_clean_failure(&["reproduce", "--seeds", "0"]);
+    assert!(e.contains("--seeds"), "{e}");
+    let e = assert_clean_failure(&["bench", "w9"]);
+    assert!(e.contains("w9") && e.contains("w1"), "{e}");
+    let e = assert_clean_failure(&["data", "export", "mnist1d", "--out", "/proc/cnnlab-cannot-write-here"]);
+    assert!(e.contains("/proc/cnnlab-cannot-write-here"), "{e}");
+    let e = assert_clean_failure(&["data", "export", "mnist1d", "--out", "/tmp/x", "--train-split", "2"]);
+    assert!(e.contains("train_split"), "{e}");
 }
 
 #[test]

@@ -71,6 +71,12 @@ fn decode(path: &Path, size: &mut Option<(u32, u32)>, resize: bool, out: &mut Ve
         .map_err(|e| Error::Malformed { path: path.into(), reason: format!("cannot decode image: {e}") })?;
     let mut rgb = img.to_rgb8();
     match *size {
+        None if rgb.height() > MAX_SIDE || rgb.width() > MAX_SIDE => {
+            return Err(Error::Malformed {
+                path: path.into(),
+                reason: format!("image is {}x{}: each side is limited to {MAX_SIDE} pixels", rgb.height(), rgb.width()),
+            })
+        }
         None => *size = Some((rgb.height(), rgb.width())),
         Some((h, w)) if (rgb.height(), rgb.width()) != (h, w) => {
             if resize {
@@ -91,6 +97,9 @@ fn decode(path: &Path, size: &mut Option<(u32, u32)>, resize: bool, out: &mut Ve
     out.extend(rgb.as_raw().iter().map(|&v| v as f32 / 255.0));
     Ok(())
 }
+
+/// Largest side of an image, in pixels (resized or as read).
+pub const MAX_SIDE: u32 = 8192;
 
 /// Loads an image folder as a dataset named `folder:<root>`.
 pub fn load_folder(root: &Path, opts: &FolderOptions) -> Result<Dataset> {
@@ -127,8 +136,22 @@ pub fn load_folder(root: &Path, opts: &FolderOptions) -> Result<Dataset> {
         }
         (train, test)
     };
+    if train.len() < 2 {
+        return Err(Error::MissingData(format!(
+            "{} has {} class folder(s): a classifier needs at least 2",
+            root.display(),
+            train.len()
+        )));
+    }
     let mut size = opts.resize;
     let resize = opts.resize.is_some();
+    if let Some((h, w)) = size {
+        if h > MAX_SIDE || w > MAX_SIDE {
+            return Err(Error::Config(format!("image size {h}x{w}: each side is limited to {MAX_SIDE} pixels")));
+        }
+        let images: usize = train.iter().chain(&test).map(|c| c.1.len()).sum();
+        crate::limits::check_fits("the resized images", 4.0 * 3.0 * h as f64 * w as f64 * images as f64)?;
+    }
     let mut load = |classes: &[(String, Vec<PathBuf>)]| -> Result<(Vec<f32>, Vec<u32>)> {
         let (mut x, mut y) = (Vec::new(), Vec::new());
         for (label, (_, files)) in classes.iter().enumerate() {
@@ -145,7 +168,7 @@ pub fn load_folder(root: &Path, opts: &FolderOptions) -> Result<Dataset> {
     let d = Dataset {
         name: format!("folder:{}", root.display()),
         example_shape: vec![h as usize, w as usize, 3],
-        classes: train.len().max(2),
+        classes: train.len(),
         x,
         y,
         x_test,

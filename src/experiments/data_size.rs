@@ -79,8 +79,11 @@ pub fn run(cfg: &DataSizeConfig, progress: &dyn Progress) -> Result<DataSizeRepo
     if let Some(&n) = sizes.iter().find(|&&n| n == 0 || n > data.n_train()) {
         return Err(Error::Config(format!("training-set size {n} is not in 1..={}", data.n_train())));
     }
-    if cfg.models.is_empty() || sizes.is_empty() || cfg.seeds == 0 {
-        return Err(Error::Config("data-size needs at least one model, size and seed".into()));
+    if cfg.models.is_empty() || sizes.is_empty() || cfg.seeds == 0 || cfg.seeds > crate::limits::MAX_SEEDS {
+        return Err(Error::Config(format!(
+            "data-size needs at least one model and size, and 1..={} seeds",
+            crate::limits::MAX_SEEDS
+        )));
     }
     progress.start((cfg.models.len() * sizes.len() * cfg.seeds * train.steps) as u64);
     let start = std::time::Instant::now();

@@ -179,8 +179,8 @@ pub enum PoolingReport {
 /// Runs the study `cfg.data` calls for.
 pub fn run(cfg: &PoolingConfig, progress: &dyn Progress) -> Result<PoolingReport> {
     cfg.compute.open()?;
-    if cfg.seeds == 0 {
-        return Err(Error::Config("pooling needs at least one seed".into()));
+    if cfg.seeds == 0 || cfg.seeds > crate::limits::MAX_SEEDS {
+        return Err(Error::Config(format!("seeds must lie in 1..={}", crate::limits::MAX_SEEDS)));
     }
     if cfg.data.dataset.is_sequence() {
         sequences(cfg, progress).map(PoolingReport::Sequences)

@@ -150,11 +150,19 @@ impl ReproduceConfig {
     pub fn plan(&self) -> Result<Plan> {
         let prepared = self.data.prepare()?;
         let train = prepared.train_config(&self.train, self.base_seed)?;
+        train.arch.validate()?;
         let models = self.models.clone().unwrap_or(prepared.recipe.models.clone());
         let seeds = self.seeds.unwrap_or(prepared.recipe.seeds);
         if seeds == 0 || models.is_empty() || self.conditions.is_empty() {
             return Err(Error::Config("reproduce needs at least one model, condition and seed".into()));
         }
+        if seeds > crate::limits::MAX_SEEDS {
+            return Err(Error::Config(format!("at most {} seeds per cell", crate::limits::MAX_SEEDS)));
+        }
+        // every (condition, seed) view of the data is held at once
+        let views = (self.conditions.len() * seeds) as f64;
+        let bytes = 4.0 * (prepared.data.x.len() + prepared.data.x_test.len()) as f64;
+        crate::limits::check_fits("the permuted copies of the data", views * bytes)?;
         let mut runs = Vec::new();
         for &model in &models {
             for &condition in &self.conditions {

@@ -215,6 +215,7 @@ impl<B: Backend> Trainer<B> {
     /// the estimate, where the run would not fit in memory).
     pub fn for_dataset(kind: ModelKind, data: &Dataset, config: TrainConfig) -> Result<Self> {
         config.validate()?;
+        config.arch.validate()?;
         let fp = crate::models::footprint::footprint(kind, &data.example_shape, data.classes, &config.arch);
         let batch = config.batch_size.min(data.n_train().max(1)).max(1000.min(data.n_test().max(1)));
         crate::limits::check_fits(&format!("training the {} model", kind.name()), fp.training_bytes(batch))?;
