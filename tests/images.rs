@@ -141,3 +141,43 @@ fn mlp_on_permuted_images_reaches_the_permuted_weights() {
     let moved = first(&a).iter().zip(&initial).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
     assert!(moved > 1e-2, "training barely moved the weights ({moved}): the comparison would be vacuous");
 }
+
+/// The same seed gives the same numbers on 1, 2 and 3 threads for every image model, with
+/// layers large enough that the convolutions split the batch across threads (32×32 images,
+/// several blocks of images per layer): weight gradients are reduced in a fixed order.
+#[test]
+fn image_models_do_not_depend_on_the_thread_count() {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let (n, side) = (96, 32);
+    let mut x: Vec<f32> = (0..n * side * side * 3).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let y: Vec<u32> = (0..n as u32).map(|i| i % 3).collect();
+    for (i, img) in x.chunks_exact_mut(side * side * 3).enumerate() {
+        img[(i % 3) * 100] += 3.0;
+    }
+    let data = Dataset {
+        name: "noise32".into(),
+        example_shape: vec![side, side, 3],
+        classes: 3,
+        x: x[..64 * side * side * 3].to_vec(),
+        y: y[..64].to_vec(),
+        x_test: x[64 * side * side * 3..].to_vec(),
+        y_test: y[64..].to_vec(),
+    };
+    let mut a = arch();
+    a.cnn_widths = vec![16, 32];
+    a.mixer_patch = 4;
+    for kind in [ModelKind::Cnn, ModelKind::Lcn, ModelKind::Dnn, ModelKind::Mlp] {
+        let cfg = TrainConfig { batch_size: 64, eval_every: 3, arch: a.clone(), ..config(3, 1) };
+        let run = |threads| {
+            with_intra_op_threads(threads, || {
+                let mut t = Trainer::<Cpu>::for_dataset(kind, &data, cfg.clone()).unwrap();
+                let r = t.fit(&data, &mut |_| {}).unwrap();
+                (r.curve, cnnlab::train::checkpoint::state(&t.model.net))
+            })
+        };
+        let one = run(1);
+        for threads in [2, 3] {
+            assert!(one == run(threads), "{kind:?}: {threads} threads differ from one");
+        }
+    }
+}

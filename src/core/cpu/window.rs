@@ -52,20 +52,22 @@ impl Conv2dOps for Cpu {
     ) -> bool {
         let (p, k) = (g.positions(), g.k());
         let split = BatchSplit::new(g, cout);
-        let (cols_len, _, per_range) = split.layout(g, cout);
-        if scratch.len() < split.ranges * per_range {
-            scratch.resize(split.ranges * per_range, 0.0);
+        let (_, per_range) = split.layout(g);
+        if scratch.len() < split.scratch_len(g, cout) {
+            scratch.resize(split.scratch_len(g, cout), 0.0);
         }
+        let block_cols = split.block * p * k;
         let body = |r: usize, yr: &mut [f32], sr: &mut [f32]| {
             let images = split.images(r, g.n);
-            for img0 in images.clone().step_by(split.sub) {
-                let imgs = split.sub.min(images.end - img0);
+            for (blk, img0) in images.clone().step_by(split.block).enumerate() {
+                let imgs = split.block.min(images.end - img0);
                 let rows = imgs * p;
                 let out = &mut yr[(img0 - images.start) * p * cout..][..rows * cout];
                 if g.is_pointwise() {
                     sgemm(rows, cout, k, (&x[img0 * p * k..], k, 1), (w, 1, k), (out, cout), false);
                 } else {
-                    let cols = &mut sr[..cols_len];
+                    let at = split.cols_offset(g, blk);
+                    let cols = &mut sr[at..at + block_cols];
                     Cpu::im2col_into(x, g, cols, img0, imgs);
                     sgemm(rows, cout, k, (cols, k, 1), (w, 1, k), (out, cout), false);
                 }
@@ -81,12 +83,12 @@ impl Conv2dOps for Cpu {
             body(0, y, scratch);
         } else {
             use rayon::prelude::*;
-            y.par_chunks_mut(split.per_range * p * cout)
+            y.par_chunks_mut(split.images_per_range() * p * cout)
                 .zip(scratch.par_chunks_mut(per_range))
                 .enumerate()
                 .for_each(|(r, (yr, sr))| crate::core::cpu::with_intra_op_threads(1, || body(r, yr, sr)));
         }
-        !g.is_pointwise() && split.holds_batch()
+        !g.is_pointwise() && split.holds_batch(g)
     }
 
     fn conv2d_backward(
@@ -103,41 +105,46 @@ impl Conv2dOps for Cpu {
     ) {
         let (p, k) = (g.positions(), g.k());
         let split = BatchSplit::new(g, cout);
-        let (cols_per_range, dcols_per_range, per_range) = split.layout(g, cout);
-        if scratch.len() < split.ranges * per_range {
-            scratch.resize(split.ranges * per_range, 0.0);
+        let (cols_len, per_range) = split.layout(g);
+        if scratch.len() < split.scratch_len(g, cout) {
+            scratch.resize(split.scratch_len(g, cout), 0.0);
         }
         let img_len = g.h * g.w * g.c;
         let want_dx = dx.is_some();
         let mut no_dx = [0.0f32; 1];
         let (dx_slice, dx_per_range): (&mut [f32], usize) = match dx {
-            Some(d) => (&mut d[..g.n * img_len], split.per_range * img_len),
+            Some(d) => (&mut d[..g.n * img_len], split.images_per_range() * img_len),
             None => (&mut no_dx[..], 0),
         };
-        let body = |r: usize, dxr: &mut [f32], sr: &mut [f32]| {
-            let (cols, rest) = sr.split_at_mut(cols_per_range);
-            let (dcols, dw_part) = rest.split_at_mut(dcols_per_range);
+        let wk = cout * k;
+        // each block's dW goes to its own slot: the sum below adds them in block order, so the
+        // result does not depend on how blocks were shared among threads
+        let block_cols = split.block * p * k;
+        let body = |r: usize, dxr: &mut [f32], sr: &mut [f32], slots: &mut [f32]| {
+            let (all_cols, dcols) = sr.split_at_mut(cols_len);
             let images = split.images(r, g.n);
-            for img0 in images.clone().step_by(split.sub) {
-                let imgs = split.sub.min(images.end - img0);
+            for (b, img0) in images.clone().step_by(split.block).enumerate() {
+                let imgs = split.block.min(images.end - img0);
                 let rows = imgs * p;
                 let dyc = &dy[img0 * p * cout..];
-                let acc = img0 > images.start;
+                let slot = &mut slots[b * wk..(b + 1) * wk];
                 let local = (img0 - images.start) * img_len;
                 if g.is_pointwise() {
                     let xc = &x[img0 * p * k..];
-                    sgemm(cout, k, rows, (dyc, 1, cout), (xc, k, 1), (&mut dw_part[..cout * k], k), acc);
+                    sgemm(cout, k, rows, (dyc, 1, cout), (xc, k, 1), (slot, k), false);
                     if want_dx {
                         sgemm(rows, k, cout, (dyc, cout, 1), (w, k, 1), (&mut dxr[local..], k), false);
                     }
                     continue;
                 }
+                let at = split.cols_offset(g, b);
+                let cols = &mut all_cols[at..at + block_cols];
                 if !scratch_holds_cols {
                     Cpu::im2col_into(x, g, cols, img0, imgs);
                 }
-                sgemm(cout, k, rows, (dyc, 1, cout), (cols, k, 1), (&mut dw_part[..cout * k], k), acc);
+                sgemm(cout, k, rows, (dyc, 1, cout), (&cols[..], k, 1), (slot, k), false);
                 if want_dx {
-                    sgemm(rows, k, cout, (dyc, cout, 1), (w, k, 1), (dcols, k), false);
+                    sgemm(rows, k, cout, (dyc, cout, 1), (w, k, 1), (&mut dcols[..], k), false);
                     let per_image = p * k;
                     for i in 0..imgs {
                         let img = &mut dxr[local + i * img_len..local + (i + 1) * img_len];
@@ -146,77 +153,108 @@ impl Conv2dOps for Cpu {
                 }
             }
         };
-        let scratch = &mut scratch[..split.ranges * per_range];
+        let (work, slots) = scratch[..split.scratch_len(g, cout)].split_at_mut(split.ranges * per_range);
+        let slots_per_range = split.blocks_per_range * wk;
         if split.ranges == 1 {
-            body(0, dx_slice, scratch);
+            body(0, dx_slice, work, slots);
         } else if want_dx {
             use rayon::prelude::*;
             dx_slice
                 .par_chunks_mut(dx_per_range)
-                .zip(scratch.par_chunks_mut(per_range))
+                .zip(work.par_chunks_mut(per_range))
+                .zip(slots.par_chunks_mut(slots_per_range))
                 .enumerate()
-                .for_each(|(r, (dxr, sr))| crate::core::cpu::with_intra_op_threads(1, || body(r, dxr, sr)));
+                .for_each(|(r, ((dxr, sr), sl))| crate::core::cpu::with_intra_op_threads(1, || body(r, dxr, sr, sl)));
         } else {
             use rayon::prelude::*;
-            scratch
-                .par_chunks_mut(per_range)
+            work.par_chunks_mut(per_range)
+                .zip(slots.par_chunks_mut(slots_per_range))
                 .enumerate()
-                .for_each(|(r, sr)| crate::core::cpu::with_intra_op_threads(1, || body(r, &mut [], sr)));
+                .for_each(|(r, (sr, sl))| crate::core::cpu::with_intra_op_threads(1, || body(r, &mut [], sr, sl)));
         }
-        // dW: the ranges' partial sums, added in range order (fixed for a thread count)
-        let dw = &mut dw[..cout * k];
-        dw.copy_from_slice(&scratch[cols_per_range + dcols_per_range..per_range]);
-        for r in 1..split.ranges {
-            let part = &scratch[r * per_range + cols_per_range + dcols_per_range..(r + 1) * per_range];
+        let dw = &mut dw[..wk];
+        dw.copy_from_slice(&slots[..wk]);
+        for part in slots[wk..split.blocks * wk].chunks_exact(wk) {
             dw.iter_mut().zip(part).for_each(|(d, v)| *d += v);
         }
         Cpu::sum_rows(dy, db, g.n * p, cout);
     }
 }
 
-/// How the CPU convolution splits a batch: `ranges` contiguous runs of whole images, one per
-/// thread, each processed in sub-chunks of at most `sub` images (bounded im2col scratch).
+/// How the CPU convolution splits a batch: into blocks of `block` images (a number fixed by
+/// the layer's shape alone, never by the thread count, so every GEMM has the same shape however
+/// many threads run), and the blocks into `ranges` contiguous runs, one per thread.
 /// Splitting the batch (rather than each GEMM) needs one fork-join per layer: measured on the
 /// W3b workload, GEMM-internal threading ran slower on 2 threads than 1 thread did.
 #[derive(Clone, Copy, Debug)]
 struct BatchSplit {
     ranges: usize,
-    per_range: usize,
-    sub: usize,
+    blocks: usize,
+    blocks_per_range: usize,
+    block: usize,
 }
 
-/// Below this many multiply-adds per layer a convolution runs on one thread.
-const PARALLEL_CONV_MIN_MACS: usize = 1 << 20;
+/// A block holds about this many multiply-adds (at least one image): a layer below it is one
+/// block on one thread (an MNIST-1D training layer: splitting it costs more than it gains); a
+/// larger one is cut into blocks of this size, whatever the thread count, so that many cores
+/// find work and the numbers do not depend on how many there are.
+const BLOCK_MACS: usize = 1 << 22;
 
 impl BatchSplit {
     fn new(g: &WindowGeom, cout: usize) -> Self {
-        let macs = g.n * g.positions() * g.k() * cout;
-        let threads = crate::core::cpu::intra_op_threads();
-        let ranges = if threads > 1 && macs >= PARALLEL_CONV_MIN_MACS { threads.min(g.n).max(1) } else { 1 };
-        let per_range = g.n.div_ceil(ranges).max(1);
-        let ranges = g.n.div_ceil(per_range).max(1);
         let per_image = (g.positions() * g.k()).max(1);
-        let sub = (CHUNK_VALUES / ranges / per_image).clamp(1, per_range);
-        Self { ranges, per_range, sub }
+        let n = g.n.max(1);
+        let image_macs = (per_image * cout).max(1);
+        // bounded im2col scratch per block, and about BLOCK_MACS of work in each
+        let block = (CHUNK_VALUES / per_image).min(BLOCK_MACS.div_ceil(image_macs)).clamp(1, n);
+        let blocks = n.div_ceil(block);
+        let threads = crate::core::cpu::intra_op_threads();
+        let ranges = threads.clamp(1, blocks);
+        let blocks_per_range = blocks.div_ceil(ranges);
+        let ranges = blocks.div_ceil(blocks_per_range);
+        Self { ranges, blocks, blocks_per_range, block }
     }
 
-    /// Scratch layout per range: (im2col rows, their gradient, partial dW), each range's
-    /// block `per_range` values long. The same layout in forward and backward lets the
-    /// backward pass reuse the forward pass's im2col rows in place.
-    fn layout(&self, g: &WindowGeom, cout: usize) -> (usize, usize, usize) {
-        let cols = if g.is_pointwise() { 0 } else { self.sub * g.positions() * g.k() };
-        (cols, cols, 2 * cols + cout * g.k())
+    fn images_per_range(&self) -> usize {
+        self.blocks_per_range * self.block
     }
 
-    /// Whether one sub-chunk covers each range, so the scratch holds the whole batch's rows.
-    fn holds_batch(&self) -> bool {
-        self.sub >= self.per_range
+    /// Work space per range: (im2col rows: of every block of the range when the whole batch's
+    /// rows fit in `KEEP_COLS_VALUES`, else of one block; then one block's row gradients). The
+    /// same layout in forward and backward lets the backward pass reuse the forward pass's rows.
+    fn layout(&self, g: &WindowGeom) -> (usize, usize) {
+        let block_cols = if g.is_pointwise() { 0 } else { self.block * g.positions() * g.k() };
+        let cols = if self.keeps_cols(g) { block_cols * self.blocks_per_range } else { block_cols };
+        (cols, cols + block_cols)
+    }
+
+    fn keeps_cols(&self, g: &WindowGeom) -> bool {
+        self.ranges * self.blocks_per_range * self.block * g.positions() * g.k() <= KEEP_COLS_VALUES
+    }
+
+    /// Offset of block `b` (of its range) in the range's im2col rows.
+    fn cols_offset(&self, g: &WindowGeom, b: usize) -> usize {
+        if self.keeps_cols(g) {
+            b * self.block * g.positions() * g.k()
+        } else {
+            0
+        }
+    }
+
+    /// The whole scratch: every range's work space, then one dW slot per block.
+    fn scratch_len(&self, g: &WindowGeom, cout: usize) -> usize {
+        self.ranges * self.layout(g).1 + self.ranges * self.blocks_per_range * cout * g.k()
+    }
+
+    /// Whether the scratch holds the whole batch's rows after a forward pass.
+    fn holds_batch(&self, g: &WindowGeom) -> bool {
+        self.keeps_cols(g)
     }
 
     /// Images of range `r`.
     fn images(&self, r: usize, n: usize) -> std::ops::Range<usize> {
-        let start = (r * self.per_range).min(n);
-        start..((r + 1) * self.per_range).min(n)
+        let start = (r * self.images_per_range()).min(n);
+        start..((r + 1) * self.images_per_range()).min(n)
     }
 }
 
@@ -290,6 +328,9 @@ fn col2im_image(cols: &[f32], g: &WindowGeom, img: &mut [f32]) {
 
 /// im2col scratch is processed in chunks of whole images of at most this many values.
 const CHUNK_VALUES: usize = 1 << 22;
+/// The forward pass keeps the whole batch's im2col rows for the backward pass up to this many
+/// values (64 MB); larger layers recompute them.
+const KEEP_COLS_VALUES: usize = 1 << 24;
 
 // ---- locally_connected
 
