@@ -72,6 +72,7 @@ fn run(cli: Cli) -> Result<()> {
                 train: a.train.overrides(),
                 run_dir: Some(a.run_dir.unwrap_or_else(|| default_run_dir(&a.data.dataset))),
                 overwrite: a.overwrite,
+                resume: a.resume,
                 compute: a.device.compute(&a.grid),
             };
             check_json(&a.json)?;
@@ -86,6 +87,7 @@ fn run(cli: Cli) -> Result<()> {
                 .with_context(|| format!("{} is not a reproduce config", a.config.display()))?;
             cfg.run_dir = Some(a.run_dir.unwrap_or_else(|| default_run_dir(&cfg.data.dataset)));
             cfg.overwrite = a.overwrite;
+            cfg.resume = false;
             check_json(&a.json)?;
             let report = reproduce::run(&cfg, &bar).context("replay")?;
             drop(bar);
@@ -102,6 +104,8 @@ fn run(cli: Cli) -> Result<()> {
                 mask: a.mask,
                 save: a.save,
                 overwrite: a.overwrite,
+                checkpoint_every: a.checkpoint_every.map(|n| n as usize),
+                resume: a.resume,
                 compute: a.device.single(),
             };
             check_json(&a.json)?;

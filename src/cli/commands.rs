@@ -28,6 +28,9 @@ pub(crate) struct ReproduceArgs {
     /// Replace what --run-dir already holds (otherwise a used directory is refused)
     #[arg(long)]
     pub(crate) overwrite: bool,
+    /// Continue the experiment interrupted in --run-dir (same flags): finished runs are kept
+    #[arg(long, requires = "run_dir", conflicts_with = "overwrite")]
+    pub(crate) resume: bool,
     #[command(flatten)]
     pub(crate) grid: GridFlags,
     #[command(flatten)]
@@ -73,6 +76,12 @@ pub(crate) struct TrainArgs {
     /// Replace a run already saved in --save's directory (otherwise refused)
     #[arg(long)]
     pub(crate) overwrite: bool,
+    /// With --save: write a checkpoint every N steps, so that a killed run can be resumed
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) checkpoint_every: Option<u64>,
+    /// Continue the run interrupted while saving to --save (same flags), from its last checkpoint
+    #[arg(long)]
+    pub(crate) resume: bool,
     /// Train with a fixed 0/1 mask (from `cnnlab analyze prune --save-mask`; it carries the
     /// architecture it was made for); masked weights start at zero and stay zero
     #[arg(long)]

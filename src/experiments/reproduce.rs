@@ -39,6 +39,9 @@ pub struct ReproduceConfig {
     pub run_dir: Option<PathBuf>,
     /// Replace what `run_dir` holds.
     pub overwrite: bool,
+    /// Continue the experiment interrupted in `run_dir`: runs whose curves are there are not
+    /// trained again.
+    pub resume: bool,
     /// Where the runs train, and how many at once.
     pub compute: Compute,
 }
@@ -55,6 +58,7 @@ impl Default for ReproduceConfig {
             train: TrainOverrides::default(),
             run_dir: None,
             overwrite: false,
+            resume: false,
             compute: Compute::default(),
         }
     }
@@ -180,14 +184,36 @@ impl ReproduceConfig {
 /// ends (its curve is already on disk then, so an interrupted experiment keeps what finished).
 pub fn run(cfg: &ReproduceConfig, progress: &dyn Progress) -> Result<ReproduceReport> {
     cfg.compute.open()?;
-    if let Some(dir) = &cfg.run_dir {
-        // before any work: a run directory that cannot be written, or holds another experiment
-        crate::experiments::single::check_run_dir(dir, cfg.overwrite)?;
-        if cfg.overwrite && dir.exists() {
-            std::fs::remove_dir_all(dir).map_err(|e| Error::io("replacing", dir, e))?;
+    // the experiment as saved in its run directory (what `--resume` must match)
+    let saved = ReproduceConfig { resume: false, overwrite: false, ..cfg.clone() };
+    let text =
+        serde_json::to_string_pretty(&saved).map_err(|e| Error::Json { path: "reproduce.json".into(), source: e })?;
+    match (&cfg.run_dir, cfg.resume) {
+        (None, true) => return Err(Error::Config("--resume needs the run directory of the experiment".into())),
+        (Some(dir), true) => {
+            let found = std::fs::read_to_string(dir.join("reproduce.json"))
+                .map_err(|_| Error::NotFound(format!("no interrupted experiment to resume in {}", dir.display())))?;
+            if found != text {
+                return Err(Error::Config(format!(
+                    "the experiment in {} was started with other settings: resume it with the same flags",
+                    dir.display()
+                )));
+            }
         }
+        (Some(dir), false) => {
+            // before any work: a run directory that cannot be written, or holds another experiment
+            crate::experiments::single::check_run_dir(dir, cfg.overwrite)?;
+            if cfg.overwrite && dir.exists() {
+                std::fs::remove_dir_all(dir).map_err(|e| Error::io("replacing", dir, e))?;
+            }
+        }
+        (None, false) => {}
     }
     let plan = cfg.plan()?;
+    if let Some(dir) = &cfg.run_dir {
+        ensure_dir(dir)?;
+        write_atomic(&dir.join("reproduce.json"), text.as_bytes())?;
+    }
     progress.start(plan.runs.len() as u64 * plan.train.steps as u64);
     run_plan(cfg, &plan, progress)
 }
@@ -223,6 +249,12 @@ pub fn run_plan(cfg: &ReproduceConfig, plan: &Plan, progress: &dyn Progress) -> 
     jobs.sort_by_key(|r| std::cmp::Reverse(cost(r.model)));
     let one_run = |spec: &&RunSpec| -> Result<RunRecord> {
         let (_, d, perm) = views.iter().find(|v| v.0 == (spec.condition, spec.seed())).expect("the view of every run");
+        if cfg.resume {
+            if let Some(result) = cfg.run_dir.as_deref().and_then(|dir| read_curve(dir, spec)) {
+                progress.steps(spec.train.steps);
+                return Ok(RunRecord { model: spec.model, condition: spec.condition, seed: spec.seed(), result });
+            }
+        }
         let result = train_run_on(spec, d, perm.clone(), cfg.compute.device, None, progress)?;
         let record = RunRecord { model: spec.model, condition: spec.condition, seed: spec.seed(), result };
         if let Some(dir) = &cfg.run_dir {
@@ -261,11 +293,9 @@ pub fn run_plan(cfg: &ReproduceConfig, plan: &Plan, progress: &dyn Progress) -> 
     }
     let summary = Summary { dataset: data.name.clone(), rows, wall_seconds: start.elapsed().as_secs_f64() };
     if let Some(dir) = &cfg.run_dir {
-        for result in [
-            write_json(&dir.join("summary.json"), &summary),
-            write_json(&dir.join("config.json"), &plan.train),
-            write_json(&dir.join("reproduce.json"), cfg),
-        ] {
+        for result in
+            [write_json(&dir.join("summary.json"), &summary), write_json(&dir.join("config.json"), &plan.train)]
+        {
             if let Err(e) = result {
                 warn(e);
             }
@@ -287,9 +317,23 @@ pub fn run_plan(cfg: &ReproduceConfig, plan: &Plan, progress: &dyn Progress) -> 
     })
 }
 
+fn curve_name(model: ModelKind, condition: Condition, seed: u64) -> String {
+    format!("{}-{}-seed{}.jsonl", model.name(), condition.name(), seed)
+}
+
+/// A finished run's result from its curve file (None: absent, or not a whole run's curve).
+fn read_curve(dir: &std::path::Path, spec: &RunSpec) -> Option<RunResult> {
+    let text = std::fs::read_to_string(dir.join(curve_name(spec.model, spec.condition, spec.seed()))).ok()?;
+    let curve: Vec<crate::train::CurvePoint> =
+        text.lines().map(serde_json::from_str).collect::<std::result::Result<_, _>>().ok()?;
+    let last = curve.last()?;
+    let final_test_accuracy = last.test_accuracy as f64;
+    (last.step == spec.train.steps).then_some(RunResult { final_test_accuracy, curve, wall_seconds: 0.0 })
+}
+
 /// Writes one run's learning curve as JSON lines (`<model>-<condition>-seed<k>.jsonl`).
 fn write_curve(dir: &std::path::Path, r: &RunRecord) -> Result<()> {
-    let name = format!("{}-{}-seed{}.jsonl", r.model.name(), r.condition.name(), r.seed);
+    let name = curve_name(r.model, r.condition, r.seed);
     let mut text = String::new();
     for p in &r.result.curve {
         text += &serde_json::to_string(p).map_err(|e| Error::Json { path: dir.join(&name), source: e })?;

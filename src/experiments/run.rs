@@ -44,15 +44,27 @@ pub fn train_run(spec: &RunSpec, device: Device, progress: &dyn Progress) -> Res
     train_run_on(spec, &data, permutation, device, None, progress)
 }
 
+/// Where a run is saved: its directory, and how often it writes a checkpoint there
+/// (`checkpoint.safetensors`, from which an interrupted run continues).
+#[derive(Clone, Copy, Debug)]
+pub struct SaveTo<'a> {
+    pub dir: &'a Path,
+    pub checkpoint_every: Option<usize>,
+}
+
+/// The checkpoint file of a run directory.
+pub const CHECKPOINT: &str = "checkpoint.safetensors";
+
 /// Trains `spec` on `data` (the run's view of its data: [`RunSpec::view`], computed once by
 /// grid runners for the runs that share it); with `save`, writes the run there for the
-/// analyses (`run.json`, `init.safetensors`, `final.safetensors`).
+/// analyses (`run.json`, `init.safetensors`, `final.safetensors`), and checkpoints as asked
+/// (a checkpoint already there is continued; it is removed once the run is saved).
 pub fn train_run_on(
     spec: &RunSpec,
     data: &Dataset,
     permutation: PositionPermutation,
     device: Device,
-    save: Option<&Path>,
+    save: Option<SaveTo>,
     progress: &dyn Progress,
 ) -> Result<RunResult> {
     crate::with_backend!(device, B => run_on::<B>(spec, data, permutation, save, progress))
@@ -62,7 +74,7 @@ fn run_on<B: Backend>(
     spec: &RunSpec,
     data: &Dataset,
     permutation: PositionPermutation,
-    save: Option<&Path>,
+    save: Option<SaveTo>,
     progress: &dyn Progress,
 ) -> Result<RunResult> {
     let mut trainer = Trainer::<B>::for_dataset(spec.model, data, spec.train.clone())?;
@@ -76,12 +88,21 @@ fn run_on<B: Backend>(
         })?;
         trainer.set_masks(&masks)?;
     }
-    if let Some(dir) = save {
+    let dir = save.map(|s| s.dir);
+    if let Some(dir) = dir {
         ensure_dir(dir)?;
-        checkpoint::save_state(&trainer.model.net, &dir.join(checkpoint::INIT_WEIGHTS))?;
+        let init = dir.join(checkpoint::INIT_WEIGHTS);
+        if !init.exists() {
+            checkpoint::save_state(&trainer.model.net, &init)?;
+        }
     }
-    let result = trainer.fit(data, &mut |s| progress.steps(s))?;
-    if let Some(dir) = save {
+    let result = match save {
+        Some(SaveTo { dir, checkpoint_every: Some(every) }) => {
+            trainer.fit_checkpointed(data, &dir.join(CHECKPOINT), every, &mut |s| progress.steps(s))?
+        }
+        _ => trainer.fit(data, &mut |s| progress.steps(s))?,
+    };
+    if let Some(dir) = dir {
         checkpoint::save_state(&trainer.model.net, &dir.join(checkpoint::FINAL_WEIGHTS))?;
         let saved = SavedRun {
             data: spec.data.clone(),
@@ -92,6 +113,10 @@ fn run_on<B: Backend>(
             final_test_accuracy: result.final_test_accuracy,
         };
         checkpoint::save_run(dir, &saved)?;
+        let ckpt = dir.join(CHECKPOINT);
+        if ckpt.exists() {
+            std::fs::remove_file(&ckpt).map_err(|e| Error::io("removing", ckpt, e))?;
+        }
     }
     Ok(result)
 }

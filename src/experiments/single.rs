@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::experiments::grid::Compute;
 use crate::experiments::grid::Progress;
 use crate::experiments::references;
-use crate::experiments::run::{train_run_on, RunSpec};
+use crate::experiments::run::{train_run_on, RunSpec, SaveTo};
 use crate::experiments::setup::DataChoice;
 use crate::models::ModelKind;
 use crate::report::{check_writable_dir, write_dir_atomic};
@@ -31,6 +31,12 @@ pub struct TrainRunConfig {
     /// Replace a run already saved at `save` (otherwise refused).
     #[serde(default)]
     pub overwrite: bool,
+    /// Write a checkpoint every this many steps (with `save`), so a killed run can continue.
+    #[serde(default)]
+    pub checkpoint_every: Option<usize>,
+    /// Continue the interrupted run saved at `save` from its last checkpoint.
+    #[serde(default)]
+    pub resume: bool,
     /// Where to train (one run: `parallel_runs` does not apply).
     pub compute: Compute,
 }
@@ -46,6 +52,8 @@ impl TrainRunConfig {
             mask: None,
             save: None,
             overwrite: false,
+            checkpoint_every: None,
+            resume: false,
             compute: Compute::default(),
         }
     }
@@ -108,6 +116,9 @@ impl std::fmt::Display for TrainReport {
 /// Trains the run.
 pub fn run(cfg: &TrainRunConfig, progress: &dyn Progress) -> Result<TrainReport> {
     let device = cfg.compute.open()?;
+    if cfg.save.is_none() && (cfg.checkpoint_every.is_some() || cfg.resume) {
+        return Err(Error::Config("checkpoints and --resume need a run directory (--save DIR)".into()));
+    }
     if let Some(dir) = &cfg.save {
         check_run_dir(dir, cfg.overwrite)?;
     }
@@ -138,11 +149,15 @@ pub fn run(cfg: &TrainRunConfig, progress: &dyn Progress) -> Result<TrainReport>
     let (data, permutation) = spec.view(&prepared.data);
     let result = match &cfg.save {
         None => train_run_on(&spec, &data, permutation, device, None, progress)?,
+        Some(dir) if cfg.checkpoint_every.is_some() || cfg.resume => {
+            resumable(cfg, &spec, &data, permutation, device, dir, progress)?
+        }
         Some(dir) => {
             // the run's files appear together or not at all: no new init beside an old final
             let mut result = None;
             write_dir_atomic(dir, cfg.overwrite, |tmp| {
-                result = Some(train_run_on(&spec, &data, permutation, device, Some(tmp), progress)?);
+                let to = SaveTo { dir: tmp, checkpoint_every: None };
+                result = Some(train_run_on(&spec, &data, permutation, device, Some(to), progress)?);
                 Ok(())
             })
             .map_err(|e| match &result {
@@ -189,4 +204,65 @@ pub fn check_run_dir(dir: &std::path::Path, overwrite: bool) -> Result<()> {
         Some(p) if !p.as_os_str().is_empty() => check_writable_dir(p),
         _ => check_writable_dir(std::path::Path::new(".")),
     }
+}
+
+/// The run directory of an interrupted run: `.NAME.partial` beside `dir` (a stable name, so a
+/// later `--resume` finds it), renamed to `dir` when the run is saved.
+pub fn partial_dir(dir: &std::path::Path) -> std::path::PathBuf {
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
+    dir.with_file_name(format!(".{name}.partial"))
+}
+
+const SPEC_FILE: &str = "spec.json";
+
+/// Trains with checkpoints in the partial directory, continuing it with `resume`; the finished
+/// run replaces `dir` as a whole.
+fn resumable(
+    cfg: &TrainRunConfig,
+    spec: &RunSpec,
+    data: &crate::data::Dataset,
+    permutation: crate::data::PositionPermutation,
+    device: crate::core::Device,
+    dir: &std::path::Path,
+    progress: &dyn Progress,
+) -> Result<crate::train::RunResult> {
+    let partial = partial_dir(dir);
+    let spec_path = partial.join(SPEC_FILE);
+    let text = serde_json::to_string_pretty(spec).map_err(|e| Error::Json { path: spec_path.clone(), source: e })?;
+    if cfg.resume {
+        let saved = std::fs::read_to_string(&spec_path).map_err(|_| {
+            Error::NotFound(format!(
+                "no interrupted run to resume at {} (its work directory {} is missing)",
+                dir.display(),
+                partial.display()
+            ))
+        })?;
+        if saved != text {
+            return Err(Error::Config(format!(
+                "the interrupted run in {} was started with other settings: resume it with the same flags (its {})",
+                partial.display(),
+                SPEC_FILE
+            )));
+        }
+    } else {
+        if partial.exists() {
+            if !cfg.overwrite {
+                return Err(Error::Config(format!(
+                    "an interrupted run is at {}: pass --resume to continue it, or --overwrite to start afresh",
+                    partial.display()
+                )));
+            }
+            std::fs::remove_dir_all(&partial).map_err(|e| Error::io("removing", &partial, e))?;
+        }
+        crate::report::ensure_dir(&partial)?;
+        crate::report::write_atomic(&spec_path, text.as_bytes())?;
+    }
+    let to = SaveTo { dir: &partial, checkpoint_every: Some(cfg.checkpoint_every.unwrap_or(1000)) };
+    let result = train_run_on(spec, data, permutation, device, Some(to), progress)?;
+    let _ = std::fs::remove_file(&spec_path);
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(|e| Error::io("replacing", dir, e))?;
+    }
+    std::fs::rename(&partial, dir).map_err(|e| Error::io("renaming into", dir, e))?;
+    Ok(result)
 }

@@ -97,6 +97,15 @@ pub fn write_tensors(path: &Path, tensors: &[NamedTensor], metadata: Option<Hash
     crate::report::write_atomic(path, &data)
 }
 
+/// Reads every f32 tensor of a safetensors file and its metadata.
+pub fn read_tensors_with_metadata(path: &Path) -> Result<(HashMap<String, NamedTensor>, HashMap<String, String>)> {
+    let tensors = read_tensors(path)?;
+    let bytes = std::fs::read(path).map_err(|e| Error::io("reading", path, e))?;
+    let (_, meta) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| Error::Malformed { path: path.into(), reason: format!("not a safetensors file ({e})") })?;
+    Ok((tensors, meta.metadata().clone().unwrap_or_default()))
+}
+
 /// Reads every f32 tensor of a safetensors file.
 pub fn read_tensors(path: &Path) -> Result<HashMap<String, NamedTensor>> {
     let bytes = std::fs::read(path).map_err(|e| Error::io("reading", path, e))?;

@@ -281,6 +281,89 @@ impl<B: Backend> Trainer<B> {
         ((loss_sum / n as f64) as f32, correct as f32 / n as f32)
     }
 
+    /// Like [`Trainer::fit`], writing a checkpoint to `path` every `every` steps (atomically:
+    /// the model, the optimizer's moments and step, the sampler's order and generator, the
+    /// learning curve so far); when `path` holds a checkpoint the run continues from it and ends
+    /// bit for bit where an uninterrupted run would. Batches are made on this thread (the same
+    /// batches as with prefetching).
+    pub fn fit_checkpointed(
+        &mut self,
+        data: &Dataset,
+        path: &std::path::Path,
+        every: usize,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<RunResult> {
+        data.validate()?;
+        if every == 0 {
+            return Err(Error::Config("checkpoint interval must be at least 1 step".into()));
+        }
+        crate::core::cpu::flush_denormals();
+        let start = std::time::Instant::now();
+        let (mut log, first) = if path.exists() { self.load_checkpoint(path)? } else { (CurveLog::default(), 0) };
+        if first > 0 {
+            progress(first);
+        }
+        for step in first..self.config.steps {
+            let r = self.step(data, step)?;
+            self.record(data, step, r, &mut log, progress);
+            let done = step + 1;
+            if done.is_multiple_of(every) && done < self.config.steps {
+                self.save_checkpoint(path, done, &log)?;
+            }
+        }
+        let curve = log.curve;
+        let final_test_accuracy = curve.last().map(|p| p.test_accuracy as f64).unwrap_or(0.0);
+        Ok(RunResult { curve, final_test_accuracy, wall_seconds: start.elapsed().as_secs_f64() })
+    }
+
+    fn save_checkpoint(&self, path: &std::path::Path, step: usize, log: &CurveLog) -> Result<()> {
+        let (t, moments) = self.optimizer.export();
+        let mut tensors = checkpoint::state(&self.model.net);
+        for (i, (m, v)) in moments.into_iter().enumerate() {
+            for (name, values) in [("m", m), ("v", v)] {
+                tensors.push(checkpoint::NamedTensor {
+                    name: format!("opt.{i:03}.{name}"),
+                    shape: vec![values.len()],
+                    values,
+                });
+            }
+        }
+        let meta = CheckpointMeta {
+            step,
+            optimizer_step: t,
+            sampler: self.sampler.state(),
+            log: log.clone(),
+            first_loss: self.first_loss,
+        };
+        let json = serde_json::to_string(&meta).map_err(|e| Error::Json { path: path.into(), source: e })?;
+        checkpoint::write_tensors(path, &tensors, Some([("cnnlab_checkpoint".to_string(), json)].into()))
+    }
+
+    fn load_checkpoint(&mut self, path: &std::path::Path) -> Result<(CurveLog, usize)> {
+        let (tensors, meta) = checkpoint::read_tensors_with_metadata(path)?;
+        let bad = |reason: String| Error::Malformed { path: path.into(), reason };
+        let meta: CheckpointMeta = meta
+            .get("cnnlab_checkpoint")
+            .ok_or_else(|| bad("not a cnnlab checkpoint".into()))
+            .and_then(|j| serde_json::from_str(j).map_err(|e| bad(e.to_string())))?;
+        if meta.step >= self.config.steps {
+            return Err(bad(format!("checkpoint at step {} of a {}-step run", meta.step, self.config.steps)));
+        }
+        let model: std::collections::HashMap<String, checkpoint::NamedTensor> =
+            tensors.iter().filter(|(k, _)| !k.starts_with("opt.")).map(|(k, v)| (k.clone(), v.clone())).collect();
+        checkpoint::set_state(&mut self.model.net, &model).map_err(bad)?;
+        let mut moments = Vec::new();
+        while let (Some(m), Some(v)) =
+            (tensors.get(&format!("opt.{:03}.m", moments.len())), tensors.get(&format!("opt.{:03}.v", moments.len())))
+        {
+            moments.push((m.values.clone(), v.values.clone()));
+        }
+        self.optimizer.import(meta.optimizer_step, &moments);
+        self.sampler.restore(&meta.sampler);
+        self.first_loss = meta.first_loss;
+        Ok((meta.log, meta.step))
+    }
+
     /// Trains for `config.steps`, evaluating every `eval_every` steps; `progress(steps)` hears
     /// of the steps done since its last call, about 200 times a run.
     pub fn fit(&mut self, data: &Dataset, progress: &mut dyn FnMut(usize)) -> Result<RunResult> {
@@ -386,8 +469,19 @@ impl<B: Backend> Trainer<B> {
     }
 }
 
+/// What a checkpoint holds besides tensors.
+#[derive(Serialize, Deserialize)]
+struct CheckpointMeta {
+    /// Steps done.
+    step: usize,
+    optimizer_step: u32,
+    sampler: sampler::SamplerState,
+    log: CurveLog,
+    first_loss: Option<f32>,
+}
+
 /// Running sums between evaluations.
-#[derive(Default)]
+#[derive(Default, Clone, Serialize, Deserialize)]
 struct CurveLog {
     curve: Vec<CurvePoint>,
     loss: f64,

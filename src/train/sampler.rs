@@ -34,7 +34,33 @@ pub struct BatchSampler {
     perm: Vec<usize>,
 }
 
+/// Where a sampler stands: everything its next batches depend on (for checkpoints).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SamplerState {
+    pub order: Vec<usize>,
+    pub cursor: usize,
+    pub perm: Vec<usize>,
+    /// Position in the generator's stream (its seed and stream come from the run's seed).
+    pub rng_word_pos: u128,
+}
+
 impl BatchSampler {
+    pub fn state(&self) -> SamplerState {
+        SamplerState {
+            order: self.order.clone(),
+            cursor: self.cursor,
+            perm: self.perm.clone(),
+            rng_word_pos: self.rng.get_word_pos(),
+        }
+    }
+
+    pub fn restore(&mut self, s: &SamplerState) {
+        self.order.clone_from(&s.order);
+        self.cursor = s.cursor;
+        self.perm.clone_from(&s.perm);
+        self.rng.set_word_pos(s.rng_word_pos);
+    }
+
     pub fn new(batch_size: usize, rng: ChaCha8Rng) -> Self {
         Self {
             batch_size,

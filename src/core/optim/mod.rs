@@ -107,6 +107,9 @@ pub enum OptimizerKind {
 
 crate::named_enum!(OptimizerKind { Adam => "adam", AdamW => "adamw", Sgd => "sgd" });
 
+/// One parameter's two optimizer buffers on the host (Adam: first and second moments).
+pub type Moments = (Vec<f32>, Vec<f32>);
+
 /// Optimizer state for one model; buffers are created at the first step and reused.
 pub struct Optimizer<B: Backend> {
     pub config: OptimizerConfig,
@@ -117,6 +120,28 @@ pub struct Optimizer<B: Backend> {
 impl<B: Backend> Optimizer<B> {
     pub fn new(config: OptimizerConfig) -> Self {
         Self { config, state: Vec::new(), t: 0 }
+    }
+
+    /// The state on the host, for a checkpoint: the step count and each parameter's two
+    /// moment buffers (SGD: momentum and an unused one), in parameter visit order.
+    pub fn export(&self) -> (u32, Vec<Moments>) {
+        let host = |b: &B::Buf| {
+            let mut v = Vec::new();
+            B::download(b, &mut v);
+            v
+        };
+        (self.t, self.state.iter().map(|(a, b)| (host(a), host(b))).collect())
+    }
+
+    /// Restores a state written by [`Optimizer::export`].
+    pub fn import(&mut self, t: u32, state: &[Moments]) {
+        let device = |v: &[f32]| {
+            let mut b = B::zeros(v.len());
+            B::upload(&mut b, v);
+            b
+        };
+        self.t = t;
+        self.state = state.iter().map(|(a, b)| (device(a), device(b))).collect();
     }
 
     /// Applies one update with learning rate `lr` to every parameter of `model`.
