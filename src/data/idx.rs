@@ -23,10 +23,16 @@ fn malformed(path: &Path, reason: impl Into<String>) -> Error {
 pub fn read_idx(path: &Path) -> Result<IdxArray> {
     let raw = std::fs::read(path).map_err(|e| Error::io("reading", path, e))?;
     let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
+        // bounded: a small corrupt (or hostile) archive must not inflate without limit
+        const MAX_INFLATED: u64 = 1 << 32;
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(&raw[..])
+            .take(MAX_INFLATED + 1)
             .read_to_end(&mut out)
             .map_err(|e| malformed(path, format!("gzip data is corrupt: {e}")))?;
+        if out.len() as u64 > MAX_INFLATED {
+            return Err(malformed(path, "inflates to more than 4 GiB: not an IDX file of a dataset"));
+        }
         out
     } else {
         raw
