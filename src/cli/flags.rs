@@ -18,7 +18,7 @@ use std::path::PathBuf;
 /// A parser for a library enum, listing its names as the possible values.
 pub(crate) fn named<T: Named + Send + Sync>() -> impl clap::builder::TypedValueParser<Value = T> {
     let names: Vec<&'static str> = T::ALL.iter().map(|v| v.name()).collect();
-    clap::builder::PossibleValuesParser::new(names).map(|s: String| T::parse_name(&s).expect("a listed name parses"))
+    clap::builder::PossibleValuesParser::new(names).try_map(|s: String| T::parse_name(&s))
 }
 
 /// Which dataset, where its files are, and the recipe's knobs that depend on it.

@@ -34,12 +34,9 @@ pub enum Condition {
 crate::named_enum!(Condition { Original => "original", Permuted => "permuted", PerExample => "per-example" });
 
 impl Condition {
+    /// The name a user types (the list is in `named_enum!` above).
     pub fn name(&self) -> &'static str {
-        match self {
-            Condition::Original => "original",
-            Condition::Permuted => "permuted",
-            Condition::PerExample => "per-example",
-        }
+        crate::Named::name(self)
     }
 
     /// The permutation of `positions` this condition applies to training batches drawn after

@@ -232,23 +232,22 @@ pub fn run_plan(cfg: &ReproduceConfig, plan: &Plan, progress: &dyn Progress) -> 
             w.push(e.to_string());
         }
     };
-    // every (condition, seed) view of the data once, shared by all models
-    let mut views: Vec<(Condition, u64)> = plan.runs.iter().map(|r| (r.condition, r.seed())).collect();
-    views.dedup();
-    views.sort_by_key(|&(c, s)| (cfg.conditions.iter().position(|&x| x == c), s));
-    views.dedup();
-    let views: Vec<((Condition, u64), Dataset, PositionPermutation)> = views
-        .into_par_iter()
-        .map(|key| {
-            let run = plan.runs.iter().find(|r| (r.condition, r.seed()) == key).expect("a run of every view");
-            let (d, p) = run.view(data);
-            (key, d, p)
-        })
-        .collect();
-    let mut jobs: Vec<&RunSpec> = plan.runs.iter().collect();
-    jobs.sort_by_key(|r| std::cmp::Reverse(cost(r.model)));
-    let one_run = |spec: &&RunSpec| -> Result<RunRecord> {
-        let (_, d, perm) = views.iter().find(|v| v.0 == (spec.condition, spec.seed())).expect("the view of every run");
+    // every (condition, seed) view of the data once, shared by all models; each job holds
+    // its run and the index of its view
+    let mut firsts: Vec<&RunSpec> = Vec::new();
+    let mut jobs: Vec<(&RunSpec, usize)> = Vec::with_capacity(plan.runs.len());
+    for run in &plan.runs {
+        let key = (run.condition, run.seed());
+        let v = firsts.iter().position(|r| (r.condition, r.seed()) == key).unwrap_or_else(|| {
+            firsts.push(run);
+            firsts.len() - 1
+        });
+        jobs.push((run, v));
+    }
+    let views: Vec<(Dataset, PositionPermutation)> = firsts.into_par_iter().map(|r| r.view(data)).collect();
+    jobs.sort_by_key(|(r, _)| std::cmp::Reverse(cost(r.model)));
+    let one_run = |&(spec, v): &(&RunSpec, usize)| -> Result<RunRecord> {
+        let (d, perm) = &views[v];
         if cfg.resume {
             if let Some(result) = cfg.run_dir.as_deref().and_then(|dir| read_curve(dir, spec)) {
                 progress.steps(spec.train.steps);

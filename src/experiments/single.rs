@@ -260,9 +260,7 @@ fn resumable(
     let to = SaveTo { dir: &partial, checkpoint_every: Some(cfg.checkpoint_every.unwrap_or(1000)) };
     let result = train_run_on(spec, data, permutation, device, Some(to), progress)?;
     let _ = std::fs::remove_file(&spec_path);
-    if dir.exists() {
-        std::fs::remove_dir_all(dir).map_err(|e| Error::io("replacing", dir, e))?;
-    }
-    std::fs::rename(&partial, dir).map_err(|e| Error::io("renaming into", dir, e))?;
+    // `check_run_dir` refused a used `dir` without --overwrite before the run
+    crate::report::move_dir(&partial, dir, true)?;
     Ok(result)
 }

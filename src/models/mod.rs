@@ -37,14 +37,9 @@ impl ModelKind {
     pub const ALL: [ModelKind; 5] =
         [ModelKind::Logistic, ModelKind::Mlp, ModelKind::Cnn, ModelKind::Dnn, ModelKind::Lcn];
 
+    /// The name a user types (the list is in `named_enum!` above).
     pub fn name(&self) -> &'static str {
-        match self {
-            ModelKind::Logistic => "logistic",
-            ModelKind::Mlp => "mlp",
-            ModelKind::Cnn => "cnn",
-            ModelKind::Dnn => "dnn",
-            ModelKind::Lcn => "lcn",
-        }
+        crate::Named::name(self)
     }
 
     /// One line on what the model is and why it is in the comparison.

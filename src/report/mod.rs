@@ -68,18 +68,24 @@ pub fn write_dir_atomic(dir: &Path, replace: bool, fill: impl FnOnce(&Path) -> R
     let result = (|| {
         ensure_dir(&tmp)?;
         fill(&tmp)?;
-        if dir.exists() {
-            if !replace {
-                return Err(Error::Config(format!("{} already exists", dir.display())));
-            }
-            std::fs::remove_dir_all(dir).map_err(|e| Error::io("replacing", dir, e))?;
-        }
-        std::fs::rename(&tmp, dir).map_err(|e| Error::io("renaming into", dir, e))
+        move_dir(&tmp, dir, replace)
     })();
     if result.is_err() {
         let _ = std::fs::remove_dir_all(&tmp);
     }
     result
+}
+
+/// Renames the finished directory `from` to `to`; an existing `to` is removed first, and only
+/// when `replace` allows it.
+pub fn move_dir(from: &Path, to: &Path, replace: bool) -> Result<()> {
+    if to.exists() {
+        if !replace {
+            return Err(Error::Config(format!("{} already exists", to.display())));
+        }
+        std::fs::remove_dir_all(to).map_err(|e| Error::io("replacing", to, e))?;
+    }
+    std::fs::rename(from, to).map_err(|e| Error::io("renaming into", to, e))
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so

@@ -129,6 +129,14 @@ pub struct RunResult {
     pub wall_seconds: f64,
 }
 
+impl RunResult {
+    /// The result of a curve whose training began at `start`.
+    fn of(curve: Vec<CurvePoint>, start: std::time::Instant) -> Self {
+        let final_test_accuracy = curve.last().map(|p| p.test_accuracy as f64).unwrap_or(0.0);
+        RunResult { curve, final_test_accuracy, wall_seconds: start.elapsed().as_secs_f64() }
+    }
+}
+
 /// Reusable state for training one model: the batch, the logits and the loss buffers.
 pub struct Trainer<B: Backend> {
     pub model: Model<B>,
@@ -299,21 +307,12 @@ impl<B: Backend> Trainer<B> {
         }
         crate::core::cpu::flush_denormals();
         let start = std::time::Instant::now();
-        let (mut log, first) = if path.exists() { self.load_checkpoint(path)? } else { (CurveLog::default(), 0) };
+        let (log, first) = if path.exists() { self.load_checkpoint(path)? } else { (CurveLog::default(), 0) };
         if first > 0 {
             progress(first);
         }
-        for step in first..self.config.steps {
-            let r = self.step(data, step)?;
-            self.record(data, step, r, &mut log, progress);
-            let done = step + 1;
-            if done.is_multiple_of(every) && done < self.config.steps {
-                self.save_checkpoint(path, done, &log)?;
-            }
-        }
-        let curve = log.curve;
-        let final_test_accuracy = curve.last().map(|p| p.test_accuracy as f64).unwrap_or(0.0);
-        Ok(RunResult { curve, final_test_accuracy, wall_seconds: start.elapsed().as_secs_f64() })
+        let log = self.steps_from(data, first, log, Some((path, every)), progress)?;
+        Ok(RunResult::of(log.curve, start))
     }
 
     fn save_checkpoint(&self, path: &std::path::Path, step: usize, log: &CurveLog) -> Result<()> {
@@ -373,15 +372,32 @@ impl<B: Backend> Trainer<B> {
         let curve = if self.config.prefetch {
             self.fit_prefetching(data, progress)?
         } else {
-            let mut log = CurveLog::default();
-            for step in 0..self.config.steps {
-                let r = self.step(data, step)?;
-                self.record(data, step, r, &mut log, progress);
-            }
-            log.curve
+            self.steps_from(data, 0, CurveLog::default(), None, progress)?.curve
         };
-        let final_test_accuracy = curve.last().map(|p| p.test_accuracy as f64).unwrap_or(0.0);
-        Ok(RunResult { curve, final_test_accuracy, wall_seconds: start.elapsed().as_secs_f64() })
+        Ok(RunResult::of(curve, start))
+    }
+
+    /// Steps `first..config.steps` on this thread, continuing `log`; with `checkpoint`
+    /// (path, interval), writes a checkpoint every interval steps (not after the last).
+    fn steps_from(
+        &mut self,
+        data: &Dataset,
+        first: usize,
+        mut log: CurveLog,
+        checkpoint: Option<(&std::path::Path, usize)>,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<CurveLog> {
+        for step in first..self.config.steps {
+            let r = self.step(data, step)?;
+            self.record(data, step, r, &mut log, progress);
+            let done = step + 1;
+            if let Some((path, every)) = checkpoint {
+                if done.is_multiple_of(every) && done < self.config.steps {
+                    self.save_checkpoint(path, done, &log)?;
+                }
+            }
+        }
+        Ok(log)
     }
 
     /// Accumulates step `step`'s loss and accuracy; evaluates when due.

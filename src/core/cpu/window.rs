@@ -52,10 +52,7 @@ impl Conv2dOps for Cpu {
     ) -> bool {
         let (p, k) = (g.positions(), g.k());
         let split = BatchSplit::new(g, cout);
-        let (_, per_range) = split.layout(g);
-        if scratch.len() < split.scratch_len(g, cout) {
-            scratch.resize(split.scratch_len(g, cout), 0.0);
-        }
+        let per_range = split.reserve(scratch, g, cout);
         let block_cols = split.block * p * k;
         let body = |r: usize, yr: &mut [f32], sr: &mut [f32]| {
             let images = split.images(r, g.n);
@@ -105,10 +102,8 @@ impl Conv2dOps for Cpu {
     ) {
         let (p, k) = (g.positions(), g.k());
         let split = BatchSplit::new(g, cout);
-        let (cols_len, per_range) = split.layout(g);
-        if scratch.len() < split.scratch_len(g, cout) {
-            scratch.resize(split.scratch_len(g, cout), 0.0);
-        }
+        let per_range = split.reserve(scratch, g, cout);
+        let (cols_len, _) = split.layout(g);
         let img_len = g.h * g.w * g.c;
         let want_dx = dx.is_some();
         let mut no_dx = [0.0f32; 1];
@@ -239,6 +234,16 @@ impl BatchSplit {
         } else {
             0
         }
+    }
+
+    /// Grows `scratch` to [`BatchSplit::scratch_len`] (once, in warm-up); returns the work space
+    /// per range.
+    fn reserve(&self, scratch: &mut Vec<f32>, g: &WindowGeom, cout: usize) -> usize {
+        let len = self.scratch_len(g, cout);
+        if scratch.len() < len {
+            scratch.resize(len, 0.0);
+        }
+        self.layout(g).1
     }
 
     /// The whole scratch: every range's work space, then one dW slot per block.
