@@ -35,6 +35,9 @@ pub enum Error {
     /// compile; a backend not built in).
     #[error("device: {0}")]
     Device(String),
+    /// A failure inside cnnlab itself (a bug), caught where a sweep records it.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// JSON that could not be read or written.
     #[error("JSON error in {path}: {source}")]
     Json {

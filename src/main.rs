@@ -51,6 +51,9 @@ enum Command {
     /// Measure the explanations (writes JSON and SVG plots)
     #[command(subcommand)]
     Analyze(AnalyzeCommand),
+    /// Sweeps beyond one process: plan tasks, run them here or on Slurm, collect the tables
+    #[command(subcommand)]
+    Sweep(SweepCommand),
     /// List the devices this build can compute on
     Devices,
 }
@@ -153,6 +156,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Analyze(c) => analyze(c, bar),
+        Command::Sweep(c) => sweep(c, bar),
         Command::Devices => {
             print!("{}", Device::list());
             Ok(())
@@ -241,6 +245,105 @@ fn analyze(c: AnalyzeCommand, bar: Bar) -> Result<()> {
                 seed: a.seed,
             };
             finish(&analyses::dimension(&cfg)?, &a.out.out)
+        }
+    }
+}
+
+fn sweep(c: SweepCommand, bar: Bar) -> Result<()> {
+    use cnnlab::experiments::sweep::{self, slurm};
+    let index = |f: &IndexFlags| -> Result<(usize, usize)> {
+        let i = match f.index {
+            Some(i) => i,
+            None => sweep::index_from_env()?,
+        };
+        Ok((i, f.tasks_per_index as usize))
+    };
+    match c {
+        SweepCommand::Plan(a) => {
+            let spec = sweep::SweepSpec::load(&a.spec)?;
+            print!("{}", sweep::plan(&spec, &a.out, a.overwrite)?);
+            Ok(())
+        }
+        SweepCommand::Run(a) => {
+            let (i, per) = index(&a.index)?;
+            let outcomes = sweep::run_index(&a.dir, i, per, a.device.single(), &bar)?;
+            drop(bar);
+            let manifest = sweep::Manifest::load(&a.dir)?;
+            let mut failed = 0;
+            for (t, outcome) in outcomes {
+                let what = manifest.describe(t);
+                match outcome {
+                    Ok(sweep::Outcome::AlreadyDone(r)) => {
+                        println!("task {t} ({what}): already done, {:.1}%", 100.0 * r.final_test_accuracy)
+                    }
+                    Ok(sweep::Outcome::Ran { result: r, replaced }) => {
+                        if let Some(why) = replaced {
+                            eprintln!("note: task {t}'s result file was not valid ({why}): set aside and redone");
+                        }
+                        println!("task {t} ({what}): {:.1}% in {:.1} s", 100.0 * r.final_test_accuracy, r.wall_seconds)
+                    }
+                    Err(e) => {
+                        eprintln!("error: task {t} ({what}): {e}");
+                        failed += 1;
+                    }
+                }
+            }
+            if failed > 0 {
+                anyhow::bail!("{failed} task(s) did not finish (see `cnnlab sweep status {}`)", a.dir.display());
+            }
+            Ok(())
+        }
+        SweepCommand::Local(a) => {
+            let compute =
+                cnnlab::experiments::Compute { parallel_runs: a.jobs.map(|n| n as usize), ..a.device.single() };
+            check_json(&a.json)?;
+            let report = sweep::local(&a.dir, compute, &bar)?;
+            drop(bar);
+            eprint!("{report}");
+            if !report.failed.is_empty() {
+                anyhow::bail!(
+                    "{} task(s) did not finish (see `cnnlab sweep status {}`)",
+                    report.failed.len(),
+                    a.dir.display()
+                );
+            }
+            show(&sweep::collect(&a.dir)?, &a.json)
+        }
+        SweepCommand::Slurm(a) => {
+            let exe = match a.cnnlab {
+                Some(p) => p,
+                None => std::env::current_exe().context("finding this cnnlab binary (pass --cnnlab)")?,
+            };
+            let opts = slurm::SlurmOptions {
+                partition: a.partition,
+                account: a.account,
+                gpus_per_task: a.gpus_per_task,
+                cpus_per_task: a.cpus_per_task,
+                mem: a.mem,
+                time: a.time,
+                max_parallel: a.max_parallel.map(|k| k as usize),
+                tasks_per_index: a.tasks_per_index as usize,
+                device: a.device,
+                cnnlab: exe,
+                extra: a.extra,
+            };
+            print!("{}", slurm::write_script(&a.dir, &opts)?);
+            Ok(())
+        }
+        SweepCommand::Status(a) => {
+            check_json(&a.json)?;
+            show(&sweep::status(&a.dir)?, &a.json)
+        }
+        SweepCommand::Collect(a) => {
+            check_json(&a.json)?;
+            show(&sweep::collect(&a.dir)?, &a.json)
+        }
+        SweepCommand::Fail(a) => {
+            let (i, per) = index(&a.index)?;
+            for t in sweep::record_exit(&a.dir, i, per, a.exit_status)? {
+                eprintln!("recorded task {t}'s exit status {}", a.exit_status);
+            }
+            Ok(())
         }
     }
 }

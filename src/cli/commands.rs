@@ -285,3 +285,128 @@ pub(crate) struct DimensionArgs {
     #[command(flatten)]
     pub(crate) data: DataFlags,
 }
+
+/// `cnnlab sweep …`: a sweep planned into a directory of numbered tasks, run anywhere.
+#[derive(Subcommand)]
+pub(crate) enum SweepCommand {
+    /// Expand a sweep spec (TOML or JSON: a base experiment and axes) into numbered tasks in --out
+    Plan(SweepPlanArgs),
+    /// Run one task (or --tasks-per-index tasks) of the sweep; skipped if its result exists
+    Run(SweepRunArgs),
+    /// Run every task without a result on this machine
+    Local(SweepLocalArgs),
+    /// Write the sbatch script that runs the sweep as a Slurm job array
+    Slurm(SweepSlurmArgs),
+    /// Show which tasks are done, failed, started, corrupt or missing
+    Status(SweepDirArgs),
+    /// Print the tables (and JSON) `reproduce` prints, from the tasks' results
+    Collect(SweepDirArgs),
+    /// Record a task's non-zero exit status (the generated scripts call this)
+    Fail(SweepFailArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct SweepPlanArgs {
+    /// The sweep spec (.toml or .json); an empty file is the default table
+    pub(crate) spec: PathBuf,
+    /// The sweep directory
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+    /// Replace another sweep in --out, and its results
+    #[arg(long)]
+    pub(crate) overwrite: bool,
+}
+
+/// Which tasks a scheduler index stands for.
+#[derive(Args, Clone, Copy)]
+pub(crate) struct IndexFlags {
+    /// The array index (default: $SLURM_ARRAY_TASK_ID or $JOB_COMPLETION_INDEX)
+    #[arg(long)]
+    pub(crate) index: Option<usize>,
+    /// Tasks per index: index I runs tasks I*K .. I*K+K-1
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) tasks_per_index: u64,
+}
+
+#[derive(Args)]
+pub(crate) struct SweepRunArgs {
+    /// The sweep directory
+    pub(crate) dir: PathBuf,
+    #[command(flatten)]
+    pub(crate) index: IndexFlags,
+    #[command(flatten)]
+    pub(crate) device: DeviceFlags,
+}
+
+#[derive(Args)]
+pub(crate) struct SweepLocalArgs {
+    /// The sweep directory
+    pub(crate) dir: PathBuf,
+    /// Tasks trained at once (default: one per core; 8 on a GPU)
+    #[arg(short = 'j', long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub(crate) jobs: Option<u64>,
+    /// Write the collected tables' JSON here once every task is done (`-`: to stdout)
+    #[arg(long)]
+    pub(crate) json: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) device: DeviceFlags,
+}
+
+#[derive(Args)]
+pub(crate) struct SweepSlurmArgs {
+    /// The sweep directory
+    pub(crate) dir: PathBuf,
+    /// Slurm partition
+    #[arg(long)]
+    pub(crate) partition: Option<String>,
+    /// Slurm account
+    #[arg(long)]
+    pub(crate) account: Option<String>,
+    /// GPUs per task (the tasks then train on cuda)
+    #[arg(long)]
+    pub(crate) gpus_per_task: Option<u32>,
+    /// CPU cores per task (its threads)
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) cpus_per_task: u32,
+    /// Memory per task (Slurm's syntax: 4G)
+    #[arg(long)]
+    pub(crate) mem: Option<String>,
+    /// Time limit per array index (Slurm's syntax: 1:00:00)
+    #[arg(long)]
+    pub(crate) time: Option<String>,
+    /// Most array indices running at once (--array=0-N%K)
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) max_parallel: Option<u64>,
+    /// Tasks each array index runs, one after the other
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) tasks_per_index: u64,
+    /// The device the tasks train on (default: cuda with --gpus-per-task, else cpu)
+    #[arg(long, value_parser = |s: &str| s.parse::<cnnlab::core::Device>())]
+    pub(crate) device: Option<cnnlab::core::Device>,
+    /// The cnnlab binary the nodes run (default: this one)
+    #[arg(long)]
+    pub(crate) cnnlab: Option<PathBuf>,
+    /// Another #SBATCH option, verbatim (repeatable): --sbatch=--qos=long
+    #[arg(long = "sbatch", allow_hyphen_values = true)]
+    pub(crate) extra: Vec<String>,
+}
+
+#[derive(Args)]
+pub(crate) struct SweepDirArgs {
+    /// The sweep directory
+    pub(crate) dir: PathBuf,
+    /// Write the JSON here (`-`: to stdout, the table then goes to stderr)
+    #[arg(long)]
+    pub(crate) json: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub(crate) struct SweepFailArgs {
+    /// The sweep directory
+    pub(crate) dir: PathBuf,
+    #[command(flatten)]
+    pub(crate) index: IndexFlags,
+    /// The exit status of `cnnlab sweep run`
+    #[arg(long, allow_negative_numbers = true)]
+    pub(crate) exit_status: i32,
+}

@@ -9,6 +9,8 @@
 //! - [`grid`]: the runner of many runs (parallel as the device's policy says), progress
 //!   reporting and the statistics over seeds;
 //! - [`references`]: published numbers and the protocol under which they compare;
+//! - [`sweep`]: a sweep planned into numbered tasks that run anywhere (this machine, a Slurm
+//!   job array), collected into `reproduce`'s tables;
 //! - commands: [`reproduce`], [`single`] (`train`), [`data_size`], [`pooling`], [`prune`],
 //!   [`analyses`] (receptive field, effective dimension, dimension), [`inventory`] (`models`,
 //!   `data export`), [`bench`](mod@bench).
@@ -42,6 +44,7 @@ pub mod reproduce;
 pub mod run;
 pub mod setup;
 pub mod single;
+pub mod sweep;
 
 pub use grid::{Compute, Progress, SeedStats, Silent};
 pub use run::{train_run, RunSpec};

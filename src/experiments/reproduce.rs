@@ -5,7 +5,7 @@
 //! ([`Device::run_jobs`]: one per core on the CPU, several CUDA streams on a GPU).
 
 use crate::core::Device;
-use crate::data::{Condition, Dataset, PositionPermutation};
+use crate::data::{Condition, DataSource, Dataset, PositionPermutation};
 use crate::error::{Error, Result};
 use crate::experiments::grid::{run_grid, Compute, Progress};
 use crate::experiments::references;
@@ -65,6 +65,7 @@ impl Default for ReproduceConfig {
 }
 
 /// One finished run.
+#[derive(Debug)]
 pub struct RunRecord {
     pub model: ModelKind,
     pub condition: Condition,
@@ -73,7 +74,7 @@ pub struct RunRecord {
 }
 
 /// The experiment's results: the summary (its JSON) and what the terminal shows around it.
-#[derive(Serialize)]
+#[derive(Debug, Serialize)]
 pub struct ReproduceReport {
     #[serde(flatten)]
     pub summary: Summary,
@@ -130,7 +131,7 @@ impl std::fmt::Display for ReproduceReport {
 }
 
 /// Relative cost of a model's run, to start the long ones first.
-fn cost(kind: ModelKind) -> u32 {
+pub(crate) fn cost(kind: ModelKind) -> u32 {
     match kind {
         ModelKind::Lcn => 5,
         ModelKind::Dnn => 4,
@@ -140,43 +141,133 @@ fn cost(kind: ModelKind) -> u32 {
     }
 }
 
+/// What one table is about: its data, the grid of runs (models x conditions x seeds) and their
+/// config. A reproduce plan has one; a sweep ([`super::sweep`]) one per dataset and train size.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TableSpec {
+    /// The data's name (as the summary shows it).
+    pub dataset: String,
+    pub n_train: usize,
+    pub n_test: usize,
+    /// Reloads the data.
+    pub source: DataSource,
+    pub models: Vec<ModelKind>,
+    pub conditions: Vec<Condition>,
+    pub seeds: usize,
+    /// The runs' config (the seed is the first run's).
+    pub train: TrainConfig,
+}
+
 /// The experiment's runs, resolved: the data, and one [`RunSpec`] per (model, condition, seed).
 pub struct Plan {
     pub data: Dataset,
     pub runs: Vec<RunSpec>,
-    pub models: Vec<ModelKind>,
-    pub seeds: usize,
-    pub train: TrainConfig,
+    pub table: TableSpec,
+}
+
+/// Resolves a table of runs from loaded data: the recipe's models and seeds unless given; one
+/// run per (model, condition, seed) in that order, seed `k` being `base_seed + k`.
+pub(crate) fn resolve_table(
+    prepared: &crate::experiments::setup::Prepared,
+    models: Option<&[ModelKind]>,
+    conditions: &[Condition],
+    seeds: Option<usize>,
+    base_seed: u64,
+    overrides: &TrainOverrides,
+) -> Result<(TableSpec, Vec<RunSpec>)> {
+    let train = prepared.train_config(overrides, base_seed)?;
+    train.arch.validate()?;
+    let models = models.map(<[ModelKind]>::to_vec).unwrap_or(prepared.recipe.models.clone());
+    let seeds = seeds.unwrap_or(prepared.recipe.seeds);
+    if seeds == 0 || models.is_empty() || conditions.is_empty() {
+        return Err(Error::Config("an experiment needs at least one model, condition and seed".into()));
+    }
+    if seeds > crate::limits::MAX_SEEDS {
+        return Err(Error::Config(format!("at most {} seeds per cell", crate::limits::MAX_SEEDS)));
+    }
+    let mut runs = Vec::new();
+    for &model in &models {
+        for &condition in conditions {
+            for k in 0..seeds as u64 {
+                let train = TrainConfig { seed: base_seed + k, ..train.clone() };
+                runs.push(RunSpec { data: prepared.source.clone(), model, condition, train, mask: None });
+            }
+        }
+    }
+    let data = &prepared.data;
+    let table = TableSpec {
+        dataset: data.name.clone(),
+        n_train: data.n_train(),
+        n_test: data.n_test(),
+        source: prepared.source.clone(),
+        models,
+        conditions: conditions.to_vec(),
+        seeds,
+        train,
+    };
+    Ok((table, runs))
 }
 
 impl ReproduceConfig {
     /// Loads the data and resolves every run.
     pub fn plan(&self) -> Result<Plan> {
         let prepared = self.data.prepare()?;
-        let train = prepared.train_config(&self.train, self.base_seed)?;
-        train.arch.validate()?;
-        let models = self.models.clone().unwrap_or(prepared.recipe.models.clone());
-        let seeds = self.seeds.unwrap_or(prepared.recipe.seeds);
-        if seeds == 0 || models.is_empty() || self.conditions.is_empty() {
-            return Err(Error::Config("reproduce needs at least one model, condition and seed".into()));
-        }
-        if seeds > crate::limits::MAX_SEEDS {
-            return Err(Error::Config(format!("at most {} seeds per cell", crate::limits::MAX_SEEDS)));
-        }
+        let (table, runs) = resolve_table(
+            &prepared,
+            self.models.as_deref(),
+            &self.conditions,
+            self.seeds,
+            self.base_seed,
+            &self.train,
+        )?;
         // every (condition, seed) view of the data is held at once
-        let views = (self.conditions.len() * seeds) as f64;
+        let views = (self.conditions.len() * table.seeds) as f64;
         let bytes = 4.0 * (prepared.data.x.len() + prepared.data.x_test.len()) as f64;
         crate::limits::check_fits("the permuted copies of the data", views * bytes)?;
-        let mut runs = Vec::new();
-        for &model in &models {
-            for &condition in &self.conditions {
-                for k in 0..seeds as u64 {
-                    let train = TrainConfig { seed: self.base_seed + k, ..train.clone() };
-                    runs.push(RunSpec { data: prepared.source.clone(), model, condition, train, mask: None });
-                }
+        Ok(Plan { data: prepared.data, runs, table })
+    }
+}
+
+impl TableSpec {
+    /// The table of `records` (runs of this table, in any order), as `reproduce` reports it.
+    pub fn report(
+        &self,
+        mut records: Vec<RunRecord>,
+        device: Device,
+        wall_seconds: f64,
+        run_dir: Option<PathBuf>,
+        warnings: Vec<String>,
+    ) -> ReproduceReport {
+        records.sort_by_key(|r| {
+            let m = self.models.iter().position(|&x| x == r.model);
+            let c = self.conditions.iter().position(|&x| x == r.condition);
+            (m, c, r.seed)
+        });
+        let mut rows = Vec::new();
+        for &m in &self.models {
+            for &c in &self.conditions {
+                let accs: Vec<f64> = records
+                    .iter()
+                    .filter(|r| r.model == m && r.condition == c)
+                    .map(|r| r.result.final_test_accuracy)
+                    .collect();
+                rows.push(Row::new(m.name(), c.name(), accs, references::published(&self.source, &self.train, m, c)));
             }
         }
-        Ok(Plan { data: prepared.data, runs, models, seeds, train })
+        ReproduceReport {
+            summary: Summary { dataset: self.dataset.clone(), rows, wall_seconds },
+            n_train: self.n_train,
+            n_test: self.n_test,
+            models: self.models.len(),
+            conditions: self.conditions.len(),
+            seeds: self.seeds,
+            train: self.train.clone(),
+            protocol: references::protocol(&self.source, &self.train),
+            device,
+            run_dir,
+            records,
+            warnings,
+        }
     }
 }
 
@@ -214,7 +305,7 @@ pub fn run(cfg: &ReproduceConfig, progress: &dyn Progress) -> Result<ReproduceRe
         ensure_dir(dir)?;
         write_atomic(&dir.join("reproduce.json"), text.as_bytes())?;
     }
-    progress.start(plan.runs.len() as u64 * plan.train.steps as u64);
+    progress.start(plan.runs.len() as u64 * plan.table.train.steps as u64);
     run_plan(cfg, &plan, progress)
 }
 
@@ -272,48 +363,20 @@ pub fn run_plan(cfg: &ReproduceConfig, plan: &Plan, progress: &dyn Progress) -> 
         ));
         Ok(record)
     };
-    let mut records = run_grid(cfg.compute, &jobs, one_run)?;
-    records.sort_by_key(|r| {
-        let m = plan.models.iter().position(|&x| x == r.model);
-        let c = cfg.conditions.iter().position(|&x| x == r.condition);
-        (m, c, r.seed)
-    });
-    let source = &plan.runs[0].data;
-    let mut rows = Vec::new();
-    for &m in &plan.models {
-        for &c in &cfg.conditions {
-            let accs: Vec<f64> = records
-                .iter()
-                .filter(|r| r.model == m && r.condition == c)
-                .map(|r| r.result.final_test_accuracy)
-                .collect();
-            rows.push(Row::new(m.name(), c.name(), accs, references::published(source, &plan.train, m, c)));
-        }
-    }
-    let summary = Summary { dataset: data.name.clone(), rows, wall_seconds: start.elapsed().as_secs_f64() };
+    let records = run_grid(cfg.compute, &jobs, one_run)?;
+    let report =
+        plan.table.report(records, cfg.compute.device, start.elapsed().as_secs_f64(), cfg.run_dir.clone(), vec![]);
     if let Some(dir) = &cfg.run_dir {
-        for result in
-            [write_json(&dir.join("summary.json"), &summary), write_json(&dir.join("config.json"), &plan.train)]
-        {
+        for result in [
+            write_json(&dir.join("summary.json"), &report.summary),
+            write_json(&dir.join("config.json"), &plan.table.train),
+        ] {
             if let Err(e) = result {
                 warn(e);
             }
         }
     }
-    Ok(ReproduceReport {
-        summary,
-        n_train: data.n_train(),
-        n_test: data.n_test(),
-        models: plan.models.len(),
-        conditions: cfg.conditions.len(),
-        seeds: plan.seeds,
-        train: plan.train.clone(),
-        protocol: references::protocol(source, &plan.train),
-        device: cfg.compute.device,
-        run_dir: cfg.run_dir.clone(),
-        records,
-        warnings: warnings.into_inner().unwrap_or_default(),
-    })
+    Ok(ReproduceReport { warnings: warnings.into_inner().unwrap_or_default(), ..report })
 }
 
 fn curve_name(model: ModelKind, condition: Condition, seed: u64) -> String {

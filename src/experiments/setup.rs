@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 /// Which data, and the recipe's knobs that depend on it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct DataChoice {
     pub dataset: DatasetSpec,
     /// Directory of the dataset's files (None: its usual place).

@@ -121,7 +121,7 @@ impl ImageArch {
 
 /// Changes to an [`ImageArch`], as a user gives them (unset: the recipe's).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct ArchOverrides {
     /// Widths of the CNN's (and LCN's) 3×3 convolutions.
     pub widths: Option<Vec<usize>>,

@@ -22,7 +22,7 @@ crate::named_enum!(BatchOrder { Sequential => "sequential", Shuffled => "shuffle
 
 /// Optional changes to a [`TrainConfig`].
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct TrainOverrides {
     pub steps: Option<usize>,
     pub batch_size: Option<usize>,

@@ -55,7 +55,7 @@ impl Default for Mnist1dConfig {
 
 /// Changes to the generator's settings, as a user gives them (unset: the default).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct Mnist1dOverrides {
     pub num_samples: Option<usize>,
     pub train_split: Option<f64>,
