@@ -7,7 +7,9 @@ mod cli;
 use anyhow::{Context, Result};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use cli::commands::*;
-use cli::output::{check_json, check_out, default_run_dir, finish, show, warnings, Bar};
+use cli::output::{
+    check_json, check_out, check_report, default_run_dir, finish, provenance, report_page, show, warnings, Bar,
+};
 use cnnlab::core::Device;
 use cnnlab::data::download;
 use cnnlab::experiments::{analyses, bench, data_size, inventory, pooling, prune, reproduce, single};
@@ -51,6 +53,8 @@ enum Command {
     /// Measure the explanations (writes JSON and SVG plots)
     #[command(subcommand)]
     Analyze(AnalyzeCommand),
+    /// One HTML page of the whole argument from run and analysis directories
+    Report(ReportArgs),
     /// Sweeps beyond one process: plan tasks, run them here or on Slurm, collect the tables
     #[command(subcommand)]
     Sweep(SweepCommand),
@@ -79,10 +83,10 @@ fn run(cli: Cli) -> Result<()> {
                 compute: a.device.compute(&a.grid),
             };
             check_json(&a.json)?;
+            check_report(&a.report)?;
             let report = reproduce::run(&cfg, &bar).context("reproduce")?;
             drop(bar);
-            show(&report, &a.json)?;
-            warnings(&report.warnings)
+            finish_reproduce(&cfg, report, &a.json, &a.report)
         }
         Command::Replay(a) => {
             let text = std::fs::read_to_string(&a.config).with_context(|| format!("reading {}", a.config.display()))?;
@@ -92,10 +96,10 @@ fn run(cli: Cli) -> Result<()> {
             cfg.overwrite = a.overwrite;
             cfg.resume = false;
             check_json(&a.json)?;
+            check_report(&a.report)?;
             let report = reproduce::run(&cfg, &bar).context("replay")?;
             drop(bar);
-            show(&report, &a.json)?;
-            warnings(&report.warnings)
+            finish_reproduce(&cfg, report, &a.json, &a.report)
         }
         Command::Train(a) => {
             let cfg = single::TrainRunConfig {
@@ -157,11 +161,43 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Analyze(c) => analyze(c, bar),
         Command::Sweep(c) => sweep(c, bar),
+        Command::Report(a) => {
+            check_report(&Some(a.out.clone()))?;
+            report_page(&a.dirs, &a.out)
+        }
         Command::Devices => {
             print!("{}", Device::list());
             Ok(())
         }
     }
+}
+
+/// After `reproduce` or `replay`: the table and JSON, the run's provenance in its directory,
+/// then the HTML report if asked.
+fn finish_reproduce(
+    cfg: &reproduce::ReproduceConfig,
+    mut report: reproduce::ReproduceReport,
+    json: &Option<std::path::PathBuf>,
+    page: &Option<std::path::PathBuf>,
+) -> Result<()> {
+    if let Some(dir) = &cfg.run_dir {
+        let mut p = provenance(cfg.compute.device);
+        p.dataset = Some(report.summary.dataset.clone());
+        p.data_crc32 = Some(report.data_crc32.clone());
+        p.seeds = Some(match report.seeds {
+            1 => format!("{}", cfg.base_seed),
+            n => format!("{}-{}", cfg.base_seed, cfg.base_seed + n as u64 - 1),
+        });
+        if let Err(e) = p.write(dir) {
+            report.warnings.push(e.to_string());
+        }
+    }
+    show(&report, json)?;
+    warnings(&report.warnings)?;
+    if let (Some(page), Some(dir)) = (page, &cfg.run_dir) {
+        report_page(std::slice::from_ref(dir), page)?;
+    }
+    Ok(())
 }
 
 fn analyze(c: AnalyzeCommand, bar: Bar) -> Result<()> {
@@ -176,10 +212,10 @@ fn analyze(c: AnalyzeCommand, bar: Bar) -> Result<()> {
                 train: s.train.overrides(),
                 compute: s.compute(),
             };
-            check_out(&s.out.out)?;
+            check_out(&s.out)?;
             let report = data_size::run(&cfg, &bar)?;
             drop(bar);
-            finish(&report, &s.out.out)
+            finish(&report, &s.out, cfg.compute.device)
         }
         AnalyzeCommand::Pooling(a) => {
             let (s, mut sizes) = (&a.study, a.sizes);
@@ -198,28 +234,28 @@ fn analyze(c: AnalyzeCommand, bar: Bar) -> Result<()> {
                 train: s.train.overrides(),
                 compute: s.compute(),
             };
-            check_out(&s.out.out)?;
+            check_out(&s.out)?;
             let report = pooling::run(&cfg, &bar)?;
             drop(bar);
-            finish(&report, &s.out.out)
+            finish(&report, &s.out, cfg.compute.device)
         }
         AnalyzeCommand::ReceptiveField(a) => {
-            check_out(&a.out.out)?;
+            check_out(&a.out)?;
             let cfg = analyses::ReceptiveFieldConfig { run: a.run, examples: a.examples as usize };
-            finish(&analyses::receptive_field(&cfg)?, &a.out.out)
+            finish(&analyses::receptive_field(&cfg)?, &a.out, Device::Cpu)
         }
         AnalyzeCommand::EffectiveDim(a) => {
-            check_out(&a.out.out)?;
+            check_out(&a.out)?;
             let cfg = analyses::EffectiveDimConfig {
                 run: a.run,
                 examples: a.examples as usize,
                 samples: a.samples as usize,
                 seed: a.seed,
             };
-            finish(&analyses::effective_dim(&cfg)?, &a.out.out)
+            finish(&analyses::effective_dim(&cfg)?, &a.out, Device::Cpu)
         }
         AnalyzeCommand::Prune(a) => {
-            check_out(&a.out.out)?;
+            check_out(&a.out)?;
             let cfg = prune::PruneConfig {
                 run: a.run,
                 sparsities: a.sparsities,
@@ -233,10 +269,10 @@ fn analyze(c: AnalyzeCommand, bar: Bar) -> Result<()> {
             };
             let report = prune::run(&cfg, &bar)?;
             drop(bar);
-            finish(&report, &a.out.out)
+            finish(&report, &a.out, Device::Cpu)
         }
         AnalyzeCommand::Dimension(a) => {
-            check_out(&a.out.out)?;
+            check_out(&a.out)?;
             let cfg = analyses::DimensionConfig {
                 data: a.data.choice(),
                 density: a.density,
@@ -244,7 +280,7 @@ fn analyze(c: AnalyzeCommand, bar: Bar) -> Result<()> {
                 knn_test: a.knn_test as usize,
                 seed: a.seed,
             };
-            finish(&analyses::dimension(&cfg)?, &a.out.out)
+            finish(&analyses::dimension(&cfg)?, &a.out, Device::Cpu)
         }
     }
 }
@@ -378,6 +414,9 @@ fn one_line(e: &anyhow::Error) -> String {
 }
 
 fn main() {
+    let _ = cli::output::STARTED.set(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
+    );
     let cli = match command().try_get_matches().and_then(|m| Cli::from_arg_matches(&m)) {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {

@@ -103,12 +103,14 @@ fn outputs_match_the_pre_split_binary() {
             }
             continue;
         }
-        // the --json file, or the one JSON file in the --out directory
+        // the --json file, or the one analysis JSON in the --out directory (not its provenance)
         let written = match args.iter().position(|a| a == "--out") {
             Some(i) if !args.contains(&"--json".to_string()) => std::fs::read_dir(&args[i + 1])
                 .unwrap()
                 .map(|e| e.unwrap().path())
-                .find(|p| p.extension().is_some_and(|e| e == "json"))
+                .find(|p| {
+                    p.extension().is_some_and(|e| e == "json") && !p.to_string_lossy().ends_with(".provenance.json")
+                })
                 .unwrap(),
             _ => json_path.clone().into(),
         };

@@ -15,15 +15,30 @@ fn plot_error(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::Io { action: "plotting", path: path.into(), source: std::io::Error::other(e.to_string()) }
 }
 
-/// Draws `series` against a logarithmic x axis (`log_x`) or a linear one, y in `y_range`.
+/// Draws `series` against a logarithmic x axis (`log_x`) or a linear one, y in `y_range`,
+/// into the SVG file `path`.
 pub fn line_chart(
+    path: &Path,
+    title: &str,
+    labels: (&str, &str),
+    series: &[Series],
+    log_x: bool,
+    y_range: (f64, f64),
+) -> Result<()> {
+    let svg = line_chart_svg(path, title, labels, series, log_x, y_range, (760, 460))?;
+    write_atomic(path, svg.as_bytes())
+}
+
+/// [`line_chart`] as SVG text of `size` pixels (`path` names the figure in errors).
+pub fn line_chart_svg(
     path: &Path,
     title: &str,
     (x_label, y_label): (&str, &str),
     series: &[Series],
     log_x: bool,
     y_range: (f64, f64),
-) -> Result<()> {
+    size: (u32, u32),
+) -> Result<String> {
     let xs = series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
     let (x0, x1) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(x), b.max(x)));
     if !x0.is_finite() || !x1.is_finite() {
@@ -33,7 +48,7 @@ pub fn line_chart(
     let decimals = if x1 - x0 <= 2.0 { 2 } else { 0 };
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (760, 460)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
         root.fill(&WHITE).map_err(|e| plot_error(path, e))?;
         let mut builder = ChartBuilder::on(&root);
         builder.caption(title, ("sans-serif", 20)).margin(12).x_label_area_size(40).y_label_area_size(56);
@@ -77,7 +92,79 @@ pub fn line_chart(
         }
         root.present().map_err(|e| plot_error(path, e))?;
     }
-    write_atomic(path, svg.as_bytes())
+    Ok(svg)
+}
+
+/// One column of a dot chart: its label, the values (one dot each) and a published value
+/// (a red bar).
+pub struct DotColumn {
+    pub label: String,
+    pub values: Vec<f64>,
+    pub published: Option<f64>,
+}
+
+/// Dots per column (each seed's value), the column's mean as a black bar and its published
+/// value as a red one; y in `y_range`. SVG text (`path` names the figure in errors).
+pub fn dot_chart_svg(
+    path: &Path,
+    title: &str,
+    y_label: &str,
+    columns: &[DotColumn],
+    y_range: (f64, f64),
+) -> Result<String> {
+    if columns.is_empty() {
+        return Err(Error::Config(format!("nothing to plot in {}", path.display())));
+    }
+    let n = columns.len();
+    let mut svg = String::new();
+    {
+        let width = (120 + 70 * n as u32).max(420);
+        let root = SVGBackend::with_string(&mut svg, (width, 400)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| plot_error(path, e))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(70)
+            .y_label_area_size(56)
+            .build_cartesian_2d(-0.5f64..n as f64 - 0.5, y_range.0..y_range.1)
+            .map_err(|e| plot_error(path, e))?;
+        let labels: Vec<String> = columns.iter().map(|c| c.label.clone()).collect();
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(n)
+            .x_label_formatter(&|x| {
+                let i = x.round();
+                if (x - i).abs() < 1e-6 && i >= 0.0 {
+                    labels.get(i as usize).cloned().unwrap_or_default()
+                } else {
+                    String::new()
+                }
+            })
+            .y_desc(y_label)
+            .draw()
+            .map_err(|e| plot_error(path, e))?;
+        for (i, c) in columns.iter().enumerate() {
+            let x = i as f64;
+            let k = c.values.len().max(1) as f64;
+            let dots = c.values.iter().enumerate().map(|(j, &v)| {
+                let jitter = if k > 1.0 { (j as f64 / (k - 1.0) - 0.5) * 0.3 } else { 0.0 };
+                Circle::new((x + jitter, v), 4, BLUE.mix(0.7).filled())
+            });
+            chart.draw_series(dots).map_err(|e| plot_error(path, e))?;
+            if !c.values.is_empty() {
+                let mean = c.values.iter().sum::<f64>() / k;
+                let bar = PathElement::new(vec![(x - 0.3, mean), (x + 0.3, mean)], BLACK.stroke_width(2));
+                chart.draw_series(std::iter::once(bar)).map_err(|e| plot_error(path, e))?;
+            }
+            if let Some(p) = c.published {
+                let bar = PathElement::new(vec![(x - 0.3, p), (x + 0.3, p)], RED.stroke_width(3));
+                chart.draw_series(std::iter::once(bar)).map_err(|e| plot_error(path, e))?;
+            }
+        }
+        root.present().map_err(|e| plot_error(path, e))?;
+    }
+    Ok(svg)
 }
 
 /// One heat map: `values` (rows × cols, row-major, in [0, 1]) and a rectangle to outline

@@ -31,6 +31,9 @@ pub(crate) struct ReproduceArgs {
     /// Continue the experiment interrupted in --run-dir (same flags): finished runs are kept
     #[arg(long, requires = "run_dir", conflicts_with = "overwrite")]
     pub(crate) resume: bool,
+    /// Also write the HTML report of the run here
+    #[arg(long)]
+    pub(crate) report: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) grid: GridFlags,
     #[command(flatten)]
@@ -54,6 +57,19 @@ pub(crate) struct ReplayArgs {
     /// Write the summary as JSON here (`-`: to stdout, the table then goes to stderr)
     #[arg(long)]
     pub(crate) json: Option<PathBuf>,
+    /// Also write the HTML report of the run here
+    #[arg(long)]
+    pub(crate) report: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub(crate) struct ReportArgs {
+    /// Run directories (reproduce --run-dir) and analysis directories (analyze --out)
+    #[arg(required = true)]
+    pub(crate) dirs: Vec<PathBuf>,
+    /// The HTML file to write
+    #[arg(long, default_value = "report.html")]
+    pub(crate) out: PathBuf,
 }
 
 #[derive(Args)]

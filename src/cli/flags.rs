@@ -282,4 +282,7 @@ pub(crate) struct OutFlags {
     /// Directory for the JSON and SVG files
     #[arg(long, default_value = "analysis")]
     pub(crate) out: PathBuf,
+    /// Also write the HTML report of --out here
+    #[arg(long)]
+    pub(crate) report: Option<PathBuf>,
 }

@@ -1,9 +1,12 @@
 //! The terminal side: a progress bar that the library reports to, and writing reports.
 
+use super::flags::OutFlags;
 use anyhow::{Context, Result};
+use cnnlab::core::Device;
 use cnnlab::data::DatasetSpec;
 use cnnlab::experiments::Progress;
-use cnnlab::report::{check_writable_dir, check_writable_file, write_json, Artifacts};
+use cnnlab::report::provenance::Provenance;
+use cnnlab::report::{check_writable_dir, check_writable_file, page, write_json, Artifacts};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 
@@ -63,9 +66,38 @@ pub(crate) fn check_json(path: &Option<PathBuf>) -> Result<()> {
     }
 }
 
-/// Before the run: the --out directory exists or can be made, and takes files.
-pub(crate) fn check_out(dir: &Path) -> Result<()> {
-    check_writable_dir(dir).with_context(|| format!("--out {}", dir.display()))?;
+/// Before the run: the --out directory exists or can be made, and takes files; so does
+/// --report's.
+pub(crate) fn check_out(out: &OutFlags) -> Result<()> {
+    check_writable_dir(&out.out).with_context(|| format!("--out {}", out.out.display()))?;
+    check_report(&out.report)
+}
+
+/// Before the run: the --report file can be written.
+pub(crate) fn check_report(report: &Option<PathBuf>) -> Result<()> {
+    if let Some(p) = report {
+        check_writable_file(p).with_context(|| format!("--report {}", p.display()))?;
+    }
+    Ok(())
+}
+
+/// When the command started (for its provenance record).
+pub(crate) static STARTED: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+
+/// The provenance of this command: its command line, this machine, `device`.
+pub(crate) fn provenance(device: Device) -> Provenance {
+    let mut argv: Vec<String> = std::env::args().collect();
+    if let Some(first) = argv.first_mut() {
+        *first = "cnnlab".into();
+    }
+    let started = STARTED.get().copied().unwrap_or(0.0);
+    Provenance::now(&argv, started, &device.to_string())
+}
+
+/// Writes the HTML report of `dirs` to `out` and says so.
+pub(crate) fn report_page(dirs: &[PathBuf], out: &Path) -> Result<()> {
+    let written = page::write_report(dirs, out).with_context(|| format!("writing the report {}", out.display()))?;
+    eprint!("{written}");
     Ok(())
 }
 
@@ -95,12 +127,23 @@ pub(crate) fn warnings(list: &[String]) -> Result<()> {
     }
 }
 
-/// Prints a report, writes its files into `out` and names them.
-pub(crate) fn finish(report: &(impl std::fmt::Display + Artifacts), out: &Path) -> Result<()> {
+/// Prints a report, writes its files and its provenance into `out` and names them; then the
+/// HTML report, if asked.
+pub(crate) fn finish(report: &(impl std::fmt::Display + Artifacts), out: &OutFlags, device: Device) -> Result<()> {
     print!("{report}");
-    let files = report.write(out).with_context(|| format!("writing into {}", out.display()))?;
+    let dir = &out.out;
+    let mut files = report.write(dir).with_context(|| format!("writing into {}", dir.display()))?;
+    // beside the analysis' JSON: NAME.json -> NAME.provenance.json
+    if let Some(json) = files.first().cloned() {
+        let path = cnnlab::report::provenance::beside(&json);
+        provenance(device).write_to(&path).with_context(|| format!("writing {}", path.display()))?;
+        files.push(path);
+    }
     let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
     println!("wrote {}", names.join(", "));
+    if let Some(page) = &out.report {
+        report_page(std::slice::from_ref(dir), page)?;
+    }
     Ok(())
 }
 

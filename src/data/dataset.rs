@@ -18,6 +18,23 @@ pub struct Dataset {
 }
 
 impl Dataset {
+    /// CRC-32 of the examples and labels (train, then test), as hex: names the exact data a
+    /// result was computed on.
+    pub fn crc32(&self) -> String {
+        let mut h = crc32fast::Hasher::new();
+        for part in [&self.x, &self.x_test] {
+            for v in part.iter() {
+                h.update(&v.to_le_bytes());
+            }
+        }
+        for part in [&self.y, &self.y_test] {
+            for v in part.iter() {
+                h.update(&v.to_le_bytes());
+            }
+        }
+        format!("{:08x}", h.finalize())
+    }
+
     /// Values per example.
     pub fn example_len(&self) -> usize {
         self.example_shape.iter().product()

@@ -83,6 +83,8 @@ pub struct ReproduceReport {
     #[serde(skip)]
     pub n_test: usize,
     #[serde(skip)]
+    pub data_crc32: String,
+    #[serde(skip)]
     pub models: usize,
     #[serde(skip)]
     pub conditions: usize,
@@ -147,6 +149,8 @@ pub(crate) fn cost(kind: ModelKind) -> u32 {
 pub struct TableSpec {
     /// The data's name (as the summary shows it).
     pub dataset: String,
+    /// CRC-32 of the data as loaded ([`Dataset::crc32`]).
+    pub data_crc32: String,
     pub n_train: usize,
     pub n_test: usize,
     /// Reloads the data.
@@ -197,6 +201,7 @@ pub(crate) fn resolve_table(
     let data = &prepared.data;
     let table = TableSpec {
         dataset: data.name.clone(),
+        data_crc32: data.crc32(),
         n_train: data.n_train(),
         n_test: data.n_test(),
         source: prepared.source.clone(),
@@ -258,6 +263,7 @@ impl TableSpec {
             summary: Summary { dataset: self.dataset.clone(), rows, wall_seconds },
             n_train: self.n_train,
             n_test: self.n_test,
+            data_crc32: self.data_crc32.clone(),
             models: self.models.len(),
             conditions: self.conditions.len(),
             seeds: self.seeds,

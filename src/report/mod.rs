@@ -1,6 +1,8 @@
 //! Reports: the accuracy table printed beside the published numbers, the JSON summary, and
 //! crash-safe file writing.
 
+pub mod page;
+pub mod provenance;
 mod stats;
 mod table;
 
