@@ -557,11 +557,11 @@ fn cell(v: &Value) -> String {
             _ => n.to_string(),
         },
         Value::String(s) => s.clone(),
-        Value::Array(a) if a.iter().all(|x| !x.is_array() && !x.is_object()) => {
-            let items: Vec<String> = a.iter().take(12).map(cell).collect();
-            let more = if a.len() > 12 { format!(", … ({} in all)", a.len()) } else { String::new() };
-            format!("{}{more}", items.join(", "))
+        // a short list in full; a long one (a heat map, a spectrum) is a figure's, not a cell's
+        Value::Array(a) if a.len() <= 12 && a.iter().all(|x| !x.is_array() && !x.is_object()) => {
+            a.iter().map(cell).collect::<Vec<_>>().join(", ")
         }
+        Value::Array(a) if a.iter().all(|x| !x.is_array() && !x.is_object()) => format!("[{} values]", a.len()),
         Value::Array(a) => format!("[{} entries]", a.len()),
         Value::Object(o) => format!("{{{} fields}}", o.len()),
     }
