@@ -223,3 +223,35 @@ fn labels_and_paths_render_as_text_and_absent_sections_are_left_out() {
         "{err}"
     );
 }
+
+#[test]
+fn a_sweep_directory_reports_each_table() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = tmp.path().join("sizes.toml");
+    std::fs::write(
+        &spec,
+        "models = [\"cnn\", \"mlp\"]\nconditions = [\"original\"]\nseeds = 1\ntrain_sizes = [500, 1000]\n[train]\nsteps = 100\neval_every = 50\n",
+    )
+    .unwrap();
+    let dir = tmp.path().join("sweep");
+    let d = dir.to_str().unwrap();
+    cnnlab(&["sweep", "plan", spec.to_str().unwrap(), "--out", d]);
+    let page = tmp.path().join("p.html");
+    // an unfinished sweep is refused, naming what is missing
+    let out = Command::new(env!("CARGO_BIN_EXE_cnnlab"))
+        .args(["report", d, "--out", page.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("4 of 4 tasks have no valid result yet")
+    );
+    cnnlab(&["--quiet", "sweep", "local", d]);
+    cnnlab(&["report", d, "--out", page.to_str().unwrap()]);
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert_eq!(section_ids(&html), ["results", "curves", "results-2", "curves-2", "permutation", "provenance"]);
+    assert!(section(&html, "results").contains("mnist1d (500 train)"));
+    assert!(section(&html, "results-2").contains("mnist1d (1000 train)"));
+    assert_eq!(section(&html, "results-2").matches("<tr><td>").count(), 2);
+    let prov = section(&html, "provenance");
+    assert!(prov.contains("sizes: 4 tasks in all") && prov.contains("data CRC-32"), "{prov}");
+}

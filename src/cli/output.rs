@@ -136,7 +136,13 @@ pub(crate) fn finish(report: &(impl std::fmt::Display + Artifacts), out: &OutFla
     // beside the analysis' JSON: NAME.json -> NAME.provenance.json
     if let Some(json) = files.first().cloned() {
         let path = cnnlab::report::provenance::beside(&json);
-        provenance(device).write_to(&path).with_context(|| format!("writing {}", path.display()))?;
+        let mut record = provenance(device);
+        // the dataset the analysis names (its JSON's `dataset`)
+        record.dataset = std::fs::read(&json)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v.get("dataset").and_then(|d| d.as_str()).map(String::from));
+        record.write_to(&path).with_context(|| format!("writing {}", path.display()))?;
         files.push(path);
     }
     let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();

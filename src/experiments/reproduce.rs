@@ -150,6 +150,7 @@ pub struct TableSpec {
     /// The data's name (as the summary shows it).
     pub dataset: String,
     /// CRC-32 of the data as loaded ([`Dataset::crc32`]).
+    #[serde(default)]
     pub data_crc32: String,
     pub n_train: usize,
     pub n_test: usize,

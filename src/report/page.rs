@@ -9,9 +9,11 @@ use crate::analysis::plot::{dot_chart_svg, line_chart_svg, DotColumn, Series};
 use crate::data::{Condition, Dataset};
 use crate::error::{Error, Result};
 use crate::experiments::reproduce::ReproduceConfig;
+use crate::experiments::setup::DataChoice;
 use crate::report::provenance::{self, Provenance};
 use crate::report::{write_atomic, Summary};
 use crate::train::CurvePoint;
+use crate::train::TrainOverrides;
 use askama::Template;
 use base64::Engine;
 use serde_json::Value;
@@ -37,7 +39,7 @@ impl Figure {
     }
 }
 
-pub struct Table {
+pub struct HtmlTable {
     pub caption: String,
     pub head: Vec<String>,
     pub rows: Vec<Vec<String>>,
@@ -49,14 +51,14 @@ pub struct Section {
     /// The claim, one sentence.
     pub claim: String,
     pub figures: Vec<Figure>,
-    pub tables: Vec<Table>,
+    pub tables: Vec<HtmlTable>,
     pub notes: Vec<String>,
     /// The command that reproduces it.
     pub command: String,
     /// The directory it was read from.
     pub source: String,
-    /// Place in the argument (sections are sorted by it).
-    order: u32,
+    /// Place in the argument (sections are sorted by it): the part, then the table within it.
+    order: (u32, usize),
 }
 
 pub struct ProvenanceTable {
@@ -127,10 +129,11 @@ pub fn build(dirs: &[PathBuf]) -> Result<Page> {
         }
         let before = sections.len();
         run_sections(dir, &mut sections)?;
+        sweep_sections(dir, &mut sections, &mut provenance)?;
         analysis_sections(dir, &mut sections)?;
         if sections.len() == before {
             return Err(Error::NotFound(format!(
-                "{} holds no results cnnlab wrote (summary.json of reproduce, or an analysis' JSON)",
+                "{} holds no results cnnlab wrote (summary.json of reproduce, a sweep's sweep.json, or an analysis' JSON)",
                 dir.display()
             )));
         }
@@ -202,6 +205,113 @@ fn run_sections(dir: &Path, out: &mut Vec<Section>) -> Result<()> {
     let config = read_json::<ReproduceConfig>(&dir.join("reproduce.json")).ok().flatten();
     let source = dir.display().to_string();
     let command = command_of(dir, format!("cnnlab replay {}", dir.join("reproduce.json").display()));
+    let base_seed = config.as_ref().map_or(0, |c| c.base_seed);
+    let curves = |model: &str, condition: &str, seeds: usize| -> Vec<Vec<CurvePoint>> {
+        (0..seeds as u64)
+            .filter_map(|k| read_curve(&dir.join(format!("{model}-{condition}-seed{}.jsonl", base_seed + k))))
+            .collect()
+    };
+    let view =
+        Table { index: 0, label: summary.dataset.clone(), summary: &summary, command: &command, source: &source };
+    results_sections(&view, &curves, out)?;
+    if let Some(cfg) = &config {
+        if let Some(section) = permutation_section(&cfg.data, &cfg.train, cfg.base_seed, &command, &source) {
+            out.push(section);
+        }
+    }
+    Ok(())
+}
+
+/// The sections of a sweep directory (`cnnlab sweep`): each table's results and curves, the
+/// permutation on an example of each dataset; its provenance from the tasks' records.
+fn sweep_sections(dir: &Path, out: &mut Vec<Section>, provenance: &mut Vec<ProvenanceTable>) -> Result<()> {
+    use crate::experiments::sweep;
+    if !dir.join(sweep::MANIFEST).is_file() {
+        return Ok(());
+    }
+    let manifest = sweep::Manifest::load(dir)?;
+    let collected = sweep::collect(dir)?;
+    let source = dir.display().to_string();
+    let command = format!(
+        "cnnlab sweep local {source}   # or: cnnlab sweep slurm {source}; every task's run is in {}",
+        dir.join(sweep::MANIFEST).display()
+    );
+    let choices = manifest.spec.tables();
+    let mut shown: Vec<String> = Vec::new();
+    for (i, report) in collected.tables.iter().enumerate() {
+        let curves = |model: &str, condition: &str, _: usize| -> Vec<Vec<CurvePoint>> {
+            report
+                .records
+                .iter()
+                .filter(|r| r.model.name() == model && r.condition.name() == condition)
+                .map(|r| r.result.curve.clone())
+                .collect()
+        };
+        let view = Table {
+            index: i,
+            label: collected.labels[i].clone(),
+            summary: &report.summary,
+            command: &command,
+            source: &source,
+        };
+        results_sections(&view, &curves, out)?;
+        let table = &manifest.tables[i];
+        if !shown.contains(&table.dataset) {
+            shown.push(table.dataset.clone());
+            if let Some(s) =
+                permutation_section(&choices[i], &manifest.spec.train, manifest.spec.base_seed, &command, &source)
+            {
+                out.push(s);
+            }
+        }
+        provenance.push(ProvenanceTable {
+            source: format!("{} ({})", source, collected.labels[i]),
+            rows: vec![
+                ("sweep".into(), format!("{}: {} tasks in all", manifest.name, manifest.tasks.len())),
+                (
+                    "table".into(),
+                    format!(
+                        "{} train / {} test; {} seeds, {} steps",
+                        table.n_train, table.n_test, table.seeds, table.train.steps
+                    ),
+                ),
+                ("dataset".into(), table.dataset.clone()),
+                ("data CRC-32".into(), table.data_crc32.clone()),
+                ("device".into(), report.device.to_string()),
+                (
+                    "wall time".into(),
+                    format!("{:.1} s from the first task's start to the last task's end", report.summary.wall_seconds),
+                ),
+            ]
+            .into_iter()
+            .filter(|(_, v): &(String, String)| !v.is_empty())
+            .collect(),
+        });
+    }
+    Ok(())
+}
+
+/// Each seed's learning curve of (model, condition), given the count of seeds.
+type CurvesOf<'a> = dyn Fn(&str, &str, usize) -> Vec<Vec<CurvePoint>> + 'a;
+
+/// What the results sections show: a summary, under a label, with its command and source.
+struct Table<'a> {
+    /// Its place among the directory's tables.
+    index: usize,
+    label: String,
+    summary: &'a Summary,
+    command: &'a str,
+    source: &'a str,
+}
+
+/// The results table (ours beside the published numbers, each seed a dot) and the learning
+/// curves (`curves(model, condition, seeds)`: each seed's curve).
+fn results_sections(
+    t: &Table,
+    curves: &CurvesOf,
+    out: &mut Vec<Section>,
+) -> Result<()> {
+    let summary = t.summary;
     let conditions: Vec<String> = {
         let mut c: Vec<String> = Vec::new();
         for r in &summary.rows {
@@ -225,8 +335,8 @@ fn run_sections(dir: &Path, out: &mut Vec<Section>) -> Result<()> {
             ]
         })
         .collect();
-    let table = Table {
-        caption: format!("{}: test accuracy %, mean ± sd over seeds, and the published value", summary.dataset),
+    let table = HtmlTable {
+        caption: format!("{}: test accuracy %, mean ± sd over seeds, and the published value", t.label),
         head: ["model", "condition", "ours", "each seed", "published"].map(String::from).to_vec(),
         rows,
     };
@@ -239,17 +349,17 @@ fn run_sections(dir: &Path, out: &mut Vec<Section>) -> Result<()> {
             published: r.reference.map(|p| 100.0 * p),
         })
         .collect();
-    let svg = dot_chart_svg(&dir.join("summary.json"), &summary.dataset, "test accuracy %", &columns, (0.0, 100.0))?;
+    let svg = dot_chart_svg(Path::new(t.source), &t.label, "test accuracy %", &columns, (0.0, 100.0))?;
     out.push(Section {
         id: "results".into(),
-        title: format!("Results: {}", summary.dataset),
+        title: format!("Results: {}", t.label),
         claim: "A CNN beats the networks that see the whole input at once, and one fixed permutation of the input's positions (train and test alike) takes its lead away, while the MLP and the Mixer, blind to position order, do not change.".into(),
         figures: vec![Figure::svg(&svg, "test accuracy of each seed per model and condition", "Each dot is a seed; black bar: the mean; red bar: the published number.")],
         tables: vec![table],
         notes: vec![format!("Wall time of the experiment: {:.1} s.", summary.wall_seconds)],
-        command: command.clone(),
-        source: source.clone(),
-        order: 10,
+        command: t.command.into(),
+        source: t.source.into(),
+        order: (10, 2 * t.index),
     });
     // learning curves: the mean over seeds of each model, per condition
     let mut figures = Vec::new();
@@ -257,12 +367,7 @@ fn run_sections(dir: &Path, out: &mut Vec<Section>) -> Result<()> {
         let mut acc = Vec::new();
         let mut loss = Vec::new();
         for r in summary.rows.iter().filter(|r| &r.condition == condition) {
-            let curves: Vec<Vec<CurvePoint>> = (0..r.accuracies.len())
-                .filter_map(|k| {
-                    let seed = config.as_ref().map_or(k as u64, |c| c.base_seed + k as u64);
-                    read_curve(&dir.join(format!("{}-{}-seed{seed}.jsonl", r.model, r.condition)))
-                })
-                .collect();
+            let curves = curves(&r.model, &r.condition, r.accuracies.len());
             if curves.is_empty() {
                 continue;
             }
@@ -283,12 +388,12 @@ fn run_sections(dir: &Path, out: &mut Vec<Section>) -> Result<()> {
         }
         let max_loss =
             loss.iter().flat_map(|s| s.points.iter().map(|p| p.1)).filter(|v| v.is_finite()).fold(0.0, f64::max);
-        let path = dir.join(format!("curves-{condition}"));
+        let path = Path::new(t.source);
         let title = format!("{condition}: test accuracy");
-        let a = line_chart_svg(&path, &title, ("step", "test accuracy %"), &acc, false, (0.0, 100.0), (620, 380))?;
+        let a = line_chart_svg(path, &title, ("step", "test accuracy %"), &acc, false, (0.0, 100.0), (620, 380))?;
         let title = format!("{condition}: training loss");
         let l = line_chart_svg(
-            &path,
+            path,
             &title,
             ("step", "training loss"),
             &loss,
@@ -309,20 +414,15 @@ fn run_sections(dir: &Path, out: &mut Vec<Section>) -> Result<()> {
     if !figures.is_empty() {
         out.push(Section {
             id: "curves".into(),
-            title: "Learning curves".into(),
+            title: format!("Learning curves: {}", t.label),
             claim: "Under the permutation the CNN still fits its training set but no longer generalises; the MLP and the Mixer learn the same either way.".into(),
             figures,
             tables: vec![],
             notes: vec![],
-            command: command.clone(),
-            source: source.clone(),
-            order: 20,
+            command: t.command.into(),
+            source: t.source.into(),
+            order: (10, 2 * t.index + 1),
         });
-    }
-    if let Some(cfg) = &config {
-        if let Some(section) = permutation_section(cfg, &command, &source) {
-            out.push(section);
-        }
     }
     Ok(())
 }
@@ -343,8 +443,14 @@ fn read_curve(path: &Path) -> Option<Vec<CurvePoint>> {
 
 /// One test example as the networks see it under each condition: 1-D traces for sequences,
 /// images (upscaled, as PNG) for images. Left out where the data cannot be loaded here.
-fn permutation_section(cfg: &ReproduceConfig, command: &str, source: &str) -> Option<Section> {
-    let prepared = cfg.data.prepare().ok()?;
+fn permutation_section(
+    choice: &DataChoice,
+    overrides: &TrainOverrides,
+    base_seed: u64,
+    command: &str,
+    source: &str,
+) -> Option<Section> {
+    let prepared = choice.prepare().ok()?;
     let data = &prepared.data;
     let len = data.example_len();
     if data.n_test() == 0 || len == 0 {
@@ -360,10 +466,10 @@ fn permutation_section(cfg: &ReproduceConfig, command: &str, source: &str) -> Op
         x_test: example.clone(),
         y_test: vec![data.y_test[0]],
     };
-    let train = prepared.train_config(&cfg.train, cfg.base_seed).ok()?;
+    let train = prepared.train_config(overrides, base_seed).ok()?;
     let views: Vec<(&str, Vec<f32>)> = [Condition::Original, Condition::Permuted, Condition::PerExample]
         .into_iter()
-        .map(|c| (c.name(), crate::train::condition_for_run(c, &one, &train, cfg.base_seed).0.x_test))
+        .map(|c| (c.name(), crate::train::condition_for_run(c, &one, &train, base_seed).0.x_test))
         .collect();
     let mut figures = Vec::new();
     if data.example_shape.len() == 2 {
@@ -410,11 +516,11 @@ fn permutation_section(cfg: &ReproduceConfig, command: &str, source: &str) -> Op
         tables: vec![],
         notes: vec![format!(
             "Test example 0 of {} (label {}), as normalised for training: original, under the run's fixed permutation (seed {}), and under a permutation of its own (the per-example control).",
-            data.name, data.y_test[0], cfg.base_seed
+            data.name, data.y_test[0], base_seed
         )],
         command: command.into(),
         source: source.into(),
-        order: 30,
+        order: (30, 0),
     })
 }
 
@@ -537,7 +643,7 @@ fn analysis_sections(dir: &Path, out: &mut Vec<Section>) -> Result<()> {
                 .map(|p| p.command)
                 .unwrap_or_else(|| a.command.into()),
             source: dir.display().to_string(),
-            order: a.order,
+            order: (a.order, 0),
         });
     }
     Ok(())
@@ -569,7 +675,7 @@ fn cell(v: &Value) -> String {
 
 /// An analysis' JSON as tables: its scalar fields as one key/value table, each list of
 /// records as a table of its own (nested lists of records too, one level down).
-pub fn json_tables(json: &Value, name: &str) -> Vec<Table> {
+pub fn json_tables(json: &Value, name: &str) -> Vec<HtmlTable> {
     let mut tables = Vec::new();
     let Value::Object(top) = json else { return tables };
     let scalars: Vec<Vec<String>> = top
@@ -580,7 +686,7 @@ pub fn json_tables(json: &Value, name: &str) -> Vec<Table> {
         .map(|(k, v)| vec![k.clone(), cell(v)])
         .collect();
     if !scalars.is_empty() {
-        tables.push(Table { caption: name.into(), head: vec!["field".into(), "value".into()], rows: scalars });
+        tables.push(HtmlTable { caption: name.into(), head: vec!["field".into(), "value".into()], rows: scalars });
     }
     let mut lists: Vec<(String, &Vec<Value>)> = Vec::new();
     for (k, v) in top {
@@ -618,7 +724,7 @@ pub fn json_tables(json: &Value, name: &str) -> Vec<Table> {
         let more =
             if list.len() > MAX_ROWS { format!(" (first {MAX_ROWS} of {} rows)", list.len()) } else { String::new() };
         if !head.is_empty() {
-            tables.push(Table { caption: format!("{name}: {key}{more}"), head, rows });
+            tables.push(HtmlTable { caption: format!("{name}: {key}{more}"), head, rows });
         }
         // one level of nested records (e.g. each lottery chain's rounds)
         for item in list.iter().take(4) {
