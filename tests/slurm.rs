@@ -290,5 +290,37 @@ fn a_sweep_through_slurm_equals_the_same_sweep_run_locally() {
             && t3["scheduler_job"].as_str().unwrap().ends_with("_3"),
         "{t3}"
     );
+
+    // cancelled with SIGTERM (what a time limit sends) mid-run: the script records it
+    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    m["tasks"][3]["run"]["mask"] = serde_json::Value::Null;
+    m["tasks"][3]["run"]["train"]["steps"] = serde_json::Value::from(10_000_000);
+    std::fs::write(&path, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+    let out = cluster.cmd("sbatch").arg("--array=3").arg(&script).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    let job = said.trim().rsplit(' ').next().unwrap().to_string();
+    assert!(out.status.success() && job.parse::<u64>().is_ok(), "sbatch: {said}");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while status(&on_slurm)["tasks"][3]["state"] != "started" {
+        assert!(Instant::now() < deadline, "task 3 never started\n{}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let cancel = cluster.cmd("scancel").args(["--signal=TERM", "--full", &job]).status().unwrap();
+    assert!(cancel.success());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let q = cluster.cmd("squeue").args(["-h", "-j", &job]).output().unwrap();
+        if String::from_utf8_lossy(&q.stdout).trim().is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the cancelled job did not end\n{}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let json = status(&on_slurm);
+    let t3 = &json["tasks"][3];
+    assert_eq!(t3["state"], "failed", "{t3}");
+    assert_eq!(t3["exit_status"], 143, "{t3}");
+    assert!(t3["error"].as_str().unwrap().contains("SIGTERM"), "{t3}");
     eprintln!("slurm: whole test in {:.1} s", start.elapsed().as_secs_f64());
 }

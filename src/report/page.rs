@@ -306,11 +306,7 @@ struct Table<'a> {
 
 /// The results table (ours beside the published numbers, each seed a dot) and the learning
 /// curves (`curves(model, condition, seeds)`: each seed's curve).
-fn results_sections(
-    t: &Table,
-    curves: &CurvesOf,
-    out: &mut Vec<Section>,
-) -> Result<()> {
+fn results_sections(t: &Table, curves: &CurvesOf, out: &mut Vec<Section>) -> Result<()> {
     let summary = t.summary;
     let conditions: Vec<String> = {
         let mut c: Vec<String> = Vec::new();

@@ -144,6 +144,10 @@ pub fn script(name: &str, dir: &Path, tasks: usize, opts: &SlurmOptions) -> Stri
         s += &format!("#SBATCH {l}\n");
     }
     s += "set -u\n";
+    // At a time limit or `scancel` Slurm sends SIGTERM to the whole job: cnnlab dies of it, and
+    // this shell (whose trap runs only after its child has ended) goes on to record the exit
+    // status. A trap, not an ignore: an ignored signal would be inherited by cnnlab.
+    s += "trap 'true' TERM\n";
     s += &format!("cnnlab='{}'\n", opts.cnnlab.display());
     s += &format!("sweep='{d}'\n");
     s += "index=\"$SLURM_ARRAY_TASK_ID\"\n";
