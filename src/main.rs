@@ -444,12 +444,7 @@ fn main() {
     // a panic anywhere (a bug, or a device failure such as running out of GPU memory) is one
     // line and a non-zero exit too, not a backtrace
     std::panic::set_hook(Box::new(|info| {
-        let msg = info
-            .payload()
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| info.payload().downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown failure".into());
+        let msg = cnnlab::error::panic_message(info.payload());
         let at = info.location().map(|l| format!(" (at {}:{})", l.file(), l.line())).unwrap_or_default();
         eprintln!("error: internal: {}{at}", msg.replace('\n', " "));
     }));

@@ -159,13 +159,6 @@ impl DataCache {
     }
 }
 
-fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic".into())
-}
-
 /// Runs task `index` of the sweep in `dir` unless its valid result is there; records the
 /// failure (and returns it) where it cannot.
 pub fn run_task(
@@ -211,7 +204,7 @@ pub fn run_task(
         let save = SaveTo { dir: &tdir, checkpoint_every: manifest.spec.checkpoint_every };
         train_run_on(&task.run, &view, permutation, compute.device, Some(save), progress)
     }))
-    .unwrap_or_else(|p| Err(Error::Internal(panic_text(p))));
+    .unwrap_or_else(|p| Err(Error::Internal(crate::error::panic_message(p.as_ref()))));
     let ended = match trained {
         Ok(r) => {
             let result = TaskResult {
