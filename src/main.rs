@@ -302,9 +302,9 @@ fn sweep(c: SweepCommand, bar: Bar) -> Result<()> {
         }
         SweepCommand::Run(a) => {
             let (i, per) = index(&a.index)?;
-            let outcomes = sweep::run_index(&a.dir, i, per, a.device.single(), &bar)?;
-            drop(bar);
             let manifest = sweep::Manifest::load(&a.dir)?;
+            let outcomes = sweep::run_index(&a.dir, &manifest, i, per, a.device.single(), &bar)?;
+            drop(bar);
             let mut failed = 0;
             for (t, outcome) in outcomes {
                 let what = manifest.describe(t);

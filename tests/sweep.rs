@@ -96,12 +96,12 @@ fn axes_make_one_table_each_and_a_task_runs_by_its_index() {
     assert_eq!(manifest.tables[1].n_train, 1000);
     assert_eq!(manifest.table_label(0), "mnist1d (500 train)");
     // index 1 with two tasks per index: tasks 2 and 3
-    let out = sweep::run_index(&dir, 1, 2, Compute::default(), &Silent).unwrap();
+    let out = sweep::run_index(&dir, &manifest, 1, 2, Compute::default(), &Silent).unwrap();
     assert_eq!(out.iter().map(|(i, o)| (*i, o.is_ok())).collect::<Vec<_>>(), vec![(2, true), (3, true)]);
     assert_eq!(states(&dir), vec!["missing", "missing", "done", "done"]);
     let e = sweep::collect(&dir).unwrap_err().to_string();
     assert!(e.contains("2 of 4 tasks have no valid result yet (tasks 0-1)"), "{e}");
-    let e = sweep::run_index(&dir, 2, 2, Compute::default(), &Silent).unwrap_err().to_string();
+    let e = sweep::run_index(&dir, &manifest, 2, 2, Compute::default(), &Silent).unwrap_err().to_string();
     assert!(e.contains("index 2 is out of range") && e.contains("indices 0-1"), "{e}");
     sweep::local(&dir, Compute::default(), &Silent).unwrap();
     let collected = sweep::collect(&dir).unwrap();
@@ -180,7 +180,7 @@ fn a_resubmission_redoes_only_missing_and_corrupted_results() {
     // the resubmission: every task's index again
     let mut ran = Vec::new();
     for i in 0..12 {
-        for (t, o) in sweep::run_index(&dir, i, 1, Compute::default(), &Silent).unwrap() {
+        for (t, o) in sweep::run_index(&dir, &manifest, i, 1, Compute::default(), &Silent).unwrap() {
             if let sweep::Outcome::Ran { replaced, .. } = o.unwrap() {
                 ran.push((t, replaced.is_some()));
             }

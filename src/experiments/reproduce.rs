@@ -386,15 +386,20 @@ pub fn run_plan(cfg: &ReproduceConfig, plan: &Plan, progress: &dyn Progress) -> 
     Ok(ReproduceReport { warnings: warnings.into_inner().unwrap_or_default(), ..report })
 }
 
-fn curve_name(model: ModelKind, condition: Condition, seed: u64) -> String {
-    format!("{}-{}-seed{}.jsonl", model.name(), condition.name(), seed)
+/// A run's curve file in a run directory: `<model>-<condition>-seed<k>.jsonl`.
+pub(crate) fn curve_name(model: &str, condition: &str, seed: u64) -> String {
+    format!("{model}-{condition}-seed{seed}.jsonl")
+}
+
+/// A curve file's points (None: absent or unreadable).
+pub(crate) fn read_curve_file(path: &std::path::Path) -> Option<Vec<crate::train::CurvePoint>> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines().map(serde_json::from_str).collect::<std::result::Result<_, _>>().ok()
 }
 
 /// A finished run's result from its curve file (None: absent, or not a whole run's curve).
 fn read_curve(dir: &std::path::Path, spec: &RunSpec) -> Option<RunResult> {
-    let text = std::fs::read_to_string(dir.join(curve_name(spec.model, spec.condition, spec.seed()))).ok()?;
-    let curve: Vec<crate::train::CurvePoint> =
-        text.lines().map(serde_json::from_str).collect::<std::result::Result<_, _>>().ok()?;
+    let curve = read_curve_file(&dir.join(curve_name(spec.model.name(), spec.condition.name(), spec.seed())))?;
     let last = curve.last()?;
     let final_test_accuracy = last.test_accuracy as f64;
     (last.step == spec.train.steps).then_some(RunResult { final_test_accuracy, curve, wall_seconds: 0.0 })
@@ -402,7 +407,7 @@ fn read_curve(dir: &std::path::Path, spec: &RunSpec) -> Option<RunResult> {
 
 /// Writes one run's learning curve as JSON lines (`<model>-<condition>-seed<k>.jsonl`).
 fn write_curve(dir: &std::path::Path, r: &RunRecord) -> Result<()> {
-    let name = curve_name(r.model, r.condition, r.seed);
+    let name = curve_name(r.model.name(), r.condition.name(), r.seed);
     let mut text = String::new();
     for p in &r.result.curve {
         text += &serde_json::to_string(p).map_err(|e| Error::Json { path: dir.join(&name), source: e })?;

@@ -8,12 +8,12 @@
 use crate::analysis::plot::{dot_chart_svg, line_chart_svg, DotColumn, Series};
 use crate::data::{Condition, Dataset};
 use crate::error::{Error, Result};
-use crate::experiments::reproduce::ReproduceConfig;
-use crate::experiments::setup::DataChoice;
+use crate::experiments::reproduce::{curve_name, read_curve_file, ReproduceConfig};
+
 use crate::report::provenance::{self, Provenance};
 use crate::report::{write_atomic, Summary};
 use crate::train::CurvePoint;
-use crate::train::TrainOverrides;
+use crate::train::TrainConfig;
 use askama::Template;
 use base64::Engine;
 use serde_json::Value;
@@ -159,7 +159,7 @@ pub fn build(dirs: &[PathBuf]) -> Result<Page> {
         title: "cnnlab: why convolutional networks work so well".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         commit: env!("CNNLAB_GIT_COMMIT").into(),
-        generated: provenance::utc(crate::experiments::sweep::task::now_unix()),
+        generated: provenance::utc(provenance::now_unix()),
         sections,
         provenance,
     })
@@ -208,16 +208,19 @@ fn run_sections(dir: &Path, out: &mut Vec<Section>) -> Result<()> {
     let base_seed = config.as_ref().map_or(0, |c| c.base_seed);
     let curves = |model: &str, condition: &str, seeds: usize| -> Vec<Vec<CurvePoint>> {
         (0..seeds as u64)
-            .filter_map(|k| read_curve(&dir.join(format!("{model}-{condition}-seed{}.jsonl", base_seed + k))))
+            .filter_map(|k| read_curve_file(&dir.join(curve_name(model, condition, base_seed + k))))
             .collect()
     };
     let view =
         Table { index: 0, label: summary.dataset.clone(), summary: &summary, command: &command, source: &source };
     results_sections(&view, &curves, out)?;
     if let Some(cfg) = &config {
-        if let Some(section) = permutation_section(&cfg.data, &cfg.train, cfg.base_seed, &command, &source) {
-            out.push(section);
-        }
+        let prepared = cfg.data.prepare().ok();
+        let shown = prepared.as_ref().and_then(|p| {
+            let train = p.train_config(&cfg.train, cfg.base_seed).ok()?;
+            permutation_section(&p.data, &train, &command, &source)
+        });
+        out.extend(shown);
     }
     Ok(())
 }
@@ -236,7 +239,6 @@ fn sweep_sections(dir: &Path, out: &mut Vec<Section>, provenance: &mut Vec<Prove
         "cnnlab sweep local {source}   # or: cnnlab sweep slurm {source}; every task's run is in {}",
         dir.join(sweep::MANIFEST).display()
     );
-    let choices = manifest.spec.tables();
     let mut shown: Vec<String> = Vec::new();
     for (i, report) in collected.tables.iter().enumerate() {
         let curves = |model: &str, condition: &str, _: usize| -> Vec<Vec<CurvePoint>> {
@@ -258,11 +260,9 @@ fn sweep_sections(dir: &Path, out: &mut Vec<Section>, provenance: &mut Vec<Prove
         let table = &manifest.tables[i];
         if !shown.contains(&table.dataset) {
             shown.push(table.dataset.clone());
-            if let Some(s) =
-                permutation_section(&choices[i], &manifest.spec.train, manifest.spec.base_seed, &command, &source)
-            {
-                out.push(s);
-            }
+            // the table's own data source (absolute paths) and resolved config
+            let data = table.source.load().ok();
+            out.extend(data.and_then(|d| permutation_section(&d, &table.train, &command, &source)));
         }
         provenance.push(ProvenanceTable {
             source: format!("{} ({})", source, collected.labels[i]),
@@ -432,22 +432,9 @@ fn short(condition: &str) -> &str {
     }
 }
 
-fn read_curve(path: &Path) -> Option<Vec<CurvePoint>> {
-    let text = std::fs::read_to_string(path).ok()?;
-    text.lines().map(serde_json::from_str).collect::<std::result::Result<_, _>>().ok()
-}
-
 /// One test example as the networks see it under each condition: 1-D traces for sequences,
 /// images (upscaled, as PNG) for images. Left out where the data cannot be loaded here.
-fn permutation_section(
-    choice: &DataChoice,
-    overrides: &TrainOverrides,
-    base_seed: u64,
-    command: &str,
-    source: &str,
-) -> Option<Section> {
-    let prepared = choice.prepare().ok()?;
-    let data = &prepared.data;
+fn permutation_section(data: &Dataset, train: &TrainConfig, command: &str, source: &str) -> Option<Section> {
     let len = data.example_len();
     if data.n_test() == 0 || len == 0 {
         return None;
@@ -462,10 +449,10 @@ fn permutation_section(
         x_test: example.clone(),
         y_test: vec![data.y_test[0]],
     };
-    let train = prepared.train_config(overrides, base_seed).ok()?;
+    let base_seed = train.seed;
     let views: Vec<(&str, Vec<f32>)> = [Condition::Original, Condition::Permuted, Condition::PerExample]
         .into_iter()
-        .map(|c| (c.name(), crate::train::condition_for_run(c, &one, &train, base_seed).0.x_test))
+        .map(|c| (c.name(), crate::train::condition_for_run(c, &one, train, base_seed).0.x_test))
         .collect();
     let mut figures = Vec::new();
     if data.example_shape.len() == 2 {

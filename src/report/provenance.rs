@@ -54,7 +54,7 @@ pub struct Provenance {
 impl Provenance {
     /// A record for a command that started at `started_unix` and ran on `device`.
     pub fn now(command: &[String], started_unix: f64, device: &str) -> Self {
-        let wall = crate::experiments::sweep::task::now_unix() - started_unix;
+        let wall = now_unix() - started_unix;
         Provenance {
             cnnlab_version: env!("CARGO_PKG_VERSION").into(),
             git_commit: env!("CNNLAB_GIT_COMMIT").into(),
@@ -93,6 +93,11 @@ impl Provenance {
 pub fn beside(json: &Path) -> std::path::PathBuf {
     let stem = json.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     json.with_file_name(format!("{stem}.provenance.json"))
+}
+
+/// Seconds since 1970, now.
+pub fn now_unix() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
 /// `arg` as a shell reads it back (quoted where it must be).

@@ -9,6 +9,7 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::experiments::grid::{Compute, Progress};
 use crate::experiments::run::{train_run_on, RunSpec, SaveTo};
+use crate::report::provenance::now_unix;
 use crate::report::{ensure_dir, write_atomic, write_json};
 use crate::train::CurvePoint;
 use serde::{Deserialize, Serialize};
@@ -73,10 +74,6 @@ pub(crate) enum Found {
     Done(Box<TaskResult>),
     /// A file that is not this task's valid result, and why.
     Corrupt(String),
-}
-
-pub(crate) fn now_unix() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
 fn write_result(dir: &Path, result: &TaskResult) -> Result<()> {
@@ -263,21 +260,21 @@ pub fn tasks_of_index(manifest: &Manifest, index: usize, per_index: usize) -> Re
     Ok(first..(first + per).min(manifest.tasks.len()))
 }
 
-/// `sweep run`: the tasks of one scheduler index, one after another (a failure does not stop
-/// the others); each task's outcome.
+/// `sweep run`: the tasks of one scheduler index of the sweep in `dir` (its `manifest`), one
+/// after another (a failure does not stop the others); each task's outcome.
 pub fn run_index(
     dir: &Path,
+    manifest: &Manifest,
     index: usize,
     per_index: usize,
     compute: Compute,
     progress: &dyn Progress,
 ) -> Result<Vec<(usize, Result<Outcome>)>> {
-    let manifest = Manifest::load(dir)?;
-    let range = tasks_of_index(&manifest, index, per_index)?;
+    let range = tasks_of_index(manifest, index, per_index)?;
     compute.open()?;
     progress.start(range.clone().map(|i| manifest.tasks[i].run.train.steps as u64).sum());
-    let cache = DataCache::new(&manifest);
-    Ok(range.map(|i| (i, run_task(dir, &manifest, i, compute, &cache, progress))).collect())
+    let cache = DataCache::new(manifest);
+    Ok(range.map(|i| (i, run_task(dir, manifest, i, compute, &cache, progress))).collect())
 }
 
 /// What `sweep local` did.
