@@ -13,8 +13,13 @@ pub fn available_bytes() -> Option<f64> {
 
 /// Refuses `need` bytes (for `what`) when the machine does not have them available.
 pub fn check_fits(what: &str, need: f64) -> Result<()> {
+    check_fits_in(available_bytes(), what, need)
+}
+
+/// Refuses `need` bytes (for `what`) beyond `have` (None: unknown, nothing refused).
+pub fn check_fits_in(have: Option<f64>, what: &str, need: f64) -> Result<()> {
     let gib = |b: f64| b / (1u64 << 30) as f64;
-    match available_bytes() {
+    match have {
         Some(have) if need > have => Err(Error::Config(format!(
             "{what} needs about {:.1} GiB of memory; {:.1} GiB are available",
             gib(need),
@@ -30,3 +35,14 @@ pub const MAX_STEPS: usize = 100_000_000;
 pub const MAX_BATCH: usize = 1 << 20;
 /// Largest count of seeds (or runs of one cell) in one experiment.
 pub const MAX_SEEDS: usize = 10_000;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes_beyond_the_memory_given_are_refused_and_unknown_memory_refuses_nothing() {
+        let e = super::check_fits_in(Some(1e9), "the run", 2e9).unwrap_err().to_string();
+        assert!(e.contains("the run needs about 1.9 GiB of memory; 0.9 GiB are available"), "{e}");
+        assert!(super::check_fits_in(Some(3e9), "the run", 2e9).is_ok());
+        assert!(super::check_fits_in(None, "the run", 1e30).is_ok());
+    }
+}

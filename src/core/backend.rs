@@ -28,6 +28,13 @@ pub trait BackendBase: Sized + Send + Sync + 'static {
     /// `dst = src` (same length).
     fn copy(src: &Self::Buf, dst: &mut Self::Buf);
 
+    /// Memory free for a run's buffers, in bytes (None: unknown). The host's memory for the
+    /// CPU; the device's free memory for a GPU. Runs are refused up front where their estimate
+    /// exceeds it.
+    fn available_bytes() -> Option<f64> {
+        crate::limits::available_bytes()
+    }
+
     /// Waits until every op this thread queued has finished (timing; the CPU runs ops
     /// synchronously, so there nothing is queued).
     fn synchronize() {}

@@ -251,10 +251,13 @@ thread_local! {
 fn check<T, E: std::fmt::Display>(r: std::result::Result<T, E>, what: &str) -> T {
     match r {
         Ok(v) => v,
-        // A failed launch or copy is a bug or a lost device; an allocation fails when the GPU
-        // runs out of memory, which a user can cause (a huge --batch-size). The op API cannot
-        // return errors (a fallible backend API is left open in issue 8), so this panics and
-        // the CLI turns the panic into one `error:` line and exit 1 (see main.rs).
+        // A failed launch or copy is a bug or a lost device. An allocation fails when the GPU
+        // runs out of memory: a run whose estimate exceeds the GPU's free memory is refused
+        // before it starts (`Trainer::for_dataset`, `available_bytes` above), so only runs that
+        // fit alone but not together (parallel runs on one GPU), or an estimate that falls
+        // short, get here. The op API cannot return errors (a fallible backend API is left open
+        // in issue 8), so this panics and the CLI turns the panic into one `error:` line and
+        // exit 1 (see main.rs); a sweep task records it as its failure.
         Err(e) => panic!("CUDA {what} failed: {e}"),
     }
 }
@@ -451,6 +454,12 @@ impl Drop for CudaBuf {
 
 impl BackendBase for Cuda {
     type Buf = CudaBuf;
+
+    /// The opened GPU's free memory (None before it is opened, or if the driver cannot say).
+    fn available_bytes() -> Option<f64> {
+        let device = DEVICE.get()?.as_ref().ok()?;
+        device.ctx.mem_get_info().ok().map(|(free, _)| free as f64)
+    }
 
     fn synchronize() {
         with_local(|l| l.sync());
