@@ -138,6 +138,35 @@ fn every_op_matches_the_cpu() {
 }
 
 #[test]
+fn text_ops_match_the_cpu() {
+    if !gpu("text_ops_match_the_cpu") {
+        return;
+    }
+    let tol = 1e-4;
+    compare_layer!("softmax", [5, 37], tol, |r| Softmax::default());
+    compare_layer!("softmax causal", [3, 40, 40], tol, |r| Softmax { causal: true });
+    compare_layer!("position embedding", [4, 9, 6], tol, |r| PositionEmbedding::new(9, 6, &mut r));
+    compare_layer!("attention", [3, 11, 24], tol, |r| Attention::new(2, false));
+    compare_layer!("attention causal", [3, 70, 48], tol, |r| Attention::new(4, true));
+    compare_layer!("transformer block", [2, 9, 16], tol, |r| transformer_block(16, 2, 32, false, &mut r));
+    // the embedding reads integer ids: its own inputs, repeated ids included
+    let (vocab, dim, shape) = (11, 5, [4usize, 13, 1]);
+    let ids: Vec<f32> = (0..52).map(|t| ((t * 7) % vocab) as f32).collect();
+    let mut c = Embedding::<Cpu>::new(vocab, dim, &mut InitRng::seed_from_u64(3));
+    let mut g = Embedding::<Cuda>::new(vocab, dim, &mut InitRng::seed_from_u64(3));
+    let (xc, xg) = (Tensor::<Cpu>::from_slice(&shape, &ids), Tensor::<Cuda>::from_slice(&shape, &ids));
+    let (mut yc, mut yg) = (Tensor::empty(), Tensor::empty());
+    c.forward(&xc, &mut yc, Mode::Train);
+    g.forward(&xg, &mut yg, Mode::Train);
+    assert_eq!(yc.to_vec(), yg.to_vec(), "embedding rows are copied exactly");
+    let dy = random(yc.len(), 4);
+    c.backward(&xc, &yc, &Tensor::from_slice(yc.shape(), &dy), None);
+    g.backward(&xg, &yg, &Tensor::from_slice(yc.shape(), &dy), None);
+    let e = max_rel(&g.table.grad.to_vec(), &c.table.grad.to_vec());
+    assert!(e <= tol, "embedding gradient: max relative error {e:e}");
+}
+
+#[test]
 fn optimizer_updates_match_the_cpu() {
     if !gpu("optimizer_updates_match_the_cpu") {
         return;

@@ -52,6 +52,31 @@ pub trait BackendBase: Sized + Send + Sync + 'static {
         c: (&mut Self::Buf, usize, usize),
         accumulate: bool,
     );
+
+    /// `count` GEMMs like [`BackendBase::matmul`] with the same sizes `(m, n, k)`, the i-th
+    /// with each operand's offset advanced by i times its batch stride (each tuple's last
+    /// element): attention's per-example products in one call.
+    #[allow(clippy::type_complexity)]
+    fn matmul_batched(
+        count: usize,
+        (m, n, k): (usize, usize, usize),
+        a: (&Self::Buf, usize, usize, usize, usize),
+        b: (&Self::Buf, usize, usize, usize, usize),
+        c: (&mut Self::Buf, usize, usize, usize),
+        accumulate: bool,
+    ) {
+        for i in 0..count {
+            Self::matmul(
+                m,
+                n,
+                k,
+                (a.0, a.1 + i * a.4, a.2, a.3),
+                (b.0, b.1 + i * b.4, b.2, b.3),
+                (&mut *c.0, c.1 + i * c.3, c.2),
+                accumulate,
+            );
+        }
+    }
 }
 
 /// Everything a model and its training need from a backend.
@@ -70,6 +95,8 @@ pub trait Backend:
     + ops::residual::ResidualOps
     + ops::transpose::TransposeOps
     + ops::patchify::PatchifyOps
+    + ops::embedding::EmbeddingOps
+    + ops::softmax::SoftmaxOps
     + optim::OptimOps
 {
 }
@@ -89,6 +116,8 @@ impl<T> Backend for T where
         + ops::residual::ResidualOps
         + ops::transpose::TransposeOps
         + ops::patchify::PatchifyOps
+        + ops::embedding::EmbeddingOps
+        + ops::softmax::SoftmaxOps
         + optim::OptimOps
 {
 }

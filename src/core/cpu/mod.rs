@@ -7,6 +7,7 @@
 //! large run uses every thread inside each op. Work is always split the same way for a given
 //! thread count, so a seed and a thread count give the same numbers.
 
+mod attention;
 pub(crate) mod elementwise;
 mod loss;
 pub mod math;

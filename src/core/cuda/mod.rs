@@ -12,6 +12,7 @@
 //! lets cuBLAS use TF32 tensor cores. The op impls live beside this file, one per op family,
 //! mirroring the CPU kernels in `core/ops/`.
 
+mod attention;
 mod elementwise;
 mod loss;
 mod norm;
@@ -41,12 +42,13 @@ pub struct Settings {
 }
 
 /// Every kernel's source, concatenated into one NVRTC program.
-pub const KERNEL_SOURCES: [(&str, &str); 5] = [
+pub const KERNEL_SOURCES: [(&str, &str); 6] = [
     ("elementwise.cu", include_str!("kernels/elementwise.cu")),
     ("window.cu", include_str!("kernels/window.cu")),
     ("norm.cu", include_str!("kernels/norm.cu")),
     ("loss.cu", include_str!("kernels/loss.cu")),
     ("optim.cu", include_str!("kernels/optim.cu")),
+    ("attention.cu", include_str!("kernels/attention.cu")),
 ];
 const COMMON: &str = include_str!("kernels/common.cuh");
 
@@ -89,6 +91,10 @@ kernels!(
     softmax_cross_entropy,
     adam_update,
     sgd_update,
+    embedding_forward,
+    embedding_backward,
+    softmax_forward,
+    softmax_backward,
 );
 
 /// The whole program as NVRTC compiles it.
@@ -551,6 +557,31 @@ impl BackendBase for Cuda {
     ) {
         with_local(|l| {
             gemm(l, m, n, k, (a.0.at(a.1), a.2, a.3), (b.0.at(b.1), b.2, b.3), (c.0.at(c.1), c.2), accumulate, None)
+        });
+    }
+
+    fn matmul_batched(
+        count: usize,
+        (m, n, k): (usize, usize, usize),
+        a: (&CudaBuf, usize, usize, usize, usize),
+        b: (&CudaBuf, usize, usize, usize, usize),
+        c: (&mut CudaBuf, usize, usize, usize),
+        accumulate: bool,
+    ) {
+        // one strided-batched cuBLAS call instead of `count` launches
+        let batch = Batch { count, a: a.4, b: b.4, c: c.3 };
+        with_local(|l| {
+            gemm(
+                l,
+                m,
+                n,
+                k,
+                (a.0.at(a.1), a.2, a.3),
+                (b.0.at(b.1), b.2, b.3),
+                (c.0.at(c.1), c.2),
+                accumulate,
+                Some(batch),
+            )
         });
     }
 }

@@ -31,7 +31,7 @@ fn column_sums(
 }
 
 /// One warp a row, eight rows a block (the LayerNorm kernels); nothing for no rows.
-fn launch_row_warps(l: &Local, k: K, rows: usize, args: &[u64]) {
+pub(crate) fn launch_row_warps(l: &Local, k: K, rows: usize, args: &[u64]) {
     if rows > 0 {
         l.launch(k, (rows.div_ceil(8) as u32, 1, 1), (256, 1, 1), args);
     }

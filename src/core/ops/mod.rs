@@ -1,12 +1,14 @@
 //! One op per file: its backend trait (the forward and backward kernels every backend
 //! implements), the layer that holds its parameters, and its finite-difference gradient check.
 //! The kernels themselves live with their backend, one file per op family, mirrored:
-//! `core/cpu/{elementwise,window,norm,loss,optim}.rs` and `core/cuda/` (the same names).
+//! `core/cpu/{elementwise,window,norm,loss,optim,attention}.rs` and `core/cuda/` (the same names).
 
+pub mod attention;
 pub mod batch_norm;
 pub mod conv1d;
 pub mod conv2d;
 pub mod cross_entropy;
+pub mod embedding;
 pub mod flatten;
 pub mod gelu;
 pub mod global_avg_pool;
@@ -15,12 +17,17 @@ pub mod linear;
 pub mod locally_connected;
 pub mod patchify;
 pub mod pool;
+pub mod position_embedding;
 pub mod relu;
 pub mod residual;
+pub mod softmax;
+pub mod transformer_block;
 pub mod transpose;
 
+pub use attention::Attention;
 pub use batch_norm::BatchNorm;
 pub use conv2d::Conv;
+pub use embedding::Embedding;
 pub use flatten::Flatten;
 pub use gelu::Gelu;
 pub use global_avg_pool::GlobalAvgPool;
@@ -29,6 +36,9 @@ pub use linear::Linear;
 pub use locally_connected::LocallyConnected;
 pub use patchify::Patchify;
 pub use pool::{Pool, PoolKind};
+pub use position_embedding::PositionEmbedding;
 pub use relu::Relu;
 pub use residual::Residual;
+pub use softmax::Softmax;
+pub use transformer_block::transformer_block;
 pub use transpose::Transpose;
