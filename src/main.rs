@@ -11,8 +11,8 @@ use cli::output::{
     check_json, check_out, check_report, default_run_dir, finish, provenance, report_page, show, warnings, Bar,
 };
 use cnnlab::core::Device;
-use cnnlab::data::download;
-use cnnlab::experiments::{analyses, bench, data_size, inventory, pooling, prune, reproduce, single};
+use cnnlab::data::{download, Condition};
+use cnnlab::experiments::{analyses, bench, data_size, distance, inventory, pooling, prune, reproduce, single};
 
 #[derive(Parser)]
 #[command(
@@ -73,7 +73,13 @@ fn run(cli: Cli) -> Result<()> {
             let cfg = reproduce::ReproduceConfig {
                 data: a.data.choice(),
                 models: a.models,
-                conditions: a.conditions,
+                conditions: a.conditions.unwrap_or_else(|| {
+                    let mut c = vec![Condition::Original, Condition::Permuted];
+                    if a.data.dataset.is_text() {
+                        c.push(Condition::PerExample);
+                    }
+                    c
+                }),
                 seeds: a.grid.seeds.map(|s| s as usize),
                 base_seed: a.seed,
                 train: a.train.overrides(),
@@ -133,12 +139,11 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Data(DataCommand::Download { dataset, dir }) => {
-            let kind = if dataset == "cifar10" {
-                cnnlab::data::cifar::Cifar::Ten
-            } else {
-                cnnlab::data::cifar::Cifar::Hundred { fine: true }
+            let archive = match dataset.as_str() {
+                "cifar10" => download::cifar_archive(cnnlab::data::cifar::Cifar::Ten),
+                "cifar100" => download::cifar_archive(cnnlab::data::cifar::Cifar::Hundred { fine: true }),
+                _ => download::rotten_tomatoes_archive(),
             };
-            let archive = download::cifar_archive(kind);
             let path = download::download(archive, &dir, &mut |done, total| {
                 if let Some(t) = total {
                     bar.0.set_length(t);
@@ -146,7 +151,7 @@ fn run(cli: Cli) -> Result<()> {
                 bar.0.set_position(done);
             })?;
             drop(bar);
-            println!("{} verified (MD5 {}) and unpacked into {}", path.display(), archive.md5, dir.display());
+            println!("{} verified ({}) and unpacked into {}", path.display(), archive.checksum(), dir.display());
             Ok(())
         }
         Command::Bench(a) => {
@@ -214,6 +219,37 @@ fn analyze(c: AnalyzeCommand, bar: Bar) -> Result<()> {
             };
             check_out(&s.out)?;
             let report = data_size::run(&cfg, &bar)?;
+            drop(bar);
+            finish(&report, &s.out, cfg.compute.device)
+        }
+        AnalyzeCommand::Distance(a) => {
+            let s = &a.study;
+            let data = s.data.choice();
+            // the study is the recall task's: its generator flags apply, other data does not
+            use cnnlab::data::DatasetSpec;
+            let default = cnnlab::experiments::setup::DataChoice {
+                dataset: data.dataset.clone(),
+                recall: data.recall.clone(),
+                ..Default::default()
+            };
+            let recall_or_unset = matches!(data.dataset, DatasetSpec::Recall | DatasetSpec::Mnist1d);
+            if data != default || !recall_or_unset {
+                anyhow::bail!("analyze distance runs on the recall task: of the data flags only --recall-* apply");
+            }
+            if s.grid.seeds.is_some_and(|n| n != 1) {
+                anyhow::bail!("analyze distance trains one seed per model: give it with --seed");
+            }
+            let cfg = distance::DistanceConfig {
+                recall: data.recall,
+                models: a.models,
+                gaps: a.gaps,
+                per_gap: a.per_gap,
+                seed: a.seed,
+                train: s.train.overrides(),
+                compute: s.compute(),
+            };
+            check_out(&s.out)?;
+            let report = distance::run(&cfg, &bar)?;
             drop(bar);
             finish(&report, &s.out, cfg.compute.device)
         }

@@ -254,7 +254,7 @@ fn toy_images(n: usize, seed: u64) -> Dataset {
     };
     let (x, y) = make(n);
     let (x_test, y_test) = make(n / 4);
-    Dataset { name: "toy".into(), example_shape: vec![h, w, c], classes, x, y, x_test, y_test }
+    Dataset { name: "toy".into(), example_shape: vec![h, w, c], classes, vocab: None, x, y, x_test, y_test }
 }
 
 /// Trains the same model on both backends and compares the learning curves step by step.

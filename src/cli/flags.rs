@@ -25,7 +25,8 @@ pub(crate) fn named<T: Named + Send + Sync>() -> impl clap::builder::TypedValueP
 #[derive(Args, Clone)]
 #[command(next_help_heading = "Data")]
 pub(crate) struct DataFlags {
-    /// mnist1d (generated in process), fashion-mnist, mnist, cifar10, cifar100 or folder:PATH
+    /// mnist1d or recall (generated in process), fashion-mnist, mnist, cifar10, cifar100,
+    /// folder:PATH or rotten-tomatoes
     #[arg(long, default_value = "mnist1d", value_parser = |s: &str| s.parse::<DatasetSpec>())]
     pub(crate) dataset: DatasetSpec,
     /// Directory holding the dataset's files (default: its usual place)
@@ -47,6 +48,63 @@ pub(crate) struct DataFlags {
     pub(crate) arch: ArchFlags,
     #[command(flatten)]
     pub(crate) mnist1d: Mnist1dFlags,
+    #[command(flatten)]
+    pub(crate) recall: RecallFlags,
+}
+
+/// The recall task's generator (defaults: 64 tokens, 4 pairs of 16 keys and 16 values, gaps
+/// 1..=62, 20,000 training and 2,000 test sequences).
+#[derive(Args, Clone)]
+#[command(next_help_heading = "Recall task")]
+pub(crate) struct RecallFlags {
+    /// Tokens per sequence, the query included
+    #[arg(long)]
+    pub(crate) recall_len: Option<usize>,
+    /// Key-value pairs per sequence
+    #[arg(long)]
+    pub(crate) recall_pairs: Option<usize>,
+    /// Distinct value tokens (the classes)
+    #[arg(long)]
+    pub(crate) recall_values: Option<usize>,
+    /// Gaps between the queried value and the query: D or MIN-MAX
+    #[arg(long, value_parser = parse_gap)]
+    pub(crate) recall_gap: Option<(usize, usize)>,
+    /// Training sequences generated
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) recall_train: Option<u64>,
+}
+
+fn parse_gap(s: &str) -> std::result::Result<(usize, usize), String> {
+    let bad = || format!("'{s}' is not a gap like 5 or 1-20");
+    let (a, b) = s.split_once('-').unwrap_or((s, s));
+    let (a, b): (usize, usize) = (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?);
+    if a == 0 || a > b {
+        return Err(bad());
+    }
+    Ok((a, b))
+}
+
+impl RecallFlags {
+    pub(crate) fn config(&self) -> cnnlab::data::recall::RecallConfig {
+        let mut c = cnnlab::data::recall::RecallConfig::default();
+        if let Some(v) = self.recall_len {
+            c.len = v;
+        }
+        if let Some(v) = self.recall_pairs {
+            c.pairs = v;
+        }
+        if let Some(v) = self.recall_values {
+            c.values = v;
+            c.keys = c.keys.max(v);
+        }
+        if let Some((a, b)) = self.recall_gap {
+            (c.min_gap, c.max_gap) = (a, Some(b));
+        }
+        if let Some(n) = self.recall_train {
+            c.n_train = n as usize;
+        }
+        c
+    }
 }
 
 pub(crate) fn parse_size(s: &str) -> std::result::Result<(u32, u32), String> {
@@ -70,6 +128,7 @@ impl DataFlags {
             image_size: self.image_size,
             mnist1d: self.mnist1d.overrides(),
             arch: self.arch.overrides(),
+            recall: self.recall.config(),
         }
     }
 }

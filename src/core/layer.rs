@@ -103,6 +103,13 @@ pub trait Layer<B: Backend>: Send + AsDynLayer<B> {
     fn children(&self) -> Vec<&dyn Layer<B>> {
         Vec::new()
     }
+    /// Permutes the rows of every learned position table by `perm` (`row i ← row perm[i]`,
+    /// the order [`crate::data::permutation::permute_one`] gives inputs); returns how many
+    /// tables it permuted. A model with learned positions and no other use of order then
+    /// computes on permuted inputs exactly what it computed on the originals.
+    fn permute_positions(&mut self, _perm: &[usize]) -> Result<usize> {
+        Ok(0)
+    }
 }
 
 /// Layers applied one after another; keeps every intermediate activation and gradient.
@@ -307,6 +314,14 @@ impl<B: Backend> Layer<B> for Sequential<B> {
 
     fn children(&self) -> Vec<&dyn Layer<B>> {
         self.layers.iter().map(|l| l.as_ref()).collect()
+    }
+
+    fn permute_positions(&mut self, perm: &[usize]) -> Result<usize> {
+        let mut n = 0;
+        for l in &mut self.layers {
+            n += l.permute_positions(perm)?;
+        }
+        Ok(n)
     }
 }
 

@@ -126,6 +126,7 @@ pub fn load_cifar(dir: &Path, kind: Cifar) -> Result<Dataset> {
         name: kind.name().into(),
         example_shape: vec![32, 32, 3],
         classes: kind.classes(),
+        vocab: None,
         x,
         y,
         x_test,

@@ -10,6 +10,10 @@ pub struct Dataset {
     /// Shape of one example, channels last: `[L, C]` for sequences, `[H, W, C]` for images.
     pub example_shape: Vec<usize>,
     pub classes: usize,
+    /// Token data: every value is a token id in `0..vocab` (an integer, exact in f32 below
+    /// 2^24) and examples are `[L, 1]`; the models embed the ids ([`crate::models::text`]).
+    /// None: the values are measurements.
+    pub vocab: Option<usize>,
     /// `[n_train, example_len]`, row-major.
     pub x: Vec<f32>,
     pub y: Vec<u32>,
@@ -64,6 +68,15 @@ impl Dataset {
         if let Some(l) = self.y.iter().chain(&self.y_test).find(|&&l| l as usize >= self.classes) {
             return bad(format!("label {l} out of range for {} classes", self.classes));
         }
+        if let Some(vocab) = self.vocab {
+            if self.example_shape.len() != 2 || self.example_shape[1] != 1 {
+                return bad(format!("token ids come as [L, 1] examples, not {:?}", self.example_shape));
+            }
+            let not_a_token = |v: f32| !(v >= 0.0 && v < vocab as f32 && v.fract() == 0.0);
+            if let Some(v) = self.x.iter().chain(&self.x_test).find(|&&v| not_a_token(v)) {
+                return bad(format!("{v} is not a token id of a vocabulary of {vocab}"));
+            }
+        }
         Ok(())
     }
 
@@ -88,6 +101,7 @@ impl From<Mnist1d> for Dataset {
             name: "mnist1d".into(),
             example_shape: vec![d.length, 1],
             classes: 10,
+            vocab: None,
             x: d.x.iter().map(|&v| v as f32).collect(),
             y: d.y.iter().map(|&v| v as u32).collect(),
             x_test: d.x_test.iter().map(|&v| v as f32).collect(),

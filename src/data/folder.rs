@@ -169,6 +169,7 @@ pub fn load_folder(root: &Path, opts: &FolderOptions) -> Result<Dataset> {
         name: format!("folder:{}", root.display()),
         example_shape: vec![h as usize, w as usize, 3],
         classes: train.len(),
+        vocab: None,
         x,
         y,
         x_test,

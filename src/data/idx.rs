@@ -118,7 +118,7 @@ pub fn load_idx_dataset(dir: &Path, name: &str) -> Result<Dataset> {
             reason: "train and test images differ in size".into(),
         });
     }
-    let d = Dataset { name: name.into(), example_shape: shape, classes: 10, x, y, x_test, y_test };
+    let d = Dataset { name: name.into(), example_shape: shape, classes: 10, vocab: None, x, y, x_test, y_test };
     d.validate()?;
     Ok(d)
 }

@@ -8,7 +8,9 @@ pub mod idx;
 pub mod mnist1d;
 pub mod npy;
 pub mod permutation;
+pub mod recall;
 pub mod registry;
+pub mod rotten_tomatoes;
 
 pub use dataset::mnist1d_default;
 pub use dataset::Dataset;

@@ -111,6 +111,7 @@ mod tests {
             name: "toy".into(),
             example_shape: vec![4, 2],
             classes: 2,
+            vocab: None,
             x: (0..16).map(|v| v as f32).collect(),
             y: vec![0, 1],
             x_test: (100..108).map(|v| v as f32).collect(),

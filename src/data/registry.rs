@@ -1,11 +1,13 @@
 //! Named datasets and where to find them: `mnist1d`, `fashion-mnist`, `mnist`, `cifar10`,
-//! `cifar100`, `folder:PATH`. Image datasets are normalised per channel with statistics of
-//! the training split.
+//! `cifar100`, `folder:PATH`, and the token sequences `recall` (generated) and
+//! `rotten-tomatoes`. Image datasets are normalised per channel with statistics of the
+//! training split.
 
 use crate::data::cifar::{load_cifar, Cifar};
 use crate::data::folder::{load_folder, FolderOptions};
 use crate::data::idx::load_idx_dataset;
 use crate::data::mnist1d::Mnist1dConfig;
+use crate::data::recall::RecallConfig;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -23,6 +25,10 @@ pub enum DatasetSpec {
     Cifar10,
     Cifar100,
     Folder(PathBuf),
+    /// Associative recall, generated in process ([`crate::data::recall`]).
+    Recall,
+    /// Rotten Tomatoes review snippets ([`crate::data::rotten_tomatoes`]).
+    RottenTomatoes,
 }
 
 impl std::str::FromStr for DatasetSpec {
@@ -34,11 +40,13 @@ impl std::str::FromStr for DatasetSpec {
             "mnist" => DatasetSpec::Mnist,
             "cifar10" => DatasetSpec::Cifar10,
             "cifar100" => DatasetSpec::Cifar100,
+            "recall" => DatasetSpec::Recall,
+            "rotten-tomatoes" => DatasetSpec::RottenTomatoes,
             _ => match s.strip_prefix("folder:") {
                 Some(p) if !p.is_empty() => DatasetSpec::Folder(PathBuf::from(p)),
                 _ => {
                     return Err(format!(
-                        "unknown dataset '{s}' (known: mnist1d, fashion-mnist, mnist, cifar10, cifar100, folder:PATH)"
+                        "unknown dataset '{s}' (known: mnist1d, fashion-mnist, mnist, cifar10, cifar100, folder:PATH, recall, rotten-tomatoes)"
                     ))
                 }
             },
@@ -66,15 +74,26 @@ impl std::fmt::Display for DatasetSpec {
 }
 
 impl DatasetSpec {
-    /// MNIST-1D is the one sequence dataset; every other dataset holds images.
+    /// Sequences (MNIST-1D and the token datasets); every other dataset holds images.
     pub fn is_sequence(&self) -> bool {
-        *self == DatasetSpec::Mnist1d
+        matches!(self, DatasetSpec::Mnist1d | DatasetSpec::Recall | DatasetSpec::RottenTomatoes)
+    }
+
+    /// Token sequences (the text experiments).
+    pub fn is_text(&self) -> bool {
+        matches!(self, DatasetSpec::Recall | DatasetSpec::RottenTomatoes)
+    }
+
+    /// Generated in process from settings (no files).
+    pub fn is_generated(&self) -> bool {
+        matches!(self, DatasetSpec::Mnist1d | DatasetSpec::Recall)
     }
 
     /// The usual directory of the dataset's files (None: generated, or the folder itself).
     pub fn default_dir(&self) -> Option<PathBuf> {
         match self {
-            DatasetSpec::Mnist1d | DatasetSpec::Folder(_) => None,
+            DatasetSpec::Mnist1d | DatasetSpec::Recall | DatasetSpec::Folder(_) => None,
+            DatasetSpec::RottenTomatoes => Some(PathBuf::from("data")),
             DatasetSpec::FashionMnist => Some(PathBuf::from(FASHION_MNIST_DIR)),
             DatasetSpec::Mnist => Some(PathBuf::from("data/mnist")),
             DatasetSpec::Cifar10 | DatasetSpec::Cifar100 => Some(PathBuf::from("data")),
@@ -89,12 +108,30 @@ impl DatasetSpec {
             DatasetSpec::Cifar10 => "cifar10".into(),
             DatasetSpec::Cifar100 => "cifar100".into(),
             DatasetSpec::Folder(p) => format!("folder:{}", p.display()),
+            DatasetSpec::Recall => "recall".into(),
+            DatasetSpec::RottenTomatoes => "rotten-tomatoes".into(),
         }
     }
 
     /// Loads the dataset (`data_dir` overrides the default location).
     pub fn load(&self, data_dir: Option<&Path>, mnist1d: &Mnist1dConfig) -> Result<Dataset> {
         self.load_with(data_dir, mnist1d, &FolderOptions::default())
+    }
+
+    /// Loads the dataset with every generator's settings (the recall task's included).
+    pub fn load_source(&self, source: &DataSource) -> Result<Dataset> {
+        let folder = FolderOptions { resize: source.image_size, ..FolderOptions::default() };
+        match self {
+            DatasetSpec::Recall => {
+                if source.data_dir.is_some() {
+                    return Err(Error::Config(
+                        "a data directory does not apply to recall (generated in process)".into(),
+                    ));
+                }
+                source.recall.generate()
+            }
+            _ => self.load_with(source.data_dir.as_deref(), &source.mnist1d, &folder),
+        }
     }
 
     /// Loads the dataset; image folders are read with `folder` (size check or resize).
@@ -109,7 +146,7 @@ impl DatasetSpec {
                 return Err(Error::Config(format!(
                     "a data directory does not apply to {} ({})",
                     self.name(),
-                    if self.is_sequence() { "generated in process" } else { "the folder is named in the dataset" }
+                    if self.is_generated() { "generated in process" } else { "the folder is named in the dataset" }
                 )));
             }
             if dir.exists() && !dir.is_dir() {
@@ -121,6 +158,11 @@ impl DatasetSpec {
         }
         let mut d = match self {
             DatasetSpec::Mnist1d => return Ok(mnist1d.generate()?.into()),
+            DatasetSpec::Recall => return RecallConfig::default().generate(),
+            // token ids: not normalised
+            DatasetSpec::RottenTomatoes => {
+                return Ok(crate::data::rotten_tomatoes::load(data_dir.unwrap_or(Path::new("data")))?.0)
+            }
             DatasetSpec::FashionMnist => {
                 let dir = data_dir.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(FASHION_MNIST_DIR));
                 load_idx_dataset(&dir, "fashion-mnist").map_err(|e| match e {
@@ -184,7 +226,9 @@ mod tests {
 
     #[test]
     fn names_parse_and_round_trip() {
-        for s in ["mnist1d", "fashion-mnist", "mnist", "cifar10", "cifar100", "folder:/tmp/x"] {
+        for s in
+            ["mnist1d", "fashion-mnist", "mnist", "cifar10", "cifar100", "folder:/tmp/x", "recall", "rotten-tomatoes"]
+        {
             assert_eq!(s.parse::<DatasetSpec>().unwrap().name(), s);
         }
         assert!("imagenet".parse::<DatasetSpec>().is_err());
@@ -216,6 +260,7 @@ mod tests {
             name: "t".into(),
             example_shape: vec![2, 2],
             classes: 2,
+            vocab: None,
             x: vec![0.0, 10.0, 2.0, 10.0, 4.0, 20.0, 6.0, 20.0],
             y: vec![0, 1],
             x_test: vec![3.0, 15.0, 3.0, 15.0],
@@ -260,6 +305,9 @@ pub struct DataSource {
     pub dataset: DatasetSpec,
     pub data_dir: Option<PathBuf>,
     pub mnist1d: Mnist1dConfig,
+    /// The recall task's generator settings.
+    #[serde(default)]
+    pub recall: RecallConfig,
     /// Image folders: resize every image to (height, width).
     pub image_size: Option<(u32, u32)>,
     /// Keep only the first N training / test examples.
@@ -274,6 +322,7 @@ impl DataSource {
             dataset: DatasetSpec::Mnist1d,
             data_dir: None,
             mnist1d: Mnist1dConfig::default(),
+            recall: RecallConfig::default(),
             image_size: None,
             train_subset: None,
             test_subset: None,
@@ -282,8 +331,7 @@ impl DataSource {
 
     /// Loads (and normalises) the data, then keeps the subsets.
     pub fn load(&self) -> Result<Dataset> {
-        let folder = FolderOptions { resize: self.image_size, ..FolderOptions::default() };
-        let mut data = self.dataset.load_with(self.data_dir.as_deref(), &self.mnist1d, &folder)?;
+        let mut data = self.dataset.load_source(self)?;
         if let Some(n) = self.train_subset {
             data.truncate_train(n);
         }

@@ -34,17 +34,13 @@ pub struct ModelsReport {
 pub fn models(choice: &DataChoice) -> Result<ModelsReport> {
     let prepared = choice.prepare()?;
     let data = &prepared.data;
+    let image = data.example_shape.len() == 3;
     let models = ModelKind::ALL
         .iter()
+        .filter(|k| !(image && k.sequences_only()))
         .map(|&kind| {
             let mut rng = rng_for(0, streams::INIT);
-            let model = Model::<Cpu>::build_with(
-                kind,
-                &data.example_shape,
-                data.classes,
-                &prepared.recipe.train.arch,
-                &mut rng,
-            )?;
+            let model = Model::<Cpu>::build_for(kind, data, &prepared.recipe.train.arch, &mut rng)?;
             Ok(ModelEntry {
                 model: kind,
                 params: model.param_count(),

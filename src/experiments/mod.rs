@@ -34,6 +34,7 @@
 pub mod analyses;
 pub mod bench;
 pub mod data_size;
+pub mod distance;
 pub mod grid;
 pub mod inventory;
 pub mod pooling;

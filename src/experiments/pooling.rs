@@ -472,6 +472,7 @@ mod tests {
             name: "toy".into(),
             example_shape: vec![8, 8, 1],
             classes: 2,
+            vocab: None,
             x: x.clone(),
             y: y.clone(),
             x_test: x,

@@ -42,6 +42,9 @@ pub fn recipe(
     preset: Preset,
     train_subset: Option<usize>,
 ) -> Recipe {
+    if dataset.is_text() {
+        return text_recipe(dataset, n_train, train_subset);
+    }
     if dataset.is_sequence() {
         // sequences: the MNIST-1D recipe (Adam 1e-2, batch 100, 6000 steps, the notebook's
         // batch order)
@@ -50,7 +53,7 @@ pub fn recipe(
             train_subset,
             test_subset: None,
             seeds: 3,
-            models: ModelKind::ALL.to_vec(),
+            models: ModelKind::CLASSIC.to_vec(),
         };
     }
     let image_models = vec![ModelKind::Cnn, ModelKind::Dnn, ModelKind::Mlp, ModelKind::Lcn];
@@ -104,6 +107,38 @@ pub fn recipe(
                 models: image_models,
             }
         }
+    }
+}
+
+/// The text experiments: Adam 1e-3 on batches of 64, reshuffled every epoch; the
+/// transformers, the token CNN, Mixer, MLP and bag of embeddings; 8 epochs of the review
+/// snippets, 4,000 steps (12.8 epochs of 20,000 sequences) of the recall task.
+fn text_recipe(dataset: &DatasetSpec, n_train: usize, train_subset: Option<usize>) -> Recipe {
+    let n = train_subset.unwrap_or(n_train).min(n_train).max(1);
+    let batch = 64;
+    let per_epoch = n.div_ceil(batch);
+    let steps = match dataset {
+        DatasetSpec::Recall => 4000,
+        _ => 8 * per_epoch,
+    };
+    Recipe {
+        train: TrainConfig {
+            steps,
+            batch_size: batch,
+            lr: 1e-3,
+            optimizer: OptimizerConfig::adam(),
+            schedule: Schedule::Constant { warmup_steps: 0 },
+            eval_every: (steps / 8).max(1),
+            seed: 0,
+            augment: None,
+            arch: ImageArch::small(),
+            prefetch: false,
+            shuffle: true,
+        },
+        train_subset,
+        test_subset: None,
+        seeds: 1,
+        models: ModelKind::TEXT.to_vec(),
     }
 }
 

@@ -209,7 +209,7 @@ impl PruneSubject<'_> {
 
     fn model(&self, weights: &[NamedTensor]) -> Result<Model<Cpu>> {
         let mut rng = rng_for(self.config.seed, crate::train::streams::INIT);
-        let mut model = Model::build_with(self.kind, &self.data.example_shape, self.data.classes, self.arch, &mut rng)?;
+        let mut model = Model::build_for(self.kind, self.data, self.arch, &mut rng)?;
         set_state(&mut model.net, &by_name(weights.to_vec())).map_err(Error::Config)?;
         Ok(model)
     }

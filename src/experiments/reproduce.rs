@@ -136,10 +136,12 @@ impl std::fmt::Display for ReproduceReport {
 pub(crate) fn cost(kind: ModelKind) -> u32 {
     match kind {
         ModelKind::Lcn => 5,
+        ModelKind::Transformer2 => 5,
+        ModelKind::Transformer1 => 4,
         ModelKind::Dnn => 4,
         ModelKind::Cnn => 3,
         ModelKind::Mlp => 2,
-        ModelKind::Logistic => 1,
+        ModelKind::Logistic | ModelKind::Bag => 1,
     }
 }
 

@@ -3,6 +3,7 @@
 //! apply to the chosen dataset are refused here, once, for every command.
 
 use crate::data::mnist1d::{Mnist1dConfig, Mnist1dOverrides};
+use crate::data::recall::RecallConfig;
 use crate::data::{DataSource, Dataset, DatasetSpec};
 use crate::error::{Error, Result};
 use crate::experiments::presets::{self, Preset, Recipe};
@@ -28,6 +29,8 @@ pub struct DataChoice {
     pub mnist1d: Mnist1dOverrides,
     /// Changes to the recipe's architecture.
     pub arch: ArchOverrides,
+    /// The recall task's generator settings.
+    pub recall: RecallConfig,
 }
 
 impl Default for DataChoice {
@@ -41,6 +44,7 @@ impl Default for DataChoice {
             image_size: None,
             mnist1d: Mnist1dOverrides::default(),
             arch: ArchOverrides::default(),
+            recall: RecallConfig::default(),
         }
     }
 }
@@ -72,7 +76,18 @@ impl DataChoice {
     pub fn check(&self) -> Result<()> {
         let mut wrong: Vec<String> = Vec::new();
         let name = self.dataset.name();
-        if self.dataset.is_sequence() {
+        if self.dataset.is_text() && self.arch != ArchOverrides::default() {
+            wrong.push("architecture overrides (the text models have fixed sizes)".into());
+        }
+        if self.dataset != DatasetSpec::Recall && self.recall != RecallConfig::default() {
+            wrong.push("recall (the recall task's generator)".into());
+        }
+        if self.dataset.is_text() {
+            if self.preset.is_some() {
+                wrong.push("preset (image datasets only)".into());
+            }
+            wrong.extend(self.mnist1d.given().iter().map(|f| format!("{f} (the MNIST-1D generator)")));
+        } else if self.dataset.is_sequence() {
             if self.preset.is_some() {
                 wrong.push("preset (image datasets only)".into());
             }
@@ -84,7 +99,7 @@ impl DataChoice {
             wrong.push("image_size (folder: datasets only)".into());
         }
         if self.data_dir.is_some() && self.dataset.default_dir().is_none() {
-            wrong.push("data_dir (datasets read from files, not mnist1d or folder:)".into());
+            wrong.push("data_dir (datasets read from files, not mnist1d, recall or folder:)".into());
         }
         if wrong.is_empty() {
             Ok(())
@@ -101,6 +116,7 @@ impl DataChoice {
             dataset: self.dataset.clone(),
             data_dir: self.data_dir.clone(),
             mnist1d: self.mnist1d.apply(&Mnist1dConfig::default()),
+            recall: self.recall.clone(),
             image_size: self.image_size,
             train_subset: None,
             test_subset: None,

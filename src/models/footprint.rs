@@ -5,7 +5,7 @@
 
 use crate::error::{Error, Result};
 pub use crate::limits::check_fits;
-use crate::models::{cnn, dnn, ImageArch, ModelKind};
+use crate::models::{cnn, dnn, text, ImageArch, ModelKind};
 
 /// Values (f32) a model holds.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -70,6 +70,25 @@ fn dense(dims: &[f64]) -> (f64, f64) {
 
 /// The footprint of `kind` for examples of `example_shape` (channels last) and `classes`.
 pub fn footprint(kind: ModelKind, example_shape: &[usize], classes: usize, arch: &ImageArch) -> Footprint {
+    footprint_input(kind, example_shape, None, classes, arch)
+}
+
+/// [`footprint`] for inputs that may be token ids of a `vocab`ulary (`[L, 1]` examples).
+pub fn footprint_input(
+    kind: ModelKind,
+    example_shape: &[usize],
+    vocab: Option<usize>,
+    classes: usize,
+    arch: &ImageArch,
+) -> Footprint {
+    match (vocab, example_shape) {
+        (Some(v), &[len, 1]) => return tokens(kind, len as f64, v as f64, classes as f64),
+        (None, &[len, c]) if kind.sequences_only() => {
+            let (params, activations) = sequence_model(kind, len as f64, c as f64, 1.0, classes as f64);
+            return Footprint { params, activations };
+        }
+        _ => {}
+    }
     let classes = classes as f64;
     let (params, activations) = match *example_shape {
         [h, w, c] => {
@@ -109,6 +128,8 @@ pub fn footprint(kind: ModelKind, example_shape: &[usize], classes: usize, arch:
                     let acts = m.depth as f64 * (6.0 * tokens * dim + dim * th * 2.0 + tokens * ch * 2.0);
                     (params, acts + tokens * p * p * c)
                 }
+                // never built for images
+                ModelKind::Transformer1 | ModelKind::Transformer2 | ModelKind::Bag => (0.0, 0.0),
             }
         }
         [len, c] => {
@@ -140,9 +161,71 @@ pub fn footprint(kind: ModelKind, example_shape: &[usize], classes: usize, arch:
                     let params = c * dim + m.depth as f64 * (2.0 * len * th + 2.0 * dim * ch) + (dim + 1.0) * classes;
                     (params, m.depth as f64 * (6.0 * len * dim + len * th * 2.0 + len * ch * 2.0))
                 }
+                ModelKind::Transformer1 | ModelKind::Transformer2 | ModelKind::Bag => (0.0, 0.0),
             }
         }
         _ => (0.0, 0.0),
+    };
+    Footprint { params, activations }
+}
+
+/// The transformers and the bag: (params, activations) with an input layer of `inputs`
+/// values per position (`per_input` weights each: 1 for a token table, `dim` for a linear map).
+fn sequence_model(kind: ModelKind, len: f64, inputs: f64, per_input: f64, classes: f64) -> (f64, f64) {
+    let size = match kind {
+        ModelKind::Transformer1 => text::TRANSFORMER_1,
+        ModelKind::Transformer2 => text::TRANSFORMER_2,
+        _ => {
+            let (e, h) = (text::EMBED as f64, text::BAG_HIDDEN as f64);
+            let params = inputs * e * per_input.min(1.0) + e + e * h + h + h * h + h + (h + 1.0) * classes;
+            return (params, len * e + 4.0 * h + classes);
+        }
+    };
+    let (d, h, heads) = (size.dim as f64, size.hidden as f64, size.heads as f64);
+    let block = 4.0 * d * d + 4.0 * d + 2.0 * d * h + h + d + 4.0 * d;
+    let params = inputs * d + d + len * d + size.layers as f64 * block + 2.0 * d + (d + 1.0) * classes;
+    // per block: LN, q|k|v, attention output, projection, two sums, LN, MLP; scores kept 3x
+    let block_acts = len * (12.0 * d + 2.0 * h) + 3.0 * heads * len * len;
+    (params, 2.0 * len * d + size.layers as f64 * block_acts + d + classes)
+}
+
+/// Models over `len` token ids of `vocab`: the embedding table and the body of [`text`].
+fn tokens(kind: ModelKind, len: f64, vocab: f64, classes: f64) -> Footprint {
+    let e = text::EMBED as f64;
+    let table = vocab * e;
+    let (params, activations) = match kind {
+        ModelKind::Transformer1 | ModelKind::Transformer2 | ModelKind::Bag => {
+            let (p, a) = sequence_model(kind, len, vocab, 1.0, classes);
+            // the input layer is a table of `vocab` rows, not a linear map with biases
+            (p - if kind == ModelKind::Bag { 0.0 } else { e }, a)
+        }
+        ModelKind::Logistic => (table + (len * e + 1.0) * classes, len * e + classes),
+        ModelKind::Mlp => {
+            let dims: Vec<f64> = std::iter::once(len * e)
+                .chain(text::TEXT_MLP_HIDDEN.iter().map(|&d| d as f64))
+                .chain([classes])
+                .collect();
+            let (p, a) = dense(&dims);
+            (table + p, a + len * e)
+        }
+        ModelKind::Cnn | ModelKind::Lcn => {
+            let width = text::TEXT_CNN_WIDTH as f64;
+            let (mut params, mut acts, mut cin, mut l) = (table, len * e, e, len);
+            for (k, st, pad) in text::TEXT_CNN_LAYERS {
+                let out = ((l + 2.0 * pad as f64 - k as f64) / st as f64).floor().max(0.0) + 1.0;
+                let local = if kind == ModelKind::Lcn { out } else { 1.0 };
+                params += (k as f64 * cin * width + width) * local;
+                acts += 2.0 * out * width + out * k as f64 * cin;
+                (cin, l) = (width, out);
+            }
+            (params + (l * width + 1.0) * classes, acts)
+        }
+        ModelKind::Dnn => {
+            let m = text::TEXT_MIXER;
+            let (dim, th, ch) = (m.dim as f64, m.token_hidden as f64, m.channel_hidden as f64);
+            let params = table + m.depth as f64 * (2.0 * len * th + 2.0 * dim * ch) + (dim + 1.0) * classes;
+            (params, len * e + m.depth as f64 * (6.0 * len * dim + dim * th * 2.0 + len * ch * 2.0))
+        }
     };
     Footprint { params, activations }
 }
@@ -160,10 +243,25 @@ mod tests {
     fn estimates_track_the_built_models() {
         for (shape, arch) in [(vec![40, 1], ImageArch::small()), (vec![28, 28, 1], ImageArch::small())] {
             for kind in ModelKind::ALL {
+                if shape.len() == 3 && kind.sequences_only() {
+                    continue;
+                }
                 let model = Model::<Cpu>::build_with(kind, &shape, 10, &arch, &mut InitRng::seed_from_u64(0)).unwrap();
                 let real = model.param_count() as f64;
                 let est = footprint(kind, &shape, 10, &arch).params;
                 assert!((est - real).abs() <= 0.25 * real, "{kind:?} {shape:?}: estimate {est}, real {real}");
+            }
+        }
+        // token models: the recall task's shape, and a large vocabulary
+        for (len, vocab) in [(64, 33), (56, 20_000)] {
+            for kind in ModelKind::ALL {
+                let model = Model::<Cpu>::build_tokens(kind, len, vocab, 16, &mut InitRng::seed_from_u64(0)).unwrap();
+                let real = model.param_count() as f64;
+                let est = footprint_input(kind, &[len, 1], Some(vocab), 16, &ImageArch::small()).params;
+                assert!(
+                    (est - real).abs() <= 0.25 * real,
+                    "{kind:?} tokens {len}/{vocab}: estimate {est}, real {real}"
+                );
             }
         }
     }

@@ -6,13 +6,19 @@
 //! - `cnn`: small local windows, shared weights, stacked to grow the receptive field;
 //! - `dnn`: an MLP-Mixer — mixes channels at each position, then mixes across all positions;
 //!   of comparable compute to the CNN, but every layer sees the whole input;
-//! - `lcn`: the CNN's locally-connected twin (same windows, weights not shared).
+//! - `lcn`: the CNN's locally-connected twin (same windows, weights not shared);
+//! - `transformer1`, `transformer2`: attention over every pair of positions (sequences);
+//! - `bag`: the mean embedding, order-free (sequences).
+//!
+//! Token sequences (`[L, 1]` ids of a vocabulary, [`crate::data::Dataset::vocab`]) get the
+//! models of [`text`], each starting from a learned token embedding.
 
 pub mod cnn;
 pub mod dnn;
 pub mod footprint;
 pub mod logistic;
 pub mod mlp;
+pub mod text;
 
 use crate::core::init::InitRng;
 use crate::core::layer::Sequential;
@@ -29,13 +35,51 @@ pub enum ModelKind {
     Cnn,
     Dnn,
     Lcn,
+    Transformer1,
+    Transformer2,
+    Bag,
 }
 
-crate::named_enum!(ModelKind { Logistic => "logistic", Mlp => "mlp", Cnn => "cnn", Dnn => "dnn", Lcn => "lcn" });
+crate::named_enum!(ModelKind {
+    Logistic => "logistic",
+    Mlp => "mlp",
+    Cnn => "cnn",
+    Dnn => "dnn",
+    Lcn => "lcn",
+    Transformer1 => "transformer1",
+    Transformer2 => "transformer2",
+    Bag => "bag",
+});
 
 impl ModelKind {
-    pub const ALL: [ModelKind; 5] =
+    pub const ALL: [ModelKind; 8] = [
+        ModelKind::Logistic,
+        ModelKind::Mlp,
+        ModelKind::Cnn,
+        ModelKind::Dnn,
+        ModelKind::Lcn,
+        ModelKind::Transformer1,
+        ModelKind::Transformer2,
+        ModelKind::Bag,
+    ];
+    /// The models of the image experiments and MNIST-1D (every kind builds for images but the
+    /// sequence-only ones).
+    pub const CLASSIC: [ModelKind; 5] =
         [ModelKind::Logistic, ModelKind::Mlp, ModelKind::Cnn, ModelKind::Dnn, ModelKind::Lcn];
+    /// The models of the text experiments (`reproduce --dataset recall|rotten-tomatoes`).
+    pub const TEXT: [ModelKind; 6] = [
+        ModelKind::Cnn,
+        ModelKind::Transformer1,
+        ModelKind::Transformer2,
+        ModelKind::Dnn,
+        ModelKind::Mlp,
+        ModelKind::Bag,
+    ];
+
+    /// Built for sequences only (not for `[H, W, C]` images).
+    pub fn sequences_only(&self) -> bool {
+        matches!(self, ModelKind::Transformer1 | ModelKind::Transformer2 | ModelKind::Bag)
+    }
 
     /// The name a user types (the list is in `named_enum!` above).
     pub fn name(&self) -> &'static str {
@@ -50,6 +94,9 @@ impl ModelKind {
             ModelKind::Cnn => "local windows with shared weights; receptive field grows with depth",
             ModelKind::Dnn => "MLP-Mixer: per-position channel MLP, then MLP across all positions",
             ModelKind::Lcn => "the CNN's windows without weight sharing (locality alone)",
+            ModelKind::Transformer1 => "one attention layer: scores every pair of positions, learned positions",
+            ModelKind::Transformer2 => "two attention layers: can find a token, then read its neighbour",
+            ModelKind::Bag => "mean embedding, then an MLP: which tokens occur, not where",
         }
     }
 }
@@ -217,6 +264,12 @@ impl<B: Backend> Model<B> {
                 ModelKind::Cnn => cnn::build_2d(*h, *w, *c, classes, arch, false, rng)?,
                 ModelKind::Lcn => cnn::build_2d(*h, *w, *c, classes, arch, true, rng)?,
                 ModelKind::Dnn => dnn::build_2d(*h, *w, *c, classes, arch, rng)?,
+                ModelKind::Transformer1 | ModelKind::Transformer2 | ModelKind::Bag => {
+                    return Err(Error::Config(format!(
+                        "{} is built for sequences (recall, rotten-tomatoes, mnist1d), not images of shape {example_shape:?}",
+                        kind.name()
+                    )))
+                }
             },
             [len, channels] => match kind {
                 ModelKind::Logistic => logistic::build(len * channels, classes, rng),
@@ -224,6 +277,9 @@ impl<B: Backend> Model<B> {
                 ModelKind::Cnn => cnn::build_1d(*len, *channels, classes, false, rng)?,
                 ModelKind::Dnn => dnn::build_1d(*len, *channels, classes, rng),
                 ModelKind::Lcn => cnn::build_1d(*len, *channels, classes, true, rng)?,
+                ModelKind::Transformer1 => text::transformer(*len, *channels, None, classes, text::TRANSFORMER_1, rng),
+                ModelKind::Transformer2 => text::transformer(*len, *channels, None, classes, text::TRANSFORMER_2, rng),
+                ModelKind::Bag => text::bag(*channels, None, classes, rng),
             },
             _ => {
                 return Err(Error::Config(format!(
@@ -232,6 +288,54 @@ impl<B: Backend> Model<B> {
                 )))
             }
         };
+        Self::assemble(kind, layers, example_shape, classes)
+    }
+
+    /// Builds `kind` for `data`: the token models of [`text`] where it holds token ids,
+    /// [`Model::build_with`] otherwise.
+    pub fn build_for(
+        kind: ModelKind,
+        data: &crate::data::Dataset,
+        arch: &ImageArch,
+        rng: &mut InitRng,
+    ) -> Result<Self> {
+        match (data.vocab, data.example_shape.as_slice()) {
+            (Some(vocab), [len, 1]) => Self::build_tokens(kind, *len, vocab, data.classes, rng),
+            (Some(_), shape) => Err(Error::Shape(format!("token ids come as [L, 1] examples, not {shape:?}"))),
+            (None, shape) => Self::build_with(kind, shape, data.classes, arch, rng),
+        }
+    }
+
+    /// Builds `kind` for sequences of `len` token ids in `0..vocab` (examples `[len, 1]`).
+    pub fn build_tokens(kind: ModelKind, len: usize, vocab: usize, classes: usize, rng: &mut InitRng) -> Result<Self> {
+        let shape = [len, 1];
+        if len == 0 || vocab == 0 || classes < 2 {
+            return Err(Error::Config(format!(
+                "no model for {len} tokens of a vocabulary of {vocab} in {classes} classes (need positive sizes and 2 classes or more)"
+            )));
+        }
+        let fp = footprint::footprint_input(kind, &shape, Some(vocab), classes, &ImageArch::small());
+        footprint::check_fits(&format!("the {} model", kind.name()), 4.0 * 4.0 * fp.params)?;
+        let layers: Vec<Box<dyn Layer<B>>> = match kind {
+            ModelKind::Logistic => text::mlp(len, vocab, &[], classes, rng),
+            ModelKind::Mlp => text::mlp(len, vocab, &text::TEXT_MLP_HIDDEN, classes, rng),
+            ModelKind::Cnn => text::cnn(len, vocab, classes, false, rng)?,
+            ModelKind::Lcn => text::cnn(len, vocab, classes, true, rng)?,
+            ModelKind::Dnn => text::mixer(len, vocab, classes, rng),
+            ModelKind::Transformer1 => text::transformer(len, 1, Some(vocab), classes, text::TRANSFORMER_1, rng),
+            ModelKind::Transformer2 => text::transformer(len, 1, Some(vocab), classes, text::TRANSFORMER_2, rng),
+            ModelKind::Bag => text::bag(1, Some(vocab), classes, rng),
+        };
+        Self::assemble(kind, layers, &shape, classes)
+    }
+
+    /// The model of `layers`, checked to map one example to `classes` logits.
+    fn assemble(
+        kind: ModelKind,
+        layers: Vec<Box<dyn Layer<B>>>,
+        example_shape: &[usize],
+        classes: usize,
+    ) -> Result<Self> {
         let model = Model { kind, net: Sequential::new(layers), example_shape: example_shape.to_vec(), classes };
         let out = model.net.output_shape(&model.batch_shape(1))?;
         if out != [1, classes] {

@@ -444,6 +444,7 @@ fn permutation_section(data: &Dataset, train: &TrainConfig, command: &str, sourc
         name: data.name.clone(),
         example_shape: data.example_shape.clone(),
         classes: data.classes,
+        vocab: None,
         x: example.clone(),
         y: vec![data.y_test[0]],
         x_test: example.clone(),

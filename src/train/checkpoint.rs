@@ -281,7 +281,7 @@ pub fn load_run<B: Backend>(dir: &Path, weights: &str) -> Result<LoadedRun<B>> {
     let base = saved.data.load()?;
     let (data, permutation) = super::condition_for_run(saved.condition, &base, &saved.config, saved.seed);
     let mut init = rng_for(saved.config.seed, streams::INIT);
-    let mut model = Model::build_with(saved.model, &data.example_shape, data.classes, &saved.config.arch, &mut init)?;
+    let mut model = Model::build_for(saved.model, &data, &saved.config.arch, &mut init)?;
     load_state(&mut model.net, &dir.join(weights))?;
     Ok(LoadedRun { saved, data, permutation, model })
 }

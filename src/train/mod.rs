@@ -224,13 +224,19 @@ impl<B: Backend> Trainer<B> {
     pub fn for_dataset(kind: ModelKind, data: &Dataset, config: TrainConfig) -> Result<Self> {
         config.validate()?;
         config.arch.validate()?;
-        let fp = crate::models::footprint::footprint(kind, &data.example_shape, data.classes, &config.arch);
+        let fp = crate::models::footprint::footprint_input(
+            kind,
+            &data.example_shape,
+            data.vocab,
+            data.classes,
+            &config.arch,
+        );
         let batch = config.batch_size.min(data.n_train().max(1)).max(1000.min(data.n_test().max(1)));
         // in the memory of the backend that trains it (a GPU's own memory on CUDA)
         let what = format!("training the {} model", kind.name());
         crate::limits::check_fits_in(B::available_bytes(), &what, fp.training_bytes(batch))?;
         let mut init: InitRng = rng_for(config.seed, streams::INIT);
-        let model = Model::build_with(kind, &data.example_shape, data.classes, &config.arch, &mut init)?;
+        let model = Model::build_for(kind, data, &config.arch, &mut init)?;
         Self::new(model, config)
     }
 

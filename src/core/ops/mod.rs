@@ -4,6 +4,7 @@
 //! `core/cpu/{elementwise,window,norm,loss,optim,attention}.rs` and `core/cuda/` (the same names).
 
 pub mod attention;
+pub mod attention_pool;
 pub mod batch_norm;
 pub mod conv1d;
 pub mod conv2d;
@@ -25,6 +26,7 @@ pub mod transformer_block;
 pub mod transpose;
 
 pub use attention::Attention;
+pub use attention_pool::AttentionPool;
 pub use batch_norm::BatchNorm;
 pub use conv2d::Conv;
 pub use embedding::Embedding;

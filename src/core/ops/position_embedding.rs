@@ -20,9 +20,10 @@ pub struct PositionEmbedding<B: Backend> {
 }
 
 impl<B: Backend> PositionEmbedding<B> {
-    /// Entries drawn from N(0, 0.02²) (GPT-2's initialisation).
+    /// Entries drawn from N(0, 1), as the token table (a position stands out from the tokens
+    /// from the first step; the distribution is the same for every order of positions).
     pub fn new(len: usize, dim: usize, rng: &mut InitRng) -> Self {
-        let normal = Normal::new(0.0f32, 0.02).expect("valid normal");
+        let normal = Normal::new(0.0f32, 1.0).expect("unit normal");
         let values: Vec<f32> = (0..len * dim).map(|_| normal.sample(rng)).collect();
         Self { len, dim, table: Param::new("positions", &[len, dim], &values, false) }
     }
@@ -74,6 +75,10 @@ impl<B: Backend> Layer<B> for PositionEmbedding<B> {
     }
     fn reads(&self) -> crate::core::layer::Reads {
         crate::core::layer::Reads::Pointwise
+    }
+    fn permute_positions(&mut self, perm: &[usize]) -> Result<usize> {
+        self.permute_rows(perm)?;
+        Ok(1)
     }
 }
 

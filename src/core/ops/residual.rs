@@ -71,6 +71,9 @@ impl<B: Backend> Layer<B> for Residual<B> {
     fn children(&self) -> Vec<&dyn Layer<B>> {
         vec![&self.inner]
     }
+    fn permute_positions(&mut self, perm: &[usize]) -> Result<usize> {
+        self.inner.permute_positions(perm)
+    }
 }
 
 #[cfg(test)]
