@@ -149,6 +149,12 @@ fn text_ops_match_the_cpu() {
     compare_layer!("attention", [3, 11, 24], tol, |r| Attention::new(2, false));
     compare_layer!("attention causal", [3, 70, 48], tol, |r| Attention::new(4, true));
     compare_layer!("transformer block", [2, 9, 16], tol, |r| transformer_block(16, 2, 32, false, &mut r));
+    compare_layer!("attention pool", [4, 9, 16], tol, |r| {
+        // a non-zero query, so the weights are not uniform
+        let mut p = AttentionPool::new(16);
+        p.query.value = Tensor::from_slice(&[16], &random(16, 5));
+        p
+    });
     // the embedding reads integer ids: its own inputs, repeated ids included
     let (vocab, dim, shape) = (11, 5, [4usize, 13, 1]);
     let ids: Vec<f32> = (0..52).map(|t| ((t * 7) % vocab) as f32).collect();

@@ -52,7 +52,7 @@ pub fn line_chart_svg(
         root.fill(&WHITE).map_err(|e| plot_error(path, e))?;
         let mut builder = ChartBuilder::on(&root);
         builder.caption(title, ("sans-serif", 20)).margin(12).x_label_area_size(40).y_label_area_size(56);
-        let colors = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
+        let colors = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK, RGBColor(230, 120, 0), RGBColor(128, 128, 128)];
         macro_rules! draw {
             ($chart:expr) => {{
                 let mut chart = $chart;

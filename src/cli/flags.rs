@@ -52,8 +52,8 @@ pub(crate) struct DataFlags {
     pub(crate) recall: RecallFlags,
 }
 
-/// The recall task's generator (defaults: 64 tokens, 4 pairs of 16 keys and 16 values, gaps
-/// 1..=62, 20,000 training and 2,000 test sequences).
+/// The recall task's generator (defaults: 32 tokens, 2 pairs of 16 keys and 16 values, gaps
+/// 1..=30, 100,000 training and 2,000 test sequences).
 #[derive(Args, Clone)]
 #[command(next_help_heading = "Recall task")]
 pub(crate) struct RecallFlags {

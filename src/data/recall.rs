@@ -49,8 +49,8 @@ impl Default for RecallConfig {
         Self {
             n_train: 100_000,
             n_test: 2_000,
-            len: 64,
-            pairs: 4,
+            len: 32,
+            pairs: 2,
             keys: 16,
             values: 16,
             min_gap: 1,
@@ -186,7 +186,7 @@ mod tests {
     /// value is the label, `d` before the query.
     #[test]
     fn sequences_hold_what_the_label_says() {
-        let cfg = RecallConfig { n_train: 300, n_test: 50, ..RecallConfig::default() };
+        let cfg = RecallConfig { n_train: 300, n_test: 50, len: 64, pairs: 4, ..RecallConfig::default() };
         let d = cfg.generate().unwrap();
         d.validate().unwrap();
         assert_eq!((d.example_shape.as_slice(), d.classes, d.vocab), ([64, 1].as_slice(), 16, Some(33)));
@@ -212,7 +212,7 @@ mod tests {
 
     #[test]
     fn seeded_and_gap_fixed_on_request() {
-        let cfg = RecallConfig { n_train: 50, n_test: 10, ..RecallConfig::default() };
+        let cfg = RecallConfig { n_train: 50, n_test: 10, len: 64, ..RecallConfig::default() };
         assert_eq!(cfg.generate().unwrap().x, cfg.generate().unwrap().x);
         let other = RecallConfig { seed: 1, ..cfg.clone() };
         assert_ne!(cfg.generate().unwrap().x, other.generate().unwrap().x);
@@ -230,6 +230,7 @@ mod tests {
             RecallConfig { pairs: 0, ..Default::default() },
             RecallConfig { pairs: 17, ..Default::default() },
             RecallConfig { len: 12, pairs: 4, ..Default::default() },
+            RecallConfig { max_gap: Some(31), ..Default::default() },
             RecallConfig { min_gap: 10, max_gap: Some(5), ..Default::default() },
             RecallConfig { len: 1 << 20, ..Default::default() },
             RecallConfig { n_train: usize::MAX, ..Default::default() },

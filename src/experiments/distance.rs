@@ -63,7 +63,7 @@ pub struct DistanceReport {
     /// The token CNN's receptive field (positions), and the largest gap inside it.
     pub cnn_receptive_field: usize,
     pub largest_gap_in_field: usize,
-    /// Chance (1/values) and the score of knowing which values occur (1/pairs).
+    /// Chance (1/values), and the score of guessing among the values bound to keys (1/pairs).
     pub chance: f64,
     pub one_of_pairs: f64,
     pub curves: Vec<DistanceCurve>,
@@ -164,7 +164,7 @@ impl std::fmt::Display for DistanceReport {
         writeln!(
             f,
             "test accuracy % at each gap ({} sequences a gap) after {} steps; the CNN's receptive field spans {} positions \
-             (gaps up to {} inside it); chance {:.1}%, one of the {} values present {:.1}%; {:.1} s",
+             (gaps up to {} inside it); chance {:.1}%, a guess among the {} values bound to keys {:.1}%; {:.1} s",
             self.per_gap,
             self.steps,
             self.cnn_receptive_field,

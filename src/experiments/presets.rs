@@ -110,22 +110,24 @@ pub fn recipe(
     }
 }
 
-/// The text experiments: Adam 1e-3 on batches of 64, reshuffled every epoch; the
-/// transformers, the token CNN, Mixer, MLP and bag of embeddings; 8 epochs of the review
-/// snippets, 4,000 steps (12.8 epochs of 20,000 sequences) of the recall task.
+/// The text experiments: Adam on batches of 64, reshuffled every epoch; the transformers, the
+/// token CNN, Mixer, MLP and bag of embeddings. The review snippets: 8 epochs at 1e-3. The
+/// recall task: 8,000 steps at 3e-3 (measured: at 1e-3 the 2-layer transformer was still on
+/// its plateau after 5,000 steps; at 3e-3 it left it near step 4,000 and reached 99.6% by
+/// 6,000 on the default task).
 fn text_recipe(dataset: &DatasetSpec, n_train: usize, train_subset: Option<usize>) -> Recipe {
     let n = train_subset.unwrap_or(n_train).min(n_train).max(1);
     let batch = 64;
     let per_epoch = n.div_ceil(batch);
-    let steps = match dataset {
-        DatasetSpec::Recall => 4000,
-        _ => 8 * per_epoch,
+    let (steps, lr) = match dataset {
+        DatasetSpec::Recall => (8000, 3e-3),
+        _ => (8 * per_epoch, 1e-3),
     };
     Recipe {
         train: TrainConfig {
             steps,
             batch_size: batch,
-            lr: 1e-3,
+            lr,
             optimizer: OptimizerConfig::adam(),
             schedule: Schedule::Constant { warmup_steps: 0 },
             eval_every: (steps / 8).max(1),

@@ -13,8 +13,8 @@
 //! - `bag`: the mean embedding (order-free), then an MLP: the control that knows which tokens
 //!   occur and nothing of where.
 //!
-//! Bodies are sized for about 30k parameters each on the recall task (64 positions, 16
-//! classes; `cnnlab models --dataset recall` prints them). `transformer1` has the width of
+//! Bodies are sized for about 30k parameters each at 64 positions and 16 classes (`cnnlab
+//! models --dataset recall` prints them for the task's 32 positions). `transformer1` has the width of
 //! `transformer2` and a wider MLP, so one layer against two is not a contest of sizes.
 
 use crate::core::init::InitRng;

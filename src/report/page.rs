@@ -601,6 +601,15 @@ const ANALYSES: &[Analysis] = &[
         command: "cnnlab analyze prune --run RUN",
         order: 90,
     },
+    Analysis {
+        json: "distance.json",
+        figures: &["distance.svg"],
+        id: "distance",
+        title: "Text: related tokens far apart",
+        claim: "When the answer depends on a pair of far-apart positions (a key and the query that asks for its value), models that compare every pair of positions (attention; here also the Mixer) answer at any distance, while the CNN, which compares positions only inside its window, stays near a guess among the bound values.",
+        command: "cnnlab analyze distance",
+        order: 100,
+    },
 ];
 
 /// The sections of an analysis directory: each known analysis whose JSON is there, with its

@@ -76,15 +76,17 @@ pub fn accuracy_table(rows: &[Row]) -> String {
         }
     };
     let width = 22;
-    let mut out = format!("{:<10}", "model");
+    // the model column fits the longest name (at least the 10 the classic models use)
+    let name = models.iter().map(|m| m.len()).max().unwrap_or(0).max(10);
+    let mut out = format!("{:<name$}", "model");
     for c in &conditions {
         out += &format!("  {c:<width$}");
     }
     out += "\n";
-    out += &"-".repeat(10 + conditions.len() * (width + 2));
+    out += &"-".repeat(name + conditions.len() * (width + 2));
     out += "\n";
     for m in &models {
-        out += &format!("{m:<10}");
+        out += &format!("{m:<name$}");
         for c in &conditions {
             out += &format!("  {:<width$}", cell(m, c));
         }
