@@ -95,7 +95,6 @@ impl RecallFlags {
         }
         if let Some(v) = self.recall_values {
             c.values = v;
-            c.keys = c.keys.max(v);
         }
         if let Some((a, b)) = self.recall_gap {
             (c.min_gap, c.max_gap) = (a, Some(b));

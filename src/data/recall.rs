@@ -20,7 +20,6 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 use rand::seq::index::sample;
 use rand::Rng;
-use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
@@ -172,10 +171,9 @@ impl RecallConfig {
     }
 }
 
+/// The generator of one part of the task (train 1, test 2, the test at gap g 1000 + g).
 fn stream(seed: u64, stream: u64) -> ChaCha8Rng {
-    let mut r = ChaCha8Rng::seed_from_u64(seed);
-    r.set_stream(stream);
-    r
+    crate::train::rng_for(seed, stream)
 }
 
 #[cfg(test)]
