@@ -31,20 +31,33 @@ pub fn build_1d<B: Backend>(
     local: bool,
     rng: &mut InitRng,
 ) -> Result<Vec<Box<dyn Layer<B>>>> {
+    stack_1d(&CNN_1D_LAYERS, CNN_1D_CHANNELS, (len, channels), classes, local, rng)
+}
+
+/// 1-D convolutions (kernel, stride, padding each) of `width` channels with ReLU over
+/// `(len, channels)` inputs, flatten, linear; with `local`, locally-connected layers instead.
+pub fn stack_1d<B: Backend>(
+    geometry: &[(usize, usize, usize)],
+    width: usize,
+    (len, channels): (usize, usize),
+    classes: usize,
+    local: bool,
+    rng: &mut InitRng,
+) -> Result<Vec<Box<dyn Layer<B>>>> {
     let mut layers: Vec<Box<dyn Layer<B>>> = Vec::new();
     let (mut cin, mut l) = (channels, len);
-    for (k, s, p) in CNN_1D_LAYERS {
+    for &(k, s, p) in geometry {
         if local {
-            layers.push(Box::new(LocallyConnected::new(cin, CNN_1D_CHANNELS, (1, l), (1, k), (1, s), (0, p), rng)?));
+            layers.push(Box::new(LocallyConnected::new(cin, width, (1, l), (1, k), (1, s), (0, p), rng)?));
         } else {
-            layers.push(Box::new(conv1d(cin, CNN_1D_CHANNELS, k, s, p, rng)));
+            layers.push(Box::new(conv1d(cin, width, k, s, p, rng)));
         }
         layers.push(Box::new(Relu));
-        cin = CNN_1D_CHANNELS;
+        cin = width;
         l = WindowGeom::out_len(l, k, s, p)?;
     }
     layers.push(Box::new(Flatten));
-    layers.push(Box::new(Linear::new(l * CNN_1D_CHANNELS, classes, rng)));
+    layers.push(Box::new(Linear::new(l * width, classes, rng)));
     Ok(layers)
 }
 

@@ -144,16 +144,7 @@ pub fn footprint_input(
                     dense(&dims)
                 }
                 ModelKind::Cnn | ModelKind::Lcn => {
-                    let width = cnn::CNN_1D_CHANNELS as f64;
-                    let (mut params, mut acts, mut cin, mut l) = (0.0, 0.0, c, len);
-                    for (k, st, pad) in cnn::CNN_1D_LAYERS {
-                        let out = ((l + 2.0 * pad as f64 - k as f64) / st as f64).floor().max(0.0) + 1.0;
-                        let local = if kind == ModelKind::Lcn { out } else { 1.0 };
-                        params += (k as f64 * cin * width + width) * local;
-                        acts += 2.0 * out * width + out * k as f64 * cin;
-                        (cin, l) = (width, out);
-                    }
-                    (params + (l * width + 1.0) * classes, acts)
+                    conv_stack_1d(&cnn::CNN_1D_LAYERS, cnn::CNN_1D_CHANNELS, (len, c), kind == ModelKind::Lcn, classes)
                 }
                 ModelKind::Dnn => {
                     let m = dnn::MIXER_1D;
@@ -167,6 +158,27 @@ pub fn footprint_input(
         _ => (0.0, 0.0),
     };
     Footprint { params, activations }
+}
+
+/// A 1-D stack of convolutions (or, `local`, locally-connected layers) of `width` channels
+/// over `(len, channels)` inputs, then flatten and a linear classifier: (params, activations).
+fn conv_stack_1d(
+    layers: &[(usize, usize, usize)],
+    width: usize,
+    (len, channels): (f64, f64),
+    local: bool,
+    classes: f64,
+) -> (f64, f64) {
+    let width = width as f64;
+    let (mut params, mut acts, mut cin, mut l) = (0.0, 0.0, channels, len);
+    for &(k, st, pad) in layers {
+        let out = ((l + 2.0 * pad as f64 - k as f64) / st as f64).floor().max(0.0) + 1.0;
+        let untied = if local { out } else { 1.0 };
+        params += (k as f64 * cin * width + width) * untied;
+        acts += 2.0 * out * width + out * k as f64 * cin;
+        (cin, l) = (width, out);
+    }
+    (params + (l * width + 1.0) * classes, acts)
 }
 
 /// The transformers and the bag: (params, activations) with an input layer of `inputs`
@@ -209,16 +221,9 @@ fn tokens(kind: ModelKind, len: f64, vocab: f64, classes: f64) -> Footprint {
             (table + p, a + len * e)
         }
         ModelKind::Cnn | ModelKind::Lcn => {
-            let width = text::TEXT_CNN_WIDTH as f64;
-            let (mut params, mut acts, mut cin, mut l) = (table, len * e, e, len);
-            for (k, st, pad) in text::TEXT_CNN_LAYERS {
-                let out = ((l + 2.0 * pad as f64 - k as f64) / st as f64).floor().max(0.0) + 1.0;
-                let local = if kind == ModelKind::Lcn { out } else { 1.0 };
-                params += (k as f64 * cin * width + width) * local;
-                acts += 2.0 * out * width + out * k as f64 * cin;
-                (cin, l) = (width, out);
-            }
-            (params + (l * width + 1.0) * classes, acts)
+            let (p, a) =
+                conv_stack_1d(&text::TEXT_CNN_LAYERS, text::TEXT_CNN_WIDTH, (len, e), kind == ModelKind::Lcn, classes);
+            (table + p, a + len * e)
         }
         ModelKind::Dnn => {
             let m = text::TEXT_MIXER;

@@ -18,11 +18,8 @@
 //! `transformer2` and a wider MLP, so one layer against two is not a contest of sizes.
 
 use crate::core::init::InitRng;
-use crate::core::ops::conv1d::conv1d;
-use crate::core::ops::conv2d::WindowGeom;
 use crate::core::ops::{
-    transformer_block, AttentionPool, Embedding, Flatten, GlobalAvgPool, LayerNorm, Linear, LocallyConnected,
-    PositionEmbedding, Relu,
+    transformer_block, AttentionPool, Embedding, GlobalAvgPool, LayerNorm, Linear, PositionEmbedding, Relu,
 };
 use crate::core::{Backend, Layer};
 use crate::error::Result;
@@ -107,19 +104,7 @@ pub fn cnn<B: Backend>(
     rng: &mut InitRng,
 ) -> Result<Vec<Box<dyn Layer<B>>>> {
     let mut layers: Vec<Box<dyn Layer<B>>> = vec![Box::new(Embedding::new(vocab, EMBED, rng))];
-    let (mut cin, mut l) = (EMBED, len);
-    for (k, s, p) in TEXT_CNN_LAYERS {
-        if local {
-            layers.push(Box::new(LocallyConnected::new(cin, TEXT_CNN_WIDTH, (1, l), (1, k), (1, s), (0, p), rng)?));
-        } else {
-            layers.push(Box::new(conv1d(cin, TEXT_CNN_WIDTH, k, s, p, rng)));
-        }
-        layers.push(Box::new(Relu));
-        cin = TEXT_CNN_WIDTH;
-        l = WindowGeom::out_len(l, k, s, p)?;
-    }
-    layers.push(Box::new(Flatten));
-    layers.push(Box::new(Linear::new(l * TEXT_CNN_WIDTH, classes, rng)));
+    layers.extend(crate::models::cnn::stack_1d(&TEXT_CNN_LAYERS, TEXT_CNN_WIDTH, (len, EMBED), classes, local, rng)?);
     Ok(layers)
 }
 
