@@ -224,23 +224,12 @@ fn analyze(c: AnalyzeCommand, bar: Bar) -> Result<()> {
         }
         AnalyzeCommand::Distance(a) => {
             let s = &a.study;
-            let data = s.data.choice();
-            // the study is the recall task's: its generator flags apply, other data does not
-            use cnnlab::data::DatasetSpec;
-            let default = cnnlab::experiments::setup::DataChoice {
-                dataset: data.dataset.clone(),
-                recall: data.recall.clone(),
-                ..Default::default()
-            };
-            let recall_or_unset = matches!(data.dataset, DatasetSpec::Recall | DatasetSpec::Mnist1d);
-            if data != default || !recall_or_unset {
-                anyhow::bail!("analyze distance runs on the recall task: of the data flags only --recall-* apply");
-            }
+            let recall = distance::recall_of(&s.data.choice())?;
             if s.grid.seeds.is_some_and(|n| n != 1) {
                 anyhow::bail!("analyze distance trains one seed per model: give it with --seed");
             }
             let cfg = distance::DistanceConfig {
-                recall: data.recall,
+                recall,
                 models: a.models,
                 gaps: a.gaps,
                 per_gap: a.per_gap,

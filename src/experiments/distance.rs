@@ -70,6 +70,19 @@ pub struct DistanceReport {
     pub wall_seconds: f64,
 }
 
+/// The recall task of a data choice: the study runs on it alone, so of the data options only
+/// the task's own apply (the dataset left at its default, or `recall`).
+pub fn recall_of(choice: &DataChoice) -> Result<RecallConfig> {
+    let unset = DataChoice { dataset: choice.dataset.clone(), recall: choice.recall.clone(), ..DataChoice::default() };
+    let recall_or_default = matches!(choice.dataset, DatasetSpec::Recall | DatasetSpec::Mnist1d);
+    if *choice != unset || !recall_or_default {
+        return Err(Error::Config(
+            "analyze distance runs on the recall task: of the data options only its own apply".into(),
+        ));
+    }
+    Ok(choice.recall.clone())
+}
+
 /// Trains each model on the recall task and tests it at every gap.
 pub fn run(cfg: &DistanceConfig, progress: &dyn Progress) -> Result<DistanceReport> {
     cfg.compute.open()?;
@@ -207,5 +220,48 @@ impl Artifacts for DistanceReport {
             (0.0, 1.0),
         )?;
         Ok(vec![json, svg])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::experiments::grid::Silent;
+    use crate::train::TrainOverrides;
+
+    #[test]
+    fn only_the_tasks_own_options_apply() {
+        assert!(recall_of(&DataChoice::default()).is_ok());
+        let mine = DataChoice {
+            dataset: DatasetSpec::Recall,
+            recall: RecallConfig { pairs: 3, ..RecallConfig::default() },
+            ..DataChoice::default()
+        };
+        assert_eq!(recall_of(&mine).unwrap().pairs, 3);
+        assert!(recall_of(&DataChoice::of(DatasetSpec::Cifar10)).is_err());
+        let subset = DataChoice { train_subset: Some(10), ..DataChoice::default() };
+        assert!(recall_of(&subset).is_err());
+    }
+
+    /// A curve per model with a point per gap asked for; gaps outside the sequence refused.
+    #[test]
+    fn one_point_per_model_and_gap() {
+        let cfg = DistanceConfig {
+            recall: RecallConfig { n_train: 200, n_test: 50, len: 16, ..RecallConfig::default() },
+            models: vec![ModelKind::Cnn, ModelKind::Bag],
+            gaps: Some(vec![1, 5, 14]),
+            per_gap: 10,
+            train: TrainOverrides { steps: Some(5), ..TrainOverrides::default() },
+            ..DistanceConfig::default()
+        };
+        let r = run(&cfg, &Silent).unwrap();
+        assert_eq!((r.cnn_receptive_field, r.largest_gap_in_field), (15, 13));
+        assert_eq!(r.curves.iter().map(|c| c.model.as_str()).collect::<Vec<_>>(), ["cnn", "bag"]);
+        for c in &r.curves {
+            assert_eq!(c.points.iter().map(|p| p.0).collect::<Vec<_>>(), [1, 5, 14]);
+            assert!(c.points.iter().all(|p| (0.0..=1.0).contains(&p.1)));
+        }
+        let far = DistanceConfig { gaps: Some(vec![15]), ..cfg };
+        assert!(run(&far, &Silent).unwrap_err().to_string().contains("gap 15"));
     }
 }

@@ -7,7 +7,6 @@ use crate::core::backend::{Backend, BackendBase};
 use crate::core::init::InitRng;
 use crate::core::{Layer, Mode, Param, Tensor};
 use crate::error::{Error, Result};
-use rand_distr::{Distribution, Normal};
 
 /// The backend kernels of the embedding lookup. Ids outside `0..vocab` never reach them
 /// ([`crate::data::Dataset::validate`] refuses such data); the kernels read them as zero rows.
@@ -35,8 +34,7 @@ pub struct Embedding<B: Backend> {
 impl<B: Backend> Embedding<B> {
     /// Entries drawn from N(0, 1) (PyTorch's `nn.Embedding` default).
     pub fn new(vocab: usize, dim: usize, rng: &mut InitRng) -> Self {
-        let normal = Normal::new(0.0f32, 1.0).expect("unit normal");
-        let values: Vec<f32> = (0..vocab * dim).map(|_| normal.sample(rng)).collect();
+        let values = crate::core::init::standard_normal(rng, vocab * dim);
         Self { vocab, dim, table: Param::new("table", &[vocab, dim], &values, true) }
     }
 }

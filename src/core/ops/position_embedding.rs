@@ -10,7 +10,6 @@ use crate::core::backend::Backend;
 use crate::core::init::InitRng;
 use crate::core::{Layer, Mode, Param, Tensor};
 use crate::error::{Error, Result};
-use rand_distr::{Distribution, Normal};
 
 /// A learned vector per position.
 pub struct PositionEmbedding<B: Backend> {
@@ -23,8 +22,7 @@ impl<B: Backend> PositionEmbedding<B> {
     /// Entries drawn from N(0, 1), as the token table (a position stands out from the tokens
     /// from the first step; the distribution is the same for every order of positions).
     pub fn new(len: usize, dim: usize, rng: &mut InitRng) -> Self {
-        let normal = Normal::new(0.0f32, 1.0).expect("unit normal");
-        let values: Vec<f32> = (0..len * dim).map(|_| normal.sample(rng)).collect();
+        let values = crate::core::init::standard_normal(rng, len * dim);
         Self { len, dim, table: Param::new("positions", &[len, dim], &values, false) }
     }
 
