@@ -131,7 +131,17 @@ fn curve<B: Backend>(
     let start = std::time::Instant::now();
     let mut trainer = Trainer::<B>::for_dataset(kind, data, train.clone())?;
     let result = trainer.fit(data, &mut |s| progress.steps(s))?;
-    let mut probe = crate::data::Dataset { x: Vec::new(), y: Vec::new(), ..data.clone() };
+    // the test sequences of one gap at a time (the training split is not copied)
+    let mut probe = crate::data::Dataset {
+        name: data.name.clone(),
+        example_shape: data.example_shape.clone(),
+        classes: data.classes,
+        vocab: data.vocab,
+        x: Vec::new(),
+        y: Vec::new(),
+        x_test: Vec::new(),
+        y_test: Vec::new(),
+    };
     let mut points = Vec::with_capacity(gaps.len());
     for (&gap, (x, y)) in gaps.iter().zip(tests) {
         probe.x_test.clone_from(x);
