@@ -225,16 +225,106 @@ fn big_gemm_and_cross_entropy_match_the_cpu() {
     let (rows, classes) = (300, 10);
     let logits = random(rows * classes, 8);
     let labels: Vec<f32> = (0..rows).map(|i| (i * 7 % classes) as f32).collect();
-    let mut dc = vec![0.0; rows * classes];
-    let (lc, cc) = Cpu::softmax_cross_entropy(&logits, &labels, Some(&mut dc), rows, classes);
+    let (mut dc, mut sc) = (vec![0.0; rows * classes], vec![0.0; 6]);
+    use cnnlab::core::ops::cross_entropy::CrossEntropyOps;
+    Cpu::softmax_cross_entropy(&logits, &labels, Some(&mut dc), rows, classes, &mut sc, 1);
     let (xg, yg) =
         (Tensor::<Cuda>::from_slice(&[rows, classes], &logits), Tensor::<Cuda>::from_slice(&[rows], &labels));
-    let mut dg = Tensor::<Cuda>::zeros(&[rows, classes]);
-    use cnnlab::core::ops::cross_entropy::CrossEntropyOps;
-    let (lg, cg) = Cuda::softmax_cross_entropy(xg.buf(), yg.buf(), Some(dg.buf_mut()), rows, classes);
-    assert_eq!(cc, cg);
-    assert!((lc - lg).abs() < 1e-4 * lc.abs(), "loss {lg} vs {lc}");
+    let (mut dg, mut sg) = (Tensor::<Cuda>::zeros(&[rows, classes]), Tensor::<Cuda>::zeros(&[6]));
+    Cuda::softmax_cross_entropy(xg.buf(), yg.buf(), Some(dg.buf_mut()), rows, classes, sg.buf_mut(), 1);
+    let sg = sg.to_vec();
+    // slot 1 only: the others untouched
+    assert_eq!((sg[0], sg[1], sg[4], sg[5]), (0.0, 0.0, 0.0, 0.0));
+    assert_eq!(sc[3], sg[3], "correct rows");
+    // the row losses are summed in the same order in f64 on both: the same mean up to the
+    // rows' own rounding (expf/logf on the GPU)
+    assert!((sc[2] - sg[2]).abs() < 1e-5 * sc[2].abs(), "loss {} vs {}", sg[2], sc[2]);
     assert!(max_rel(&dg.to_vec(), &dc) < 1e-6);
+}
+
+/// The batch gather (crops, flips, shared and per-example permutations) copies values: the
+/// GPU's batch equals the CPU's bit for bit.
+#[test]
+fn batch_gather_matches_the_cpu() {
+    if !gpu("batch_gather_matches_the_cpu") {
+        return;
+    }
+    use cnnlab::core::ops::gather_batch::{BatchPlan, ExampleGeom, GatherBatchOps};
+    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    for g in [ExampleGeom { h: 8, w: 6, c: 3 }, ExampleGeom { h: 1, w: 40, c: 1 }] {
+        let n = 50;
+        let x_train = random(n * g.len(), 12);
+        let y_train: Vec<f32> = (0..n).map(|i| (i % 10) as f32).collect();
+        let (xc, yc) = (x_train.clone(), y_train.clone());
+        let (xg, yg) =
+            (Tensor::<Cuda>::from_slice(&[n, g.len()], &x_train), Tensor::<Cuda>::from_slice(&[n], &y_train));
+        let p = g.positions() as i32;
+        for perms in 0..3 {
+            let rows = 17;
+            let mut plan = BatchPlan::default();
+            for _ in 0..rows {
+                let shift = if g.h > 1 { 3 } else { 0 };
+                plan.examples.extend_from_slice(&[
+                    r.random_range(0..n as i32),
+                    r.random_range(-shift..=shift),
+                    r.random_range(-shift..=shift),
+                    r.random_range(0..2),
+                ]);
+            }
+            let tables = [0, 1, rows][perms];
+            for _ in 0..tables {
+                let mut perm: Vec<i32> = (0..p).collect();
+                for i in (1..perm.len()).rev() {
+                    perm.swap(i, r.random_range(0..=i));
+                }
+                plan.perms.extend(perm);
+            }
+            assert!(plan.fits(n, g));
+            let (mut bx, mut by) = (Vec::new(), Vec::new());
+            Cpu::gather_batch(&xc, &yc, g, &plan, &mut bx, &mut by);
+            let (mut gx, mut gy) = (Tensor::<Cuda>::empty(), Tensor::<Cuda>::empty());
+            Cuda::gather_batch(xg.buf(), yg.buf(), g, &plan, gx.buf_mut(), gy.buf_mut());
+            gx.resize(&[bx.len()]);
+            gy.resize(&[by.len()]);
+            assert_eq!(gx.to_vec(), bx, "{g:?}, {tables} permutation tables: examples");
+            assert_eq!(gy.to_vec(), by, "{g:?}, {tables} permutation tables: labels");
+        }
+    }
+}
+
+/// A fit on the GPU gathers its batches from the training split kept there and reads the loss
+/// back in blocks: its curve equals a GPU fit on uploaded host batches bit for bit, and the
+/// CPU's within rounding.
+#[test]
+fn resident_batches_train_the_same_run() {
+    if !gpu("resident_batches_train_the_same_run") {
+        return;
+    }
+    let data = toy_images(512, 4);
+    let config = TrainConfig {
+        steps: 40,
+        batch_size: 32,
+        eval_every: 10,
+        augment: Some(cnnlab::train::Augment { crop_padding: 2, horizontal_flip: true }),
+        arch: ImageArch { cnn_widths: vec![8, 16], pool_after: vec![0], ..ImageArch::small() },
+        ..TrainConfig::mnist1d()
+    };
+    let fit = |resident: Option<bool>| {
+        let mut t = Trainer::<Cuda>::for_dataset(ModelKind::Cnn, &data, config.clone()).unwrap();
+        t.sampler.permutation = cnnlab::train::PositionPermutation::PerExample;
+        if let Some(k) = resident {
+            t.keep_data_resident(k);
+        }
+        t.fit(&data, &mut |_| {}).unwrap().curve
+    };
+    let (resident, uploaded) = (fit(None), fit(Some(false)));
+    assert_eq!(resident, uploaded);
+    let mut cpu = Trainer::<Cpu>::for_dataset(ModelKind::Cnn, &data, config.clone()).unwrap();
+    cpu.sampler.permutation = cnnlab::train::PositionPermutation::PerExample;
+    let cpu = cpu.fit(&data, &mut |_| {}).unwrap().curve;
+    for (g, c) in resident.iter().zip(&cpu) {
+        assert!((g.train_loss - c.train_loss).abs() <= 1e-3 * (1.0 + c.train_loss), "{g:?} vs {c:?}");
+    }
 }
 
 /// A small image dataset with learnable structure: the class decides a bright square's place.

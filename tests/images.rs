@@ -183,3 +183,39 @@ fn image_models_do_not_depend_on_the_thread_count() {
         }
     }
 }
+
+/// Weights of a trained model, in visit order.
+fn weights(t: &Trainer<Cpu>) -> Vec<Vec<f32>> {
+    let mut out = Vec::new();
+    t.model.net.visit_params_ref(&mut |p| out.push(p.value.to_vec()));
+    out
+}
+
+/// Batches gathered by the backend from its copy of the training split (a GPU's way) train the
+/// same run, bit for bit, as batches made on the host and uploaded (with and without a prefetch
+/// thread): the same examples, crops, flips and permutations, under every kind of permutation.
+#[test]
+fn batches_gathered_by_the_backend_equal_host_batches() {
+    let d = dataset();
+    let augment = Some(Augment { crop_padding: 2, horizontal_flip: true });
+    let perms = [
+        PositionPermutation::None,
+        PositionPermutation::Fixed((0..64).rev().collect()),
+        PositionPermutation::PerExample,
+    ];
+    for kind in [ModelKind::Cnn, ModelKind::Mlp] {
+        for perm in &perms {
+            let run = |resident: bool, prefetch: bool| {
+                let cfg = TrainConfig { augment, prefetch, eval_every: 7, ..config(20, 3) };
+                let mut t = Trainer::<Cpu>::for_dataset(kind, &d, cfg).unwrap();
+                t.sampler.permutation = perm.clone();
+                t.keep_data_resident(resident);
+                let r = with_intra_op_threads(1, || t.fit(&d, &mut |_| {})).unwrap();
+                (r.curve, weights(&t), t.sampler.state())
+            };
+            let host = run(false, false);
+            assert_eq!(run(true, false), host, "{kind:?}, {perm:?}: gathered batches");
+            assert_eq!(run(false, true), host, "{kind:?}, {perm:?}: prefetched batches");
+        }
+    }
+}

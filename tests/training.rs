@@ -125,3 +125,28 @@ fn mlp_is_permutation_invariant() {
     }
     assert!(worst < 1e-3, "weights drifted apart by {worst}");
 }
+
+/// The trainer reads each step's loss back in blocks of steps (a GPU step does not wait for
+/// the host), yet a diverging run still names the first step whose loss was non-finite or
+/// exploding: the step that stepping one at a time, reading every loss, finds (with a
+/// warm-up, lr 3 and 5 diverge after several blocks of steps, near steps 250 and 170).
+#[test]
+fn divergence_is_reported_at_its_first_step() {
+    for lr in [1e30, 3.0, 5.0] {
+        let schedule = cnnlab::core::optim::Schedule::Constant { warmup_steps: 250 };
+        let cfg = TrainConfig { lr, schedule, ..short(300, 0) };
+        let fit = with_intra_op_threads(1, || train_cpu(ModelKind::Mlp, data(), &cfg, &mut |_| {}));
+        let Err(cnnlab::Error::Diverged { step, loss }) = fit else {
+            panic!("lr {lr}: expected divergence, got {:?}", fit.map(|r| r.final_test_accuracy));
+        };
+        let mut t = Trainer::<Cpu>::for_dataset(ModelKind::Mlp, data(), cfg).unwrap();
+        let one_at_a_time = with_intra_op_threads(1, || (0..300).find_map(|s| t.step(data(), s).err()));
+        match one_at_a_time {
+            Some(cnnlab::Error::Diverged { step: s, loss: l }) => {
+                assert_eq!((s, l.to_bits()), (step, loss.to_bits()), "lr {lr}");
+                assert!(lr > 1e10 || step > 100, "lr {lr} diverged at step {step}: the test no longer spans blocks");
+            }
+            other => panic!("lr {lr}: stepping found {other:?}"),
+        }
+    }
+}

@@ -28,11 +28,23 @@ pub trait BackendBase: Sized + Send + Sync + 'static {
     /// `dst = src` (same length).
     fn copy(src: &Self::Buf, dst: &mut Self::Buf);
 
+    /// Whether training keeps the training split in this backend's memory and gathers each
+    /// batch there ([`crate::core::ops::gather_batch`]) instead of making it on the host and
+    /// uploading it: a GPU's choice (no upload, no wait per step); the CPU's data is already
+    /// in its memory.
+    const KEEPS_DATA_RESIDENT: bool = false;
+
     /// Memory free for a run's buffers, in bytes (None: unknown). The host's memory for the
     /// CPU; the device's free memory for a GPU. Runs are refused up front where their estimate
     /// exceeds it.
     fn available_bytes() -> Option<f64> {
         crate::limits::available_bytes()
+    }
+
+    /// Choices this backend made for the calling thread's ops (a GPU's convolution
+    /// algorithms), one line each, for profiles.
+    fn choices() -> Vec<String> {
+        Vec::new()
     }
 
     /// Waits until every op this thread queued has finished (timing; the CPU runs ops
@@ -97,6 +109,7 @@ pub trait Backend:
     + ops::patchify::PatchifyOps
     + ops::embedding::EmbeddingOps
     + ops::softmax::SoftmaxOps
+    + ops::gather_batch::GatherBatchOps
     + optim::OptimOps
 {
 }
@@ -118,6 +131,7 @@ impl<T> Backend for T where
         + ops::patchify::PatchifyOps
         + ops::embedding::EmbeddingOps
         + ops::softmax::SoftmaxOps
+        + ops::gather_batch::GatherBatchOps
         + optim::OptimOps
 {
 }

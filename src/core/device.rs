@@ -73,7 +73,13 @@ impl Device {
         #[cfg(not(feature = "cuda"))]
         let gpus: Result<Vec<String>> = Err(Self::not_built());
         match gpus {
-            Ok(gpus) if !gpus.is_empty() => gpus.iter().for_each(|g| out += &format!("{g}\n")),
+            Ok(gpus) if !gpus.is_empty() => {
+                gpus.iter().for_each(|g| out += &format!("{g}\n"));
+                #[cfg(feature = "cuda")]
+                {
+                    out += &format!("        {}\n", crate::core::cuda::convolution_route());
+                }
+            }
             Ok(_) => out += "cuda: no GPU found\n(no GPU usable: runs go to the CPU)\n",
             Err(e) => out += &format!("cuda: {e}\n(no GPU usable: runs go to the CPU)\n"),
         }

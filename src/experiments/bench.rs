@@ -140,9 +140,10 @@ fn workload<B: Backend>(name: &str) -> Result<Workload<B>> {
     }
 }
 
-/// Each layer's forward and backward time per step of a profiled benchmark; prints as a table.
+/// Each layer's forward and backward time per step of a profiled benchmark, and the choices
+/// the backend made for them (a GPU's convolution algorithms); prints as a table.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Profile(pub Vec<LayerTime>);
+pub struct Profile(pub Vec<LayerTime>, pub Vec<String>);
 
 impl std::fmt::Display for Profile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -158,7 +159,8 @@ impl std::fmt::Display for Profile {
                 l.layer
             )?;
         }
-        writeln!(f, "{:>20.3}  total of the layers (the optimizer and loss not included)", 1e3 * total)
+        writeln!(f, "{:>20.3}  total of the layers (the optimizer and loss not included)", 1e3 * total)?;
+        self.1.iter().try_for_each(|c| writeln!(f, "{c}"))
     }
 }
 
@@ -193,31 +195,31 @@ fn run_backend<B: Backend>(name: &str, gpu: bool, profile: bool) -> Result<(Benc
     }
     let mut logits = Tensor::empty();
     let mut opt = Optimizer::<B>::new(optimizer);
-    let mut step = |net: &mut Sequential<B>, logits: &mut Tensor<B>| -> f32 {
+    // the loss stays in the backend's memory (as in training, and as the PyTorch reference,
+    // which never reads it): a GPU step does not wait for the host
+    let mut stats = Tensor::<B>::zeros(&[2]);
+    let mut step = |net: &mut Sequential<B>, logits: &mut Tensor<B>, stats: &mut Tensor<B>| {
         if inference {
             net.forward(&x, logits, Mode::Eval);
-            return 0.0;
+            return;
         }
         net.forward(&x, logits, Mode::Train);
-        let (l, _) = loss.evaluate(logits, true);
+        loss.evaluate_into(logits, true, stats, 0);
         net.backward(&x, logits, &loss.dlogits, None);
         opt.step(net, lr);
-        l
     };
     for _ in 0..warmup {
-        step(&mut net, &mut logits);
+        step(&mut net, &mut logits, &mut stats);
     }
     B::synchronize();
     let t = std::time::Instant::now();
-    let mut last = 0.0;
     for _ in 0..steps {
-        last = step(&mut net, &mut logits);
+        step(&mut net, &mut logits, &mut stats);
     }
     B::synchronize();
     let secs = t.elapsed().as_secs_f64();
-    if inference {
-        last = logits.to_vec().first().copied().unwrap_or(f32::NAN);
-    }
+    let last = if inference { logits.to_vec().first().copied() } else { stats.to_vec().first().copied() };
+    let last = last.unwrap_or(f32::NAN);
     if !last.is_finite() {
         return Err(Error::Diverged { step: steps, loss: last });
     }
@@ -232,14 +234,14 @@ fn run_backend<B: Backend>(name: &str, gpu: bool, profile: bool) -> Result<(Benc
     }
     net.profile(true);
     for _ in 0..steps {
-        step(&mut net, &mut logits);
+        step(&mut net, &mut logits, &mut stats);
     }
     let mut layers = net.profile_report();
     for l in &mut layers {
         l.forward_seconds /= steps as f64;
         l.backward_seconds /= steps as f64;
     }
-    Ok((result, Some(Profile(layers))))
+    Ok((result, Some(Profile(layers, B::choices()))))
 }
 
 /// Images per second of the training data pipeline alone (shuffle, gather, augmentation,

@@ -7,6 +7,7 @@
 use crate::core::cpu::Cpu;
 use crate::core::init::InitRng;
 use crate::core::ops::cross_entropy::CrossEntropy;
+use crate::core::ops::gather_batch::{BatchPlan, ExampleGeom};
 use crate::core::optim::{Optimizer, OptimizerConfig, Schedule};
 use crate::core::tensor::Shape;
 use crate::core::{Backend, Device, Layer, Mode, Tensor};
@@ -154,7 +155,24 @@ pub struct Trainer<B: Backend> {
     masks: Vec<Option<Tensor<B>>>,
     /// The first training loss, against which an exploding loss is recognised.
     first_loss: Option<f32>,
+    /// Each step's (mean loss, correct rows) in the backend's memory, one slot a step, read
+    /// back [`STATS_SLOTS`] steps at a time or when the curve needs them: a GPU step never
+    /// waits for the host.
+    stats: Tensor<B>,
+    /// Slots filled since the last read.
+    pending: usize,
+    host_stats: Vec<f32>,
+    /// Keep the training split in the backend's memory during [`Trainer::fit`] (the
+    /// backend's choice, [`crate::core::backend::BackendBase::KEEPS_DATA_RESIDENT`], unless overridden).
+    keep_resident: bool,
+    /// The training split and its labels there, while a fit runs.
+    resident: Option<(Tensor<B>, Tensor<B>)>,
+    plan: BatchPlan,
 }
+
+/// Steps whose loss statistics the backend holds before the trainer reads them (and checks
+/// them for divergence): one read per this many steps at most.
+pub const STATS_SLOTS: usize = 64;
 
 /// A training loss this many times the first one (and above 100) is divergence: the run has
 /// left any useful region (`--lr 1e30` reaches 10^30 with chance accuracy) even if it is finite.
@@ -180,6 +198,12 @@ impl<B: Backend> Trainer<B> {
             host_y: Vec::new(),
             masks: Vec::new(),
             first_loss: None,
+            stats: Tensor::zeros(&[2 * STATS_SLOTS]),
+            pending: 0,
+            host_stats: Vec::new(),
+            keep_resident: B::KEEPS_DATA_RESIDENT,
+            resident: None,
+            plan: BatchPlan::default(),
         })
     }
 
@@ -234,7 +258,9 @@ impl<B: Backend> Trainer<B> {
         let batch = config.batch_size.min(data.n_train().max(1)).max(1000.min(data.n_test().max(1)));
         // in the memory of the backend that trains it (a GPU's own memory on CUDA)
         let what = format!("training the {} model", kind.name());
-        crate::limits::check_fits_in(B::available_bytes(), &what, fp.training_bytes(batch))?;
+        // a backend that keeps the training split in its memory holds it there too
+        let resident = if B::KEEPS_DATA_RESIDENT { 4.0 * (data.x.len() + data.y.len()) as f64 } else { 0.0 };
+        crate::limits::check_fits_in(B::available_bytes(), &what, fp.training_bytes(batch) + resident)?;
         let mut init: InitRng = rng_for(config.seed, streams::INIT);
         let model = Model::build_for(kind, data, &config.arch, &mut init)?;
         Self::new(model, config)
@@ -259,26 +285,104 @@ impl<B: Backend> Trainer<B> {
         self.loss.labels.upload(&[rows], &self.host_y);
     }
 
-    /// One optimisation step at `step`; returns the batch's loss and accuracy.
-    pub fn step(&mut self, data: &Dataset, step: usize) -> Result<(f32, f32)> {
-        self.sampler.fill(data, &mut self.host_x, &mut self.host_y);
-        self.upload_host_batch();
-        self.train_on_loaded(step)
+    /// Whether [`Trainer::fit`] keeps the training split in the backend's memory and gathers
+    /// each batch there (by default the backend's choice; the batches are the same either way).
+    pub fn keep_data_resident(&mut self, keep: bool) {
+        self.keep_resident = keep;
     }
 
-    /// Trains on the batch already in the input tensors.
-    fn train_on_loaded(&mut self, step: usize) -> Result<(f32, f32)> {
-        self.model.net.forward(&self.x, &mut self.logits, Mode::Train);
-        let (loss, correct) = self.loss.evaluate(&self.logits, true);
-        let first = *self.first_loss.get_or_insert(loss);
-        if !loss.is_finite() || loss > (EXPLODING_LOSS_FACTOR * first).max(100.0) {
-            return Err(Error::Diverged { step, loss });
+    /// One optimisation step at `step`; returns the batch's loss and accuracy.
+    pub fn step(&mut self, data: &Dataset, step: usize) -> Result<(f32, f32)> {
+        self.next_batch(data);
+        self.train_on_loaded(step);
+        let stats = self.read_stats(step)?;
+        Ok((stats[0], stats[1] / self.loss.labels.len() as f32))
+    }
+
+    /// Makes the next training batch in the input tensors: gathered by the backend from its
+    /// copy of the training split during a fit that keeps one, else filled on the host and
+    /// uploaded.
+    fn next_batch(&mut self, data: &Dataset) {
+        match &self.resident {
+            Some((x_train, y_train)) => {
+                self.sampler.plan(data, &mut self.plan);
+                let rows = self.plan.rows();
+                self.x_shape.set_first(rows);
+                self.x.resize(&self.x_shape);
+                self.loss.labels.resize(&[rows]);
+                let g = ExampleGeom::of(&data.example_shape);
+                B::gather_batch(
+                    x_train.buf(),
+                    y_train.buf(),
+                    g,
+                    &self.plan,
+                    self.x.buf_mut(),
+                    self.loss.labels.buf_mut(),
+                );
+            }
+            None => {
+                self.sampler.fill(data, &mut self.host_x, &mut self.host_y);
+                self.upload_host_batch();
+            }
         }
+    }
+
+    /// Puts the training split in the backend's memory for a fit, if the trainer keeps it
+    /// there (released by [`Trainer::release_resident`]).
+    fn make_resident(&mut self, data: &Dataset) {
+        if self.keep_resident {
+            let n = data.n_train();
+            let labels: Vec<f32> = data.y.iter().map(|&v| v as f32).collect();
+            let x = Tensor::from_slice(&[n, data.example_len()], &data.x);
+            self.resident = Some((x, Tensor::from_slice(&[n], &labels)));
+        }
+    }
+
+    fn release_resident(&mut self) {
+        self.resident = None;
+    }
+
+    /// Trains on the batch already in the input tensors; its loss statistics go to the next
+    /// slot (read by [`Trainer::read_stats`]).
+    fn train_on_loaded(&mut self, step: usize) {
+        self.model.net.forward(&self.x, &mut self.logits, Mode::Train);
+        self.loss.evaluate_into(&self.logits, true, &mut self.stats, self.pending);
+        self.pending += 1;
         self.model.net.backward(&self.x, &self.logits, &self.loss.dlogits, None);
         let lr = self.config.schedule.lr(self.config.lr, step, self.config.steps);
         self.optimizer.step(&mut self.model.net, lr);
         self.apply_masks();
-        Ok((loss, correct as f32 / self.loss.labels.len() as f32))
+    }
+
+    /// Reads the statistics of the steps trained since the last read (the last of them is
+    /// step `last`): `(mean loss, correct rows)` pairs, oldest first. A non-finite or
+    /// exploding loss is [`Error::Diverged`] at the first step that had it.
+    fn read_stats(&mut self, last: usize) -> Result<&[f32]> {
+        let filled = std::mem::take(&mut self.pending);
+        B::download(self.stats.buf(), &mut self.host_stats);
+        let stats = &self.host_stats[..2 * filled];
+        for (j, pair) in stats.chunks_exact(2).enumerate() {
+            let loss = pair[0];
+            let first = *self.first_loss.get_or_insert(loss);
+            if !loss.is_finite() || loss > (EXPLODING_LOSS_FACTOR * first).max(100.0) {
+                return Err(Error::Diverged { step: last + 1 + j - filled, loss });
+            }
+        }
+        Ok(stats)
+    }
+
+    /// Adds the unread steps' statistics to `log` (the last of them is step `last`).
+    fn flush_stats(&mut self, last: usize, log: &mut CurveLog) -> Result<()> {
+        if self.pending == 0 {
+            return Ok(());
+        }
+        let rows = self.loss.labels.len() as f32;
+        for pair in self.read_stats(last)?.chunks_exact(2) {
+            log.loss += pair[0] as f64;
+            log.accuracy += (pair[1] / rows) as f64;
+            log.since += 1;
+        }
+        Ok(())
     }
 
     /// Loss and accuracy on the test split, in batches of at most 1000.
@@ -319,8 +423,10 @@ impl<B: Backend> Trainer<B> {
         if first > 0 {
             progress(first);
         }
-        let log = self.steps_from(data, first, log, Some((path, every)), progress)?;
-        Ok(RunResult::of(log.curve, start))
+        self.make_resident(data);
+        let log = self.steps_from(data, first, log, Some((path, every)), progress);
+        self.release_resident();
+        Ok(RunResult::of(log?.curve, start))
     }
 
     fn save_checkpoint(&self, path: &std::path::Path, step: usize, log: &CurveLog) -> Result<()> {
@@ -377,12 +483,15 @@ impl<B: Backend> Trainer<B> {
         data.validate()?;
         crate::core::cpu::flush_denormals();
         let start = std::time::Instant::now();
-        let curve = if self.config.prefetch {
-            self.fit_prefetching(data, progress)?
+        self.make_resident(data);
+        // batches gathered by the backend need no prefetching
+        let curve = if self.config.prefetch && self.resident.is_none() {
+            self.fit_prefetching(data, progress)
         } else {
-            self.steps_from(data, 0, CurveLog::default(), None, progress)?.curve
+            self.steps_from(data, 0, CurveLog::default(), None, progress).map(|log| log.curve)
         };
-        Ok(RunResult::of(curve, start))
+        self.release_resident();
+        Ok(RunResult::of(curve?, start))
     }
 
     /// Steps `first..config.steps` on this thread, continuing `log`; with `checkpoint`
@@ -396,11 +505,13 @@ impl<B: Backend> Trainer<B> {
         progress: &mut dyn FnMut(usize),
     ) -> Result<CurveLog> {
         for step in first..self.config.steps {
-            let r = self.step(data, step)?;
-            self.record(data, step, r, &mut log, progress);
+            self.next_batch(data);
+            self.train_on_loaded(step);
+            self.record(data, step, &mut log, progress)?;
             let done = step + 1;
             if let Some((path, every)) = checkpoint {
                 if done.is_multiple_of(every) && done < self.config.steps {
+                    self.flush_stats(step, &mut log)?;
                     self.save_checkpoint(path, done, &log)?;
                 }
             }
@@ -408,20 +519,21 @@ impl<B: Backend> Trainer<B> {
         Ok(log)
     }
 
-    /// Accumulates step `step`'s loss and accuracy; evaluates when due.
+    /// After step `step`: reads the steps' statistics into `log` when the slots are full or
+    /// an evaluation is due, and evaluates when due.
     fn record(
         &mut self,
         data: &Dataset,
         step: usize,
-        (l, a): (f32, f32),
         log: &mut CurveLog,
         progress: &mut dyn FnMut(usize),
-    ) {
-        log.loss += l as f64;
-        log.accuracy += a as f64;
-        log.since += 1;
+    ) -> Result<()> {
         let done = step + 1;
-        if done.is_multiple_of(self.config.eval_every) || done == self.config.steps {
+        let evaluate = done.is_multiple_of(self.config.eval_every) || done == self.config.steps;
+        if evaluate || self.pending == STATS_SLOTS {
+            self.flush_stats(step, log)?;
+        }
+        if evaluate {
             let (test_loss, test_accuracy) = self.evaluate(data);
             log.curve.push(CurvePoint {
                 step: done,
@@ -438,6 +550,7 @@ impl<B: Backend> Trainer<B> {
             progress(done - log.reported);
             log.reported = done;
         }
+        Ok(())
     }
 
     /// The training loop with batches made on a second thread: the sampler moves there and
@@ -472,12 +585,10 @@ impl<B: Backend> Trainer<B> {
                 let (old_x, old_y) = (std::mem::replace(&mut self.host_x, x), std::mem::replace(&mut self.host_y, y));
                 self.upload_host_batch();
                 let _ = empty_tx.send((old_x, old_y));
-                match self.train_on_loaded(step) {
-                    Ok(r) => self.record(data, step, r, &mut log, progress),
-                    Err(e) => {
-                        outcome = Err(e);
-                        break;
-                    }
+                self.train_on_loaded(step);
+                if let Err(e) = self.record(data, step, &mut log, progress) {
+                    outcome = Err(e);
+                    break;
                 }
             }
             drop(full_rx);

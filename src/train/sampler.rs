@@ -2,7 +2,7 @@
 //! padding, horizontal flip) in the original pixel layout, then the run's permutation of
 //! positions. [`BatchSampler`] owns all of it so it can run on a prefetch thread.
 
-use crate::data::permutation::permute_one;
+use crate::core::ops::gather_batch::{gather_host, BatchPlan, ExampleGeom};
 use crate::data::Dataset;
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -30,8 +30,9 @@ pub struct BatchSampler {
     rng: ChaCha8Rng,
     order: Vec<usize>,
     cursor: usize,
-    scratch: Vec<f32>,
     perm: Vec<usize>,
+    /// The plan [`BatchSampler::fill`] reuses.
+    plan: BatchPlan,
 }
 
 /// Where a sampler stands: everything its next batches depend on (for checkpoints).
@@ -70,13 +71,28 @@ impl BatchSampler {
             rng,
             order: Vec::new(),
             cursor: 0,
-            scratch: Vec::new(),
             perm: Vec::new(),
+            plan: BatchPlan::default(),
         }
     }
 
     /// Fills `x` (examples, row-major) and `y` (labels as f32) with the next batch.
     pub fn fill(&mut self, data: &Dataset, x: &mut Vec<f32>, y: &mut Vec<f32>) {
+        let mut plan = std::mem::take(&mut self.plan);
+        self.plan(data, &mut plan);
+        let g = ExampleGeom::of(&data.example_shape);
+        x.clear();
+        x.resize(plan.rows() * g.len(), 0.0);
+        gather_host(&data.x, g, &plan, x);
+        y.clear();
+        y.extend(plan.examples.chunks_exact(4).map(|e| data.y[e[0] as usize] as f32));
+        self.plan = plan;
+    }
+
+    /// The choices behind the next batch (which examples, their crops and flips, the
+    /// permutations), for a backend to gather from its copy of the training set: the batch
+    /// [`BatchSampler::fill`] would make, drawing the same random numbers.
+    pub fn plan(&mut self, data: &Dataset, plan: &mut BatchPlan) {
         let n = data.n_train();
         let b = self.batch_size.min(n);
         if self.order.len() != n || self.cursor + b > n {
@@ -88,32 +104,28 @@ impl BatchSampler {
             }
             self.cursor = 0;
         }
-        let len = data.example_len();
-        x.clear();
-        y.clear();
+        plan.clear();
+        let g = ExampleGeom::of(&data.example_shape);
+        let image = data.example_shape.len() == 3;
         for k in self.cursor..self.cursor + b {
-            let i = self.order[k];
-            let start = x.len();
-            x.extend_from_slice(&data.x[i * len..(i + 1) * len]);
-            y.push(data.y[i] as f32);
-            let example = &mut x[start..];
-            if let (Some(a), [h, w, c]) = (self.augment, data.example_shape.as_slice()) {
-                augment_one(example, (*h, *w, *c), a, &mut self.rng, &mut self.scratch);
-            }
-            let channels = data.example_shape.last().copied().unwrap_or(1).max(1);
+            let (dy, dx, flip) = match self.augment {
+                Some(a) if image => draw_augment(a, &mut self.rng),
+                _ => (0, 0, false),
+            };
+            plan.examples.extend_from_slice(&[self.order[k] as i32, dy, dx, flip as i32]);
             match &self.permutation {
                 PositionPermutation::None => {}
                 PositionPermutation::Fixed(p) => {
-                    self.scratch.resize(len, 0.0);
-                    permute_one(example, p, channels, &mut self.scratch);
+                    if plan.perms.is_empty() {
+                        plan.perms.extend(p.iter().map(|&q| q as i32));
+                    }
                 }
                 PositionPermutation::PerExample => {
-                    if self.perm.len() != len / channels {
-                        self.perm = (0..len / channels).collect();
+                    if self.perm.len() != g.positions() {
+                        self.perm = (0..g.positions()).collect();
                     }
                     self.perm.shuffle(&mut self.rng);
-                    self.scratch.resize(len, 0.0);
-                    permute_one(example, &self.perm, channels, &mut self.scratch);
+                    plan.perms.extend(self.perm.iter().map(|&q| q as i32));
                 }
             }
         }
@@ -121,36 +133,13 @@ impl BatchSampler {
     }
 }
 
-/// Random crop with zero padding and random horizontal flip of one `[H, W, C]` image.
-fn augment_one(
-    img: &mut [f32],
-    (h, w, c): (usize, usize, usize),
-    a: Augment,
-    rng: &mut ChaCha8Rng,
-    scratch: &mut Vec<f32>,
-) {
+/// One image's crop shift `(dy, dx)` and mirror flag (output pixel `(y, x)` reads
+/// `(y + dy, x' + dx)` of the zero-padded original, `x'` mirrored when flipped).
+fn draw_augment(a: Augment, rng: &mut ChaCha8Rng) -> (i32, i32, bool) {
     let p = a.crop_padding as i64;
-    let (dy, dx) = if p > 0 { (rng.random_range(-p..=p) as isize, rng.random_range(-p..=p) as isize) } else { (0, 0) };
+    let (dy, dx) = if p > 0 { (rng.random_range(-p..=p) as i32, rng.random_range(-p..=p) as i32) } else { (0, 0) };
     let flip = a.horizontal_flip && rng.random::<bool>();
-    if dy == 0 && dx == 0 && !flip {
-        return;
-    }
-    scratch.resize(img.len(), 0.0);
-    scratch.copy_from_slice(img);
-    for y in 0..h {
-        for x in 0..w {
-            let sy = y as isize + dy;
-            let sx0 = if flip { (w - 1 - x) as isize } else { x as isize };
-            let sx = sx0 + dx;
-            let dst = &mut img[(y * w + x) * c..(y * w + x + 1) * c];
-            if sy < 0 || sy >= h as isize || sx < 0 || sx >= w as isize {
-                dst.fill(0.0);
-            } else {
-                let src = (sy as usize * w + sx as usize) * c;
-                dst.copy_from_slice(&scratch[src..src + c]);
-            }
-        }
-    }
+    (dy, dx, flip)
 }
 
 #[cfg(test)]
@@ -180,6 +169,114 @@ mod tests {
         assert_eq!(seen, [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
     }
     use rand::SeedableRng;
+
+    /// Random crop with zero padding and random horizontal flip of one `[H, W, C]` image.
+    fn augment_one(
+        img: &mut [f32],
+        (h, w, c): (usize, usize, usize),
+        a: Augment,
+        rng: &mut ChaCha8Rng,
+        scratch: &mut Vec<f32>,
+    ) {
+        let p = a.crop_padding as i64;
+        let (dy, dx) =
+            if p > 0 { (rng.random_range(-p..=p) as isize, rng.random_range(-p..=p) as isize) } else { (0, 0) };
+        let flip = a.horizontal_flip && rng.random::<bool>();
+        if dy == 0 && dx == 0 && !flip {
+            return;
+        }
+        scratch.resize(img.len(), 0.0);
+        scratch.copy_from_slice(img);
+        for y in 0..h {
+            for x in 0..w {
+                let sy = y as isize + dy;
+                let sx0 = if flip { (w - 1 - x) as isize } else { x as isize };
+                let sx = sx0 + dx;
+                let dst = &mut img[(y * w + x) * c..(y * w + x + 1) * c];
+                if sy < 0 || sy >= h as isize || sx < 0 || sx >= w as isize {
+                    dst.fill(0.0);
+                } else {
+                    let src = (sy as usize * w + sx as usize) * c;
+                    dst.copy_from_slice(&scratch[src..src + c]);
+                }
+            }
+        }
+    }
+
+    /// The sampler as it was before batches were planned (copy, augment in place, permute in
+    /// place): the reference the planned batches must equal bit for bit.
+    fn reference_fill(s: &mut BatchSampler, data: &Dataset, x: &mut Vec<f32>, y: &mut Vec<f32>) {
+        use crate::data::permutation::permute_one;
+        let n = data.n_train();
+        let b = s.batch_size.min(n);
+        if s.order.len() != n || s.cursor + b > n {
+            if s.order.len() != n {
+                s.order = (0..n).collect();
+            }
+            if s.shuffle {
+                s.order.shuffle(&mut s.rng);
+            }
+            s.cursor = 0;
+        }
+        let len = data.example_len();
+        let mut scratch = Vec::new();
+        x.clear();
+        y.clear();
+        for k in s.cursor..s.cursor + b {
+            let i = s.order[k];
+            let start = x.len();
+            x.extend_from_slice(&data.x[i * len..(i + 1) * len]);
+            y.push(data.y[i] as f32);
+            let example = &mut x[start..];
+            if let (Some(a), [h, w, c]) = (s.augment, data.example_shape.as_slice()) {
+                augment_one(example, (*h, *w, *c), a, &mut s.rng, &mut scratch);
+            }
+            let channels = data.example_shape.last().copied().unwrap_or(1).max(1);
+            match &s.permutation {
+                PositionPermutation::None => {}
+                PositionPermutation::Fixed(p) => {
+                    scratch.resize(len, 0.0);
+                    permute_one(example, p, channels, &mut scratch);
+                }
+                PositionPermutation::PerExample => {
+                    if s.perm.len() != len / channels {
+                        s.perm = (0..len / channels).collect();
+                    }
+                    s.perm.shuffle(&mut s.rng);
+                    scratch.resize(len, 0.0);
+                    permute_one(example, &s.perm, channels, &mut scratch);
+                }
+            }
+        }
+        s.cursor += b;
+    }
+
+    #[test]
+    fn planned_batches_equal_the_reference_sampler() {
+        let d = images(7);
+        let perms = [
+            PositionPermutation::None,
+            PositionPermutation::Fixed((0..16).rev().collect()),
+            PositionPermutation::PerExample,
+        ];
+        for augment in [None, Some(Augment { crop_padding: 2, horizontal_flip: true })] {
+            for perm in &perms {
+                let make = || {
+                    let mut s = BatchSampler::new(3, ChaCha8Rng::seed_from_u64(9));
+                    (s.augment, s.permutation) = (augment, perm.clone());
+                    s
+                };
+                let (mut new, mut old) = (make(), make());
+                let (mut x, mut y, mut rx, mut ry) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+                for batch in 0..8 {
+                    new.fill(&d, &mut x, &mut y);
+                    reference_fill(&mut old, &d, &mut rx, &mut ry);
+                    assert_eq!((&x, &y), (&rx, &ry), "batch {batch}, {augment:?}, {perm:?}");
+                }
+                assert_eq!(new.state(), old.state());
+            }
+        }
+    }
 
     fn images(n: usize) -> Dataset {
         Dataset {

@@ -11,7 +11,9 @@ impl CrossEntropyOps for Cpu {
         mut dlogits: Option<&mut Vec<f32>>,
         rows: usize,
         classes: usize,
-    ) -> (f64, usize) {
+        stats: &mut Vec<f32>,
+        slot: usize,
+    ) {
         let mut loss = 0.0f64;
         let mut correct = 0;
         let inv_rows = 1.0 / rows as f32;
@@ -39,6 +41,8 @@ impl CrossEntropyOps for Cpu {
                 }
             }
         }
-        (loss, correct)
+        let mean = if rows == 0 { 0.0 } else { (loss / rows as f64) as f32 };
+        stats[2 * slot] = mean;
+        stats[2 * slot + 1] = correct as f32;
     }
 }

@@ -9,6 +9,7 @@
 
 mod attention;
 pub(crate) mod elementwise;
+mod gather;
 mod loss;
 pub mod math;
 mod norm;

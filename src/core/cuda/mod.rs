@@ -1,7 +1,8 @@
-//! The CUDA backend (`--features cuda`): device buffers, GEMMs through cuBLAS, every other op
-//! as a CUDA C kernel compiled at run time with NVRTC. The driver, cuBLAS and NVRTC are loaded
-//! with dlopen, so this builds where no CUDA is installed and [`init`] fails with one line
-//! that names what was not found.
+//! The CUDA backend (`--features cuda`): device buffers, GEMMs through cuBLAS, convolutions
+//! through cuDNN where it is found (`cudnn.rs`; else im2col + cuBLAS), every other op as a
+//! CUDA C kernel compiled at run time with NVRTC. The driver, cuBLAS, cuDNN and NVRTC are
+//! loaded with dlopen, so this builds where no CUDA is installed and [`init`] fails with one
+//! line that names what was not found.
 //!
 //! Each host thread that runs ops gets its own stream and cuBLAS handle, so several runs (one
 //! per thread, as `reproduce` schedules them) share the GPU concurrently. A buffer belongs to
@@ -13,7 +14,9 @@
 //! mirroring the CPU kernels in `core/ops/`.
 
 mod attention;
+mod cudnn;
 mod elementwise;
+mod gather;
 mod loss;
 mod norm;
 mod optim;
@@ -42,13 +45,14 @@ pub struct Settings {
 }
 
 /// Every kernel's source, concatenated into one NVRTC program.
-pub const KERNEL_SOURCES: [(&str, &str); 6] = [
+pub const KERNEL_SOURCES: [(&str, &str); 7] = [
     ("elementwise.cu", include_str!("kernels/elementwise.cu")),
     ("window.cu", include_str!("kernels/window.cu")),
     ("norm.cu", include_str!("kernels/norm.cu")),
     ("loss.cu", include_str!("kernels/loss.cu")),
     ("optim.cu", include_str!("kernels/optim.cu")),
     ("attention.cu", include_str!("kernels/attention.cu")),
+    ("gather.cu", include_str!("kernels/gather.cu")),
 ];
 const COMMON: &str = include_str!("kernels/common.cuh");
 
@@ -95,6 +99,8 @@ kernels!(
     embedding_backward,
     softmax_forward,
     softmax_backward,
+    gather_batch,
+    loss_stats,
 );
 
 /// The whole program as NVRTC compiles it.
@@ -159,6 +165,8 @@ struct Device {
     ctx: Arc<CudaContext>,
     functions: Vec<CudaFunction>,
     settings: Settings,
+    /// Convolutions through cuDNN (else im2col + cuBLAS): see `cudnn.rs`.
+    cudnn: bool,
 }
 
 static DEVICE: OnceLock<std::result::Result<Device, String>> = OnceLock::new();
@@ -187,7 +195,11 @@ fn open(settings: Settings) -> Result<Device> {
         .iter()
         .map(|n| module.load_function(n).map_err(|e| Error::Device(format!("kernel {n}: {e}"))))
         .collect::<Result<Vec<_>>>()?;
-    Ok(Device { ctx, functions, settings })
+    let cudnn = cudnn::available();
+    if cudnn {
+        cudnn::probe()?;
+    }
+    Ok(Device { ctx, functions, settings, cudnn })
 }
 
 fn message(e: Error) -> String {
@@ -219,6 +231,21 @@ fn device() -> &'static Device {
     }
 }
 
+/// How this process runs convolutions on the GPU (for `cnnlab devices` and benchmarks).
+pub fn convolution_route() -> String {
+    match DEVICE.get() {
+        Some(Ok(d)) if d.cudnn => "convolutions: cuDNN (deterministic algorithms)".into(),
+        Some(Ok(_)) => "convolutions: im2col + cuBLAS (libcudnn not found, or CNNLAB_CUDNN=0)".into(),
+        _ if cudnn::available() => "convolutions: cuDNN (deterministic algorithms)".into(),
+        _ => "convolutions: im2col + cuBLAS (libcudnn not found, or CNNLAB_CUDNN=0)".into(),
+    }
+}
+
+/// The cuDNN algorithms this thread chose, one line per convolution shape.
+pub fn convolution_algorithms() -> Vec<String> {
+    with_local(|l| l.dnn.as_ref().map(|d| d.describe()).unwrap_or_default())
+}
+
 /// A description of each visible device, for `cnnlab devices`.
 pub fn list_devices() -> Result<Vec<String>> {
     check_library("cuda", || unsafe { drv_sys::is_culib_present() })?;
@@ -244,8 +271,10 @@ pub(crate) struct Local {
     work: CudaBuf,
     /// Second scratch (convolution input gradients).
     work2: CudaBuf,
-    /// Per-row loss and correctness, read back by the cross-entropy.
-    host: Vec<f32>,
+    /// The batch plan (examples and permutations, as i32).
+    plan: CudaBuf,
+    /// cuDNN's handle and convolution plans (None: convolutions as im2col + cuBLAS).
+    pub(crate) dnn: Option<cudnn::Dnn>,
 }
 
 thread_local! {
@@ -285,7 +314,8 @@ impl Local {
             ones: CudaBuf::empty(raw),
             work: CudaBuf::empty(raw),
             work2: CudaBuf::empty(raw),
-            host: Vec::new(),
+            plan: CudaBuf::empty(raw),
+            dnn: dev.cudnn.then(|| cudnn::Dnn::new(raw, dev.settings.tf32, CudaBuf::empty(raw))),
         }
     }
 
@@ -461,6 +491,8 @@ impl Drop for CudaBuf {
 impl BackendBase for Cuda {
     type Buf = CudaBuf;
 
+    const KEEPS_DATA_RESIDENT: bool = true;
+
     /// The opened GPU's free memory (None before it is opened, or if the driver cannot say).
     fn available_bytes() -> Option<f64> {
         let device = DEVICE.get()?.as_ref().ok()?;
@@ -469,6 +501,12 @@ impl BackendBase for Cuda {
 
     fn synchronize() {
         with_local(|l| l.sync());
+    }
+
+    fn choices() -> Vec<String> {
+        let mut out = vec![convolution_route()];
+        out.extend(convolution_algorithms());
+        out
     }
 
     fn zeros(len: usize) -> CudaBuf {

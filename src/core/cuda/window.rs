@@ -69,6 +69,19 @@ impl Conv2dOps for Cuda {
         y: &mut CudaBuf,
     ) -> bool {
         let (rows, k) = (g.n * g.positions(), g.k());
+        // cuDNN for windows (a 1x1 convolution is one GEMM as it is)
+        let by_cudnn = !g.is_pointwise()
+            && with_local(|l| {
+                let s = l.raw_stream();
+                let done = l.dnn.as_mut().is_some_and(|d| d.forward(x.ptr, w.ptr, g, cout, y.ptr, s));
+                if done {
+                    l.launch_n(K::add_bias_rows, rows * cout, &[y.ptr, b.ptr, u(rows), u(cout)]);
+                }
+                done
+            });
+        if by_cudnn {
+            return false;
+        }
         if !g.is_pointwise() && scratch.len < rows * k {
             Cuda::resize(scratch, rows * k);
         }
@@ -99,10 +112,22 @@ impl Conv2dOps for Cuda {
     ) {
         let (rows, k) = (g.n * g.positions(), g.k());
         let pointwise = g.is_pointwise();
+        let dx = dx.map(|d| d.ptr);
+        let by_cudnn = !pointwise
+            && with_local(|l| {
+                let s = l.raw_stream();
+                let done = l.dnn.as_mut().is_some_and(|d| d.backward(x.ptr, w.ptr, dy.ptr, g, cout, dw.ptr, dx, s));
+                if done {
+                    super::elementwise::sum_rows(l, dy.ptr, db.ptr, rows, cout);
+                }
+                done
+            });
+        if by_cudnn {
+            return;
+        }
         if !pointwise && scratch.len < rows * k {
             Cuda::resize(scratch, rows * k);
         }
-        let dx = dx.map(|d| d.ptr);
         with_local(|l| {
             let cols = if pointwise {
                 x.ptr

@@ -6,44 +6,75 @@ use crate::core::Tensor;
 
 /// The backend kernel of the softmax cross-entropy loss.
 pub trait CrossEntropyOps: BackendBase {
-    /// Over `rows` rows of `classes` logits: returns the loss summed over the rows and the
-    /// number of rows whose largest logit is the label; fills `dlogits` with the gradient of
-    /// the mean loss (each row's softmax minus its one-hot label, divided by `rows`). `labels`
-    /// holds class indices (as f32 so that every backend keeps one buffer type).
+    /// Over `rows` rows of `classes` logits: writes the mean loss (the rows' losses summed in
+    /// f64, divided by `rows`, rounded to f32) to `stats[2·slot]` and the number of rows whose
+    /// largest logit is the label to `stats[2·slot + 1]`, and fills `dlogits` with the
+    /// gradient of the mean loss (each row's softmax minus its one-hot label, divided by
+    /// `rows`). `labels` holds class indices (as f32 so that every backend keeps one buffer
+    /// type). The statistics stay in the backend's memory: a training loop reads many steps'
+    /// worth at once, so a GPU step never waits for the host.
+    #[allow(clippy::too_many_arguments)]
     fn softmax_cross_entropy(
         logits: &Self::Buf,
         labels: &Self::Buf,
         dlogits: Option<&mut Self::Buf>,
         rows: usize,
         classes: usize,
-    ) -> (f64, usize);
+        stats: &mut Self::Buf,
+        slot: usize,
+    );
 }
 
-/// The loss as a stateful object: holds the labels and the logits' gradient buffer.
+/// The loss as a stateful object: holds the labels, the logits' gradient buffer and the
+/// statistics of the last evaluation.
 pub struct CrossEntropy<B: Backend> {
     pub labels: Tensor<B>,
     pub dlogits: Tensor<B>,
+    stats: Tensor<B>,
+    host: Vec<f32>,
 }
 
 impl<B: Backend> Default for CrossEntropy<B> {
     fn default() -> Self {
-        Self { labels: Tensor::empty(), dlogits: Tensor::empty() }
+        Self { labels: Tensor::empty(), dlogits: Tensor::empty(), stats: Tensor::empty(), host: Vec::new() }
     }
 }
 
 impl<B: Backend> CrossEntropy<B> {
     /// Mean loss and accuracy count for `logits` `[rows, classes]`; fills `dlogits` when
-    /// `grad` is set.
+    /// `grad` is set. Reads the result back at once (see [`CrossEntropy::evaluate_into`]).
     pub fn evaluate(&mut self, logits: &Tensor<B>, grad: bool) -> (f32, usize) {
+        if self.stats.len() != 2 {
+            self.stats = Tensor::zeros(&[2]);
+        }
+        Self::run(logits, grad, &self.labels, &mut self.dlogits, &mut self.stats, 0);
+        B::download(self.stats.buf(), &mut self.host);
+        (self.host[0], self.host[1] as usize)
+    }
+
+    /// Like [`CrossEntropy::evaluate`], leaving (mean loss, correct rows) in `stats` at
+    /// `2·slot` in the backend's memory (nothing waits for it).
+    pub fn evaluate_into(&mut self, logits: &Tensor<B>, grad: bool, stats: &mut Tensor<B>, slot: usize) {
+        Self::run(logits, grad, &self.labels, &mut self.dlogits, stats, slot);
+    }
+
+    fn run(
+        logits: &Tensor<B>,
+        grad: bool,
+        labels: &Tensor<B>,
+        dlogits: &mut Tensor<B>,
+        stats: &mut Tensor<B>,
+        slot: usize,
+    ) {
         let (rows, classes) = (logits.rows(), logits.last_dim());
+        assert!(stats.len() >= 2 * slot + 2, "loss statistics: slot {slot} of {} values", stats.len());
         let d = if grad {
-            self.dlogits.resize(logits.shape());
-            Some(self.dlogits.buf_mut())
+            dlogits.resize(logits.shape());
+            Some(dlogits.buf_mut())
         } else {
             None
         };
-        let (sum, correct) = B::softmax_cross_entropy(logits.buf(), self.labels.buf(), d, rows, classes);
-        ((sum / rows as f64) as f32, correct)
+        B::softmax_cross_entropy(logits.buf(), labels.buf(), d, rows, classes, stats.buf_mut(), slot);
     }
 }
 

@@ -1,7 +1,8 @@
 //! One op per file: its backend trait (the forward and backward kernels every backend
 //! implements), the layer that holds its parameters, and its finite-difference gradient check.
 //! The kernels themselves live with their backend, one file per op family, mirrored:
-//! `core/cpu/{elementwise,window,norm,loss,optim,attention}.rs` and `core/cuda/` (the same names).
+//! `core/cpu/{elementwise,window,norm,loss,optim,attention,gather}.rs` and `core/cuda/` (the same
+//! names; cuDNN's convolutions in `core/cuda/cudnn.rs`).
 
 pub mod attention;
 pub mod attention_pool;
@@ -11,6 +12,7 @@ pub mod conv2d;
 pub mod cross_entropy;
 pub mod embedding;
 pub mod flatten;
+pub mod gather_batch;
 pub mod gelu;
 pub mod global_avg_pool;
 pub mod layer_norm;

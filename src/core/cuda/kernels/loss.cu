@@ -1,5 +1,5 @@
 // Softmax cross-entropy, one thread a row: each row's loss and whether its arg-max is the
-// label (summed on the host in f64, as on the CPU), and the mean-loss gradient.
+// label (reduced by loss_stats below), and the mean-loss gradient.
 extern "C" __global__ void softmax_cross_entropy(const float* logits, const float* labels, float* dlogits, i64 rows,
                                                  int classes, float* row_loss, float* row_correct) {
     GRID_STRIDE(r, rows) {
@@ -24,4 +24,18 @@ extern "C" __global__ void softmax_cross_entropy(const float* logits, const floa
             }
         }
     }
+}
+
+// The batch's statistics, one thread: out[0] = the rows' losses summed in order in f64,
+// divided by rows, rounded to f32 (the CPU's computation); out[1] = correct rows.
+extern "C" __global__ void loss_stats(const float* row_loss, const float* row_correct, i64 rows, float* out) {
+    if (blockIdx.x != 0 || threadIdx.x != 0) return;
+    double sum = 0.0;
+    float correct = 0.0f;
+    for (i64 r = 0; r < rows; r++) {
+        sum += (double)row_loss[r];
+        correct += row_correct[r];
+    }
+    out[0] = rows > 0 ? (float)(sum / (double)rows) : 0.0f;
+    out[1] = correct;
 }
