@@ -1,6 +1,7 @@
 //! The CPU backend: `Vec<f32>` buffers, GEMM from the `gemm` crate (runtime dispatch to
 //! AVX2/FMA or AVX-512 kernels), threads from rayon. The kernels are in one file per op
-//! family (`elementwise`, `window`, `norm`, `loss`, `optim`), as in `core/cuda/`.
+//! family (`elementwise`, `window`, `norm`, `loss`, `optim`, `attention`, `gather`), as in
+//! `core/cuda/`.
 //!
 //! Intra-op parallelism is bounded per thread by [`with_intra_op_threads`]: an experiment that
 //! trains many small models runs one model per core and sets 1 inside each, while a single
