@@ -291,10 +291,14 @@ fn analyze(c: AnalyzeCommand, bar: Bar) -> Result<()> {
                 seeds: a.seeds as usize,
                 prune_biases: a.prune_biases,
                 save_mask: a.save_mask,
+                compute: cnnlab::experiments::grid::Compute {
+                    parallel_runs: a.parallel_runs.map(|n| n as usize),
+                    ..a.device.single()
+                },
             };
             let report = prune::run(&cfg, &bar)?;
             drop(bar);
-            finish(&report, &a.out, Device::Cpu)
+            finish(&report, &a.out, cfg.compute.device)
         }
         AnalyzeCommand::Dimension(a) => {
             check_out(&a.out)?;
@@ -466,8 +470,8 @@ fn main() {
             std::process::exit(2);
         }
     };
-    // a panic anywhere (a bug, or a device failure such as running out of GPU memory) is one
-    // line and a non-zero exit too, not a backtrace
+    // a panic anywhere (a bug, or a lost GPU) is one line and a non-zero exit too, not a
+    // backtrace (a GPU out of memory is an error: see core/cuda/mod.rs, `check`)
     std::panic::set_hook(Box::new(|info| {
         let msg = cnnlab::error::panic_message(info.payload());
         let at = info.location().map(|l| format!(" (at {}:{})", l.file(), l.line())).unwrap_or_default();

@@ -304,6 +304,8 @@ fn devices_are_listed_and_an_unusable_device_is_one_line() {
         assert!(e.contains("cuda"), "{e}");
         let e = assert_clean_failure(&["bench", "w1", "--device", "cuda:3"]);
         assert!(e.contains("cuda:3"), "{e}");
+        let e = assert_clean_failure(&["analyze", "prune", "--run", "nowhere", "--device", "cuda"]);
+        assert!(e.contains("cuda"), "{e}");
     }
 }
 

@@ -365,8 +365,8 @@ fn curves_agree(kind: ModelKind, data: &Dataset, config: TrainConfig, tol: f32) 
             assert_eq!(ac, ag, "{kind:?} step {step}: batch accuracy");
         }
     }
-    let (_, acc_c) = cpu.evaluate(data);
-    let (_, acc_g) = gpu.evaluate(data);
+    let (_, acc_c) = cpu.evaluate(data).unwrap();
+    let (_, acc_g) = gpu.evaluate(data).unwrap();
     assert!((acc_c - acc_g).abs() <= 0.02, "{kind:?}: test accuracy cuda {acc_g} vs cpu {acc_c}");
 }
 
@@ -426,4 +426,36 @@ fn sequential_runs_on_two_threads_match_one() {
     });
     assert_eq!(a, alone);
     assert_ne!(a, b);
+}
+
+/// A CUDA call that fails — a real allocation far beyond the GPU's memory, then an injected
+/// failure inside a run — is an error, not a panic: the thread skips its later ops, the
+/// trainer returns the failure, and the thread's next run trains as usual.
+#[test]
+fn a_device_failure_is_an_error_and_the_next_run_trains() {
+    use cnnlab::core::backend::BackendBase;
+    if !gpu("a_device_failure_is_an_error_and_the_next_run_trains") {
+        return;
+    }
+    // 4 TiB: the allocation fails; the buffer stays empty and the failure is recorded
+    let huge = Tensor::<Cuda>::zeros(&[1 << 40]);
+    assert_eq!(Cuda::len(huge.buf()), 0);
+    match Cuda::take_error() {
+        Some(cnnlab::Error::Device(m)) => assert!(m.contains("allocation"), "{m}"),
+        other => panic!("expected an allocation failure, got {other:?}"),
+    }
+    assert!(Cuda::take_error().is_none(), "taken once");
+    let data = toy_images(256, 5);
+    let config = TrainConfig { steps: 12, batch_size: 32, eval_every: 6, ..TrainConfig::mnist1d() };
+    let mut t = Trainer::<Cuda>::for_dataset(ModelKind::Cnn, &data, config.clone()).unwrap();
+    cuda::inject_failure("a test");
+    match t.fit(&data, &mut |_| {}) {
+        Err(cnnlab::Error::Device(m)) => assert!(m.contains("a test"), "{m}"),
+        other => panic!("expected a device error, got {:?}", other.map(|r| r.final_test_accuracy)),
+    }
+    let mut t = Trainer::<Cuda>::for_dataset(ModelKind::Cnn, &data, config.clone()).unwrap();
+    let mut cpu = Trainer::<Cpu>::for_dataset(ModelKind::Cnn, &data, config).unwrap();
+    let (g, c) = (t.fit(&data, &mut |_| {}).unwrap(), cpu.fit(&data, &mut |_| {}).unwrap());
+    let (g, c) = (g.curve.last().unwrap().train_loss, c.curve.last().unwrap().train_loss);
+    assert!((g - c).abs() <= 1e-3 * (1.0 + c), "after a failure: loss {g} vs cpu {c}");
 }

@@ -54,14 +54,14 @@ fn training_steps_do_not_allocate_after_warm_up() {
             for step in 0..3 {
                 t.step(&data, step).unwrap();
             }
-            t.evaluate(&data);
+            t.evaluate(&data).unwrap();
             t.step(&data, 3).unwrap();
             ALLOCATIONS.store(0, Ordering::SeqCst);
             COUNTING.store(true, Ordering::SeqCst);
             for step in 4..54 {
                 t.step(&data, step).unwrap();
             }
-            t.evaluate(&data);
+            t.evaluate(&data).unwrap();
             COUNTING.store(false, Ordering::SeqCst);
         });
         let n = ALLOCATIONS.load(Ordering::SeqCst);

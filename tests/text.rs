@@ -29,16 +29,16 @@ fn transformer_with_permuted_positions_is_indifferent_to_a_fixed_permutation() {
     for kind in [ModelKind::Transformer1, ModelKind::Transformer2] {
         let mut t = Trainer::<Cpu>::for_dataset(kind, &data, config(150, 1)).unwrap();
         with_intra_op_threads(1, || t.fit(&data, &mut |_| {})).unwrap();
-        let (_, original) = t.evaluate(&data);
+        let (_, original) = t.evaluate(&data).unwrap();
         let perm = random_permutation(16, &mut rand_chacha::ChaCha8Rng::seed_from_u64(9));
         let mut permuted = data.clone();
         let mut scratch = vec![0.0; 16];
         for example in permuted.x_test.chunks_mut(16) {
             permute_one(example, &perm, 1, &mut scratch);
         }
-        let (_, unadapted) = t.evaluate(&permuted);
+        let (_, unadapted) = t.evaluate(&permuted).unwrap();
         assert_eq!(t.model.net.permute_positions(&perm).unwrap(), 1, "one position table");
-        let (_, adapted) = t.evaluate(&permuted);
+        let (_, adapted) = t.evaluate(&permuted).unwrap();
         eprintln!("{kind:?}: original {original}, permuted {unadapted}, permuted with the table permuted {adapted}");
         assert!((adapted - original).abs() <= 0.01, "{kind:?}: {original} vs {adapted}");
         // the test means something: the trained model is not indifferent to order by itself

@@ -238,6 +238,11 @@ pub(crate) struct PruneArgs {
     pub(crate) save_mask: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) out: OutFlags,
+    #[command(flatten)]
+    pub(crate) device: DeviceFlags,
+    /// Fine-tuning and lottery runs trained at once (default: one per core; 8 on a GPU)
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub(crate) parallel_runs: Option<u64>,
 }
 
 /// The flags of a study that trains many runs and writes an analysis.

@@ -47,6 +47,14 @@ pub trait BackendBase: Sized + Send + Sync + 'static {
         Vec::new()
     }
 
+    /// The first failure of an op on the calling thread since the last call (a GPU out of
+    /// memory, a failed launch), taken. After a failure the thread's later ops are skipped and
+    /// their outputs unspecified, so callers check here where they read results (the trainer:
+    /// at every read of the loss and every evaluation). The CPU's ops do not fail.
+    fn take_error() -> Option<crate::error::Error> {
+        None
+    }
+
     /// Waits until every op this thread queued has finished (timing; the CPU runs ops
     /// synchronously, so there nothing is queued).
     fn synchronize() {}

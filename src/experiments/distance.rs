@@ -146,7 +146,7 @@ fn curve<B: Backend>(
     for (&gap, (x, y)) in gaps.iter().zip(tests) {
         probe.x_test.clone_from(x);
         probe.y_test.clone_from(y);
-        points.push((gap, trainer.evaluate(&probe).1 as f64));
+        points.push((gap, trainer.evaluate(&probe)?.1 as f64));
     }
     progress.note(&format!("finished {}: {:.1}% on mixed gaps", kind.name(), 100.0 * result.final_test_accuracy));
     Ok(DistanceCurve {

@@ -15,8 +15,7 @@
 
 use crate::analysis::plot;
 use crate::core::layer::Reads;
-use crate::core::Cpu;
-use crate::core::Layer;
+use crate::core::{Backend, Cpu, Layer};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::experiments::grid::{run_grid, Compute, Progress};
@@ -203,18 +202,24 @@ pub struct PruneSubject<'a> {
 }
 
 impl PruneSubject<'_> {
-    fn groups(&self, net: &dyn Layer<Cpu>) -> Vec<Vec<usize>> {
+    fn groups<B: Backend>(&self, net: &dyn Layer<B>) -> Vec<Vec<usize>> {
         layer_groups(net, self.prune_biases)
     }
 
-    fn model(&self, weights: &[NamedTensor]) -> Result<Model<Cpu>> {
+    fn model<B: Backend>(&self, weights: &[NamedTensor]) -> Result<Model<B>> {
         let mut rng = rng_for(self.config.seed, crate::train::streams::INIT);
         let mut model = Model::build_for(self.kind, self.data, self.arch, &mut rng)?;
         set_state(&mut model.net, &by_name(weights.to_vec())).map_err(Error::Config)?;
         Ok(model)
     }
 
-    fn trainer(&self, weights: &[NamedTensor], steps: usize, masks: &Masks, seed: u64) -> Result<Trainer<Cpu>> {
+    fn trainer<B: Backend>(
+        &self,
+        weights: &[NamedTensor],
+        steps: usize,
+        masks: &Masks,
+        seed: u64,
+    ) -> Result<Trainer<B>> {
         let config =
             TrainConfig { steps, seed, eval_every: self.config.eval_every.min(steps.max(1)), ..self.config.clone() };
         let mut t = Trainer::new(self.model(weights)?, config)?;
@@ -292,7 +297,7 @@ pub struct PruneReport {
 
 /// The first weighted layer's geometry when it is dense over positions: (parameter index of
 /// its weight, units, positions per row, channels).
-fn first_dense_layer(net: &dyn Layer<Cpu>, example_shape: &[usize]) -> Option<(usize, usize, usize, usize)> {
+fn first_dense_layer<B: Backend>(net: &dyn Layer<B>, example_shape: &[usize]) -> Option<(usize, usize, usize, usize)> {
     let first = leaves(net)
         .into_iter()
         .find(|l| matches!(l.reads, Reads::Linear { .. } | Reads::Window { weighted: true, .. }))?;
@@ -310,14 +315,16 @@ fn first_dense_layer(net: &dyn Layer<Cpu>, example_shape: &[usize]) -> Option<(u
 }
 
 /// One-shot pruning of the trained weights at each sparsity, both scopes, magnitude and
-/// random masks; fine-tuned for `fine_tune_steps` when non-zero. Runs in parallel.
-pub fn one_shot(
+/// random masks; fine-tuned for `fine_tune_steps` when non-zero. Runs in parallel on
+/// `compute`'s device (backend `B`, opened first).
+pub fn one_shot<B: Backend>(
+    compute: Compute,
     subject: &PruneSubject,
     sparsities: &[f64],
     fine_tune_steps: usize,
     progress: &(dyn Fn(usize) + Sync),
 ) -> Result<Vec<OneShotPoint>> {
-    let trained = subject.model(&subject.trained)?;
+    let trained = subject.model::<Cpu>(&subject.trained)?;
     let trained_params = params(&trained.net);
     let groups = subject.groups(&trained.net);
     let mut jobs = Vec::new();
@@ -330,14 +337,14 @@ pub fn one_shot(
         jobs.push((Scope::LayerWise, MaskKind::Random, s));
     }
     let jobs: Vec<(usize, (Scope, MaskKind, f64))> = jobs.into_iter().enumerate().collect();
-    run_grid(Compute::default(), &jobs, |&(j, (scope, mask, s))| {
+    run_grid(compute, &jobs, |&(j, (scope, mask, s))| {
         let masks = if mask == MaskKind::Random {
             random_masks(&trained_params, &groups, s, &mut rng_for(subject.config.seed + j as u64, MASK_STREAM))
         } else {
             magnitude_masks(&trained_params, &groups, s, scope)
         };
-        let mut t = subject.trainer(&subject.trained, fine_tune_steps.max(1), &masks, subject.config.seed)?;
-        let (_, accuracy) = t.evaluate(subject.data);
+        let mut t = subject.trainer::<B>(&subject.trained, fine_tune_steps.max(1), &masks, subject.config.seed)?;
+        let (_, accuracy) = t.evaluate(subject.data)?;
         let fine_tuned = if fine_tune_steps > 0 {
             Some(t.fit(subject.data, &mut |n| progress(n))?.final_test_accuracy)
         } else {
@@ -348,25 +355,27 @@ pub fn one_shot(
 }
 
 /// Iterative magnitude pruning with rewinding (the ticket) and random masks of the same
-/// sparsities (the control), one pair of chains per seed, chains in parallel.
-pub fn lottery(
+/// sparsities (the control), one pair of chains per seed, chains in parallel on `compute`'s
+/// device (backend `B`, opened first).
+pub fn lottery<B: Backend>(
+    compute: Compute,
     subject: &PruneSubject,
     schedule: &[f64],
     steps: usize,
     seeds: &[u64],
     progress: &(dyn Fn(usize) + Sync),
 ) -> Result<Vec<LotteryChains>> {
-    let probe = subject.model(&subject.init)?;
+    let probe = subject.model::<Cpu>(&subject.init)?;
     let groups = subject.groups(&probe.net);
     let dense_first = first_dense_layer(&probe.net, &subject.data.example_shape);
     let jobs: Vec<(u64, bool)> = seeds.iter().flat_map(|&s| [(s, true), (s, false)]).collect();
-    let chains = run_grid(Compute::default(), &jobs, |&(seed, ticket)| {
+    let chains = run_grid(compute, &jobs, |&(seed, ticket)| {
         // the run's own seed rewinds to its saved initial weights; other seeds start afresh
         let start = if seed == subject.config.seed {
-            subject.model(&subject.init)?
+            subject.model::<B>(&subject.init)?
         } else {
             let mut rng = rng_for(seed, crate::train::streams::INIT);
-            Model::<Cpu>::build_with(
+            Model::<B>::build_with(
                 subject.kind,
                 &subject.data.example_shape,
                 subject.data.classes,
@@ -386,7 +395,7 @@ pub fn lottery(
                 (_, false) => random_masks(&init_params, &groups, s, &mut rng),
                 (None, true) => magnitude_masks(&init_params, &groups, 0.0, Scope::LayerWise),
             };
-            let mut t = subject.trainer(&init, steps, &masks, seed)?;
+            let mut t = subject.trainer::<B>(&init, steps, &masks, seed)?;
             let r = t.fit(subject.data, &mut |n| progress(n))?;
             let best = r.curve.iter().map(|p| p.test_accuracy as f64).fold(0.0, f64::max);
             let adjacent_kept =
@@ -434,6 +443,9 @@ pub struct PruneConfig {
     pub prune_biases: bool,
     /// Write the masks of the last ticket here (for `cnnlab train --mask`).
     pub save_mask: Option<PathBuf>,
+    /// Where fine-tuning and the lottery rounds train (the masks are computed on the host).
+    #[serde(default)]
+    pub compute: Compute,
 }
 
 impl PruneConfig {
@@ -448,6 +460,7 @@ impl PruneConfig {
             seeds: 1,
             prune_biases: false,
             save_mask: None,
+            compute: Compute::default(),
         }
     }
 
@@ -494,6 +507,7 @@ pub fn run(cfg: &PruneConfig, progress: &dyn Progress) -> Result<PruneReport> {
         // before the work, not after it
         crate::report::check_writable_file(path)?;
     }
+    let device = cfg.compute.open()?;
     let run = checkpoint::load_run::<Cpu>(&cfg.run, checkpoint::FINAL_WEIGHTS)?;
     // the initial weights, checked as the final ones are (finite, this network's shapes)
     let mut probe = Model::<Cpu>::build_with(
@@ -520,8 +534,12 @@ pub fn run(cfg: &PruneConfig, progress: &dyn Progress) -> Result<PruneReport> {
     let seeds: Vec<u64> = (0..cfg.seeds as u64).map(|k| run.saved.seed + k).collect();
     progress.start((cfg.sparsities.len() * 3 * cfg.fine_tune_steps + seeds.len() * 2 * schedule.len() * steps) as u64);
     let start = std::time::Instant::now();
-    let one_shot = one_shot(&subject, &cfg.sparsities, cfg.fine_tune_steps, &|n| progress.steps(n))?;
-    let lottery = lottery(&subject, &schedule, steps, &seeds, &|n| progress.steps(n))?;
+    let compute = cfg.compute;
+    let (one_shot, lottery) = crate::with_backend!(device, B => {
+        let one_shot = one_shot::<B>(compute, &subject, &cfg.sparsities, cfg.fine_tune_steps, &|n| progress.steps(n))?;
+        let lottery = lottery::<B>(compute, &subject, &schedule, steps, &seeds, &|n| progress.steps(n))?;
+        Ok::<_, Error>((one_shot, lottery))
+    })?;
     if let (Some(path), Some(chains)) = (&cfg.save_mask, lottery.first()) {
         let made_for = Some((run.saved.model, &run.saved.config.arch));
         checkpoint::save_masks(&run.model.net, &chains.last_ticket_masks, made_for, path)?;

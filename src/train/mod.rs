@@ -360,6 +360,9 @@ impl<B: Backend> Trainer<B> {
     fn read_stats(&mut self, last: usize) -> Result<&[f32]> {
         let filled = std::mem::take(&mut self.pending);
         B::download(self.stats.buf(), &mut self.host_stats);
+        if let Some(e) = B::take_error() {
+            return Err(e);
+        }
         let stats = &self.host_stats[..2 * filled];
         for (j, pair) in stats.chunks_exact(2).enumerate() {
             let loss = pair[0];
@@ -385,8 +388,9 @@ impl<B: Backend> Trainer<B> {
         Ok(())
     }
 
-    /// Loss and accuracy on the test split, in batches of at most 1000.
-    pub fn evaluate(&mut self, data: &Dataset) -> (f32, f32) {
+    /// Loss and accuracy on the test split, in batches of at most 1000 (an error where the
+    /// backend failed: see [`crate::core::backend::BackendBase::take_error`]).
+    pub fn evaluate(&mut self, data: &Dataset) -> Result<(f32, f32)> {
         let n = data.n_test();
         let (mut loss_sum, mut correct) = (0.0f64, 0usize);
         let len = data.example_len();
@@ -398,7 +402,10 @@ impl<B: Backend> Trainer<B> {
             loss_sum += l as f64 * (end - start) as f64;
             correct += c;
         }
-        ((loss_sum / n as f64) as f32, correct as f32 / n as f32)
+        if let Some(e) = B::take_error() {
+            return Err(e);
+        }
+        Ok(((loss_sum / n as f64) as f32, correct as f32 / n as f32))
     }
 
     /// Like [`Trainer::fit`], writing a checkpoint to `path` every `every` steps (atomically:
@@ -418,6 +425,10 @@ impl<B: Backend> Trainer<B> {
             return Err(Error::Config("checkpoint interval must be at least 1 step".into()));
         }
         crate::core::cpu::flush_denormals();
+        // a failure while the model and buffers were made
+        if let Some(e) = B::take_error() {
+            return Err(e);
+        }
         let start = std::time::Instant::now();
         let (log, first) = if path.exists() { self.load_checkpoint(path)? } else { (CurveLog::default(), 0) };
         if first > 0 {
@@ -482,6 +493,10 @@ impl<B: Backend> Trainer<B> {
     pub fn fit(&mut self, data: &Dataset, progress: &mut dyn FnMut(usize)) -> Result<RunResult> {
         data.validate()?;
         crate::core::cpu::flush_denormals();
+        // a failure while the model and buffers were made
+        if let Some(e) = B::take_error() {
+            return Err(e);
+        }
         let start = std::time::Instant::now();
         self.make_resident(data);
         // batches gathered by the backend need no prefetching
@@ -534,7 +549,7 @@ impl<B: Backend> Trainer<B> {
             self.flush_stats(step, log)?;
         }
         if evaluate {
-            let (test_loss, test_accuracy) = self.evaluate(data);
+            let (test_loss, test_accuracy) = self.evaluate(data)?;
             log.curve.push(CurvePoint {
                 step: done,
                 train_loss: (log.loss / log.since as f64) as f32,

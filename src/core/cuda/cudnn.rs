@@ -11,7 +11,7 @@
 //! Where libcudnn is not found, or `CNNLAB_CUDNN=0`, or no algorithm qualifies for a shape,
 //! the convolution stays im2col + cuBLAS (`window.rs`).
 
-use super::{check, CudaBuf};
+use super::{check, check_setup, failed, CudaBuf};
 use cudarc::cudnn::{result as dnn, sys};
 use std::collections::HashMap;
 use std::ffi::c_void;
@@ -81,9 +81,9 @@ struct Candidate {
 impl Dnn {
     /// A handle on `stream` (the device was opened, and cuDNN checked there: see [`probe`]).
     pub(crate) fn new(stream: cudarc::driver::sys::CUstream, tf32: bool, workspace: CudaBuf) -> Dnn {
-        let handle = check(dnn::create_handle(), "cuDNN handle creation");
+        let handle = check_setup(dnn::create_handle(), "cuDNN handle creation");
         // SAFETY: a fresh handle and this thread's live stream
-        check(unsafe { dnn::set_stream(handle, stream as sys::cudaStream_t) }, "cuDNN stream");
+        check_setup(unsafe { dnn::set_stream(handle, stream as sys::cudaStream_t) }, "cuDNN stream");
         Dnn { handle, tf32, plans: HashMap::new(), workspace }
     }
 
@@ -235,6 +235,9 @@ impl Dnn {
             return false;
         };
         let (ws, ws_bytes) = self.workspace(bytes, stream);
+        if failed() {
+            return true; // skipped, as every op after a failure
+        }
         let (one, zero) = (1.0f32, 0.0f32);
         // SAFETY: the buffers hold the shapes the descriptors describe (the op checked them)
         let r = unsafe {
@@ -279,6 +282,9 @@ impl Dnn {
         let (alpha, beta) = (&one as *const f32 as *const c_void, &zero as *const f32 as *const c_void);
         let (conv, algo, bytes) = backward_filter;
         let (ws, ws_bytes) = self.workspace(bytes, stream);
+        if failed() {
+            return true; // skipped, as every op after a failure
+        }
         // SAFETY: as in `forward`
         let r = unsafe {
             dnn::convolution_backward_filter(
@@ -301,6 +307,9 @@ impl Dnn {
         if let Some(dx) = dx {
             let (conv, algo, bytes) = backward_data;
             let (ws, ws_bytes) = self.workspace(bytes, stream);
+            if failed() {
+                return true;
+            }
             // SAFETY: as in `forward`
             let r = unsafe {
                 dnn::convolution_backward_data(

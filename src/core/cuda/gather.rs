@@ -27,6 +27,9 @@ impl GatherBatchOps for Cuda {
             let s = l.raw_stream();
             let (n_ex, n_perm) = (plan.examples.len(), plan.perms.len());
             l.plan.reserve(n_ex + n_perm, s);
+            if super::failed() {
+                return;
+            }
             let base = l.plan.ptr;
             // SAFETY: `l.plan` holds n_ex + n_perm 4-byte values; pageable memory is staged
             // before the call returns, so the plan may change after it

@@ -225,8 +225,8 @@ fn device() -> &'static Device {
         Ok(d) => d,
         // Not reachable from the CLI: every command opens its device with `init` (through
         // `Device::open`) and reports a failure as an error before any op runs. Only a library
-        // user who skips `Device::open` and has no usable GPU gets here; the op API cannot
-        // return errors (issue 8 leaves a fallible backend API open).
+        // user who skips `Device::open` and has no usable GPU gets here, before any op has a
+        // thread state to record a failure in (see `check`).
         Err(e) => panic!("CUDA backend used without a device: {e}"),
     }
 }
@@ -283,16 +283,51 @@ thread_local! {
     static LOCAL: RefCell<Option<&'static mut Local>> = const { RefCell::new(None) };
 }
 
-fn check<T, E: std::fmt::Display>(r: std::result::Result<T, E>, what: &str) -> T {
+thread_local! {
+    /// The first failure of a CUDA call on this thread since it was last taken.
+    static FAILURE: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Whether a CUDA call on this thread failed since the failure was last taken: every later
+/// op on the thread is skipped (its outputs are unspecified) until then.
+pub(crate) fn failed() -> bool {
+    FAILURE.with(|f| f.borrow().is_some())
+}
+
+/// The thread's failure, taken (see [`BackendBase::take_error`]).
+pub(crate) fn take_failure() -> Option<String> {
+    FAILURE.with(|f| f.borrow_mut().take())
+}
+
+/// A CUDA call's value, or on failure the type's default and the failure recorded. The ops
+/// cannot return errors one by one (they are queued asynchronously, as CUDA reports its own
+/// errors): a failure — above all an allocation when the GPU runs out of memory — makes the
+/// thread skip its later ops, and the trainer returns it as an error where it next reads a
+/// result (every 64 steps and every evaluation). Runs on other threads carry on.
+fn check<T: Default, E: std::fmt::Display>(r: std::result::Result<T, E>, what: &str) -> T {
     match r {
         Ok(v) => v,
-        // A failed launch or copy is a bug or a lost device. An allocation fails when the GPU
-        // runs out of memory: a run whose estimate exceeds the GPU's free memory is refused
-        // before it starts (`Trainer::for_dataset`, `available_bytes` above), so only runs that
-        // fit alone but not together (parallel runs on one GPU), or an estimate that falls
-        // short, get here. The op API cannot return errors (a fallible backend API is left open
-        // in issue 8), so this panics and the CLI turns the panic into one `error:` line and
-        // exit 1 (see main.rs); a sweep task records it as its failure.
+        Err(e) => {
+            FAILURE.with(|f| {
+                f.borrow_mut().get_or_insert_with(|| format!("CUDA {what} failed: {e}"));
+            });
+            T::default()
+        }
+    }
+}
+
+/// Records, for tests, a failure as if the thread's last CUDA call had failed.
+#[doc(hidden)]
+pub fn inject_failure(what: &str) {
+    check::<(), _>(Err(what), "injected failure");
+}
+
+/// A thread's CUDA setup (context binding, stream, library handles). It fails only on a lost
+/// or broken device, where no run can go on: that panics, and the CLI reports the panic as
+/// one `error:` line (main.rs).
+fn check_setup<T, E: std::fmt::Display>(r: std::result::Result<T, E>, what: &str) -> T {
+    match r {
+        Ok(v) => v,
         Err(e) => panic!("CUDA {what} failed: {e}"),
     }
 }
@@ -300,12 +335,12 @@ fn check<T, E: std::fmt::Display>(r: std::result::Result<T, E>, what: &str) -> T
 impl Local {
     fn new() -> Local {
         let dev = device();
-        check(dev.ctx.bind_to_thread(), "context binding");
-        let stream = check(dev.ctx.new_stream(), "stream creation");
-        let blas = check(CudaBlas::new(stream.clone()), "cuBLAS handle creation");
+        check_setup(dev.ctx.bind_to_thread(), "context binding");
+        let stream = check_setup(dev.ctx.new_stream(), "stream creation");
+        let blas = check_setup(CudaBlas::new(stream.clone()), "cuBLAS handle creation");
         if dev.settings.tf32 {
             let mode = cublas_sys::cublasMath_t::CUBLAS_TF32_TENSOR_OP_MATH;
-            check(unsafe { cublas_sys::cublasSetMathMode(*blas.handle(), mode).result() }, "cuBLAS math mode");
+            check_setup(unsafe { cublas_sys::cublasSetMathMode(*blas.handle(), mode).result() }, "cuBLAS math mode");
         }
         let raw = stream.cu_stream();
         Local {
@@ -335,6 +370,9 @@ impl Local {
 
     /// Like [`Local::launch`], with a struct argument (raw bytes) placed after `args`.
     pub(crate) fn launch_bytes(&self, k: K, grid: (u32, u32, u32), block: (u32, u32, u32), args: &[u64], extra: &[u8]) {
+        if failed() {
+            return;
+        }
         const MAX: usize = 24;
         assert!(args.len() < MAX, "too many kernel arguments");
         let mut words = [0u64; MAX];
@@ -365,7 +403,7 @@ impl Local {
 
     /// [`Local::launch_n`] with a struct argument after `args` (see [`Local::launch_bytes`]).
     pub(crate) fn launch_n_bytes(&self, k: K, n: usize, args: &[u64], extra: &[u8]) {
-        if n == 0 {
+        if n == 0 || failed() {
             return;
         }
         // the kernels decompose indices in 32 bits; callers split larger work (im2col by images)
@@ -379,6 +417,9 @@ impl Local {
         if self.ones.cap < n {
             let stream = self.raw_stream();
             self.ones.reserve(n.next_power_of_two(), stream);
+            if self.ones.cap < n {
+                return 0; // the allocation failed: the op using it is skipped
+            }
             self.ones.len = self.ones.cap;
             let ptr = self.ones.ptr;
             self.launch_n(K::fill_f32, self.ones.cap, &[ptr, f(1.0), u(self.ones.cap)]);
@@ -450,14 +491,21 @@ impl CudaBuf {
         CudaBuf { ptr: 0, len: 0, cap: 0, stream }
     }
 
-    /// Grows the allocation to at least `cap` values (contents are not kept).
+    /// Grows the allocation to at least `cap` values (contents are not kept). Where the
+    /// allocation fails (recorded: see [`check`]) the buffer is left empty.
     fn reserve(&mut self, cap: usize, stream: drv_sys::CUstream) {
         if self.cap >= cap {
             return;
         }
         self.release();
+        if failed() {
+            return;
+        }
         // SAFETY: a fresh stream-ordered allocation on this thread's stream
         let ptr = check(unsafe { drv::malloc_async(stream, cap.max(1) * 4) }, "allocation");
+        if ptr == 0 {
+            return;
+        }
         self.ptr = ptr;
         self.cap = cap;
         self.stream = stream;
@@ -503,6 +551,10 @@ impl BackendBase for Cuda {
         with_local(|l| l.sync());
     }
 
+    fn take_error() -> Option<Error> {
+        take_failure().map(Error::Device)
+    }
+
     fn choices() -> Vec<String> {
         let mut out = vec![convolution_route()];
         out.extend(convolution_algorithms());
@@ -513,8 +565,9 @@ impl BackendBase for Cuda {
         with_local(|l| {
             let mut b = CudaBuf::empty(l.raw_stream());
             b.reserve(len, l.raw_stream());
-            b.len = len;
-            l.launch_n(K::fill_f32, len, &[b.ptr, f(0.0), u(len)]);
+            // a failed allocation leaves the buffer empty, so a later resize tries again
+            b.len = len.min(b.cap);
+            l.launch_n(K::fill_f32, b.len, &[b.ptr, f(0.0), u(b.len)]);
             l.sync();
             b
         })
@@ -526,14 +579,15 @@ impl BackendBase for Cuda {
                 // keep the values (a Vec's resize does); new ones are unspecified
                 let old = std::mem::replace(buf, CudaBuf::empty(l.raw_stream()));
                 buf.reserve(len, l.raw_stream());
-                if old.len > 0 {
+                if old.len > 0 && buf.cap >= len && !failed() {
                     let r = unsafe { drv::memcpy_dtod_async(buf.ptr, old.ptr, old.len * 4, l.raw_stream()) };
                     check(r, "device copy");
                 }
                 l.sync();
             });
         }
-        buf.len = len;
+        // a failed allocation leaves the buffer empty, so a later resize tries again
+        buf.len = len.min(buf.cap);
     }
 
     fn len(buf: &CudaBuf) -> usize {
@@ -542,7 +596,7 @@ impl BackendBase for Cuda {
 
     fn upload(buf: &mut CudaBuf, src: &[f32]) {
         Self::resize(buf, src.len());
-        if src.is_empty() {
+        if src.is_empty() || failed() {
             return;
         }
         with_local(|l| {
@@ -556,7 +610,7 @@ impl BackendBase for Cuda {
     fn download(buf: &CudaBuf, dst: &mut Vec<f32>) {
         dst.clear();
         dst.resize(buf.len, 0.0);
-        if buf.len == 0 {
+        if buf.len == 0 || failed() {
             return;
         }
         with_local(|l| {
@@ -574,6 +628,9 @@ impl BackendBase for Cuda {
     }
 
     fn copy(src: &CudaBuf, dst: &mut CudaBuf) {
+        if failed() {
+            return;
+        }
         assert_eq!(src.len, dst.len, "copy between buffers of different lengths");
         if src.len == 0 {
             return;
@@ -648,7 +705,7 @@ pub(crate) fn gemm(
     batch: Option<Batch>,
 ) {
     use cublas_sys::cublasOperation_t::{CUBLAS_OP_N, CUBLAS_OP_T};
-    if m == 0 || n == 0 {
+    if m == 0 || n == 0 || failed() {
         return;
     }
     let beta: f32 = if accumulate { 1.0 } else { 0.0 };
