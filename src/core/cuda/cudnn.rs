@@ -143,74 +143,83 @@ impl Dnn {
                 dnn::set_convolution_math_type(c, math).ok()?;
                 Some(c)
             };
-            let deterministic = |d| d == sys::cudnnDeterminism_t::CUDNN_DETERMINISTIC;
-            let ok = |s| s == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS;
-
-            let forward = {
-                use sys::cudnnConvolutionFwdAlgo_t as A;
-                let c = conv()?;
-                let mut perf = [std::mem::zeroed::<sys::cudnnConvolutionFwdAlgoPerf_t>(); 8];
-                let mut count = 0;
-                dnn::get_convolution_forward_algorithm(h, x, w, c, y, 8, &mut count, perf.as_mut_ptr()).ok()?;
-                let found = &perf[..count.clamp(0, 8) as usize];
-                let (k, math, memory) = self.pick(found.iter().map(|p| Candidate {
-                    ok: ok(p.status),
-                    memory: p.memory,
-                    deterministic: deterministic(p.determinism),
-                    math: p.mathType,
-                    transform: !matches!(
-                        p.algo,
-                        A::CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM
-                            | A::CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM
-                            | A::CUDNN_CONVOLUTION_FWD_ALGO_GEMM
-                            | A::CUDNN_CONVOLUTION_FWD_ALGO_DIRECT
-                    ),
-                }))?;
-                dnn::set_convolution_math_type(c, math).ok()?;
-                (c, found[k].algo, memory)
-            };
-            let backward_data = {
-                use sys::cudnnConvolutionBwdDataAlgo_t as A;
-                let c = conv()?;
-                let mut perf = [std::mem::zeroed::<sys::cudnnConvolutionBwdDataAlgoPerf_t>(); 6];
-                let mut count = 0;
-                dnn::get_convolution_backward_data_algorithm(h, w, y, c, x, 6, &mut count, perf.as_mut_ptr()).ok()?;
-                let found = &perf[..count.clamp(0, 6) as usize];
-                let (k, math, memory) = self.pick(found.iter().map(|p| Candidate {
-                    ok: ok(p.status),
-                    memory: p.memory,
-                    deterministic: deterministic(p.determinism),
-                    math: p.mathType,
-                    transform: !matches!(
-                        p.algo,
-                        A::CUDNN_CONVOLUTION_BWD_DATA_ALGO_0 | A::CUDNN_CONVOLUTION_BWD_DATA_ALGO_1
-                    ),
-                }))?;
-                dnn::set_convolution_math_type(c, math).ok()?;
-                (c, found[k].algo, memory)
-            };
-            let backward_filter = {
-                use sys::cudnnConvolutionBwdFilterAlgo_t as A;
-                let c = conv()?;
-                let mut perf = [std::mem::zeroed::<sys::cudnnConvolutionBwdFilterAlgoPerf_t>(); 7];
-                let mut count = 0;
-                dnn::get_convolution_backward_filter_algorithm(h, x, y, c, w, 7, &mut count, perf.as_mut_ptr()).ok()?;
-                let found = &perf[..count.clamp(0, 7) as usize];
-                let (k, math, memory) = self.pick(found.iter().map(|p| Candidate {
-                    ok: ok(p.status),
-                    memory: p.memory,
-                    deterministic: deterministic(p.determinism),
-                    math: p.mathType,
-                    transform: !matches!(
-                        p.algo,
-                        A::CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0
-                            | A::CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1
-                            | A::CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3
-                    ),
-                }))?;
-                dnn::set_convolution_math_type(c, math).ok()?;
-                (c, found[k].algo, memory)
-            };
+            // one direction: ask the heuristic, pick (see `pick`), set the math type; `gemm`
+            // lists the direction's GEMM-type algorithms (the others transform: FFT, Winograd)
+            macro_rules! choose {
+                ($perf:ty, $n:literal, $algo:ty, [$($gemm:ident),+], |$c:ident, $out:ident, $count:ident| $get:expr) => {{
+                    let $c = conv()?;
+                    let mut $out = [std::mem::zeroed::<$perf>(); $n];
+                    let mut $count = 0;
+                    $get.ok()?;
+                    let found = &$out[..$count.clamp(0, $n) as usize];
+                    let (k, math, memory) = self.pick(found.iter().map(|p| Candidate {
+                        ok: p.status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS,
+                        memory: p.memory,
+                        deterministic: p.determinism == sys::cudnnDeterminism_t::CUDNN_DETERMINISTIC,
+                        math: p.mathType,
+                        transform: !matches!(p.algo, $(<$algo>::$gemm)|+),
+                    }))?;
+                    dnn::set_convolution_math_type($c, math).ok()?;
+                    ($c, found[k].algo, memory)
+                }};
+            }
+            let forward = choose!(
+                sys::cudnnConvolutionFwdAlgoPerf_t,
+                8,
+                sys::cudnnConvolutionFwdAlgo_t,
+                [
+                    CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM,
+                    CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM,
+                    CUDNN_CONVOLUTION_FWD_ALGO_GEMM,
+                    CUDNN_CONVOLUTION_FWD_ALGO_DIRECT
+                ],
+                |c, perf, count| dnn::get_convolution_forward_algorithm(
+                    h,
+                    x,
+                    w,
+                    c,
+                    y,
+                    8,
+                    &mut count,
+                    perf.as_mut_ptr()
+                )
+            );
+            let backward_data = choose!(
+                sys::cudnnConvolutionBwdDataAlgoPerf_t,
+                6,
+                sys::cudnnConvolutionBwdDataAlgo_t,
+                [CUDNN_CONVOLUTION_BWD_DATA_ALGO_0, CUDNN_CONVOLUTION_BWD_DATA_ALGO_1],
+                |c, perf, count| dnn::get_convolution_backward_data_algorithm(
+                    h,
+                    w,
+                    y,
+                    c,
+                    x,
+                    6,
+                    &mut count,
+                    perf.as_mut_ptr()
+                )
+            );
+            let backward_filter = choose!(
+                sys::cudnnConvolutionBwdFilterAlgoPerf_t,
+                7,
+                sys::cudnnConvolutionBwdFilterAlgo_t,
+                [
+                    CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0,
+                    CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1,
+                    CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3
+                ],
+                |c, perf, count| dnn::get_convolution_backward_filter_algorithm(
+                    h,
+                    x,
+                    y,
+                    c,
+                    w,
+                    7,
+                    &mut count,
+                    perf.as_mut_ptr()
+                )
+            );
             Some(Plan { x, y, w, forward, backward_data, backward_filter })
         }
     }
