@@ -143,13 +143,16 @@ fn workload<B: Backend>(name: &str) -> Result<Workload<B>> {
 /// Each layer's forward and backward time per step of a profiled benchmark, and the choices
 /// the backend made for them (a GPU's convolution algorithms); prints as a table.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Profile(pub Vec<LayerTime>, pub Vec<String>);
+pub struct Profile {
+    pub layers: Vec<LayerTime>,
+    pub choices: Vec<String>,
+}
 
 impl std::fmt::Display for Profile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let total: f64 = self.0.iter().map(|l| l.forward_seconds + l.backward_seconds).sum();
+        let total: f64 = self.layers.iter().map(|l| l.forward_seconds + l.backward_seconds).sum();
         writeln!(f, "{:>9}  {:>9}  {:>6}  layer (ms per step)", "forward", "backward", "share")?;
-        for l in &self.0 {
+        for l in &self.layers {
             let share = 100.0 * (l.forward_seconds + l.backward_seconds) / total.max(1e-12);
             writeln!(
                 f,
@@ -160,7 +163,7 @@ impl std::fmt::Display for Profile {
             )?;
         }
         writeln!(f, "{:>20.3}  total of the layers (the optimizer and loss not included)", 1e3 * total)?;
-        self.1.iter().try_for_each(|c| writeln!(f, "{c}"))
+        self.choices.iter().try_for_each(|c| writeln!(f, "{c}"))
     }
 }
 
@@ -241,7 +244,7 @@ fn run_backend<B: Backend>(name: &str, gpu: bool, profile: bool) -> Result<(Benc
         l.forward_seconds /= steps as f64;
         l.backward_seconds /= steps as f64;
     }
-    Ok((result, Some(Profile(layers, B::choices()))))
+    Ok((result, Some(Profile { layers, choices: B::choices() })))
 }
 
 /// Images per second of the training data pipeline alone (shuffle, gather, augmentation,

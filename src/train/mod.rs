@@ -327,6 +327,14 @@ impl<B: Backend> Trainer<B> {
         }
     }
 
+    /// What every fit checks and sets first: the data, the thread's float mode, and any
+    /// backend failure while the model and its buffers were made.
+    fn begin_fit(&mut self, data: &Dataset) -> Result<()> {
+        data.validate()?;
+        crate::core::cpu::flush_denormals();
+        B::take_error().map_or(Ok(()), Err)
+    }
+
     /// Puts the training split in the backend's memory for a fit, if the trainer keeps it
     /// there (released by [`Trainer::release_resident`]).
     fn make_resident(&mut self, data: &Dataset) {
@@ -420,14 +428,9 @@ impl<B: Backend> Trainer<B> {
         every: usize,
         progress: &mut dyn FnMut(usize),
     ) -> Result<RunResult> {
-        data.validate()?;
+        self.begin_fit(data)?;
         if every == 0 {
             return Err(Error::Config("checkpoint interval must be at least 1 step".into()));
-        }
-        crate::core::cpu::flush_denormals();
-        // a failure while the model and buffers were made
-        if let Some(e) = B::take_error() {
-            return Err(e);
         }
         let start = std::time::Instant::now();
         let (log, first) = if path.exists() { self.load_checkpoint(path)? } else { (CurveLog::default(), 0) };
@@ -491,12 +494,7 @@ impl<B: Backend> Trainer<B> {
     /// Trains for `config.steps`, evaluating every `eval_every` steps; `progress(steps)` hears
     /// of the steps done since its last call, about 200 times a run.
     pub fn fit(&mut self, data: &Dataset, progress: &mut dyn FnMut(usize)) -> Result<RunResult> {
-        data.validate()?;
-        crate::core::cpu::flush_denormals();
-        // a failure while the model and buffers were made
-        if let Some(e) = B::take_error() {
-            return Err(e);
-        }
+        self.begin_fit(data)?;
         let start = std::time::Instant::now();
         self.make_resident(data);
         // batches gathered by the backend need no prefetching

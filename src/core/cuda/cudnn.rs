@@ -80,11 +80,11 @@ struct Candidate {
 
 impl Dnn {
     /// A handle on `stream` (the device was opened, and cuDNN checked there: see [`probe`]).
-    pub(crate) fn new(stream: cudarc::driver::sys::CUstream, tf32: bool, workspace: CudaBuf) -> Dnn {
+    pub(crate) fn new(stream: cudarc::driver::sys::CUstream, tf32: bool) -> Dnn {
         let handle = check_setup(dnn::create_handle(), "cuDNN handle creation");
         // SAFETY: a fresh handle and this thread's live stream
         check_setup(unsafe { dnn::set_stream(handle, stream as sys::cudaStream_t) }, "cuDNN stream");
-        Dnn { handle, tf32, plans: HashMap::new(), workspace }
+        Dnn { handle, tf32, plans: HashMap::new(), workspace: CudaBuf::empty(stream) }
     }
 
     /// The first qualifying candidate (see the module docs), by the heuristic's ranking, and

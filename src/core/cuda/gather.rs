@@ -22,7 +22,9 @@ impl GatherBatchOps for Cuda {
         if rows == 0 || g.is_empty() {
             return;
         }
-        assert!(x_train.len >= g.len() && y_train.len >= 1, "gather_batch: empty training set");
+        // the kernel indexes by the plan: one out of range would read past the training split
+        let n = (x_train.len / g.len()).min(y_train.len);
+        assert!(plan.fits(n, g), "gather_batch: a plan that does not fit the training set");
         with_local(|l| {
             let s = l.raw_stream();
             let (n_ex, n_perm) = (plan.examples.len(), plan.perms.len());

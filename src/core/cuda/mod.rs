@@ -233,11 +233,15 @@ fn device() -> &'static Device {
 
 /// How this process runs convolutions on the GPU (for `cnnlab devices` and benchmarks).
 pub fn convolution_route() -> String {
-    match DEVICE.get() {
-        Some(Ok(d)) if d.cudnn => "convolutions: cuDNN (deterministic algorithms)".into(),
-        Some(Ok(_)) => "convolutions: im2col + cuBLAS (libcudnn not found, or CNNLAB_CUDNN=0)".into(),
-        _ if cudnn::available() => "convolutions: cuDNN (deterministic algorithms)".into(),
-        _ => "convolutions: im2col + cuBLAS (libcudnn not found, or CNNLAB_CUDNN=0)".into(),
+    // the opened device's choice, else what opening it would choose
+    let cudnn = match DEVICE.get() {
+        Some(Ok(d)) => d.cudnn,
+        _ => cudnn::available(),
+    };
+    if cudnn {
+        "convolutions: cuDNN (deterministic algorithms)".into()
+    } else {
+        "convolutions: im2col + cuBLAS (libcudnn not found, or CNNLAB_CUDNN=0)".into()
     }
 }
 
@@ -350,7 +354,7 @@ impl Local {
             work: CudaBuf::empty(raw),
             work2: CudaBuf::empty(raw),
             plan: CudaBuf::empty(raw),
-            dnn: dev.cudnn.then(|| cudnn::Dnn::new(raw, dev.settings.tf32, CudaBuf::empty(raw))),
+            dnn: dev.cudnn.then(|| cudnn::Dnn::new(raw, dev.settings.tf32)),
         }
     }
 
