@@ -1,6 +1,8 @@
 //! The CUDA backend against the CPU: every op's forward and backward on the same inputs,
-//! optimizer updates, and whole training runs. Tests that need a GPU say that they skipped
-//! where none is found; the kernel-compilation test needs only libnvrtc (CI installs it).
+//! optimizer updates, and whole training runs. On a GPU where a driver is installed; else on
+//! the CPU emulator of the CUDA driver (`tests/cuda_emulator/`), and each test says so; tests
+//! that can run on neither say that they skipped. The kernel-compilation test needs only
+//! libnvrtc (CI installs it).
 #![cfg(feature = "cuda")]
 
 use cnnlab::core::cuda::{self, Settings};
@@ -13,18 +15,51 @@ use cnnlab::models::{ImageArch, ModelKind};
 use cnnlab::train::{TrainConfig, Trainer};
 use rand::{Rng, SeedableRng};
 use std::io::Write;
+use std::path::Path;
+use std::sync::OnceLock;
+
+#[path = "cuda_emulator/mod.rs"]
+mod emulator;
 
 /// Says why a test did not run, where `cargo test` does not capture it.
 fn skip(test: &str, why: &str) {
     let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
 }
 
-/// Opens GPU 0 in strict fp32, or says that `test` skipped.
+/// What the GPU tests run on.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Target {
+    Gpu,
+    /// The CPU emulator of the CUDA driver and cuBLAS (tests/cuda_emulator): the backend's
+    /// code and kernels, without a GPU's timing, concurrency or arithmetic.
+    Emulator,
+}
+
+/// A real driver where one is installed; else the emulator, unless `CNNLAB_CUDA_EMULATOR=0`.
+fn open_target() -> Result<Target, String> {
+    let settings = Settings { ordinal: 0, tf32: false };
+    // SAFETY: loading the driver runs no code of ours
+    let driver = unsafe { libloading::Library::new("libcuda.so.1") }.is_ok();
+    if driver || std::env::var("CNNLAB_CUDA_EMULATOR").as_deref() == Ok("0") {
+        return cuda::init(settings).map(|()| Target::Gpu).map_err(|e| format!("no usable GPU ({e})"));
+    }
+    emulator::load(Path::new(env!("CARGO_TARGET_TMPDIR"))).map_err(|e| format!("no GPU, and {e}"))?;
+    cuda::init(settings).map(|()| Target::Emulator).map_err(|e| format!("no GPU, and the CUDA emulator: {e}"))
+}
+
+/// Opens GPU 0 (or the emulator) in strict fp32 and says which ran `test`, or says that
+/// `test` skipped. CI sets `CNNLAB_REQUIRE_CUDA_EMULATOR`: there the tests may not skip.
 fn gpu(test: &str) -> bool {
-    match cuda::init(Settings { ordinal: 0, tf32: false }) {
-        Ok(()) => true,
+    static TARGET: OnceLock<Result<Target, String>> = OnceLock::new();
+    match TARGET.get_or_init(open_target) {
+        Ok(Target::Gpu) => true,
+        Ok(Target::Emulator) => {
+            let _ = writeln!(std::io::stderr(), "NOTE {test}: ran on the CPU emulator of the CUDA driver, not a GPU");
+            true
+        }
+        Err(e) if std::env::var_os("CNNLAB_REQUIRE_CUDA_EMULATOR").is_some() => panic!("{test}: {e}"),
         Err(e) => {
-            skip(test, &format!("no usable GPU ({e})"));
+            skip(test, e);
             false
         }
     }

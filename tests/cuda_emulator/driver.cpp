@@ -1,0 +1,630 @@
+// A CPU stand-in for the CUDA driver (libcuda), for the tests of cnnlab's CUDA backend on
+// machines without a GPU (see emulator.md). It implements the driver calls cudarc makes for
+// cnnlab, and runs the real kernels of src/core/cuda/kernels/ (compiled as C++ beside this
+// file: program.cu and registry.inc are written by tests/cuda_emulator/mod.rs) one emulated
+// thread at a time, at launch, on the calling thread (one launch at a time in the process).
+//
+// It checks what a GPU checks, and a little more: launch shapes, kernel argument counts,
+// copies within allocations, a current context, memory limits (16 GiB), the PTX holding
+// each kernel that is looked up. Fresh allocations are filled with NaN bytes and end at a
+// guard page, so reads of unset memory and overruns past an allocation show up.
+// What it cannot show: races between streams (everything runs in call order), timing, and
+// the hardware's own arithmetic (glibc's expf/erff stand in for CUDA's).
+#include "device.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <map>
+#include <mutex>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#define API extern "C" __attribute__((visibility("default")))
+
+typedef int CUresult;
+typedef int CUdevice;
+typedef unsigned long long CUdeviceptr;
+typedef void* CUcontext;
+typedef void* CUstream;
+typedef void* CUmodule;
+typedef void* CUfunction;
+typedef void* CUevent;
+
+enum {
+    CUDA_SUCCESS = 0,
+    CUDA_ERROR_INVALID_VALUE = 1,
+    CUDA_ERROR_OUT_OF_MEMORY = 2,
+    CUDA_ERROR_INVALID_DEVICE = 101,
+    CUDA_ERROR_INVALID_CONTEXT = 201,
+    CUDA_ERROR_INVALID_HANDLE = 400,
+    CUDA_ERROR_NOT_FOUND = 500,
+    CUDA_ERROR_NOT_SUPPORTED = 801,
+};
+
+static void fatal(const char* fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "CUDA emulator: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    abort();
+}
+
+// ---------------------------------------------------------------- the kernels
+
+namespace emu {
+dim3 thread_idx, block_idx, block_dim, grid_dim;
+}
+
+#include "program.cu"
+
+struct Kernel {
+    const char* name;
+    void (*invoke)(void** params);
+    int arity;
+    // uses __syncthreads or warp shuffles (directly or through a __device__ function): its
+    // threads run as fibers; the others run one after another on the caller's stack
+    bool barriers;
+};
+
+template <class... A>
+constexpr int arity_of(void (*)(A...)) {
+    return sizeof...(A);
+}
+template <class T>
+static T arg(void* p) {
+    T v;
+    memcpy(&v, p, sizeof(T));  // the launcher's words need not be aligned for T
+    return v;
+}
+template <class... A, size_t... I>
+static void call_with(void (*k)(A...), void** p, std::index_sequence<I...>) {
+    k(arg<typename std::decay<A>::type>(p[I])...);
+}
+template <class... A>
+static void invoke_with(void (*k)(A...), void** p) {
+    call_with(k, p, std::index_sequence_for<A...>{});
+}
+
+#define KERNEL(name, barriers) {#name, [](void** p) { invoke_with(name, p); }, arity_of(name), barriers},
+static const Kernel KERNELS[] = {
+#include "registry.inc"
+};
+
+// ---------------------------------------------------------------- fibers
+
+#if defined(__x86_64__)
+// Saves the callee-saved registers on the current stack, stores the stack pointer in *save
+// and continues on the stack `to` (saved by an earlier switch, or made by new_fiber_stack).
+// The SSE and x87 control words are not switched: no kernel changes them.
+extern "C" void emu_switch(void** save, void* to);
+asm(R"(
+.text
+.globl emu_switch
+.hidden emu_switch
+.type emu_switch,@function
+emu_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+.size emu_switch,.-emu_switch
+.section .note.GNU-stack,"",@progbits
+.text
+)");
+#else
+#error "the CUDA emulator's fibers are written for x86-64"
+#endif
+
+enum State { RUNNABLE, AT_WARP_BARRIER, AT_BLOCK_BARRIER, DONE };
+
+struct Fiber {
+    void* sp;
+    State state;
+    dim3 tid;
+};
+
+static const size_t STACK = 16 << 10;  // kernels call little (expf, the shuffles)
+
+struct Block {
+    const Kernel* kernel = nullptr;
+    void** params = nullptr;
+    std::vector<Fiber> fibers;
+    std::vector<uint64_t> slots[2];  // each thread's shuffle value, by the shuffle's parity
+    std::vector<unsigned> shuffles;  // shuffles each thread has made
+    void* scheduler_sp = nullptr;
+    int current = -1;  // the running fiber; -1: threads run without fibers
+};
+
+// the running launch (one at a time: `launches` below)
+static Block block;
+static std::vector<char*> stacks;  // one per fiber, kept for the process's life
+static std::mutex launches;
+
+static void yield_from(int me, void** save);
+
+static void fiber_main() {
+    Block& b = block;
+    b.kernel->invoke(b.params);
+    int me = b.current;
+    b.fibers[me].state = DONE;
+    void* dead;
+    yield_from(me, &dead);
+    fatal("a finished thread was resumed");
+}
+
+static void* new_fiber_stack(int i) {
+    while ((int)stacks.size() <= i) {
+        // a guard page below each stack turns an overflow into a fault
+        char* m = (char*)mmap(nullptr, STACK + 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                              -1, 0);
+        if (m == MAP_FAILED) fatal("no memory for fiber stacks");
+        mprotect(m, 4096, PROT_NONE);
+        stacks.push_back(m + 4096);
+    }
+    uintptr_t top = ((uintptr_t)stacks[i] + STACK) & ~(uintptr_t)15;
+    uint64_t* sp = (uint64_t*)top;
+    *--sp = 0;                      // fiber_main's return address: it never returns
+    *--sp = (uint64_t)&fiber_main;  // where emu_switch's `ret` goes
+    for (int r = 0; r < 6; r++) *--sp = 0;  // the callee-saved registers emu_switch pops
+    return sp;
+}
+
+// Continues thread i of the running block, saving the current stack pointer in *save (if i
+// is the current thread, it just goes on).
+static void switch_to(int i, void** save) {
+    Block& b = block;
+    if (save == &b.fibers[i].sp) return;
+    b.current = i;
+    emu::thread_idx = b.fibers[i].tid;
+    emu_switch(save, b.fibers[i].sp);
+}
+
+// Thread `me` has stopped (at a barrier, or finished): continue with the next runnable
+// thread of its warp; if there is none and the warp's live threads all wait at a shuffle,
+// release them and continue with the first; else (all finished or at __syncthreads) return
+// to the scheduler. Threads switch to one another directly, one switch per thread a shuffle.
+static void yield_from(int me, void** save) {
+    Block& b = block;
+    int w = me & ~31, end = std::min(w + 32, (int)b.fibers.size());
+    for (int i = me + 1; i < end; i++)
+        if (b.fibers[i].state == RUNNABLE) return switch_to(i, save);
+    int live = 0, at_warp = 0, first = -1;
+    for (int i = w; i < end; i++) {
+        live += b.fibers[i].state != DONE;
+        if (b.fibers[i].state == AT_WARP_BARRIER) {
+            at_warp++;
+            if (first < 0) first = i;
+        }
+    }
+    if (at_warp > 0) {
+        if (at_warp != live)
+            fatal("kernel %s: some threads of a warp shuffle while others wait at __syncthreads or have finished",
+                  b.kernel->name);
+        for (int i = w; i < end; i++)
+            if (b.fibers[i].state == AT_WARP_BARRIER) b.fibers[i].state = RUNNABLE;
+        return switch_to(first, save);
+    }
+    b.current = -1;
+    emu_switch(save, b.scheduler_sp);
+}
+
+static void wait_at(State s) {
+    Block& b = block;
+    if (b.current < 0)
+        fatal("kernel %s reached a barrier, but its threads do not run as fibers (tests/cuda_emulator/mod.rs finds "
+              "the kernels that need them)",
+              b.kernel->name);
+    int me = b.current;
+    b.fibers[me].state = s;
+    yield_from(me, &b.fibers[me].sp);
+}
+
+void emu::sync_block() {
+    wait_at(AT_BLOCK_BARRIER);
+}
+
+uint64_t emu::shfl_xor_bits(uint64_t bits, int mask) {
+    Block& b = block;
+    int me = b.current;
+    if (me < 0) wait_at(AT_WARP_BARRIER);  // reports the missing fibers
+    // alternate slots: a lane writes slot p again only after the next barrier, which every
+    // lane reaches after reading slot p, so one barrier a shuffle suffices
+    std::vector<uint64_t>& slot = b.slots[b.shuffles[me]++ & 1];
+    slot[me] = bits;
+    wait_at(AT_WARP_BARRIER);
+    int partner = (me & ~31) | ((me & 31) ^ (mask & 31));
+    // the partner made this shuffle (it may since have gone on, or finished)
+    if (partner >= (int)b.fibers.size() || b.shuffles[partner] < b.shuffles[me])
+        fatal("kernel %s: thread %d shuffles with thread %d, which does not take part", b.kernel->name, me, partner);
+    return slot[partner];
+}
+
+static void run_fibers(int n) {
+    Block& b = block;
+    b.fibers.resize(n);
+    b.slots[0].assign(n, 0);
+    b.slots[1].assign(n, 0);
+    b.shuffles.assign(n, 0);
+    for (int i = 0; i < n; i++) {
+        unsigned bx = emu::block_dim.x, by = emu::block_dim.y;
+        b.fibers[i] = Fiber{new_fiber_stack(i), RUNNABLE, dim3{i % bx, (i / bx) % by, i / (bx * by)}};
+    }
+    // warp by warp (the stacks of one warp stay in cache), then the block's barrier
+    for (;;) {
+        for (int w = 0; w < n; w += 32) {
+            // runs the warp until its threads have finished or wait at __syncthreads
+            for (int i = w; i < std::min(w + 32, n); i++)
+                if (b.fibers[i].state == RUNNABLE) {
+                    b.current = i;
+                    emu::thread_idx = b.fibers[i].tid;
+                    emu_switch(&b.scheduler_sp, b.fibers[i].sp);
+                    break;
+                }
+        }
+        int live = 0;
+        for (auto& f : b.fibers) live += f.state != DONE;
+        if (live == 0) return;
+        for (auto& f : b.fibers) f.state = f.state == AT_BLOCK_BARRIER ? RUNNABLE : f.state;
+    }
+}
+
+static void run_grid(const Kernel* k, void** params, dim3 grid, dim3 threads) {
+    Block& b = block;
+    b.kernel = k;
+    b.params = params;
+    b.current = -1;
+    emu::grid_dim = grid;
+    emu::block_dim = threads;
+    int n = threads.x * threads.y * threads.z;
+    for (unsigned z = 0; z < grid.z; z++)
+        for (unsigned y = 0; y < grid.y; y++)
+            for (unsigned x = 0; x < grid.x; x++) {
+                emu::block_idx = dim3{x, y, z};
+                if (k->barriers) {
+                    run_fibers(n);
+                    continue;
+                }
+                for (unsigned tz = 0; tz < threads.z; tz++)
+                    for (unsigned ty = 0; ty < threads.y; ty++)
+                        for (unsigned tx = 0; tx < threads.x; tx++) {
+                            emu::thread_idx = dim3{tx, ty, tz};
+                            k->invoke(params);
+                        }
+            }
+}
+
+// ---------------------------------------------------------------- memory
+
+static const size_t TOTAL = 16ull << 30;
+static const size_t PAGE = 4096;
+
+struct Allocation {
+    char* map;
+    size_t map_len;
+    size_t size;
+};
+
+static std::mutex memory_lock;
+static std::map<uintptr_t, Allocation> allocations;  // by device address
+static size_t used = 0;
+
+static CUresult allocate(CUdeviceptr* out, size_t size) {
+    if (!out || size == 0) return CUDA_ERROR_INVALID_VALUE;
+    std::lock_guard<std::mutex> g(memory_lock);
+    if (size > TOTAL - used) return CUDA_ERROR_OUT_OF_MEMORY;
+    size_t body = (size + 15) & ~(size_t)15;
+    size_t map_len = ((body + PAGE - 1) & ~(PAGE - 1)) + PAGE;
+    char* m = (char*)mmap(nullptr, map_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (m == MAP_FAILED) return CUDA_ERROR_OUT_OF_MEMORY;
+    mprotect(m + map_len - PAGE, PAGE, PROT_NONE);  // the allocation ends at this guard page
+    char* data = m + map_len - PAGE - body;
+    memset(data, 0xff, body);  // NaN in every float: a read of an unset value shows
+    allocations[(uintptr_t)data] = Allocation{m, map_len, size};
+    used += size;
+    *out = (CUdeviceptr)(uintptr_t)data;
+    return CUDA_SUCCESS;
+}
+
+static CUresult release(CUdeviceptr p) {
+    if (p == 0) return CUDA_SUCCESS;
+    std::lock_guard<std::mutex> g(memory_lock);
+    auto it = allocations.find((uintptr_t)p);
+    if (it == allocations.end()) return CUDA_ERROR_INVALID_VALUE;
+    munmap(it->second.map, it->second.map_len);
+    used -= it->second.size;
+    allocations.erase(it);
+    return CUDA_SUCCESS;
+}
+
+// Whether [p, p + len) lies inside one allocation.
+static bool on_device(CUdeviceptr p, size_t len) {
+    std::lock_guard<std::mutex> g(memory_lock);
+    auto it = allocations.upper_bound((uintptr_t)p);
+    if (it == allocations.begin()) return false;
+    --it;
+    uintptr_t base = it->first;
+    return (uintptr_t)p >= base && (uintptr_t)p + len <= base + it->second.size;
+}
+
+// ---------------------------------------------------------------- contexts and streams
+
+struct Context {
+    int device;
+};
+static Context primary{0};
+static thread_local CUcontext current = nullptr;
+
+struct Stream {
+    unsigned flags;
+};
+
+static bool bound() {
+    return current != nullptr;
+}
+
+// ---------------------------------------------------------------- the driver API
+
+API CUresult cuInit(unsigned) {
+    return CUDA_SUCCESS;
+}
+API CUresult cuDriverGetVersion(int* v) {
+    *v = 13000;
+    return CUDA_SUCCESS;
+}
+API CUresult cuDeviceGetCount(int* n) {
+    *n = 1;
+    return CUDA_SUCCESS;
+}
+API CUresult cuDeviceGet(CUdevice* d, int ordinal) {
+    if (ordinal != 0) return CUDA_ERROR_INVALID_DEVICE;
+    *d = 0;
+    return CUDA_SUCCESS;
+}
+API CUresult cuDeviceGetAttribute(int* v, int attribute, CUdevice d) {
+    if (d != 0) return CUDA_ERROR_INVALID_DEVICE;
+    switch (attribute) {
+        case 75: *v = 9; break;    // compute capability major: Hopper, as the lent machines
+        case 76: *v = 0; break;    // minor
+        case 115: *v = 1; break;   // memory pools (stream-ordered allocation)
+        case 16: *v = 16; break;   // multiprocessors
+        case 1: *v = 1024; break;  // threads per block
+        case 10: *v = 32; break;   // warp size
+        default: *v = 0;
+    }
+    return CUDA_SUCCESS;
+}
+API CUresult cuDeviceGetName(char* name, int len, CUdevice d) {
+    if (d != 0) return CUDA_ERROR_INVALID_DEVICE;
+    snprintf(name, len, "CUDA emulator on the CPU (cnnlab tests)");
+    return CUDA_SUCCESS;
+}
+API CUresult cuDeviceTotalMem_v2(size_t* bytes, CUdevice d) {
+    if (d != 0) return CUDA_ERROR_INVALID_DEVICE;
+    *bytes = TOTAL;
+    return CUDA_SUCCESS;
+}
+API CUresult cuDevicePrimaryCtxRetain(CUcontext* c, CUdevice d) {
+    if (d != 0) return CUDA_ERROR_INVALID_DEVICE;
+    *c = &primary;
+    return CUDA_SUCCESS;
+}
+API CUresult cuDevicePrimaryCtxRelease_v2(CUdevice d) {
+    return d == 0 ? CUDA_SUCCESS : CUDA_ERROR_INVALID_DEVICE;
+}
+API CUresult cuCtxSetCurrent(CUcontext c) {
+    if (c != nullptr && c != &primary) return CUDA_ERROR_INVALID_CONTEXT;
+    current = c;
+    return CUDA_SUCCESS;
+}
+API CUresult cuCtxGetCurrent(CUcontext* c) {
+    *c = current;
+    return CUDA_SUCCESS;
+}
+API CUresult cuCtxGetDevice(CUdevice* d) {
+    if (!bound()) return CUDA_ERROR_INVALID_CONTEXT;
+    *d = 0;
+    return CUDA_SUCCESS;
+}
+API CUresult cuCtxSynchronize() {
+    return bound() ? CUDA_SUCCESS : CUDA_ERROR_INVALID_CONTEXT;
+}
+API CUresult cuStreamCreate(CUstream* s, unsigned flags) {
+    if (!bound()) return CUDA_ERROR_INVALID_CONTEXT;
+    *s = new Stream{flags};
+    return CUDA_SUCCESS;
+}
+API CUresult cuStreamCreateWithPriority(CUstream* s, unsigned flags, int) {
+    return cuStreamCreate(s, flags);
+}
+API CUresult cuStreamDestroy_v2(CUstream s) {
+    delete (Stream*)s;
+    return CUDA_SUCCESS;
+}
+API CUresult cuStreamSynchronize(CUstream) {
+    return bound() ? CUDA_SUCCESS : CUDA_ERROR_INVALID_CONTEXT;
+}
+API CUresult cuStreamQuery(CUstream) {
+    return CUDA_SUCCESS;
+}
+API CUresult cuStreamWaitEvent(CUstream, CUevent, unsigned) {
+    return CUDA_SUCCESS;
+}
+API CUresult cuEventCreate(CUevent* e, unsigned) {
+    *e = new int(0);
+    return CUDA_SUCCESS;
+}
+API CUresult cuEventDestroy_v2(CUevent e) {
+    delete (int*)e;
+    return CUDA_SUCCESS;
+}
+API CUresult cuEventRecord(CUevent, CUstream) {
+    return CUDA_SUCCESS;
+}
+API CUresult cuEventSynchronize(CUevent) {
+    return CUDA_SUCCESS;
+}
+API CUresult cuEventQuery(CUevent) {
+    return CUDA_SUCCESS;
+}
+API CUresult cuMemGetInfo_v2(size_t* free_bytes, size_t* total) {
+    if (!bound()) return CUDA_ERROR_INVALID_CONTEXT;
+    std::lock_guard<std::mutex> g(memory_lock);
+    *free_bytes = TOTAL - used;
+    *total = TOTAL;
+    return CUDA_SUCCESS;
+}
+API CUresult cuMemAllocAsync(CUdeviceptr* p, size_t size, CUstream) {
+    return bound() ? allocate(p, size) : CUDA_ERROR_INVALID_CONTEXT;
+}
+API CUresult cuMemAlloc_v2(CUdeviceptr* p, size_t size) {
+    return bound() ? allocate(p, size) : CUDA_ERROR_INVALID_CONTEXT;
+}
+API CUresult cuMemFreeAsync(CUdeviceptr p, CUstream) {
+    return bound() ? release(p) : CUDA_ERROR_INVALID_CONTEXT;
+}
+API CUresult cuMemFree_v2(CUdeviceptr p) {
+    return bound() ? release(p) : CUDA_ERROR_INVALID_CONTEXT;
+}
+API CUresult cuMemHostAlloc(void** p, size_t size, unsigned) {
+    *p = malloc(size ? size : 1);
+    return *p ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
+}
+API CUresult cuMemFreeHost(void* p) {
+    free(p);
+    return CUDA_SUCCESS;
+}
+API CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void* src, size_t n, CUstream) {
+    if (!bound()) return CUDA_ERROR_INVALID_CONTEXT;
+    if (n == 0) return CUDA_SUCCESS;
+    if (!on_device(dst, n)) return CUDA_ERROR_INVALID_VALUE;
+    memcpy((void*)(uintptr_t)dst, src, n);
+    return CUDA_SUCCESS;
+}
+API CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void* src, size_t n) {
+    return cuMemcpyHtoDAsync_v2(dst, src, n, nullptr);
+}
+API CUresult cuMemcpyDtoHAsync_v2(void* dst, CUdeviceptr src, size_t n, CUstream) {
+    if (!bound()) return CUDA_ERROR_INVALID_CONTEXT;
+    if (n == 0) return CUDA_SUCCESS;
+    if (!on_device(src, n)) return CUDA_ERROR_INVALID_VALUE;
+    memcpy(dst, (const void*)(uintptr_t)src, n);
+    return CUDA_SUCCESS;
+}
+API CUresult cuMemcpyDtoH_v2(void* dst, CUdeviceptr src, size_t n) {
+    return cuMemcpyDtoHAsync_v2(dst, src, n, nullptr);
+}
+API CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream) {
+    if (!bound()) return CUDA_ERROR_INVALID_CONTEXT;
+    if (n == 0) return CUDA_SUCCESS;
+    if (!on_device(dst, n) || !on_device(src, n)) return CUDA_ERROR_INVALID_VALUE;
+    memmove((void*)(uintptr_t)dst, (const void*)(uintptr_t)src, n);
+    return CUDA_SUCCESS;
+}
+API CUresult cuMemcpyDtoD_v2(CUdeviceptr dst, CUdeviceptr src, size_t n) {
+    return cuMemcpyDtoDAsync_v2(dst, src, n, nullptr);
+}
+API CUresult cuMemsetD8Async(CUdeviceptr dst, unsigned char v, size_t n, CUstream) {
+    if (!bound()) return CUDA_ERROR_INVALID_CONTEXT;
+    if (n == 0) return CUDA_SUCCESS;
+    if (!on_device(dst, n)) return CUDA_ERROR_INVALID_VALUE;
+    memset((void*)(uintptr_t)dst, v, n);
+    return CUDA_SUCCESS;
+}
+API CUresult cuMemsetD8_v2(CUdeviceptr dst, unsigned char v, size_t n) {
+    return cuMemsetD8Async(dst, v, n, nullptr);
+}
+
+struct Module {
+    std::string ptx;
+};
+
+API CUresult cuModuleLoadData(CUmodule* m, const void* image) {
+    if (!bound()) return CUDA_ERROR_INVALID_CONTEXT;
+    if (!image) return CUDA_ERROR_INVALID_VALUE;
+    *m = new Module{std::string((const char*)image)};
+    return CUDA_SUCCESS;
+}
+API CUresult cuModuleUnload(CUmodule m) {
+    delete (Module*)m;
+    return CUDA_SUCCESS;
+}
+// A kernel the emulator runs, which NVRTC's PTX also defines.
+API CUresult cuModuleGetFunction(CUfunction* f, CUmodule m, const char* name) {
+    if (!m) return CUDA_ERROR_INVALID_HANDLE;
+    std::string entry = std::string(".entry ") + name + "(";
+    if (((Module*)m)->ptx.find(entry) == std::string::npos) return CUDA_ERROR_NOT_FOUND;
+    for (const Kernel& k : KERNELS)
+        if (strcmp(k.name, name) == 0) {
+            *f = (CUfunction)&k;
+            return CUDA_SUCCESS;
+        }
+    return CUDA_ERROR_NOT_FOUND;
+}
+API CUresult cuFuncGetAttribute(int* v, int, CUfunction) {
+    *v = 0;
+    return CUDA_SUCCESS;
+}
+API CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
+                            unsigned shared_bytes, CUstream, void** params, void** extra) {
+    if (!bound()) return CUDA_ERROR_INVALID_CONTEXT;
+    if (!f) return CUDA_ERROR_INVALID_HANDLE;
+    const Kernel* k = (const Kernel*)f;
+    // the limits of every GPU cnnlab supports (compute capability 7.5 and newer)
+    bool shape_ok = gx >= 1 && gy >= 1 && gz >= 1 && bx >= 1 && by >= 1 && bz >= 1 && gx <= 0x7fffffffu &&
+                    gy <= 65535 && gz <= 65535 && bx <= 1024 && by <= 1024 && bz <= 64 &&
+                    (unsigned long long)bx * by * bz <= 1024 && shared_bytes <= 48 * 1024;
+    if (!shape_ok || extra != nullptr) return CUDA_ERROR_INVALID_VALUE;
+    if (k->arity > 0 && params == nullptr) return CUDA_ERROR_INVALID_VALUE;
+    for (int i = 0; i < k->arity; i++)
+        if (params[i] == nullptr) {
+            fprintf(stderr, "CUDA emulator: kernel %s takes %d arguments; argument %d is missing\n", k->name,
+                    k->arity, i);
+            return CUDA_ERROR_INVALID_VALUE;
+        }
+    std::lock_guard<std::mutex> g(launches);
+    run_grid(k, params, dim3{gx, gy, gz}, dim3{bx, by, bz});
+    return CUDA_SUCCESS;
+}
+
+static const char* error_name(CUresult r) {
+    switch (r) {
+        case CUDA_SUCCESS: return "CUDA_SUCCESS";
+        case CUDA_ERROR_INVALID_VALUE: return "CUDA_ERROR_INVALID_VALUE";
+        case CUDA_ERROR_OUT_OF_MEMORY: return "CUDA_ERROR_OUT_OF_MEMORY";
+        case CUDA_ERROR_INVALID_DEVICE: return "CUDA_ERROR_INVALID_DEVICE";
+        case CUDA_ERROR_INVALID_CONTEXT: return "CUDA_ERROR_INVALID_CONTEXT";
+        case CUDA_ERROR_INVALID_HANDLE: return "CUDA_ERROR_INVALID_HANDLE";
+        case CUDA_ERROR_NOT_FOUND: return "CUDA_ERROR_NOT_FOUND";
+        case CUDA_ERROR_NOT_SUPPORTED: return "CUDA_ERROR_NOT_SUPPORTED";
+        default: return nullptr;
+    }
+}
+API CUresult cuGetErrorName(CUresult r, const char** s) {
+    *s = error_name(r);
+    return *s ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+}
+API CUresult cuGetErrorString(CUresult r, const char** s) {
+    *s = error_name(r);
+    if (r == CUDA_ERROR_OUT_OF_MEMORY) *s = "out of memory (the emulator's 16 GiB)";
+    return *s ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+}
