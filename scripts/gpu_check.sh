@@ -7,8 +7,9 @@
 #   bench    cnnlab bench w1 | w1infer | w2, fp32 and TF32, w1 also with CNNLAB_CUDNN=0
 #            (im2col + cuBLAS), and profiles of the full recipe's CNN and Mixer
 #   pytorch  the PyTorch reference (pytorch_gpu_bench.py), in the same call as bench
-#   table    reproduce --dataset cifar10 --preset full --device cuda --seeds 1, cut at
-#            TABLE_SECONDS (default 330)
+#   table    reproduce --dataset cifar10 --preset full --device cuda --seeds 1 $TABLE_FLAGS
+#            (e.g. TABLE_FLAGS=--tf32, the PyTorch reference's math), cut at TABLE_SECONDS
+#            (default 330)
 set -u
 out=${1:?usage: scripts/gpu_check.sh OUT [PARTS]}
 parts=${2:-tests bench pytorch table}
@@ -23,7 +24,7 @@ for part in $parts; do
   case $part in
   tests)
     log tests
-    timeout 180 gpu/cuda_tests --test-threads=1 >"$out/tests.txt" 2>&1
+    CNNLAB_BIN=$PWD/gpu/cnnlab timeout 180 gpu/cuda_tests --test-threads=1 >"$out/tests.txt" 2>&1
     echo "exit $?" >>"$out/tests.txt"
     ;;
   bench)
@@ -47,7 +48,7 @@ for part in $parts; do
     [ -f /tmp/cifar/test_batch.bin ] || python3 gpu/npz_to_cifar_bin.py gpu/cifar10-jpeg.npz /tmp/cifar >"$out/convert.txt" 2>&1
     mkdir -p /tmp/table && cd /tmp/table
     timeout "${TABLE_SECONDS:-330}" "$OLDPWD/gpu/cnnlab" reproduce --dataset cifar10 --data-dir /tmp/cifar --preset full \
-      --device cuda --seeds 1 --quiet >"$out/table.txt" 2>&1
+      --device cuda --seeds 1 --quiet ${TABLE_FLAGS:-} >"$out/table.txt" 2>&1
     echo "exit $?" >>"$out/table.txt"
     cd "$OLDPWD"
     ;;

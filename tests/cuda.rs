@@ -27,12 +27,12 @@ fn skip(test: &str, why: &str) {
 }
 
 /// What the GPU tests run on.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 enum Target {
     Gpu,
-    /// The CPU emulator of the CUDA driver and cuBLAS (tests/cuda_emulator): the backend's
-    /// code and kernels, without a GPU's timing, concurrency or arithmetic.
-    Emulator,
+    /// The CPU emulator of the CUDA driver and cuBLAS (tests/cuda_emulator), built in this
+    /// folder: the backend's code and kernels, without a GPU's timing, concurrency or arithmetic.
+    Emulator(std::path::PathBuf),
 }
 
 /// A real driver where one is installed; else the emulator, unless `CNNLAB_CUDA_EMULATOR=0`.
@@ -43,24 +43,29 @@ fn open_target() -> Result<Target, String> {
     if driver || std::env::var("CNNLAB_CUDA_EMULATOR").as_deref() == Ok("0") {
         return cuda::init(settings).map(|()| Target::Gpu).map_err(|e| format!("no usable GPU ({e})"));
     }
-    emulator::load(Path::new(env!("CARGO_TARGET_TMPDIR"))).map_err(|e| format!("no GPU, and {e}"))?;
-    cuda::init(settings).map(|()| Target::Emulator).map_err(|e| format!("no GPU, and the CUDA emulator: {e}"))
+    let dir = emulator::load(Path::new(env!("CARGO_TARGET_TMPDIR"))).map_err(|e| format!("no GPU, and {e}"))?;
+    cuda::init(settings).map(|()| Target::Emulator(dir)).map_err(|e| format!("no GPU, and the CUDA emulator: {e}"))
 }
 
 /// Opens GPU 0 (or the emulator) in strict fp32 and says which ran `test`, or says that
 /// `test` skipped. CI sets `CNNLAB_REQUIRE_CUDA_EMULATOR`: there the tests may not skip.
 fn gpu(test: &str) -> bool {
+    target(test).is_some()
+}
+
+/// [`gpu`], and which target ran the test.
+fn target(test: &str) -> Option<&'static Target> {
     static TARGET: OnceLock<Result<Target, String>> = OnceLock::new();
     match TARGET.get_or_init(open_target) {
-        Ok(Target::Gpu) => true,
-        Ok(Target::Emulator) => {
+        Ok(t @ Target::Gpu) => Some(t),
+        Ok(t @ Target::Emulator(_)) => {
             let _ = writeln!(std::io::stderr(), "NOTE {test}: ran on the CPU emulator of the CUDA driver, not a GPU");
-            true
+            Some(t)
         }
         Err(e) if std::env::var_os("CNNLAB_REQUIRE_CUDA_EMULATOR").is_some() => panic!("{test}: {e}"),
         Err(e) => {
             skip(test, e);
-            false
+            None
         }
     }
 }
@@ -493,4 +498,42 @@ fn a_device_failure_is_an_error_and_the_next_run_trains() {
     let (g, c) = (t.fit(&data, &mut |_| {}).unwrap(), cpu.fit(&data, &mut |_| {}).unwrap());
     let (g, c) = (g.curve.last().unwrap().train_loss, c.curve.last().unwrap().train_loss);
     assert!((g - c).abs() <= 1e-3 * (1.0 + c), "after a failure: loss {g} vs cpu {c}");
+}
+
+/// The command line on the GPU: `reproduce --device cuda` trains the table's runs at once, each
+/// on its own thread and stream, and its accuracies are the CPU's within a point (the curves
+/// differ by rounding only; 60 steps).
+#[test]
+fn the_cli_reproduces_on_cuda() {
+    let Some(target) = target("the_cli_reproduces_on_cuda") else { return };
+    // CNNLAB_BIN: the binary where the test binary was carried elsewhere (scripts/gpu_check.sh)
+    let exe = std::env::var_os("CNNLAB_BIN").map(std::path::PathBuf::from);
+    let exe = exe.unwrap_or_else(|| env!("CARGO_BIN_EXE_cnnlab").into());
+    let exe = exe.canonicalize().unwrap_or(exe);
+    if !exe.exists() {
+        return skip("the_cli_reproduces_on_cuda", &format!("{} is not here (set CNNLAB_BIN)", exe.display()));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let run = |device: &str| -> Vec<f64> {
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.current_dir(dir.path()).args(["reproduce", "--models", "cnn,mlp", "--steps", "60", "--eval-every", "60"]);
+        cmd.args(["--seeds", "2", "--quiet", "--json", "-", "--device", device, "--run-dir", device]);
+        if let Target::Emulator(lib) = target {
+            let path = std::env::var("LD_LIBRARY_PATH").unwrap_or_default();
+            cmd.env("LD_LIBRARY_PATH", format!("{}:{path}", lib.display()));
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{device}: {}", String::from_utf8_lossy(&out.stderr));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let rows = json["rows"].as_array().unwrap();
+        assert_eq!(rows.len(), 4, "cnn and mlp, original and permuted");
+        rows.iter().flat_map(|r| r["accuracies"].as_array().unwrap().iter().map(|a| a.as_f64().unwrap())).collect()
+    };
+    let (gpu, cpu) = (run("cuda"), run("cpu"));
+    let _ = writeln!(std::io::stderr(), "the_cli_reproduces_on_cuda: accuracies cuda {gpu:?}, cpu {cpu:?}");
+    assert_eq!(gpu.len(), 8);
+    assert!(cpu.iter().cloned().fold(0.0, f64::max) > 0.3, "the runs learned (chance is 0.1)");
+    for (g, c) in gpu.iter().zip(&cpu) {
+        assert!((g - c).abs() <= 0.01, "test accuracy cuda {g} vs cpu {c}");
+    }
 }

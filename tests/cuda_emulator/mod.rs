@@ -94,10 +94,10 @@ fn compile(dir: &Path, source: &str, soname: &str) -> Result<std::process::Child
 }
 
 /// Builds the emulator into a fresh folder under `tmp` and loads it into this process (once;
-/// it must happen before the CUDA backend first looks for the driver). The folder is removed
-/// after loading, unless `CNNLAB_CUDA_EMULATOR_KEEP` is set (symbols for perf or gdb; the
-/// folder on `LD_LIBRARY_PATH` runs the `cnnlab` binary on the emulator too).
-pub fn load(tmp: &Path) -> Result<(), String> {
+/// it must happen before the CUDA backend first looks for the driver). Returns the folder,
+/// which stays for the process's life (on `LD_LIBRARY_PATH` it runs the `cnnlab` binary on
+/// the emulator too; its symbols serve perf and gdb) and is removed by a later test process.
+pub fn load(tmp: &Path) -> Result<PathBuf, String> {
     if !cfg!(all(target_os = "linux", target_arch = "x86_64")) {
         return Err("the CUDA emulator runs on x86-64 Linux only".into());
     }
@@ -111,11 +111,13 @@ pub fn load(tmp: &Path) -> Result<(), String> {
         }
     }
     let dir: PathBuf = tmp.join(format!("cuda-emulator-{}", std::process::id()));
-    let loaded = build_and_open(&dir);
-    if std::env::var_os("CNNLAB_CUDA_EMULATOR_KEEP").is_none() {
-        let _ = std::fs::remove_dir_all(&dir);
+    match build_and_open(&dir) {
+        Ok(()) => Ok(dir),
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            Err(e)
+        }
     }
-    loaded
 }
 
 fn build_and_open(dir: &Path) -> Result<(), String> {
