@@ -22,7 +22,9 @@ impl GatherBatchOps for Cuda {
         if rows == 0 || g.is_empty() {
             return;
         }
-        // the kernel indexes by the plan: one out of range would read past the training split
+        // the kernel indexes by the plan: one out of range would read past the training split.
+        // Plans come from `BatchSampler::plan` over this split, never from user input: a
+        // failure here is a bug, as the CPU gather's slice indexing would be
         let n = (x_train.len / g.len()).min(y_train.len);
         assert!(plan.fits(n, g), "gather_batch: a plan that does not fit the training set");
         with_local(|l| {

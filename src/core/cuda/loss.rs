@@ -15,6 +15,7 @@ impl CrossEntropyOps for Cuda {
         stats: &mut CudaBuf,
         slot: usize,
     ) {
+        // slots come from the code that sized the buffer (trainer, bench), never from user input
         assert!(stats.len >= 2 * slot + 2, "softmax_cross_entropy: statistics buffer too short");
         let d = dlogits.map(|b| b.ptr).unwrap_or(0);
         with_local(|l| {

@@ -67,6 +67,7 @@ impl<B: Backend> CrossEntropy<B> {
         slot: usize,
     ) {
         let (rows, classes) = (logits.rows(), logits.last_dim());
+        // slots come from the code that sized the buffer (trainer, bench), never from user input
         assert!(stats.len() >= 2 * slot + 2, "loss statistics: slot {slot} of {} values", stats.len());
         let d = if grad {
             dlogits.resize(logits.shape());
