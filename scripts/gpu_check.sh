@@ -1,30 +1,51 @@
 #!/usr/bin/env bash
 # The GPU checks of the CUDA backend in one call on a lent GPU machine (no Rust there: run
-# scripts/gpu_prepare.sh first and carry gpu/). Writes everything to OUT:
+# scripts/gpu_prepare.sh first and carry gpu/). Writes at most 7 files to OUT (the lending
+# tool returns 8), and a summary on stdout:
 #   scripts/gpu_check.sh OUT [PARTS]
-# PARTS (default "tests bench pytorch table"): any of
+# PARTS (default "tests cudnn bench pytorch table"), run in the order given:
 #   tests    the CUDA-vs-CPU test binary (every op, the batch gather, whole runs)
-#   bench    cnnlab bench w1 | w1infer | w2, fp32 and TF32, w1 also with CNNLAB_CUDNN=0
-#            (im2col + cuBLAS), and profiles of the full recipe's CNN and Mixer
+#   cudnn    the same with CNNLAB_CUDNN=1 (strict fp32 convolutions through cuDNN, not im2col)
+#   bench    cnnlab bench w1 | w1infer | w2, fp32 and TF32; w1 also through cuDNN in strict
+#            fp32, with and without FFT/Winograd (CNNLAB_CUDNN_TRANSFORMS=1)
+#   full     the full recipe's CNN, Mixer and LCN in TF32, profiled layer by layer
 #   pytorch  the PyTorch reference (pytorch_gpu_bench.py), in the same call as bench
 #   table    reproduce --dataset cifar10 --preset full --device cuda --seeds 1 $TABLE_FLAGS
-#            (e.g. TABLE_FLAGS=--tf32, the PyTorch reference's math), cut at TABLE_SECONDS
-#            (default 330)
+#            (e.g. TABLE_FLAGS=--tf32, the PyTorch reference's math), cut DEADLINE seconds
+#            after the script started (default 570), leaving time to pack its curves
 set -u
 out=${1:?usage: scripts/gpu_check.sh OUT [PARTS]}
-parts=${2:-tests bench pytorch table}
+parts=${2:-tests cudnn bench pytorch table}
+t0=$(date +%s)
+deadline=$((t0 + ${DEADLINE:-570}))
 mkdir -p "$out" && out=$(cd "$out" && pwd)
 cd "$(dirname "$0")/.."
 nv=/opt/torch/.venv/lib/python3.12/site-packages/nvidia
 export LD_LIBRARY_PATH=$nv/cu13/lib:$nv/cudnn/lib:${LD_LIBRARY_PATH:-}
-log() { echo "== $(date +%T) $*" | tee -a "$out/log.txt"; }
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv >"$out/gpu.txt" 2>&1
-gpu/cnnlab devices >"$out/devices.txt" 2>&1
+log() { echo "== $(($(date +%s) - t0)) s: $*" | tee -a "$out/log.txt"; }
+{
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
+  gpu/cnnlab devices
+} >>"$out/log.txt" 2>&1
+# CIFAR-10's binary files, converted on the CPU while the first parts use the GPU.
+case " $parts " in *" table "*)
+  [ -f /tmp/cifar/test_batch.bin ] ||
+    (python3 gpu/npz_to_cifar_bin.py gpu/cifar10-jpeg.npz /tmp/cifar >/tmp/convert.txt 2>&1) &
+  convert=$!
+  ;;
+esac
 for part in $parts; do
   case $part in
   tests)
     log tests
-    CNNLAB_BIN=$PWD/gpu/cnnlab timeout 180 gpu/cuda_tests --test-threads=1 >"$out/tests.txt" 2>&1
+    CNNLAB_BIN=$PWD/gpu/cnnlab timeout 120 gpu/cuda_tests --test-threads=1 >"$out/tests.txt" 2>&1
+    echo "exit $?" >>"$out/tests.txt"
+    ;;
+  cudnn)
+    # strict fp32 convolves with im2col + cuBLAS; the cuDNN route against the CPU too
+    log "tests with CNNLAB_CUDNN=1"
+    echo "with CNNLAB_CUDNN=1:" >>"$out/tests.txt"
+    CNNLAB_CUDNN=1 CNNLAB_BIN=$PWD/gpu/cnnlab timeout 120 gpu/cuda_tests --test-threads=1 >>"$out/tests.txt" 2>&1
     echo "exit $?" >>"$out/tests.txt"
     ;;
   bench)
@@ -33,26 +54,44 @@ for part in $parts; do
       gpu/cnnlab bench $w --device cuda --quiet
       gpu/cnnlab bench $w --device cuda --tf32 --quiet
     done >"$out/bench.txt" 2>&1
-    echo "with CNNLAB_CUDNN=0:" >>"$out/bench.txt"
-    CNNLAB_CUDNN=0 gpu/cnnlab bench w1 --device cuda --quiet >>"$out/bench.txt" 2>&1
-    for m in cnn dnn; do
-      gpu/cnnlab bench full-$m --device cuda --profile --quiet
-    done >"$out/profile.txt" 2>&1
+    echo "with CNNLAB_CUDNN=1 (strict fp32 through cuDNN):" >>"$out/bench.txt"
+    CNNLAB_CUDNN=1 gpu/cnnlab bench w1 --device cuda --quiet >>"$out/bench.txt" 2>&1
+    echo "with CNNLAB_CUDNN=1 CNNLAB_CUDNN_TRANSFORMS=1 (strict fp32, FFT and Winograd allowed):" >>"$out/bench.txt"
+    CNNLAB_CUDNN=1 CNNLAB_CUDNN_TRANSFORMS=1 gpu/cnnlab bench w1 --device cuda --quiet --profile >>"$out/bench.txt" 2>&1
+    ;;
+  full)
+    log full
+    for m in cnn dnn lcn; do
+      timeout 40 gpu/cnnlab bench full-$m --device cuda --tf32 --profile --quiet
+    done >>"$out/bench.txt" 2>&1
     ;;
   pytorch)
     log pytorch
-    timeout 240 python3 gpu/pytorch_gpu_bench.py >"$out/pytorch.txt" 2>&1
+    PYTHONUNBUFFERED=1 timeout 150 python3 gpu/pytorch_gpu_bench.py >"$out/pytorch.txt" 2>&1
     ;;
   table)
-    log table
-    [ -f /tmp/cifar/test_batch.bin ] || python3 gpu/npz_to_cifar_bin.py gpu/cifar10-jpeg.npz /tmp/cifar >"$out/convert.txt" 2>&1
-    mkdir -p /tmp/table && cd /tmp/table
-    timeout "${TABLE_SECONDS:-330}" "$OLDPWD/gpu/cnnlab" reproduce --dataset cifar10 --data-dir /tmp/cifar --preset full \
-      --device cuda --seeds 1 --quiet ${TABLE_FLAGS:-} >"$out/table.txt" 2>&1
+    wait "${convert:-}" 2>/dev/null
+    cat /tmp/convert.txt >>"$out/log.txt" 2>/dev/null
+    left=$((deadline - $(date +%s)))
+    log "table ${TABLE_FLAGS:-} (cut after $left s)"
+    nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 10 >"$out/smi.txt" 2>&1 &
+    smi=$!
+    rm -rf /tmp/table && mkdir -p /tmp/table && cd /tmp/table
+    # Not --quiet: with stderr in a file, the progress comes as a line at every tenth.
+    timeout "$left" "$OLDPWD/gpu/cnnlab" reproduce --dataset cifar10 --data-dir /tmp/cifar --preset full \
+      --device cuda --seeds 1 --run-dir runs ${TABLE_FLAGS:-} >"$out/table.txt" 2>&1
     echo "exit $?" >>"$out/table.txt"
+    tar czf "$out/table_runs.tar.gz" runs 2>/dev/null
     cd "$OLDPWD"
+    kill $smi 2>/dev/null
     ;;
   *) echo "unknown part $part" >&2 ;;
   esac
 done
 log done
+echo "---- summary"
+cat "$out/log.txt"
+grep -E "^test result|FAILED|panicked|^exit" "$out/tests.txt" 2>/dev/null
+grep -vE "^\s*$" "$out/bench.txt" 2>/dev/null | head -60
+grep RESULT "$out/pytorch.txt" 2>/dev/null
+tail -25 "$out/table.txt" 2>/dev/null

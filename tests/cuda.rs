@@ -158,6 +158,9 @@ fn every_op_matches_the_cpu() {
     });
     compare_layer!("max pool", [3, 8, 8, 5], tol, |r| Pool::new_2d(PoolKind::Max, 2, 2));
     compare_layer!("max pool 3/2", [2, 9, 9, 3], tol, |r| Pool::new_2d(PoolKind::Max, 3, 2));
+    // windows that leave the last row and column out, and windows with gaps between them
+    compare_layer!("max pool, odd size", [2, 9, 7, 3], tol, |r| Pool::new_2d(PoolKind::Max, 2, 2));
+    compare_layer!("avg pool 2/3", [2, 8, 8, 3], tol, |r| Pool::new_2d(PoolKind::Avg, 2, 3));
     compare_layer!("avg pool", [3, 8, 8, 5], tol, |r| Pool::new_2d(PoolKind::Avg, 2, 2));
     compare_layer!("l2 pool", [3, 8, 8, 5], tol, |r| Pool::new_2d(PoolKind::L2, 2, 2));
     compare_layer!("max pool 1d", [4, 40, 3], tol, |r| Pool::new_1d(PoolKind::Max, 2, 2));
@@ -167,7 +170,10 @@ fn every_op_matches_the_cpu() {
     compare_layer!("layer norm", [9, 40], tol, |r| LayerNorm::new(40));
     compare_layer!("layer norm wide", [5, 300], tol, |r| LayerNorm::new(300));
     compare_layer!("batch norm 2d", [6, 5, 5, 7], tol, |r| BatchNorm::new(7));
-    compare_layer!("batch norm many rows", [64, 16, 16, 3], tol, |r| BatchNorm::new(3));
+    // channels in fours: the kernels' vector path (7 and 3 channels take the scalar one)
+    compare_layer!("batch norm 2d, 8 channels", [6, 5, 5, 8], tol, |r| BatchNorm::new(8));
+    // 20,480 rows: 40 slabs of partial sums, more than the 32 lanes of the second stage
+    compare_layer!("batch norm many rows", [80, 16, 16, 3], tol, |r| BatchNorm::new(3));
     compare_layer!("transpose", [3, 37, 45], tol, |r| Transpose);
     compare_layer!("patchify", [2, 8, 8, 3], tol, |r| Patchify { patch: 4 });
     compare_layer!("flatten", [3, 4, 5], tol, |r| Flatten);
@@ -217,7 +223,8 @@ fn optimizer_updates_match_the_cpu() {
     if !gpu("optimizer_updates_match_the_cpu") {
         return;
     }
-    let n = 1000;
+    // 1003: the SGD kernel's four-at-a-time loop and its tail
+    let n = 1003;
     let (p0, g, m0) = (random(n, 3), random(n, 4), random(n, 5));
     let v0: Vec<f32> = random(n, 6).iter().map(|v| v.abs()).collect();
     let up = |v: &Vec<f32>| Tensor::<Cuda>::from_slice(&[v.len()], v);
@@ -240,12 +247,12 @@ fn optimizer_updates_match_the_cpu() {
         assert!(max_rel(&pg.to_vec(), &pc) < 1e-6, "adam (decoupled {decoupled}, wd {wd})");
         assert!(max_rel(&vg.to_vec(), &vc) < 1e-6);
     }
-    for nesterov in [false, true] {
+    for (momentum, nesterov) in [(0.9, false), (0.9, true), (0.0, false)] {
         let (mut pc, mut vc) = (p0.clone(), m0.clone());
-        Cpu::sgd_update(&mut pc, &g, &mut vc, 0.05, 0.9, 5e-4, nesterov);
+        Cpu::sgd_update(&mut pc, &g, &mut vc, 0.05, momentum, 5e-4, nesterov);
         let (mut pg, gg, mut vg) = (up(&p0), up(&g), up(&m0));
-        Cuda::sgd_update(pg.buf_mut(), gg.buf(), vg.buf_mut(), 0.05, 0.9, 5e-4, nesterov);
-        assert!(max_rel(&pg.to_vec(), &pc) < 1e-6, "sgd (nesterov {nesterov})");
+        Cuda::sgd_update(pg.buf_mut(), gg.buf(), vg.buf_mut(), 0.05, momentum, 5e-4, nesterov);
+        assert!(max_rel(&pg.to_vec(), &pc) < 1e-6, "sgd (momentum {momentum}, nesterov {nesterov})");
         assert!(max_rel(&vg.to_vec(), &vc) < 1e-6);
     }
     let mask: Vec<f32> = (0..n).map(|i| (i % 3 == 0) as u8 as f32).collect();

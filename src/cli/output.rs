@@ -8,15 +8,53 @@ use cnnlab::experiments::Progress;
 use cnnlab::report::provenance::Provenance;
 use cnnlab::report::{check_writable_dir, check_writable_file, page, write_json, Artifacts};
 use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-/// The terminal's progress: a bar (hidden with --quiet); notes above it, or on stderr.
-pub(crate) struct Bar(pub(crate) ProgressBar);
+/// The terminal's progress: a bar (hidden with --quiet); notes above it, or on stderr. Where
+/// stderr is no terminal (a log file, a cluster job) the bar cannot draw, so a line is written
+/// at every tenth of the steps instead, with the time so far: a long run's log says how far it
+/// got if it is cut.
+pub(crate) struct Bar(pub(crate) ProgressBar, Option<LogLines>);
+
+/// The progress as lines: steps done of the total, and the last tenth written.
+pub(crate) struct LogLines {
+    start: std::time::Instant,
+    total: AtomicU64,
+    done: AtomicU64,
+    tenths: AtomicU64,
+}
+
+impl LogLines {
+    fn add(&self, n: u64) {
+        let done = self.done.fetch_add(n, Ordering::Relaxed) + n;
+        let total = self.total.load(Ordering::Relaxed);
+        if total == 0 {
+            return;
+        }
+        let tenth = (10 * done / total).min(10);
+        // One thread writes each tenth: the one that moves the mark past it.
+        if self.tenths.fetch_max(tenth, Ordering::Relaxed) < tenth {
+            let secs = self.start.elapsed().as_secs_f64();
+            eprintln!("progress: {done}/{total} steps ({}%) in {secs:.0} s", 10 * tenth);
+        }
+    }
+}
 
 impl Bar {
     pub(crate) fn new(quiet: bool) -> Self {
         if quiet {
-            return Bar(ProgressBar::hidden());
+            return Bar(ProgressBar::hidden(), None);
+        }
+        if !std::io::stderr().is_terminal() {
+            let lines = LogLines {
+                start: std::time::Instant::now(),
+                total: AtomicU64::new(0),
+                done: AtomicU64::new(0),
+                tenths: AtomicU64::new(0),
+            };
+            return Bar(ProgressBar::hidden(), Some(lines));
         }
         let pb = ProgressBar::new(0);
         if let Ok(style) =
@@ -24,16 +62,22 @@ impl Bar {
         {
             pb.set_style(style);
         }
-        Bar(pb)
+        Bar(pb, None)
     }
 }
 
 impl Progress for Bar {
     fn start(&self, total_steps: u64) {
         self.0.set_length(total_steps);
+        if let Some(l) = &self.1 {
+            l.total.store(total_steps, Ordering::Relaxed);
+        }
     }
     fn steps(&self, n: usize) {
         self.0.inc(n as u64);
+        if let Some(l) = &self.1 {
+            l.add(n as u64);
+        }
     }
     fn note(&self, line: &str) {
         if self.0.is_hidden() {

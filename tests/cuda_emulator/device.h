@@ -12,6 +12,12 @@ struct dim3 {
     unsigned x, y, z;
 };
 
+// CUDA's vector type for 16-byte loads and stores
+struct alignas(16) float4 {
+    float x, y, z, w;
+};
+static inline float4 make_float4(float x, float y, float z, float w) { return float4{x, y, z, w}; }
+
 namespace emu {
 // plain globals (not thread-locals, which a loaded library reads through a call): one
 // launch runs at a time in the process (driver.cpp holds a lock around each)

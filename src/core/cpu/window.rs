@@ -11,6 +11,7 @@ use crate::core::ops::locally_connected::LocallyConnectedOps;
 use crate::core::ops::patchify::PatchifyOps;
 use crate::core::ops::pool::{PoolKind, PoolOps};
 use crate::core::ops::transpose::TransposeOps;
+use crate::core::Mode;
 
 // ---- conv2d
 
@@ -49,6 +50,7 @@ impl Conv2dOps for Cpu {
         cout: usize,
         scratch: &mut Vec<f32>,
         y: &mut Vec<f32>,
+        _mode: Mode,
     ) -> bool {
         let (p, k) = (g.positions(), g.k());
         let split = BatchSplit::new(g, cout);

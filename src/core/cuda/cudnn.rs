@@ -8,8 +8,10 @@
 //! CPU) and, in strict fp32, FMA math (no TF32) and no FFT or Winograd transform, whose
 //! rounding differs from a GEMM's: the same sums as im2col + GEMM in another order. With
 //! `--tf32` any deterministic algorithm qualifies. The choice is made once per shape and kept.
-//! Where libcudnn is not found, or `CNNLAB_CUDNN=0`, or no algorithm qualifies for a shape,
-//! the convolution stays im2col + cuBLAS (`window.rs`).
+//! cuDNN runs every convolution with `--tf32` (or `CNNLAB_CUDNN=1`) and, in strict fp32, the
+//! forward passes of evaluation and inference only (see [`route`]). Where it does not,
+//! libcudnn is not found, or no algorithm qualifies for a shape, the convolution is im2col +
+//! cuBLAS (`window.rs`).
 
 use super::{check, check_setup, failed, CudaBuf};
 use cudarc::cudnn::{result as dnn, sys};
@@ -19,12 +21,32 @@ use std::ffi::c_void;
 /// Workspace beyond this is not worth an algorithm (the im2col path needs no more).
 const MAX_WORKSPACE: usize = 1 << 30;
 
-/// Whether convolutions go through cuDNN in this process: the library is found and
-/// `CNNLAB_CUDNN` is not `0`.
-pub(crate) fn available() -> bool {
-    std::env::var("CNNLAB_CUDNN").map(|v| v != "0").unwrap_or(true)
-        // SAFETY: only asks the loader whether the library can be opened
-        && unsafe { sys::is_culib_present() }
+/// Which convolutions cuDNN runs in a process (the rest: im2col + cuBLAS).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Route {
+    None,
+    /// Forward passes that no backward follows (evaluation, inference).
+    Inference,
+    All,
+}
+
+/// The route: `CNNLAB_CUDNN=1` all convolutions, `0` none; unset: all with `--tf32`, and in
+/// strict fp32 inference only. Measured on an H200 (`cnnlab bench`, 2026-11-28): in strict fp32
+/// the qualifying cuDNN algorithms (GEMM-type, FMA math) trained W1 slower than im2col +
+/// cuBLAS (17,138 against 22,969 images/s, one sitting; their backward passes took 2-3.4x their
+/// forward) but ran W1's inference faster (72,265 against 52,894 images/s, two sittings);
+/// with TF32, cuDNN's tensor-core kernels are the fast route (81,911 images/s training W1).
+pub(crate) fn route(tf32: bool) -> Route {
+    // SAFETY: only asks the loader whether the library can be opened
+    if !unsafe { sys::is_culib_present() } {
+        return Route::None;
+    }
+    match std::env::var("CNNLAB_CUDNN").as_deref() {
+        Ok("0") => Route::None,
+        Ok(_) => Route::All,
+        Err(_) if tf32 => Route::All,
+        Err(_) => Route::Inference,
+    }
 }
 
 /// Checks, when the device opens, that cuDNN loads and makes a handle (its sub-libraries sit
@@ -50,6 +72,10 @@ pub(crate) fn probe() -> crate::error::Result<()> {
 pub(crate) struct Dnn {
     handle: sys::cudnnHandle_t,
     tf32: bool,
+    route: Route,
+    /// `CNNLAB_CUDNN_TRANSFORMS=1`: strict fp32 may use FFT and Winograd too (an experiment:
+    /// PyTorch's fp32 allows them; their rounding is not a GEMM's).
+    transforms: bool,
     plans: HashMap<Key, Option<Plan>>,
     workspace: CudaBuf,
 }
@@ -80,11 +106,12 @@ struct Candidate {
 
 impl Dnn {
     /// A handle on `stream` (the device was opened, and cuDNN checked there: see [`probe`]).
-    pub(crate) fn new(stream: cudarc::driver::sys::CUstream, tf32: bool) -> Dnn {
+    pub(crate) fn new(stream: cudarc::driver::sys::CUstream, tf32: bool, route: Route) -> Dnn {
         let handle = check_setup(dnn::create_handle(), "cuDNN handle creation");
         // SAFETY: a fresh handle and this thread's live stream
         check_setup(unsafe { dnn::set_stream(handle, stream as sys::cudaStream_t) }, "cuDNN stream");
-        Dnn { handle, tf32, plans: HashMap::new(), workspace: CudaBuf::empty(stream) }
+        let transforms = std::env::var("CNNLAB_CUDNN_TRANSFORMS").as_deref() == Ok("1");
+        Dnn { handle, tf32, route, transforms, plans: HashMap::new(), workspace: CudaBuf::empty(stream) }
     }
 
     /// The first qualifying candidate (see the module docs), by the heuristic's ranking, and
@@ -98,7 +125,7 @@ impl Dnn {
             if self.tf32 {
                 return fits.then_some((i, c.math, c.memory));
             }
-            let plain = matches!(c.math, CUDNN_FMA_MATH | CUDNN_DEFAULT_MATH) && !c.transform;
+            let plain = matches!(c.math, CUDNN_FMA_MATH | CUDNN_DEFAULT_MATH) && (!c.transform || self.transforms);
             (fits && plain).then_some((i, CUDNN_FMA_MATH, c.memory))
         })
     }
@@ -230,7 +257,9 @@ impl Dnn {
         (self.workspace.ptr as *mut c_void, bytes)
     }
 
-    /// `y = conv(x, w)` (no bias); false where no cuDNN algorithm qualifies for the shape.
+    /// `y = conv(x, w)` (no bias); false where no cuDNN algorithm qualifies for the shape, or
+    /// where the route leaves training passes to im2col + cuBLAS.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn forward(
         &mut self,
         x: u64,
@@ -238,8 +267,12 @@ impl Dnn {
         g: &crate::core::ops::conv2d::WindowGeom,
         cout: usize,
         y: u64,
+        training: bool,
         stream: cudarc::driver::sys::CUstream,
     ) -> bool {
+        if training && self.route != Route::All {
+            return false;
+        }
         let Some(&Plan { x: xd, y: yd, w: wd, forward: (conv, algo, bytes), .. }) = self.plan(g, cout) else {
             return false;
         };
@@ -284,6 +317,9 @@ impl Dnn {
         dx: Option<u64>,
         stream: cudarc::driver::sys::CUstream,
     ) -> bool {
+        if self.route != Route::All {
+            return false;
+        }
         let Some(&Plan { x: xd, y: yd, w: wd, backward_data, backward_filter, .. }) = self.plan(g, cout) else {
             return false;
         };

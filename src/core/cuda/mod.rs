@@ -1,5 +1,5 @@
 //! The CUDA backend (`--features cuda`): device buffers, GEMMs through cuBLAS, convolutions
-//! through cuDNN where it is found (`cudnn.rs`; else im2col + cuBLAS), every other op as a
+//! through cuDNN or im2col + cuBLAS (`cudnn.rs` says which when), every other op as a
 //! CUDA C kernel compiled at run time with NVRTC. The driver, cuBLAS, cuDNN and NVRTC are
 //! loaded with dlopen, so this builds where no CUDA is installed and [`init`] fails with one
 //! line that names what was not found.
@@ -80,6 +80,7 @@ kernels!(
     col2im,
     pool_forward,
     pool_backward,
+    pool_backward_disjoint,
     global_avg_pool_forward,
     global_avg_pool_backward,
     patchify,
@@ -165,8 +166,8 @@ struct Device {
     ctx: Arc<CudaContext>,
     functions: Vec<CudaFunction>,
     settings: Settings,
-    /// Convolutions through cuDNN (else im2col + cuBLAS): see `cudnn.rs`.
-    cudnn: bool,
+    /// Which convolutions go through cuDNN (the rest: im2col + cuBLAS): see `cudnn.rs`.
+    cudnn: cudnn::Route,
 }
 
 static DEVICE: OnceLock<std::result::Result<Device, String>> = OnceLock::new();
@@ -195,8 +196,8 @@ fn open(settings: Settings) -> Result<Device> {
         .iter()
         .map(|n| module.load_function(n).map_err(|e| Error::Device(format!("kernel {n}: {e}"))))
         .collect::<Result<Vec<_>>>()?;
-    let cudnn = cudnn::available();
-    if cudnn {
+    let cudnn = cudnn::route(settings.tf32);
+    if cudnn != cudnn::Route::None {
         cudnn::probe()?;
     }
     Ok(Device { ctx, functions, settings, cudnn })
@@ -234,14 +235,16 @@ fn device() -> &'static Device {
 /// How this process runs convolutions on the GPU (for `cnnlab devices` and benchmarks).
 pub fn convolution_route() -> String {
     // the opened device's choice, else what opening it would choose
-    let cudnn = match DEVICE.get() {
+    let route = match DEVICE.get() {
         Some(Ok(d)) => d.cudnn,
-        _ => cudnn::available(),
+        _ => cudnn::route(false),
     };
-    if cudnn {
-        "convolutions: cuDNN (deterministic algorithms)".into()
-    } else {
-        "convolutions: im2col + cuBLAS (libcudnn not found, or CNNLAB_CUDNN=0)".into()
+    match route {
+        cudnn::Route::All => "convolutions: cuDNN (deterministic algorithms)".into(),
+        cudnn::Route::Inference => "convolutions: im2col + cuBLAS to train (strict fp32), cuDNN for inference; \
+                                    CNNLAB_CUDNN=1 for cuDNN throughout"
+            .into(),
+        cudnn::Route::None => "convolutions: im2col + cuBLAS (libcudnn not found, or CNNLAB_CUDNN=0)".into(),
     }
 }
 
@@ -354,7 +357,7 @@ impl Local {
             work: CudaBuf::empty(raw),
             work2: CudaBuf::empty(raw),
             plan: CudaBuf::empty(raw),
-            dnn: dev.cudnn.then(|| cudnn::Dnn::new(raw, dev.settings.tf32)),
+            dnn: (dev.cudnn != cudnn::Route::None).then(|| cudnn::Dnn::new(raw, dev.settings.tf32, dev.cudnn)),
         }
     }
 

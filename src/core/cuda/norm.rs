@@ -39,7 +39,8 @@ pub(crate) fn launch_row_warps(l: &Local, k: K, rows: usize, args: &[u64]) {
 
 fn finish(l: &Local, parts: (u64, u64, usize), c: usize, scale: f64, out0: u64, out1: u64) {
     let (p0, p1, s) = parts;
-    l.launch_n(K::column_sums_finish, c, &[p0, p1, i(s as i32), i(c as i32), d(scale), out0, out1]);
+    // the second stage: one warp a column, laid out as one warp a row
+    launch_row_warps(l, K::column_sums_finish, c, &[p0, p1, i(s as i32), i(c as i32), d(scale), out0, out1]);
 }
 
 impl LayerNormOps for Cuda {
@@ -114,9 +115,9 @@ impl BatchNormOps for Cuda {
                 f(eps),
                 f(momentum),
             ];
-            l.launch_n(K::batch_norm_finish_var, c, &args);
+            launch_row_warps(l, K::batch_norm_finish_var, c, &args);
             let args = [p(x), p(y), p(mean), p(rstd), p(gamma), p(beta), u(rows), i(c as i32)];
-            l.launch_n(K::batch_norm_apply, rows * c, &args);
+            l.launch_n(K::batch_norm_apply, (rows * c).div_ceil(4), &args);
         });
     }
 
@@ -137,7 +138,7 @@ impl BatchNormOps for Cuda {
             let args = [p(running_mean), p(running_var), p(mean), p(rstd), i(c as i32), f(eps)];
             l.launch_n(K::batch_norm_eval_stats, c, &args);
             let args = [p(x), p(y), p(mean), p(rstd), p(gamma), p(beta), u(rows), i(c as i32)];
-            l.launch_n(K::batch_norm_apply, rows * c, &args);
+            l.launch_n(K::batch_norm_apply, (rows * c).div_ceil(4), &args);
         });
     }
 
@@ -172,7 +173,7 @@ impl BatchNormOps for Cuda {
                     i(c as i32),
                     i(batch_stats as i32),
                 ];
-                l.launch_n(K::batch_norm_input_grad, rows * c, &args);
+                l.launch_n(K::batch_norm_input_grad, (rows * c).div_ceil(4), &args);
             }
         });
     }

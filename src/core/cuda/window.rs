@@ -3,7 +3,7 @@
 //! and one cuBLAS GEMM over the whole batch, the locally-connected layer as a GEMM batched
 //! over positions, pooling and the shuffles as gather kernels.
 
-use super::{gemm, i, p, u, with_local, Batch, Cuda, CudaBuf, Local, K};
+use super::{f, gemm, i, p, u, with_local, Batch, Cuda, CudaBuf, Local, K};
 use crate::core::backend::BackendBase;
 use crate::core::ops::conv2d::{Conv2dOps, WindowGeom};
 use crate::core::ops::global_avg_pool::GlobalAvgPoolOps;
@@ -11,6 +11,7 @@ use crate::core::ops::locally_connected::LocallyConnectedOps;
 use crate::core::ops::patchify::PatchifyOps;
 use crate::core::ops::pool::{PoolKind, PoolOps};
 use crate::core::ops::transpose::TransposeOps;
+use crate::core::Mode;
 
 /// The kernels' `Geom` struct (twelve ints, in this order).
 fn geom_bytes(g: &WindowGeom) -> [u8; 48] {
@@ -67,15 +68,17 @@ impl Conv2dOps for Cuda {
         cout: usize,
         scratch: &mut CudaBuf,
         y: &mut CudaBuf,
+        mode: Mode,
     ) -> bool {
         let (rows, k) = (g.n * g.positions(), g.k());
         // cuDNN for windows (a 1x1 convolution is one GEMM as it is)
         let by_cudnn = !g.is_pointwise()
             && with_local(|l| {
                 let s = l.raw_stream();
-                let done = l.dnn.as_mut().is_some_and(|d| d.forward(x.ptr, w.ptr, g, cout, y.ptr, s));
+                let training = mode == Mode::Train;
+                let done = l.dnn.as_mut().is_some_and(|d| d.forward(x.ptr, w.ptr, g, cout, y.ptr, training, s));
                 if done {
-                    l.launch_n(K::add_bias_rows, rows * cout, &[y.ptr, b.ptr, u(rows), u(cout)]);
+                    l.launch_n(K::add_bias_rows, (rows * cout).div_ceil(4), &[y.ptr, b.ptr, u(rows), u(cout)]);
                 }
                 done
             });
@@ -93,7 +96,7 @@ impl Conv2dOps for Cuda {
                 scratch.ptr
             };
             gemm(l, rows, cout, k, (a, k, 1), (w.ptr, 1, k), (y.ptr, cout), false, None);
-            l.launch_n(K::add_bias_rows, rows * cout, &[y.ptr, b.ptr, u(rows), u(cout)]);
+            l.launch_n(K::add_bias_rows, (rows * cout).div_ceil(4), &[y.ptr, b.ptr, u(rows), u(cout)]);
         });
         !g.is_pointwise()
     }
@@ -167,7 +170,7 @@ impl LocallyConnectedOps for Cuda {
             // Y_p = C_p·W_pᵀ for every position p in one batched GEMM, then the bias
             let batch = Batch { count: pos, a: k, b: cout * k, c: cout };
             gemm(l, n, cout, k, (cols.ptr, pos * k, 1), (w.ptr, 1, k), (y.ptr, pos * cout), false, Some(batch));
-            l.launch_n(K::add_bias_rows, n * pos * cout, &[y.ptr, bias.ptr, u(n), u(pos * cout)]);
+            l.launch_n(K::add_bias_rows, (n * pos * cout).div_ceil(4), &[y.ptr, bias.ptr, u(n), u(pos * cout)]);
         });
     }
 
@@ -213,8 +216,20 @@ impl PoolOps for Cuda {
     }
 
     fn pool_backward(kind: PoolKind, x: &CudaBuf, y: &CudaBuf, dy: &CudaBuf, g: &WindowGeom, dx: &mut CudaBuf) {
-        let (n, args) = (g.n * g.h * g.w * g.c, [i(pool_kind(kind)), x.ptr, y.ptr, dy.ptr, dx.ptr]);
-        with_local(|l| l.launch_n_bytes(K::pool_backward, n, &args, &geom_bytes(g)));
+        let args = [i(pool_kind(kind)), x.ptr, y.ptr, dy.ptr, dx.ptr];
+        let values = g.n * g.h * g.w * g.c;
+        with_local(|l| {
+            if g.sh >= g.kh && g.sw >= g.kw {
+                // each value in one window at most: scatter from the windows
+                let covered = g.oh * g.sh == g.h && g.ow * g.sw == g.w && g.sh == g.kh && g.sw == g.kw;
+                if !covered {
+                    l.launch_n(K::fill_f32, values, &[dx.ptr, f(0.0), u(values)]);
+                }
+                l.launch_n_bytes(K::pool_backward_disjoint, g.n * g.positions() * g.c, &args, &geom_bytes(g));
+            } else {
+                l.launch_n_bytes(K::pool_backward, values, &args, &geom_bytes(g));
+            }
+        });
     }
 }
 

@@ -78,7 +78,8 @@ pub trait Conv2dOps: BackendBase {
     fn col2im(cols: &Self::Buf, g: &WindowGeom, dx: &mut Self::Buf, img0: usize, imgs: usize);
     /// `y = conv(x, w) + b` for the whole batch (`w` `[Cout, K]`). `scratch` is the backend's
     /// to use (resized as needed); returns whether it still holds the batch's im2col rows,
-    /// which [`Conv2dOps::conv2d_backward`] may then reuse.
+    /// which [`Conv2dOps::conv2d_backward`] may then reuse. `mode`: whether a backward pass
+    /// may follow (a backend may convolve differently when none will).
     #[allow(clippy::too_many_arguments)]
     fn conv2d_forward(
         x: &Self::Buf,
@@ -88,6 +89,7 @@ pub trait Conv2dOps: BackendBase {
         cout: usize,
         scratch: &mut Self::Buf,
         y: &mut Self::Buf,
+        mode: Mode,
     ) -> bool;
     /// Writes `dw`, `db` and, if given, `dx`.
     #[allow(clippy::too_many_arguments)]
@@ -217,7 +219,7 @@ impl<B: Backend> Layer<B> for Conv<B> {
         Ok(window_out_shape(input, &g, self.out_channels).to_vec())
     }
 
-    fn forward(&mut self, x: &Tensor<B>, y: &mut Tensor<B>, _mode: Mode) {
+    fn forward(&mut self, x: &Tensor<B>, y: &mut Tensor<B>, mode: Mode) {
         let Ok(g) = self.geom(x.shape()) else { return };
         y.resize(&window_out_shape(x.shape(), &g, self.out_channels));
         self.scratch_holds_cols = B::conv2d_forward(
@@ -228,6 +230,7 @@ impl<B: Backend> Layer<B> for Conv<B> {
             self.out_channels,
             &mut self.scratch,
             y.buf_mut(),
+            mode,
         );
     }
 

@@ -6,3 +6,9 @@ typedef long long i64;
 #ifndef INFINITY
 #define INFINITY __int_as_float(0x7f800000)
 #endif
+// Streaming kernels move four values a thread (16-byte loads and stores) where their pointers
+// are 16-byte aligned (allocations are; a view into one may not be), else one at a time; the
+// host launches one thread per four values either way (grid-stride loops cover the rest).
+#define AL16(p) ((((size_t)(p)) & 15) == 0)
+#define F4(p) ((float4*)(p))
+#define CF4(p) ((const float4*)(p))

@@ -126,6 +126,45 @@ extern "C" __global__ void pool_backward(int kind, const float* x, const float* 
     }
 }
 
+// pool_backward for windows that do not overlap (stride >= window, as 2x2 max-pooling): one
+// thread a window writes the gradient of each of its values, each found once, where the
+// gather above searched a window again for every value in it. Values that no window covers
+// are zeroed beforehand by the host.
+extern "C" __global__ void pool_backward_disjoint(int kind, const float* x, const float* y, const float* dy, float* dx,
+                                                  Geom g) {
+    i64 total = (i64)g.n * g.oh * g.ow * g.c;
+    float inv = 1.0f / (g.kh * g.kw);
+    GRID_STRIDE(i, total) {
+        unsigned ii = (unsigned)i;
+        int ch = ii % g.c;
+        unsigned t = ii / g.c;
+        int ox = t % g.ow;
+        t /= g.ow;
+        int oy = t % g.oh;
+        size_t b = t / g.oh;
+        float m = y[i], d = dy[i];
+        bool found = false;
+        for (int ki = 0; ki < g.kh; ki++) {
+            for (int kj = 0; kj < g.kw; kj++) {
+                size_t at = ((b * g.h + oy * g.sh + ki) * g.w + ox * g.sw + kj) * g.c + ch;
+                float v = 0.0f;
+                if (kind == 0) {
+                    // the first value (in window order) holding the max takes the gradient
+                    if (!found && x[at] == m) {
+                        found = true;
+                        v = d;
+                    }
+                } else if (kind == 1) {
+                    v = d * inv;
+                } else if (m > 0.0f) {
+                    v = d * x[at] / m;
+                }
+                dx[at] = v;
+            }
+        }
+    }
+}
+
 // y[b, ch] = mean over positions of x[b, p, ch] (summed in position order, as on the CPU).
 extern "C" __global__ void global_avg_pool_forward(const float* x, float* y, i64 batch, i64 positions, i64 channels) {
     float inv = 1.0f / positions;
