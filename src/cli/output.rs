@@ -14,9 +14,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The terminal's progress: a bar (hidden with --quiet); notes above it, or on stderr. Where
 /// stderr is no terminal (a log file, a cluster job) the bar cannot draw, so a line is written
-/// at every tenth of the steps instead, with the time so far: a long run's log says how far it
-/// got if it is cut.
+/// at every tenth of the steps instead (after the first seconds), with the time so far: a long
+/// run's log says how far it got if it is cut.
 pub(crate) struct Bar(pub(crate) ProgressBar, Option<LogLines>);
+
+/// Seconds before the first progress line.
+const QUIET_SECONDS: f64 = 5.0;
 
 /// The progress as lines: steps done of the total, and the last tenth written.
 pub(crate) struct LogLines {
@@ -34,10 +37,13 @@ impl LogLines {
             return;
         }
         let tenth = (10 * done / total).min(10);
-        // One thread writes each tenth: the one that moves the mark past it.
+        // One thread writes each tenth: the one that moves the mark past it; none in the first
+        // seconds, so a short command's stderr holds only what it has to say (its error line).
         if self.tenths.fetch_max(tenth, Ordering::Relaxed) < tenth {
             let secs = self.start.elapsed().as_secs_f64();
-            eprintln!("progress: {done}/{total} steps ({}%) in {secs:.0} s", 10 * tenth);
+            if secs >= QUIET_SECONDS {
+                eprintln!("progress: {done}/{total} steps ({}%) in {secs:.0} s", 10 * tenth);
+            }
         }
     }
 }
