@@ -58,17 +58,32 @@ extern "C" __global__ void col2im(const float* cols, float* dx, i64 img0, i64 im
     }
 }
 
+// A channels-last index split into image, row, column and channel (32-bit arithmetic: the
+// launches stay under 2^31 values).
+struct Pixel {
+    size_t b;
+    int y, x, ch;
+};
+
+__device__ Pixel split_index(i64 i, int h, int w, int c) {
+    unsigned t = (unsigned)i;
+    Pixel p;
+    p.ch = t % c;
+    t /= c;
+    p.x = t % w;
+    t /= w;
+    p.y = t % h;
+    p.b = t / h;
+    return p;
+}
+
 // kind: 0 max, 1 average, 2 L2 (windows without padding, as the CPU kernels).
 extern "C" __global__ void pool_forward(int kind, const float* x, float* y, Geom g) {
     i64 total = (i64)g.n * g.oh * g.ow * g.c;
     GRID_STRIDE(i, total) {
-        unsigned ii = (unsigned)i;
-        int ch = ii % g.c;
-        unsigned t = ii / g.c;
-        int ox = t % g.ow;
-        t /= g.ow;
-        int oy = t % g.oh;
-        size_t b = t / g.oh;
+        Pixel o = split_index(i, g.oh, g.ow, g.c);
+        size_t b = o.b;
+        int oy = o.y, ox = o.x, ch = o.ch;
         float acc = kind == 0 ? -INFINITY : 0.0f;
         for (int ki = 0; ki < g.kh; ki++) {
             for (int kj = 0; kj < g.kw; kj++) {
@@ -89,13 +104,9 @@ extern "C" __global__ void pool_backward(int kind, const float* x, const float* 
     i64 total = (i64)g.n * g.h * g.w * g.c;
     float inv = 1.0f / (g.kh * g.kw);
     GRID_STRIDE(i, total) {
-        unsigned ii = (unsigned)i;
-        int ch = ii % g.c;
-        unsigned t = ii / g.c;
-        int ix = t % g.w;
-        t /= g.w;
-        int iy = t % g.h;
-        size_t b = t / g.h;
+        Pixel at = split_index(i, g.h, g.w, g.c);
+        size_t b = at.b;
+        int iy = at.y, ix = at.x, ch = at.ch;
         float s = 0.0f;
         int oy0 = iy >= g.kh ? (iy - g.kh) / g.sh + 1 : 0;
         int ox0 = ix >= g.kw ? (ix - g.kw) / g.sw + 1 : 0;
@@ -135,13 +146,9 @@ extern "C" __global__ void pool_backward_disjoint(int kind, const float* x, cons
     i64 total = (i64)g.n * g.oh * g.ow * g.c;
     float inv = 1.0f / (g.kh * g.kw);
     GRID_STRIDE(i, total) {
-        unsigned ii = (unsigned)i;
-        int ch = ii % g.c;
-        unsigned t = ii / g.c;
-        int ox = t % g.ow;
-        t /= g.ow;
-        int oy = t % g.oh;
-        size_t b = t / g.oh;
+        Pixel o = split_index(i, g.oh, g.ow, g.c);
+        size_t b = o.b;
+        int oy = o.y, ox = o.x, ch = o.ch;
         float m = y[i], d = dy[i];
         bool found = false;
         for (int ki = 0; ki < g.kh; ki++) {
