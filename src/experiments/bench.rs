@@ -1,6 +1,7 @@
 //! Throughput benchmarks, the same workloads as `shared/reference/pytorch_bench.py` (f32,
 //! Adam 1e-3, cross-entropy, random data, seed 0), each printing
-//! `RESULT <workload> <value> <unit>` so the two can be run side by side and quoted as a ratio.
+//! `RESULT <workload> <value> <unit>` so the two can be run side by side and quoted as a ratio
+//! (on a GPU `<workload>-fp32` or `-tf32`, as `pytorch_gpu_bench.py` names its lines).
 
 use crate::core::init::InitRng;
 use crate::core::layer::{LayerTime, Sequential};
@@ -321,6 +322,11 @@ pub fn bench(cfg: &BenchConfig) -> Result<BenchReport> {
         )));
     }
     let device = cfg.compute.open()?;
-    let (result, profile) = run_on(device, &cfg.workload, cfg.profile)?;
+    let (mut result, profile) = run_on(device, &cfg.workload, cfg.profile)?;
+    if device.is_gpu() {
+        // the names of pytorch_gpu_bench.py's lines (`w1-fp32`, `w1-tf32`), so that the two
+        // programs' outputs line up
+        result.workload = format!("{}-{}", result.workload, if cfg.compute.tf32 { "tf32" } else { "fp32" });
+    }
     Ok(BenchReport { result, profile })
 }
