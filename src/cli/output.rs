@@ -15,38 +15,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// The terminal's progress: a bar (hidden with --quiet); notes above it, or on stderr. Where
 /// stderr is no terminal (a log file, a cluster job) the bar cannot draw, so a line is written
 /// at every tenth of the steps instead (after the first seconds), with the time so far: a long
-/// run's log says how far it got if it is cut.
-pub(crate) struct Bar(pub(crate) ProgressBar, Option<LogLines>);
+/// run's log says how far it got if it is cut. The second field is then the last tenth
+/// written; the hidden bar still counts the steps and the time.
+pub(crate) struct Bar(pub(crate) ProgressBar, Option<AtomicU64>);
 
 /// Seconds before the first progress line.
 const QUIET_SECONDS: f64 = 5.0;
-
-/// The progress as lines: steps done of the total, and the last tenth written.
-pub(crate) struct LogLines {
-    start: std::time::Instant,
-    total: AtomicU64,
-    done: AtomicU64,
-    tenths: AtomicU64,
-}
-
-impl LogLines {
-    fn add(&self, n: u64) {
-        let done = self.done.fetch_add(n, Ordering::Relaxed) + n;
-        let total = self.total.load(Ordering::Relaxed);
-        if total == 0 {
-            return;
-        }
-        let tenth = (10 * done / total).min(10);
-        // One thread writes each tenth: the one that moves the mark past it; none in the first
-        // seconds, so a short command's stderr holds only what it has to say (its error line).
-        if self.tenths.fetch_max(tenth, Ordering::Relaxed) < tenth {
-            let secs = self.start.elapsed().as_secs_f64();
-            if secs >= QUIET_SECONDS {
-                eprintln!("progress: {done}/{total} steps ({}%) in {secs:.0} s", 10 * tenth);
-            }
-        }
-    }
-}
 
 impl Bar {
     pub(crate) fn new(quiet: bool) -> Self {
@@ -54,13 +28,7 @@ impl Bar {
             return Bar(ProgressBar::hidden(), None);
         }
         if !std::io::stderr().is_terminal() {
-            let lines = LogLines {
-                start: std::time::Instant::now(),
-                total: AtomicU64::new(0),
-                done: AtomicU64::new(0),
-                tenths: AtomicU64::new(0),
-            };
-            return Bar(ProgressBar::hidden(), Some(lines));
+            return Bar(ProgressBar::hidden(), Some(AtomicU64::new(0)));
         }
         let pb = ProgressBar::new(0);
         if let Ok(style) =
@@ -70,19 +38,33 @@ impl Bar {
         }
         Bar(pb, None)
     }
+
+    /// The progress line of a tenth newly reached, where progress goes as lines.
+    fn log_line(&self, tenths: &AtomicU64) {
+        let (done, total) = (self.0.position(), self.0.length().unwrap_or(0));
+        if total == 0 {
+            return;
+        }
+        let tenth = (10 * done / total).min(10);
+        // One thread writes each tenth: the one that moves the mark past it; none in the first
+        // seconds, so a short command's stderr holds only what it has to say (its error line).
+        if tenths.fetch_max(tenth, Ordering::Relaxed) < tenth {
+            let secs = self.0.elapsed().as_secs_f64();
+            if secs >= QUIET_SECONDS {
+                eprintln!("progress: {done}/{total} steps ({}%) in {secs:.0} s", 10 * tenth);
+            }
+        }
+    }
 }
 
 impl Progress for Bar {
     fn start(&self, total_steps: u64) {
         self.0.set_length(total_steps);
-        if let Some(l) = &self.1 {
-            l.total.store(total_steps, Ordering::Relaxed);
-        }
     }
     fn steps(&self, n: usize) {
         self.0.inc(n as u64);
-        if let Some(l) = &self.1 {
-            l.add(n as u64);
+        if let Some(tenths) = &self.1 {
+            self.log_line(tenths);
         }
     }
     fn note(&self, line: &str) {

@@ -13,43 +13,38 @@ fn same_len(bufs: &[&CudaBuf], what: &str) {
     assert!(bufs.windows(2).all(|w| w[0].len == w[1].len), "{what}: buffers of different lengths");
 }
 
-/// Threads for a streaming kernel over `n` values (four a thread: `kernels/elementwise.cu`).
-fn quarter(n: usize) -> usize {
-    n.div_ceil(4)
-}
-
 impl ReluOps for Cuda {
     fn relu_forward(x: &CudaBuf, y: &mut CudaBuf) {
         same_len(&[x, y], "relu_forward");
-        with_local(|l| l.launch_n(K::relu_forward, quarter(y.len), &[p(x), p(y), u(y.len)]));
+        with_local(|l| l.launch_n4(K::relu_forward, y.len, &[p(x), p(y), u(y.len)]));
     }
     fn relu_backward(y: &CudaBuf, dy: &CudaBuf, dx: &mut CudaBuf) {
         same_len(&[y, dy, dx], "relu_backward");
-        with_local(|l| l.launch_n(K::relu_backward, quarter(dx.len), &[p(y), p(dy), p(dx), u(dx.len)]));
+        with_local(|l| l.launch_n4(K::relu_backward, dx.len, &[p(y), p(dy), p(dx), u(dx.len)]));
     }
 }
 
 impl GeluOps for Cuda {
     fn gelu_forward(x: &CudaBuf, y: &mut CudaBuf, dydx: &mut CudaBuf) {
         same_len(&[x, y, dydx], "gelu_forward");
-        with_local(|l| l.launch_n(K::gelu_forward, quarter(y.len), &[p(x), p(y), p(dydx), u(y.len)]));
+        with_local(|l| l.launch_n4(K::gelu_forward, y.len, &[p(x), p(y), p(dydx), u(y.len)]));
     }
     fn gelu_backward(dydx: &CudaBuf, dy: &CudaBuf, dx: &mut CudaBuf) {
         same_len(&[dydx, dy, dx], "gelu_backward");
-        with_local(|l| l.launch_n(K::mul, quarter(dx.len), &[p(dy), p(dydx), p(dx), u(dx.len)]));
+        with_local(|l| l.launch_n4(K::mul, dx.len, &[p(dy), p(dydx), p(dx), u(dx.len)]));
     }
 }
 
 impl ResidualOps for Cuda {
     fn add(a: &CudaBuf, b: &CudaBuf, y: &mut CudaBuf) {
         same_len(&[a, b, y], "add");
-        with_local(|l| l.launch_n(K::add, quarter(y.len), &[p(a), p(b), p(y), u(y.len)]));
+        with_local(|l| l.launch_n4(K::add, y.len, &[p(a), p(b), p(y), u(y.len)]));
     }
 }
 
 impl LinearOps for Cuda {
     fn add_bias_rows(y: &mut CudaBuf, bias: &CudaBuf, rows: usize, n: usize) {
-        with_local(|l| l.launch_n(K::add_bias_rows, quarter(rows * n), &[p(y), p(bias), u(rows), u(n)]));
+        with_local(|l| l.launch_n4(K::add_bias_rows, rows * n, &[p(y), p(bias), u(rows), u(n)]));
     }
     fn sum_rows(dy: &CudaBuf, db: &mut CudaBuf, rows: usize, n: usize) {
         with_local(|l| sum_rows(l, dy.ptr, db.ptr, rows, n));

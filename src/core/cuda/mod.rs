@@ -408,6 +408,12 @@ impl Local {
         self.launch_n_bytes(k, n, args, &[]);
     }
 
+    /// [`Local::launch_n`] for the streaming kernels, which take four values a thread (`stream4`
+    /// and the vector paths in `kernels/`).
+    pub(crate) fn launch_n4(&self, k: K, n: usize, args: &[u64]) {
+        self.launch_n(k, n.div_ceil(4), args);
+    }
+
     /// [`Local::launch_n`] with a struct argument after `args` (see [`Local::launch_bytes`]).
     pub(crate) fn launch_n_bytes(&self, k: K, n: usize, args: &[u64], extra: &[u8]) {
         if n == 0 || failed() {

@@ -117,7 +117,7 @@ impl BatchNormOps for Cuda {
             ];
             launch_row_warps(l, K::batch_norm_finish_var, c, &args);
             let args = [p(x), p(y), p(mean), p(rstd), p(gamma), p(beta), u(rows), i(c as i32)];
-            l.launch_n(K::batch_norm_apply, (rows * c).div_ceil(4), &args);
+            l.launch_n4(K::batch_norm_apply, rows * c, &args);
         });
     }
 
@@ -138,7 +138,7 @@ impl BatchNormOps for Cuda {
             let args = [p(running_mean), p(running_var), p(mean), p(rstd), i(c as i32), f(eps)];
             l.launch_n(K::batch_norm_eval_stats, c, &args);
             let args = [p(x), p(y), p(mean), p(rstd), p(gamma), p(beta), u(rows), i(c as i32)];
-            l.launch_n(K::batch_norm_apply, (rows * c).div_ceil(4), &args);
+            l.launch_n4(K::batch_norm_apply, rows * c, &args);
         });
     }
 
@@ -173,7 +173,7 @@ impl BatchNormOps for Cuda {
                     i(c as i32),
                     i(batch_stats as i32),
                 ];
-                l.launch_n(K::batch_norm_input_grad, (rows * c).div_ceil(4), &args);
+                l.launch_n4(K::batch_norm_input_grad, rows * c, &args);
             }
         });
     }

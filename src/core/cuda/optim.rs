@@ -46,7 +46,7 @@ impl OptimOps for Cuda {
         nesterov: bool,
     ) {
         let args = [p(pb), p(g), p(velocity), u(pb.len), f(lr), f(momentum), f(weight_decay), i(nesterov as i32)];
-        with_local(|l| l.launch_n(K::sgd_update, pb.len.div_ceil(4), &args));
+        with_local(|l| l.launch_n4(K::sgd_update, pb.len, &args));
     }
 
     fn apply_mask(pb: &mut CudaBuf, mask: &CudaBuf) {

@@ -78,7 +78,7 @@ impl Conv2dOps for Cuda {
                 let training = mode == Mode::Train;
                 let done = l.dnn.as_mut().is_some_and(|d| d.forward(x.ptr, w.ptr, g, cout, y.ptr, training, s));
                 if done {
-                    l.launch_n(K::add_bias_rows, (rows * cout).div_ceil(4), &[y.ptr, b.ptr, u(rows), u(cout)]);
+                    l.launch_n4(K::add_bias_rows, rows * cout, &[y.ptr, b.ptr, u(rows), u(cout)]);
                 }
                 done
             });
@@ -96,7 +96,7 @@ impl Conv2dOps for Cuda {
                 scratch.ptr
             };
             gemm(l, rows, cout, k, (a, k, 1), (w.ptr, 1, k), (y.ptr, cout), false, None);
-            l.launch_n(K::add_bias_rows, (rows * cout).div_ceil(4), &[y.ptr, b.ptr, u(rows), u(cout)]);
+            l.launch_n4(K::add_bias_rows, rows * cout, &[y.ptr, b.ptr, u(rows), u(cout)]);
         });
         !g.is_pointwise()
     }
@@ -170,7 +170,7 @@ impl LocallyConnectedOps for Cuda {
             // Y_p = C_p·W_pᵀ for every position p in one batched GEMM, then the bias
             let batch = Batch { count: pos, a: k, b: cout * k, c: cout };
             gemm(l, n, cout, k, (cols.ptr, pos * k, 1), (w.ptr, 1, k), (y.ptr, pos * cout), false, Some(batch));
-            l.launch_n(K::add_bias_rows, (n * pos * cout).div_ceil(4), &[y.ptr, bias.ptr, u(n), u(pos * cout)]);
+            l.launch_n4(K::add_bias_rows, n * pos * cout, &[y.ptr, bias.ptr, u(n), u(pos * cout)]);
         });
     }
 

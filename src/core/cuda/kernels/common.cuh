@@ -12,3 +12,15 @@ typedef long long i64;
 #define AL16(p) ((((size_t)(p)) & 15) == 0)
 #define F4(p) ((float4*)(p))
 #define CF4(p) ((const float4*)(p))
+
+// The loop of a streaming kernel over n values: vec(i) for each float4 i < n / 4 where
+// `aligned`, then one(i) for each value the float4s did not cover.
+template <class Vec, class One>
+__device__ void stream4(i64 n, bool aligned, Vec vec, One one) {
+    i64 done = 0;
+    if (aligned) {
+        done = n / 4 * 4;
+        GRID_STRIDE(i, n / 4) vec(i);
+    }
+    GRID_STRIDE(i, n - done) one(done + i);
+}

@@ -5,38 +5,30 @@ extern "C" __global__ void fill_f32(float* p, float v, i64 n) {
 }
 
 // The streaming kernels below take four values at a time where the pointers allow it (see
-// common.cuh), then the last n % 4 one at a time.
-__device__ bool aligned16(const void* a, const void* b, const void* c, const void* d) {
-    return AL16(a) && AL16(b) && AL16(c) && AL16(d);
-}
-
+// `stream4` in common.cuh).
 __device__ float relu1(float v) { return fmaxf(v, 0.0f); }
 
 extern "C" __global__ void relu_forward(const float* x, float* y, i64 n) {
-    i64 done = 0;
-    if (aligned16(x, y, y, y)) {
-        done = n / 4 * 4;
-        GRID_STRIDE(i, n / 4) {
-            float4 v = ((const float4*)x)[i];
-            ((float4*)y)[i] = make_float4(relu1(v.x), relu1(v.y), relu1(v.z), relu1(v.w));
-        }
-    }
-    GRID_STRIDE(i, n - done) y[done + i] = relu1(x[done + i]);
+    stream4(
+        n, AL16(x) && AL16(y),
+        [&](i64 i) {
+            float4 v = CF4(x)[i];
+            F4(y)[i] = make_float4(relu1(v.x), relu1(v.y), relu1(v.z), relu1(v.w));
+        },
+        [&](i64 i) { y[i] = relu1(x[i]); });
 }
 
 __device__ float relu_grad1(float y, float dy) { return y > 0.0f ? dy : 0.0f; }
 
 extern "C" __global__ void relu_backward(const float* y, const float* dy, float* dx, i64 n) {
-    i64 done = 0;
-    if (aligned16(y, dy, dx, dx)) {
-        done = n / 4 * 4;
-        GRID_STRIDE(i, n / 4) {
-            float4 a = ((const float4*)y)[i], g = ((const float4*)dy)[i];
-            ((float4*)dx)[i] = make_float4(relu_grad1(a.x, g.x), relu_grad1(a.y, g.y), relu_grad1(a.z, g.z),
-                                           relu_grad1(a.w, g.w));
-        }
-    }
-    GRID_STRIDE(i, n - done) dx[done + i] = relu_grad1(y[done + i], dy[done + i]);
+    stream4(
+        n, AL16(y) && AL16(dy) && AL16(dx),
+        [&](i64 i) {
+            float4 a = CF4(y)[i], g = CF4(dy)[i];
+            F4(dx)[i] = make_float4(relu_grad1(a.x, g.x), relu_grad1(a.y, g.y), relu_grad1(a.z, g.z),
+                                    relu_grad1(a.w, g.w));
+        },
+        [&](i64 i) { dx[i] = relu_grad1(y[i], dy[i]); });
 }
 
 // y = x·Φ(x) with Φ from erf (PyTorch's exact GELU); keeps dy/dx = Φ(x) + x·φ(x).
@@ -48,44 +40,38 @@ __device__ void gelu1(float v, float* y, float* dydx) {
 }
 
 extern "C" __global__ void gelu_forward(const float* x, float* y, float* dydx, i64 n) {
-    i64 done = 0;
-    if (aligned16(x, y, dydx, dydx)) {
-        done = n / 4 * 4;
-        GRID_STRIDE(i, n / 4) {
-            float4 v = ((const float4*)x)[i], o, d;
+    stream4(
+        n, AL16(x) && AL16(y) && AL16(dydx),
+        [&](i64 i) {
+            float4 v = CF4(x)[i], o, d;
             gelu1(v.x, &o.x, &d.x);
             gelu1(v.y, &o.y, &d.y);
             gelu1(v.z, &o.z, &d.z);
             gelu1(v.w, &o.w, &d.w);
-            ((float4*)y)[i] = o;
-            ((float4*)dydx)[i] = d;
-        }
-    }
-    GRID_STRIDE(i, n - done) gelu1(x[done + i], &y[done + i], &dydx[done + i]);
+            F4(y)[i] = o;
+            F4(dydx)[i] = d;
+        },
+        [&](i64 i) { gelu1(x[i], &y[i], &dydx[i]); });
 }
 
 extern "C" __global__ void mul(const float* a, const float* b, float* y, i64 n) {
-    i64 done = 0;
-    if (aligned16(a, b, y, y)) {
-        done = n / 4 * 4;
-        GRID_STRIDE(i, n / 4) {
-            float4 u = ((const float4*)a)[i], v = ((const float4*)b)[i];
-            ((float4*)y)[i] = make_float4(u.x * v.x, u.y * v.y, u.z * v.z, u.w * v.w);
-        }
-    }
-    GRID_STRIDE(i, n - done) y[done + i] = a[done + i] * b[done + i];
+    stream4(
+        n, AL16(a) && AL16(b) && AL16(y),
+        [&](i64 i) {
+            float4 u = CF4(a)[i], v = CF4(b)[i];
+            F4(y)[i] = make_float4(u.x * v.x, u.y * v.y, u.z * v.z, u.w * v.w);
+        },
+        [&](i64 i) { y[i] = a[i] * b[i]; });
 }
 
 extern "C" __global__ void add(const float* a, const float* b, float* y, i64 n) {
-    i64 done = 0;
-    if (aligned16(a, b, y, y)) {
-        done = n / 4 * 4;
-        GRID_STRIDE(i, n / 4) {
-            float4 u = ((const float4*)a)[i], v = ((const float4*)b)[i];
-            ((float4*)y)[i] = make_float4(u.x + v.x, u.y + v.y, u.z + v.z, u.w + v.w);
-        }
-    }
-    GRID_STRIDE(i, n - done) y[done + i] = a[done + i] + b[done + i];
+    stream4(
+        n, AL16(a) && AL16(b) && AL16(y),
+        [&](i64 i) {
+            float4 u = CF4(a)[i], v = CF4(b)[i];
+            F4(y)[i] = make_float4(u.x + v.x, u.y + v.y, u.z + v.z, u.w + v.w);
+        },
+        [&](i64 i) { y[i] = a[i] + b[i]; });
 }
 
 extern "C" __global__ void mul_inplace(float* p, const float* m, i64 n) {
@@ -94,7 +80,7 @@ extern "C" __global__ void mul_inplace(float* p, const float* m, i64 n) {
 
 // y[r, j] += bias[j] over `rows` rows of length `n`.
 extern "C" __global__ void add_bias_rows(float* y, const float* bias, i64 rows, i64 n) {
-    if (n % 4 == 0 && aligned16(y, bias, y, y)) {
+    if (n % 4 == 0 && AL16(y) && AL16(bias)) {
         unsigned n4 = (unsigned)(n / 4);
         GRID_STRIDE(i, rows * n4) {
             float4 v = F4(y)[i], b = CF4(bias)[(unsigned)i % n4];
