@@ -3,19 +3,21 @@
 # scripts/gpu_prepare.sh first and carry gpu/). Writes at most 7 files to OUT (the lending
 # tool returns 8), and a summary on stdout:
 #   scripts/gpu_check.sh OUT [PARTS]
-# PARTS (default "tests cudnn bench pytorch table"), run in the order given:
-#   tests    the CUDA-vs-CPU test binary (every op, the batch gather, whole runs)
-#   cudnn    the same with CNNLAB_CUDNN=1 (strict fp32 convolutions through cuDNN, not im2col)
-#   bench    cnnlab bench w1 | w1infer | w2, fp32 and TF32; w1 also through cuDNN in strict
-#            fp32, with and without FFT/Winograd (CNNLAB_CUDNN_TRANSFORMS=1)
-#   full     the full recipe's CNN, Mixer and LCN in TF32, profiled layer by layer
+# PARTS (default "tests bench pytorch full table"), run in the order given:
+#   tests    the CUDA-vs-CPU test binary (every op on every convolution route, the batch
+#            gather, whole runs)
+#   bench    cnnlab bench w1 | w1infer | w2, fp32 and TF32 (convolutions tuned, the default);
+#            w1 and w1infer also on the fixed rule (CNNLAB_CUDNN=inference), then w1 profiled
+#            with the tuner's timings, with and without FFT/Winograd (CNNLAB_CUDNN_TRANSFORMS=1)
+#   full     the full recipe's CNN, Mixer and LCN in strict fp32 (and the CNN in TF32),
+#            profiled layer by layer
 #   pytorch  the PyTorch reference (pytorch_gpu_bench.py), in the same call as bench
 #   table    reproduce --dataset cifar10 --preset full --device cuda --seeds 1 $TABLE_FLAGS
 #            (e.g. TABLE_FLAGS=--tf32, the PyTorch reference's math), cut DEADLINE seconds
 #            after the script started (default 570), leaving time to pack its curves
 set -u
 out=${1:?usage: scripts/gpu_check.sh OUT [PARTS]}
-parts=${2:-tests cudnn bench pytorch table}
+parts=${2:-tests bench pytorch full table}
 t0=$(date +%s)
 deadline=$((t0 + ${DEADLINE:-570}))
 mkdir -p "$out" && out=$(cd "$out" && pwd)
@@ -41,29 +43,30 @@ for part in $parts; do
     CNNLAB_BIN=$PWD/gpu/cnnlab timeout 120 gpu/cuda_tests --test-threads=1 >"$out/tests.txt" 2>&1
     echo "exit $?" >>"$out/tests.txt"
     ;;
-  cudnn)
-    # strict fp32 convolves with im2col + cuBLAS; the cuDNN route against the CPU too
-    log "tests with CNNLAB_CUDNN=1"
-    echo "with CNNLAB_CUDNN=1:" >>"$out/tests.txt"
-    CNNLAB_CUDNN=1 CNNLAB_BIN=$PWD/gpu/cnnlab timeout 120 gpu/cuda_tests --test-threads=1 >>"$out/tests.txt" 2>&1
-    echo "exit $?" >>"$out/tests.txt"
-    ;;
   bench)
     log bench
     for w in w1 w1infer w2; do
       gpu/cnnlab bench $w --device cuda --quiet
       gpu/cnnlab bench $w --device cuda --tf32 --quiet
     done >"$out/bench.txt" 2>&1
-    echo "with CNNLAB_CUDNN=1 (strict fp32 through cuDNN):" >>"$out/bench.txt"
-    CNNLAB_CUDNN=1 gpu/cnnlab bench w1 --device cuda --quiet >>"$out/bench.txt" 2>&1
-    echo "with CNNLAB_CUDNN=1 CNNLAB_CUDNN_TRANSFORMS=1 (strict fp32, FFT and Winograd allowed):" >>"$out/bench.txt"
-    CNNLAB_CUDNN=1 CNNLAB_CUDNN_TRANSFORMS=1 gpu/cnnlab bench w1 --device cuda --quiet --profile >>"$out/bench.txt" 2>&1
+    {
+      echo "with CNNLAB_CUDNN=inference (the fixed rule: im2col + cuBLAS to train, cuDNN to infer):"
+      CNNLAB_CUDNN=inference gpu/cnnlab bench w1 --device cuda --quiet
+      CNNLAB_CUDNN=inference gpu/cnnlab bench w1infer --device cuda --quiet
+      echo "tuned, profiled (each choice with its timings):"
+      gpu/cnnlab bench w1 --device cuda --quiet --profile
+      gpu/cnnlab bench w1infer --device cuda --quiet --profile
+      echo "tuned with FFT and Winograd allowed (CNNLAB_CUDNN_TRANSFORMS=1):"
+      CNNLAB_CUDNN_TRANSFORMS=1 gpu/cnnlab bench w1 --device cuda --quiet --profile
+    } >>"$out/bench.txt" 2>&1
     ;;
   full)
+    # the table's networks layer by layer, with the convolution choices for their shapes
     log full
     for m in cnn dnn lcn; do
-      timeout 40 gpu/cnnlab bench full-$m --device cuda --tf32 --profile --quiet
+      timeout 40 gpu/cnnlab bench full-$m --device cuda --profile --quiet
     done >>"$out/bench.txt" 2>&1
+    timeout 40 gpu/cnnlab bench full-cnn --device cuda --tf32 --profile --quiet >>"$out/bench.txt" 2>&1
     ;;
   pytorch)
     log pytorch
@@ -92,6 +95,7 @@ log done
 echo "---- summary"
 cat "$out/log.txt"
 grep -E "^test result|FAILED|panicked|^exit" "$out/tests.txt" 2>/dev/null
-grep -vE "^\s*$" "$out/bench.txt" 2>/dev/null | head -60
+# the results and the convolution choices (the layer profiles stay in bench.txt)
+grep -E "RESULT|^with|^tuned|window|^convolutions" "$out/bench.txt" 2>/dev/null | cut -c1-240 | head -90
 grep RESULT "$out/pytorch.txt" 2>/dev/null
 tail -25 "$out/table.txt" 2>/dev/null

@@ -5,7 +5,7 @@
 //! libnvrtc (CI installs it).
 #![cfg(feature = "cuda")]
 
-use cnnlab::core::cuda::{self, Settings};
+use cnnlab::core::cuda::{self, ConvRoute, Settings};
 use cnnlab::core::init::InitRng;
 use cnnlab::core::ops::*;
 use cnnlab::core::optim::OptimOps;
@@ -148,11 +148,7 @@ fn every_op_matches_the_cpu() {
     }
     let tol = 1e-4;
     compare_layer!("linear", [6, 37], tol, |r| Linear::new(37, 19, &mut r));
-    compare_layer!("conv 3x3 pad 1", [4, 9, 9, 3], tol, |r| Conv::new_2d(3, 8, 3, 1, 1, &mut r));
-    compare_layer!("conv 3x3 stride 2", [3, 10, 7, 5], tol, |r| Conv::new_2d(5, 6, 3, 2, 1, &mut r));
-    compare_layer!("conv 5x5 no pad", [2, 9, 9, 2], tol, |r| Conv::new_2d(2, 4, 5, 1, 0, &mut r));
-    compare_layer!("conv 1x1", [3, 5, 5, 16], tol, |r| Conv::new_2d(16, 8, 1, 1, 0, &mut r));
-    compare_layer!("conv1d", [5, 40, 1], tol, |r| conv1d::conv1d(1, 25, 5, 2, 1, &mut r));
+    // the convolutions: `convolutions_match_the_cpu_on_every_route`
     compare_layer!("locally connected", [3, 6, 6, 4], tol, |r| {
         LocallyConnected::new(4, 5, (6, 6), (3, 3), (1, 1), (1, 1), &mut r).unwrap()
     });
@@ -181,6 +177,98 @@ fn every_op_matches_the_cpu() {
         Box::new(Linear::new(12, 12, &mut r)),
         Box::new(Gelu::default()),
     ]));
+}
+
+/// The rules of the convolution routes (`cudnn.rs`), on named ways: no GPU needed.
+#[test]
+fn convolution_routes_choose_by_their_rules() {
+    use cuda::{fixed_conv_choice as fixed, timed_conv_choice as timed, ConvPass as Pass};
+    let (a, im2col) = ("cudnn-a", "im2col");
+    assert_eq!(fixed(ConvRoute::Im2col, false, Pass::Inference, Some(a), im2col), im2col);
+    assert_eq!(fixed(ConvRoute::Cudnn, false, Pass::Forward, Some(a), im2col), a);
+    assert_eq!(fixed(ConvRoute::Cudnn, false, Pass::Forward, None, im2col), im2col, "no candidate: im2col");
+    assert_eq!(fixed(ConvRoute::Inference, false, Pass::Forward, Some(a), im2col), im2col);
+    assert_eq!(fixed(ConvRoute::Inference, false, Pass::Inference, Some(a), im2col), a);
+    // tuning starts from the measured fixed rule: cuDNN with TF32, inference only in fp32
+    assert_eq!(fixed(ConvRoute::Tune, true, Pass::Filter, Some(a), im2col), a);
+    assert_eq!(fixed(ConvRoute::Tune, false, Pass::Filter, Some(a), im2col), im2col);
+    assert_eq!(fixed(ConvRoute::Tune, false, Pass::Inference, Some(a), im2col), a);
+
+    let b = "cudnn-b";
+    let t = |i: f32, fa: f32, fb: f32| [(im2col, i), (a, fa), (b, fb)];
+    assert_eq!(timed(im2col, &t(1.0, 0.5, 0.8)), a, "twice as fast: taken");
+    assert_eq!(timed(im2col, &t(1.0, 0.95, 0.97)), im2col, "within the margin: the fixed way kept");
+    assert_eq!(timed(a, &t(0.85, 1.0, 0.95)), im2col, "15% faster than the fixed way: taken");
+    assert_eq!(timed(a, &[(im2col, 2.0), (b, 1.5)]), b, "the fixed way did not run: the fastest that did");
+    assert_eq!(timed(a, &[]), a, "nothing timed: the fixed way");
+    assert_eq!(timed(im2col, &[(im2col, f32::NAN), (b, 1.0)]), b, "a NaN time counts as none");
+
+    for (s, r) in [("0", ConvRoute::Im2col), ("1", ConvRoute::Cudnn), ("inference", ConvRoute::Inference)] {
+        assert_eq!(s.parse::<ConvRoute>().unwrap(), r);
+    }
+    assert_eq!("tune".parse::<ConvRoute>().unwrap(), ConvRoute::Tune);
+    let e = "fast".parse::<ConvRoute>().unwrap_err().to_string();
+    assert!(e.contains("CNNLAB_CUDNN=\"fast\"") && e.contains("tune"), "{e}");
+}
+
+/// The convolutions on each route (`cudnn.rs`): im2col + cuBLAS, cuDNN, cuDNN for inference
+/// only, and timed per shape and pass. The emulator has a stand-in for cuDNN
+/// (`cuda_emulator/cudnn.cpp`) whose heuristic offers non-deterministic and FFT/Winograd
+/// entries first: cnnlab must pass over them (the stand-in refuses to run them).
+#[test]
+fn convolutions_match_the_cpu_on_every_route() {
+    let Some(target) = target("convolutions_match_the_cpu_on_every_route") else { return };
+    let tol = 1e-4;
+    for route in [ConvRoute::Im2col, ConvRoute::Cudnn, ConvRoute::Inference, ConvRoute::Tune] {
+        cuda::set_convolution_route(route);
+        compare_layer!("conv 3x3 pad 1", [4, 9, 9, 3], tol, |r| Conv::new_2d(3, 8, 3, 1, 1, &mut r));
+        compare_layer!("conv 3x3 stride 2", [3, 10, 7, 5], tol, |r| Conv::new_2d(5, 6, 3, 2, 1, &mut r));
+        compare_layer!("conv 5x5 no pad", [2, 9, 9, 2], tol, |r| Conv::new_2d(2, 4, 5, 1, 0, &mut r));
+        compare_layer!("conv 1x1", [3, 5, 5, 16], tol, |r| Conv::new_2d(16, 8, 1, 1, 0, &mut r));
+        compare_layer!("conv1d", [5, 40, 1], tol, |r| conv1d::conv1d(1, 25, 5, 2, 1, &mut r));
+        // this test's shapes (tests running beside it add theirs)
+        let ours = ["4x9x9x3 -> 8,", "3x10x7x5 -> 6,", "2x9x9x2 -> 4,", "5x1x40x1 -> 25,"];
+        let chosen: Vec<String> =
+            cuda::convolution_algorithms().into_iter().filter(|l| ours.iter().any(|o| l.starts_with(o))).collect();
+        let _ = writeln!(std::io::stderr(), "{route:?}:\n  {}", chosen.join("\n  "));
+        if route == ConvRoute::Im2col {
+            assert!(chosen.is_empty(), "im2col needs no choice: {chosen:?}");
+            continue;
+        }
+        if chosen.is_empty() {
+            // no libcudnn where the GPU is: every route ran im2col + cuBLAS
+            skip("convolutions_match_the_cpu_on_every_route (cuDNN's routes)", "libcudnn was not loaded");
+            break;
+        }
+        // four window shapes (1x1 is a GEMM on every route), each forward (train and eval
+        // mode) and backward
+        assert_eq!(chosen.len(), 4 * 4, "{route:?}: {chosen:?}");
+        for line in &chosen {
+            let training = !line.contains("Inference:");
+            let cudnn = line.contains(": cuDNN");
+            match route {
+                // the stand-in offers GEMM-type candidates for every shape
+                ConvRoute::Cudnn if matches!(target, Target::Emulator(_)) => assert!(cudnn, "{line}"),
+                ConvRoute::Inference if training => assert!(!cudnn, "{line}"),
+                ConvRoute::Inference if matches!(target, Target::Emulator(_)) => assert!(cudnn, "{line}"),
+                // timed: im2col and at least one of cuDNN's candidates (on a GPU a candidate
+                // that the heuristic offers may still fail to run: it shows as failed)
+                ConvRoute::Tune => assert!(
+                    line.contains("(timed: im2col + cuBLAS ")
+                        && line.contains(" ms, cuDNN ")
+                        && !(matches!(target, Target::Emulator(_)) && line.contains("failed")),
+                    "{line}"
+                ),
+                _ => {}
+            }
+            if matches!(target, Target::Emulator(_)) && cudnn {
+                // strict fp32 passes over the stand-in's non-deterministic, FFT/Winograd and
+                // tensor-op entries
+                assert!(!line.contains("WINOGRAD") && !line.contains("FFT") && !line.contains("tensor ops"), "{line}");
+            }
+        }
+    }
+    cuda::set_convolution_route(ConvRoute::from_env().unwrap());
 }
 
 #[test]

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -469,18 +470,32 @@ API CUresult cuStreamQuery(CUstream) {
 API CUresult cuStreamWaitEvent(CUstream, CUevent, unsigned) {
     return CUDA_SUCCESS;
 }
+// An event holds the host's clock when it was recorded: every call runs to its end before
+// returning, so that is when the stream's earlier work finished (timings of the emulator,
+// not of a GPU: cnnlab's convolution tuning compares its candidates with them).
 API CUresult cuEventCreate(CUevent* e, unsigned) {
-    *e = new int(0);
+    *e = new double(-1.0);
     return CUDA_SUCCESS;
 }
 API CUresult cuEventDestroy_v2(CUevent e) {
-    delete (int*)e;
+    delete (double*)e;
     return CUDA_SUCCESS;
 }
-API CUresult cuEventRecord(CUevent, CUstream) {
+API CUresult cuEventRecord(CUevent e, CUstream) {
+    if (!e) return CUDA_ERROR_INVALID_HANDLE;
+    timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    *(double*)e = t.tv_sec * 1e3 + t.tv_nsec * 1e-6;
     return CUDA_SUCCESS;
 }
 API CUresult cuEventSynchronize(CUevent) {
+    return CUDA_SUCCESS;
+}
+API CUresult cuEventElapsedTime_v2(float* ms, CUevent start, CUevent end) {
+    if (!ms || !start || !end) return CUDA_ERROR_INVALID_HANDLE;
+    double a = *(double*)start, b = *(double*)end;
+    if (a < 0 || b < 0) return CUDA_ERROR_INVALID_HANDLE;  // not recorded (CUDA: not ready)
+    *ms = (float)(b - a);
     return CUDA_SUCCESS;
 }
 API CUresult cuEventQuery(CUevent) {

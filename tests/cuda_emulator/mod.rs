@@ -1,13 +1,12 @@
-//! Builds and loads the CPU emulator of the CUDA driver and cuBLAS (`emulator.md`), so that the
+//! Builds and loads the CPU emulator of the CUDA driver, cuBLAS and cuDNN (`emulator.md`), so that the
 //! CUDA backend's tests run where no GPU is: the backend's own Rust code, cudarc, and the real
 //! kernels of `src/core/cuda/kernels/` (compiled as C++), checked against the CPU backend.
 //!
-//! The two libraries are compiled with the system's C++ compiler (`CXX`, else `g++`) into a
-//! fresh folder and opened with `RTLD_GLOBAL` under the sonames `libcuda.so` and
-//! `libcublas.so`, before cudarc looks for those names: the dynamic loader then hands cudarc
-//! the emulator. cuDNN is not emulated (convolutions take the im2col + cuBLAS route), and
-//! NVRTC is the real one (the kernels are still compiled to PTX, and the emulator checks that
-//! the PTX defines each kernel the backend asks for).
+//! The three libraries are compiled with the system's C++ compiler (`CXX`, else `g++`) into a
+//! fresh folder and opened with `RTLD_GLOBAL` under the sonames `libcuda.so`, `libcublas.so`
+//! and `libcudnn.so`, before cudarc looks for those names: the dynamic loader then hands
+//! cudarc the emulator. NVRTC is the real one (the kernels are still compiled to PTX, and the
+//! emulator checks that the PTX defines each kernel the backend asks for).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -127,14 +126,18 @@ fn build_and_open(dir: &Path) -> Result<(), String> {
         kernels(&program).iter().map(|(name, barriers)| format!("KERNEL({name}, {barriers})\n")).collect();
     std::fs::write(dir.join("program.cu"), &program).map_err(|e| e.to_string())?;
     std::fs::write(dir.join("registry.inc"), registry).map_err(|e| e.to_string())?;
-    let builds = [compile(dir, "driver.cpp", "libcuda.so")?, compile(dir, "cublas.cpp", "libcublas.so")?];
+    let builds = [
+        compile(dir, "driver.cpp", "libcuda.so")?,
+        compile(dir, "cublas.cpp", "libcublas.so")?,
+        compile(dir, "cudnn.cpp", "libcudnn.so")?,
+    ];
     for mut b in builds {
         let status = b.wait().map_err(|e| e.to_string())?;
         if !status.success() {
             return Err(format!("the CUDA emulator did not compile ({status})"));
         }
     }
-    for lib in ["libcuda.so", "libcublas.so"] {
+    for lib in ["libcuda.so", "libcublas.so", "libcudnn.so"] {
         use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_NOW};
         // SAFETY: the emulator's libraries run no code when loaded
         let l = unsafe { Library::open(Some(dir.join(lib)), RTLD_NOW | RTLD_GLOBAL) }

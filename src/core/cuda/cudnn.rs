@@ -1,60 +1,121 @@
-//! Convolutions through cuDNN. cnnlab's layouts are cuDNN's NHWC tensors and KRSC filters as
-//! they are (`[N, H, W, C]` activations, `[Cout, kh, kw, Cin]` weights in im2col order), so
-//! nothing is copied or transposed, and the im2col buffer (rows × K values: 300 MB for a
-//! 64→128 layer on a batch of 128 CIFAR images) is not needed.
+//! Convolutions through cuDNN, and the choice, per convolution shape and pass, between cuDNN
+//! and im2col + cuBLAS (`window.rs`). cnnlab's layouts are cuDNN's NHWC tensors and KRSC
+//! filters as they are (`[N, H, W, C]` activations, `[Cout, kh, kw, Cin]` weights in im2col
+//! order), so nothing is copied or transposed, and the im2col buffer (rows × K values: 300 MB
+//! for a 64→128 layer on a batch of 128 CIFAR images) is not needed.
 //!
-//! Each direction (forward, backward-data, backward-filter) uses the first algorithm cuDNN's
-//! heuristic ranks that is deterministic (a seed gives the same numbers every run, as on the
-//! CPU) and, in strict fp32, FMA math (no TF32) and no FFT or Winograd transform, whose
-//! rounding differs from a GEMM's: the same sums as im2col + GEMM in another order. With
-//! `--tf32` any deterministic algorithm qualifies. The choice is made once per shape and kept.
-//! cuDNN runs every convolution with `--tf32` (or `CNNLAB_CUDNN=1`) and, in strict fp32, the
-//! forward passes of evaluation and inference only (see [`route`]). Where it does not,
-//! libcudnn is not found, or no algorithm qualifies for a shape, the convolution is im2col +
-//! cuBLAS (`window.rs`).
+//! cuDNN's candidates for a pass (forward, backward-data, backward-filter) are the first
+//! [`CANDIDATES`] that its heuristic ranks and that are deterministic (a seed gives the same
+//! numbers every run, as on the CPU) and, in strict fp32, run with FMA math (no TF32) and no
+//! FFT or Winograd transform, whose rounding differs from a GEMM's: the same sums as im2col +
+//! GEMM in another order. With `--tf32` any deterministic algorithm qualifies.
+//!
+//! Which way runs is the [`ConvRoute`]'s (`CNNLAB_CUDNN`): by default ([`ConvRoute::Tune`])
+//! each shape and pass is timed once per process — im2col + cuBLAS against cuDNN's candidates,
+//! on the call's own buffers — and every run of the process then takes the same choice, so
+//! runs trained together agree with runs trained alone. Timings are noisy and two processes
+//! could choose differently where two ways time alike (and so round differently): a candidate
+//! must beat the fixed choice by [`MARGIN`] to replace it, and `CNNLAB_CUDNN=0|1|inference`
+//! fixes the route outright.
 
-use super::{check, check_setup, failed, CudaBuf};
+use super::{check, check_setup, failed, CudaBuf, Local};
+use crate::core::ops::conv2d::WindowGeom;
+use crate::error::{Error, Result};
 use cudarc::cudnn::{result as dnn, sys};
+use cudarc::driver::{result as drv, sys as drv_sys};
 use std::collections::HashMap;
 use std::ffi::c_void;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{LazyLock, Mutex, MutexGuard};
 
 /// Workspace beyond this is not worth an algorithm (the im2col path needs no more).
 const MAX_WORKSPACE: usize = 1 << 30;
+/// cuDNN algorithms timed for a pass beside im2col: the heuristic's first qualifying ones.
+const CANDIDATES: usize = 3;
+/// Timed runs of each candidate, after one untimed run (which allocates its workspace); the
+/// fastest counts.
+const TIMED_RUNS: usize = 3;
+/// A timed candidate replaces the fixed choice only where it takes at most this fraction of
+/// its time: near-ties keep the fixed choice, so noise does not flip it between processes.
+pub const MARGIN: f32 = 0.9;
 
-/// Which convolutions cuDNN runs in a process (the rest: im2col + cuBLAS).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Route {
-    None,
-    /// Forward passes that no backward follows (evaluation, inference).
+/// How the GPU runs convolutions (1x1 convolutions are one GEMM whatever the route).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConvRoute {
+    /// im2col + cuBLAS throughout (`CNNLAB_CUDNN=0`; also wherever libcudnn is not found).
+    Im2col,
+    /// cuDNN throughout, with the heuristic's first qualifying algorithm (`CNNLAB_CUDNN=1`).
+    Cudnn,
+    /// im2col + cuBLAS for training passes, cuDNN for forward passes that no backward follows
+    /// (evaluation, inference) (`CNNLAB_CUDNN=inference`). Measured on an H200 (`cnnlab bench`,
+    /// 2026-11-28): in strict fp32 cuDNN's qualifying algorithms trained W1 slower than
+    /// im2col and cuBLAS (17,138 against 22,969 images/s, one sitting) but ran its inference
+    /// faster (72,265 against 52,894 images/s, two sittings).
     Inference,
-    All,
+    /// Each convolution shape and pass timed once per process (the default; see the module
+    /// docs). The fixed choice it must beat: [`ConvRoute::Cudnn`]'s with `--tf32` (cuDNN's
+    /// tensor-core kernels trained W1 at 81,911 images/s), [`ConvRoute::Inference`]'s in
+    /// strict fp32.
+    Tune,
 }
 
-/// The route: `CNNLAB_CUDNN=1` all convolutions, `0` none; unset: all with `--tf32`, and in
-/// strict fp32 inference only. Measured on an H200 (`cnnlab bench`, 2026-11-28): in strict fp32
-/// the qualifying cuDNN algorithms (GEMM-type, FMA math) trained W1 slower than im2col +
-/// cuBLAS (17,138 against 22,969 images/s, one sitting; their backward passes took 2-3.4x their
-/// forward) but ran W1's inference faster (72,265 against 52,894 images/s, two sittings);
-/// with TF32, cuDNN's tensor-core kernels are the fast route (81,911 images/s training W1).
-pub(crate) fn route(tf32: bool) -> Route {
+impl ConvRoute {
+    /// The route `CNNLAB_CUDNN` names (unset: [`ConvRoute::Tune`]).
+    pub fn from_env() -> Result<ConvRoute> {
+        match std::env::var("CNNLAB_CUDNN") {
+            Err(_) => Ok(ConvRoute::Tune),
+            Ok(v) => v.parse(),
+        }
+    }
+
+    fn code(self) -> u8 {
+        self as u8
+    }
+
+    fn from_code(c: u8) -> ConvRoute {
+        [ConvRoute::Im2col, ConvRoute::Cudnn, ConvRoute::Inference, ConvRoute::Tune][c as usize % 4]
+    }
+}
+
+impl std::str::FromStr for ConvRoute {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<ConvRoute> {
+        match s {
+            "0" | "im2col" => Ok(ConvRoute::Im2col),
+            "1" | "cudnn" => Ok(ConvRoute::Cudnn),
+            "inference" => Ok(ConvRoute::Inference),
+            "tune" => Ok(ConvRoute::Tune),
+            other => Err(Error::Device(format!(
+                "CNNLAB_CUDNN={other:?} names no convolution route: use 0 (im2col + cuBLAS), 1 (cuDNN), inference \
+                 (cuDNN for inference only) or tune (timed per shape, the default)"
+            ))),
+        }
+    }
+}
+
+static ROUTE: AtomicU8 = AtomicU8::new(ConvRoute::Tune as u8);
+
+/// Sets the process's route (from `CNNLAB_CUDNN` when the device opens; tests switch it).
+pub(crate) fn set_route(route: ConvRoute) {
+    ROUTE.store(route.code(), Ordering::Relaxed);
+}
+
+pub(crate) fn route() -> ConvRoute {
+    ConvRoute::from_code(ROUTE.load(Ordering::Relaxed))
+}
+
+/// Whether libcudnn can be opened (only asks the loader).
+pub(crate) fn present() -> bool {
     // SAFETY: only asks the loader whether the library can be opened
-    if !unsafe { sys::is_culib_present() } {
-        return Route::None;
-    }
-    match std::env::var("CNNLAB_CUDNN").as_deref() {
-        Ok("0") => Route::None,
-        Ok(_) => Route::All,
-        Err(_) if tf32 => Route::All,
-        Err(_) => Route::Inference,
-    }
+    unsafe { sys::is_culib_present() }
 }
 
 /// Checks, when the device opens, that cuDNN loads and makes a handle (its sub-libraries sit
 /// beside libcudnn and must be on the library path too): one error line rather than a failure
 /// inside the first convolution.
-pub(crate) fn probe() -> crate::error::Result<()> {
+pub(crate) fn probe() -> Result<()> {
     let fail = |e: String| {
-        crate::error::Error::Device(format!(
+        Error::Device(format!(
             "cuDNN was found but does not work ({e}); put its folder (with libcudnn_cnn and the other \
              sub-libraries) on LD_LIBRARY_PATH, or set CNNLAB_CUDNN=0 to convolve with im2col + cuBLAS"
         ))
@@ -68,34 +129,276 @@ pub(crate) fn probe() -> crate::error::Result<()> {
     unsafe { dnn::destroy_handle(handle) }.map_err(|e| fail(e.to_string()))
 }
 
-/// A thread's cuDNN handle (on its stream), the plans it chose and their workspace.
-pub(crate) struct Dnn {
-    handle: sys::cudnnHandle_t,
-    tf32: bool,
-    route: Route,
-    /// `CNNLAB_CUDNN_TRANSFORMS=1`: strict fp32 may use FFT and Winograd too (an experiment:
-    /// PyTorch's fp32 allows them; their rounding is not a GEMM's).
-    transforms: bool,
-    plans: HashMap<Key, Option<Plan>>,
-    workspace: CudaBuf,
+/// A pass of a convolution. Forward passes of training and of inference are told apart:
+/// with im2col, a training forward leaves the columns that the filter gradient reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Pass {
+    Forward,
+    Inference,
+    Filter,
+    Data,
+}
+
+/// One of cuDNN's algorithms for a pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AlgoId {
+    Forward(sys::cudnnConvolutionFwdAlgo_t),
+    Data(sys::cudnnConvolutionBwdDataAlgo_t),
+    Filter(sys::cudnnConvolutionBwdFilterAlgo_t),
+}
+
+/// A cuDNN algorithm with the math type to run it with and the workspace it needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Algo {
+    id: AlgoId,
+    math: sys::cudnnMathType_t,
+    workspace: usize,
+}
+
+/// How one pass of a convolution runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Way {
+    Im2col,
+    Cudnn(Algo),
+}
+
+impl std::fmt::Display for Way {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Way::Im2col => write!(f, "im2col + cuBLAS"),
+            Way::Cudnn(a) => {
+                let name = match a.id {
+                    AlgoId::Forward(x) => format!("{x:?}"),
+                    AlgoId::Data(x) => format!("{x:?}"),
+                    AlgoId::Filter(x) => format!("{x:?}"),
+                };
+                let tensor = matches!(a.math, sys::cudnnMathType_t::CUDNN_TENSOR_OP_MATH);
+                write!(
+                    f,
+                    "cuDNN {}{}",
+                    name.trim_start_matches("CUDNN_CONVOLUTION_"),
+                    if tensor { " (tensor ops)" } else { "" }
+                )
+            }
+        }
+    }
 }
 
 /// A convolution's shape: the window geometry and the output channels.
-type Key = ([usize; 12], usize);
+type Shape = ([usize; 12], usize);
 
-/// Descriptors and algorithms of one convolution shape (kept for the process's life, like
-/// the rest of a thread's CUDA state).
+fn shape(g: &WindowGeom, cout: usize) -> Shape {
+    ([g.n, g.h, g.w, g.c, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.oh, g.ow], cout)
+}
+
+/// What was chosen for a route, shape and pass, and the timings it was chosen by (none for
+/// a fixed route).
+struct Chosen {
+    way: Way,
+    timings: Vec<(Way, f32)>,
+}
+
+type ChoiceKey = (ConvRoute, Shape, Pass);
+
+/// The process's choices, shared by every thread (each run takes the same way).
+static CHOICES: LazyLock<Mutex<HashMap<ChoiceKey, Chosen>>> = LazyLock::new(Default::default);
+
+fn choices() -> MutexGuard<'static, HashMap<ChoiceKey, Chosen>> {
+    CHOICES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The choice of a fixed route for `pass`: `im2col`, or `first`, cuDNN's best candidate
+/// (None: cuDNN has none for the shape). Generic over how a way is named, for the tests.
+pub fn fixed<W: Copy>(route: ConvRoute, tf32: bool, pass: Pass, first: Option<W>, im2col: W) -> W {
+    let cudnn = first.unwrap_or(im2col);
+    match route {
+        ConvRoute::Im2col => im2col,
+        ConvRoute::Cudnn => cudnn,
+        ConvRoute::Inference if pass == Pass::Inference => cudnn,
+        ConvRoute::Inference => im2col,
+        ConvRoute::Tune => {
+            let rule = if tf32 { ConvRoute::Cudnn } else { ConvRoute::Inference };
+            fixed(rule, tf32, pass, first, im2col)
+        }
+    }
+}
+
+/// The tuned choice from `timings` (milliseconds): the fastest, where it beats the fixed
+/// choice `preferred` by [`MARGIN`] (or `preferred` could not be timed); else `preferred`.
+pub fn pick_timed<W: Copy + PartialEq>(preferred: W, timings: &[(W, f32)]) -> W {
+    let best = timings.iter().filter(|t| t.1.is_finite()).min_by(|a, b| a.1.total_cmp(&b.1));
+    match (best, timings.iter().find(|t| t.0 == preferred && t.1.is_finite())) {
+        (Some(&(way, ms)), Some(&(_, fixed_ms))) if ms < MARGIN * fixed_ms => way,
+        (_, Some(_)) => preferred,
+        (Some(&(way, _)), None) => way,
+        (None, None) => preferred,
+    }
+}
+
+/// [`fixed`] for this backend's ways.
+fn fixed_way(route: ConvRoute, tf32: bool, pass: Pass, candidates: &[Algo]) -> Way {
+    fixed(route, tf32, pass, candidates.first().map(|a| Way::Cudnn(*a)), Way::Im2col)
+}
+
+/// The way `pass` of this shape runs, where known without timing (None: [`tune`] it first).
+pub(crate) fn known_way(l: &mut Local, g: &WindowGeom, cout: usize, pass: Pass) -> Option<Way> {
+    let route = route();
+    let Some(d) = l.dnn.as_mut() else { return Some(Way::Im2col) };
+    if route == ConvRoute::Im2col {
+        return Some(Way::Im2col);
+    }
+    let key = (route, shape(g, cout), pass);
+    if let Some(&way) = d.memo.get(&key) {
+        return Some(way);
+    }
+    let mut all = choices();
+    let way = match all.get(&key) {
+        Some(c) => c.way,
+        None if route == ConvRoute::Tune => return None,
+        None => {
+            let way = fixed_way(route, d.tf32, pass, &d.candidates(g, cout, pass));
+            all.insert(key, Chosen { way, timings: Vec::new() });
+            way
+        }
+    };
+    d.memo.insert(key, way);
+    Some(way)
+}
+
+/// Times each way of running `pass` for this shape with `run` (im2col + cuBLAS, then cuDNN's
+/// candidates) on this thread's stream and keeps the choice for the process. The other
+/// threads wait for it (they would time the same thing, more noisily, beside this one).
+pub(crate) fn tune(
+    l: &mut Local,
+    g: &WindowGeom,
+    cout: usize,
+    pass: Pass,
+    run: &mut dyn FnMut(&mut Local, Way) -> std::result::Result<(), String>,
+) -> Way {
+    let key = (ConvRoute::Tune, shape(g, cout), pass);
+    let mut all = choices();
+    if let Some(c) = all.get(&key) {
+        return c.way;
+    }
+    let Some(d) = l.dnn.as_mut() else { return Way::Im2col };
+    let tf32 = d.tf32;
+    let candidates = d.candidates(g, cout, pass);
+    let preferred = fixed_way(ConvRoute::Tune, tf32, pass, &candidates);
+    let mut timings = Vec::new();
+    for way in std::iter::once(Way::Im2col).chain(candidates.into_iter().map(Way::Cudnn)) {
+        // a way that failed stays in the list as NaN (`describe` shows it)
+        timings.push((way, time(l, &mut |l| run(l, way)).unwrap_or(f32::NAN)));
+    }
+    if failed() {
+        return preferred; // the run ends with the failure; nothing is kept
+    }
+    let way = pick_timed(preferred, &timings);
+    all.insert(key, Chosen { way, timings });
+    way
+}
+
+/// The fastest of [`TIMED_RUNS`] runs of `run`, in milliseconds, after an untimed one (None
+/// where it failed: a cuDNN error leaves that candidate out; a device failure is recorded).
+fn time(l: &mut Local, run: &mut dyn FnMut(&mut Local) -> std::result::Result<(), String>) -> Option<f32> {
+    run(l).ok()?;
+    let stream = l.raw_stream();
+    let make = || check(drv::event::create(drv_sys::CUevent_flags::CU_EVENT_DEFAULT).map(Some), "event creation");
+    let (start, end) = (make()?, make());
+    let mut best = None;
+    if let Some(end) = end {
+        best = Some(f32::INFINITY);
+        for _ in 0..TIMED_RUNS {
+            // SAFETY: live events and this thread's live stream
+            let record = |e| check(unsafe { drv::event::record(e, stream) }, "event record");
+            record(start);
+            if run(l).is_err() {
+                best = None;
+                break;
+            }
+            record(end);
+            check(unsafe { drv::event::synchronize(end) }, "event synchronisation");
+            let ms = check(unsafe { drv::event::elapsed(start, end) }.map(Some), "event timing");
+            if failed() || ms.is_none() {
+                best = None;
+                break;
+            }
+            best = best.map(|b: f32| b.min(ms.unwrap_or(f32::INFINITY)));
+        }
+        // SAFETY: created above, no longer used (destroying a pending event is allowed)
+        let _ = unsafe { drv::event::destroy(end) };
+    }
+    let _ = unsafe { drv::event::destroy(start) };
+    best
+}
+
+/// The choices of the process's route so far, one line per convolution shape and pass, with
+/// the timings where they were timed (for `--profile` and the closing notes).
+pub(crate) fn describe() -> Vec<String> {
+    let route = route();
+    let mut out: Vec<String> = choices()
+        .iter()
+        .filter(|((r, _, _), _)| *r == route)
+        .map(|((_, (d, cout), pass), c)| {
+            let mut line = format!(
+                "{}x{}x{}x{} -> {cout}, {}x{} window, stride {}, {pass:?}: {}",
+                d[0], d[1], d[2], d[3], d[4], d[5], d[6], c.way
+            );
+            if !c.timings.is_empty() {
+                let t: Vec<String> = c
+                    .timings
+                    .iter()
+                    .map(|(w, ms)| if ms.is_nan() { format!("{w} failed") } else { format!("{w} {ms:.3} ms") })
+                    .collect();
+                line += &format!(" (timed: {})", t.join(", "));
+            }
+            line
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// A thread's cuDNN handle (on its stream), its descriptors per shape, and the workspace.
+pub(crate) struct Dnn {
+    handle: sys::cudnnHandle_t,
+    tf32: bool,
+    /// `CNNLAB_CUDNN_TRANSFORMS=1`: strict fp32 may use FFT and Winograd too (an experiment:
+    /// PyTorch's fp32 allows them; their rounding is not a GEMM's).
+    transforms: bool,
+    plans: HashMap<Shape, Option<Plan>>,
+    /// The choices this thread has looked up (the shared map's lock is taken once per shape).
+    memo: HashMap<ChoiceKey, Way>,
+    workspace: CudaBuf,
+}
+
+/// Descriptors and candidate algorithms of one convolution shape (kept for the process's
+/// life, like the rest of a thread's CUDA state).
 struct Plan {
     x: sys::cudnnTensorDescriptor_t,
     y: sys::cudnnTensorDescriptor_t,
     w: sys::cudnnFilterDescriptor_t,
-    forward: (sys::cudnnConvolutionDescriptor_t, sys::cudnnConvolutionFwdAlgo_t, usize),
-    backward_data: (sys::cudnnConvolutionDescriptor_t, sys::cudnnConvolutionBwdDataAlgo_t, usize),
-    backward_filter: (sys::cudnnConvolutionDescriptor_t, sys::cudnnConvolutionBwdFilterAlgo_t, usize),
+    conv: sys::cudnnConvolutionDescriptor_t,
+    forward: Vec<Algo>,
+    data: Vec<Algo>,
+    filter: Vec<Algo>,
 }
+
+/// A shape's descriptors and the handle, for one call.
+struct Descriptors {
+    handle: sys::cudnnHandle_t,
+    x: sys::cudnnTensorDescriptor_t,
+    y: sys::cudnnTensorDescriptor_t,
+    w: sys::cudnnFilterDescriptor_t,
+    conv: sys::cudnnConvolutionDescriptor_t,
+}
+
+/// cuDNN's scaling factors: the result overwrites the output (beta 0: the output is not read).
+const ONE: *const c_void = &1.0f32 as *const f32 as *const c_void;
+const ZERO: *const c_void = &0.0f32 as *const f32 as *const c_void;
 
 /// What a heuristic's entry says of one algorithm.
 struct Candidate {
+    id: AlgoId,
     ok: bool,
     memory: usize,
     deterministic: bool,
@@ -106,33 +409,47 @@ struct Candidate {
 
 impl Dnn {
     /// A handle on `stream` (the device was opened, and cuDNN checked there: see [`probe`]).
-    pub(crate) fn new(stream: cudarc::driver::sys::CUstream, tf32: bool, route: Route) -> Dnn {
+    pub(crate) fn new(stream: cudarc::driver::sys::CUstream, tf32: bool) -> Dnn {
         let handle = check_setup(dnn::create_handle(), "cuDNN handle creation");
         // SAFETY: a fresh handle and this thread's live stream
         check_setup(unsafe { dnn::set_stream(handle, stream as sys::cudaStream_t) }, "cuDNN stream");
         let transforms = std::env::var("CNNLAB_CUDNN_TRANSFORMS").as_deref() == Ok("1");
-        Dnn { handle, tf32, route, transforms, plans: HashMap::new(), workspace: CudaBuf::empty(stream) }
+        Dnn { handle, tf32, transforms, plans: HashMap::new(), memo: HashMap::new(), workspace: CudaBuf::empty(stream) }
     }
 
-    /// The first qualifying candidate (see the module docs), by the heuristic's ranking, and
-    /// the math type to run it with. In strict fp32 that is FMA math whatever the entry says
+    /// The qualifying candidates (see the module docs), in the heuristic's order, each once,
+    /// with the math type to run them with: in strict fp32 FMA math whatever the entry says
     /// (the heuristic may rank an algorithm under the default math type, which on Ampere and
     /// newer lets cuDNN use TF32; PyTorch forces FMA math the same way).
-    fn pick(&self, candidates: impl Iterator<Item = Candidate>) -> Option<(usize, sys::cudnnMathType_t, usize)> {
+    fn qualifying(&self, found: impl Iterator<Item = Candidate>) -> Vec<Algo> {
         use sys::cudnnMathType_t::{CUDNN_DEFAULT_MATH, CUDNN_FMA_MATH};
-        candidates.enumerate().find_map(|(i, c)| {
+        let mut out: Vec<Algo> = Vec::new();
+        for c in found {
             let fits = c.ok && c.deterministic && c.memory <= MAX_WORKSPACE;
-            if self.tf32 {
-                return fits.then_some((i, c.math, c.memory));
-            }
             let plain = matches!(c.math, CUDNN_FMA_MATH | CUDNN_DEFAULT_MATH) && (!c.transform || self.transforms);
-            (fits && plain).then_some((i, CUDNN_FMA_MATH, c.memory))
-        })
+            let math = if self.tf32 { c.math } else { CUDNN_FMA_MATH };
+            if fits && (self.tf32 || plain) && !out.iter().any(|a| a.id == c.id && a.math == math) {
+                out.push(Algo { id: c.id, math, workspace: c.memory });
+            }
+        }
+        out.truncate(CANDIDATES);
+        out
     }
 
-    /// The plan for shape `g` with `cout` output channels (None: no algorithm qualifies).
-    fn plan(&mut self, g: &crate::core::ops::conv2d::WindowGeom, cout: usize) -> Option<&Plan> {
-        let key = ([g.n, g.h, g.w, g.c, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.oh, g.ow], cout);
+    /// cuDNN's candidates for `pass` of this shape (none where cuDNN cannot run it).
+    fn candidates(&mut self, g: &WindowGeom, cout: usize, pass: Pass) -> Vec<Algo> {
+        match self.plan(g, cout) {
+            None => Vec::new(),
+            Some(p) => match pass {
+                Pass::Forward | Pass::Inference => p.forward.clone(),
+                Pass::Data => p.data.clone(),
+                Pass::Filter => p.filter.clone(),
+            },
+        }
+    }
+
+    fn plan(&mut self, g: &WindowGeom, cout: usize) -> Option<&Plan> {
+        let key = shape(g, cout);
         if !self.plans.contains_key(&key) {
             let plan = self.make_plan(g, cout);
             self.plans.insert(key, plan);
@@ -140,7 +457,7 @@ impl Dnn {
         self.plans.get(&key).and_then(|p| p.as_ref())
     }
 
-    fn make_plan(&self, g: &crate::core::ops::conv2d::WindowGeom, cout: usize) -> Option<Plan> {
+    fn make_plan(&self, g: &WindowGeom, cout: usize) -> Option<Plan> {
         use sys::cudnnDataType_t::CUDNN_DATA_FLOAT as F32;
         use sys::cudnnTensorFormat_t::CUDNN_TENSOR_NHWC as NHWC;
         let dims = [g.n, g.h, g.w, g.c, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.oh, g.ow, cout];
@@ -158,244 +475,179 @@ impl Dnn {
             dnn::set_tensor4d_descriptor(y, NHWC, F32, [i(g.n), i(cout), i(g.oh), i(g.ow)]).ok()?;
             let w = dnn::create_filter_descriptor().ok()?;
             dnn::set_filter4d_descriptor(w, F32, NHWC, [i(cout), i(g.c), i(g.kh), i(g.kw)]).ok()?;
-            let conv = || -> Option<sys::cudnnConvolutionDescriptor_t> {
-                let c = dnn::create_convolution_descriptor().ok()?;
-                let mode = sys::cudnnConvolutionMode_t::CUDNN_CROSS_CORRELATION;
-                dnn::set_convolution2d_descriptor(c, i(g.ph), i(g.pw), i(g.sh), i(g.sw), 1, 1, mode, F32).ok()?;
-                let math = if self.tf32 {
-                    sys::cudnnMathType_t::CUDNN_DEFAULT_MATH
-                } else {
-                    sys::cudnnMathType_t::CUDNN_FMA_MATH
-                };
-                dnn::set_convolution_math_type(c, math).ok()?;
-                Some(c)
-            };
-            // one direction: ask the heuristic, pick (see `pick`), set the math type; `gemm`
-            // lists the direction's GEMM-type algorithms (the others transform: FFT, Winograd)
-            macro_rules! choose {
-                ($perf:ty, $n:literal, $algo:ty, [$($gemm:ident),+], |$c:ident, $out:ident, $count:ident| $get:expr) => {{
-                    let $c = conv()?;
+            let conv = dnn::create_convolution_descriptor().ok()?;
+            let mode = sys::cudnnConvolutionMode_t::CUDNN_CROSS_CORRELATION;
+            dnn::set_convolution2d_descriptor(conv, i(g.ph), i(g.pw), i(g.sh), i(g.sw), 1, 1, mode, F32).ok()?;
+            // the heuristics rank for the descriptor's math type
+            let math =
+                if self.tf32 { sys::cudnnMathType_t::CUDNN_DEFAULT_MATH } else { sys::cudnnMathType_t::CUDNN_FMA_MATH };
+            dnn::set_convolution_math_type(conv, math).ok()?;
+            // one direction's qualifying candidates; `gemm` lists its GEMM-type algorithms
+            // (the others transform: FFT, Winograd)
+            macro_rules! candidates {
+                ($perf:ty, $n:literal, $algo:ty, $id:path, [$($gemm:ident),+], |$out:ident, $count:ident| $get:expr) => {{
                     let mut $out = [std::mem::zeroed::<$perf>(); $n];
                     let mut $count = 0;
                     $get.ok()?;
                     let found = &$out[..$count.clamp(0, $n) as usize];
-                    let (k, math, memory) = self.pick(found.iter().map(|p| Candidate {
+                    self.qualifying(found.iter().map(|p| Candidate {
+                        id: $id(p.algo),
                         ok: p.status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS,
                         memory: p.memory,
                         deterministic: p.determinism == sys::cudnnDeterminism_t::CUDNN_DETERMINISTIC,
                         math: p.mathType,
                         transform: !matches!(p.algo, $(<$algo>::$gemm)|+),
-                    }))?;
-                    dnn::set_convolution_math_type($c, math).ok()?;
-                    ($c, found[k].algo, memory)
+                    }))
                 }};
             }
-            let forward = choose!(
+            let forward = candidates!(
                 sys::cudnnConvolutionFwdAlgoPerf_t,
                 8,
                 sys::cudnnConvolutionFwdAlgo_t,
+                AlgoId::Forward,
                 [
                     CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM,
                     CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM,
                     CUDNN_CONVOLUTION_FWD_ALGO_GEMM,
                     CUDNN_CONVOLUTION_FWD_ALGO_DIRECT
                 ],
-                |c, perf, count| dnn::get_convolution_forward_algorithm(
+                |perf, count| dnn::get_convolution_forward_algorithm(
                     h,
                     x,
                     w,
-                    c,
+                    conv,
                     y,
                     8,
                     &mut count,
                     perf.as_mut_ptr()
                 )
             );
-            let backward_data = choose!(
+            let data = candidates!(
                 sys::cudnnConvolutionBwdDataAlgoPerf_t,
                 6,
                 sys::cudnnConvolutionBwdDataAlgo_t,
+                AlgoId::Data,
                 [CUDNN_CONVOLUTION_BWD_DATA_ALGO_0, CUDNN_CONVOLUTION_BWD_DATA_ALGO_1],
-                |c, perf, count| dnn::get_convolution_backward_data_algorithm(
+                |perf, count| dnn::get_convolution_backward_data_algorithm(
                     h,
                     w,
                     y,
-                    c,
+                    conv,
                     x,
                     6,
                     &mut count,
                     perf.as_mut_ptr()
                 )
             );
-            let backward_filter = choose!(
+            let filter = candidates!(
                 sys::cudnnConvolutionBwdFilterAlgoPerf_t,
                 7,
                 sys::cudnnConvolutionBwdFilterAlgo_t,
+                AlgoId::Filter,
                 [
                     CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0,
                     CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1,
                     CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3
                 ],
-                |c, perf, count| dnn::get_convolution_backward_filter_algorithm(
+                |perf, count| dnn::get_convolution_backward_filter_algorithm(
                     h,
                     x,
                     y,
-                    c,
+                    conv,
                     w,
                     7,
                     &mut count,
                     perf.as_mut_ptr()
                 )
             );
-            Some(Plan { x, y, w, forward, backward_data, backward_filter })
+            Some(Plan { x, y, w, conv, forward, data, filter })
         }
     }
 
-    /// The workspace, at least `bytes` (on this thread's stream).
-    fn workspace(&mut self, bytes: usize, stream: cudarc::driver::sys::CUstream) -> (*mut c_void, usize) {
-        self.workspace.reserve(bytes.div_ceil(4), stream);
-        (self.workspace.ptr as *mut c_void, bytes)
+    /// Runs `call` for `algo` on this shape: the shape's descriptors (x, y, w, convolution)
+    /// with `algo`'s math type set, and its workspace. Skipped after a failure, as every op.
+    fn run(
+        &mut self,
+        algo: &Algo,
+        g: &WindowGeom,
+        cout: usize,
+        stream: drv_sys::CUstream,
+        call: impl FnOnce(&Descriptors, *mut c_void) -> std::result::Result<(), dnn::CudnnError>,
+    ) -> std::result::Result<(), String> {
+        let Some(p) = self.plan(g, cout) else {
+            return Err("cuDNN cannot run this convolution shape".into());
+        };
+        let d = Descriptors { x: p.x, y: p.y, w: p.w, conv: p.conv, handle: self.handle };
+        // SAFETY: the descriptor is this thread's
+        unsafe { dnn::set_convolution_math_type(d.conv, algo.math) }.map_err(|e| e.to_string())?;
+        self.workspace.reserve(algo.workspace.div_ceil(4), stream);
+        if failed() {
+            return Ok(());
+        }
+        call(&d, self.workspace.ptr as *mut c_void).map_err(|e| e.to_string())
     }
 
-    /// `y = conv(x, w)` (no bias); false where no cuDNN algorithm qualifies for the shape, or
-    /// where the route leaves training passes to im2col + cuBLAS.
+    /// `y = conv(x, w)` (no bias) with `algo`.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn forward(
         &mut self,
+        algo: &Algo,
         x: u64,
         w: u64,
-        g: &crate::core::ops::conv2d::WindowGeom,
+        g: &WindowGeom,
         cout: usize,
         y: u64,
-        training: bool,
-        stream: cudarc::driver::sys::CUstream,
-    ) -> bool {
-        if training && self.route != Route::All {
-            return false;
-        }
-        let Some(&Plan { x: xd, y: yd, w: wd, forward: (conv, algo, bytes), .. }) = self.plan(g, cout) else {
-            return false;
-        };
-        let (ws, ws_bytes) = self.workspace(bytes, stream);
-        if failed() {
-            return true; // skipped, as every op after a failure
-        }
-        let (one, zero) = (1.0f32, 0.0f32);
+        stream: drv_sys::CUstream,
+    ) -> std::result::Result<(), String> {
+        let AlgoId::Forward(id) = algo.id else { return Err("not a forward algorithm".into()) };
+        let bytes = algo.workspace;
         // SAFETY: the buffers hold the shapes the descriptors describe (the op checked them)
-        let r = unsafe {
-            dnn::convolution_forward(
-                self.handle,
-                &one as *const f32 as *const c_void,
-                xd,
-                x as *const c_void,
-                wd,
-                w as *const c_void,
-                conv,
-                algo,
-                ws,
-                ws_bytes,
-                &zero as *const f32 as *const c_void,
-                yd,
-                y as *mut c_void,
-            )
-        };
-        check(r, "cuDNN convolution forward");
-        true
+        self.run(algo, g, cout, stream, |d, ws| unsafe {
+            dnn::convolution_forward(d.handle, ONE, d.x, x as _, d.w, w as _, d.conv, id, ws, bytes, ZERO, d.y, y as _)
+        })
     }
 
-    /// `dw = ∂L/∂w` and, if `dx` is given, `dx = ∂L/∂x` (overwritten); false where no cuDNN
-    /// algorithm qualifies for the shape.
+    /// `dw = ∂L/∂w` (overwritten) with `algo`.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn backward(
+    pub(crate) fn backward_filter(
         &mut self,
+        algo: &Algo,
         x: u64,
-        w: u64,
         dy: u64,
-        g: &crate::core::ops::conv2d::WindowGeom,
+        g: &WindowGeom,
         cout: usize,
         dw: u64,
-        dx: Option<u64>,
-        stream: cudarc::driver::sys::CUstream,
-    ) -> bool {
-        if self.route != Route::All {
-            return false;
-        }
-        let Some(&Plan { x: xd, y: yd, w: wd, backward_data, backward_filter, .. }) = self.plan(g, cout) else {
-            return false;
-        };
-        let (one, zero) = (1.0f32, 0.0f32);
-        let (alpha, beta) = (&one as *const f32 as *const c_void, &zero as *const f32 as *const c_void);
-        let (conv, algo, bytes) = backward_filter;
-        let (ws, ws_bytes) = self.workspace(bytes, stream);
-        if failed() {
-            return true; // skipped, as every op after a failure
-        }
+        stream: drv_sys::CUstream,
+    ) -> std::result::Result<(), String> {
+        let AlgoId::Filter(id) = algo.id else { return Err("not a filter-gradient algorithm".into()) };
+        let bytes = algo.workspace;
         // SAFETY: as in `forward`
-        let r = unsafe {
+        self.run(algo, g, cout, stream, |d, ws| unsafe {
             dnn::convolution_backward_filter(
-                self.handle,
-                alpha,
-                xd,
-                x as *const c_void,
-                yd,
-                dy as *const c_void,
-                conv,
-                algo,
-                ws,
-                ws_bytes,
-                beta,
-                wd,
-                dw as *mut c_void,
+                d.handle, ONE, d.x, x as _, d.y, dy as _, d.conv, id, ws, bytes, ZERO, d.w, dw as _,
             )
-        };
-        check(r, "cuDNN convolution backward (filter)");
-        if let Some(dx) = dx {
-            let (conv, algo, bytes) = backward_data;
-            let (ws, ws_bytes) = self.workspace(bytes, stream);
-            if failed() {
-                return true;
-            }
-            // SAFETY: as in `forward`
-            let r = unsafe {
-                dnn::convolution_backward_data(
-                    self.handle,
-                    alpha,
-                    wd,
-                    w as *const c_void,
-                    yd,
-                    dy as *const c_void,
-                    conv,
-                    algo,
-                    ws,
-                    ws_bytes,
-                    beta,
-                    xd,
-                    dx as *mut c_void,
-                )
-            };
-            check(r, "cuDNN convolution backward (data)");
-        }
-        true
+        })
     }
 
-    /// The algorithms chosen so far, for `--profile` and the closing notes.
-    pub(crate) fn describe(&self) -> Vec<String> {
-        let mut out: Vec<String> = self
-            .plans
-            .iter()
-            .map(|((d, cout), p)| {
-                let shape =
-                    format!("{}x{}x{}x{} -> {cout}, {}x{} window, stride {}", d[0], d[1], d[2], d[3], d[4], d[5], d[6]);
-                match p {
-                    Some(p) => format!(
-                        "{shape}: forward {:?}, backward data {:?}, backward filter {:?}",
-                        p.forward.1, p.backward_data.1, p.backward_filter.1
-                    ),
-                    None => format!("{shape}: im2col + cuBLAS (no cuDNN algorithm qualified)"),
-                }
-            })
-            .collect();
-        out.sort();
-        out
+    /// `dx = ∂L/∂x` (overwritten) with `algo`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn backward_data(
+        &mut self,
+        algo: &Algo,
+        w: u64,
+        dy: u64,
+        g: &WindowGeom,
+        cout: usize,
+        dx: u64,
+        stream: drv_sys::CUstream,
+    ) -> std::result::Result<(), String> {
+        let AlgoId::Data(id) = algo.id else { return Err("not an input-gradient algorithm".into()) };
+        let bytes = algo.workspace;
+        // SAFETY: as in `forward`
+        self.run(algo, g, cout, stream, |d, ws| unsafe {
+            dnn::convolution_backward_data(
+                d.handle, ONE, d.w, w as _, d.y, dy as _, d.conv, id, ws, bytes, ZERO, d.x, dx as _,
+            )
+        })
     }
 }

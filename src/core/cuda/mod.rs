@@ -22,6 +22,8 @@ mod norm;
 mod optim;
 mod window;
 
+pub use cudnn::{fixed as fixed_conv_choice, pick_timed as timed_conv_choice, ConvRoute, Pass as ConvPass};
+
 use crate::core::backend::BackendBase;
 use crate::error::{Error, Result};
 use cudarc::cublas::sys as cublas_sys;
@@ -166,8 +168,8 @@ struct Device {
     ctx: Arc<CudaContext>,
     functions: Vec<CudaFunction>,
     settings: Settings,
-    /// Which convolutions go through cuDNN (the rest: im2col + cuBLAS): see `cudnn.rs`.
-    cudnn: cudnn::Route,
+    /// Whether cuDNN was loaded and works (see `cudnn.rs`; the route says when it runs).
+    cudnn: bool,
 }
 
 static DEVICE: OnceLock<std::result::Result<Device, String>> = OnceLock::new();
@@ -196,10 +198,13 @@ fn open(settings: Settings) -> Result<Device> {
         .iter()
         .map(|n| module.load_function(n).map_err(|e| Error::Device(format!("kernel {n}: {e}"))))
         .collect::<Result<Vec<_>>>()?;
-    let cudnn = cudnn::route(settings.tf32);
-    if cudnn != cudnn::Route::None {
+    let route = ConvRoute::from_env()?;
+    // CNNLAB_CUDNN=0 leaves the library unopened (the way round a broken installation)
+    let cudnn = route != ConvRoute::Im2col && cudnn::present();
+    if cudnn {
         cudnn::probe()?;
     }
+    cudnn::set_route(route);
     Ok(Device { ctx, functions, settings, cudnn })
 }
 
@@ -234,23 +239,42 @@ fn device() -> &'static Device {
 
 /// How this process runs convolutions on the GPU (for `cnnlab devices` and benchmarks).
 pub fn convolution_route() -> String {
-    // the opened device's choice, else what opening it would choose
-    let route = match DEVICE.get() {
-        Some(Ok(d)) => d.cudnn,
-        _ => cudnn::route(false),
+    // the opened device's route, else what opening it would choose
+    let (route, present) = match DEVICE.get() {
+        Some(Ok(d)) => (cudnn::route(), d.cudnn),
+        _ => match ConvRoute::from_env() {
+            Ok(r) => (r, r != ConvRoute::Im2col && cudnn::present()),
+            Err(e) => return format!("convolutions: {e}"),
+        },
     };
+    if !present {
+        return "convolutions: im2col + cuBLAS (libcudnn not found, or CNNLAB_CUDNN=0)".into();
+    }
     match route {
-        cudnn::Route::All => "convolutions: cuDNN (deterministic algorithms)".into(),
-        cudnn::Route::Inference => "convolutions: im2col + cuBLAS to train (strict fp32), cuDNN for inference; \
-                                    CNNLAB_CUDNN=1 for cuDNN throughout"
+        ConvRoute::Im2col => "convolutions: im2col + cuBLAS (CNNLAB_CUDNN=0)".into(),
+        ConvRoute::Cudnn => {
+            "convolutions: cuDNN, the heuristic's first deterministic algorithm (CNNLAB_CUDNN=1)".into()
+        }
+        ConvRoute::Inference => {
+            "convolutions: im2col + cuBLAS to train, cuDNN for inference (CNNLAB_CUDNN=inference)".into()
+        }
+        ConvRoute::Tune => "convolutions: each shape and pass timed once, im2col + cuBLAS against cuDNN's \
+                            deterministic algorithms (CNNLAB_CUDNN=0, 1 or inference fixes the route)"
             .into(),
-        cudnn::Route::None => "convolutions: im2col + cuBLAS (libcudnn not found, or CNNLAB_CUDNN=0)".into(),
     }
 }
 
-/// The cuDNN algorithms this thread chose, one line per convolution shape.
+/// Sets how convolutions run from now on, for every thread (`CNNLAB_CUDNN` sets it when the
+/// device opens; where cuDNN is not loaded every route is im2col + cuBLAS). Choices already
+/// made for a route are kept for it.
+pub fn set_convolution_route(route: ConvRoute) {
+    cudnn::set_route(route);
+}
+
+/// The convolution choices of the process's route, one line per shape and pass (with their
+/// timings where they were timed).
 pub fn convolution_algorithms() -> Vec<String> {
-    with_local(|l| l.dnn.as_ref().map(|d| d.describe()).unwrap_or_default())
+    cudnn::describe()
 }
 
 /// A description of each visible device, for `cnnlab devices`.
@@ -357,7 +381,7 @@ impl Local {
             work: CudaBuf::empty(raw),
             work2: CudaBuf::empty(raw),
             plan: CudaBuf::empty(raw),
-            dnn: (dev.cudnn != cudnn::Route::None).then(|| cudnn::Dnn::new(raw, dev.settings.tf32, dev.cudnn)),
+            dnn: dev.cudnn.then(|| cudnn::Dnn::new(raw, dev.settings.tf32)),
         }
     }
 

@@ -3,7 +3,8 @@
 //! and one cuBLAS GEMM over the whole batch, the locally-connected layer as a GEMM batched
 //! over positions, pooling and the shuffles as gather kernels.
 
-use super::{f, gemm, i, p, u, with_local, Batch, Cuda, CudaBuf, Local, K};
+use super::cudnn::{self, Pass, Way};
+use super::{check, f, gemm, i, p, u, with_local, Batch, Cuda, CudaBuf, Local, K};
 use crate::core::backend::BackendBase;
 use crate::core::ops::conv2d::{Conv2dOps, WindowGeom};
 use crate::core::ops::global_avg_pool::GlobalAvgPoolOps;
@@ -51,6 +52,103 @@ fn col2im(l: &Local, cols: u64, g: &WindowGeom, dx: u64, img0: usize, imgs: usiz
     }
 }
 
+/// The way `pass` of this convolution runs: known (a fixed route, or timed before), else
+/// timed now with `run` (see `cudnn.rs`), which needs the im2col columns' scratch.
+fn way_for(
+    g: &WindowGeom,
+    cout: usize,
+    pass: Pass,
+    scratch: &mut CudaBuf,
+    run: &mut dyn FnMut(&mut Local, Way, u64) -> Result<(), String>,
+) -> Way {
+    if let Some(way) = with_local(|l| cudnn::known_way(l, g, cout, pass)) {
+        return way;
+    }
+    let cols = columns(g, scratch);
+    with_local(|l| cudnn::tune(l, g, cout, pass, &mut |l, way| run(l, way, cols)))
+}
+
+/// The im2col columns' scratch, grown to the shape's (rows × K) values; its address.
+fn columns(g: &WindowGeom, scratch: &mut CudaBuf) -> u64 {
+    let need = g.n * g.positions() * g.k();
+    if scratch.len < need {
+        Cuda::resize(scratch, need);
+    }
+    scratch.ptr
+}
+
+/// `y = conv(x, w)` (no bias) one way; im2col writes the columns to `cols`.
+#[allow(clippy::too_many_arguments)]
+fn forward_way(
+    l: &mut Local,
+    way: Way,
+    x: u64,
+    w: u64,
+    g: &WindowGeom,
+    cout: usize,
+    cols: u64,
+    y: u64,
+) -> Result<(), String> {
+    match way {
+        Way::Im2col => {
+            let (rows, k) = (g.n * g.positions(), g.k());
+            im2col(l, x, g, cols, 0, g.n);
+            gemm(l, rows, cout, k, (cols, k, 1), (w, 1, k), (y, cout), false, None);
+            Ok(())
+        }
+        Way::Cudnn(a) => {
+            let s = l.raw_stream();
+            l.dnn.as_mut().ok_or("cuDNN is not loaded")?.forward(&a, x, w, g, cout, y, s)
+        }
+    }
+}
+
+/// `dw = dyᵀ·cols` one way; im2col computes the columns first unless `cols` holds them.
+#[allow(clippy::too_many_arguments)]
+fn filter_way(
+    l: &mut Local,
+    way: Way,
+    x: u64,
+    dy: u64,
+    g: &WindowGeom,
+    cout: usize,
+    cols: u64,
+    cols_ready: bool,
+    dw: u64,
+) -> Result<(), String> {
+    match way {
+        Way::Im2col => {
+            let (rows, k) = (g.n * g.positions(), g.k());
+            if !cols_ready {
+                im2col(l, x, g, cols, 0, g.n);
+            }
+            gemm(l, cout, k, rows, (dy, 1, cout), (cols, k, 1), (dw, k), false, None);
+            Ok(())
+        }
+        Way::Cudnn(a) => {
+            let s = l.raw_stream();
+            l.dnn.as_mut().ok_or("cuDNN is not loaded")?.backward_filter(&a, x, dy, g, cout, dw, s)
+        }
+    }
+}
+
+/// `dx = ∂L/∂x` one way (im2col: the columns' gradient `dy·W`, then folded back).
+fn data_way(l: &mut Local, way: Way, w: u64, dy: u64, g: &WindowGeom, cout: usize, dx: u64) -> Result<(), String> {
+    match way {
+        Way::Im2col => {
+            let (rows, k) = (g.n * g.positions(), g.k());
+            let dcols = l.work2(rows * k * 4);
+            gemm(l, rows, k, cout, (dy, cout, 1), (w, k, 1), (dcols, k), false, None);
+            col2im(l, dcols, g, dx, 0, g.n);
+            Ok(())
+        }
+        Way::Cudnn(a) => {
+            let s = l.raw_stream();
+            l.dnn.as_mut().ok_or("cuDNN is not loaded")?.backward_data(&a, w, dy, g, cout, dx, s)
+        }
+    }
+}
+
 impl Conv2dOps for Cuda {
     fn im2col(x: &CudaBuf, g: &WindowGeom, cols: &mut CudaBuf, img0: usize, imgs: usize) {
         with_local(|l| im2col(l, x.ptr, g, cols.ptr, img0, imgs));
@@ -71,34 +169,25 @@ impl Conv2dOps for Cuda {
         mode: Mode,
     ) -> bool {
         let (rows, k) = (g.n * g.positions(), g.k());
-        // cuDNN for windows (a 1x1 convolution is one GEMM as it is)
-        let by_cudnn = !g.is_pointwise()
-            && with_local(|l| {
-                let s = l.raw_stream();
-                let training = mode == Mode::Train;
-                let done = l.dnn.as_mut().is_some_and(|d| d.forward(x.ptr, w.ptr, g, cout, y.ptr, training, s));
-                if done {
-                    l.launch_n4(K::add_bias_rows, rows * cout, &[y.ptr, b.ptr, u(rows), u(cout)]);
-                }
-                done
+        let (x, w, b, y) = (x.ptr, w.ptr, b.ptr, y.ptr);
+        if g.is_pointwise() {
+            // a 1x1 convolution is one GEMM as it is
+            with_local(|l| {
+                gemm(l, rows, cout, k, (x, k, 1), (w, 1, k), (y, cout), false, None);
+                l.launch_n4(K::add_bias_rows, rows * cout, &[y, b, u(rows), u(cout)]);
             });
-        if by_cudnn {
             return false;
         }
-        if !g.is_pointwise() && scratch.len < rows * k {
-            Cuda::resize(scratch, rows * k);
-        }
+        let pass = if mode == Mode::Train { Pass::Forward } else { Pass::Inference };
+        let mut run = |l: &mut Local, way, cols| forward_way(l, way, x, w, g, cout, cols, y);
+        let way = way_for(g, cout, pass, scratch, &mut run);
+        let cols = if way == Way::Im2col { columns(g, scratch) } else { 0 };
         with_local(|l| {
-            let a = if g.is_pointwise() {
-                x.ptr
-            } else {
-                im2col(l, x.ptr, g, scratch.ptr, 0, g.n);
-                scratch.ptr
-            };
-            gemm(l, rows, cout, k, (a, k, 1), (w.ptr, 1, k), (y.ptr, cout), false, None);
-            l.launch_n4(K::add_bias_rows, rows * cout, &[y.ptr, b.ptr, u(rows), u(cout)]);
+            check(run(l, way, cols), "cuDNN convolution forward");
+            l.launch_n4(K::add_bias_rows, rows * cout, &[y, b, u(rows), u(cout)]);
         });
-        !g.is_pointwise()
+        // im2col leaves the columns, which the filter gradient reads
+        way == Way::Im2col
     }
 
     fn conv2d_backward(
@@ -114,44 +203,30 @@ impl Conv2dOps for Cuda {
         dx: Option<&mut CudaBuf>,
     ) {
         let (rows, k) = (g.n * g.positions(), g.k());
-        let pointwise = g.is_pointwise();
+        let (x, w, dy, dw, db) = (x.ptr, w.ptr, dy.ptr, dw.ptr, db.ptr);
         let dx = dx.map(|d| d.ptr);
-        let by_cudnn = !pointwise
-            && with_local(|l| {
-                let s = l.raw_stream();
-                let done = l.dnn.as_mut().is_some_and(|d| d.backward(x.ptr, w.ptr, dy.ptr, g, cout, dw.ptr, dx, s));
-                if done {
-                    super::elementwise::sum_rows(l, dy.ptr, db.ptr, rows, cout);
+        if g.is_pointwise() {
+            // dW = dyᵀ·x, db = Σ dy, dx = dy·W
+            with_local(|l| {
+                gemm(l, cout, k, rows, (dy, 1, cout), (x, k, 1), (dw, k), false, None);
+                super::elementwise::sum_rows(l, dy, db, rows, cout);
+                if let Some(dx) = dx {
+                    gemm(l, rows, k, cout, (dy, cout, 1), (w, k, 1), (dx, k), false, None);
                 }
-                done
             });
-        if by_cudnn {
             return;
         }
-        if !pointwise && scratch.len < rows * k {
-            Cuda::resize(scratch, rows * k);
-        }
+        let mut filter = |l: &mut Local, way, cols| filter_way(l, way, x, dy, g, cout, cols, scratch_holds_cols, dw);
+        let way = way_for(g, cout, Pass::Filter, scratch, &mut filter);
+        let cols = if way == Way::Im2col { columns(g, scratch) } else { 0 };
         with_local(|l| {
-            let cols = if pointwise {
-                x.ptr
-            } else {
-                if !scratch_holds_cols {
-                    im2col(l, x.ptr, g, scratch.ptr, 0, g.n);
-                }
-                scratch.ptr
-            };
-            // dW = dyᵀ·cols, db = Σ dy
-            gemm(l, cout, k, rows, (dy.ptr, 1, cout), (cols, k, 1), (dw.ptr, k), false, None);
-            super::elementwise::sum_rows(l, dy.ptr, db.ptr, rows, cout);
-            let Some(dx) = dx else { return };
-            if pointwise {
-                gemm(l, rows, k, cout, (dy.ptr, cout, 1), (w.ptr, k, 1), (dx, k), false, None);
-            } else {
-                let dcols = l.work2(rows * k * 4);
-                gemm(l, rows, k, cout, (dy.ptr, cout, 1), (w.ptr, k, 1), (dcols, k), false, None);
-                col2im(l, dcols, g, dx, 0, g.n);
-            }
+            check(filter(l, way, cols), "cuDNN convolution backward (filter)");
+            super::elementwise::sum_rows(l, dy, db, rows, cout);
         });
+        let Some(dx) = dx else { return };
+        let mut data = |l: &mut Local, way, _cols| data_way(l, way, w, dy, g, cout, dx);
+        let way = way_for(g, cout, Pass::Data, scratch, &mut data);
+        with_local(|l| check(data(l, way, 0), "cuDNN convolution backward (data)"));
     }
 }
 
