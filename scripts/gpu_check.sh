@@ -3,7 +3,7 @@
 # scripts/gpu_prepare.sh first and carry gpu/). Writes at most 7 files to OUT (the lending
 # tool returns 8), and a summary on stdout:
 #   scripts/gpu_check.sh OUT [PARTS]
-# PARTS (default "tests bench pytorch full table"), run in the order given:
+# PARTS (default "tests bench repeat pytorch full table"), run in the order given:
 #   tests    the CUDA-vs-CPU test binary (every op on every convolution route, the batch
 #            gather, whole runs)
 #   bench    cnnlab bench w1 | w1infer | w2, fp32 and TF32 (convolutions tuned, the default);
@@ -11,13 +11,15 @@
 #            with the tuner's timings, with and without FFT/Winograd (CNNLAB_CUDNN_TRANSFORMS=1)
 #   full     the full recipe's CNN, Mixer and LCN in strict fp32 (and the CNN in TF32),
 #            profiled layer by layer
+#   repeat   the same short reproduce (MNIST-1D CNN and MLP) in two processes, timing for
+#            themselves and then sharing the tuning cache: the same numbers?
 #   pytorch  the PyTorch reference (pytorch_gpu_bench.py), in the same call as bench
 #   table    reproduce --dataset cifar10 --preset full --device cuda --seeds 1 $TABLE_FLAGS
 #            (e.g. TABLE_FLAGS=--tf32, the PyTorch reference's math), cut DEADLINE seconds
 #            after the script started (default 570), leaving time to pack its curves
 set -u
 out=${1:?usage: scripts/gpu_check.sh OUT [PARTS]}
-parts=${2:-tests bench pytorch full table}
+parts=${2:-tests bench repeat pytorch full table}
 t0=$(date +%s)
 deadline=$((t0 + ${DEADLINE:-570}))
 mkdir -p "$out" && out=$(cd "$out" && pwd)
@@ -67,6 +69,26 @@ for part in $parts; do
       timeout 40 gpu/cnnlab bench full-$m --device cuda --profile --quiet
     done >>"$out/bench.txt" 2>&1
     timeout 40 gpu/cnnlab bench full-cnn --device cuda --tf32 --profile --quiet >>"$out/bench.txt" 2>&1
+    ;;
+  repeat)
+    # the same short runs in two processes, each timing its convolutions for itself
+    # (CNNLAB_TUNE_CACHE=0), then sharing a fresh tuning cache: are the curves the same?
+    log repeat
+    for cache in 0 /tmp/repeat-cache.json; do
+      rm -rf /tmp/repeat1 /tmp/repeat2 /tmp/repeat-cache.json
+      for i in 1 2; do
+        CNNLAB_TUNE_CACHE=$cache timeout 60 gpu/cnnlab reproduce --models cnn,mlp --steps 300 --eval-every 50 \
+          --seeds 1 --quiet --device cuda --run-dir "/tmp/repeat$i" >/dev/null 2>&1
+      done
+      # the curves (losses and accuracies at six points), not the wall times
+      if cat /tmp/repeat1/*.jsonl >/tmp/r1 2>/dev/null && cat /tmp/repeat2/*.jsonl >/tmp/r2 2>/dev/null &&
+        [ -s /tmp/r1 ] && cmp -s /tmp/r1 /tmp/r2; then
+        echo "repeat, CNNLAB_TUNE_CACHE=$cache: identical curves ($(wc -l </tmp/r1) points)" | tee -a "$out/log.txt"
+      else
+        echo "repeat, CNNLAB_TUNE_CACHE=$cache: the curves differ (or did not run):" | tee -a "$out/log.txt"
+        diff /tmp/r1 /tmp/r2 2>&1 | head -8 >>"$out/log.txt"
+      fi
+    done
     ;;
   pytorch)
     log pytorch

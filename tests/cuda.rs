@@ -40,11 +40,17 @@ fn open_target() -> Result<Target, String> {
     let settings = Settings { ordinal: 0, tf32: false };
     // SAFETY: loading the driver runs no code of ours
     let driver = unsafe { libloading::Library::new("libcuda.so.1") }.is_ok();
-    if driver || std::env::var("CNNLAB_CUDA_EMULATOR").as_deref() == Ok("0") {
-        return cuda::init(settings).map(|()| Target::Gpu).map_err(|e| format!("no usable GPU ({e})"));
-    }
-    let dir = emulator::load(Path::new(env!("CARGO_TARGET_TMPDIR"))).map_err(|e| format!("no GPU, and {e}"))?;
-    cuda::init(settings).map(|()| Target::Emulator(dir)).map_err(|e| format!("no GPU, and the CUDA emulator: {e}"))
+    let target = if driver || std::env::var("CNNLAB_CUDA_EMULATOR").as_deref() == Ok("0") {
+        cuda::init(settings).map(|()| Target::Gpu).map_err(|e| format!("no usable GPU ({e})"))?
+    } else {
+        let dir = emulator::load(Path::new(env!("CARGO_TARGET_TMPDIR"))).map_err(|e| format!("no GPU, and {e}"))?;
+        cuda::init(settings)
+            .map(|()| Target::Emulator(dir))
+            .map_err(|e| format!("no GPU, and the CUDA emulator: {e}"))?
+    };
+    // the tests time their convolutions themselves, and leave the user's tuning cache alone
+    cuda::set_tuning_cache(None);
+    Ok(target)
 }
 
 /// Opens GPU 0 (or the emulator) in strict fp32 and says which ran `test`, or says that
@@ -597,7 +603,8 @@ fn a_device_failure_is_an_error_and_the_next_run_trains() {
 
 /// The command line on the GPU: `reproduce --device cuda` trains the table's runs at once, each
 /// on its own thread and stream, and its accuracies are the CPU's within a point (the curves
-/// differ by rounding only; 60 steps).
+/// differ by rounding only; 60 steps). A second process, reading the convolution choices that
+/// the first timed and kept in the tuning cache, gives the same curves to the bit.
 #[test]
 fn the_cli_reproduces_on_cuda() {
     let Some(target) = target("the_cli_reproduces_on_cuda") else { return };
@@ -609,10 +616,12 @@ fn the_cli_reproduces_on_cuda() {
         return skip("the_cli_reproduces_on_cuda", &format!("{} is not here (set CNNLAB_BIN)", exe.display()));
     }
     let dir = tempfile::tempdir().unwrap();
-    let run = |device: &str| -> Vec<f64> {
+    let cache = dir.path().join("cache").join("convolutions.json");
+    let run = |device: &str, run_dir: &str| -> Vec<f64> {
         let mut cmd = std::process::Command::new(&exe);
-        cmd.current_dir(dir.path()).args(["reproduce", "--models", "cnn,mlp", "--steps", "60", "--eval-every", "60"]);
-        cmd.args(["--seeds", "2", "--quiet", "--json", "-", "--device", device, "--run-dir", device]);
+        cmd.current_dir(dir.path()).args(["reproduce", "--models", "cnn,mlp", "--steps", "60", "--eval-every", "30"]);
+        cmd.args(["--seeds", "2", "--quiet", "--json", "-", "--device", device, "--run-dir", run_dir]);
+        cmd.env("CNNLAB_TUNE_CACHE", &cache).env_remove("CNNLAB_CUDNN");
         if let Target::Emulator(lib) = target {
             let path = std::env::var("LD_LIBRARY_PATH").unwrap_or_default();
             cmd.env("LD_LIBRARY_PATH", format!("{}:{path}", lib.display()));
@@ -624,11 +633,30 @@ fn the_cli_reproduces_on_cuda() {
         assert_eq!(rows.len(), 4, "cnn and mlp, original and permuted");
         rows.iter().flat_map(|r| r["accuracies"].as_array().unwrap().iter().map(|a| a.as_f64().unwrap())).collect()
     };
-    let (gpu, cpu) = (run("cuda"), run("cpu"));
+    let (gpu, cpu) = (run("cuda", "cuda"), run("cpu", "cpu"));
     let _ = writeln!(std::io::stderr(), "the_cli_reproduces_on_cuda: accuracies cuda {gpu:?}, cpu {cpu:?}");
     assert_eq!(gpu.len(), 8);
     assert!(cpu.iter().cloned().fold(0.0, f64::max) > 0.3, "the runs learned (chance is 0.1)");
     for (g, c) in gpu.iter().zip(&cpu) {
         assert!((g - c).abs() <= 0.01, "test accuracy cuda {g} vs cpu {c}");
+    }
+    // the first process kept its choices: where cuDNN is loaded, each convolution pass
+    let kept: std::collections::BTreeMap<String, String> = match std::fs::read(&cache) {
+        Ok(b) => serde_json::from_slice(&b).unwrap(),
+        Err(_) => Default::default(),
+    };
+    if kept.is_empty() {
+        return skip("the_cli_reproduces_on_cuda (a second process)", "no tuned choices: libcudnn was not loaded");
+    }
+    assert!(kept.keys().any(|k| k.ends_with("| Forward")) && kept.keys().any(|k| k.ends_with("| Data")), "{kept:?}");
+    // a rewrite (a new file renamed into place) would mean it timed again
+    let inode = || std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&cache).unwrap());
+    let before = inode();
+    let again = run("cuda", "again");
+    assert_eq!(inode(), before, "the second process read the cache and timed nothing");
+    assert_eq!(again, gpu, "a second process, same seeds: the same accuracies");
+    for name in ["cnn-original-seed0.jsonl", "cnn-permuted-seed1.jsonl"] {
+        let read = |d: &str| std::fs::read_to_string(dir.path().join(d).join(name)).unwrap();
+        assert_eq!(read("again"), read("cuda"), "{name}: a second process's curve, to the bit");
     }
 }

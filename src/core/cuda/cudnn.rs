@@ -11,14 +11,16 @@
 //! GEMM in another order. With `--tf32` any deterministic algorithm qualifies.
 //!
 //! Which way runs is the [`ConvRoute`]'s (`CNNLAB_CUDNN`): by default ([`ConvRoute::Tune`])
-//! each shape and pass is timed once per process — im2col + cuBLAS against cuDNN's candidates,
-//! on the call's own buffers — and every run of the process then takes the same choice, so
-//! runs trained together agree with runs trained alone. Timings are noisy and two processes
-//! could choose differently where two ways time alike (and so round differently): a candidate
-//! must beat the fixed choice by [`MARGIN`] to replace it, and `CNNLAB_CUDNN=0|1|inference`
-//! fixes the route outright.
+//! each shape and pass is timed once — im2col + cuBLAS against cuDNN's candidates, on the
+//! call's own buffers — and every run of the process then takes the same choice, so runs
+//! trained together agree with runs trained alone. The choice is kept in the tuning cache
+//! (`tune_cache.rs`), which later processes on the machine read instead of timing again:
+//! processes that each timed for themselves chose differently where two ways timed alike, and
+//! so rounded differently (the CUDA emulator's repeated runs showed it). A candidate must beat
+//! the fixed choice by [`MARGIN`] to replace it. `CNNLAB_CUDNN=0|1|inference` fixes the route
+//! outright.
 
-use super::{check, check_setup, failed, CudaBuf, Local};
+use super::{check, check_setup, failed, tune_cache, CudaBuf, Local};
 use crate::core::ops::conv2d::WindowGeom;
 use crate::error::{Error, Result};
 use cudarc::cudnn::{result as dnn, sys};
@@ -184,6 +186,38 @@ impl std::fmt::Display for Way {
     }
 }
 
+impl Way {
+    /// How the tuning cache writes it: `im2col`, or `cudnn <algorithm> <math type>` (cuDNN's
+    /// enum values).
+    fn code(&self) -> String {
+        match self {
+            Way::Im2col => "im2col".into(),
+            Way::Cudnn(a) => format!("cudnn {} {}", a.id.code(), a.math as u32),
+        }
+    }
+
+    /// The way `code` names, where it is im2col or one of `candidates` (else None: a cache
+    /// written by another cuDNN, or with other settings, is timed again).
+    fn parse(code: &str, candidates: &[Algo]) -> Option<Way> {
+        if code == "im2col" {
+            return Some(Way::Im2col);
+        }
+        let mut it = code.strip_prefix("cudnn ")?.split(' ').map(|v| v.parse::<u32>().ok());
+        let (id, math) = (it.next()??, it.next()??);
+        candidates.iter().find(|a| a.id.code() == id && a.math as u32 == math).map(|a| Way::Cudnn(*a))
+    }
+}
+
+impl AlgoId {
+    fn code(&self) -> u32 {
+        match *self {
+            AlgoId::Forward(a) => a as u32,
+            AlgoId::Data(a) => a as u32,
+            AlgoId::Filter(a) => a as u32,
+        }
+    }
+}
+
 /// A convolution's shape: the window geometry and the output channels.
 type Shape = ([usize; 12], usize);
 
@@ -196,6 +230,16 @@ fn shape(g: &WindowGeom, cout: usize) -> Shape {
 struct Chosen {
     way: Way,
     timings: Vec<(Way, f32)>,
+    /// Read from the tuning cache (`tune_cache.rs`) rather than timed here.
+    cached: bool,
+    /// Why a timed choice could not be kept in the tuning cache.
+    not_kept: Option<String>,
+}
+
+impl Chosen {
+    fn fixed(way: Way) -> Chosen {
+        Chosen { way, timings: Vec::new(), cached: false, not_kept: None }
+    }
 }
 
 type ChoiceKey = (ConvRoute, Shape, Pass);
@@ -257,7 +301,7 @@ pub(crate) fn known_way(l: &mut Local, g: &WindowGeom, cout: usize, pass: Pass) 
         None if route == ConvRoute::Tune => return None,
         None => {
             let way = fixed_way(route, d.tf32, pass, &d.candidates(g, cout, pass));
-            all.insert(key, Chosen { way, timings: Vec::new() });
+            all.insert(key, Chosen::fixed(way));
             way
         }
     };
@@ -283,6 +327,12 @@ pub(crate) fn tune(
     let Some(d) = l.dnn.as_mut() else { return Way::Im2col };
     let tf32 = d.tf32;
     let candidates = d.candidates(g, cout, pass);
+    // an earlier process's choice, where it is still one of the candidates
+    let cache_key = d.cache_key(g, cout, pass);
+    if let Some(way) = tune_cache::lookup(&cache_key).and_then(|v| Way::parse(&v, &candidates)) {
+        all.insert(key, Chosen { cached: true, ..Chosen::fixed(way) });
+        return way;
+    }
     let preferred = fixed_way(ConvRoute::Tune, tf32, pass, &candidates);
     let mut timings = Vec::new();
     for way in std::iter::once(Way::Im2col).chain(candidates.into_iter().map(Way::Cudnn)) {
@@ -293,7 +343,8 @@ pub(crate) fn tune(
         return preferred; // the run ends with the failure; nothing is kept
     }
     let way = pick_timed(preferred, &timings);
-    all.insert(key, Chosen { way, timings });
+    let not_kept = tune_cache::store(&cache_key, &way.code()).err().map(|e| e.to_string());
+    all.insert(key, Chosen { way, timings, cached: false, not_kept });
     way
 }
 
@@ -343,6 +394,12 @@ pub(crate) fn describe() -> Vec<String> {
                 "{}x{}x{}x{} -> {cout}, {}x{} window, stride {}, {pass:?}: {}",
                 d[0], d[1], d[2], d[3], d[4], d[5], d[6], c.way
             );
+            if c.cached {
+                line += " (from the tuning cache)";
+            }
+            if let Some(e) = &c.not_kept {
+                line += &format!(" (not kept in the tuning cache: {e})");
+            }
             if !c.timings.is_empty() {
                 let t: Vec<String> = c
                     .timings
@@ -368,6 +425,8 @@ pub(crate) struct Dnn {
     plans: HashMap<Shape, Option<Plan>>,
     /// The choices this thread has looked up (the shared map's lock is taken once per shape).
     memo: HashMap<ChoiceKey, Way>,
+    /// The GPU, cuDNN and math settings, as the tuning cache's keys name them.
+    setting: String,
     workspace: CudaBuf,
 }
 
@@ -408,13 +467,36 @@ struct Candidate {
 }
 
 impl Dnn {
-    /// A handle on `stream` (the device was opened, and cuDNN checked there: see [`probe`]).
-    pub(crate) fn new(stream: cudarc::driver::sys::CUstream, tf32: bool) -> Dnn {
+    /// A handle on `stream` (the device was opened, and cuDNN checked there: see [`probe`]);
+    /// `gpu` names the device (for the tuning cache's keys).
+    pub(crate) fn new(stream: cudarc::driver::sys::CUstream, tf32: bool, gpu: &str) -> Dnn {
         let handle = check_setup(dnn::create_handle(), "cuDNN handle creation");
         // SAFETY: a fresh handle and this thread's live stream
         check_setup(unsafe { dnn::set_stream(handle, stream as sys::cudaStream_t) }, "cuDNN stream");
         let transforms = std::env::var("CNNLAB_CUDNN_TRANSFORMS").as_deref() == Ok("1");
-        Dnn { handle, tf32, transforms, plans: HashMap::new(), memo: HashMap::new(), workspace: CudaBuf::empty(stream) }
+        let math = match (tf32, transforms) {
+            (true, _) => "TF32",
+            (false, false) => "fp32",
+            (false, true) => "fp32 with FFT and Winograd",
+        };
+        let setting = format!("{gpu}, cuDNN {}, {math}", dnn::get_version());
+        Dnn {
+            handle,
+            tf32,
+            transforms,
+            plans: HashMap::new(),
+            memo: HashMap::new(),
+            setting,
+            workspace: CudaBuf::empty(stream),
+        }
+    }
+
+    /// The tuning cache's key for `pass` of this shape.
+    fn cache_key(&self, g: &WindowGeom, cout: usize, pass: Pass) -> String {
+        format!(
+            "{} | {}x{}x{}x{} -> {cout}, {}x{} window, stride {}x{}, padding {}x{} | {pass:?}",
+            self.setting, g.n, g.h, g.w, g.c, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw
+        )
     }
 
     /// The qualifying candidates (see the module docs), in the heuristic's order, each once,

@@ -20,6 +20,7 @@ mod gather;
 mod loss;
 mod norm;
 mod optim;
+mod tune_cache;
 mod window;
 
 pub use cudnn::{fixed as fixed_conv_choice, pick_timed as timed_conv_choice, ConvRoute, Pass as ConvPass};
@@ -170,6 +171,8 @@ struct Device {
     settings: Settings,
     /// Whether cuDNN was loaded and works (see `cudnn.rs`; the route says when it runs).
     cudnn: bool,
+    /// The GPU's name and compute capability.
+    name: String,
 }
 
 static DEVICE: OnceLock<std::result::Result<Device, String>> = OnceLock::new();
@@ -205,7 +208,9 @@ fn open(settings: Settings) -> Result<Device> {
         cudnn::probe()?;
     }
     cudnn::set_route(route);
-    Ok(Device { ctx, functions, settings, cudnn })
+    tune_cache::set_path(tune_cache::default_path());
+    let name = format!("{}, compute capability {}.{}", ctx.name().unwrap_or_else(|_| "?".into()), arch.0, arch.1);
+    Ok(Device { ctx, functions, settings, cudnn, name })
 }
 
 fn message(e: Error) -> String {
@@ -258,10 +263,27 @@ pub fn convolution_route() -> String {
         ConvRoute::Inference => {
             "convolutions: im2col + cuBLAS to train, cuDNN for inference (CNNLAB_CUDNN=inference)".into()
         }
-        ConvRoute::Tune => "convolutions: each shape and pass timed once, im2col + cuBLAS against cuDNN's \
-                            deterministic algorithms (CNNLAB_CUDNN=0, 1 or inference fixes the route)"
-            .into(),
+        ConvRoute::Tune => {
+            let kept = match DEVICE.get() {
+                Some(Ok(_)) => tune_cache::path(),
+                _ => tune_cache::default_path(),
+            };
+            let kept = match kept {
+                Some(p) => format!("choices kept in {}", p.display()),
+                None => "choices not kept between processes (CNNLAB_TUNE_CACHE=0)".into(),
+            };
+            format!(
+                "convolutions: each shape and pass timed once, im2col + cuBLAS against cuDNN's deterministic \
+                 algorithms; {kept} (CNNLAB_CUDNN=0, 1 or inference fixes the route)"
+            )
+        }
     }
+}
+
+/// Where tuned convolution choices are kept between processes (None: not kept). Set from
+/// `CNNLAB_TUNE_CACHE` when the device opens (default `~/.cache/cnnlab/convolutions.json`).
+pub fn set_tuning_cache(path: Option<std::path::PathBuf>) {
+    tune_cache::set_path(path);
 }
 
 /// Sets how convolutions run from now on, for every thread (`CNNLAB_CUDNN` sets it when the
@@ -381,7 +403,7 @@ impl Local {
             work: CudaBuf::empty(raw),
             work2: CudaBuf::empty(raw),
             plan: CudaBuf::empty(raw),
-            dnn: dev.cudnn.then(|| cudnn::Dnn::new(raw, dev.settings.tf32)),
+            dnn: dev.cudnn.then(|| cudnn::Dnn::new(raw, dev.settings.tf32, &dev.name)),
         }
     }
 
