@@ -640,6 +640,12 @@ fn the_cli_reproduces_on_cuda() {
     for (g, c) in gpu.iter().zip(&cpu) {
         assert!((g - c).abs() <= 0.01, "test accuracy cuda {g} vs cpu {c}");
     }
+    // the run's provenance says how the GPU convolved (the route, and each choice where cuDNN
+    // is loaded)
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("cuda").join("provenance.json")).unwrap()).unwrap();
+    let choices = record["backend_choices"].as_array().cloned().unwrap_or_default();
+    assert!(choices.first().and_then(|c| c.as_str()).is_some_and(|c| c.starts_with("convolutions: ")), "{record}");
     // the first process kept its choices: where cuDNN is loaded, each convolution pass
     let kept: std::collections::BTreeMap<String, String> = match std::fs::read(&cache) {
         Ok(b) => serde_json::from_slice(&b).unwrap(),

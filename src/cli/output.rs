@@ -123,7 +123,9 @@ pub(crate) fn provenance(device: Device) -> Provenance {
         *first = "cnnlab".into();
     }
     let started = STARTED.get().copied().unwrap_or(0.0);
-    Provenance::now(&argv, started, &device.to_string())
+    let mut record = Provenance::now(&argv, started, &device.to_string());
+    record.backend_choices = device.choices();
+    record
 }
 
 /// Writes the HTML report of `dirs` to `out` and says so.

@@ -41,8 +41,8 @@ pub trait BackendBase: Sized + Send + Sync + 'static {
         crate::limits::available_bytes()
     }
 
-    /// Choices this backend made for the calling thread's ops (a GPU's convolution
-    /// algorithms), one line each, for profiles.
+    /// Choices this backend made for its ops (a GPU's convolution route and, per shape and
+    /// pass, the way it took), one line each, for profiles and provenance records.
     fn choices() -> Vec<String> {
         Vec::new()
     }

@@ -59,6 +59,21 @@ impl Device {
         )
     }
 
+    /// How this device ran the ops where it chose (a GPU's convolution route and choices so
+    /// far, one line each; nothing on the CPU), for provenance records and profiles.
+    pub fn choices(&self) -> Vec<String> {
+        match *self {
+            Device::Cpu => Vec::new(),
+            #[cfg(feature = "cuda")]
+            Device::Cuda(_) => {
+                use crate::core::backend::BackendBase;
+                crate::core::Cuda::choices()
+            }
+            #[cfg(not(feature = "cuda"))]
+            Device::Cuda(_) => Vec::new(),
+        }
+    }
+
     pub fn is_gpu(&self) -> bool {
         matches!(self, Device::Cuda(_))
     }

@@ -179,6 +179,9 @@ fn provenance_table(source: &str, p: &Provenance) -> ProvenanceTable {
             rows.push((k.into(), v.clone()));
         }
     }
+    for line in &p.backend_choices {
+        rows.push(("backend".into(), line.clone()));
+    }
     ProvenanceTable { source: source.into(), rows }
 }
 

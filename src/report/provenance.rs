@@ -49,6 +49,10 @@ pub struct Provenance {
     /// CRC-32 of the examples and labels as trained on (train and test).
     pub data_crc32: Option<String>,
     pub seeds: Option<String>,
+    /// How the device ran the ops where it chose (a GPU's convolution route and, per shape
+    /// and pass, the way it took), one line each; none on the CPU.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backend_choices: Vec<String>,
 }
 
 impl Provenance {
@@ -66,6 +70,7 @@ impl Provenance {
             dataset: None,
             data_crc32: None,
             seeds: None,
+            backend_choices: Vec::new(),
         }
     }
 
