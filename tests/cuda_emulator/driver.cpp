@@ -8,7 +8,7 @@
 // copies within allocations, a current context, memory limits (16 GiB), the PTX holding
 // each kernel that is looked up. Fresh allocations are filled with NaN bytes and end at a
 // guard page, so reads of unset memory and overruns past an allocation show up.
-// What it cannot show: races between streams (everything runs in call order), timing, and
+// What it cannot show: races between streams (everything runs in call order), a GPU's timing, and
 // the hardware's own arithmetic (glibc's expf/erff stand in for CUDA's).
 #include "device.h"
 
