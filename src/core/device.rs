@@ -62,16 +62,9 @@ impl Device {
     /// How this device ran the ops where it chose (a GPU's convolution route and choices so
     /// far, one line each; nothing on the CPU), for provenance records and profiles.
     pub fn choices(&self) -> Vec<String> {
-        match *self {
-            Device::Cpu => Vec::new(),
-            #[cfg(feature = "cuda")]
-            Device::Cuda(_) => {
-                use crate::core::backend::BackendBase;
-                crate::core::Cuda::choices()
-            }
-            #[cfg(not(feature = "cuda"))]
-            Device::Cuda(_) => Vec::new(),
-        }
+        use crate::core::backend::BackendBase;
+        // a CUDA device in a build without CUDA made no choices
+        crate::with_backend!(*self, B => Ok::<_, Error>(B::choices())).unwrap_or_default()
     }
 
     pub fn is_gpu(&self) -> bool {

@@ -216,6 +216,21 @@ static inline void blend(float* out, float sum, float alpha, float beta) {
     *out = beta == 0.0f ? alpha * sum : alpha * sum + beta * *out;
 }
 
+// Calls f(r, q, xp) for each tap (r, q) of the window of output position (n, oy, ox) that
+// falls inside the image, xp pointing at the input's channels there.
+template <class F>
+static void for_each_tap(const Desc4* xd, const Conv* c, int R, int S, const float* x, int n, int oy, int ox, F f) {
+    for (int r = 0; r < R; r++) {
+        int iy = oy * c->u - c->ph + r;
+        if (iy < 0 || iy >= xd->h) continue;
+        for (int q = 0; q < S; q++) {
+            int ix = ox * c->v - c->pw + q;
+            if (ix < 0 || ix >= xd->w) continue;
+            f(r, q, x + (((size_t)n * xd->h + iy) * xd->w + ix) * xd->c);
+        }
+    }
+}
+
 API cudnnStatus_t cudnnConvolutionForward(Handle* h, const float* alpha, Desc4* xd, const float* x, Desc4* wd,
                                           const float* w, Conv* c, int algo, void* ws, size_t ws_bytes,
                                           const float* beta, Desc4* yd, float* y) {
@@ -223,24 +238,20 @@ API cudnnStatus_t cudnnConvolutionForward(Handle* h, const float* alpha, Desc4* 
     cudnnStatus_t s = check_call(h, FORWARD, sizeof FORWARD / sizeof *FORWARD, algo, values(yd), ws, ws_bytes);
     if (s != SUCCESS) return s;
     const int C = xd->c, K = wd->n, R = wd->h, S = wd->w;
+    std::vector<float> acc(K);
     for (int n = 0; n < xd->n; n++)
         for (int oy = 0; oy < yd->h; oy++)
-            for (int ox = 0; ox < yd->w; ox++)
-                for (int k = 0; k < K; k++) {
-                    float sum = 0.0f;
-                    for (int r = 0; r < R; r++) {
-                        int iy = oy * c->u - c->ph + r;
-                        if (iy < 0 || iy >= xd->h) continue;
-                        for (int q = 0; q < S; q++) {
-                            int ix = ox * c->v - c->pw + q;
-                            if (ix < 0 || ix >= xd->w) continue;
-                            const float* xp = x + (((size_t)n * xd->h + iy) * xd->w + ix) * C;
-                            const float* wp = w + (((size_t)k * R + r) * S + q) * C;
-                            for (int ch = 0; ch < C; ch++) sum += xp[ch] * wp[ch];
-                        }
+            for (int ox = 0; ox < yd->w; ox++) {
+                std::fill(acc.begin(), acc.end(), 0.0f);
+                for_each_tap(xd, c, R, S, x, n, oy, ox, [&](int r, int q, const float* xp) {
+                    for (int k = 0; k < K; k++) {
+                        const float* wp = w + (((size_t)k * R + r) * S + q) * C;
+                        for (int ch = 0; ch < C; ch++) acc[k] += xp[ch] * wp[ch];
                     }
-                    blend(y + (((size_t)n * yd->h + oy) * yd->w + ox) * K + k, sum, *alpha, *beta);
-                }
+                });
+                float* out = y + (((size_t)n * yd->h + oy) * yd->w + ox) * K;
+                for (int k = 0; k < K; k++) blend(out + k, acc[k], *alpha, *beta);
+            }
     return SUCCESS;
 }
 
@@ -287,19 +298,12 @@ API cudnnStatus_t cudnnConvolutionBackwardFilter(Handle* h, const float* alpha, 
         for (int oy = 0; oy < dyd->h; oy++)
             for (int ox = 0; ox < dyd->w; ox++) {
                 const float* g = dy + (((size_t)n * dyd->h + oy) * dyd->w + ox) * K;
-                for (int r = 0; r < R; r++) {
-                    int iy = oy * c->u - c->ph + r;
-                    if (iy < 0 || iy >= xd->h) continue;
-                    for (int q = 0; q < S; q++) {
-                        int ix = ox * c->v - c->pw + q;
-                        if (ix < 0 || ix >= xd->w) continue;
-                        const float* xp = x + (((size_t)n * xd->h + iy) * xd->w + ix) * C;
-                        for (int k = 0; k < K; k++) {
-                            float* a = &acc[(((size_t)k * R + r) * S + q) * C];
-                            for (int ch = 0; ch < C; ch++) a[ch] += g[k] * xp[ch];
-                        }
+                for_each_tap(xd, c, R, S, x, n, oy, ox, [&](int r, int q, const float* xp) {
+                    for (int k = 0; k < K; k++) {
+                        float* a = &acc[(((size_t)k * R + r) * S + q) * C];
+                        for (int ch = 0; ch < C; ch++) a[ch] += g[k] * xp[ch];
                     }
-                }
+                });
             }
     for (size_t i = 0; i < acc.size(); i++) blend(dw + i, acc[i], *alpha, *beta);
     return SUCCESS;

@@ -354,30 +354,23 @@ fn time(l: &mut Local, run: &mut dyn FnMut(&mut Local) -> std::result::Result<()
     run(l).ok()?;
     let stream = l.raw_stream();
     let make = || check(drv::event::create(drv_sys::CUevent_flags::CU_EVENT_DEFAULT).map(Some), "event creation");
-    let (start, end) = (make()?, make());
-    let mut best = None;
-    if let Some(end) = end {
-        best = Some(f32::INFINITY);
-        for _ in 0..TIMED_RUNS {
-            // SAFETY: live events and this thread's live stream
-            let record = |e| check(unsafe { drv::event::record(e, stream) }, "event record");
-            record(start);
-            if run(l).is_err() {
-                best = None;
-                break;
-            }
-            record(end);
+    let start = make()?;
+    let best = make().and_then(|end| {
+        // SAFETY (each call): live events on this thread's live stream
+        let mut once = || -> Option<f32> {
+            check(unsafe { drv::event::record(start, stream) }, "event record");
+            run(l).ok()?;
+            check(unsafe { drv::event::record(end, stream) }, "event record");
             check(unsafe { drv::event::synchronize(end) }, "event synchronisation");
-            let ms = check(unsafe { drv::event::elapsed(start, end) }.map(Some), "event timing");
-            if failed() || ms.is_none() {
-                best = None;
-                break;
-            }
-            best = best.map(|b: f32| b.min(ms.unwrap_or(f32::INFINITY)));
-        }
-        // SAFETY: created above, no longer used (destroying a pending event is allowed)
+            let ms = check(unsafe { drv::event::elapsed(start, end) }.map(Some), "event timing")?;
+            (!failed()).then_some(ms)
+        };
+        let best = (0..TIMED_RUNS).try_fold(f32::INFINITY, |b, _| once().map(|ms| b.min(ms)));
+        // SAFETY: created above and no longer used
         let _ = unsafe { drv::event::destroy(end) };
-    }
+        best
+    });
+    // SAFETY: as `end`
     let _ = unsafe { drv::event::destroy(start) };
     best
 }
@@ -428,6 +421,8 @@ pub(crate) struct Dnn {
     /// The GPU, cuDNN and math settings, as the tuning cache's keys name them.
     setting: String,
     workspace: CudaBuf,
+    /// The thread's stream, which the handle runs on and the workspace is allocated on.
+    stream: drv_sys::CUstream,
 }
 
 /// Descriptors and candidate algorithms of one convolution shape (kept for the process's
@@ -488,6 +483,7 @@ impl Dnn {
             memo: HashMap::new(),
             setting,
             workspace: CudaBuf::empty(stream),
+            stream,
         }
     }
 
@@ -653,7 +649,6 @@ impl Dnn {
         algo: &Algo,
         g: &WindowGeom,
         cout: usize,
-        stream: drv_sys::CUstream,
         call: impl FnOnce(&Descriptors, *mut c_void) -> std::result::Result<(), dnn::CudnnError>,
     ) -> std::result::Result<(), String> {
         let Some(p) = self.plan(g, cout) else {
@@ -662,7 +657,7 @@ impl Dnn {
         let d = Descriptors { x: p.x, y: p.y, w: p.w, conv: p.conv, handle: self.handle };
         // SAFETY: the descriptor is this thread's
         unsafe { dnn::set_convolution_math_type(d.conv, algo.math) }.map_err(|e| e.to_string())?;
-        self.workspace.reserve(algo.workspace.div_ceil(4), stream);
+        self.workspace.reserve(algo.workspace.div_ceil(4), self.stream);
         if failed() {
             return Ok(());
         }
@@ -679,12 +674,11 @@ impl Dnn {
         g: &WindowGeom,
         cout: usize,
         y: u64,
-        stream: drv_sys::CUstream,
     ) -> std::result::Result<(), String> {
         let AlgoId::Forward(id) = algo.id else { return Err("not a forward algorithm".into()) };
         let bytes = algo.workspace;
         // SAFETY: the buffers hold the shapes the descriptors describe (the op checked them)
-        self.run(algo, g, cout, stream, |d, ws| unsafe {
+        self.run(algo, g, cout, |d, ws| unsafe {
             dnn::convolution_forward(d.handle, ONE, d.x, x as _, d.w, w as _, d.conv, id, ws, bytes, ZERO, d.y, y as _)
         })
     }
@@ -699,12 +693,11 @@ impl Dnn {
         g: &WindowGeom,
         cout: usize,
         dw: u64,
-        stream: drv_sys::CUstream,
     ) -> std::result::Result<(), String> {
         let AlgoId::Filter(id) = algo.id else { return Err("not a filter-gradient algorithm".into()) };
         let bytes = algo.workspace;
         // SAFETY: as in `forward`
-        self.run(algo, g, cout, stream, |d, ws| unsafe {
+        self.run(algo, g, cout, |d, ws| unsafe {
             dnn::convolution_backward_filter(
                 d.handle, ONE, d.x, x as _, d.y, dy as _, d.conv, id, ws, bytes, ZERO, d.w, dw as _,
             )
@@ -721,12 +714,11 @@ impl Dnn {
         g: &WindowGeom,
         cout: usize,
         dx: u64,
-        stream: drv_sys::CUstream,
     ) -> std::result::Result<(), String> {
         let AlgoId::Data(id) = algo.id else { return Err("not an input-gradient algorithm".into()) };
         let bytes = algo.workspace;
         // SAFETY: as in `forward`
-        self.run(algo, g, cout, stream, |d, ws| unsafe {
+        self.run(algo, g, cout, |d, ws| unsafe {
             dnn::convolution_backward_data(
                 d.handle, ONE, d.w, w as _, d.y, dy as _, d.conv, id, ws, bytes, ZERO, d.x, dx as _,
             )

@@ -52,32 +52,43 @@ fn col2im(l: &Local, cols: u64, g: &WindowGeom, dx: u64, img0: usize, imgs: usiz
     }
 }
 
-/// The way `pass` of this convolution runs: known (a fixed route, or timed before), else
-/// timed now with `run` (see `cudnn.rs`). im2col's forward and filter gradient write their
-/// columns to `scratch`, grown for the timing; where another way wins, the memory that only
-/// the timing needed is given back (an evaluation batch of 1000 CIFAR images takes 2.4 GB of
-/// columns in a 64→128 layer).
+/// The way `pass` of this convolution runs — known (a fixed route, or timed before), else
+/// timed now with `run` (see `cudnn.rs`) — and, where it is im2col's forward or filter
+/// gradient, the columns' scratch it writes. The scratch is grown for the timing; where
+/// another way wins, the memory that only the timing needed is given back (an evaluation
+/// batch of 1000 CIFAR images takes 2.4 GB of columns in a 64→128 layer).
 fn way_for(
     g: &WindowGeom,
     cout: usize,
     pass: Pass,
     scratch: &mut CudaBuf,
     run: &mut dyn FnMut(&mut Local, Way, u64) -> Result<(), String>,
-) -> Way {
-    if let Some(way) = with_local(|l| cudnn::known_way(l, g, cout, pass)) {
-        return way;
-    }
-    let (before, columns_used) = (scratch.len, pass != Pass::Data);
-    let cols = if columns_used { columns(g, scratch) } else { 0 };
-    let way = with_local(|l| cudnn::tune(l, g, cout, pass, &mut |l, way| run(l, way, cols)));
-    if way != Way::Im2col && scratch.len > before {
-        // the grown part held columns only for the timing (nothing reads them later)
-        with_local(|l| *scratch = CudaBuf::empty(l.raw_stream()));
-        if before > 0 {
-            Cuda::resize(scratch, before);
+) -> (Way, u64) {
+    // im2col's input gradient needs no columns: it writes the columns' gradient to work2
+    let columns_used = pass != Pass::Data;
+    let way = match with_local(|l| cudnn::known_way(l, g, cout, pass)) {
+        Some(way) => way,
+        None => {
+            let before = scratch.len;
+            let cols = if columns_used { columns(g, scratch) } else { 0 };
+            let way = with_local(|l| cudnn::tune(l, g, cout, pass, &mut |l, way| run(l, way, cols)));
+            if way != Way::Im2col && scratch.len > before {
+                // the grown part held columns only for the timing (nothing reads them later)
+                with_local(|l| *scratch = CudaBuf::empty(l.raw_stream()));
+                if before > 0 {
+                    Cuda::resize(scratch, before);
+                }
+            }
+            way
         }
-    }
-    way
+    };
+    let cols = if way == Way::Im2col && columns_used { columns(g, scratch) } else { 0 };
+    (way, cols)
+}
+
+/// This thread's cuDNN (where the route chose one of its algorithms, it is loaded).
+fn dnn(l: &mut Local) -> Result<&mut cudnn::Dnn, String> {
+    l.dnn.as_mut().ok_or_else(|| "cuDNN is not loaded".into())
 }
 
 /// The im2col columns' scratch, grown to the shape's (rows × K) values; its address.
@@ -108,10 +119,7 @@ fn forward_way(
             gemm(l, rows, cout, k, (cols, k, 1), (w, 1, k), (y, cout), false, None);
             Ok(())
         }
-        Way::Cudnn(a) => {
-            let s = l.raw_stream();
-            l.dnn.as_mut().ok_or("cuDNN is not loaded")?.forward(&a, x, w, g, cout, y, s)
-        }
+        Way::Cudnn(a) => dnn(l)?.forward(&a, x, w, g, cout, y),
     }
 }
 
@@ -137,10 +145,7 @@ fn filter_way(
             gemm(l, cout, k, rows, (dy, 1, cout), (cols, k, 1), (dw, k), false, None);
             Ok(())
         }
-        Way::Cudnn(a) => {
-            let s = l.raw_stream();
-            l.dnn.as_mut().ok_or("cuDNN is not loaded")?.backward_filter(&a, x, dy, g, cout, dw, s)
-        }
+        Way::Cudnn(a) => dnn(l)?.backward_filter(&a, x, dy, g, cout, dw),
     }
 }
 
@@ -154,10 +159,7 @@ fn data_way(l: &mut Local, way: Way, w: u64, dy: u64, g: &WindowGeom, cout: usiz
             col2im(l, dcols, g, dx, 0, g.n);
             Ok(())
         }
-        Way::Cudnn(a) => {
-            let s = l.raw_stream();
-            l.dnn.as_mut().ok_or("cuDNN is not loaded")?.backward_data(&a, w, dy, g, cout, dx, s)
-        }
+        Way::Cudnn(a) => dnn(l)?.backward_data(&a, w, dy, g, cout, dx),
     }
 }
 
@@ -192,8 +194,7 @@ impl Conv2dOps for Cuda {
         }
         let pass = if mode == Mode::Train { Pass::Forward } else { Pass::Inference };
         let mut run = |l: &mut Local, way, cols| forward_way(l, way, x, w, g, cout, cols, y);
-        let way = way_for(g, cout, pass, scratch, &mut run);
-        let cols = if way == Way::Im2col { columns(g, scratch) } else { 0 };
+        let (way, cols) = way_for(g, cout, pass, scratch, &mut run);
         with_local(|l| {
             check(run(l, way, cols), "cuDNN convolution forward");
             l.launch_n4(K::add_bias_rows, rows * cout, &[y, b, u(rows), u(cout)]);
@@ -229,16 +230,14 @@ impl Conv2dOps for Cuda {
             return;
         }
         let mut filter = |l: &mut Local, way, cols| filter_way(l, way, x, dy, g, cout, cols, scratch_holds_cols, dw);
-        let way = way_for(g, cout, Pass::Filter, scratch, &mut filter);
-        let cols = if way == Way::Im2col { columns(g, scratch) } else { 0 };
+        let (way, cols) = way_for(g, cout, Pass::Filter, scratch, &mut filter);
         with_local(|l| {
             check(filter(l, way, cols), "cuDNN convolution backward (filter)");
             super::elementwise::sum_rows(l, dy, db, rows, cout);
         });
         let Some(dx) = dx else { return };
-        // (im2col's input gradient needs no columns: it writes the columns' gradient to work2)
         let mut data = |l: &mut Local, way, _cols| data_way(l, way, w, dy, g, cout, dx);
-        let way = way_for(g, cout, Pass::Data, scratch, &mut data);
+        let (way, _) = way_for(g, cout, Pass::Data, scratch, &mut data);
         with_local(|l| check(data(l, way, 0), "cuDNN convolution backward (data)"));
     }
 }
