@@ -8,12 +8,15 @@
 #            gather, whole runs)
 #   bench    cnnlab bench w1 | w1infer | w2, fp32 and TF32 (convolutions tuned, the default,
 #            profiled: each choice with its timings); w1 and w1infer also on the fixed rule
-#            (CNNLAB_CUDNN=inference) and tuned with FFT/Winograd (CNNLAB_CUDNN_TRANSFORMS=1)
+#            (CNNLAB_CUDNN=inference), on cuDNN over NCHW copies (CNNLAB_CUDNN=nchw) and tuned
+#            with FFT/Winograd (CNNLAB_CUDNN_TRANSFORMS=1)
 #   full     the full recipe's CNN, Mixer and LCN in strict fp32 (and the CNN in TF32),
 #            profiled layer by layer
 #   repeat   the same short reproduce (MNIST-1D CNN and MLP) in two processes, timing for
 #            themselves and then sharing the tuning cache: the same numbers?
-#   pytorch  the PyTorch reference (pytorch_gpu_bench.py), in the same call as bench
+#   pytorch  the PyTorch reference (pytorch_gpu_bench.py), in the same call as bench; then
+#            its fp32 W1 with deterministic algorithms and/or NHWC, and the cuDNN engines it
+#            chose (scripts/pytorch_w1_probe.py)
 #   table    reproduce --dataset cifar10 --preset full --device cuda --seeds 1 $TABLE_FLAGS
 #            (e.g. TABLE_FLAGS=--tf32, the PyTorch reference's math), cut DEADLINE seconds
 #            after the script started (default 570), leaving time to pack its curves
@@ -61,6 +64,9 @@ for part in $parts; do
       echo "with CNNLAB_CUDNN=inference (the fixed rule: im2col + cuBLAS to train, cuDNN to infer):"
       CNNLAB_CUDNN=inference gpu/cnnlab bench w1 --device cuda --quiet
       CNNLAB_CUDNN=inference gpu/cnnlab bench w1infer --device cuda --quiet
+      echo "with CNNLAB_CUDNN=nchw (cuDNN's first algorithm on NCHW copies, every pass):"
+      CNNLAB_CUDNN=nchw gpu/cnnlab bench w1 --device cuda --quiet
+      CNNLAB_CUDNN=nchw gpu/cnnlab bench w1infer --device cuda --quiet
       echo "tuned with FFT and Winograd allowed (CNNLAB_CUDNN_TRANSFORMS=1):"
       CNNLAB_CUDNN_TRANSFORMS=1 gpu/cnnlab bench w1 --device cuda --quiet --profile
       CNNLAB_CUDNN_TRANSFORMS=1 gpu/cnnlab bench w1infer --device cuda --quiet --profile
@@ -97,6 +103,9 @@ for part in $parts; do
   pytorch)
     log pytorch
     PYTHONUNBUFFERED=1 timeout 150 python3 gpu/pytorch_gpu_bench.py >"$out/pytorch.txt" 2>&1
+    # PyTorch's fp32 W1 under cnnlab's constraints (deterministic algorithms, NHWC), and the
+    # cuDNN engines its benchmark mode chose
+    PYTHONUNBUFFERED=1 timeout 200 python3 scripts/pytorch_w1_probe.py gpu >>"$out/pytorch.txt" 2>&1
     ;;
   table)
     wait "${convert:-}" 2>/dev/null

@@ -193,6 +193,7 @@ fn convolution_routes_choose_by_their_rules() {
     assert_eq!(fixed(ConvRoute::Im2col, false, Pass::Inference, Some(a), im2col), im2col);
     assert_eq!(fixed(ConvRoute::Cudnn, false, Pass::Forward, Some(a), im2col), a);
     assert_eq!(fixed(ConvRoute::Cudnn, false, Pass::Forward, None, im2col), im2col, "no candidate: im2col");
+    assert_eq!(fixed(ConvRoute::CudnnNchw, false, Pass::Data, Some(a), im2col), a);
     assert_eq!(fixed(ConvRoute::Inference, false, Pass::Forward, Some(a), im2col), im2col);
     assert_eq!(fixed(ConvRoute::Inference, false, Pass::Inference, Some(a), im2col), a);
     // tuning starts from the measured fixed rule: cuDNN with TF32, inference only in fp32
@@ -209,7 +210,12 @@ fn convolution_routes_choose_by_their_rules() {
     assert_eq!(timed(a, &[]), a, "nothing timed: the fixed way");
     assert_eq!(timed(im2col, &[(im2col, f32::NAN), (b, 1.0)]), b, "a NaN time counts as none");
 
-    for (s, r) in [("0", ConvRoute::Im2col), ("1", ConvRoute::Cudnn), ("inference", ConvRoute::Inference)] {
+    for (s, r) in [
+        ("0", ConvRoute::Im2col),
+        ("1", ConvRoute::Cudnn),
+        ("nchw", ConvRoute::CudnnNchw),
+        ("inference", ConvRoute::Inference),
+    ] {
         assert_eq!(s.parse::<ConvRoute>().unwrap(), r);
     }
     assert_eq!("tune".parse::<ConvRoute>().unwrap(), ConvRoute::Tune);
@@ -217,15 +223,15 @@ fn convolution_routes_choose_by_their_rules() {
     assert!(e.contains("CNNLAB_CUDNN=\"fast\"") && e.contains("tune"), "{e}");
 }
 
-/// The convolutions on each route (`cudnn.rs`): im2col + cuBLAS, cuDNN, cuDNN for inference
-/// only, and timed per shape and pass. The emulator has a stand-in for cuDNN
+/// The convolutions on each route (`cudnn.rs`): im2col + cuBLAS, cuDNN, cuDNN on NCHW copies,
+/// cuDNN for inference only, and timed per shape and pass. The emulator has a stand-in for cuDNN
 /// (`cuda_emulator/cudnn.cpp`) whose heuristic offers non-deterministic and FFT/Winograd
 /// entries first: cnnlab must pass over them (the stand-in refuses to run them).
 #[test]
 fn convolutions_match_the_cpu_on_every_route() {
     let Some(target) = target("convolutions_match_the_cpu_on_every_route") else { return };
     let tol = 1e-4;
-    for route in [ConvRoute::Im2col, ConvRoute::Cudnn, ConvRoute::Inference, ConvRoute::Tune] {
+    for route in [ConvRoute::Im2col, ConvRoute::Cudnn, ConvRoute::CudnnNchw, ConvRoute::Inference, ConvRoute::Tune] {
         cuda::set_convolution_route(route);
         compare_layer!("conv 3x3 pad 1", [4, 9, 9, 3], tol, |r| Conv::new_2d(3, 8, 3, 1, 1, &mut r));
         compare_layer!("conv 3x3 stride 2", [3, 10, 7, 5], tol, |r| Conv::new_2d(5, 6, 3, 2, 1, &mut r));
@@ -254,7 +260,12 @@ fn convolutions_match_the_cpu_on_every_route() {
             let cudnn = line.contains(": cuDNN");
             match route {
                 // the stand-in offers GEMM-type candidates for every shape
-                ConvRoute::Cudnn if matches!(target, Target::Emulator(_)) => assert!(cudnn, "{line}"),
+                ConvRoute::Cudnn if matches!(target, Target::Emulator(_)) => {
+                    assert!(cudnn && !line.contains("NCHW"), "{line}")
+                }
+                ConvRoute::CudnnNchw if matches!(target, Target::Emulator(_)) => {
+                    assert!(cudnn && line.contains("on NCHW copies"), "{line}")
+                }
                 ConvRoute::Inference if training => assert!(!cudnn, "{line}"),
                 ConvRoute::Inference if matches!(target, Target::Emulator(_)) => assert!(cudnn, "{line}"),
                 // timed: im2col and at least one of cuDNN's candidates (on a GPU a candidate
@@ -266,6 +277,21 @@ fn convolutions_match_the_cpu_on_every_route() {
                     "{line}"
                 ),
                 _ => {}
+            }
+            if matches!(target, Target::Emulator(_)) && route == ConvRoute::Tune {
+                // every qualifying candidate of the stand-in's heuristic is timed (forward:
+                // the four GEMM-type algorithms; input gradient: ALGO_1; filter: ALGO_1, ALGO_3),
+                // on NHWC and on NCHW copies
+                let timed = line.matches(" ms").count() - 1;
+                let qualifying = if line.contains("Forward:") || line.contains("Inference:") {
+                    4
+                } else if line.contains("Data:") {
+                    1
+                } else {
+                    2
+                };
+                assert_eq!(timed, 2 * qualifying, "{line}");
+                assert_eq!(line.matches("on NCHW copies ").count(), qualifying, "{line}");
             }
             if matches!(target, Target::Emulator(_)) && cudnn {
                 // strict fp32 passes over the stand-in's non-deterministic, FFT/Winograd and

@@ -1,14 +1,17 @@
 // A CPU stand-in for the cuDNN 9 calls cnnlab makes (NHWC fp32 2-D convolutions through the
-// legacy API), for the tests of the CUDA backend without a GPU (see emulator.md). Device
-// pointers are host pointers here (the driver stand-in allocates in host memory).
+// legacy API, and NCHW ones on copies of cnnlab's tensors), for the tests of the CUDA backend
+// without a GPU (see emulator.md). Device pointers are host pointers here (the driver
+// stand-in allocates in host memory).
 //
-// Its convolutions are direct loops: what it checks is cnnlab's side of the contract —
-// descriptors that agree with each other (layouts, channel counts, the output size that the
-// window geometry gives), the algorithm asked for being one the heuristic offered, a
-// workspace of the size the heuristic said (it is written end to end, so a short one hits
-// the driver's guard page), beta = 0 never reading the output (fresh memory holds NaN), and
-// a stream set on the handle. The layouts are the ones a real cuDNN was checked against on
-// a GPU (tests/cuda.rs with CNNLAB_CUDNN=1): NHWC activations, KRSC filters.
+// Its convolutions are direct loops over NHWC (NCHW calls run them on NHWC copies): what it
+// checks is cnnlab's side of the contract — descriptors that agree with each other (one
+// layout for all three, channel counts, the output size that the window geometry gives), the
+// algorithm asked for being one the heuristic offered, a workspace of the size the heuristic
+// said (it is written end to end, so a short one hits the driver's guard page), beta = 0
+// never reading the output (fresh memory holds NaN), and a stream set on the handle. The NHWC
+// layouts are the ones a real cuDNN was checked against on a GPU (tests/cuda.rs with
+// CNNLAB_CUDNN=1): NHWC activations, KRSC filters. NCHW with KCRS filters is cuDNN's
+// documented default layout, not yet checked on a GPU.
 //
 // The heuristic's lists are made up, in the shape of a real one: a non-deterministic entry
 // first (cnnlab must pass over it), FFT/Winograd entries (strict fp32 passes over them), a
@@ -24,7 +27,7 @@
 typedef int cudnnStatus_t;
 enum { SUCCESS = 0, NOT_INITIALIZED = 1001, BAD_PARAM = 2000, NOT_SUPPORTED = 3000 };
 enum { DATA_FLOAT = 0 };
-enum { FORMAT_NHWC = 1 };
+enum { FORMAT_NCHW = 0, FORMAT_NHWC = 1 };
 enum { CROSS_CORRELATION = 1 };
 enum { DEFAULT_MATH = 0, TENSOR_OP_MATH = 1, FMA_MATH = 3 };
 enum { NON_DETERMINISTIC = 0, DETERMINISTIC = 1 };
@@ -59,11 +62,13 @@ struct Entry {
     size_t workspace_per_value;  // bytes per output value (0: none)
     bool supported;
 };
-// forward: 1 IMPLICIT_PRECOMP_GEMM, 0 IMPLICIT_GEMM, 7 WINOGRAD_NONFUSED, 4 FFT
+// forward: 1 IMPLICIT_PRECOMP_GEMM, 0 IMPLICIT_GEMM, 7 WINOGRAD_NONFUSED, 4 FFT, 2 GEMM,
+// 3 DIRECT (four GEMM-type algorithms qualify in strict fp32: cnnlab times them all)
 static const Entry FORWARD[] = {
     {1, DETERMINISTIC, TENSOR_OP_MATH, 4, true}, {7, DETERMINISTIC, DEFAULT_MATH, 8, true},
     {1, DETERMINISTIC, DEFAULT_MATH, 4, true},   {0, DETERMINISTIC, FMA_MATH, 0, true},
-    {4, DETERMINISTIC, DEFAULT_MATH, 16, false},
+    {4, DETERMINISTIC, DEFAULT_MATH, 16, false}, {2, DETERMINISTIC, DEFAULT_MATH, 36, true},
+    {3, DETERMINISTIC, DEFAULT_MATH, 0, true},
 };
 // backward data: 0 ALGO_0 (atomics), 1 ALGO_1, 5 WINOGRAD_NONFUSED
 static const Entry DATA[] = {
@@ -152,8 +157,11 @@ API cudnnStatus_t cudnnSetConvolutionMathType(Conv* c, int math) {
 // the window geometry gives (cnnlab supports neither dilation nor groups).
 static bool consistent(const Desc4* x, const Desc4* w, const Conv* c, const Desc4* y) {
     if (!x || !w || !c || !y || !x->set || !w->set || !c->set || !y->set) return false;
+    // one layout for all three: NHWC activations with KRSC filters, or NCHW with KCRS
     for (const Desc4* d : {x, w, y})
-        if (d->format != FORMAT_NHWC || d->dtype != DATA_FLOAT) return false;
+        if ((d->format != FORMAT_NHWC && d->format != FORMAT_NCHW) || d->format != x->format ||
+            d->dtype != DATA_FLOAT)
+            return false;
     if (c->mode != CROSS_CORRELATION || c->compute != DATA_FLOAT || c->dh != 1 || c->dw != 1) return false;
     int oh = (x->h + 2 * c->ph - w->h) / c->u + 1, ow = (x->w + 2 * c->pw - w->w) / c->v + 1;
     return x->c == w->c && y->n == x->n && y->c == w->n && y->h == oh && y->w == ow && oh > 0 && ow > 0;
@@ -211,6 +219,36 @@ static cudnnStatus_t check_call(Handle* h, const Entry* table, int entries, int 
     return NOT_SUPPORTED;
 }
 
+// A tensor (or filter) of desc's shape in the other layout: channels moved last (to_nhwc) or
+// back to second (from NHWC); [n, c, h, w] logical dims either way.
+static std::vector<float> relayout(const Desc4* d, const float* src, bool to_nhwc) {
+    std::vector<float> out(values(d));
+    const size_t hw = (size_t)d->h * d->w;
+    for (int n = 0; n < d->n; n++)
+        for (int c = 0; c < d->c; c++)
+            for (size_t p = 0; p < hw; p++) {
+                size_t nchw = ((size_t)n * d->c + c) * hw + p, nhwc = ((size_t)n * hw + p) * d->c + c;
+                if (to_nhwc) out[nhwc] = src[nchw];
+                else out[nchw] = src[nhwc];
+            }
+    return out;
+}
+
+static const float ZERO = 0.0f;
+static inline void blend(float* out, float sum, float alpha, float beta);
+
+// An NCHW result computed in NHWC (alpha already applied), blended into out.
+static void put_back(const Desc4* d, const std::vector<float>& nhwc, float* out, float beta) {
+    std::vector<float> back = relayout(d, nhwc.data(), false);
+    for (size_t i = 0; i < back.size(); i++) blend(out + i, back[i], 1.0f, beta);
+}
+
+static Desc4 as_nhwc(const Desc4* d) {
+    Desc4 out = *d;
+    out.format = FORMAT_NHWC;
+    return out;
+}
+
 // out = alpha·sum + beta·out, without reading out when beta is 0 (as cuDNN)
 static inline void blend(float* out, float sum, float alpha, float beta) {
     *out = beta == 0.0f ? alpha * sum : alpha * sum + beta * *out;
@@ -235,6 +273,15 @@ API cudnnStatus_t cudnnConvolutionForward(Handle* h, const float* alpha, Desc4* 
                                           const float* w, Conv* c, int algo, void* ws, size_t ws_bytes,
                                           const float* beta, Desc4* yd, float* y) {
     if (!consistent(xd, wd, c, yd)) return BAD_PARAM;
+    if (xd->format == FORMAT_NCHW) {
+        // NCHW / KCRS: the NHWC loops on copies, the result copied back
+        Desc4 x2 = as_nhwc(xd), w2 = as_nhwc(wd), y2 = as_nhwc(yd);
+        std::vector<float> xs = relayout(xd, x, true), wk = relayout(wd, w, true), ys(values(yd));
+        cudnnStatus_t s = cudnnConvolutionForward(h, alpha, &x2, xs.data(), &w2, wk.data(), c, algo, ws, ws_bytes,
+                                                  &ZERO, &y2, ys.data());
+        if (s == SUCCESS) put_back(yd, ys, y, *beta);
+        return s;
+    }
     cudnnStatus_t s = check_call(h, FORWARD, sizeof FORWARD / sizeof *FORWARD, algo, values(yd), ws, ws_bytes);
     if (s != SUCCESS) return s;
     const int C = xd->c, K = wd->n, R = wd->h, S = wd->w;
@@ -259,6 +306,14 @@ API cudnnStatus_t cudnnConvolutionBackwardData(Handle* h, const float* alpha, De
                                                const float* dy, Conv* c, int algo, void* ws, size_t ws_bytes,
                                                const float* beta, Desc4* dxd, float* dx) {
     if (!consistent(dxd, wd, c, dyd)) return BAD_PARAM;
+    if (dxd->format == FORMAT_NCHW) {
+        Desc4 w2 = as_nhwc(wd), dy2 = as_nhwc(dyd), dx2 = as_nhwc(dxd);
+        std::vector<float> wk = relayout(wd, w, true), dys = relayout(dyd, dy, true), dxs(values(dxd));
+        cudnnStatus_t s = cudnnConvolutionBackwardData(h, alpha, &w2, wk.data(), &dy2, dys.data(), c, algo, ws,
+                                                       ws_bytes, &ZERO, &dx2, dxs.data());
+        if (s == SUCCESS) put_back(dxd, dxs, dx, *beta);
+        return s;
+    }
     cudnnStatus_t s = check_call(h, DATA, sizeof DATA / sizeof *DATA, algo, values(dxd), ws, ws_bytes);
     if (s != SUCCESS) return s;
     const int C = dxd->c, K = wd->n, R = wd->h, S = wd->w;
@@ -290,6 +345,14 @@ API cudnnStatus_t cudnnConvolutionBackwardFilter(Handle* h, const float* alpha, 
                                                  Desc4* dyd, const float* dy, Conv* c, int algo, void* ws,
                                                  size_t ws_bytes, const float* beta, Desc4* dwd, float* dw) {
     if (!consistent(xd, dwd, c, dyd)) return BAD_PARAM;
+    if (xd->format == FORMAT_NCHW) {
+        Desc4 x2 = as_nhwc(xd), dy2 = as_nhwc(dyd), dw2 = as_nhwc(dwd);
+        std::vector<float> xs = relayout(xd, x, true), dys = relayout(dyd, dy, true), dws(values(dwd));
+        cudnnStatus_t s = cudnnConvolutionBackwardFilter(h, alpha, &x2, xs.data(), &dy2, dys.data(), c, algo, ws,
+                                                         ws_bytes, &ZERO, &dw2, dws.data());
+        if (s == SUCCESS) put_back(dwd, dws, dw, *beta);
+        return s;
+    }
     cudnnStatus_t s = check_call(h, FILTER, sizeof FILTER / sizeof *FILTER, algo, values(dwd), ws, ws_bytes);
     if (s != SUCCESS) return s;
     const int C = xd->c, K = dwd->n, R = dwd->h, S = dwd->w;

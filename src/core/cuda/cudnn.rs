@@ -2,13 +2,18 @@
 //! and im2col + cuBLAS (`window.rs`). cnnlab's layouts are cuDNN's NHWC tensors and KRSC
 //! filters as they are (`[N, H, W, C]` activations, `[Cout, kh, kw, Cin]` weights in im2col
 //! order), so nothing is copied or transposed, and the im2col buffer (rows × K values: 300 MB
-//! for a 64→128 layer on a batch of 128 CIFAR images) is not needed.
+//! for a 64→128 layer on a batch of 128 CIFAR images) is not needed. cuDNN's fp32 kernels were
+//! written for NCHW first (PyTorch's fp32 reference runs NCHW), so the tuned route also times
+//! each algorithm on NCHW copies of the tensors, the copies' time included ([`Layout`]).
 //!
-//! cuDNN's candidates for a pass (forward, backward-data, backward-filter) are the first
-//! [`CANDIDATES`] that its heuristic ranks and that are deterministic (a seed gives the same
-//! numbers every run, as on the CPU) and, in strict fp32, run with FMA math (no TF32) and no
-//! FFT or Winograd transform, whose rounding differs from a GEMM's: the same sums as im2col +
-//! GEMM in another order. With `--tf32` any deterministic algorithm qualifies.
+//! cuDNN's candidates for a pass (forward, backward-data, backward-filter) are all the
+//! algorithms its heuristic lists that are deterministic (a seed gives the same numbers every
+//! run, as on the CPU), fit [`MAX_WORKSPACE`] and, in strict fp32, run with FMA math (no TF32)
+//! and no FFT or Winograd transform, whose rounding differs from a GEMM's: the same sums as
+//! im2col + GEMM in another order. With `--tf32` any deterministic algorithm qualifies. All of
+//! them are timed, as PyTorch's `cudnn.benchmark` times all of cuDNN's (the heuristic's order
+//! is not the GPU's: it ranked strict fp32's training algorithms above im2col + cuBLAS, which
+//! trained W1 faster on an H200).
 //!
 //! Which way runs is the [`ConvRoute`]'s (`CNNLAB_CUDNN`): by default ([`ConvRoute::Tune`])
 //! each shape and pass is timed once — im2col + cuBLAS against cuDNN's candidates, on the
@@ -17,8 +22,8 @@
 //! (`tune_cache.rs`), which later processes on the machine read instead of timing again:
 //! processes that each timed for themselves chose differently where two ways timed alike, and
 //! so rounded differently (the CUDA emulator's repeated runs showed it). A candidate must beat
-//! the fixed choice by [`MARGIN`] to replace it. `CNNLAB_CUDNN=0|1|inference` fixes the route
-//! outright.
+//! the fixed choice by [`MARGIN`] to replace it. `CNNLAB_CUDNN=0|1|nchw|inference` fixes the
+//! route outright.
 
 use super::{check, check_setup, failed, tune_cache, CudaBuf, Local};
 use crate::core::ops::conv2d::WindowGeom;
@@ -32,8 +37,6 @@ use std::sync::{LazyLock, Mutex, MutexGuard};
 
 /// Workspace beyond this is not worth an algorithm (the im2col path needs no more).
 const MAX_WORKSPACE: usize = 1 << 30;
-/// cuDNN algorithms timed for a pass beside im2col: the heuristic's first qualifying ones.
-const CANDIDATES: usize = 3;
 /// Timed runs of each candidate, after one untimed run (which allocates its workspace); the
 /// fastest counts.
 const TIMED_RUNS: usize = 3;
@@ -54,6 +57,9 @@ pub enum ConvRoute {
     /// im2col and cuBLAS (17,138 against 22,969 images/s, one sitting) but ran its inference
     /// faster (72,265 against 52,894 images/s, two sittings).
     Inference,
+    /// cuDNN throughout on NCHW copies of the tensors (see [`Layout`]), with the heuristic's
+    /// first qualifying NCHW algorithm (`CNNLAB_CUDNN=nchw`).
+    CudnnNchw,
     /// Each convolution shape and pass timed once per process (the default; see the module
     /// docs). The fixed choice it must beat: [`ConvRoute::Cudnn`]'s with `--tf32` (cuDNN's
     /// tensor-core kernels trained W1 at 81,911 images/s), [`ConvRoute::Inference`]'s in
@@ -75,7 +81,8 @@ impl ConvRoute {
     }
 
     fn from_code(c: u8) -> ConvRoute {
-        [ConvRoute::Im2col, ConvRoute::Cudnn, ConvRoute::Inference, ConvRoute::Tune][c as usize % 4]
+        [ConvRoute::Im2col, ConvRoute::Cudnn, ConvRoute::Inference, ConvRoute::CudnnNchw, ConvRoute::Tune]
+            [c as usize % 5]
     }
 }
 
@@ -86,10 +93,11 @@ impl std::str::FromStr for ConvRoute {
             "0" | "im2col" => Ok(ConvRoute::Im2col),
             "1" | "cudnn" => Ok(ConvRoute::Cudnn),
             "inference" => Ok(ConvRoute::Inference),
+            "nchw" => Ok(ConvRoute::CudnnNchw),
             "tune" => Ok(ConvRoute::Tune),
             other => Err(Error::Device(format!(
-                "CNNLAB_CUDNN={other:?} names no convolution route: use 0 (im2col + cuBLAS), 1 (cuDNN), inference \
-                 (cuDNN for inference only) or tune (timed per shape, the default)"
+                "CNNLAB_CUDNN={other:?} names no convolution route: use 0 (im2col + cuBLAS), 1 (cuDNN), nchw (cuDNN \
+                 on NCHW copies), inference (cuDNN for inference only) or tune (timed per shape, the default)"
             ))),
         }
     }
@@ -149,12 +157,24 @@ enum AlgoId {
     Filter(sys::cudnnConvolutionBwdFilterAlgo_t),
 }
 
-/// A cuDNN algorithm with the math type to run it with and the workspace it needs.
+/// The layout cuDNN is called with: cnnlab's own (NHWC activations, KRSC filters), or
+/// NCHW activations and KCRS filters on transposed copies (`window.rs` makes them). cuDNN's
+/// fp32 kernels were written for NCHW first, so the tuned route times both, the copies
+/// included.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Layout {
+    Nhwc,
+    Nchw,
+}
+
+/// A cuDNN algorithm with the math type to run it with, the workspace it needs, and the
+/// layout it is called with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Algo {
     id: AlgoId,
     math: sys::cudnnMathType_t,
     workspace: usize,
+    pub(crate) layout: Layout,
 }
 
 /// How one pass of a convolution runs.
@@ -177,8 +197,9 @@ impl std::fmt::Display for Way {
                 let tensor = matches!(a.math, sys::cudnnMathType_t::CUDNN_TENSOR_OP_MATH);
                 write!(
                     f,
-                    "cuDNN {}{}",
+                    "cuDNN {}{}{}",
                     name.trim_start_matches("CUDNN_CONVOLUTION_"),
+                    if a.layout == Layout::Nchw { " on NCHW copies" } else { "" },
                     if tensor { " (tensor ops)" } else { "" }
                 )
             }
@@ -188,10 +209,11 @@ impl std::fmt::Display for Way {
 
 impl Way {
     /// How the tuning cache writes it: `im2col`, or `cudnn <algorithm> <math type>` (cuDNN's
-    /// enum values).
+    /// enum values), followed by ` nchw` on NCHW copies.
     fn code(&self) -> String {
         match self {
             Way::Im2col => "im2col".into(),
+            Way::Cudnn(a) if a.layout == Layout::Nchw => format!("cudnn {} {} nchw", a.id.code(), a.math as u32),
             Way::Cudnn(a) => format!("cudnn {} {}", a.id.code(), a.math as u32),
         }
     }
@@ -202,9 +224,14 @@ impl Way {
         if code == "im2col" {
             return Some(Way::Im2col);
         }
+        let (code, layout) = match code.strip_suffix(" nchw") {
+            Some(c) => (c, Layout::Nchw),
+            None => (code, Layout::Nhwc),
+        };
         let mut it = code.strip_prefix("cudnn ")?.split(' ').map(|v| v.parse::<u32>().ok());
         let (id, math) = (it.next()??, it.next()??);
-        candidates.iter().find(|a| a.id.code() == id && a.math as u32 == math).map(|a| Way::Cudnn(*a))
+        let found = candidates.iter().find(|a| a.id.code() == id && a.math as u32 == math && a.layout == layout);
+        found.map(|a| Way::Cudnn(*a))
     }
 }
 
@@ -223,6 +250,12 @@ type Shape = ([usize; 12], usize);
 
 fn shape(g: &WindowGeom, cout: usize) -> Shape {
     ([g.n, g.h, g.w, g.c, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.oh, g.ow], cout)
+}
+
+/// Values of the NCHW copies of one pass's tensors, at most: the input (or its gradient),
+/// the output (or its gradient) and the filter (or its gradient).
+pub(crate) fn relayout_values(g: &WindowGeom, cout: usize) -> usize {
+    g.n * g.h * g.w * g.c + g.n * g.positions() * cout + cout * g.k()
 }
 
 /// What was chosen for a route, shape and pass, and the timings it was chosen by (none for
@@ -257,7 +290,7 @@ pub fn fixed<W: Copy>(route: ConvRoute, tf32: bool, pass: Pass, first: Option<W>
     let cudnn = first.unwrap_or(im2col);
     match route {
         ConvRoute::Im2col => im2col,
-        ConvRoute::Cudnn => cudnn,
+        ConvRoute::Cudnn | ConvRoute::CudnnNchw => cudnn,
         ConvRoute::Inference if pass == Pass::Inference => cudnn,
         ConvRoute::Inference => im2col,
         ConvRoute::Tune => {
@@ -300,7 +333,8 @@ pub(crate) fn known_way(l: &mut Local, g: &WindowGeom, cout: usize, pass: Pass) 
         Some(c) => c.way,
         None if route == ConvRoute::Tune => return None,
         None => {
-            let way = fixed_way(route, d.tf32, pass, &d.candidates(g, cout, pass));
+            let layout = if route == ConvRoute::CudnnNchw { Layout::Nchw } else { Layout::Nhwc };
+            let way = fixed_way(route, d.tf32, pass, &d.candidates(g, cout, pass, layout));
             all.insert(key, Chosen::fixed(way));
             way
         }
@@ -326,7 +360,8 @@ pub(crate) fn tune(
     }
     let Some(d) = l.dnn.as_mut() else { return Way::Im2col };
     let tf32 = d.tf32;
-    let candidates = d.candidates(g, cout, pass);
+    let mut candidates = d.candidates(g, cout, pass, Layout::Nhwc);
+    candidates.extend(d.candidates(g, cout, pass, Layout::Nchw));
     // an earlier process's choice, where it is still one of the candidates
     let cache_key = d.cache_key(g, cout, pass);
     if let Some(way) = tune_cache::lookup(&cache_key).and_then(|v| Way::parse(&v, &candidates)) {
@@ -334,6 +369,7 @@ pub(crate) fn tune(
         return way;
     }
     let preferred = fixed_way(ConvRoute::Tune, tf32, pass, &candidates);
+    let before = (d.workspace.cap, d.relayout.cap);
     let mut timings = Vec::new();
     for way in std::iter::once(Way::Im2col).chain(candidates.into_iter().map(Way::Cudnn)) {
         // a way that failed stays in the list as NaN (`describe` shows it)
@@ -343,6 +379,9 @@ pub(crate) fn tune(
         return preferred; // the run ends with the failure; nothing is kept
     }
     let way = pick_timed(preferred, &timings);
+    if let Some(d) = l.dnn.as_mut() {
+        d.give_back_scratch(before, way, g, cout);
+    }
     let not_kept = tune_cache::store(&cache_key, &way.code()).err().map(|e| e.to_string());
     all.insert(key, Chosen { way, timings, cached: false, not_kept });
     way
@@ -415,12 +454,14 @@ pub(crate) struct Dnn {
     /// `CNNLAB_CUDNN_TRANSFORMS=1`: strict fp32 may use FFT and Winograd too (an experiment:
     /// PyTorch's fp32 allows them; their rounding is not a GEMM's).
     transforms: bool,
-    plans: HashMap<Shape, Option<Plan>>,
+    plans: HashMap<(Shape, Layout), Option<Plan>>,
     /// The choices this thread has looked up (the shared map's lock is taken once per shape).
     memo: HashMap<ChoiceKey, Way>,
     /// The GPU, cuDNN and math settings, as the tuning cache's keys name them.
     setting: String,
     workspace: CudaBuf,
+    /// Room for the NCHW copies (see [`Layout`]).
+    relayout: CudaBuf,
     /// The thread's stream, which the handle runs on and the workspace is allocated on.
     stream: drv_sys::CUstream,
 }
@@ -483,8 +524,35 @@ impl Dnn {
             memo: HashMap::new(),
             setting,
             workspace: CudaBuf::empty(stream),
+            relayout: CudaBuf::empty(stream),
             stream,
         }
+    }
+
+    /// After timing: the workspace and NCHW room that only the candidates which lost needed
+    /// are given back (FFT's workspace can take a gigabyte), keeping what the thread held
+    /// before (`before`: values of each) and what `chosen` needs.
+    fn give_back_scratch(&mut self, before: (usize, usize), chosen: Way, g: &WindowGeom, cout: usize) {
+        let (workspace, relayout) = match chosen {
+            Way::Cudnn(a) if a.layout == Layout::Nchw => (a.workspace.div_ceil(4), relayout_values(g, cout)),
+            Way::Cudnn(a) => (a.workspace.div_ceil(4), 0),
+            Way::Im2col => (0, 0),
+        };
+        for (buf, keep) in
+            [(&mut self.workspace, before.0.max(workspace)), (&mut self.relayout, before.1.max(relayout))]
+        {
+            if buf.cap > keep {
+                *buf = CudaBuf::empty(self.stream);
+                buf.reserve(keep, self.stream);
+            }
+        }
+    }
+
+    /// Room for the NCHW copies of a convolution's tensors (see [`Layout`]): its address, 0
+    /// where the allocation failed (recorded; the op is skipped).
+    pub(crate) fn relayout(&mut self, g: &WindowGeom, cout: usize) -> u64 {
+        self.relayout.reserve(relayout_values(g, cout), self.stream);
+        self.relayout.ptr
     }
 
     /// The tuning cache's key for `pass` of this shape.
@@ -499,7 +567,7 @@ impl Dnn {
     /// with the math type to run them with: in strict fp32 FMA math whatever the entry says
     /// (the heuristic may rank an algorithm under the default math type, which on Ampere and
     /// newer lets cuDNN use TF32; PyTorch forces FMA math the same way).
-    fn qualifying(&self, found: impl Iterator<Item = Candidate>) -> Vec<Algo> {
+    fn qualifying(&self, found: impl Iterator<Item = Candidate>, layout: Layout) -> Vec<Algo> {
         use sys::cudnnMathType_t::{CUDNN_DEFAULT_MATH, CUDNN_FMA_MATH};
         let mut out: Vec<Algo> = Vec::new();
         for c in found {
@@ -507,16 +575,16 @@ impl Dnn {
             let plain = matches!(c.math, CUDNN_FMA_MATH | CUDNN_DEFAULT_MATH) && (!c.transform || self.transforms);
             let math = if self.tf32 { c.math } else { CUDNN_FMA_MATH };
             if fits && (self.tf32 || plain) && !out.iter().any(|a| a.id == c.id && a.math == math) {
-                out.push(Algo { id: c.id, math, workspace: c.memory });
+                out.push(Algo { id: c.id, math, workspace: c.memory, layout });
             }
         }
-        out.truncate(CANDIDATES);
         out
     }
 
-    /// cuDNN's candidates for `pass` of this shape (none where cuDNN cannot run it).
-    fn candidates(&mut self, g: &WindowGeom, cout: usize, pass: Pass) -> Vec<Algo> {
-        match self.plan(g, cout) {
+    /// cuDNN's candidates for `pass` of this shape in `layout` (none where cuDNN cannot run
+    /// it).
+    fn candidates(&mut self, g: &WindowGeom, cout: usize, pass: Pass, layout: Layout) -> Vec<Algo> {
+        match self.plan(g, cout, layout) {
             None => Vec::new(),
             Some(p) => match pass {
                 Pass::Forward | Pass::Inference => p.forward.clone(),
@@ -526,18 +594,23 @@ impl Dnn {
         }
     }
 
-    fn plan(&mut self, g: &WindowGeom, cout: usize) -> Option<&Plan> {
-        let key = shape(g, cout);
+    fn plan(&mut self, g: &WindowGeom, cout: usize, layout: Layout) -> Option<&Plan> {
+        let key = (shape(g, cout), layout);
         if !self.plans.contains_key(&key) {
-            let plan = self.make_plan(g, cout);
+            let plan = self.make_plan(g, cout, layout);
             self.plans.insert(key, plan);
         }
         self.plans.get(&key).and_then(|p| p.as_ref())
     }
 
-    fn make_plan(&self, g: &WindowGeom, cout: usize) -> Option<Plan> {
+    fn make_plan(&self, g: &WindowGeom, cout: usize, layout: Layout) -> Option<Plan> {
         use sys::cudnnDataType_t::CUDNN_DATA_FLOAT as F32;
-        use sys::cudnnTensorFormat_t::CUDNN_TENSOR_NHWC as NHWC;
+        use sys::cudnnTensorFormat_t::{CUDNN_TENSOR_NCHW, CUDNN_TENSOR_NHWC};
+        // the filter takes the same format: KRSC with NHWC, KCRS with NCHW
+        let format = match layout {
+            Layout::Nhwc => CUDNN_TENSOR_NHWC,
+            Layout::Nchw => CUDNN_TENSOR_NCHW,
+        };
         let dims = [g.n, g.h, g.w, g.c, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.oh, g.ow, cout];
         if dims.iter().any(|&d| d > i32::MAX as usize) {
             return None;
@@ -548,11 +621,11 @@ impl Dnn {
         // this thread's live handle; the heuristics write at most `count` entries
         unsafe {
             let x = dnn::create_tensor_descriptor().ok()?;
-            dnn::set_tensor4d_descriptor(x, NHWC, F32, [i(g.n), i(g.c), i(g.h), i(g.w)]).ok()?;
+            dnn::set_tensor4d_descriptor(x, format, F32, [i(g.n), i(g.c), i(g.h), i(g.w)]).ok()?;
             let y = dnn::create_tensor_descriptor().ok()?;
-            dnn::set_tensor4d_descriptor(y, NHWC, F32, [i(g.n), i(cout), i(g.oh), i(g.ow)]).ok()?;
+            dnn::set_tensor4d_descriptor(y, format, F32, [i(g.n), i(cout), i(g.oh), i(g.ow)]).ok()?;
             let w = dnn::create_filter_descriptor().ok()?;
-            dnn::set_filter4d_descriptor(w, F32, NHWC, [i(cout), i(g.c), i(g.kh), i(g.kw)]).ok()?;
+            dnn::set_filter4d_descriptor(w, F32, format, [i(cout), i(g.c), i(g.kh), i(g.kw)]).ok()?;
             let conv = dnn::create_convolution_descriptor().ok()?;
             let mode = sys::cudnnConvolutionMode_t::CUDNN_CROSS_CORRELATION;
             dnn::set_convolution2d_descriptor(conv, i(g.ph), i(g.pw), i(g.sh), i(g.sw), 1, 1, mode, F32).ok()?;
@@ -575,7 +648,7 @@ impl Dnn {
                         deterministic: p.determinism == sys::cudnnDeterminism_t::CUDNN_DETERMINISTIC,
                         math: p.mathType,
                         transform: !matches!(p.algo, $(<$algo>::$gemm)|+),
-                    }))
+                    }), layout)
                 }};
             }
             let forward = candidates!(
@@ -651,7 +724,7 @@ impl Dnn {
         cout: usize,
         call: impl FnOnce(&Descriptors, *mut c_void) -> std::result::Result<(), dnn::CudnnError>,
     ) -> std::result::Result<(), String> {
-        let Some(p) = self.plan(g, cout) else {
+        let Some(p) = self.plan(g, cout, algo.layout) else {
             return Err("cuDNN cannot run this convolution shape".into());
         };
         let d = Descriptors { x: p.x, y: p.y, w: p.w, conv: p.conv, handle: self.handle };

@@ -263,6 +263,10 @@ pub fn convolution_route() -> String {
         ConvRoute::Inference => {
             "convolutions: im2col + cuBLAS to train, cuDNN for inference (CNNLAB_CUDNN=inference)".into()
         }
+        ConvRoute::CudnnNchw => {
+            "convolutions: cuDNN on NCHW copies, the heuristic's first deterministic algorithm (CNNLAB_CUDNN=nchw)"
+                .into()
+        }
         ConvRoute::Tune => {
             let kept = match DEVICE.get() {
                 Some(Ok(_)) => tune_cache::path(),
@@ -274,7 +278,7 @@ pub fn convolution_route() -> String {
             };
             format!(
                 "convolutions: each shape and pass timed once, im2col + cuBLAS against cuDNN's deterministic \
-                 algorithms; {kept} (CNNLAB_CUDNN=0, 1 or inference fixes the route)"
+                 algorithms on NHWC and on NCHW copies; {kept} (CNNLAB_CUDNN=0, 1, nchw or inference fixes the route)"
             )
         }
     }

@@ -3,7 +3,7 @@
 //! and one cuBLAS GEMM over the whole batch, the locally-connected layer as a GEMM batched
 //! over positions, pooling and the shuffles as gather kernels.
 
-use super::cudnn::{self, Pass, Way};
+use super::cudnn::{self, Layout, Pass, Way};
 use super::{check, f, gemm, i, p, u, with_local, Batch, Cuda, CudaBuf, Local, K};
 use crate::core::backend::BackendBase;
 use crate::core::ops::conv2d::{Conv2dOps, WindowGeom};
@@ -119,8 +119,32 @@ fn forward_way(
             gemm(l, rows, cout, k, (cols, k, 1), (w, 1, k), (y, cout), false, None);
             Ok(())
         }
+        Way::Cudnn(a) if a.layout == Layout::Nchw => {
+            let [xt, yt, wt] = nchw_room(l, g, cout)?;
+            transpose(l, x, xt, g.n, g.h * g.w, g.c);
+            transpose(l, w, wt, cout, g.kh * g.kw, g.c);
+            dnn(l)?.forward(&a, xt, wt, g, cout, yt)?;
+            transpose(l, yt, y, g.n, cout, g.positions());
+            Ok(())
+        }
         Way::Cudnn(a) => dnn(l)?.forward(&a, x, w, g, cout, y),
     }
+}
+
+/// The NCHW copies' room (see [`Layout`]): the input's (or its gradient's), the output's (or
+/// its gradient's) and the filter's addresses. An error (the candidate is left out) where a
+/// copy's rows exceed the transpose kernel's grid, or the allocation failed (recorded).
+fn nchw_room(l: &mut Local, g: &WindowGeom, cout: usize) -> Result<[u64; 3], String> {
+    let rows = [g.h * g.w, g.positions(), g.c, cout, g.kh * g.kw];
+    if rows.iter().any(|&r| r.div_ceil(32) > 65535) {
+        return Err("too large for the NCHW copies".into());
+    }
+    let base = dnn(l)?.relayout(g, cout);
+    if base == 0 {
+        return Err("no memory for the NCHW copies".into());
+    }
+    let (x, y) = ((g.n * g.h * g.w * g.c) as u64, (g.n * g.positions() * cout) as u64);
+    Ok([base, base + 4 * x, base + 4 * (x + y)])
 }
 
 /// `dw = dyᵀ·cols` one way; im2col computes the columns first unless `cols` holds them.
@@ -145,6 +169,14 @@ fn filter_way(
             gemm(l, cout, k, rows, (dy, 1, cout), (cols, k, 1), (dw, k), false, None);
             Ok(())
         }
+        Way::Cudnn(a) if a.layout == Layout::Nchw => {
+            let [xt, dyt, dwt] = nchw_room(l, g, cout)?;
+            transpose(l, x, xt, g.n, g.h * g.w, g.c);
+            transpose(l, dy, dyt, g.n, g.positions(), cout);
+            dnn(l)?.backward_filter(&a, xt, dyt, g, cout, dwt)?;
+            transpose(l, dwt, dw, cout, g.c, g.kh * g.kw);
+            Ok(())
+        }
         Way::Cudnn(a) => dnn(l)?.backward_filter(&a, x, dy, g, cout, dw),
     }
 }
@@ -157,6 +189,14 @@ fn data_way(l: &mut Local, way: Way, w: u64, dy: u64, g: &WindowGeom, cout: usiz
             let dcols = l.work2(rows * k * 4);
             gemm(l, rows, k, cout, (dy, cout, 1), (w, k, 1), (dcols, k), false, None);
             col2im(l, dcols, g, dx, 0, g.n);
+            Ok(())
+        }
+        Way::Cudnn(a) if a.layout == Layout::Nchw => {
+            let [dxt, dyt, wt] = nchw_room(l, g, cout)?;
+            transpose(l, dy, dyt, g.n, g.positions(), cout);
+            transpose(l, w, wt, cout, g.kh * g.kw, g.c);
+            dnn(l)?.backward_data(&a, wt, dyt, g, cout, dxt)?;
+            transpose(l, dxt, dx, g.n, g.c, g.h * g.w);
             Ok(())
         }
         Way::Cudnn(a) => dnn(l)?.backward_data(&a, w, dy, g, cout, dx),
@@ -339,18 +379,21 @@ impl PatchifyOps for Cuda {
     }
 }
 
+/// `y[b] = x[b]ᵀ` for each of `batch` row-major `rows × cols` matrices.
+fn transpose(l: &Local, x: u64, y: u64, batch: usize, rows: usize, cols: usize) {
+    if batch * rows * cols == 0 {
+        return;
+    }
+    let (gx, gy) = (cols.div_ceil(32) as u32, rows.div_ceil(32) as u32);
+    for b0 in (0..batch).step_by(65535) {
+        let gz = (batch - b0).min(65535) as u32;
+        let args = [x, y, i(rows as i32), i(cols as i32), u(b0)];
+        l.launch(K::transpose_batched, (gx, gy, gz), (32, 8, 1), &args);
+    }
+}
+
 impl TransposeOps for Cuda {
     fn transpose_batched(x: &CudaBuf, y: &mut CudaBuf, batch: usize, rows: usize, cols: usize) {
-        if batch * rows * cols == 0 {
-            return;
-        }
-        with_local(|l| {
-            let (gx, gy) = (cols.div_ceil(32) as u32, rows.div_ceil(32) as u32);
-            for b0 in (0..batch).step_by(65535) {
-                let gz = (batch - b0).min(65535) as u32;
-                let args = [p(x), p(y), i(rows as i32), i(cols as i32), u(b0)];
-                l.launch(K::transpose_batched, (gx, gy, gz), (32, 8, 1), &args);
-            }
-        });
+        with_local(|l| transpose(l, x.ptr, y.ptr, batch, rows, cols));
     }
 }
