@@ -35,6 +35,11 @@ pub enum Error {
     /// compile; a backend not built in).
     #[error("device: {0}")]
     Device(String),
+    /// The GPU ran out of memory (an allocation failed, or a run's estimate exceeds the free
+    /// memory). Runs that met it beside other runs are run again with fewer at once
+    /// ([`crate::core::Device::run_jobs`]).
+    #[error("device: {0}")]
+    DeviceMemory(String),
     /// A failure inside cnnlab itself (a bug), caught where a sweep records it.
     #[error("internal error: {0}")]
     Internal(String),

@@ -604,13 +604,15 @@ fn a_device_failure_is_an_error_and_the_next_run_trains() {
     if !gpu("a_device_failure_is_an_error_and_the_next_run_trains") {
         return;
     }
-    // 4 TiB: the allocation fails; the buffer stays empty and the failure is recorded
+    // 4 TiB: the allocation fails and the failure is recorded, as running out of memory; the
+    // buffer keeps its length (host code reading it back gets the values it expects: zeros)
     let huge = Tensor::<Cuda>::zeros(&[1 << 40]);
-    assert_eq!(Cuda::len(huge.buf()), 0);
+    assert_eq!(Cuda::len(huge.buf()), 1 << 40);
     match Cuda::take_error() {
-        Some(cnnlab::Error::Device(m)) => assert!(m.contains("allocation"), "{m}"),
+        Some(cnnlab::Error::DeviceMemory(m)) => assert!(m.contains("allocation"), "{m}"),
         other => panic!("expected an allocation failure, got {other:?}"),
     }
+    drop(huge);
     assert!(Cuda::take_error().is_none(), "taken once");
     let data = toy_images(256, 5);
     let config = TrainConfig { steps: 12, batch_size: 32, eval_every: 6, ..TrainConfig::mnist1d() };
@@ -631,37 +633,54 @@ fn a_device_failure_is_an_error_and_the_next_run_trains() {
 /// on its own thread and stream, and its accuracies are the CPU's within a point (the curves
 /// differ by rounding only; 60 steps). A second process, reading the convolution choices that
 /// the first timed and kept in the tuning cache, gives the same curves to the bit.
-#[test]
-fn the_cli_reproduces_on_cuda() {
-    let Some(target) = target("the_cli_reproduces_on_cuda") else { return };
+/// The `cnnlab` binary as a command run in `dir` on `target` (the emulator's libraries on its
+/// library path), or None where the binary is not here (`test` says it skipped).
+fn cnnlab_command(test: &str, target: &Target, dir: &Path) -> Option<std::process::Command> {
     // CNNLAB_BIN: the binary where the test binary was carried elsewhere (scripts/gpu_check.sh)
     let exe = std::env::var_os("CNNLAB_BIN").map(std::path::PathBuf::from);
     let exe = exe.unwrap_or_else(|| env!("CARGO_BIN_EXE_cnnlab").into());
     let exe = exe.canonicalize().unwrap_or(exe);
     if !exe.exists() {
-        return skip("the_cli_reproduces_on_cuda", &format!("{} is not here (set CNNLAB_BIN)", exe.display()));
+        skip(test, &format!("{} is not here (set CNNLAB_BIN)", exe.display()));
+        return None;
     }
+    let mut cmd = std::process::Command::new(&exe);
+    cmd.current_dir(dir).env_remove("CNNLAB_CUDNN");
+    if let Target::Emulator(lib) = target {
+        let path = std::env::var("LD_LIBRARY_PATH").unwrap_or_default();
+        cmd.env("LD_LIBRARY_PATH", format!("{}:{path}", lib.display()));
+    }
+    Some(cmd)
+}
+
+/// The test accuracies of `reproduce --json -`'s rows, in order.
+fn table_accuracies(json: &[u8]) -> Vec<f64> {
+    let json: serde_json::Value = serde_json::from_slice(json).unwrap();
+    let rows = json["rows"].as_array().unwrap();
+    rows.iter().flat_map(|r| r["accuracies"].as_array().unwrap().iter().map(|a| a.as_f64().unwrap())).collect()
+}
+
+#[test]
+fn the_cli_reproduces_on_cuda() {
+    let Some(target) = target("the_cli_reproduces_on_cuda") else { return };
     let dir = tempfile::tempdir().unwrap();
+    if cnnlab_command("the_cli_reproduces_on_cuda", target, dir.path()).is_none() {
+        return;
+    }
     let cache = dir.path().join("cache").join("convolutions.json");
     let run = |device: &str, run_dir: &str| -> Vec<f64> {
-        let mut cmd = std::process::Command::new(&exe);
-        cmd.current_dir(dir.path()).args(["reproduce", "--models", "cnn,mlp", "--steps", "60", "--eval-every", "30"]);
+        let Some(mut cmd) = cnnlab_command("the_cli_reproduces_on_cuda", target, dir.path()) else { unreachable!() };
+        cmd.args(["reproduce", "--models", "cnn,mlp", "--steps", "60", "--eval-every", "30"]);
         cmd.args(["--seeds", "2", "--quiet", "--json", "-", "--device", device, "--run-dir", run_dir]);
-        cmd.env("CNNLAB_TUNE_CACHE", &cache).env_remove("CNNLAB_CUDNN");
-        if let Target::Emulator(lib) = target {
-            let path = std::env::var("LD_LIBRARY_PATH").unwrap_or_default();
-            cmd.env("LD_LIBRARY_PATH", format!("{}:{path}", lib.display()));
-        }
+        cmd.env("CNNLAB_TUNE_CACHE", &cache);
         let out = cmd.output().unwrap();
         assert!(out.status.success(), "{device}: {}", String::from_utf8_lossy(&out.stderr));
-        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        let rows = json["rows"].as_array().unwrap();
-        assert_eq!(rows.len(), 4, "cnn and mlp, original and permuted");
-        rows.iter().flat_map(|r| r["accuracies"].as_array().unwrap().iter().map(|a| a.as_f64().unwrap())).collect()
+        let accuracies = table_accuracies(&out.stdout);
+        assert_eq!(accuracies.len(), 8, "cnn and mlp, original and permuted, two seeds");
+        accuracies
     };
     let (gpu, cpu) = (run("cuda", "cuda"), run("cpu", "cpu"));
     let _ = writeln!(std::io::stderr(), "the_cli_reproduces_on_cuda: accuracies cuda {gpu:?}, cpu {cpu:?}");
-    assert_eq!(gpu.len(), 8);
     assert!(cpu.iter().cloned().fold(0.0, f64::max) > 0.3, "the runs learned (chance is 0.1)");
     for (g, c) in gpu.iter().zip(&cpu) {
         assert!((g - c).abs() <= 0.01, "test accuracy cuda {g} vs cpu {c}");
@@ -691,4 +710,43 @@ fn the_cli_reproduces_on_cuda() {
         let read = |d: &str| std::fs::read_to_string(dir.path().join(d).join(name)).unwrap();
         assert_eq!(read("again"), read("cuda"), "{name}: a second process's curve, to the bit");
     }
+}
+
+/// Runs that run out of the GPU's memory beside others run again with fewer at once and give
+/// the numbers they give alone (`Device::run_jobs`). On the emulator, whose memory is set to
+/// 1.8 times one run's peak, so that two runs at once cannot both fit.
+#[test]
+fn runs_out_of_memory_beside_others_run_again() {
+    let test = "runs_out_of_memory_beside_others_run_again";
+    let Some(target) = target(test) else { return };
+    if *target == Target::Gpu {
+        return skip(test, "a real GPU's memory cannot be made smaller (the emulator's can)");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let run = |parallel: &str, env: (&str, &str)| -> Option<(Vec<f64>, String)> {
+        let mut cmd = cnnlab_command(test, target, dir.path())?;
+        cmd.args(["reproduce", "--models", "mlp", "--steps", "40", "--eval-every", "20", "--seeds", "2"]);
+        cmd.args(["--quiet", "--json", "-", "--device", "cuda", "--parallel-runs", parallel]).env(env.0, env.1);
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "--parallel-runs {parallel}: {stderr}");
+        Some((table_accuracies(&out.stdout), stderr))
+    };
+    let Some((alone, stderr)) = run("1", ("CNNLAB_EMULATOR_PEAK", "1")) else { return };
+    // (the line of each copy of the driver the process loaded: the one that allocated has the peak)
+    let peak: u64 = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("emulator: peak device memory ")?.strip_suffix(" bytes")?.parse().ok())
+        .max()
+        .unwrap_or_else(|| panic!("no peak in {stderr}"));
+    assert!(peak > 0, "{stderr}");
+    // room for one run and its up-front estimate (about 1.7 times its peak for this MLP), not
+    // for two runs
+    let memory = (peak * 9 / 5).to_string();
+    let (beside, stderr) = run("2", ("CNNLAB_EMULATOR_MEMORY", &memory)).unwrap();
+    let notes: Vec<&str> = stderr.lines().filter(|l| l.contains("ran out")).collect();
+    let _ = writeln!(std::io::stderr(), "{test}: one run's peak {peak} bytes; in {memory} bytes: {notes:?}");
+    assert!(stderr.contains("ran out of GPU memory beside others: running again, 1 at once"), "{stderr}");
+    assert_eq!(beside.len(), 4, "original and permuted, two seeds");
+    assert_eq!(beside, alone, "the runs run again give the numbers they give alone");
 }

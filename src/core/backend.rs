@@ -41,6 +41,14 @@ pub trait BackendBase: Sized + Send + Sync + 'static {
         crate::limits::available_bytes()
     }
 
+    /// The error refusing a run whose estimate exceeds [`BackendBase::available_bytes`]: a
+    /// configuration error for the host's memory; on a GPU, whose free memory the runs
+    /// trained at once share, [`crate::Error::DeviceMemory`], which fewer runs beside it may
+    /// avoid.
+    fn memory_refusal(message: String) -> crate::error::Error {
+        crate::error::Error::Config(message)
+    }
+
     /// Choices this backend made for its ops (a GPU's convolution route and, per shape and
     /// pass, the way it took), one line each, for profiles and provenance records.
     fn choices() -> Vec<String> {

@@ -106,29 +106,67 @@ impl Device {
     /// than cores: small models use two cores worse than two runs do); a GPU runs
     /// [`DEFAULT_GPU_RUNS`] at once, each on its own host thread and so its own CUDA stream,
     /// because one small network cannot fill a GPU. `parallel` overrides how many run at once.
+    ///
+    /// Jobs that ran out of the GPU's memory ([`Error::DeviceMemory`]) beside other jobs are
+    /// run again, half as many at once, down to one at a time (a run's numbers do not depend
+    /// on what runs beside it); `note` is told each time. The error of a job that ran out of
+    /// memory alone is its result.
     pub fn run_jobs<J: Sync, T: Send>(
         &self,
         jobs: &[J],
         parallel: Option<usize>,
-        f: impl Fn(&J) -> T + Sync + Send,
-    ) -> Result<Vec<T>> {
+        f: impl Fn(&J) -> Result<T> + Sync + Send,
+        note: &(dyn Fn(&str) + Sync),
+    ) -> Result<Vec<Result<T>>> {
         use crate::core::cpu::with_intra_op_threads;
         use rayon::prelude::*;
         let one = |j: &J| {
             let inner = if jobs.len() >= rayon::current_num_threads() { 1 } else { 0 };
-            with_intra_op_threads(inner, || f(j))
+            let out = with_intra_op_threads(inner, || f(j));
+            self.after_job();
+            out
         };
-        let at_once = match (parallel, self) {
+        let mut at_once = match (parallel, self) {
             (Some(n), _) => n.max(1),
             (None, Device::Cuda(_)) => DEFAULT_GPU_RUNS,
             (None, Device::Cpu) => return Ok(jobs.par_iter().map(one).collect()),
         };
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(at_once.min(jobs.len()).max(1))
-            .start_handler(|_| crate::core::cpu::flush_denormals())
-            .build()
-            .map_err(|e| Error::Config(format!("cannot start {at_once} threads for runs: {e}")))?;
-        Ok(pool.install(|| jobs.par_iter().with_max_len(1).map(one).collect()))
+        let mut out: Vec<Option<Result<T>>> = (0..jobs.len()).map(|_| None).collect();
+        let mut pending: Vec<usize> = (0..jobs.len()).collect();
+        while !pending.is_empty() {
+            at_once = at_once.min(pending.len());
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(at_once)
+                .start_handler(|_| crate::core::cpu::flush_denormals())
+                .build()
+                .map_err(|e| Error::Config(format!("cannot start {at_once} threads for runs: {e}")))?;
+            let results: Vec<Result<T>> =
+                pool.install(|| pending.par_iter().with_max_len(1).map(|&i| one(&jobs[i])).collect());
+            let mut again = Vec::new();
+            for (&i, r) in pending.iter().zip(results) {
+                match r {
+                    Err(Error::DeviceMemory(_)) if at_once > 1 => again.push(i),
+                    r => out[i] = Some(r),
+                }
+            }
+            if !again.is_empty() {
+                at_once /= 2;
+                let runs = if again.len() == 1 { "1 run" } else { &format!("{} runs", again.len()) };
+                note(&format!("{runs} ran out of GPU memory beside others: running again, {at_once} at once"));
+            }
+            pending = again;
+        }
+        let missing = || Err(Error::Internal("a job was not run".into()));
+        Ok(out.into_iter().map(|r| r.unwrap_or_else(missing)).collect())
+    }
+
+    /// After each job on its thread: a GPU thread gives back its scratch memory, which other
+    /// runs may need while this thread waits or after it ends.
+    fn after_job(&self) {
+        #[cfg(feature = "cuda")]
+        if let Device::Cuda(_) = self {
+            crate::core::cuda::release_thread_scratch();
+        }
     }
 }
 
@@ -175,7 +213,8 @@ mod tests {
         let jobs: Vec<u64> = (0..13).collect();
         let want: Vec<u64> = jobs.iter().map(|j| j * j).collect();
         for parallel in [None, Some(1), Some(3), Some(64)] {
-            assert_eq!(Device::Cpu.run_jobs(&jobs, parallel, |j| j * j).unwrap(), want, "{parallel:?}");
+            let out = Device::Cpu.run_jobs(&jobs, parallel, |j| Ok(j * j), &|_| {}).unwrap();
+            assert_eq!(out.into_iter().collect::<Result<Vec<_>>>().unwrap(), want, "{parallel:?}");
         }
     }
 

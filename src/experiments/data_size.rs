@@ -99,7 +99,7 @@ pub fn run(cfg: &DataSizeConfig, progress: &dyn Progress) -> Result<DataSizeRepo
             mask: None,
         })
         .collect();
-    let accuracies = run_grid(cfg.compute, &jobs, |spec| {
+    let accuracies = run_grid(cfg.compute, &jobs, progress, |spec| {
         let mut d = data.clone();
         d.truncate_train(spec.data.train_subset.unwrap_or(d.n_train()));
         let r = train_run_on(spec, &d, PositionPermutation::None, cfg.compute.device, None, progress)?;

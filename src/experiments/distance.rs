@@ -104,6 +104,7 @@ pub fn run(cfg: &DistanceConfig, progress: &dyn Progress) -> Result<DistanceRepo
     let curves = run_grid(
         cfg.compute,
         &cfg.models,
+        progress,
         |&kind| crate::with_backend!(cfg.compute.device, B => curve::<B>(kind, data, &train, &gaps, &tests, progress)),
     )?;
     let rf = text::cnn_receptive_field();

@@ -50,13 +50,15 @@ impl Compute {
     }
 }
 
-/// Runs `run` on every job as `compute` says (in parallel, results in job order).
+/// Runs `run` on every job as `compute` says (in parallel, results in job order; runs that
+/// ran out of GPU memory beside others run again with fewer at once, noted to `progress`).
 pub fn run_grid<J: Sync, T: Send>(
     compute: Compute,
     jobs: &[J],
+    progress: &dyn Progress,
     run: impl Fn(&J) -> Result<T> + Sync + Send,
 ) -> Result<Vec<T>> {
-    compute.device.run_jobs(jobs, compute.parallel_runs, run)?.into_iter().collect()
+    compute.device.run_jobs(jobs, compute.parallel_runs, run, &|line| progress.note(line))?.into_iter().collect()
 }
 
 #[cfg(test)]
@@ -66,10 +68,15 @@ mod tests {
     #[test]
     fn grid_keeps_job_order_and_returns_the_first_error() {
         let jobs: Vec<u32> = (0..20).collect();
-        let out = run_grid(Compute::default(), &jobs, |&j| Ok(j * 2)).unwrap();
+        let out = run_grid(Compute::default(), &jobs, &Silent, |&j| Ok(j * 2)).unwrap();
         assert_eq!(out, jobs.iter().map(|j| j * 2).collect::<Vec<_>>());
         let three = Compute { parallel_runs: Some(3), ..Compute::default() };
-        let e = run_grid(three, &jobs, |&j| if j == 7 { Err(crate::Error::Config("seven".into())) } else { Ok(j) });
+        let e = run_grid(
+            three,
+            &jobs,
+            &Silent,
+            |&j| if j == 7 { Err(crate::Error::Config("seven".into())) } else { Ok(j) },
+        );
         assert!(e.unwrap_err().to_string().contains("seven"));
     }
 }

@@ -241,7 +241,7 @@ fn sequences(cfg: &PoolingConfig, progress: &dyn Progress) -> Result<SequenceRep
         .iter()
         .flat_map(|&v| (0..sizes.len()).flat_map(move |i| (0..cfg.seeds as u64).map(move |s| (v, i, s))))
         .collect();
-    let accuracies = run_grid(cfg.compute, &jobs, |&(variant, i, seed)| {
+    let accuracies = run_grid(cfg.compute, &jobs, progress, |&(variant, i, seed)| {
         let config = TrainConfig { seed, ..train.clone() };
         crate::with_backend!(cfg.compute.device, B => {
             let data = &datasets[i];
@@ -316,7 +316,7 @@ pub fn image_ablation(
             (v, spec)
         })
         .collect();
-    let results = run_grid(compute, &jobs, |(_, spec)| {
+    let results = run_grid(compute, &jobs, progress, |(_, spec)| {
         let mut rng = rng_for(spec.seed(), streams::INIT);
         let probe = Model::<crate::core::Cpu>::build_with(
             ModelKind::Cnn,

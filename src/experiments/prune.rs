@@ -337,7 +337,7 @@ pub fn one_shot<B: Backend>(
         jobs.push((Scope::LayerWise, MaskKind::Random, s));
     }
     let jobs: Vec<(usize, (Scope, MaskKind, f64))> = jobs.into_iter().enumerate().collect();
-    run_grid(compute, &jobs, |&(j, (scope, mask, s))| {
+    run_grid(compute, &jobs, &progress, |&(j, (scope, mask, s))| {
         let masks = if mask == MaskKind::Random {
             random_masks(&trained_params, &groups, s, &mut rng_for(subject.config.seed + j as u64, MASK_STREAM))
         } else {
@@ -369,7 +369,7 @@ pub fn lottery<B: Backend>(
     let groups = subject.groups(&probe.net);
     let dense_first = first_dense_layer(&probe.net, &subject.data.example_shape);
     let jobs: Vec<(u64, bool)> = seeds.iter().flat_map(|&s| [(s, true), (s, false)]).collect();
-    let chains = run_grid(compute, &jobs, |&(seed, ticket)| {
+    let chains = run_grid(compute, &jobs, &progress, |&(seed, ticket)| {
         // the run's own seed rewinds to its saved initial weights; other seeds start afresh
         let start = if seed == subject.config.seed {
             subject.model::<B>(&subject.init)?

@@ -372,7 +372,7 @@ pub fn run_plan(cfg: &ReproduceConfig, plan: &Plan, progress: &dyn Progress) -> 
         ));
         Ok(record)
     };
-    let records = run_grid(cfg.compute, &jobs, one_run)?;
+    let records = run_grid(cfg.compute, &jobs, progress, one_run)?;
     let report =
         plan.table.report(records, cfg.compute.device, start.elapsed().as_secs_f64(), cfg.run_dir.clone(), vec![]);
     if let Some(dir) = &cfg.run_dir {

@@ -260,7 +260,12 @@ impl<B: Backend> Trainer<B> {
         let what = format!("training the {} model", kind.name());
         // a backend that keeps the training split in its memory holds it there too
         let resident = if B::KEEPS_DATA_RESIDENT { 4.0 * (data.x.len() + data.y.len()) as f64 } else { 0.0 };
-        crate::limits::check_fits_in(B::available_bytes(), &what, fp.training_bytes(batch) + resident)?;
+        crate::limits::check_fits_in(B::available_bytes(), &what, fp.training_bytes(batch) + resident).map_err(
+            |e| match e {
+                Error::Config(m) => B::memory_refusal(m),
+                e => e,
+            },
+        )?;
         let mut init: InitRng = rng_for(config.seed, streams::INIT);
         let model = Model::build_for(kind, data, &config.arch, &mut init)?;
         Self::new(model, config)

@@ -316,7 +316,23 @@ static void run_grid(const Kernel* k, void** params, dim3 grid, dim3 threads) {
 
 // ---------------------------------------------------------------- memory
 
-static const size_t TOTAL = 16ull << 30;
+// The emulated GPU's memory: 16 GiB, or CNNLAB_EMULATOR_MEMORY bytes (the tests of runs that
+// run out of memory beside others). With CNNLAB_EMULATOR_PEAK set, the most ever in use is
+// printed to stderr when the process exits.
+static size_t total_memory() {
+    static const size_t total = [] {
+        const char* v = getenv("CNNLAB_EMULATOR_MEMORY");
+        size_t n = v ? strtoull(v, nullptr, 10) : 0;
+        return n > 0 ? n : 16ull << 30;
+    }();
+    return total;
+}
+static size_t peak = 0;
+static struct PeakReport {
+    ~PeakReport() {
+        if (getenv("CNNLAB_EMULATOR_PEAK")) fprintf(stderr, "emulator: peak device memory %zu bytes\n", peak);
+    }
+} peak_report;
 static const size_t PAGE = 4096;
 
 struct Allocation {
@@ -332,7 +348,7 @@ static size_t used = 0;
 static CUresult allocate(CUdeviceptr* out, size_t size) {
     if (!out || size == 0) return CUDA_ERROR_INVALID_VALUE;
     std::lock_guard<std::mutex> g(memory_lock);
-    if (size > TOTAL - used) return CUDA_ERROR_OUT_OF_MEMORY;
+    if (size > total_memory() - used) return CUDA_ERROR_OUT_OF_MEMORY;
     size_t body = (size + 15) & ~(size_t)15;
     size_t map_len = ((body + PAGE - 1) & ~(PAGE - 1)) + PAGE;
     char* m = (char*)mmap(nullptr, map_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -342,6 +358,7 @@ static CUresult allocate(CUdeviceptr* out, size_t size) {
     memset(data, 0xff, body);  // NaN in every float: a read of an unset value shows
     allocations[(uintptr_t)data] = Allocation{m, map_len, size};
     used += size;
+    peak = std::max(peak, used);
     *out = (CUdeviceptr)(uintptr_t)data;
     return CUDA_SUCCESS;
 }
@@ -421,7 +438,7 @@ API CUresult cuDeviceGetName(char* name, int len, CUdevice d) {
 }
 API CUresult cuDeviceTotalMem_v2(size_t* bytes, CUdevice d) {
     if (d != 0) return CUDA_ERROR_INVALID_DEVICE;
-    *bytes = TOTAL;
+    *bytes = total_memory();
     return CUDA_SUCCESS;
 }
 API CUresult cuDevicePrimaryCtxRetain(CUcontext* c, CUdevice d) {
@@ -504,8 +521,8 @@ API CUresult cuEventQuery(CUevent) {
 API CUresult cuMemGetInfo_v2(size_t* free_bytes, size_t* total) {
     if (!bound()) return CUDA_ERROR_INVALID_CONTEXT;
     std::lock_guard<std::mutex> g(memory_lock);
-    *free_bytes = TOTAL - used;
-    *total = TOTAL;
+    *free_bytes = total_memory() - used;
+    *total = total_memory();
     return CUDA_SUCCESS;
 }
 API CUresult cuMemAllocAsync(CUdeviceptr* p, size_t size, CUstream) {

@@ -2,13 +2,13 @@
 //! kernels are in `kernels/attention.cu`). Attention itself is GEMMs and this softmax.
 
 use super::norm::launch_row_warps;
-use super::{f, i, p, u, with_local, Cuda, CudaBuf, K};
+use super::{check_lengths, f, i, p, u, with_local, Cuda, CudaBuf, K};
 use crate::core::ops::embedding::EmbeddingOps;
 use crate::core::ops::softmax::SoftmaxOps;
 
 impl EmbeddingOps for Cuda {
     fn embedding_forward(ids: &CudaBuf, table: &CudaBuf, y: &mut CudaBuf, tokens: usize, dim: usize) {
-        assert!(ids.len >= tokens && y.len >= tokens * dim, "embedding_forward: buffers too short");
+        check_lengths(ids.len >= tokens && y.len >= tokens * dim, "embedding_forward");
         let vocab = table.len / dim.max(1);
         with_local(|l| {
             l.launch_n(
@@ -19,10 +19,7 @@ impl EmbeddingOps for Cuda {
         });
     }
     fn embedding_backward(ids: &CudaBuf, dy: &CudaBuf, dtable: &mut CudaBuf, tokens: usize, vocab: usize, dim: usize) {
-        assert!(
-            ids.len >= tokens && dy.len >= tokens * dim && dtable.len >= vocab * dim,
-            "embedding_backward: buffers too short"
-        );
+        check_lengths(ids.len >= tokens && dy.len >= tokens * dim && dtable.len >= vocab * dim, "embedding_backward");
         with_local(|l| {
             l.launch_n(
                 K::embedding_backward,
@@ -35,12 +32,12 @@ impl EmbeddingOps for Cuda {
 
 impl SoftmaxOps for Cuda {
     fn softmax_forward(x: &CudaBuf, y: &mut CudaBuf, rows: usize, n: usize, scale: f32, causal: bool) {
-        assert!(x.len >= rows * n && y.len >= rows * n, "softmax_forward: buffers too short");
+        check_lengths(x.len >= rows * n && y.len >= rows * n, "softmax_forward");
         let args = [p(x), p(y), u(rows), i(n as i32), f(scale), i(causal as i32)];
         with_local(|l| launch_row_warps(l, K::softmax_forward, rows, &args));
     }
     fn softmax_backward(y: &CudaBuf, dy: &CudaBuf, dx: &mut CudaBuf, rows: usize, n: usize, scale: f32) {
-        assert!(y.len >= rows * n && dy.len >= rows * n && dx.len >= rows * n, "softmax_backward: buffers too short");
+        check_lengths(y.len >= rows * n && dy.len >= rows * n && dx.len >= rows * n, "softmax_backward");
         let args = [p(y), p(dy), p(dx), u(rows), i(n as i32), f(scale)];
         with_local(|l| launch_row_warps(l, K::softmax_backward, rows, &args));
     }

@@ -548,6 +548,12 @@ impl Dnn {
         }
     }
 
+    /// Gives back the workspace and the NCHW copies' room (see [`super::Local`]'s).
+    pub(crate) fn release_scratch(&mut self) {
+        self.workspace = CudaBuf::empty(self.stream);
+        self.relayout = CudaBuf::empty(self.stream);
+    }
+
     /// Room for the NCHW copies of a convolution's tensors (see [`Layout`]): its address, 0
     /// where the allocation failed (recorded; the op is skipped).
     pub(crate) fn relayout(&mut self, g: &WindowGeom, cout: usize) -> u64 {

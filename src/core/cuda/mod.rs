@@ -373,6 +373,14 @@ fn check<T: Default, E: std::fmt::Display>(r: std::result::Result<T, E>, what: &
     }
 }
 
+/// Stops a safe caller whose buffers are too short for a kernel, which would read or write
+/// out of bounds on the device (a panic, not undefined behaviour) — unless the thread has
+/// failed: a failed allocation leaves its buffer empty, the thread's launches are skipped,
+/// and the trainer returns the failure (an out-of-memory error, not a panic).
+pub(crate) fn check_lengths(ok: bool, what: &str) {
+    assert!(ok || failed(), "{what}: buffers too short");
+}
+
 /// Records, for tests, a failure as if the thread's last CUDA call had failed.
 #[doc(hidden)]
 pub fn inject_failure(what: &str) {
@@ -408,6 +416,17 @@ impl Local {
             work2: CudaBuf::empty(raw),
             plan: CudaBuf::empty(raw),
             dnn: dev.cudnn.then(|| cudnn::Dnn::new(raw, dev.settings.tf32, &dev.name)),
+        }
+    }
+
+    /// Gives back the scratch that grows with a run's shapes (the thread's next run grows it
+    /// again): a thread that waits for its next run, or ends, holds no memory that another
+    /// run may need.
+    fn release_scratch(&mut self) {
+        self.work = CudaBuf::empty(self.raw_stream());
+        self.work2 = CudaBuf::empty(self.raw_stream());
+        if let Some(d) = self.dnn.as_mut() {
+            d.release_scratch();
         }
     }
 
@@ -502,6 +521,16 @@ impl Local {
         self.work2.reserve(bytes.div_ceil(4), s);
         self.work2.ptr
     }
+}
+
+/// Gives back this thread's scratch memory after a run (see [`Local::release_scratch`]);
+/// nothing where the thread never computed on the GPU.
+pub fn release_thread_scratch() {
+    LOCAL.with(|cell| {
+        if let Some(l) = cell.borrow_mut().as_mut() {
+            l.release_scratch();
+        }
+    })
 }
 
 /// Runs `f` with this thread's stream and handles (made on first use).
@@ -615,7 +644,18 @@ impl BackendBase for Cuda {
     }
 
     fn take_error() -> Option<Error> {
-        take_failure().map(Error::Device)
+        take_failure().map(|m| {
+            // the driver's, cuBLAS's and cuDNN's names for running out of memory
+            if m.contains("OUT_OF_MEMORY") || m.contains("ALLOC_FAILED") {
+                Error::DeviceMemory(m)
+            } else {
+                Error::Device(m)
+            }
+        })
+    }
+
+    fn memory_refusal(message: String) -> Error {
+        Error::DeviceMemory(message)
     }
 
     fn choices() -> Vec<String> {
@@ -628,8 +668,8 @@ impl BackendBase for Cuda {
         with_local(|l| {
             let mut b = CudaBuf::empty(l.raw_stream());
             b.reserve(len, l.raw_stream());
-            // a failed allocation leaves the buffer empty, so a later resize tries again
-            b.len = len.min(b.cap);
+            // a failed allocation: see `resize`
+            b.len = len;
             l.launch_n(K::fill_f32, b.len, &[b.ptr, f(0.0), u(b.len)]);
             l.sync();
             b
@@ -649,8 +689,11 @@ impl BackendBase for Cuda {
                 l.sync();
             });
         }
-        // a failed allocation leaves the buffer empty, so a later resize tries again
-        buf.len = len.min(buf.cap);
+        // A failed allocation (recorded) leaves no memory behind the buffer, so a later resize
+        // tries again, but keeps its length: the thread's device work is skipped until the
+        // trainer returns the failure, and host code reading results back meanwhile gets
+        // values of the lengths it expects (zeros), not a panic.
+        buf.len = len;
     }
 
     fn len(buf: &CudaBuf) -> usize {
@@ -694,7 +737,7 @@ impl BackendBase for Cuda {
         if failed() {
             return;
         }
-        assert_eq!(src.len, dst.len, "copy between buffers of different lengths");
+        check_lengths(src.len == dst.len, "copy between buffers of different lengths");
         if src.len == 0 {
             return;
         }

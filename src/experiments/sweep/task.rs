@@ -316,19 +316,25 @@ pub fn local(dir: &Path, compute: Compute, progress: &dyn Progress) -> Result<Lo
     pending.sort_by_key(|&i| std::cmp::Reverse(crate::experiments::reproduce::cost(manifest.tasks[i].run.model)));
     progress.start(pending.iter().map(|&i| manifest.tasks[i].run.train.steps as u64).sum());
     let cache = DataCache::new(&manifest);
-    let outcomes = compute.device.run_jobs(&pending, compute.parallel_runs, |&i| {
-        let outcome = run_task(dir, &manifest, i, compute, &cache, progress);
-        match &outcome {
-            Ok(o) => progress.note(&format!(
-                "task {i} ({}): {:.1}% in {:.1} s",
-                manifest.describe(i),
-                100.0 * o.result().final_test_accuracy,
-                o.result().wall_seconds
-            )),
-            Err(e) => progress.note(&format!("task {i} ({}) failed: {e}", manifest.describe(i))),
-        }
-        outcome
-    })?;
+    let note = |line: &str| progress.note(line);
+    let outcomes = compute.device.run_jobs(
+        &pending,
+        compute.parallel_runs,
+        |&i| {
+            let outcome = run_task(dir, &manifest, i, compute, &cache, progress);
+            match &outcome {
+                Ok(o) => progress.note(&format!(
+                    "task {i} ({}): {:.1}% in {:.1} s",
+                    manifest.describe(i),
+                    100.0 * o.result().final_test_accuracy,
+                    o.result().wall_seconds
+                )),
+                Err(e) => progress.note(&format!("task {i} ({}) failed: {e}", manifest.describe(i))),
+            }
+            outcome
+        },
+        &note,
+    )?;
     let mut report = LocalReport {
         total: manifest.tasks.len(),
         already_done: manifest.tasks.len() - pending.len(),
