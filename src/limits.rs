@@ -18,13 +18,14 @@ pub fn check_fits(what: &str, need: f64) -> Result<()> {
 
 /// Refuses `need` bytes (for `what`) beyond `have` (None: unknown, nothing refused).
 pub fn check_fits_in(have: Option<f64>, what: &str, need: f64) -> Result<()> {
-    let gib = |b: f64| b / (1u64 << 30) as f64;
     match have {
-        Some(have) if need > have => Err(Error::Config(format!(
-            "{what} needs about {:.1} GiB of memory; {:.1} GiB are available",
-            gib(need),
-            gib(have)
-        ))),
+        Some(have) if need > have => {
+            // in GiB, or MiB where both are under one GiB (a small GPU, or the CUDA emulator)
+            let (unit, name) =
+                if need.max(have) >= (1u64 << 30) as f64 { (1u64 << 30, "GiB") } else { (1 << 20, "MiB") };
+            let (need, have) = (need / unit as f64, have / unit as f64);
+            Err(Error::Config(format!("{what} needs about {need:.1} {name} of memory; {have:.1} {name} are available")))
+        }
         _ => Ok(()),
     }
 }
@@ -43,6 +44,8 @@ mod tests {
         let e = super::check_fits_in(Some(1e9), "the run", 2e9).unwrap_err().to_string();
         assert!(e.contains("the run needs about 1.9 GiB of memory; 0.9 GiB are available"), "{e}");
         assert!(super::check_fits_in(Some(3e9), "the run", 2e9).is_ok());
+        let e = super::check_fits_in(Some(3e6), "the run", 6e6).unwrap_err().to_string();
+        assert!(e.contains("the run needs about 5.7 MiB of memory; 2.9 MiB are available"), "{e}");
         assert!(super::check_fits_in(None, "the run", 1e30).is_ok());
     }
 }

@@ -647,7 +647,9 @@ impl BackendBase for Cuda {
         take_failure().map(|m| {
             // the driver's, cuBLAS's and cuDNN's names for running out of memory
             if m.contains("OUT_OF_MEMORY") || m.contains("ALLOC_FAILED") {
-                Error::DeviceMemory(m)
+                Error::DeviceMemory(format!(
+                    "the GPU ran out of memory ({m}); a smaller batch, or fewer runs at once (--parallel-runs), needs less"
+                ))
             } else {
                 Error::Device(m)
             }
