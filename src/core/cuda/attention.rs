@@ -2,13 +2,13 @@
 //! kernels are in `kernels/attention.cu`). Attention itself is GEMMs and this softmax.
 
 use super::norm::launch_row_warps;
-use super::{check_lengths, f, i, p, u, with_local, Cuda, CudaBuf, K};
+use super::{f, i, p, u, with_local, Cuda, CudaBuf, K};
 use crate::core::ops::embedding::EmbeddingOps;
 use crate::core::ops::softmax::SoftmaxOps;
 
 impl EmbeddingOps for Cuda {
     fn embedding_forward(ids: &CudaBuf, table: &CudaBuf, y: &mut CudaBuf, tokens: usize, dim: usize) {
-        check_lengths(ids.len >= tokens && y.len >= tokens * dim, "embedding_forward");
+        assert!(ids.len >= tokens && y.len >= tokens * dim, "embedding_forward: buffers too short");
         let vocab = table.len / dim.max(1);
         with_local(|l| {
             l.launch_n(
@@ -19,7 +19,10 @@ impl EmbeddingOps for Cuda {
         });
     }
     fn embedding_backward(ids: &CudaBuf, dy: &CudaBuf, dtable: &mut CudaBuf, tokens: usize, vocab: usize, dim: usize) {
-        check_lengths(ids.len >= tokens && dy.len >= tokens * dim && dtable.len >= vocab * dim, "embedding_backward");
+        assert!(
+            ids.len >= tokens && dy.len >= tokens * dim && dtable.len >= vocab * dim,
+            "embedding_backward: buffers too short"
+        );
         with_local(|l| {
             l.launch_n(
                 K::embedding_backward,
@@ -32,12 +35,12 @@ impl EmbeddingOps for Cuda {
 
 impl SoftmaxOps for Cuda {
     fn softmax_forward(x: &CudaBuf, y: &mut CudaBuf, rows: usize, n: usize, scale: f32, causal: bool) {
-        check_lengths(x.len >= rows * n && y.len >= rows * n, "softmax_forward");
+        assert!(x.len >= rows * n && y.len >= rows * n, "softmax_forward: buffers too short");
         let args = [p(x), p(y), u(rows), i(n as i32), f(scale), i(causal as i32)];
         with_local(|l| launch_row_warps(l, K::softmax_forward, rows, &args));
     }
     fn softmax_backward(y: &CudaBuf, dy: &CudaBuf, dx: &mut CudaBuf, rows: usize, n: usize, scale: f32) {
-        check_lengths(y.len >= rows * n && dy.len >= rows * n && dx.len >= rows * n, "softmax_backward");
+        assert!(y.len >= rows * n && dy.len >= rows * n && dx.len >= rows * n, "softmax_backward: buffers too short");
         let args = [p(y), p(dy), p(dx), u(rows), i(n as i32), f(scale)];
         with_local(|l| launch_row_warps(l, K::softmax_backward, rows, &args));
     }

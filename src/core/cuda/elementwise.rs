@@ -1,16 +1,16 @@
 //! Element-wise ops on the GPU: ReLU, GELU, the residual add, bias rows and their sums
 //! (mirrors `core/ops/{relu,gelu,residual,linear}.rs`).
 
-use super::{check_lengths, f, gemm, p, u, with_local, Cuda, CudaBuf, K};
+use super::{f, gemm, p, u, with_local, Cuda, CudaBuf, K};
 use crate::core::ops::gelu::GeluOps;
 use crate::core::ops::linear::LinearOps;
 use crate::core::ops::relu::ReluOps;
 use crate::core::ops::residual::ResidualOps;
 
 /// The kernels index every buffer up to the output's length: a shorter input would be read out
-/// of bounds on the device (see [`check_lengths`]).
+/// of bounds on the device, so safe callers are stopped here (a panic, not undefined behaviour).
 fn same_len(bufs: &[&CudaBuf], what: &str) {
-    check_lengths(bufs.windows(2).all(|w| w[0].len == w[1].len), &format!("{what} (of different lengths)"));
+    assert!(bufs.windows(2).all(|w| w[0].len == w[1].len), "{what}: buffers of different lengths");
 }
 
 impl ReluOps for Cuda {

@@ -373,14 +373,6 @@ fn check<T: Default, E: std::fmt::Display>(r: std::result::Result<T, E>, what: &
     }
 }
 
-/// Stops a safe caller whose buffers are too short for a kernel, which would read or write
-/// out of bounds on the device (a panic, not undefined behaviour) — unless the thread has
-/// failed: a failed allocation leaves its buffer empty, the thread's launches are skipped,
-/// and the trainer returns the failure (an out-of-memory error, not a panic).
-pub(crate) fn check_lengths(ok: bool, what: &str) {
-    assert!(ok || failed(), "{what}: buffers too short");
-}
-
 /// Records, for tests, a failure as if the thread's last CUDA call had failed.
 #[doc(hidden)]
 pub fn inject_failure(what: &str) {
@@ -739,7 +731,7 @@ impl BackendBase for Cuda {
         if failed() {
             return;
         }
-        check_lengths(src.len == dst.len, "copy between buffers of different lengths");
+        assert_eq!(src.len, dst.len, "copy between buffers of different lengths");
         if src.len == 0 {
             return;
         }

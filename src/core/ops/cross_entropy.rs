@@ -67,9 +67,8 @@ impl<B: Backend> CrossEntropy<B> {
         slot: usize,
     ) {
         let (rows, classes) = (logits.rows(), logits.last_dim());
-        // slots come from the code that sized the buffer (trainer, bench), never from user input;
-        // each backend's op checks its buffer (a GPU's may be empty after a failed allocation,
-        // which the trainer then returns as an error)
+        // slots come from the code that sized the buffer (trainer, bench), never from user input
+        assert!(stats.len() >= 2 * slot + 2, "loss statistics: slot {slot} of {} values", stats.len());
         let d = if grad {
             dlogits.resize(logits.shape());
             Some(dlogits.buf_mut())
