@@ -237,16 +237,25 @@ static std::vector<float> relayout(const Desc4* d, const float* src, bool to_nhw
 static const float ZERO = 0.0f;
 static inline void blend(float* out, float sum, float alpha, float beta);
 
-// An NCHW result computed in NHWC (alpha already applied), blended into out.
-static void put_back(const Desc4* d, const std::vector<float>& nhwc, float* out, float beta) {
-    std::vector<float> back = relayout(d, nhwc.data(), false);
-    for (size_t i = 0; i < back.size(); i++) blend(out + i, back[i], 1.0f, beta);
-}
-
 static Desc4 as_nhwc(const Desc4* d) {
     Desc4 out = *d;
     out.format = FORMAT_NHWC;
     return out;
+}
+
+// An NCHW call (KCRS filters) as its NHWC self on copies: inputs a and b copied to NHWC,
+// call(a, b, out) computing into a fresh NHWC output with beta 0 (alpha applied there), the
+// result copied back and blended into out with beta.
+template <class F>
+static cudnnStatus_t on_nhwc_copies(const Desc4* ad, const float* a, const Desc4* bd, const float* b,
+                                    const Desc4* outd, float* out, float beta, F call) {
+    Desc4 a2 = as_nhwc(ad), b2 = as_nhwc(bd), out2 = as_nhwc(outd);
+    std::vector<float> as = relayout(ad, a, true), bs = relayout(bd, b, true), outs(values(outd));
+    cudnnStatus_t s = call(&a2, as.data(), &b2, bs.data(), &out2, outs.data());
+    if (s != SUCCESS) return s;
+    std::vector<float> back = relayout(outd, outs.data(), false);
+    for (size_t i = 0; i < back.size(); i++) blend(out + i, back[i], 1.0f, beta);
+    return SUCCESS;
 }
 
 // out = alpha·sum + beta·out, without reading out when beta is 0 (as cuDNN)
@@ -273,15 +282,11 @@ API cudnnStatus_t cudnnConvolutionForward(Handle* h, const float* alpha, Desc4* 
                                           const float* w, Conv* c, int algo, void* ws, size_t ws_bytes,
                                           const float* beta, Desc4* yd, float* y) {
     if (!consistent(xd, wd, c, yd)) return BAD_PARAM;
-    if (xd->format == FORMAT_NCHW) {
-        // NCHW / KCRS: the NHWC loops on copies, the result copied back
-        Desc4 x2 = as_nhwc(xd), w2 = as_nhwc(wd), y2 = as_nhwc(yd);
-        std::vector<float> xs = relayout(xd, x, true), wk = relayout(wd, w, true), ys(values(yd));
-        cudnnStatus_t s = cudnnConvolutionForward(h, alpha, &x2, xs.data(), &w2, wk.data(), c, algo, ws, ws_bytes,
-                                                  &ZERO, &y2, ys.data());
-        if (s == SUCCESS) put_back(yd, ys, y, *beta);
-        return s;
-    }
+    if (xd->format == FORMAT_NCHW)
+        return on_nhwc_copies(xd, x, wd, w, yd, y, *beta, [&](Desc4* x2, const float* xs, Desc4* w2, const float* wk,
+                                                             Desc4* y2, float* ys) {
+            return cudnnConvolutionForward(h, alpha, x2, xs, w2, wk, c, algo, ws, ws_bytes, &ZERO, y2, ys);
+        });
     cudnnStatus_t s = check_call(h, FORWARD, sizeof FORWARD / sizeof *FORWARD, algo, values(yd), ws, ws_bytes);
     if (s != SUCCESS) return s;
     const int C = xd->c, K = wd->n, R = wd->h, S = wd->w;
@@ -306,14 +311,11 @@ API cudnnStatus_t cudnnConvolutionBackwardData(Handle* h, const float* alpha, De
                                                const float* dy, Conv* c, int algo, void* ws, size_t ws_bytes,
                                                const float* beta, Desc4* dxd, float* dx) {
     if (!consistent(dxd, wd, c, dyd)) return BAD_PARAM;
-    if (dxd->format == FORMAT_NCHW) {
-        Desc4 w2 = as_nhwc(wd), dy2 = as_nhwc(dyd), dx2 = as_nhwc(dxd);
-        std::vector<float> wk = relayout(wd, w, true), dys = relayout(dyd, dy, true), dxs(values(dxd));
-        cudnnStatus_t s = cudnnConvolutionBackwardData(h, alpha, &w2, wk.data(), &dy2, dys.data(), c, algo, ws,
-                                                       ws_bytes, &ZERO, &dx2, dxs.data());
-        if (s == SUCCESS) put_back(dxd, dxs, dx, *beta);
-        return s;
-    }
+    if (dxd->format == FORMAT_NCHW)
+        return on_nhwc_copies(wd, w, dyd, dy, dxd, dx, *beta, [&](Desc4* w2, const float* wk, Desc4* dy2,
+                                                                  const float* dys, Desc4* dx2, float* dxs) {
+            return cudnnConvolutionBackwardData(h, alpha, w2, wk, dy2, dys, c, algo, ws, ws_bytes, &ZERO, dx2, dxs);
+        });
     cudnnStatus_t s = check_call(h, DATA, sizeof DATA / sizeof *DATA, algo, values(dxd), ws, ws_bytes);
     if (s != SUCCESS) return s;
     const int C = dxd->c, K = wd->n, R = wd->h, S = wd->w;
@@ -345,14 +347,11 @@ API cudnnStatus_t cudnnConvolutionBackwardFilter(Handle* h, const float* alpha, 
                                                  Desc4* dyd, const float* dy, Conv* c, int algo, void* ws,
                                                  size_t ws_bytes, const float* beta, Desc4* dwd, float* dw) {
     if (!consistent(xd, dwd, c, dyd)) return BAD_PARAM;
-    if (xd->format == FORMAT_NCHW) {
-        Desc4 x2 = as_nhwc(xd), dy2 = as_nhwc(dyd), dw2 = as_nhwc(dwd);
-        std::vector<float> xs = relayout(xd, x, true), dys = relayout(dyd, dy, true), dws(values(dwd));
-        cudnnStatus_t s = cudnnConvolutionBackwardFilter(h, alpha, &x2, xs.data(), &dy2, dys.data(), c, algo, ws,
-                                                         ws_bytes, &ZERO, &dw2, dws.data());
-        if (s == SUCCESS) put_back(dwd, dws, dw, *beta);
-        return s;
-    }
+    if (xd->format == FORMAT_NCHW)
+        return on_nhwc_copies(xd, x, dyd, dy, dwd, dw, *beta, [&](Desc4* x2, const float* xs, Desc4* dy2,
+                                                                  const float* dys, Desc4* dw2, float* dws) {
+            return cudnnConvolutionBackwardFilter(h, alpha, x2, xs, dy2, dys, c, algo, ws, ws_bytes, &ZERO, dw2, dws);
+        });
     cudnnStatus_t s = check_call(h, FILTER, sizeof FILTER / sizeof *FILTER, algo, values(dwd), ws, ws_bytes);
     if (s != SUCCESS) return s;
     const int C = xd->c, K = dwd->n, R = dwd->h, S = dwd->w;
