@@ -44,7 +44,17 @@ macro_rules! dispatch_simd {
             unsafe fn with_avx2<F: FnOnce()>(f: F) {
                 f()
             }
-            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,fma")]
+            unsafe fn with_avx512<F: FnOnce()>(f: F) {
+                f()
+            }
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512dq")
+                && std::arch::is_x86_feature_detected!("avx512vl")
+            {
+                // SAFETY: the CPU supports the features the function is compiled for.
+                unsafe { with_avx512(|| $body) }
+            } else if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
                 // SAFETY: the CPU supports the features the function is compiled for.
                 unsafe { with_avx2(|| $body) }
             } else {
