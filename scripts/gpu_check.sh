@@ -9,7 +9,8 @@
 #   bench    cnnlab bench w1 | w1infer | w2, fp32 and TF32 (convolutions tuned, the default,
 #            profiled: each choice with its timings); w1 and w1infer also on the fixed rule
 #            (CNNLAB_CUDNN=inference), on cuDNN over NCHW copies (CNNLAB_CUDNN=nchw) and tuned
-#            with FFT/Winograd (CNNLAB_CUDNN_TRANSFORMS=1)
+#            without FFT/Winograd (CNNLAB_CUDNN_TRANSFORMS=0; by default they are timed, and
+#            compared with im2col + cuBLAS: the profile shows each way's difference)
 #   full     the full recipe's CNN, Mixer and LCN in strict fp32 (and the CNN in TF32),
 #            profiled layer by layer
 #   repeat   the same short reproduce (MNIST-1D CNN and MLP) in two processes, timing for
@@ -67,9 +68,9 @@ for part in $parts; do
       echo "with CNNLAB_CUDNN=nchw (cuDNN's first algorithm on NCHW copies, every pass):"
       CNNLAB_CUDNN=nchw gpu/cnnlab bench w1 --device cuda --quiet
       CNNLAB_CUDNN=nchw gpu/cnnlab bench w1infer --device cuda --quiet
-      echo "tuned with FFT and Winograd allowed (CNNLAB_CUDNN_TRANSFORMS=1):"
-      CNNLAB_CUDNN_TRANSFORMS=1 gpu/cnnlab bench w1 --device cuda --quiet --profile
-      CNNLAB_CUDNN_TRANSFORMS=1 gpu/cnnlab bench w1infer --device cuda --quiet --profile
+      echo "tuned without FFT and Winograd (CNNLAB_CUDNN_TRANSFORMS=0):"
+      CNNLAB_CUDNN_TRANSFORMS=0 gpu/cnnlab bench w1 --device cuda --quiet
+      CNNLAB_CUDNN_TRANSFORMS=0 gpu/cnnlab bench w1infer --device cuda --quiet
     } >>"$out/bench.txt" 2>&1
     ;;
   full)

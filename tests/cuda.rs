@@ -210,6 +210,25 @@ fn convolution_routes_choose_by_their_rules() {
     assert_eq!(timed(a, &[]), a, "nothing timed: the fixed way");
     assert_eq!(timed(im2col, &[(im2col, f32::NAN), (b, 1.0)]), b, "a NaN time counts as none");
 
+    // how far a candidate's result may be from im2col + cuBLAS's: 8 fp32 roundings of a sum
+    // of that length (a 3x3x64 window: 8·24·2⁻²⁴), or of TF32's products
+    let (tol, tol_tf32) = (cuda::conv_tolerance(false, 576), cuda::conv_tolerance(true, 576));
+    assert!((tol - 8.0 * 24.0 / 16_777_216.0).abs() < 1e-12, "{tol}");
+    assert!((tol_tf32 - 8.0 / 2048.0).abs() < 1e-12, "{tol_tf32}");
+    assert!(cuda::conv_tolerance(false, 1 << 20) > 4.0 * tol, "longer sums round more");
+    let r = [1.0f32, -2.0, 3.0, 0.5];
+    assert_eq!(cuda::conv_deviation(&r, &r), 0.0);
+    let d = cuda::conv_deviation(&r, &[1.0, -2.0, 3.0, 0.5 + 1e-3]);
+    assert!((d - 1e-3 / (14.25f64).sqrt()).abs() < 1e-6, "relative RMS: {d}");
+    assert!(cuda::conv_deviation(&r, &[1.0, f32::NAN, 3.0, 0.5]).is_infinite(), "a NaN is never close");
+    assert!(cuda::conv_deviation(&[0.0; 4], &[0.0, 1e-30, 0.0, 0.0]).is_infinite(), "off an all-zero result");
+    // a way is chosen only where it ran and came close enough; uncompared, only GEMM-type
+    let ok = |ms: f32, d: Option<f64>, transform: bool| cuda::conv_eligible(ms, d, 1e-5, transform);
+    assert!(ok(1.0, Some(2e-6), true) && ok(1.0, Some(2e-6), false) && ok(1.0, Some(1e-5), true));
+    assert!(!ok(1.0, Some(1e-3), true) && !ok(1.0, Some(1e-3), false), "too far: left out");
+    assert!(!ok(1.0, Some(f64::INFINITY), false) && !ok(f32::NAN, Some(0.0), false), "NaN result, failed run");
+    assert!(ok(1.0, None, false) && !ok(1.0, None, true), "uncompared: GEMM-type only");
+
     for (s, r) in [
         ("0", ConvRoute::Im2col),
         ("1", ConvRoute::Cudnn),
@@ -225,8 +244,11 @@ fn convolution_routes_choose_by_their_rules() {
 
 /// The convolutions on each route (`cudnn.rs`): im2col + cuBLAS, cuDNN, cuDNN on NCHW copies,
 /// cuDNN for inference only, and timed per shape and pass. The emulator has a stand-in for cuDNN
-/// (`cuda_emulator/cudnn.cpp`) whose heuristic offers non-deterministic and FFT/Winograd
-/// entries first: cnnlab must pass over them (the stand-in refuses to run them).
+/// (`cuda_emulator/cudnn.cpp`) whose heuristic offers non-deterministic and tensor-op entries
+/// first (cnnlab must pass over them: the stand-in refuses the non-deterministic ones), and
+/// FFT and Winograd entries whose results carry a made-up error: the fixed routes never take
+/// them, and the tuned route compares each with im2col + cuBLAS and leaves out FFT's (a
+/// thousand times an fp32 sum's rounding) while Winograd's (within it) may be chosen.
 #[test]
 fn convolutions_match_the_cpu_on_every_route() {
     let Some(target) = target("convolutions_match_the_cpu_on_every_route") else { return };
@@ -278,25 +300,43 @@ fn convolutions_match_the_cpu_on_every_route() {
                 ),
                 _ => {}
             }
+            // the way chosen (the timings follow it)
+            let way = line.split(": ").nth(1).unwrap_or("").split(" (").next().unwrap_or("");
             if matches!(target, Target::Emulator(_)) && route == ConvRoute::Tune {
-                // every qualifying candidate of the stand-in's heuristic is timed (forward:
-                // the four GEMM-type algorithms; input gradient: ALGO_1; filter: ALGO_1, ALGO_3),
-                // on NHWC and on NCHW copies
+                // every qualifying candidate of the stand-in's heuristic is timed (forward: the
+                // four GEMM-type algorithms, Winograd and FFT; input gradient: ALGO_1, Winograd,
+                // FFT; filter: ALGO_1, ALGO_3, Winograd, FFT), on NHWC and on NCHW copies, and
+                // compared with im2col + cuBLAS: FFT's made-up error leaves it out, every other
+                // candidate is within the tolerance
                 let timed = line.matches(" ms").count() - 1;
                 let qualifying = if line.contains("Forward:") || line.contains("Inference:") {
-                    4
+                    6
                 } else if line.contains("Data:") {
-                    1
+                    3
                 } else {
-                    2
+                    4
                 };
                 assert_eq!(timed, 2 * qualifying, "{line}");
                 assert_eq!(line.matches("on NCHW copies ").count(), qualifying, "{line}");
+                assert_eq!(line.matches("(off by ").count(), 2 * qualifying, "{line}");
+                assert_eq!(line.matches(": left out)").count(), 2, "{line}");
+                let timings = line.split("(timed: ").nth(1).unwrap_or("");
+                assert!(
+                    timings.matches("_FFT").count() == 2 && timings.matches("_WINOGRAD_NONFUSED").count() == 2,
+                    "{line}"
+                );
+                for part in timings.split(", cuDNN ").filter(|p| p.contains("_FFT")) {
+                    assert!(part.ends_with(": left out)") || part.ends_with(": left out))"), "{part}");
+                }
+                assert!(!way.contains("FFT"), "{line}");
             }
             if matches!(target, Target::Emulator(_)) && cudnn {
-                // strict fp32 passes over the stand-in's non-deterministic, FFT/Winograd and
-                // tensor-op entries
-                assert!(!line.contains("WINOGRAD") && !line.contains("FFT") && !line.contains("tensor ops"), "{line}");
+                // strict fp32 passes over the stand-in's non-deterministic and tensor-op
+                // entries; the fixed routes over its transforms too
+                assert!(!way.contains("tensor ops") && !way.contains("FFT"), "{line}");
+                if route != ConvRoute::Tune {
+                    assert!(!way.contains("WINOGRAD"), "{line}");
+                }
             }
         }
     }

@@ -14,8 +14,12 @@
 // documented default layout, not yet checked on a GPU.
 //
 // The heuristic's lists are made up, in the shape of a real one: a non-deterministic entry
-// first (cnnlab must pass over it), FFT/Winograd entries (strict fp32 passes over them), a
-// TF32 tensor-op entry, and the GEMM-type algorithms with and without workspace.
+// first (cnnlab must pass over it), a TF32 tensor-op entry (strict fp32 passes over it), the
+// GEMM-type algorithms with and without workspace, and FFT/Winograd entries. Those round
+// unlike a GEMM; here they carry a made-up error (Entry::error) in their results: Winograd a
+// small one, FFT one a thousand times larger than an fp32 sum's, which cnnlab's comparison
+// with im2col + cuBLAS must catch.
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -61,26 +65,32 @@ struct Entry {
     int math;
     size_t workspace_per_value;  // bytes per output value (0: none)
     bool supported;
+    float error;  // relative RMS error added to the exact result (a transform's rounding)
 };
+// Winograd's made-up error: within cnnlab's tolerance for every test shape (its smallest,
+// the 5-tap conv1d's, is 8·√5·2⁻²⁴ ≈ 1.1e-6); FFT's: far outside it.
+static const float WINOGRAD = 3e-7f, FFT = 1e-3f;
 // forward: 1 IMPLICIT_PRECOMP_GEMM, 0 IMPLICIT_GEMM, 7 WINOGRAD_NONFUSED, 4 FFT, 2 GEMM,
-// 3 DIRECT (four GEMM-type algorithms qualify in strict fp32: cnnlab times them all)
+// 3 DIRECT (in strict fp32 the four GEMM-type algorithms and the two transforms qualify:
+// cnnlab times and compares them all)
 static const Entry FORWARD[] = {
-    {1, DETERMINISTIC, TENSOR_OP_MATH, 4, true}, {7, DETERMINISTIC, DEFAULT_MATH, 8, true},
-    {1, DETERMINISTIC, DEFAULT_MATH, 4, true},   {0, DETERMINISTIC, FMA_MATH, 0, true},
-    {4, DETERMINISTIC, DEFAULT_MATH, 16, false}, {2, DETERMINISTIC, DEFAULT_MATH, 36, true},
-    {3, DETERMINISTIC, DEFAULT_MATH, 0, true},
+    {1, DETERMINISTIC, TENSOR_OP_MATH, 4, true, 0},    {7, DETERMINISTIC, DEFAULT_MATH, 8, true, WINOGRAD},
+    {1, DETERMINISTIC, DEFAULT_MATH, 4, true, 0},      {0, DETERMINISTIC, FMA_MATH, 0, true, 0},
+    {4, DETERMINISTIC, DEFAULT_MATH, 16, true, FFT},   {2, DETERMINISTIC, DEFAULT_MATH, 36, true, 0},
+    {3, DETERMINISTIC, DEFAULT_MATH, 0, true, 0},      {6, DETERMINISTIC, DEFAULT_MATH, 0, false, 0},
 };
-// backward data: 0 ALGO_0 (atomics), 1 ALGO_1, 5 WINOGRAD_NONFUSED
+// backward data: 0 ALGO_0 (atomics), 5 WINOGRAD_NONFUSED, 1 ALGO_1, 2 FFT
 static const Entry DATA[] = {
-    {0, NON_DETERMINISTIC, DEFAULT_MATH, 0, true},
-    {5, DETERMINISTIC, DEFAULT_MATH, 8, true},
-    {1, DETERMINISTIC, DEFAULT_MATH, 4, true},
+    {0, NON_DETERMINISTIC, DEFAULT_MATH, 0, true, 0},
+    {5, DETERMINISTIC, DEFAULT_MATH, 8, true, WINOGRAD},
+    {1, DETERMINISTIC, DEFAULT_MATH, 4, true, 0},
+    {2, DETERMINISTIC, DEFAULT_MATH, 8, true, FFT},
 };
-// backward filter: 0 ALGO_0 (atomics), 3 ALGO_3, 1 ALGO_1
+// backward filter: 0 ALGO_0 (atomics), 1 ALGO_1, 3 ALGO_3, 5 WINOGRAD_NONFUSED, 2 FFT
 static const Entry FILTER[] = {
-    {0, NON_DETERMINISTIC, DEFAULT_MATH, 0, true},
-    {1, DETERMINISTIC, DEFAULT_MATH, 2, true},
-    {3, DETERMINISTIC, FMA_MATH, 0, true},
+    {0, NON_DETERMINISTIC, DEFAULT_MATH, 0, true, 0}, {1, DETERMINISTIC, DEFAULT_MATH, 2, true, 0},
+    {3, DETERMINISTIC, FMA_MATH, 0, true, 0},         {5, DETERMINISTIC, DEFAULT_MATH, 4, true, WINOGRAD},
+    {2, DETERMINISTIC, DEFAULT_MATH, 4, true, FFT},
 };
 
 API size_t cudnnGetVersion() { return 91900; }
@@ -202,8 +212,9 @@ API cudnnStatus_t cudnnGetConvolutionBackwardFilterAlgorithm_v7(Handle* h, Desc4
 
 // The algorithm is one the heuristic offers as supported and deterministic, and the
 // workspace is as large as it said (written end to end: a short allocation meets the driver's guard page).
+// *error: the error the algorithm's results carry.
 static cudnnStatus_t check_call(Handle* h, const Entry* table, int entries, int algo, size_t outputs, void* ws,
-                                size_t ws_bytes) {
+                                size_t ws_bytes, float* error) {
     if (!h) return NOT_INITIALIZED;
     if (!h->stream) return BAD_PARAM;  // cnnlab runs every handle on its thread's stream
     for (int i = 0; i < entries; i++) {
@@ -214,6 +225,7 @@ static cudnnStatus_t check_call(Handle* h, const Entry* table, int entries, int 
         size_t need = e.workspace_per_value * outputs;
         if (ws_bytes < need || (need > 0 && !ws)) return BAD_PARAM;
         if (ws && ws_bytes > 0) memset(ws, 0x5a, ws_bytes);
+        *error = e.error;
         return SUCCESS;
     }
     return NOT_SUPPORTED;
@@ -263,6 +275,15 @@ static inline void blend(float* out, float sum, float alpha, float beta) {
     *out = beta == 0.0f ? alpha * sum : alpha * sum + beta * *out;
 }
 
+// Adds a relative RMS error of `error` to the n values at out: ±error·RMS, alternating.
+static void add_error(float* out, size_t n, float error) {
+    if (error == 0.0f || n == 0) return;
+    double ss = 0.0;
+    for (size_t i = 0; i < n; i++) ss += (double)out[i] * out[i];
+    float step = error * (float)sqrt(ss / n);
+    for (size_t i = 0; i < n; i++) out[i] += i % 2 ? step : -step;
+}
+
 // Calls f(r, q, xp) for each tap (r, q) of the window of output position (n, oy, ox) that
 // falls inside the image, xp pointing at the input's channels there.
 template <class F>
@@ -287,7 +308,8 @@ API cudnnStatus_t cudnnConvolutionForward(Handle* h, const float* alpha, Desc4* 
                                                              Desc4* y2, float* ys) {
             return cudnnConvolutionForward(h, alpha, x2, xs, w2, wk, c, algo, ws, ws_bytes, &ZERO, y2, ys);
         });
-    cudnnStatus_t s = check_call(h, FORWARD, sizeof FORWARD / sizeof *FORWARD, algo, values(yd), ws, ws_bytes);
+    float error = 0.0f;
+    cudnnStatus_t s = check_call(h, FORWARD, sizeof FORWARD / sizeof *FORWARD, algo, values(yd), ws, ws_bytes, &error);
     if (s != SUCCESS) return s;
     const int C = xd->c, K = wd->n, R = wd->h, S = wd->w;
     std::vector<float> acc(K);
@@ -304,6 +326,7 @@ API cudnnStatus_t cudnnConvolutionForward(Handle* h, const float* alpha, Desc4* 
                 float* out = y + (((size_t)n * yd->h + oy) * yd->w + ox) * K;
                 for (int k = 0; k < K; k++) blend(out + k, acc[k], *alpha, *beta);
             }
+    add_error(y, values(yd), error);
     return SUCCESS;
 }
 
@@ -316,7 +339,8 @@ API cudnnStatus_t cudnnConvolutionBackwardData(Handle* h, const float* alpha, De
                                                                   const float* dys, Desc4* dx2, float* dxs) {
             return cudnnConvolutionBackwardData(h, alpha, w2, wk, dy2, dys, c, algo, ws, ws_bytes, &ZERO, dx2, dxs);
         });
-    cudnnStatus_t s = check_call(h, DATA, sizeof DATA / sizeof *DATA, algo, values(dxd), ws, ws_bytes);
+    float error = 0.0f;
+    cudnnStatus_t s = check_call(h, DATA, sizeof DATA / sizeof *DATA, algo, values(dxd), ws, ws_bytes, &error);
     if (s != SUCCESS) return s;
     const int C = dxd->c, K = wd->n, R = wd->h, S = wd->w;
     std::vector<float> acc(C);
@@ -340,6 +364,7 @@ API cudnnStatus_t cudnnConvolutionBackwardData(Handle* h, const float* alpha, De
                 float* out = dx + (((size_t)n * dxd->h + iy) * dxd->w + ix) * C;
                 for (int ch = 0; ch < C; ch++) blend(out + ch, acc[ch], *alpha, *beta);
             }
+    add_error(dx, values(dxd), error);
     return SUCCESS;
 }
 
@@ -352,7 +377,8 @@ API cudnnStatus_t cudnnConvolutionBackwardFilter(Handle* h, const float* alpha, 
                                                                   const float* dys, Desc4* dw2, float* dws) {
             return cudnnConvolutionBackwardFilter(h, alpha, x2, xs, dy2, dys, c, algo, ws, ws_bytes, &ZERO, dw2, dws);
         });
-    cudnnStatus_t s = check_call(h, FILTER, sizeof FILTER / sizeof *FILTER, algo, values(dwd), ws, ws_bytes);
+    float error = 0.0f;
+    cudnnStatus_t s = check_call(h, FILTER, sizeof FILTER / sizeof *FILTER, algo, values(dwd), ws, ws_bytes, &error);
     if (s != SUCCESS) return s;
     const int C = xd->c, K = dwd->n, R = dwd->h, S = dwd->w;
     std::vector<float> acc((size_t)K * R * S * C, 0.0f);
@@ -368,5 +394,6 @@ API cudnnStatus_t cudnnConvolutionBackwardFilter(Handle* h, const float* alpha, 
                 });
             }
     for (size_t i = 0; i < acc.size(); i++) blend(dw + i, acc[i], *alpha, *beta);
+    add_error(dw, values(dwd), error);
     return SUCCESS;
 }

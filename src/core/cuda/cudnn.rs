@@ -8,12 +8,19 @@
 //!
 //! cuDNN's candidates for a pass (forward, backward-data, backward-filter) are all the
 //! algorithms its heuristic lists that are deterministic (a seed gives the same numbers every
-//! run, as on the CPU), fit [`MAX_WORKSPACE`] and, in strict fp32, run with FMA math (no TF32)
-//! and no FFT or Winograd transform, whose rounding differs from a GEMM's: the same sums as
-//! im2col + GEMM in another order. With `--tf32` any deterministic algorithm qualifies. All of
-//! them are timed, as PyTorch's `cudnn.benchmark` times all of cuDNN's (the heuristic's order
-//! is not the GPU's: it ranked strict fp32's training algorithms above im2col + cuBLAS, which
-//! trained W1 faster on an H200).
+//! run, as on the CPU), fit [`MAX_WORKSPACE`] and, in strict fp32, run with FMA math (no
+//! TF32). All of them are timed, as PyTorch's `cudnn.benchmark` times all of cuDNN's (the
+//! heuristic's order is not the GPU's: it ranked strict fp32's training algorithms above
+//! im2col + cuBLAS, which trained W1 faster on an H200).
+//!
+//! Every timed candidate's result is also compared with im2col + cuBLAS's (the CPU's
+//! arithmetic) on the same call, and one that differs by more than [`DEVIATION_FACTOR`] times
+//! the rounding of one sum of the pass's length is left out ([`tolerance`]). That is what lets
+//! strict fp32 take FFT and Winograd transforms (whose rounding is not a GEMM's: PyTorch's
+//! fp32 takes them unchecked) where they are both faster and that close, and it stops a
+//! candidate that computes something else (a layout mistake) from ever being chosen.
+//! `CNNLAB_CUDNN_TRANSFORMS=0` leaves FFT and Winograd out altogether. The fixed routes take
+//! the heuristic's first GEMM-type candidate, which is never checked.
 //!
 //! Which way runs is the [`ConvRoute`]'s (`CNNLAB_CUDNN`): by default ([`ConvRoute::Tune`])
 //! each shape and pass is timed once — im2col + cuBLAS against cuDNN's candidates, on the
@@ -43,6 +50,12 @@ const TIMED_RUNS: usize = 3;
 /// A timed candidate replaces the fixed choice only where it takes at most this fraction of
 /// its time: near-ties keep the fixed choice, so noise does not flip it between processes.
 pub const MARGIN: f32 = 0.9;
+/// How far a candidate's result may be from im2col + cuBLAS's: this many times the relative
+/// rounding error of one fp32 sum of the pass's length (see [`tolerance`]).
+pub const DEVIATION_FACTOR: f64 = 8.0;
+/// Output values compared with im2col + cuBLAS's (the first ones of the call's output):
+/// plenty for a relative RMS, and 4 MB to read back.
+const COMPARED: usize = 1 << 20;
 
 /// How the GPU runs convolutions (1x1 convolutions are one GEMM whatever the route).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -175,6 +188,8 @@ pub(crate) struct Algo {
     math: sys::cudnnMathType_t,
     workspace: usize,
     pub(crate) layout: Layout,
+    /// An FFT or Winograd algorithm (see [`Candidate::transform`]).
+    transform: bool,
 }
 
 /// How one pass of a convolution runs.
@@ -262,11 +277,84 @@ pub(crate) fn relayout_values(g: &WindowGeom, cout: usize) -> usize {
 /// a fixed route).
 struct Chosen {
     way: Way,
-    timings: Vec<(Way, f32)>,
+    timings: Vec<Timing>,
     /// Read from the tuning cache (`tune_cache.rs`) rather than timed here.
     cached: bool,
     /// Why a timed choice could not be kept in the tuning cache.
     not_kept: Option<String>,
+}
+
+/// One way as the tuner timed it: its fastest time (NaN: it failed) and how far its result
+/// was from im2col + cuBLAS's (None: not compared).
+struct Timing {
+    way: Way,
+    ms: f32,
+    deviation: Option<f64>,
+    /// The most the deviation could be for the way to be chosen.
+    tolerance: f64,
+}
+
+impl Timing {
+    fn eligible(&self) -> bool {
+        let transform = matches!(self.way, Way::Cudnn(a) if a.transform);
+        eligible(self.ms, self.deviation, self.tolerance, transform)
+    }
+}
+
+/// Whether the tuner may choose a way that took `ms` and whose result was `deviation` from
+/// im2col + cuBLAS's: it ran, and came within `tolerance`; where it was not compared (im2col
+/// + cuBLAS did not run) only a GEMM-type algorithm, not a `transform`.
+pub fn eligible(ms: f32, deviation: Option<f64>, tolerance: f64, transform: bool) -> bool {
+    ms.is_finite()
+        && match deviation {
+            Some(d) => d <= tolerance,
+            None => !transform,
+        }
+}
+
+impl std::fmt::Display for Timing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.ms.is_nan() {
+            return write!(f, "{} failed", self.way);
+        }
+        write!(f, "{} {:.3} ms", self.way, self.ms)?;
+        match self.deviation {
+            _ if self.way == Way::Im2col => Ok(()),
+            Some(0.0) => write!(f, " (off by 0)"),
+            Some(d) if d <= self.tolerance => write!(f, " (off by {d:.1e})"),
+            Some(d) => write!(f, " (off by {d:.1e}, over {:.1e}: left out)", self.tolerance),
+            None if self.eligible() => write!(f, " (not compared)"),
+            None => write!(f, " (not compared: left out)"),
+        }
+    }
+}
+
+/// How far a result may be from im2col + cuBLAS's, as a relative RMS difference:
+/// [`DEVIATION_FACTOR`] times the rounding of one fp32 sum of `terms` products with random
+/// signs (√terms · 2⁻²⁴, which both results carry), or of TF32's products (2⁻¹¹) with
+/// `--tf32`. A transform within it rounds like a GEMM of the same sums, give or take a small
+/// factor; one that computes anything else is off by order 1.
+pub fn tolerance(tf32: bool, terms: usize) -> f64 {
+    let fp32 = (terms.max(1) as f64).sqrt() * 2f64.powi(-24);
+    let products = if tf32 { 2f64.powi(-11) } else { 0.0 };
+    DEVIATION_FACTOR * fp32.max(products)
+}
+
+/// The relative RMS difference of `y` from `reference` (infinite where `y` holds a NaN, or
+/// differs from an all-zero reference).
+pub fn deviation(reference: &[f32], y: &[f32]) -> f64 {
+    let (mut diff, mut norm) = (0.0f64, 0.0f64);
+    for (&r, &v) in reference.iter().zip(y) {
+        diff += (v as f64 - r as f64).powi(2);
+        norm += (r as f64).powi(2);
+    }
+    if diff.is_nan() {
+        return f64::INFINITY;
+    }
+    if diff == 0.0 {
+        return 0.0;
+    }
+    (diff / norm).sqrt()
 }
 
 impl Chosen {
@@ -312,9 +400,11 @@ pub fn pick_timed<W: Copy + PartialEq>(preferred: W, timings: &[(W, f32)]) -> W 
     }
 }
 
-/// [`fixed`] for this backend's ways.
+/// [`fixed`] for this backend's ways: cuDNN's first GEMM-type candidate (a transform only
+/// runs where the tuner compared its result).
 fn fixed_way(route: ConvRoute, tf32: bool, pass: Pass, candidates: &[Algo]) -> Way {
-    fixed(route, tf32, pass, candidates.first().map(|a| Way::Cudnn(*a)), Way::Im2col)
+    let first = candidates.iter().find(|a| !a.transform).map(|a| Way::Cudnn(*a));
+    fixed(route, tf32, pass, first, Way::Im2col)
 }
 
 /// The way `pass` of this shape runs, where known without timing (None: [`tune`] it first).
@@ -344,13 +434,15 @@ pub(crate) fn known_way(l: &mut Local, g: &WindowGeom, cout: usize, pass: Pass) 
 }
 
 /// Times each way of running `pass` for this shape with `run` (im2col + cuBLAS, then cuDNN's
-/// candidates) on this thread's stream and keeps the choice for the process. The other
-/// threads wait for it (they would time the same thing, more noisily, beside this one).
+/// candidates) on this thread's stream, compares each cuDNN result in `out` (address and
+/// values) with im2col + cuBLAS's, and keeps the choice for the process. The other threads
+/// wait for it (they would time the same thing, more noisily, beside this one).
 pub(crate) fn tune(
     l: &mut Local,
     g: &WindowGeom,
     cout: usize,
     pass: Pass,
+    out: (u64, usize),
     run: &mut dyn FnMut(&mut Local, Way) -> std::result::Result<(), String>,
 ) -> Way {
     let key = (ConvRoute::Tune, shape(g, cout), pass);
@@ -370,21 +462,56 @@ pub(crate) fn tune(
     }
     let preferred = fixed_way(ConvRoute::Tune, tf32, pass, &candidates);
     let before = (d.workspace.cap, d.relayout.cap);
+    // the sums each output value is: a window's taps (forward), the output channels over the
+    // window (input gradient), every position of the batch (filter gradient)
+    let terms = match pass {
+        Pass::Forward | Pass::Inference => g.k(),
+        Pass::Data => g.kh * g.kw * cout,
+        Pass::Filter => g.n * g.positions(),
+    };
+    let tolerance = tolerance(tf32, terms);
+    let mut reference = None;
     let mut timings = Vec::new();
     for way in std::iter::once(Way::Im2col).chain(candidates.into_iter().map(Way::Cudnn)) {
         // a way that failed stays in the list as NaN (`describe` shows it)
-        timings.push((way, time(l, &mut |l| run(l, way)).unwrap_or(f32::NAN)));
+        let ms = time(l, &mut |l| run(l, way)).unwrap_or(f32::NAN);
+        let mut deviation = None;
+        if ms.is_finite() {
+            let result = read_prefix(l, out);
+            match way {
+                Way::Im2col => (reference, deviation) = (result, Some(0.0)),
+                Way::Cudnn(_) => {
+                    deviation = reference.as_deref().zip(result.as_deref()).map(|(r, y)| self::deviation(r, y))
+                }
+            }
+        }
+        timings.push(Timing { way, ms, deviation, tolerance });
     }
     if failed() {
         return preferred; // the run ends with the failure; nothing is kept
     }
-    let way = pick_timed(preferred, &timings);
+    let eligible: Vec<(Way, f32)> =
+        timings.iter().map(|t| (t.way, if t.eligible() { t.ms } else { f32::NAN })).collect();
+    let way = pick_timed(preferred, &eligible);
     if let Some(d) = l.dnn.as_mut() {
         d.give_back_scratch(before, way, g, cout);
     }
     let not_kept = tune_cache::store(&cache_key, &way.code()).err().map(|e| e.to_string());
     all.insert(key, Chosen { way, timings, cached: false, not_kept });
     way
+}
+
+/// The first [`COMPARED`] values at `out` (address, values), read back (None where that
+/// failed).
+fn read_prefix(l: &mut Local, (ptr, len): (u64, usize)) -> Option<Vec<f32>> {
+    let mut v = vec![0.0f32; len.min(COMPARED)];
+    if v.is_empty() || failed() {
+        return None;
+    }
+    // SAFETY: `out` holds at least `len` values, and `v` takes the first `v.len()`
+    check(unsafe { drv::memcpy_dtoh_async(&mut v[..], ptr, l.raw_stream()) }, "download");
+    l.sync();
+    (!failed()).then_some(v)
 }
 
 /// The fastest of [`TIMED_RUNS`] runs of `run`, in milliseconds, after an untimed one (None
@@ -433,11 +560,7 @@ pub(crate) fn describe() -> Vec<String> {
                 line += &format!(" (not kept in the tuning cache: {e})");
             }
             if !c.timings.is_empty() {
-                let t: Vec<String> = c
-                    .timings
-                    .iter()
-                    .map(|(w, ms)| if ms.is_nan() { format!("{w} failed") } else { format!("{w} {ms:.3} ms") })
-                    .collect();
+                let t: Vec<String> = c.timings.iter().map(|t| t.to_string()).collect();
                 line += &format!(" (timed: {})", t.join(", "));
             }
             line
@@ -451,8 +574,8 @@ pub(crate) fn describe() -> Vec<String> {
 pub(crate) struct Dnn {
     handle: sys::cudnnHandle_t,
     tf32: bool,
-    /// `CNNLAB_CUDNN_TRANSFORMS=1`: strict fp32 may use FFT and Winograd too (an experiment:
-    /// PyTorch's fp32 allows them; their rounding is not a GEMM's).
+    /// FFT and Winograd algorithms are candidates (compared with im2col + cuBLAS like every
+    /// candidate: see the module docs); `CNNLAB_CUDNN_TRANSFORMS=0` leaves them out.
     transforms: bool,
     plans: HashMap<(Shape, Layout), Option<Plan>>,
     /// The choices this thread has looked up (the shared map's lock is taken once per shape).
@@ -509,13 +632,11 @@ impl Dnn {
         let handle = check_setup(dnn::create_handle(), "cuDNN handle creation");
         // SAFETY: a fresh handle and this thread's live stream
         check_setup(unsafe { dnn::set_stream(handle, stream as sys::cudaStream_t) }, "cuDNN stream");
-        let transforms = std::env::var("CNNLAB_CUDNN_TRANSFORMS").as_deref() == Ok("1");
-        let math = match (tf32, transforms) {
-            (true, _) => "TF32",
-            (false, false) => "fp32",
-            (false, true) => "fp32 with FFT and Winograd",
-        };
-        let setting = format!("{gpu}, cuDNN {}, {math}", dnn::get_version());
+        let transforms = std::env::var("CNNLAB_CUDNN_TRANSFORMS").as_deref() != Ok("0");
+        let math = if tf32 { "TF32" } else { "fp32" };
+        let with = if transforms { "with" } else { "without" };
+        // (choices kept before results were compared, or with other candidates, are timed again)
+        let setting = format!("{gpu}, cuDNN {}, {math} {with} FFT and Winograd, compared", dnn::get_version());
         Dnn {
             handle,
             tf32,
@@ -572,16 +693,18 @@ impl Dnn {
     /// The qualifying candidates (see the module docs), in the heuristic's order, each once,
     /// with the math type to run them with: in strict fp32 FMA math whatever the entry says
     /// (the heuristic may rank an algorithm under the default math type, which on Ampere and
-    /// newer lets cuDNN use TF32; PyTorch forces FMA math the same way).
+    /// newer lets cuDNN use TF32; PyTorch forces FMA math the same way). FFT and Winograd
+    /// ones too unless `CNNLAB_CUDNN_TRANSFORMS=0`.
     fn qualifying(&self, found: impl Iterator<Item = Candidate>, layout: Layout) -> Vec<Algo> {
         use sys::cudnnMathType_t::{CUDNN_DEFAULT_MATH, CUDNN_FMA_MATH};
         let mut out: Vec<Algo> = Vec::new();
         for c in found {
             let fits = c.ok && c.deterministic && c.memory <= MAX_WORKSPACE;
-            let plain = matches!(c.math, CUDNN_FMA_MATH | CUDNN_DEFAULT_MATH) && (!c.transform || self.transforms);
+            let plain = matches!(c.math, CUDNN_FMA_MATH | CUDNN_DEFAULT_MATH);
             let math = if self.tf32 { c.math } else { CUDNN_FMA_MATH };
-            if fits && (self.tf32 || plain) && !out.iter().any(|a| a.id == c.id && a.math == math) {
-                out.push(Algo { id: c.id, math, workspace: c.memory, layout });
+            let allowed = (self.tf32 || plain) && (!c.transform || self.transforms);
+            if fits && allowed && !out.iter().any(|a| a.id == c.id && a.math == math) {
+                out.push(Algo { id: c.id, math, workspace: c.memory, layout, transform: c.transform });
             }
         }
         out

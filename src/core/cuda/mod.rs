@@ -23,7 +23,10 @@ mod optim;
 mod tune_cache;
 mod window;
 
-pub use cudnn::{fixed as fixed_conv_choice, pick_timed as timed_conv_choice, ConvRoute, Pass as ConvPass};
+pub use cudnn::{
+    deviation as conv_deviation, eligible as conv_eligible, fixed as fixed_conv_choice,
+    pick_timed as timed_conv_choice, tolerance as conv_tolerance, ConvRoute, Pass as ConvPass,
+};
 
 use crate::core::backend::BackendBase;
 use crate::error::{Error, Result};
@@ -276,9 +279,15 @@ pub fn convolution_route() -> String {
                 Some(p) => format!("choices kept in {}", p.display()),
                 None => "choices not kept between processes (CNNLAB_TUNE_CACHE=0)".into(),
             };
+            let transforms = if std::env::var("CNNLAB_CUDNN_TRANSFORMS").as_deref() == Ok("0") {
+                "without FFT and Winograd (CNNLAB_CUDNN_TRANSFORMS=0)"
+            } else {
+                "FFT and Winograd included"
+            };
             format!(
                 "convolutions: each shape and pass timed once, im2col + cuBLAS against cuDNN's deterministic \
-                 algorithms on NHWC and on NCHW copies; {kept} (CNNLAB_CUDNN=0, 1, nchw or inference fixes the route)"
+                 algorithms ({transforms}) on NHWC and on NCHW copies, each result compared with im2col + \
+                 cuBLAS's; {kept} (CNNLAB_CUDNN=0, 1, nchw or inference fixes the route)"
             )
         }
     }

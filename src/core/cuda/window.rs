@@ -53,7 +53,8 @@ fn col2im(l: &Local, cols: u64, g: &WindowGeom, dx: u64, img0: usize, imgs: usiz
 }
 
 /// The way `pass` of this convolution runs — known (a fixed route, or timed before), else
-/// timed now with `run` (see `cudnn.rs`) — and, where it is im2col's forward or filter
+/// timed now with `run`, which writes `out` (address, values), where each way's result is
+/// compared with im2col's (see `cudnn.rs`) — and, where it is im2col's forward or filter
 /// gradient, the columns' scratch it writes. The scratch is grown for the timing; where
 /// another way wins, the memory that only the timing needed is given back (an evaluation
 /// batch of 1000 CIFAR images takes 2.4 GB of columns in a 64→128 layer).
@@ -62,6 +63,7 @@ fn way_for(
     cout: usize,
     pass: Pass,
     scratch: &mut CudaBuf,
+    out: (u64, usize),
     run: &mut dyn FnMut(&mut Local, Way, u64) -> Result<(), String>,
 ) -> (Way, u64) {
     // im2col's input gradient needs no columns: it writes the columns' gradient to work2
@@ -71,7 +73,7 @@ fn way_for(
         None => {
             let before = scratch.len;
             let cols = if columns_used { columns(g, scratch) } else { 0 };
-            let way = with_local(|l| cudnn::tune(l, g, cout, pass, &mut |l, way| run(l, way, cols)));
+            let way = with_local(|l| cudnn::tune(l, g, cout, pass, out, &mut |l, way| run(l, way, cols)));
             if way != Way::Im2col && scratch.len > before {
                 // the grown part held columns only for the timing (nothing reads them later)
                 with_local(|l| *scratch = CudaBuf::empty(l.raw_stream()));
@@ -234,7 +236,7 @@ impl Conv2dOps for Cuda {
         }
         let pass = if mode == Mode::Train { Pass::Forward } else { Pass::Inference };
         let mut run = |l: &mut Local, way, cols| forward_way(l, way, x, w, g, cout, cols, y);
-        let (way, cols) = way_for(g, cout, pass, scratch, &mut run);
+        let (way, cols) = way_for(g, cout, pass, scratch, (y, rows * cout), &mut run);
         with_local(|l| {
             check(run(l, way, cols), "cuDNN convolution forward");
             l.launch_n4(K::add_bias_rows, rows * cout, &[y, b, u(rows), u(cout)]);
@@ -270,14 +272,14 @@ impl Conv2dOps for Cuda {
             return;
         }
         let mut filter = |l: &mut Local, way, cols| filter_way(l, way, x, dy, g, cout, cols, scratch_holds_cols, dw);
-        let (way, cols) = way_for(g, cout, Pass::Filter, scratch, &mut filter);
+        let (way, cols) = way_for(g, cout, Pass::Filter, scratch, (dw, cout * k), &mut filter);
         with_local(|l| {
             check(filter(l, way, cols), "cuDNN convolution backward (filter)");
             super::elementwise::sum_rows(l, dy, db, rows, cout);
         });
         let Some(dx) = dx else { return };
         let mut data = |l: &mut Local, way, _cols| data_way(l, way, w, dy, g, cout, dx);
-        let (way, _) = way_for(g, cout, Pass::Data, scratch, &mut data);
+        let (way, _) = way_for(g, cout, Pass::Data, scratch, (dx, g.n * g.h * g.w * g.c), &mut data);
         with_local(|l| check(data(l, way, 0), "cuDNN convolution backward (data)"));
     }
 }
