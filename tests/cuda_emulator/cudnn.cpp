@@ -179,7 +179,8 @@ static bool consistent(const Desc4* x, const Desc4* w, const Conv* c, const Desc
 
 static size_t values(const Desc4* d) { return (size_t)d->n * d->c * d->h * d->w; }
 
-static cudnnStatus_t list(const Entry* table, int entries, size_t outputs, int requested, int* returned, Perf* perf) {
+template <int entries>
+static cudnnStatus_t list(const Entry (&table)[entries], size_t outputs, int requested, int* returned, Perf* perf) {
     if (!returned || !perf || requested <= 0) return BAD_PARAM;
     int n = std::min(requested, entries);
     for (int i = 0; i < n; i++) {
@@ -195,25 +196,26 @@ API cudnnStatus_t cudnnGetConvolutionForwardAlgorithm_v7(Handle* h, Desc4* x, De
                                                           int requested, int* returned, Perf* perf) {
     if (!h) return NOT_INITIALIZED;
     if (!consistent(x, w, c, y)) return BAD_PARAM;
-    return list(FORWARD, sizeof FORWARD / sizeof *FORWARD, values(y), requested, returned, perf);
+    return list(FORWARD, values(y), requested, returned, perf);
 }
 API cudnnStatus_t cudnnGetConvolutionBackwardDataAlgorithm_v7(Handle* h, Desc4* w, Desc4* dy, Conv* c, Desc4* dx,
                                                                int requested, int* returned, Perf* perf) {
     if (!h) return NOT_INITIALIZED;
     if (!consistent(dx, w, c, dy)) return BAD_PARAM;
-    return list(DATA, sizeof DATA / sizeof *DATA, values(dx), requested, returned, perf);
+    return list(DATA, values(dx), requested, returned, perf);
 }
 API cudnnStatus_t cudnnGetConvolutionBackwardFilterAlgorithm_v7(Handle* h, Desc4* x, Desc4* dy, Conv* c, Desc4* dw,
                                                                  int requested, int* returned, Perf* perf) {
     if (!h) return NOT_INITIALIZED;
     if (!consistent(x, dw, c, dy)) return BAD_PARAM;
-    return list(FILTER, sizeof FILTER / sizeof *FILTER, values(dw), requested, returned, perf);
+    return list(FILTER, values(dw), requested, returned, perf);
 }
 
 // The algorithm is one the heuristic offers as supported and deterministic, and the
 // workspace is as large as it said (written end to end: a short allocation meets the driver's guard page).
 // *error: the error the algorithm's results carry.
-static cudnnStatus_t check_call(Handle* h, const Entry* table, int entries, int algo, size_t outputs, void* ws,
+template <int entries>
+static cudnnStatus_t check_call(Handle* h, const Entry (&table)[entries], int algo, size_t outputs, void* ws,
                                 size_t ws_bytes, float* error) {
     if (!h) return NOT_INITIALIZED;
     if (!h->stream) return BAD_PARAM;  // cnnlab runs every handle on its thread's stream
@@ -309,7 +311,7 @@ API cudnnStatus_t cudnnConvolutionForward(Handle* h, const float* alpha, Desc4* 
             return cudnnConvolutionForward(h, alpha, x2, xs, w2, wk, c, algo, ws, ws_bytes, &ZERO, y2, ys);
         });
     float error = 0.0f;
-    cudnnStatus_t s = check_call(h, FORWARD, sizeof FORWARD / sizeof *FORWARD, algo, values(yd), ws, ws_bytes, &error);
+    cudnnStatus_t s = check_call(h, FORWARD, algo, values(yd), ws, ws_bytes, &error);
     if (s != SUCCESS) return s;
     const int C = xd->c, K = wd->n, R = wd->h, S = wd->w;
     std::vector<float> acc(K);
@@ -340,7 +342,7 @@ API cudnnStatus_t cudnnConvolutionBackwardData(Handle* h, const float* alpha, De
             return cudnnConvolutionBackwardData(h, alpha, w2, wk, dy2, dys, c, algo, ws, ws_bytes, &ZERO, dx2, dxs);
         });
     float error = 0.0f;
-    cudnnStatus_t s = check_call(h, DATA, sizeof DATA / sizeof *DATA, algo, values(dxd), ws, ws_bytes, &error);
+    cudnnStatus_t s = check_call(h, DATA, algo, values(dxd), ws, ws_bytes, &error);
     if (s != SUCCESS) return s;
     const int C = dxd->c, K = wd->n, R = wd->h, S = wd->w;
     std::vector<float> acc(C);
@@ -378,7 +380,7 @@ API cudnnStatus_t cudnnConvolutionBackwardFilter(Handle* h, const float* alpha, 
             return cudnnConvolutionBackwardFilter(h, alpha, x2, xs, dy2, dys, c, algo, ws, ws_bytes, &ZERO, dw2, dws);
         });
     float error = 0.0f;
-    cudnnStatus_t s = check_call(h, FILTER, sizeof FILTER / sizeof *FILTER, algo, values(dwd), ws, ws_bytes, &error);
+    cudnnStatus_t s = check_call(h, FILTER, algo, values(dwd), ws, ws_bytes, &error);
     if (s != SUCCESS) return s;
     const int C = xd->c, K = dwd->n, R = dwd->h, S = dwd->w;
     std::vector<float> acc((size_t)K * R * S * C, 0.0f);

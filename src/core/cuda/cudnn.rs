@@ -127,6 +127,11 @@ pub(crate) fn route() -> ConvRoute {
     ConvRoute::from_code(ROUTE.load(Ordering::Relaxed))
 }
 
+/// Whether FFT and Winograd algorithms are candidates (unless `CNNLAB_CUDNN_TRANSFORMS=0`).
+pub(crate) fn transforms_allowed() -> bool {
+    std::env::var("CNNLAB_CUDNN_TRANSFORMS").as_deref() != Ok("0")
+}
+
 /// Whether libcudnn can be opened (only asks the loader).
 pub(crate) fn present() -> bool {
     // SAFETY: only asks the loader whether the library can be opened
@@ -632,7 +637,7 @@ impl Dnn {
         let handle = check_setup(dnn::create_handle(), "cuDNN handle creation");
         // SAFETY: a fresh handle and this thread's live stream
         check_setup(unsafe { dnn::set_stream(handle, stream as sys::cudaStream_t) }, "cuDNN stream");
-        let transforms = std::env::var("CNNLAB_CUDNN_TRANSFORMS").as_deref() != Ok("0");
+        let transforms = transforms_allowed();
         let math = if tf32 { "TF32" } else { "fp32" };
         let with = if transforms { "with" } else { "without" };
         // (choices kept before results were compared, or with other candidates, are timed again)

@@ -279,10 +279,10 @@ pub fn convolution_route() -> String {
                 Some(p) => format!("choices kept in {}", p.display()),
                 None => "choices not kept between processes (CNNLAB_TUNE_CACHE=0)".into(),
             };
-            let transforms = if std::env::var("CNNLAB_CUDNN_TRANSFORMS").as_deref() == Ok("0") {
-                "without FFT and Winograd (CNNLAB_CUDNN_TRANSFORMS=0)"
-            } else {
+            let transforms = if cudnn::transforms_allowed() {
                 "FFT and Winograd included"
+            } else {
+                "without FFT and Winograd (CNNLAB_CUDNN_TRANSFORMS=0)"
             };
             format!(
                 "convolutions: each shape and pass timed once, im2col + cuBLAS against cuDNN's deterministic \
