@@ -116,26 +116,109 @@ impl LinearOps for Cpu {
     fn add_bias_rows(y: &mut Vec<f32>, bias: &Vec<f32>, rows: usize, n: usize) {
         // an add, not a copy before an accumulating GEMM: a per-row memcpy of a few values
         // cost more than this pass (measured: 6% of an MNIST-1D CNN step in memmove)
-        let bias = &bias[..n];
-        for row in y[..rows * n].chunks_exact_mut(n) {
-            for (o, b) in row.iter_mut().zip(bias) {
-                *o += b;
-            }
+        if n == 0 {
+            return;
         }
+        let (bias, y) = (&bias[..n], &mut y[..rows * n]);
+        if rows * n < PARALLEL_MIN_ELEMS {
+            // small layers (the MNIST-1D MLP's): the call through the AVX-512 dispatch cost
+            // more than it saved (measured: W3a 15% slower with it)
+            return add_rows(y, bias);
+        }
+        for_each_chunk_mut(y, chunking(rows, 1) * n, |_, part| crate::dispatch_simd!(add_rows(part, bias)));
     }
 
     fn sum_rows(dy: &Vec<f32>, db: &mut Vec<f32>, rows: usize, n: usize) {
         let db = &mut db[..n];
-        let cols_per_task = if rows * n < PARALLEL_MIN_ELEMS { n } else { chunking(n, 16) };
+        db.fill(0.0);
+        if rows * n < PARALLEL_MIN_ELEMS {
+            // as in add_bias_rows: no dispatch for small layers
+            return sum_columns(dy, rows, n, 0, db);
+        }
+        let cols_per_task = chunking(n, SUM_BLOCK);
         for_each_chunk_mut(db, cols_per_task, |t, out| {
-            let c0 = t * cols_per_task;
-            out.fill(0.0);
+            crate::dispatch_simd!(sum_columns(dy, rows, n, t * cols_per_task, out))
+        });
+    }
+}
+
+/// `row += bias` for each row of `y`.
+#[inline(always)]
+fn add_rows(y: &mut [f32], bias: &[f32]) {
+    for row in y.chunks_exact_mut(bias.len()) {
+        for (o, b) in row.iter_mut().zip(bias) {
+            *o += b;
+        }
+    }
+}
+
+/// Columns [`sum_columns`] adds up together in registers (four AVX-512 registers). Measured on
+/// W2's 16384 rows of 256: one column block of 128 through memory made this pass 2.9x PyTorch's.
+const SUM_BLOCK: usize = 64;
+
+/// `out[j] += Σ_r dy[r, c0 + j]` over `rows` rows of length `n`, each column in row order.
+#[inline(always)]
+fn sum_columns(dy: &[f32], rows: usize, n: usize, c0: usize, out: &mut [f32]) {
+    let mut j = 0;
+    while j < out.len() {
+        // blocks of fixed width keep the accumulators in registers
+        let w = [SUM_BLOCK, 32, 16, 8, 1].into_iter().find(|&w| w <= out.len() - j).unwrap_or(1);
+        let (c, o) = (c0 + j, &mut out[j..j + w]);
+        match w {
+            SUM_BLOCK => sum_block::<SUM_BLOCK>(dy, rows, n, c, o),
+            32 => sum_block::<32>(dy, rows, n, c, o),
+            16 => sum_block::<16>(dy, rows, n, c, o),
+            8 => sum_block::<8>(dy, rows, n, c, o),
+            _ => sum_block::<1>(dy, rows, n, c, o),
+        }
+        j += w;
+    }
+}
+
+#[inline(always)]
+fn sum_block<const L: usize>(dy: &[f32], rows: usize, n: usize, c: usize, out: &mut [f32]) {
+    let mut acc = [0.0f32; L];
+    for r in 0..rows {
+        let row = &dy[r * n + c..r * n + c + L];
+        for l in 0..L {
+            acc[l] += row[l];
+        }
+    }
+    for l in 0..L {
+        out[l] += acc[l];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::cpu::with_intra_op_threads;
+    use crate::core::gradcheck::random_input;
+
+    #[test]
+    fn bias_rows_and_their_column_sums_match_one_thread_adding_row_after_row() {
+        // widths that take 64-, 32-, 8- and 1-column blocks
+        for n in [3, 8, 70, 105, 256] {
+            let rows = 600;
+            let y0 = random_input(rows * n, 1, 0.0);
+            let bias = random_input(n, 2, 0.0);
+            let want_y: Vec<f32> = y0.iter().enumerate().map(|(i, v)| v + bias[i % n]).collect();
+            let mut want_sum = vec![0.0f32; n];
             for r in 0..rows {
-                let row = &dy[r * n + c0..r * n + c0 + out.len()];
-                for (o, v) in out.iter_mut().zip(row) {
-                    *o += v;
+                for j in 0..n {
+                    want_sum[j] += y0[r * n + j];
                 }
             }
-        });
+            for threads in [1, 2, 3] {
+                with_intra_op_threads(threads, || {
+                    let mut y = y0.clone();
+                    Cpu::add_bias_rows(&mut y, &bias, rows, n);
+                    assert_eq!(y, want_y, "n = {n}, {threads} threads");
+                    let mut sum = vec![f32::NAN; n];
+                    Cpu::sum_rows(&y0, &mut sum, rows, n);
+                    assert_eq!(sum, want_sum, "n = {n}, {threads} threads");
+                });
+            }
+        }
     }
 }

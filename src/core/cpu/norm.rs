@@ -131,81 +131,84 @@ impl LayerNormOps for Cpu {
         dgamma.fill(0.0);
         dbeta.fill(0.0);
         let (x, dy, mean, rstd) = (&x[..rows * d], &dy[..rows * d], &mean[..rows], &rstd[..rows]);
+        // dγ, dβ: column sums, each column over the rows in order (so any split of the
+        // columns across threads gives the same numbers)
+        let cols_per_task = if rows * d < PARALLEL_MIN_ELEMS { d } else { chunking(d, COLUMN_BLOCK) };
+        let sum_columns = |t: usize, dg: &mut [f32], db: &mut [f32]| {
+            crate::dispatch_simd!(column_sums(x, dy, mean, rstd, d, t * cols_per_task, dg, db))
+        };
+        if cols_per_task >= d || intra_op_threads() <= 1 {
+            sum_columns(0, dgamma, dbeta);
+        } else {
+            dgamma
+                .par_chunks_mut(cols_per_task)
+                .zip(dbeta.par_chunks_mut(cols_per_task))
+                .enumerate()
+                .for_each(|(t, (dg, db))| sum_columns(t, dg, db));
+        }
+        let Some(dx) = dx else { return };
         let rpt = rows_per_task(rows, d);
-        match dx {
-            // one thread: a single fused pass over the rows
-            Some(dx) if rpt >= rows || intra_op_threads() <= 1 => {
-                let dx = &mut dx[..rows * d];
-                crate::dispatch_simd!(backward_rows(x, dy, gamma, mean, rstd, Some(dx), dgamma, dbeta))
-            }
-            Some(dx) => {
-                crate::dispatch_simd!(backward_rows(x, dy, gamma, mean, rstd, None, dgamma, dbeta));
-                for_each_chunk_mut(&mut dx[..rows * d], rpt * d, |t, out| {
-                    let r0 = t * rpt;
-                    let span = r0 * d..r0 * d + out.len();
-                    let (x, dy) = (&x[span.clone()], &dy[span]);
-                    let (m, s) = (&mean[r0..r0 + out.len() / d], &rstd[r0..r0 + out.len() / d]);
-                    crate::dispatch_simd!(input_grad_rows(x, dy, gamma, m, s, out))
-                });
-            }
-            None => {
-                crate::dispatch_simd!(backward_rows(x, dy, gamma, mean, rstd, None, dgamma, dbeta))
-            }
-        }
+        for_each_chunk_mut(&mut dx[..rows * d], rpt * d, |t, out| {
+            let r0 = t * rpt;
+            let span = r0 * d..r0 * d + out.len();
+            let (x, dy) = (&x[span.clone()], &dy[span]);
+            let (m, s) = (&mean[r0..r0 + out.len() / d], &rstd[r0..r0 + out.len() / d]);
+            crate::dispatch_simd!(input_grad_rows(x, dy, gamma, m, s, out))
+        });
     }
 }
 
-/// `dγ`, `dβ` (accumulated) and, if given, `dx` for consecutive rows, in one pass.
+/// Columns summed together in registers by [`column_sums`]: two accumulators of 32 lanes
+/// (four AVX-512 or eight AVX2 registers). Measured on W2's LayerNorm(128) over 8192 rows:
+/// blocks of 8 columns on one thread made its backward 2.2x PyTorch's.
+const COLUMN_BLOCK: usize = 32;
+
+/// `dγ[j] += Σ_r dy·x̂`, `dβ[j] += Σ_r dy` for the columns `j0..j0 + dg.len()` of rows of
+/// length `d`, each summed over the rows in order.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn backward_rows(
-    x: &[f32],
-    dy: &[f32],
-    gamma: &[f32],
-    mean: &[f32],
-    rstd: &[f32],
-    dx: Option<&mut [f32]>,
-    dgamma: &mut [f32],
-    dbeta: &mut [f32],
-) {
-    specialise_row_len!(gamma.len(), backward_rows_d(x, dy, gamma, mean, rstd, dx, dgamma, dbeta))
+fn column_sums(x: &[f32], dy: &[f32], mean: &[f32], rstd: &[f32], d: usize, j0: usize, dg: &mut [f32], db: &mut [f32]) {
+    let mut j = 0;
+    while j < dg.len() {
+        // blocks of fixed width keep the accumulators in registers
+        let w = [COLUMN_BLOCK, 16, 8, 1].into_iter().find(|&w| w <= dg.len() - j).unwrap_or(1);
+        let (c, g, b) = (j0 + j, &mut dg[j..j + w], &mut db[j..j + w]);
+        match w {
+            COLUMN_BLOCK => column_block::<COLUMN_BLOCK>(x, dy, mean, rstd, d, c, g, b),
+            16 => column_block::<16>(x, dy, mean, rstd, d, c, g, b),
+            8 => column_block::<8>(x, dy, mean, rstd, d, c, g, b),
+            _ => column_block::<1>(x, dy, mean, rstd, d, c, g, b),
+        }
+        j += w;
+    }
 }
 
+/// [`column_sums`] for `L` columns from `c0`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn backward_rows_d(
+fn column_block<const L: usize>(
     x: &[f32],
     dy: &[f32],
-    gamma: &[f32],
     mean: &[f32],
     rstd: &[f32],
-    dx: Option<&mut [f32]>,
-    dgamma: &mut [f32],
-    dbeta: &mut [f32],
     d: usize,
+    c0: usize,
+    dg: &mut [f32],
+    db: &mut [f32],
 ) {
-    let (gamma, dgamma, dbeta) = (&gamma[..d], &mut dgamma[..d], &mut dbeta[..d]);
-    // dγ, dβ: column sums, eight columns at a time in registers (a vectorised reduction;
-    // accumulating straight into the slices kept the loop scalar)
     let rows = mean.len().min(x.len() / d.max(1));
-    for j0 in (0..d).step_by(8) {
-        let lanes = (d - j0).min(8);
-        let (mut g, mut b) = ([0.0f32; 8], [0.0f32; 8]);
-        for r in 0..rows {
-            let (m, s) = (mean[r], rstd[r]);
-            let (xr, gr) = (&x[r * d + j0..r * d + j0 + lanes], &dy[r * d + j0..r * d + j0 + lanes]);
-            for l in 0..lanes {
-                g[l] += gr[l] * (xr[l] - m) * s;
-                b[l] += gr[l];
-            }
-        }
-        for l in 0..lanes {
-            dgamma[j0 + l] += g[l];
-            dbeta[j0 + l] += b[l];
+    let (mut g, mut b) = ([0.0f32; L], [0.0f32; L]);
+    for r in 0..rows {
+        let (m, s) = (mean[r], rstd[r]);
+        let (xr, gr) = (&x[r * d + c0..r * d + c0 + L], &dy[r * d + c0..r * d + c0 + L]);
+        for l in 0..L {
+            g[l] += gr[l] * (xr[l] - m) * s;
+            b[l] += gr[l];
         }
     }
-    if let Some(dx) = dx {
-        input_grad_rows_d(x, dy, gamma, mean, rstd, dx, d);
+    for l in 0..L {
+        dg[l] += g[l];
+        db[l] += b[l];
     }
 }
 
@@ -243,6 +246,111 @@ fn input_grad_row(xr: &[f32], gr: &[f32], gamma: &[f32], m: f32, s: f32, o: &mut
 
 // ---- batch_norm
 
+/// What [`bn_block`] sums over the rows for each channel.
+const BN_SUM: u8 = 0; // Σx
+const BN_SQUARES: u8 = 1; // Σ(x − mean)²
+const BN_GRADS: u8 = 2; // Σdy, Σdy·(x − mean)·rstd
+
+/// `s0[j] += Σ_r ..`, `s1[j] += Σ_r ..` ([`BN_SUM`], [`BN_SQUARES`], [`BN_GRADS`]; `s1` only
+/// for the last) for the channels `c0..c0 + s0.len()` of rows of `c`, each summed over the
+/// rows in order, as one thread adding row after row would: the same numbers whichever
+/// threads take which channels.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn bn_sums<const MODE: u8>(
+    x: &[f32],
+    dy: &[f32],
+    mean: &[f32],
+    rstd: &[f32],
+    c: usize,
+    c0: usize,
+    s0: &mut [f32],
+    s1: &mut [f32],
+) {
+    let mut j = 0;
+    while j < s0.len() {
+        // blocks of fixed width keep the accumulators in registers
+        let w = [64, COLUMN_BLOCK, 16, 8, 1].into_iter().find(|&w| w <= s0.len() - j).unwrap_or(1);
+        let (b0, b1) = (&mut s0[j..j + w], if MODE == BN_GRADS { &mut s1[j..j + w] } else { &mut [][..] });
+        match w {
+            64 => bn_block::<MODE, 64>(x, dy, mean, rstd, c, c0 + j, b0, b1),
+            COLUMN_BLOCK => bn_block::<MODE, COLUMN_BLOCK>(x, dy, mean, rstd, c, c0 + j, b0, b1),
+            16 => bn_block::<MODE, 16>(x, dy, mean, rstd, c, c0 + j, b0, b1),
+            8 => bn_block::<MODE, 8>(x, dy, mean, rstd, c, c0 + j, b0, b1),
+            _ => bn_block::<MODE, 1>(x, dy, mean, rstd, c, c0 + j, b0, b1),
+        }
+        j += w;
+    }
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn bn_block<const MODE: u8, const L: usize>(
+    x: &[f32],
+    dy: &[f32],
+    mean: &[f32],
+    rstd: &[f32],
+    c: usize,
+    c0: usize,
+    s0: &mut [f32],
+    s1: &mut [f32],
+) {
+    let rows = x.len() / c;
+    let (mut a0, mut a1) = ([0.0f32; L], [0.0f32; L]);
+    let (mut m, mut s) = ([0.0f32; L], [0.0f32; L]);
+    if MODE != BN_SUM {
+        m.copy_from_slice(&mean[c0..c0 + L]);
+    }
+    if MODE == BN_GRADS {
+        s.copy_from_slice(&rstd[c0..c0 + L]);
+    }
+    for r in 0..rows {
+        let xr = &x[r * c + c0..r * c + c0 + L];
+        match MODE {
+            BN_SUM => (0..L).for_each(|l| a0[l] += xr[l]),
+            BN_SQUARES => (0..L).for_each(|l| {
+                let d = xr[l] - m[l];
+                a0[l] += d * d;
+            }),
+            _ => {
+                let gr = &dy[r * c + c0..r * c + c0 + L];
+                (0..L).for_each(|l| {
+                    a0[l] += gr[l];
+                    a1[l] += gr[l] * (xr[l] - m[l]) * s[l];
+                })
+            }
+        }
+    }
+    (0..L).for_each(|l| s0[l] += a0[l]);
+    if MODE == BN_GRADS {
+        (0..L).for_each(|l| s1[l] += a1[l]);
+    }
+}
+
+/// Channels per parallel task for the per-channel sums.
+fn channels_per_task(rows: usize, c: usize) -> usize {
+    if rows * c < PARALLEL_MIN_ELEMS {
+        c.max(1)
+    } else {
+        chunking(c, COLUMN_BLOCK)
+    }
+}
+
+/// One per-channel sum ([`BN_SUM`] or [`BN_SQUARES`]) into `out` (zeroed here).
+fn bn_sum_into<const MODE: u8>(x: &[f32], mean: &[f32], c: usize, out: &mut [f32]) {
+    let cpt = channels_per_task(x.len() / c, c);
+    for_each_chunk_mut(out, cpt, |t, o| {
+        o.fill(0.0);
+        crate::dispatch_simd!(bn_sums::<MODE>(x, &[], mean, &[], c, t * cpt, o, &mut []))
+    });
+}
+
+/// `f(row0, y_rows)` over `y` (rows of `c`) split into row ranges across the op's threads.
+fn bn_rows(y: &mut [f32], c: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+    let rpt = rows_per_task(y.len() / c, c);
+    for_each_chunk_mut(y, rpt * c, |t, part| f(t * rpt, part));
+}
+
 impl BatchNormOps for Cpu {
     fn batch_norm_forward_train(
         x: &Vec<f32>,
@@ -258,31 +366,23 @@ impl BatchNormOps for Cpu {
         eps: f32,
         momentum: f32,
     ) {
-        mean[..c].fill(0.0);
-        for r in 0..rows {
-            mean[..c].iter_mut().zip(&x[r * c..(r + 1) * c]).for_each(|(m, v)| *m += v);
+        if c == 0 {
+            return;
         }
-        mean[..c].iter_mut().for_each(|m| *m /= rows as f32);
-        let var = &mut rstd[..c];
-        var.fill(0.0);
-        for r in 0..rows {
-            for j in 0..c {
-                let d = x[r * c + j] - mean[j];
-                var[j] += d * d;
-            }
-        }
+        let (x, mean, rstd) = (&x[..rows * c], &mut mean[..c], &mut rstd[..c]);
+        bn_sum_into::<BN_SUM>(x, &[], c, mean);
+        mean.iter_mut().for_each(|m| *m /= rows as f32);
+        // the sum of squared deviations, in rstd until it becomes 1/σ
+        bn_sum_into::<BN_SQUARES>(x, mean, c, rstd);
         for j in 0..c {
-            let biased = var[j] / rows as f32;
-            let unbiased = if rows > 1 { var[j] / (rows - 1) as f32 } else { biased };
+            let var = rstd[j];
+            let biased = var / rows as f32;
+            let unbiased = if rows > 1 { var / (rows - 1) as f32 } else { biased };
             running_mean[j] = (1.0 - momentum) * running_mean[j] + momentum * mean[j];
             running_var[j] = (1.0 - momentum) * running_var[j] + momentum * unbiased;
-            var[j] = 1.0 / (biased + eps).sqrt();
+            rstd[j] = 1.0 / (biased + eps).sqrt();
         }
-        for r in 0..rows {
-            for j in 0..c {
-                y[r * c + j] = (x[r * c + j] - mean[j]) * rstd[j] * gamma[j] + beta[j];
-            }
-        }
+        bn_apply(x, mean, rstd, &gamma[..c], &beta[..c], &mut y[..rows * c]);
     }
 
     fn batch_norm_forward_eval(
@@ -298,15 +398,14 @@ impl BatchNormOps for Cpu {
         c: usize,
         eps: f32,
     ) {
+        if c == 0 {
+            return;
+        }
         for j in 0..c {
             mean[j] = running_mean[j];
             rstd[j] = 1.0 / (running_var[j] + eps).sqrt();
         }
-        for r in 0..rows {
-            for j in 0..c {
-                y[r * c + j] = (x[r * c + j] - mean[j]) * rstd[j] * gamma[j] + beta[j];
-            }
-        }
+        bn_apply(&x[..rows * c], &mean[..c], &rstd[..c], &gamma[..c], &beta[..c], &mut y[..rows * c]);
     }
 
     fn batch_norm_backward(
@@ -322,31 +421,162 @@ impl BatchNormOps for Cpu {
         c: usize,
         batch_stats: bool,
     ) {
+        if c == 0 {
+            return;
+        }
+        let (x, dy, gamma, mean, rstd) = (&x[..rows * c], &dy[..rows * c], &gamma[..c], &mean[..c], &rstd[..c]);
         // dβ = Σ dy, dγ = Σ dy·x̂ (per channel)
-        dgamma[..c].fill(0.0);
-        dbeta[..c].fill(0.0);
+        let (dgamma, dbeta) = (&mut dgamma[..c], &mut dbeta[..c]);
+        let cpt = channels_per_task(rows, c);
+        let sums = |t: usize, db: &mut [f32], dg: &mut [f32]| {
+            db.fill(0.0);
+            dg.fill(0.0);
+            crate::dispatch_simd!(bn_sums::<BN_GRADS>(x, dy, mean, rstd, c, t * cpt, db, dg))
+        };
+        if cpt >= c || intra_op_threads() <= 1 {
+            sums(0, dbeta, dgamma);
+        } else {
+            dbeta
+                .par_chunks_mut(cpt)
+                .zip(dgamma.par_chunks_mut(cpt))
+                .enumerate()
+                .for_each(|(t, (db, dg))| sums(t, db, dg));
+        }
+        let Some(dx) = dx else { return };
+        let (dgamma, dbeta) = (&*dgamma, &*dbeta);
+        let n = rows as f32;
+        bn_rows(&mut dx[..rows * c], c, |r0, part| {
+            crate::dispatch_simd!(for (i, o) in part.chunks_exact_mut(c).enumerate() {
+                let r = r0 + i;
+                let (xr, gr) = (&x[r * c..(r + 1) * c], &dy[r * c..(r + 1) * c]);
+                // zipped, not indexed (see bn_apply)
+                if !batch_stats {
+                    for ((o, g), (gm, s)) in o.iter_mut().zip(gr).zip(gamma.iter().zip(rstd)) {
+                        *o = g * gm * s;
+                    }
+                    continue;
+                }
+                let params = gamma.iter().zip(rstd).zip(mean).zip(dbeta.iter().zip(dgamma));
+                for (((o, g), xv), (((gm, s), m), (db, dg))) in o.iter_mut().zip(gr).zip(xr).zip(params) {
+                    let xhat = (xv - m) * s;
+                    // Σg = γ·dβ, Σ(g·x̂) = γ·dγ
+                    *o = gm * s / n * (n * g - db - xhat * dg);
+                }
+            })
+        });
+    }
+}
+
+/// `y = (x − mean)·rstd·γ + β`, rows split across the op's threads.
+fn bn_apply(x: &[f32], mean: &[f32], rstd: &[f32], gamma: &[f32], beta: &[f32], y: &mut [f32]) {
+    let c = mean.len();
+    bn_rows(y, c, |r0, part| {
+        crate::dispatch_simd!(for (i, o) in part.chunks_exact_mut(c).enumerate() {
+            let xr = &x[(r0 + i) * c..(r0 + i + 1) * c];
+            // zipped, not indexed: five indexed slices kept bounds checks that stopped the
+            // loop vectorising (measured: this pass was two thirds of the forward's time)
+            let params = mean.iter().zip(rstd).zip(gamma).zip(beta);
+            for ((o, xv), (((m, s), g), b)) in o.iter_mut().zip(xr).zip(params) {
+                *o = (xv - m) * s * g + b;
+            }
+        })
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::cpu::with_intra_op_threads;
+    use crate::core::gradcheck::random_input;
+
+    /// The per-channel sums one thread adds row after row (the kernels' contract), and dx.
+    fn naive_bn_backward(x: &[f32], dy: &[f32], gamma: &[f32], mean: &[f32], rstd: &[f32], c: usize) -> [Vec<f32>; 3] {
+        let rows = x.len() / c;
+        let (mut dg, mut db, mut dx) = (vec![0.0f32; c], vec![0.0f32; c], vec![0.0f32; rows * c]);
         for r in 0..rows {
             for j in 0..c {
                 let g = dy[r * c + j];
-                dbeta[j] += g;
-                dgamma[j] += g * (x[r * c + j] - mean[j]) * rstd[j];
+                db[j] += g;
+                dg[j] += g * (x[r * c + j] - mean[j]) * rstd[j];
             }
-        }
-        let Some(dx) = dx else { return };
-        if !batch_stats {
-            for r in 0..rows {
-                for j in 0..c {
-                    dx[r * c + j] = dy[r * c + j] * gamma[j] * rstd[j];
-                }
-            }
-            return;
         }
         let n = rows as f32;
         for r in 0..rows {
             for j in 0..c {
                 let xhat = (x[r * c + j] - mean[j]) * rstd[j];
-                // Σg = γ·dβ, Σ(g·x̂) = γ·dγ
-                dx[r * c + j] = gamma[j] * rstd[j] / n * (n * dy[r * c + j] - dbeta[j] - xhat * dgamma[j]);
+                dx[r * c + j] = gamma[j] * rstd[j] / n * (n * dy[r * c + j] - db[j] - xhat * dg[j]);
+            }
+        }
+        [dg, db, dx]
+    }
+
+    #[test]
+    fn batch_norm_sums_each_channel_in_row_order_on_any_thread_count() {
+        // widths that take 32-, 8- and 1-channel blocks; rows * c over the parallel threshold
+        for c in [5, 40, 77] {
+            let rows = 1000;
+            let x = random_input(rows * c, 1, 0.0);
+            let dy = random_input(rows * c, 2, 0.0);
+            let (gamma, beta) = (random_input(c, 3, 0.1), random_input(c, 4, 0.0));
+            // the reference statistics
+            let mut mean = vec![0.0f32; c];
+            let mut var = vec![0.0f32; c];
+            for r in 0..rows {
+                for j in 0..c {
+                    mean[j] += x[r * c + j];
+                }
+            }
+            mean.iter_mut().for_each(|m| *m /= rows as f32);
+            for r in 0..rows {
+                for j in 0..c {
+                    let d = x[r * c + j] - mean[j];
+                    var[j] += d * d;
+                }
+            }
+            let rstd: Vec<f32> = var.iter().map(|v| 1.0 / (v / rows as f32 + 1e-5).sqrt()).collect();
+            let want_y: Vec<f32> =
+                (0..rows * c).map(|i| (x[i] - mean[i % c]) * rstd[i % c] * gamma[i % c] + beta[i % c]).collect();
+            let want = naive_bn_backward(&x, &dy, &gamma, &mean, &rstd, c);
+            for threads in [1, 2, 3] {
+                with_intra_op_threads(threads, || {
+                    let (mut y, mut m, mut s) = (vec![0.0; rows * c], vec![0.0; c], vec![0.0; c]);
+                    let (mut rm, mut rv) = (vec![0.0; c], vec![1.0; c]);
+                    let (x_, g_, b_) = (x.clone(), gamma.clone(), beta.clone());
+                    Cpu::batch_norm_forward_train(
+                        &x_, &g_, &b_, &mut y, &mut m, &mut s, &mut rm, &mut rv, rows, c, 1e-5, 0.1,
+                    );
+                    assert_eq!((&m, &s, &y), (&mean, &rstd, &want_y), "forward, c = {c}, {threads} threads");
+                    let (mut dg, mut db, mut dx) = (vec![0.0; c], vec![0.0; c], vec![0.0; rows * c]);
+                    let dy_ = dy.clone();
+                    Cpu::batch_norm_backward(&x_, &dy_, &g_, &m, &s, Some(&mut dx), &mut dg, &mut db, rows, c, true);
+                    assert_eq!([dg, db, dx], want, "backward, c = {c}, {threads} threads");
+                });
+            }
+        }
+    }
+
+    #[test]
+    fn layer_norm_parameter_gradients_sum_each_column_in_row_order() {
+        for d in [8, 40, 77] {
+            let rows = 1000;
+            let x = random_input(rows * d, 5, 0.0);
+            let dy = random_input(rows * d, 6, 0.0);
+            let (gamma, beta) = (random_input(d, 7, 0.1), vec![0.0f32; d]);
+            let (mut y, mut mean, mut rstd) = (vec![0.0; rows * d], vec![0.0; rows], vec![0.0; rows]);
+            Cpu::layer_norm_forward(&x, &gamma, &beta, &mut y, &mut mean, &mut rstd, rows, d, 1e-5);
+            let (mut want_g, mut want_b) = (vec![0.0f32; d], vec![0.0f32; d]);
+            for r in 0..rows {
+                for j in 0..d {
+                    want_g[j] += dy[r * d + j] * (x[r * d + j] - mean[r]) * rstd[r];
+                    want_b[j] += dy[r * d + j];
+                }
+            }
+            for threads in [1, 2, 3] {
+                with_intra_op_threads(threads, || {
+                    let (mut dg, mut db, mut dx) = (vec![0.0; d], vec![0.0; d], vec![0.0; rows * d]);
+                    Cpu::layer_norm_backward(&x, &dy, &gamma, &mean, &rstd, Some(&mut dx), &mut dg, &mut db, rows, d);
+                    assert_eq!((&dg, &db), (&want_g, &want_b), "d = {d}, {threads} threads");
+                });
             }
         }
     }
