@@ -133,19 +133,10 @@ impl LayerNormOps for Cpu {
         let (x, dy, mean, rstd) = (&x[..rows * d], &dy[..rows * d], &mean[..rows], &rstd[..rows]);
         // dγ, dβ: column sums, each column over the rows in order (so any split of the
         // columns across threads gives the same numbers)
-        let cols_per_task = if rows * d < PARALLEL_MIN_ELEMS { d } else { chunking(d, COLUMN_BLOCK) };
-        let sum_columns = |t: usize, dg: &mut [f32], db: &mut [f32]| {
-            crate::dispatch_simd!(column_sums(x, dy, mean, rstd, d, t * cols_per_task, dg, db))
-        };
-        if cols_per_task >= d || intra_op_threads() <= 1 {
-            sum_columns(0, dgamma, dbeta);
-        } else {
-            dgamma
-                .par_chunks_mut(cols_per_task)
-                .zip(dbeta.par_chunks_mut(cols_per_task))
-                .enumerate()
-                .for_each(|(t, (dg, db))| sum_columns(t, dg, db));
-        }
+        let cpt = columns_per_task(rows, d);
+        for_each_column_pair(dbeta, dgamma, cpt, |t, db, dg| {
+            crate::dispatch_simd!(column_sums::<LN_GRADS>(Rows { x, dy, mean, rstd, c: d }, t * cpt, db, dg))
+        });
         let Some(dx) = dx else { return };
         let rpt = rows_per_task(rows, d);
         for_each_chunk_mut(&mut dx[..rows * d], rpt * d, |t, out| {
@@ -162,55 +153,6 @@ impl LayerNormOps for Cpu {
 /// (four AVX-512 or eight AVX2 registers). Measured on W2's LayerNorm(128) over 8192 rows:
 /// blocks of 8 columns on one thread made its backward 2.2x PyTorch's.
 const COLUMN_BLOCK: usize = 32;
-
-/// `dγ[j] += Σ_r dy·x̂`, `dβ[j] += Σ_r dy` for the columns `j0..j0 + dg.len()` of rows of
-/// length `d`, each summed over the rows in order.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn column_sums(x: &[f32], dy: &[f32], mean: &[f32], rstd: &[f32], d: usize, j0: usize, dg: &mut [f32], db: &mut [f32]) {
-    let mut j = 0;
-    while j < dg.len() {
-        // blocks of fixed width keep the accumulators in registers
-        let w = [COLUMN_BLOCK, 16, 8, 1].into_iter().find(|&w| w <= dg.len() - j).unwrap_or(1);
-        let (c, g, b) = (j0 + j, &mut dg[j..j + w], &mut db[j..j + w]);
-        match w {
-            COLUMN_BLOCK => column_block::<COLUMN_BLOCK>(x, dy, mean, rstd, d, c, g, b),
-            16 => column_block::<16>(x, dy, mean, rstd, d, c, g, b),
-            8 => column_block::<8>(x, dy, mean, rstd, d, c, g, b),
-            _ => column_block::<1>(x, dy, mean, rstd, d, c, g, b),
-        }
-        j += w;
-    }
-}
-
-/// [`column_sums`] for `L` columns from `c0`.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn column_block<const L: usize>(
-    x: &[f32],
-    dy: &[f32],
-    mean: &[f32],
-    rstd: &[f32],
-    d: usize,
-    c0: usize,
-    dg: &mut [f32],
-    db: &mut [f32],
-) {
-    let rows = mean.len().min(x.len() / d.max(1));
-    let (mut g, mut b) = ([0.0f32; L], [0.0f32; L]);
-    for r in 0..rows {
-        let (m, s) = (mean[r], rstd[r]);
-        let (xr, gr) = (&x[r * d + c0..r * d + c0 + L], &dy[r * d + c0..r * d + c0 + L]);
-        for l in 0..L {
-            g[l] += gr[l] * (xr[l] - m) * s;
-            b[l] += gr[l];
-        }
-    }
-    for l in 0..L {
-        dg[l] += g[l];
-        db[l] += b[l];
-    }
-}
 
 /// `dx` for consecutive rows.
 #[inline(always)]
@@ -246,59 +188,57 @@ fn input_grad_row(xr: &[f32], gr: &[f32], gamma: &[f32], m: f32, s: f32, o: &mut
 
 // ---- batch_norm
 
-/// What [`bn_block`] sums over the rows for each channel.
-const BN_SUM: u8 = 0; // Σx
-const BN_SQUARES: u8 = 1; // Σ(x − mean)²
-const BN_GRADS: u8 = 2; // Σdy, Σdy·(x − mean)·rstd
+/// What [`column_block`] sums over the rows for each column.
+const BN_SUM: u8 = 0; // Σx (BatchNorm's mean)
+const BN_SQUARES: u8 = 1; // Σ(x − mean[j])² (BatchNorm's variance)
+const BN_GRADS: u8 = 2; // Σdy, Σdy·(x − mean[j])·rstd[j] (BatchNorm's dβ, dγ)
+const LN_GRADS: u8 = 3; // Σdy, Σdy·(x − mean[r])·rstd[r] (LayerNorm's dβ, dγ: row statistics)
 
-/// `s0[j] += Σ_r ..`, `s1[j] += Σ_r ..` ([`BN_SUM`], [`BN_SQUARES`], [`BN_GRADS`]; `s1` only
-/// for the last) for the channels `c0..c0 + s0.len()` of rows of `c`, each summed over the
-/// rows in order, as one thread adding row after row would: the same numbers whichever
-/// threads take which channels.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn bn_sums<const MODE: u8>(
-    x: &[f32],
-    dy: &[f32],
-    mean: &[f32],
-    rstd: &[f32],
+/// What [`column_sums`] reads: rows of `c` values (and their gradients), and the statistics
+/// (per column for BatchNorm, per row for LayerNorm; empty where the mode needs none).
+#[derive(Clone, Copy)]
+struct Rows<'a> {
+    x: &'a [f32],
+    dy: &'a [f32],
+    mean: &'a [f32],
+    rstd: &'a [f32],
     c: usize,
-    c0: usize,
-    s0: &mut [f32],
-    s1: &mut [f32],
-) {
+}
+
+/// `s0[j] += Σ_r ..` and, for the gradients, `s1[j] += Σ_r ..` (see [`BN_SUM`] and the other
+/// modes) for the columns `c0..c0 + s0.len()` of rows of `c`, each summed over the rows in
+/// order, as one thread adding row after row would: the same numbers whichever threads take
+/// which columns.
+#[inline(always)]
+fn column_sums<const MODE: u8>(rows: Rows, c0: usize, s0: &mut [f32], s1: &mut [f32]) {
+    let grads = MODE == BN_GRADS || MODE == LN_GRADS;
+    // one sum of 64 columns is four AVX-512 registers (measured: BatchNorm's forward over
+    // 131072 rows of 128 took 16 ms with them, 28 with blocks of 32); the gradients' two sums
+    // take 32
+    let widest = if grads { COLUMN_BLOCK } else { 64 };
     let mut j = 0;
     while j < s0.len() {
         // blocks of fixed width keep the accumulators in registers
-        let w = [64, COLUMN_BLOCK, 16, 8, 1].into_iter().find(|&w| w <= s0.len() - j).unwrap_or(1);
-        let (b0, b1) = (&mut s0[j..j + w], if MODE == BN_GRADS { &mut s1[j..j + w] } else { &mut [][..] });
+        let w = [widest, COLUMN_BLOCK, 16, 8, 1].into_iter().find(|&w| w <= s0.len() - j).unwrap_or(1);
+        let (b0, b1) = (&mut s0[j..j + w], if grads { &mut s1[j..j + w] } else { &mut [][..] });
         match w {
-            64 => bn_block::<MODE, 64>(x, dy, mean, rstd, c, c0 + j, b0, b1),
-            COLUMN_BLOCK => bn_block::<MODE, COLUMN_BLOCK>(x, dy, mean, rstd, c, c0 + j, b0, b1),
-            16 => bn_block::<MODE, 16>(x, dy, mean, rstd, c, c0 + j, b0, b1),
-            8 => bn_block::<MODE, 8>(x, dy, mean, rstd, c, c0 + j, b0, b1),
-            _ => bn_block::<MODE, 1>(x, dy, mean, rstd, c, c0 + j, b0, b1),
+            64 => column_block::<MODE, 64>(rows, c0 + j, b0, b1),
+            COLUMN_BLOCK => column_block::<MODE, COLUMN_BLOCK>(rows, c0 + j, b0, b1),
+            16 => column_block::<MODE, 16>(rows, c0 + j, b0, b1),
+            8 => column_block::<MODE, 8>(rows, c0 + j, b0, b1),
+            _ => column_block::<MODE, 1>(rows, c0 + j, b0, b1),
         }
         j += w;
     }
 }
 
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn bn_block<const MODE: u8, const L: usize>(
-    x: &[f32],
-    dy: &[f32],
-    mean: &[f32],
-    rstd: &[f32],
-    c: usize,
-    c0: usize,
-    s0: &mut [f32],
-    s1: &mut [f32],
-) {
+fn column_block<const MODE: u8, const L: usize>(rows: Rows, c0: usize, s0: &mut [f32], s1: &mut [f32]) {
+    let Rows { x, dy, mean, rstd, c } = rows;
     let rows = x.len() / c;
     let (mut a0, mut a1) = ([0.0f32; L], [0.0f32; L]);
     let (mut m, mut s) = ([0.0f32; L], [0.0f32; L]);
-    if MODE != BN_SUM {
+    if MODE == BN_SQUARES || MODE == BN_GRADS {
         m.copy_from_slice(&mean[c0..c0 + L]);
     }
     if MODE == BN_GRADS {
@@ -312,23 +252,31 @@ fn bn_block<const MODE: u8, const L: usize>(
                 let d = xr[l] - m[l];
                 a0[l] += d * d;
             }),
-            _ => {
+            BN_GRADS => {
                 let gr = &dy[r * c + c0..r * c + c0 + L];
                 (0..L).for_each(|l| {
                     a0[l] += gr[l];
                     a1[l] += gr[l] * (xr[l] - m[l]) * s[l];
                 })
             }
+            _ => {
+                let (gr, mr, sr) = (&dy[r * c + c0..r * c + c0 + L], mean[r], rstd[r]);
+                (0..L).for_each(|l| {
+                    a0[l] += gr[l];
+                    a1[l] += gr[l] * (xr[l] - mr) * sr;
+                })
+            }
         }
     }
     (0..L).for_each(|l| s0[l] += a0[l]);
-    if MODE == BN_GRADS {
+    if MODE == BN_GRADS || MODE == LN_GRADS {
         (0..L).for_each(|l| s1[l] += a1[l]);
     }
 }
 
-/// Channels per parallel task for the per-channel sums.
-fn channels_per_task(rows: usize, c: usize) -> usize {
+/// Columns per parallel task for the sums over rows (LayerNorm's parameter gradients,
+/// BatchNorm's statistics and gradients).
+fn columns_per_task(rows: usize, c: usize) -> usize {
     if rows * c < PARALLEL_MIN_ELEMS {
         c.max(1)
     } else {
@@ -336,12 +284,27 @@ fn channels_per_task(rows: usize, c: usize) -> usize {
     }
 }
 
+/// `f(task, a_part, b_part)` over matching chunks of `per_task` columns of `a` and `b`: inline
+/// where there is one chunk or one thread, on rayon's pool otherwise.
+fn for_each_column_pair(
+    a: &mut [f32],
+    b: &mut [f32],
+    per_task: usize,
+    f: impl Fn(usize, &mut [f32], &mut [f32]) + Sync + Send,
+) {
+    if per_task >= a.len() || intra_op_threads() <= 1 {
+        f(0, a, b);
+    } else {
+        a.par_chunks_mut(per_task).zip(b.par_chunks_mut(per_task)).enumerate().for_each(|(t, (a, b))| f(t, a, b));
+    }
+}
+
 /// One per-channel sum ([`BN_SUM`] or [`BN_SQUARES`]) into `out` (zeroed here).
 fn bn_sum_into<const MODE: u8>(x: &[f32], mean: &[f32], c: usize, out: &mut [f32]) {
-    let cpt = channels_per_task(x.len() / c, c);
+    let cpt = columns_per_task(x.len() / c, c);
     for_each_chunk_mut(out, cpt, |t, o| {
         o.fill(0.0);
-        crate::dispatch_simd!(bn_sums::<MODE>(x, &[], mean, &[], c, t * cpt, o, &mut []))
+        crate::dispatch_simd!(column_sums::<MODE>(Rows { x, dy: &[], mean, rstd: &[], c }, t * cpt, o, &mut []))
     });
 }
 
@@ -427,21 +390,12 @@ impl BatchNormOps for Cpu {
         let (x, dy, gamma, mean, rstd) = (&x[..rows * c], &dy[..rows * c], &gamma[..c], &mean[..c], &rstd[..c]);
         // dβ = Σ dy, dγ = Σ dy·x̂ (per channel)
         let (dgamma, dbeta) = (&mut dgamma[..c], &mut dbeta[..c]);
-        let cpt = channels_per_task(rows, c);
-        let sums = |t: usize, db: &mut [f32], dg: &mut [f32]| {
-            db.fill(0.0);
-            dg.fill(0.0);
-            crate::dispatch_simd!(bn_sums::<BN_GRADS>(x, dy, mean, rstd, c, t * cpt, db, dg))
-        };
-        if cpt >= c || intra_op_threads() <= 1 {
-            sums(0, dbeta, dgamma);
-        } else {
-            dbeta
-                .par_chunks_mut(cpt)
-                .zip(dgamma.par_chunks_mut(cpt))
-                .enumerate()
-                .for_each(|(t, (db, dg))| sums(t, db, dg));
-        }
+        let cpt = columns_per_task(rows, c);
+        dgamma.fill(0.0);
+        dbeta.fill(0.0);
+        for_each_column_pair(dbeta, dgamma, cpt, |t, db, dg| {
+            crate::dispatch_simd!(column_sums::<BN_GRADS>(Rows { x, dy, mean, rstd, c }, t * cpt, db, dg))
+        });
         let Some(dx) = dx else { return };
         let (dgamma, dbeta) = (&*dgamma, &*dbeta);
         let n = rows as f32;
