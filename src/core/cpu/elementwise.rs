@@ -2,7 +2,7 @@
 //! `core/cuda/elementwise.rs` is the GPU side): ReLU, exact GELU, the residual add, bias rows
 //! and their column sums.
 
-use crate::core::cpu::{chunking, elementwise, for_each_chunk_mut, Cpu, PARALLEL_MIN_ELEMS};
+use crate::core::cpu::{chunking, columns, elementwise, for_each_chunk_mut, Cpu, PARALLEL_MIN_ELEMS};
 use crate::core::ops::gelu::GeluOps;
 use crate::core::ops::linear::LinearOps;
 use crate::core::ops::relu::ReluOps;
@@ -129,16 +129,9 @@ impl LinearOps for Cpu {
     }
 
     fn sum_rows(dy: &Vec<f32>, db: &mut Vec<f32>, rows: usize, n: usize) {
-        let db = &mut db[..n];
-        db.fill(0.0);
-        if rows * n < PARALLEL_MIN_ELEMS {
-            // as in add_bias_rows: no dispatch for small layers
-            return sum_columns(dy, rows, n, 0, db);
+        if n > 0 {
+            columns::sums_into::<{ columns::SUM }>(&dy[..rows * n], &[], n, &mut db[..n]);
         }
-        let cols_per_task = chunking(n, SUM_BLOCK);
-        for_each_chunk_mut(db, cols_per_task, |t, out| {
-            crate::dispatch_simd!(sum_columns(dy, rows, n, t * cols_per_task, out))
-        });
     }
 }
 
@@ -149,43 +142,6 @@ fn add_rows(y: &mut [f32], bias: &[f32]) {
         for (o, b) in row.iter_mut().zip(bias) {
             *o += b;
         }
-    }
-}
-
-/// Columns [`sum_columns`] adds up together in registers (four AVX-512 registers). Measured on
-/// W2's 16384 rows of 256: one column block of 128 through memory made this pass 2.9x PyTorch's.
-const SUM_BLOCK: usize = 64;
-
-/// `out[j] += Σ_r dy[r, c0 + j]` over `rows` rows of length `n`, each column in row order.
-#[inline(always)]
-fn sum_columns(dy: &[f32], rows: usize, n: usize, c0: usize, out: &mut [f32]) {
-    let mut j = 0;
-    while j < out.len() {
-        // blocks of fixed width keep the accumulators in registers
-        let w = [SUM_BLOCK, 32, 16, 8, 1].into_iter().find(|&w| w <= out.len() - j).unwrap_or(1);
-        let (c, o) = (c0 + j, &mut out[j..j + w]);
-        match w {
-            SUM_BLOCK => sum_block::<SUM_BLOCK>(dy, rows, n, c, o),
-            32 => sum_block::<32>(dy, rows, n, c, o),
-            16 => sum_block::<16>(dy, rows, n, c, o),
-            8 => sum_block::<8>(dy, rows, n, c, o),
-            _ => sum_block::<1>(dy, rows, n, c, o),
-        }
-        j += w;
-    }
-}
-
-#[inline(always)]
-fn sum_block<const L: usize>(dy: &[f32], rows: usize, n: usize, c: usize, out: &mut [f32]) {
-    let mut acc = [0.0f32; L];
-    for r in 0..rows {
-        let row = &dy[r * n + c..r * n + c + L];
-        for l in 0..L {
-            acc[l] += row[l];
-        }
-    }
-    for l in 0..L {
-        out[l] += acc[l];
     }
 }
 

@@ -9,6 +9,7 @@
 //! thread count, so a seed and a thread count give the same numbers.
 
 mod attention;
+mod columns;
 pub(crate) mod elementwise;
 mod gather;
 mod loss;

@@ -389,8 +389,9 @@ pub fn inject_failure(what: &str) {
 }
 
 /// A thread's CUDA setup (context binding, stream, library handles). It fails only on a lost
-/// or broken device, where no run can go on: that panics, and the CLI reports the panic as
-/// one `error:` line (main.rs).
+/// or broken device (no flag, size or file a user gives reaches it: the device was opened
+/// and checked by `init` before), where no run can go on: that panics, and the CLI reports
+/// the panic as one `error:` line (main.rs).
 fn check_setup<T, E: std::fmt::Display>(r: std::result::Result<T, E>, what: &str) -> T {
     match r {
         Ok(v) => v,
