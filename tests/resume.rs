@@ -12,10 +12,23 @@ fn cnnlab() -> Command {
     c
 }
 
-/// Starts `args` (then `args + resume` after each kill) and kills it after a random delay in
-/// `delays_ms`, until a run finishes by itself; returns how many times it was killed.
-fn kill_and_resume(args: &[&str], resume: &str, delays_ms: std::ops::Range<u64>, seed: u64) -> usize {
+/// Runs `args` to the end and returns how long it took.
+fn timed_run(args: &[String]) -> Duration {
+    let start = std::time::Instant::now();
+    let status = cnnlab().args(args).status().unwrap();
+    assert!(status.success());
+    start.elapsed()
+}
+
+/// Starts `args` (then `args + resume` after each kill) and kills it after a random delay of
+/// a twelfth to a sixth of `uninterrupted` (the same work run without kills), until a run
+/// finishes by itself; returns how many times it was killed. Delays scale with the machine's
+/// speed: fixed delays killed a run that took 2 s only 3 times on a fast machine. Each attempt
+/// gets at most a sixth of the work done, so a run is killed at least 5 times, and about 8.
+fn kill_and_resume(args: &[&str], resume: &str, uninterrupted: Duration, seed: u64) -> usize {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let whole_ms = uninterrupted.as_millis() as u64;
+    let delays_ms = (whole_ms / 12).max(20)..(whole_ms / 6).max(40);
     let mut kills = 0;
     for attempt in 0..200 {
         let mut cmd = cnnlab();
@@ -60,11 +73,10 @@ fn a_killed_train_resumes_bit_for_bit() {
             .chain(["--save".into(), dir.to_str().unwrap().into(), "--checkpoint-every".into(), "50".into()])
             .collect()
     };
-    let status = cnnlab().args(args(&reference)).status().unwrap();
-    assert!(status.success());
+    let uninterrupted = timed_run(&args(&reference));
     let a = args(&resumed);
     let a: Vec<&str> = a.iter().map(|s| s.as_str()).collect();
-    let kills = kill_and_resume(&a, "--resume", 150..700, 1);
+    let kills = kill_and_resume(&a, "--resume", uninterrupted, 1);
     assert!(kills >= 5, "only {kills} kills before the run finished");
     eprintln!("train: killed {kills} times, resumed each time");
     for f in ["final.safetensors", "init.safetensors"] {
@@ -89,11 +101,10 @@ fn a_killed_reproduce_resumes_to_the_same_table() {
             .chain(["--run-dir".into(), dir.to_str().unwrap().into(), "--json".into(), json.to_str().unwrap().into()])
             .collect()
     };
-    let status = cnnlab().args(args("ref")).status().unwrap();
-    assert!(status.success());
+    let uninterrupted = timed_run(&args("ref"));
     let a = args("resumed");
     let a: Vec<&str> = a.iter().map(|s| s.as_str()).collect();
-    let kills = kill_and_resume(&a, "--resume", 250..900, 2);
+    let kills = kill_and_resume(&a, "--resume", uninterrupted, 2);
     assert!(kills >= 5, "only {kills} kills before the experiment finished");
     eprintln!("reproduce: killed {kills} times, resumed each time");
     let rows = |name: &str| -> serde_json::Value {
