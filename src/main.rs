@@ -70,6 +70,7 @@ fn run(cli: Cli) -> Result<()> {
     let bar = Bar::new(cli.quiet);
     match cli.command {
         Command::Reproduce(a) => {
+            let mut reserved = None;
             let cfg = reproduce::ReproduceConfig {
                 data: a.data.choice(),
                 models: a.models,
@@ -83,7 +84,10 @@ fn run(cli: Cli) -> Result<()> {
                 seeds: a.grid.seeds.map(|s| s as usize),
                 base_seed: a.seed,
                 train: a.train.overrides(),
-                run_dir: Some(a.run_dir.unwrap_or_else(|| default_run_dir(&a.data.dataset))),
+                run_dir: Some(match a.run_dir {
+                    Some(dir) => dir,
+                    None => reserved.insert(default_run_dir(&a.data.dataset)).path(),
+                }),
                 overwrite: a.overwrite,
                 resume: a.resume,
                 compute: a.device.compute(&a.grid),
@@ -98,7 +102,11 @@ fn run(cli: Cli) -> Result<()> {
             let text = std::fs::read_to_string(&a.config).with_context(|| format!("reading {}", a.config.display()))?;
             let mut cfg: reproduce::ReproduceConfig = serde_json::from_str(&text)
                 .with_context(|| format!("{} is not a reproduce config", a.config.display()))?;
-            cfg.run_dir = Some(a.run_dir.unwrap_or_else(|| default_run_dir(&cfg.data.dataset)));
+            let mut reserved = None;
+            cfg.run_dir = Some(match a.run_dir {
+                Some(dir) => dir,
+                None => reserved.insert(default_run_dir(&cfg.data.dataset)).path(),
+            });
             cfg.overwrite = a.overwrite;
             cfg.resume = false;
             check_json(&a.json)?;

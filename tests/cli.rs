@@ -343,3 +343,49 @@ fn replay_reruns_a_saved_experiment() {
     let e = assert_clean_failure(&["replay", "Cargo.toml"]);
     assert!(e.contains("not a reproduce config"), "{e}");
 }
+
+/// Experiments started together without `--run-dir` get run directories of their own (the
+/// default name is the dataset and the second it started: two in one second once collided,
+/// and the second refused to run), and one that fails leaves no empty directory behind.
+#[test]
+fn experiments_started_together_get_their_own_run_directories() {
+    let tmp = tempfile::tempdir().unwrap();
+    let start = || {
+        Command::new(env!("CARGO_BIN_EXE_cnnlab"))
+            .current_dir(tmp.path())
+            .args(["--quiet", "--threads", "1", "reproduce", "--models", "mlp", "--steps", "20", "--seeds", "1"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let children: Vec<_> = (0..3).map(|_| start()).collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let dirs = || -> Vec<std::path::PathBuf> {
+        let mut d: Vec<_> = std::fs::read_dir(tmp.path().join("runs")).unwrap().map(|e| e.unwrap().path()).collect();
+        d.sort();
+        d
+    };
+    let made = dirs();
+    assert_eq!(made.len(), 3, "{made:?}");
+    for d in &made {
+        assert!(d.join("reproduce.json").exists(), "{} holds its experiment", d.display());
+    }
+    // refused after its directory was reserved: the reservation is given back
+    let out = Command::new(env!("CARGO_BIN_EXE_cnnlab"))
+        .current_dir(tmp.path())
+        .args(["--quiet", "reproduce", "--resume"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let out = Command::new(env!("CARGO_BIN_EXE_cnnlab"))
+        .current_dir(tmp.path())
+        .args(["--quiet", "reproduce", "--models", "mlp", "--lr", "-1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert_eq!(dirs(), made, "no empty run directory left by a failed command");
+}

@@ -24,7 +24,7 @@ pub(crate) struct ReproduceArgs {
     /// Write the summary as JSON here (`-`: to stdout, the table then goes to stderr)
     #[arg(long)]
     pub(crate) json: Option<PathBuf>,
-    /// Directory for each run's learning curve (default: runs/<dataset>-<unix time>)
+    /// Directory for each run's learning curve (default: runs/<dataset>-<unix time>, a new one)
     #[arg(long)]
     pub(crate) run_dir: Option<PathBuf>,
     /// Replace what --run-dir already holds (otherwise a used directory is refused)
@@ -50,7 +50,7 @@ pub(crate) struct ReproduceArgs {
 pub(crate) struct ReplayArgs {
     /// A config written by `reproduce` (RUN_DIR/reproduce.json)
     pub(crate) config: PathBuf,
-    /// Directory for the new run's curves (default: runs/<dataset>-<unix time>)
+    /// Directory for the new run's curves (default: runs/<dataset>-<unix time>, a new one)
     #[arg(long)]
     pub(crate) run_dir: Option<PathBuf>,
     /// Replace what --run-dir already holds

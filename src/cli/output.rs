@@ -187,7 +187,43 @@ pub(crate) fn finish(report: &(impl std::fmt::Display + Artifacts), out: &OutFla
     Ok(())
 }
 
-pub(crate) fn default_run_dir(dataset: &DatasetSpec) -> PathBuf {
+/// A new run directory `runs/DATASET-SECONDS` (`-2`, `-3`, … after it where that is taken),
+/// reserved by creating it empty: two experiments started in the same second, or at once, get
+/// directories of their own. The caller removes it if it is still empty at the end
+/// ([`ReservedDir`]).
+pub(crate) fn default_run_dir(dataset: &DatasetSpec) -> ReservedDir {
     let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    PathBuf::from("runs").join(format!("{}-{secs}", dataset.name().replace([':', '/'], "_")))
+    let base = format!("{}-{secs}", dataset.name().replace([':', '/'], "_"));
+    let runs = PathBuf::from("runs");
+    // where `runs` cannot be made, the first name goes on to the run's own check, which says why
+    if std::fs::create_dir_all(&runs).is_ok() {
+        for n in 1..1000 {
+            let dir = runs.join(if n == 1 { base.clone() } else { format!("{base}-{n}") });
+            match std::fs::create_dir(&dir) {
+                Ok(()) => return ReservedDir(Some(dir)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(_) => break,
+            }
+        }
+    }
+    ReservedDir(Some(runs.join(base)))
+}
+
+/// A run directory made empty up front; dropped, it is removed if nothing was written into it
+/// (a command that failed before its first file leaves no empty directory behind).
+pub(crate) struct ReservedDir(Option<PathBuf>);
+
+impl ReservedDir {
+    /// The directory, for the command's config.
+    pub(crate) fn path(&self) -> PathBuf {
+        self.0.clone().unwrap_or_default()
+    }
+}
+
+impl Drop for ReservedDir {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take() {
+            let _ = std::fs::remove_dir(dir); // fails, as it should, where the run wrote files
+        }
+    }
 }
