@@ -274,8 +274,12 @@ fn analyze(c: AnalyzeCommand, bar: Bar) -> Result<()> {
         }
         AnalyzeCommand::ReceptiveField(a) => {
             check_out(&a.out)?;
-            let cfg = analyses::ReceptiveFieldConfig { run: a.run, examples: a.examples as usize };
-            finish(&analyses::receptive_field(&cfg)?, &a.out, Device::Cpu)
+            let cfg = analyses::ReceptiveFieldConfig {
+                run: a.run,
+                examples: a.examples as usize,
+                compute: a.device.single(),
+            };
+            finish(&analyses::receptive_field(&cfg)?, &a.out, cfg.compute.device)
         }
         AnalyzeCommand::EffectiveDim(a) => {
             check_out(&a.out)?;
@@ -284,8 +288,9 @@ fn analyze(c: AnalyzeCommand, bar: Bar) -> Result<()> {
                 examples: a.examples as usize,
                 samples: a.samples as usize,
                 seed: a.seed,
+                compute: a.device.single(),
             };
-            finish(&analyses::effective_dim(&cfg)?, &a.out, Device::Cpu)
+            finish(&analyses::effective_dim(&cfg)?, &a.out, cfg.compute.device)
         }
         AnalyzeCommand::Prune(a) => {
             check_out(&a.out)?;

@@ -834,3 +834,116 @@ fn runs_out_of_memory_beside_others_run_again() {
     assert_eq!(beside.len(), 4, "original and permuted, two seeds");
     assert_eq!(beside, alone, "the runs run again give the numbers they give alone");
 }
+
+/// `analyze receptive-field`, `effective-dim` and `prune` with `--device cuda` give the CPU's
+/// measurements of the same saved run, to rounding (the run trained on the CPU).
+#[test]
+fn analyses_match_the_cpu() {
+    let test = "analyses_match_the_cpu";
+    let Some(target) = target(test) else { return };
+    let _route = route_shared();
+    let dir = tempfile::tempdir().unwrap();
+    let cli = |args: &[&str]| -> Option<()> {
+        let mut cmd = cnnlab_command(test, target, dir.path())?;
+        cmd.args(args).arg("--quiet");
+        if *target != Target::Gpu {
+            // GEMM-type ways only on the emulator (its Winograd's error is made up; see
+            // the_cli_reproduces_on_cuda)
+            cmd.env("CNNLAB_CUDNN_TRANSFORMS", "0");
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        Some(())
+    };
+    if cli(&["train", "--model", "cnn", "--steps", "300", "--save", "run"]).is_none() {
+        return;
+    }
+    let json = |path: String| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(dir.path().join(&path)).unwrap_or_else(|e| panic!("{path}: {e}")))
+            .unwrap()
+    };
+    let close = |what: &str, g: f64, c: f64, tol: f64| {
+        assert!((g - c).abs() <= tol * c.abs().max(1.0), "{what}: cuda {g} vs cpu {c}");
+    };
+    for device in ["cpu", "cuda"] {
+        let out = format!("rf-{device}");
+        cli(&["analyze", "receptive-field", "--run", "run", "--examples", "32", "--out", &out, "--device", device]);
+        let out = format!("ed-{device}");
+        let args = ["--examples", "200", "--samples", "3000", "--out", &out, "--device", device];
+        cli(&[&["analyze", "effective-dim", "--run", "run"][..], &args].concat());
+        let out = format!("prune-{device}");
+        let args = ["--sparsities", "0.5,0.9", "--fine-tune-steps", "30", "--rounds", "2", "--lottery-steps", "60"];
+        cli(&[&["analyze", "prune", "--run", "run", "--out", &out, "--device", device][..], &args].concat());
+    }
+    for f in ["rf-cuda/receptive_field", "ed-cuda/effective_dim", "prune-cuda/prune"] {
+        assert_eq!(json(format!("{f}.provenance.json"))["device"], "cuda:0", "{f} ran on the GPU");
+    }
+    // receptive fields: each block's gradient map and what is read off it
+    let (g, c) = (json("rf-cuda/receptive_field.json".into()), json("rf-cpu/receptive_field.json".into()));
+    let (gl, cl) = (g["layers"].as_array().unwrap(), c["layers"].as_array().unwrap());
+    assert_eq!(gl.len(), 3, "{g}");
+    assert_eq!(gl.len(), cl.len());
+    for (gl, cl) in gl.iter().zip(cl) {
+        assert_eq!(gl["effective_size_90"], cl["effective_size_90"], "{gl}");
+        close("rms radius", gl["rms_radius"].as_f64().unwrap(), cl["rms_radius"].as_f64().unwrap(), 1e-4);
+        close(
+            "mass inside",
+            gl["mass_inside_theory"].as_f64().unwrap(),
+            cl["mass_inside_theory"].as_f64().unwrap(),
+            1e-5,
+        );
+        for (a, b) in gl["map"].as_array().unwrap().iter().zip(cl["map"].as_array().unwrap()) {
+            close("map", a.as_f64().unwrap(), b.as_f64().unwrap(), 1e-4);
+        }
+    }
+    // effective dimensions: the spectra of what each layer reads, and the zeros of each ReLU
+    let (g, c) = (json("ed-cuda/effective_dim.json".into()), json("ed-cpu/effective_dim.json".into()));
+    assert_eq!(g["raw_patches"], c["raw_patches"], "the input's spectra are the CPU's own");
+    assert_eq!(g["layers"].as_array().unwrap().len(), 4, "{g}");
+    for (gl, cl) in g["layers"].as_array().unwrap().iter().zip(c["layers"].as_array().unwrap()) {
+        let (gs, cs) = (&gl["spectrum"], &cl["spectrum"]);
+        close(
+            "participation ratio",
+            gs["participation_ratio"].as_f64().unwrap(),
+            cs["participation_ratio"].as_f64().unwrap(),
+            1e-3,
+        );
+        for k in ["components_90", "components_99"] {
+            let (a, b) = (gs[k].as_i64().unwrap(), cs[k].as_i64().unwrap());
+            assert!((a - b).abs() <= 1, "{k}: cuda {a} vs cpu {b} (a count at a threshold may move by one)");
+        }
+        close("zeros read", gl["zero_fraction"].as_f64().unwrap(), cl["zero_fraction"].as_f64().unwrap(), 1e-3);
+    }
+    for (gs, cs) in g["nonlinearities"].as_array().unwrap().iter().zip(c["nonlinearities"].as_array().unwrap()) {
+        close("zero outputs", gs["zero_fraction"].as_f64().unwrap(), cs["zero_fraction"].as_f64().unwrap(), 1e-3);
+    }
+    // pruning: one-shot curves and lottery rounds train on the device
+    let (g, c) = (json("prune-cuda/prune.json".into()), json("prune-cpu/prune.json".into()));
+    let accuracies = |v: &serde_json::Value| -> Vec<f64> {
+        let mut out = Vec::new();
+        collect_accuracies(v, &mut out);
+        out
+    };
+    let (ga, ca) = (accuracies(&g), accuracies(&c));
+    assert!(ca.len() >= 6, "{c}");
+    assert_eq!(ga.len(), ca.len());
+    for (a, b) in ga.iter().zip(&ca) {
+        assert!((a - b).abs() <= 0.01, "pruned accuracy cuda {a} vs cpu {b}");
+    }
+}
+
+/// Every number under a key that names an accuracy, in document order.
+fn collect_accuracies(v: &serde_json::Value, out: &mut Vec<f64>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                match x.as_f64() {
+                    Some(a) if k.contains("accuracy") || k == "fine_tuned" => out.push(a),
+                    _ => collect_accuracies(x, out),
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| collect_accuracies(x, out)),
+        _ => {}
+    }
+}

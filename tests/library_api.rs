@@ -22,7 +22,8 @@ fn receptive_field_of_a_trained_cnn_through_the_library() {
     let mut train = single::TrainRunConfig::new(ModelKind::Cnn);
     (train.train.steps, train.save) = (Some(50), Some(dir.path().join("cnn")));
     single::run(&train, &Silent).unwrap();
-    let config = analyses::ReceptiveFieldConfig { run: dir.path().join("cnn"), examples: 16 };
+    let config =
+        analyses::ReceptiveFieldConfig { run: dir.path().join("cnn"), examples: 16, compute: Default::default() };
     let report = analyses::receptive_field(&config).unwrap();
     let sizes: Vec<usize> = report.layers.iter().map(|l| l.theory.1.size).collect();
     assert_eq!(sizes, vec![5, 9, 17], "the MNIST-1D CNN's theoretical fields");

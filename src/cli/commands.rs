@@ -187,6 +187,8 @@ pub(crate) struct ReceptiveFieldArgs {
     pub(crate) examples: u64,
     #[command(flatten)]
     pub(crate) out: OutFlags,
+    #[command(flatten)]
+    pub(crate) device: DeviceFlags,
 }
 
 #[derive(Args)]
@@ -205,6 +207,8 @@ pub(crate) struct EffectiveDimArgs {
     pub(crate) seed: u64,
     #[command(flatten)]
     pub(crate) out: OutFlags,
+    #[command(flatten)]
+    pub(crate) device: DeviceFlags,
 }
 
 #[derive(Args)]

@@ -6,9 +6,10 @@ use crate::analysis::dimension::{self, DimensionReport};
 use crate::analysis::effective_dim::{self, EffectiveDimReport, Spectrum};
 use crate::analysis::plot;
 use crate::analysis::receptive_field::{self, LayerField};
-use crate::core::{Cpu, Tensor};
+use crate::core::{Backend, Tensor};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
+use crate::experiments::grid::Compute;
 use crate::experiments::setup::DataChoice;
 use crate::report::{ensure_dir, write_json, Artifacts};
 use crate::train::checkpoint::{self, LoadedRun};
@@ -16,15 +17,26 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// The first `n` test examples of `data` as one batch tensor.
-fn test_batch(data: &Dataset, n: usize) -> Tensor<Cpu> {
+fn test_batch<B: Backend>(data: &Dataset, n: usize) -> Tensor<B> {
     let n = n.min(data.n_test());
     let mut shape = vec![n];
     shape.extend_from_slice(&data.example_shape);
     Tensor::from_slice(&shape, &data.x_test[..n * data.example_len()])
 }
 
-fn load(run: &Path) -> Result<LoadedRun<Cpu>> {
+fn load<B: Backend>(run: &Path) -> Result<LoadedRun<B>> {
     checkpoint::load_run(run, checkpoint::FINAL_WEIGHTS)
+}
+
+/// `f`'s result, or the error the backend recorded while it ran (a GPU's ops report a
+/// failure after the fact, as training checks after each step).
+fn checked<B: Backend, T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let out = f();
+    B::synchronize();
+    match B::take_error() {
+        Some(e) => Err(e),
+        None => out,
+    }
 }
 
 /// `analyze receptive-field`: what to measure.
@@ -34,6 +46,9 @@ pub struct ReceptiveFieldConfig {
     pub run: PathBuf,
     /// Test examples the gradients are averaged over.
     pub examples: usize,
+    /// The device the gradients are computed on (`parallel_runs` does not apply).
+    #[serde(default)]
+    pub compute: Compute,
 }
 
 /// The theoretical and measured receptive field of each block of a saved run.
@@ -53,8 +68,13 @@ pub fn receptive_field(cfg: &ReceptiveFieldConfig) -> Result<ReceptiveFieldRepor
     if cfg.examples == 0 {
         return Err(Error::Config("examples must be at least 1".into()));
     }
-    let mut run = load(&cfg.run)?;
-    let x = test_batch(&run.data, cfg.examples);
+    let device = cfg.compute.open()?;
+    crate::with_backend!(device, B => checked::<B, _>(|| receptive_field_on::<B>(cfg)))
+}
+
+fn receptive_field_on<B: Backend>(cfg: &ReceptiveFieldConfig) -> Result<ReceptiveFieldReport> {
+    let mut run = load::<B>(&cfg.run)?;
+    let x = test_batch::<B>(&run.data, cfg.examples);
     let layers = receptive_field::measure(&mut run.model.net, &x, &run.data.example_shape)?;
     let (h, w, _) = receptive_field::spatial(&run.data.example_shape)?;
     Ok(ReceptiveFieldReport {
@@ -139,15 +159,24 @@ pub struct EffectiveDimConfig {
     /// Vectors (windows or rows) sampled per spectrum.
     pub samples: usize,
     pub seed: u64,
+    /// The device the network runs on (`parallel_runs` does not apply); the spectra are
+    /// computed on the CPU.
+    #[serde(default)]
+    pub compute: Compute,
 }
 
 pub fn effective_dim(cfg: &EffectiveDimConfig) -> Result<EffectiveDimReport> {
     if cfg.examples < 2 || cfg.samples < 2 {
         return Err(Error::Config("examples and samples must be at least 2".into()));
     }
-    let mut run = load(&cfg.run)?;
+    let device = cfg.compute.open()?;
+    crate::with_backend!(device, B => checked::<B, _>(|| effective_dim_on::<B>(cfg)))
+}
+
+fn effective_dim_on<B: Backend>(cfg: &EffectiveDimConfig) -> Result<EffectiveDimReport> {
+    let mut run = load::<B>(&cfg.run)?;
     let n = cfg.examples.min(run.data.n_test());
-    let x = test_batch(&run.data, n);
+    let x = test_batch::<B>(&run.data, n);
     let (raw, whole) = effective_dim::input_spectra(
         &run.data.x_test[..n * run.data.example_len()],
         &run.data.example_shape,
