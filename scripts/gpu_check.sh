@@ -3,27 +3,34 @@
 # scripts/gpu_prepare.sh first and carry gpu/). Writes at most 7 files to OUT (the lending
 # tool returns 8), and a summary on stdout:
 #   scripts/gpu_check.sh OUT [PARTS]
-# PARTS (default "tests bench repeat pytorch full table"), run in the order given:
+# PARTS (default "tests bench variants repeat pytorch probe full table"), run in the order given:
 #   tests    the CUDA-vs-CPU test binary (every op on every convolution route, the batch
 #            gather, whole runs)
 #   bench    cnnlab bench w1 | w1infer | w2, fp32 and TF32 (convolutions tuned, the default,
-#            profiled: each choice with its timings); w1 and w1infer also on the fixed rule
-#            (CNNLAB_CUDNN=inference), on cuDNN over NCHW copies (CNNLAB_CUDNN=nchw) and tuned
-#            without FFT/Winograd (CNNLAB_CUDNN_TRANSFORMS=0; by default they are timed, and
-#            compared with im2col + cuBLAS: the profile shows each way's difference)
+#            profiled: each choice with its timings, and each way's difference from im2col +
+#            cuBLAS: FFT/Winograd are timed and compared)
+#   tune     cnnlab bench w1 in strict fp32 alone (about 20 s): W1's convolutions are the full
+#            recipe's CNN's training shapes, so a table run after it reads their choices from
+#            the tuning cache instead of timing them beside seven other runs
+#   variants w1 and w1infer on the fixed rule (CNNLAB_CUDNN=inference), on cuDNN over NCHW
+#            copies (CNNLAB_CUDNN=nchw) and tuned without FFT/Winograd
+#            (CNNLAB_CUDNN_TRANSFORMS=0)
 #   full     the full recipe's CNN, Mixer and LCN in strict fp32 (and the CNN in TF32),
 #            profiled layer by layer
 #   repeat   the same short reproduce (MNIST-1D CNN and MLP) in two processes, timing for
 #            themselves and then sharing the tuning cache: the same numbers?
-#   pytorch  the PyTorch reference (pytorch_gpu_bench.py), in the same call as bench; then
-#            its fp32 W1 with deterministic algorithms and/or NHWC, and the cuDNN engines it
-#            chose (scripts/pytorch_w1_probe.py)
+#   pytorch  the PyTorch reference (pytorch_gpu_bench.py; about a minute), in the same call
+#            as bench
+#   probe    PyTorch's fp32 W1 with deterministic algorithms and/or NHWC, and the cuDNN
+#            engines it chose (scripts/pytorch_w1_probe.py)
 #   table    reproduce --dataset cifar10 --preset full --device cuda --seeds 1 $TABLE_FLAGS
 #            (e.g. TABLE_FLAGS=--tf32, the PyTorch reference's math), cut DEADLINE seconds
-#            after the script started (default 570), leaving time to pack its curves
+#            after the script started (default 570), leaving time to pack its curves. For
+#            the strict-fp32 table in one call: PARTS "tune table" with DEADLINE=540 (the
+#            table gets about eight minutes); then "bench pytorch tests" in the next
 set -u
 out=${1:?usage: scripts/gpu_check.sh OUT [PARTS]}
-parts=${2:-tests bench repeat pytorch full table}
+parts=${2:-tests bench variants repeat pytorch probe full table}
 t0=$(date +%s)
 deadline=$((t0 + ${DEADLINE:-570}))
 mkdir -p "$out" && out=$(cd "$out" && pwd)
@@ -60,7 +67,14 @@ for part in $parts; do
     for w in w1 w1infer w2; do
       gpu/cnnlab bench $w --device cuda --quiet --profile
       gpu/cnnlab bench $w --device cuda --tf32 --quiet --profile
-    done >"$out/bench.txt" 2>&1
+    done >>"$out/bench.txt" 2>&1
+    ;;
+  tune)
+    log tune
+    gpu/cnnlab bench w1 --device cuda --quiet --profile >>"$out/bench.txt" 2>&1
+    ;;
+  variants)
+    log variants
     {
       echo "with CNNLAB_CUDNN=inference (the fixed rule: im2col + cuBLAS to train, cuDNN to infer):"
       CNNLAB_CUDNN=inference gpu/cnnlab bench w1 --device cuda --quiet
@@ -103,9 +117,12 @@ for part in $parts; do
     ;;
   pytorch)
     log pytorch
-    PYTHONUNBUFFERED=1 timeout 150 python3 gpu/pytorch_gpu_bench.py >"$out/pytorch.txt" 2>&1
+    PYTHONUNBUFFERED=1 timeout 150 python3 gpu/pytorch_gpu_bench.py >>"$out/pytorch.txt" 2>&1
+    ;;
+  probe)
     # PyTorch's fp32 W1 under cnnlab's constraints (deterministic algorithms, NHWC), and the
     # cuDNN engines its benchmark mode chose
+    log probe
     PYTHONUNBUFFERED=1 timeout 200 python3 scripts/pytorch_w1_probe.py gpu >>"$out/pytorch.txt" 2>&1
     ;;
   table)
