@@ -13,8 +13,9 @@
 #            recipe's CNN's training shapes, so a table run after it reads their choices from
 #            the tuning cache instead of timing them beside seven other runs
 #   variants w1 and w1infer on the fixed rule (CNNLAB_CUDNN=inference), on cuDNN over NCHW
-#            copies (CNNLAB_CUDNN=nchw) and tuned without FFT/Winograd
-#            (CNNLAB_CUDNN_TRANSFORMS=0)
+#            copies (CNNLAB_CUDNN=nchw), tuned without FFT/Winograd
+#            (CNNLAB_CUDNN_TRANSFORMS=0) and with them let further from a GEMM's rounding
+#            (CNNLAB_CONV_TOLERANCE=64)
 #   full     the full recipe's CNN, Mixer and LCN in strict fp32 (and the CNN in TF32),
 #            profiled layer by layer
 #   repeat   the same short reproduce (MNIST-1D CNN and MLP) in two processes, timing for
@@ -85,6 +86,9 @@ for part in $parts; do
       echo "tuned without FFT and Winograd (CNNLAB_CUDNN_TRANSFORMS=0):"
       CNNLAB_CUDNN_TRANSFORMS=0 gpu/cnnlab bench w1 --device cuda --quiet
       CNNLAB_CUDNN_TRANSFORMS=0 gpu/cnnlab bench w1infer --device cuda --quiet
+      echo "FFT and Winograd within 64 roundings, not 8 (CNNLAB_CONV_TOLERANCE=64; PyTorch's fp32 takes them unchecked):"
+      CNNLAB_CONV_TOLERANCE=64 gpu/cnnlab bench w1 --device cuda --quiet --profile
+      CNNLAB_CONV_TOLERANCE=64 gpu/cnnlab bench w1infer --device cuda --quiet --profile
     } >>"$out/bench.txt" 2>&1
     ;;
   full)
@@ -149,6 +153,6 @@ echo "---- summary"
 cat "$out/log.txt"
 grep -E "^test result|FAILED|panicked|^exit" "$out/tests.txt" 2>/dev/null
 # the results and the convolution choices (the layer profiles stay in bench.txt)
-grep -E "RESULT|^with|^tuned|window|^convolutions" "$out/bench.txt" 2>/dev/null | cut -c1-240 | head -90
+grep -E "RESULT|^with|^tuned|^FFT|window|^convolutions" "$out/bench.txt" 2>/dev/null | cut -c1-240 | head -90
 grep RESULT "$out/pytorch.txt" 2>/dev/null
 tail -25 "$out/table.txt" 2>/dev/null

@@ -242,6 +242,13 @@ fn convolution_routes_choose_by_their_rules() {
     assert!((tol - 8.0 * 24.0 / 16_777_216.0).abs() < 1e-12, "{tol}");
     assert!((tol_tf32 - 8.0 / 2048.0).abs() < 1e-12, "{tol_tf32}");
     assert!(cuda::conv_tolerance(false, 1 << 20) > 4.0 * tol, "longer sums round more");
+    // CNNLAB_CONV_TOLERANCE's factor: 8 unless set, a number from 1 to 10⁶
+    assert_eq!(cuda::conv_deviation_factor(None).unwrap(), 8.0);
+    assert_eq!(cuda::conv_deviation_factor(Some("64")).unwrap(), 64.0);
+    for bad in ["0.5", "nan", "inf", "-8", "1e7", "x", ""] {
+        let e = cuda::conv_deviation_factor(Some(bad)).unwrap_err().to_string();
+        assert!(e.contains("CNNLAB_CONV_TOLERANCE"), "{bad}: {e}");
+    }
     let r = [1.0f32, -2.0, 3.0, 0.5];
     assert_eq!(cuda::conv_deviation(&r, &r), 0.0);
     let d = cuda::conv_deviation(&r, &[1.0, -2.0, 3.0, 0.5 + 1e-3]);
@@ -946,4 +953,50 @@ fn collect_accuracies(v: &serde_json::Value, out: &mut Vec<f64>) {
         serde_json::Value::Array(a) => a.iter().for_each(|x| collect_accuracies(x, out)),
         _ => {}
     }
+}
+
+/// `CNNLAB_CONV_TOLERANCE` sets how far a timed convolution may round from im2col + cuBLAS:
+/// by default the emulator's FFT (whose made-up error is a thousand times an fp32 sum's
+/// rounding) is left out; with a factor of a million it is timed into the choice. A bad value
+/// is one line when the device opens, not a panic or a silent default.
+#[test]
+fn the_convolution_tolerance_is_set_by_its_variable() {
+    let test = "the_convolution_tolerance_is_set_by_its_variable";
+    let Some(target) = target(test) else { return };
+    let _route = route_shared();
+    let dir = tempfile::tempdir().unwrap();
+    let train = |tolerance: Option<&str>, name: &str| -> Option<std::process::Output> {
+        let mut cmd = cnnlab_command(test, target, dir.path())?;
+        cmd.args(["reproduce", "--models", "cnn", "--conditions", "original", "--seeds", "1", "--steps", "2"]);
+        cmd.args(["--eval-every", "2", "--quiet", "--device", "cuda", "--run-dir", name]);
+        cmd.env("CNNLAB_TUNE_CACHE", "0");
+        if let Some(t) = tolerance {
+            cmd.env("CNNLAB_CONV_TOLERANCE", t);
+        }
+        Some(cmd.output().unwrap())
+    };
+    let Some(out) = train(Some("lots"), "bad") else { return };
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("CNNLAB_CONV_TOLERANCE=\"lots\""), "{err}");
+    if *target == Target::Gpu {
+        return skip(test, "the rest checks the emulator's made-up FFT error (a GPU's is its own)");
+    }
+    // the choices each run recorded, with their timings and differences
+    let choices = |tolerance: Option<&str>, name: &str| -> String {
+        let out = train(tolerance, name).unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let record: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join(name).join("provenance.json")).unwrap()).unwrap();
+        let lines = record["backend_choices"].as_array().cloned().unwrap_or_default();
+        lines.iter().filter_map(|l| l.as_str()).collect::<Vec<_>>().join("\n")
+    };
+    let default = choices(None, "default");
+    if !default.contains("(timed: ") {
+        return skip(test, "no tuned choices: libcudnn was not loaded");
+    }
+    assert!(default.contains("FFT") && default.contains(": left out)"), "{default}");
+    let wide = choices(Some("1000000"), "wide");
+    assert!(wide.contains("FFT") && !wide.contains("left out"), "{wide}");
 }

@@ -39,7 +39,7 @@ use cudarc::cudnn::{result as dnn, sys};
 use cudarc::driver::{result as drv, sys as drv_sys};
 use std::collections::HashMap;
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{LazyLock, Mutex, MutexGuard};
 
 /// Workspace beyond this is not worth an algorithm (the im2col path needs no more).
@@ -51,8 +51,11 @@ const TIMED_RUNS: usize = 3;
 /// its time: near-ties keep the fixed choice, so noise does not flip it between processes.
 pub const MARGIN: f32 = 0.9;
 /// How far a candidate's result may be from im2col + cuBLAS's: this many times the relative
-/// rounding error of one fp32 sum of the pass's length (see [`tolerance`]).
+/// rounding error of one fp32 sum of the pass's length (see [`tolerance`]), unless
+/// `CNNLAB_CONV_TOLERANCE` sets another factor ([`deviation_factor`]).
 pub const DEVIATION_FACTOR: f64 = 8.0;
+/// The factor in force (f64 bits), set when the device opens.
+static FACTOR: AtomicU64 = AtomicU64::new(DEVIATION_FACTOR.to_bits());
 /// Output values compared with im2col + cuBLAS's (the first ones of the call's output):
 /// plenty for a relative RMS, and 4 MB to read back.
 const COMPARED: usize = 1 << 20;
@@ -130,6 +133,30 @@ pub(crate) fn route() -> ConvRoute {
 /// Whether FFT and Winograd algorithms are candidates (unless `CNNLAB_CUDNN_TRANSFORMS=0`).
 pub(crate) fn transforms_allowed() -> bool {
     std::env::var("CNNLAB_CUDNN_TRANSFORMS").as_deref() != Ok("0")
+}
+
+/// The factor `CNNLAB_CONV_TOLERANCE` (`value`) sets for [`tolerance`], [`DEVIATION_FACTOR`]
+/// where unset: a number from 1 to 10⁶. A larger one lets FFT and Winograd algorithms whose
+/// results round further from a GEMM's be timed into the choice (an experiment with speed
+/// against exactness: PyTorch's fp32 takes them unchecked).
+pub fn deviation_factor(value: Option<&str>) -> Result<f64> {
+    let Some(v) = value else { return Ok(DEVIATION_FACTOR) };
+    match v.trim().parse::<f64>() {
+        Ok(f) if (1.0..=1e6).contains(&f) => Ok(f),
+        _ => Err(Error::Device(format!(
+            "CNNLAB_CONV_TOLERANCE={v:?} is not a factor from 1 to 1000000 (how many fp32 roundings of one sum a \
+             convolution's result may be from im2col + cuBLAS's; default {DEVIATION_FACTOR})"
+        ))),
+    }
+}
+
+/// Sets the factor in force (see [`deviation_factor`]).
+pub(crate) fn set_deviation_factor(factor: f64) {
+    FACTOR.store(factor.to_bits(), Ordering::Relaxed);
+}
+
+fn factor() -> f64 {
+    f64::from_bits(FACTOR.load(Ordering::Relaxed))
 }
 
 /// Whether libcudnn can be opened (only asks the loader).
@@ -335,14 +362,14 @@ impl std::fmt::Display for Timing {
 }
 
 /// How far a result may be from im2col + cuBLAS's, as a relative RMS difference:
-/// [`DEVIATION_FACTOR`] times the rounding of one fp32 sum of `terms` products with random
+/// [`DEVIATION_FACTOR`] (or `CNNLAB_CONV_TOLERANCE`'s factor) times the rounding of one fp32 sum of `terms` products with random
 /// signs (√terms · 2⁻²⁴, which both results carry), or of TF32's products (2⁻¹¹) with
 /// `--tf32`. A transform within it rounds like a GEMM of the same sums, give or take a small
 /// factor; one that computes anything else is off by order 1.
 pub fn tolerance(tf32: bool, terms: usize) -> f64 {
     let fp32 = (terms.max(1) as f64).sqrt() * 2f64.powi(-24);
     let products = if tf32 { 2f64.powi(-11) } else { 0.0 };
-    DEVIATION_FACTOR * fp32.max(products)
+    factor() * fp32.max(products)
 }
 
 /// The relative RMS difference of `y` from `reference` (infinite where `y` holds a NaN, or
@@ -641,7 +668,12 @@ impl Dnn {
         let math = if tf32 { "TF32" } else { "fp32" };
         let with = if transforms { "with" } else { "without" };
         // (choices kept before results were compared, or with other candidates, are timed again)
-        let setting = format!("{gpu}, cuDNN {}, {math} {with} FFT and Winograd, compared", dnn::get_version());
+        // a factor other than the default keeps choices of its own
+        let within = match factor() {
+            f if f == DEVIATION_FACTOR => String::new(),
+            f => format!(" within {f} roundings"),
+        };
+        let setting = format!("{gpu}, cuDNN {}, {math} {with} FFT and Winograd, compared{within}", dnn::get_version());
         Dnn {
             handle,
             tf32,

@@ -24,8 +24,9 @@ mod tune_cache;
 mod window;
 
 pub use cudnn::{
-    deviation as conv_deviation, eligible as conv_eligible, fixed as fixed_conv_choice,
-    pick_timed as timed_conv_choice, tolerance as conv_tolerance, ConvRoute, Pass as ConvPass,
+    deviation as conv_deviation, deviation_factor as conv_deviation_factor, eligible as conv_eligible,
+    fixed as fixed_conv_choice, pick_timed as timed_conv_choice, tolerance as conv_tolerance, ConvRoute,
+    Pass as ConvPass,
 };
 
 use crate::core::backend::BackendBase;
@@ -205,6 +206,7 @@ fn open(settings: Settings) -> Result<Device> {
         .map(|n| module.load_function(n).map_err(|e| Error::Device(format!("kernel {n}: {e}"))))
         .collect::<Result<Vec<_>>>()?;
     let route = ConvRoute::from_env()?;
+    cudnn::set_deviation_factor(cudnn::deviation_factor(std::env::var("CNNLAB_CONV_TOLERANCE").ok().as_deref())?);
     // CNNLAB_CUDNN=0 leaves the library unopened (the way round a broken installation)
     let cudnn = route != ConvRoute::Im2col && cudnn::present();
     if cudnn {
@@ -279,10 +281,14 @@ pub fn convolution_route() -> String {
                 Some(p) => format!("choices kept in {}", p.display()),
                 None => "choices not kept between processes (CNNLAB_TUNE_CACHE=0)".into(),
             };
-            let transforms = if cudnn::transforms_allowed() {
-                "FFT and Winograd included"
+            let transforms = if !cudnn::transforms_allowed() {
+                "without FFT and Winograd (CNNLAB_CUDNN_TRANSFORMS=0)".to_string()
             } else {
-                "without FFT and Winograd (CNNLAB_CUDNN_TRANSFORMS=0)"
+                match cudnn::deviation_factor(std::env::var("CNNLAB_CONV_TOLERANCE").ok().as_deref()) {
+                    Ok(f) if f == cudnn::DEVIATION_FACTOR => "FFT and Winograd included".into(),
+                    Ok(f) => format!("FFT and Winograd included, within {f} roundings (CNNLAB_CONV_TOLERANCE)"),
+                    Err(e) => return format!("convolutions: {e}"),
+                }
             };
             format!(
                 "convolutions: each shape and pass timed once, im2col + cuBLAS against cuDNN's deterministic \
