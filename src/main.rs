@@ -132,7 +132,19 @@ fn run(cli: Cli) -> Result<()> {
             check_json(&a.json)?;
             let report = single::run(&cfg, &bar).context("training")?;
             drop(bar);
-            show(&report, &a.json)
+            // a saved run records what trained it (the command that finished it, the machine,
+            // the device and its convolution choices), as a reproduce directory does
+            let written = match &report.saved {
+                Some(dir) => {
+                    let mut p = provenance(cfg.compute.device);
+                    p.dataset = Some(report.dataset.clone());
+                    p.seeds = Some(cfg.seed.to_string());
+                    p.write(dir).with_context(|| format!("the run is saved in {}, but", dir.display()))
+                }
+                None => Ok(()),
+            };
+            show(&report, &a.json)?;
+            written
         }
         Command::Models(a) => {
             print!("{}", inventory::models(&a.data.choice())?);

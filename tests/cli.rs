@@ -389,3 +389,29 @@ fn experiments_started_together_get_their_own_run_directories() {
     assert!(!out.status.success());
     assert_eq!(dirs(), made, "no empty run directory left by a failed command");
 }
+
+/// A saved run records what trained it: the command, the machine and the device.
+#[test]
+fn a_saved_run_records_its_provenance() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let out = cnnlab(&[
+        "--quiet",
+        "train",
+        "--model",
+        "mlp",
+        "--steps",
+        "20",
+        "--seed",
+        "3",
+        "--save",
+        run.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("provenance.json")).unwrap()).unwrap();
+    assert_eq!(record["device"], "cpu");
+    assert_eq!(record["dataset"], "mnist1d");
+    assert_eq!(record["seeds"], "3");
+    assert!(record["command"].as_str().unwrap().starts_with("cnnlab --quiet train --model mlp"), "{record}");
+}
