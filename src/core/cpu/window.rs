@@ -634,7 +634,21 @@ fn avx_available() -> bool {
 /// its CPU step as a scalar loop), the edges one value at a time.
 fn transpose_matrix(x: &[f32], o: &mut [f32], rows: usize, cols: usize, avx: bool) {
     assert!(x.len() >= rows * cols && o.len() >= rows * cols);
-    let (full_rows, full_cols) = if avx { (rows / 8 * 8, cols / 8 * 8) } else { (0, 0) };
+    if !avx {
+        // blocked to keep both sides in cache (other CPUs: ARM laptops among them)
+        const BLK: usize = 16;
+        for i0 in (0..rows).step_by(BLK) {
+            for j0 in (0..cols).step_by(BLK) {
+                for i in i0..(i0 + BLK).min(rows) {
+                    for j in j0..(j0 + BLK).min(cols) {
+                        o[j * rows + i] = x[i * cols + j];
+                    }
+                }
+            }
+        }
+        return;
+    }
+    let (full_rows, full_cols) = (rows / 8 * 8, cols / 8 * 8);
     #[cfg(target_arch = "x86_64")]
     for i0 in (0..full_rows).step_by(8) {
         for j0 in (0..full_cols).step_by(8) {

@@ -362,9 +362,9 @@ impl std::fmt::Display for Timing {
 }
 
 /// How far a result may be from im2col + cuBLAS's, as a relative RMS difference:
-/// [`DEVIATION_FACTOR`] (or `CNNLAB_CONV_TOLERANCE`'s factor) times the rounding of one fp32 sum of `terms` products with random
-/// signs (√terms · 2⁻²⁴, which both results carry), or of TF32's products (2⁻¹¹) with
-/// `--tf32`. A transform within it rounds like a GEMM of the same sums, give or take a small
+/// [`DEVIATION_FACTOR`] (or `CNNLAB_CONV_TOLERANCE`'s factor) times the rounding of one fp32
+/// sum of `terms` products with random signs (√terms · 2⁻²⁴, which both results carry), or of
+/// TF32's products (2⁻¹¹) with `--tf32`. A transform within it rounds like a GEMM of the same sums, give or take a small
 /// factor; one that computes anything else is off by order 1.
 pub fn tolerance(tf32: bool, terms: usize) -> f64 {
     let fp32 = (terms.max(1) as f64).sqrt() * 2f64.powi(-24);
