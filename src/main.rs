@@ -8,7 +8,8 @@ use anyhow::{Context, Result};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use cli::commands::*;
 use cli::output::{
-    check_json, check_out, check_report, default_run_dir, finish, provenance, report_page, show, warnings, Bar,
+    check_json, check_out, check_report, default_run_dir, finish, finish_reproduce, finish_train, report_page, show,
+    Bar,
 };
 use cnnlab::core::Device;
 use cnnlab::data::{download, Condition};
@@ -132,19 +133,7 @@ fn run(cli: Cli) -> Result<()> {
             check_json(&a.json)?;
             let report = single::run(&cfg, &bar).context("training")?;
             drop(bar);
-            // a saved run records what trained it (the command that finished it, the machine,
-            // the device and its convolution choices), as a reproduce directory does
-            let written = match &report.saved {
-                Some(dir) => {
-                    let mut p = provenance(cfg.compute.device);
-                    p.dataset = Some(report.dataset.clone());
-                    p.seeds = Some(cfg.seed.to_string());
-                    p.write(dir).with_context(|| format!("the run is saved in {}, but", dir.display()))
-                }
-                None => Ok(()),
-            };
-            show(&report, &a.json)?;
-            written
+            finish_train(&cfg, &report, &a.json)
         }
         Command::Models(a) => {
             print!("{}", inventory::models(&a.data.choice())?);
@@ -195,34 +184,6 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
-}
-
-/// After `reproduce` or `replay`: the table and JSON, the run's provenance in its directory,
-/// then the HTML report if asked.
-fn finish_reproduce(
-    cfg: &reproduce::ReproduceConfig,
-    mut report: reproduce::ReproduceReport,
-    json: &Option<std::path::PathBuf>,
-    page: &Option<std::path::PathBuf>,
-) -> Result<()> {
-    if let Some(dir) = &cfg.run_dir {
-        let mut p = provenance(cfg.compute.device);
-        p.dataset = Some(report.summary.dataset.clone());
-        p.data_crc32 = Some(report.data_crc32.clone());
-        p.seeds = Some(match report.seeds {
-            1 => format!("{}", cfg.base_seed),
-            n => format!("{}-{}", cfg.base_seed, cfg.base_seed + n as u64 - 1),
-        });
-        if let Err(e) = p.write(dir) {
-            report.warnings.push(e.to_string());
-        }
-    }
-    show(&report, json)?;
-    warnings(&report.warnings)?;
-    if let (Some(page), Some(dir)) = (page, &cfg.run_dir) {
-        report_page(std::slice::from_ref(dir), page)?;
-    }
-    Ok(())
 }
 
 fn analyze(c: AnalyzeCommand, bar: Bar) -> Result<()> {

@@ -4,6 +4,8 @@ use super::flags::OutFlags;
 use anyhow::{Context, Result};
 use cnnlab::core::Device;
 use cnnlab::data::DatasetSpec;
+use cnnlab::experiments::reproduce::{ReproduceConfig, ReproduceReport};
+use cnnlab::experiments::single::{TrainReport, TrainRunConfig};
 use cnnlab::experiments::Progress;
 use cnnlab::report::provenance::Provenance;
 use cnnlab::report::{check_writable_dir, check_writable_file, page, write_json, Artifacts};
@@ -226,4 +228,49 @@ impl Drop for ReservedDir {
             let _ = std::fs::remove_dir(dir); // fails, as it should, where the run wrote files
         }
     }
+}
+
+/// After `reproduce` or `replay`: the table and JSON, the run's provenance in its directory,
+/// then the HTML report if asked.
+pub(crate) fn finish_reproduce(
+    cfg: &ReproduceConfig,
+    mut report: ReproduceReport,
+    json: &Option<PathBuf>,
+    page: &Option<PathBuf>,
+) -> Result<()> {
+    if let Some(dir) = &cfg.run_dir {
+        let mut p = provenance(cfg.compute.device);
+        p.dataset = Some(report.summary.dataset.clone());
+        p.data_crc32 = Some(report.data_crc32.clone());
+        p.seeds = Some(match report.seeds {
+            1 => format!("{}", cfg.base_seed),
+            n => format!("{}-{}", cfg.base_seed, cfg.base_seed + n as u64 - 1),
+        });
+        if let Err(e) = p.write(dir) {
+            report.warnings.push(e.to_string());
+        }
+    }
+    show(&report, json)?;
+    warnings(&report.warnings)?;
+    if let (Some(page), Some(dir)) = (page, &cfg.run_dir) {
+        report_page(std::slice::from_ref(dir), page)?;
+    }
+    Ok(())
+}
+
+/// After `train`: the curve and JSON; a saved run also records what trained it (the command
+/// that finished it, the machine, the device and its convolution choices), as a reproduce
+/// directory does.
+pub(crate) fn finish_train(cfg: &TrainRunConfig, report: &TrainReport, json: &Option<PathBuf>) -> Result<()> {
+    let written = match &report.saved {
+        Some(dir) => {
+            let mut p = provenance(cfg.compute.device);
+            p.dataset = Some(report.dataset.clone());
+            p.seeds = Some(cfg.seed.to_string());
+            p.write(dir).with_context(|| format!("the run is saved in {}, but", dir.display()))
+        }
+        None => Ok(()),
+    };
+    show(report, json)?;
+    written
 }
