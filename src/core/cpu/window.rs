@@ -463,6 +463,24 @@ fn max_pool_backward_image(g: &WindowGeom, img: &[f32], yo: &[f32], go: &[f32], 
     }
 }
 
+/// The gradient of a pooling whose every window value gets a share (average, L2): the image
+/// zeroed, then `share(output base, input position, channel)` added for each window value.
+#[inline(always)]
+fn spread_backward_image(g: &WindowGeom, dimg: &mut [f32], share: impl Fn(usize, usize, usize) -> f32) {
+    let c = g.c;
+    dimg.fill(0.0);
+    for oy in 0..g.oh {
+        for ox in 0..g.ow {
+            let base = (oy * g.ow + ox) * c;
+            for_window(g, oy, ox, |src| {
+                for ch in 0..c {
+                    dimg[src + ch] += share(base, src, ch);
+                }
+            });
+        }
+    }
+}
+
 impl PoolOps for Cpu {
     fn pool_forward(kind: PoolKind, x: &Vec<f32>, g: &WindowGeom, y: &mut Vec<f32>) {
         let (c, in_len, out_len) = (g.c, g.h * g.w * g.c, g.positions() * g.c);
@@ -499,39 +517,25 @@ impl PoolOps for Cpu {
     }
 
     fn pool_backward(kind: PoolKind, x: &Vec<f32>, y: &Vec<f32>, dy: &Vec<f32>, g: &WindowGeom, dx: &mut Vec<f32>) {
-        let (c, in_len, out_len) = (g.c, g.h * g.w * g.c, g.positions() * g.c);
-        let per_task = if g.n * in_len < 1 << 15 { g.n } else { 1 };
+        let (in_len, out_len) = (g.h * g.w * g.c, g.positions() * g.c);
+        let per_task = if g.n * in_len < PARALLEL_MIN_ELEMS { g.n } else { 1 };
         let inv = 1.0 / (g.kh * g.kw) as f32;
         for_each_chunk_mut(&mut dx[..g.n * in_len], per_task * in_len, |t, out| {
             for (i, dimg) in out.chunks_exact_mut(in_len).enumerate() {
                 let b = t * per_task + i;
                 let img = &x[b * in_len..(b + 1) * in_len];
                 let (yo, go) = (&y[b * out_len..(b + 1) * out_len], &dy[b * out_len..(b + 1) * out_len]);
-                if kind == PoolKind::Max {
-                    crate::dispatch_simd!(max_pool_backward_image(g, img, yo, go, dimg));
-                    continue;
-                }
-                dimg.fill(0.0);
-                for oy in 0..g.oh {
-                    for ox in 0..g.ow {
-                        let base = (oy * g.ow + ox) * c;
-                        match kind {
-                            PoolKind::Max => {} // routed above
-                            PoolKind::Avg => for_window(g, oy, ox, |src| {
-                                for ch in 0..c {
-                                    dimg[src + ch] += go[base + ch] * inv;
-                                }
-                            }),
-                            PoolKind::L2 => for_window(g, oy, ox, |src| {
-                                for ch in 0..c {
-                                    let n = yo[base + ch];
-                                    if n > 0.0 {
-                                        dimg[src + ch] += go[base + ch] * img[src + ch] / n;
-                                    }
-                                }
-                            }),
+                match kind {
+                    PoolKind::Max => crate::dispatch_simd!(max_pool_backward_image(g, img, yo, go, dimg)),
+                    PoolKind::Avg => spread_backward_image(g, dimg, |base, _, ch| go[base + ch] * inv),
+                    PoolKind::L2 => spread_backward_image(g, dimg, |base, src, ch| {
+                        let n = yo[base + ch];
+                        if n > 0.0 {
+                            go[base + ch] * img[src + ch] / n
+                        } else {
+                            0.0
                         }
-                    }
+                    }),
                 }
             }
         });
