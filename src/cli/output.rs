@@ -202,31 +202,29 @@ pub(crate) fn default_run_dir(dataset: &DatasetSpec) -> ReservedDir {
         for n in 1..1000 {
             let dir = runs.join(if n == 1 { base.clone() } else { format!("{base}-{n}") });
             match std::fs::create_dir(&dir) {
-                Ok(()) => return ReservedDir(Some(dir)),
+                Ok(()) => return ReservedDir(dir),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                 Err(_) => break,
             }
         }
     }
-    ReservedDir(Some(runs.join(base)))
+    ReservedDir(runs.join(base))
 }
 
 /// A run directory made empty up front; dropped, it is removed if nothing was written into it
 /// (a command that failed before its first file leaves no empty directory behind).
-pub(crate) struct ReservedDir(Option<PathBuf>);
+pub(crate) struct ReservedDir(PathBuf);
 
 impl ReservedDir {
     /// The directory, for the command's config.
     pub(crate) fn path(&self) -> PathBuf {
-        self.0.clone().unwrap_or_default()
+        self.0.clone()
     }
 }
 
 impl Drop for ReservedDir {
     fn drop(&mut self) {
-        if let Some(dir) = self.0.take() {
-            let _ = std::fs::remove_dir(dir); // fails, as it should, where the run wrote files
-        }
+        let _ = std::fs::remove_dir(&self.0); // fails, as it should, where the run wrote files
     }
 }
 
