@@ -219,3 +219,85 @@ fn batches_gathered_by_the_backend_equal_host_batches() {
         }
     }
 }
+
+/// Noise images of `side`×`side`×3 in 3 classes (a bright pixel per class): shapes, not
+/// learning, are what the evaluation tests need.
+fn noise_images(n_train: usize, n_test: usize, side: usize) -> Dataset {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+    let n = n_train + n_test;
+    let len = side * side * 3;
+    let mut x: Vec<f32> = (0..n * len).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let y: Vec<u32> = (0..n as u32).map(|i| i % 3).collect();
+    for (i, img) in x.chunks_exact_mut(len).enumerate() {
+        img[(i % 3) * 7] += 3.0;
+    }
+    Dataset {
+        name: format!("noise{side}"),
+        example_shape: vec![side, side, 3],
+        classes: 3,
+        vocab: None,
+        x: x[..n_train * len].to_vec(),
+        y: y[..n_train].to_vec(),
+        x_test: x[n_train * len..].to_vec(),
+        y_test: y[n_train..].to_vec(),
+    }
+}
+
+/// Evaluation's chunk: 1000 examples unless the model's layer outputs for 1000 would exceed
+/// the budget, never fewer than a training batch, 1000 with no budget (the GPU's).
+#[test]
+fn evaluation_chunks_follow_the_memory_budget() {
+    use cnnlab::train::{eval_rows, EVAL_ROWS};
+    let mib = 1024.0 * 1024.0;
+    assert_eq!(eval_rows(3000.0, 100, 256.0 * mib), EVAL_ROWS, "12 KB an example fits 1000 times");
+    assert_eq!(eval_rows(1e6, 128, 256.0 * mib), 128, "4 MB an example: a training batch");
+    assert_eq!(eval_rows(2e5, 128, 256.0 * mib), 335, "0.8 MB an example: 256 MiB of them");
+    assert_eq!(eval_rows(1e9, 128, f64::INFINITY), EVAL_ROWS);
+    assert_eq!(eval_rows(1e12, 2048, 256.0 * mib), EVAL_ROWS, "a batch over 1000 still evaluates 1000");
+    assert_eq!(eval_rows(0.0, 0, 0.0), 1);
+}
+
+/// The chunk each model gets on the CPU: the MNIST-1D table's models evaluate 1000 at a time
+/// (its published test sets are one chunk, so its numbers do not move), CIFAR-10's quick CNN
+/// and Mixer in fewer.
+#[test]
+fn mnist1d_evaluates_in_one_chunk_and_cifar_shapes_in_smaller_ones() {
+    let mnist1d = cnnlab::data::mnist1d_default().unwrap();
+    for kind in ModelKind::CLASSIC {
+        let t = Trainer::<Cpu>::for_dataset(kind, &mnist1d, TrainConfig::mnist1d()).unwrap();
+        assert_eq!(t.eval_rows, 1000, "{kind:?} on MNIST-1D");
+    }
+    let cifar = noise_images(8, 8, 32);
+    let quick = TrainConfig { batch_size: 128, ..TrainConfig::mnist1d() };
+    for kind in [ModelKind::Cnn, ModelKind::Dnn, ModelKind::Lcn] {
+        let t = Trainer::<Cpu>::for_dataset(kind, &cifar, quick.clone()).unwrap();
+        eprintln!("{kind:?} on 32x32x3: {} at a time", t.eval_rows);
+        assert!((128..1000).contains(&t.eval_rows), "{kind:?} on 32x32x3: {}", t.eval_rows);
+    }
+}
+
+/// Evaluating in chunks of any size gives the same accuracy, and the same loss up to the
+/// rounding of its sum: each example's logits do not depend on the others in its chunk.
+#[test]
+fn evaluation_does_not_depend_on_the_chunk_size() {
+    let data = noise_images(64, 45, 16);
+    let mut a = arch();
+    a.mixer_patch = 4;
+    for kind in [ModelKind::Cnn, ModelKind::Lcn, ModelKind::Dnn, ModelKind::Mlp] {
+        let cfg = TrainConfig { batch_size: 16, arch: a.clone(), ..config(8, 2) };
+        with_intra_op_threads(2, || {
+            let mut t = Trainer::<Cpu>::for_dataset(kind, &data, cfg.clone()).unwrap();
+            t.fit(&data, &mut |_| {}).unwrap();
+            let mut results = Vec::new();
+            for rows in [1000, 45, 16, 7, 1] {
+                t.eval_rows = rows;
+                results.push((rows, t.evaluate(&data).unwrap()));
+            }
+            let (_, (loss, accuracy)) = results[0];
+            for &(rows, (l, acc)) in &results[1..] {
+                assert_eq!(acc, accuracy, "{kind:?}: accuracy with {rows} at a time");
+                assert!((l - loss).abs() <= 1e-6 * loss.abs(), "{kind:?}: loss {l} with {rows} at a time, {loss} at once");
+            }
+        });
+    }
+}

@@ -34,6 +34,15 @@ pub trait BackendBase: Sized + Send + Sync + 'static {
     /// in its memory.
     const KEEPS_DATA_RESIDENT: bool = false;
 
+    /// Bytes of layer outputs one evaluation chunk may hold: the trainer evaluates a model
+    /// whose outputs for 1000 examples would exceed it in smaller chunks (never fewer examples
+    /// than a training batch). On the CPU, where a table trains one run per core in the
+    /// host's memory, 256 MiB: evaluating CIFAR-10's networks 1000 at a time made the quick
+    /// table peak at 6.0 GB (2.5 GB in chunks) and a full-preset CNN run at 8.5 GB (2.2 GB),
+    /// and touching that memory cost more time than the smaller chunks lose. An example's
+    /// outputs do not depend on its chunk's size there.
+    const EVAL_CHUNK_BYTES: f64 = 256.0 * 1024.0 * 1024.0;
+
     /// Memory free for a run's buffers, in bytes (None: unknown). The host's memory for the
     /// CPU; the device's free memory for a GPU. Runs are refused up front where their estimate
     /// exceeds it.

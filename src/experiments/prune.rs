@@ -222,7 +222,9 @@ impl PruneSubject<'_> {
     ) -> Result<Trainer<B>> {
         let config =
             TrainConfig { steps, seed, eval_every: self.config.eval_every.min(steps.max(1)), ..self.config.clone() };
+        let eval_rows = crate::train::eval_rows_for::<B>(self.kind, self.data, &config);
         let mut t = Trainer::new(self.model(weights)?, config)?;
+        t.eval_rows = eval_rows;
         t.sampler.permutation = self.permutation.clone();
         t.set_masks(masks)?;
         Ok(t)

@@ -168,11 +168,39 @@ pub struct Trainer<B: Backend> {
     /// The training split and its labels there, while a fit runs.
     resident: Option<(Tensor<B>, Tensor<B>)>,
     plan: BatchPlan,
+    /// Test examples evaluated at once ([`EVAL_ROWS`], or fewer where the model's layer
+    /// outputs for that many would exceed the backend's
+    /// [`crate::core::backend::BackendBase::EVAL_CHUNK_BYTES`]: see [`Trainer::for_dataset`]).
+    pub eval_rows: usize,
 }
 
 /// Steps whose loss statistics the backend holds before the trainer reads them (and checks
 /// them for divergence): one read per this many steps at most.
 pub const STATS_SLOTS: usize = 64;
+
+/// The most test examples evaluated at once.
+pub const EVAL_ROWS: usize = 1000;
+
+/// Test examples to evaluate at once for a model of `activations` layer-output values an
+/// example trained with batches of `batch`: [`EVAL_ROWS`], fewer where their outputs would
+/// exceed `budget` bytes, never fewer than a training batch (whose memory training holds anyway).
+pub fn eval_rows(activations: f64, batch: usize, budget: f64) -> usize {
+    let fit = (budget / (4.0 * activations.max(1.0))).floor();
+    let fit = if fit.is_finite() { fit.min(EVAL_ROWS as f64) as usize } else { EVAL_ROWS };
+    fit.max(batch.min(EVAL_ROWS)).max(1)
+}
+
+/// [`eval_rows`] for `kind` built for `data` and trained by `config` on backend `B`.
+pub fn eval_rows_for<B: Backend>(kind: ModelKind, data: &Dataset, config: &TrainConfig) -> usize {
+    let fp = crate::models::footprint::footprint_input(
+        kind,
+        &data.example_shape,
+        data.vocab,
+        data.classes,
+        &config.arch,
+    );
+    eval_rows(fp.activations, config.batch_size, B::EVAL_CHUNK_BYTES)
+}
 
 /// A training loss this many times the first one (and above 100) is divergence: the run has
 /// left any useful region (`--lr 1e30` reaches 10^30 with chance accuracy) even if it is finite.
@@ -204,6 +232,7 @@ impl<B: Backend> Trainer<B> {
             keep_resident: B::KEEPS_DATA_RESIDENT,
             resident: None,
             plan: BatchPlan::default(),
+            eval_rows: EVAL_ROWS,
         })
     }
 
@@ -244,7 +273,8 @@ impl<B: Backend> Trainer<B> {
     }
 
     /// Builds `kind` for `data` from the config's seed and wraps it in a trainer (refused, with
-    /// the estimate, where the run would not fit in memory).
+    /// the estimate, where the run would not fit in memory) that evaluates in chunks sized by
+    /// the model's estimated layer outputs ([`eval_rows`]).
     pub fn for_dataset(kind: ModelKind, data: &Dataset, config: TrainConfig) -> Result<Self> {
         config.validate()?;
         config.arch.validate()?;
@@ -255,7 +285,8 @@ impl<B: Backend> Trainer<B> {
             data.classes,
             &config.arch,
         );
-        let batch = config.batch_size.min(data.n_train().max(1)).max(1000.min(data.n_test().max(1)));
+        let eval = eval_rows(fp.activations, config.batch_size, B::EVAL_CHUNK_BYTES);
+        let batch = config.batch_size.min(data.n_train().max(1)).max(eval.min(data.n_test().max(1)));
         // in the memory of the backend that trains it (a GPU's own memory on CUDA)
         let what = format!("training the {} model", kind.name());
         // a backend that keeps the training split in its memory holds it there too
@@ -268,7 +299,9 @@ impl<B: Backend> Trainer<B> {
         )?;
         let mut init: InitRng = rng_for(config.seed, streams::INIT);
         let model = Model::build_for(kind, data, &config.arch, &mut init)?;
-        Self::new(model, config)
+        let mut trainer = Self::new(model, config)?;
+        trainer.eval_rows = eval;
+        Ok(trainer)
     }
 
     /// Copies examples `idx` of (`x`, `y`) into the batch tensors.
@@ -401,14 +434,15 @@ impl<B: Backend> Trainer<B> {
         Ok(())
     }
 
-    /// Loss and accuracy on the test split, in batches of at most 1000 (an error where the
-    /// backend failed: see [`crate::core::backend::BackendBase::take_error`]).
+    /// Loss and accuracy on the test split, [`Trainer::eval_rows`] examples at a time (an error
+    /// where the backend failed: see [`crate::core::backend::BackendBase::take_error`]).
     pub fn evaluate(&mut self, data: &Dataset) -> Result<(f32, f32)> {
         let n = data.n_test();
         let (mut loss_sum, mut correct) = (0.0f64, 0usize);
         let len = data.example_len();
-        for start in (0..n).step_by(1000) {
-            let end = (start + 1000).min(n);
+        let rows = self.eval_rows.max(1);
+        for start in (0..n).step_by(rows) {
+            let end = (start + rows).min(n);
             self.load_batch(&data.x_test, &data.y_test, start..end, len);
             self.model.net.forward(&self.x, &mut self.logits, Mode::Eval);
             let (l, c) = self.loss.evaluate(&self.logits, false);
