@@ -3,16 +3,55 @@
 
 use crate::error::{Error, Result};
 
-/// Memory this machine has available for a run (None where it cannot be read).
+/// Memory this machine has available for a run: the kernel's estimate (`MemAvailable`), or
+/// `CNNLAB_MEMORY` where that is set and smaller (None where neither can be read; a malformed
+/// `CNNLAB_MEMORY` counts as unset here and is reported by [`memory_cap`]).
 pub fn available_bytes() -> Option<f64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024.0)
+    let have = (|| {
+        let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+        let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+        let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb * 1024.0)
+    })();
+    match (have, memory_cap().ok().flatten()) {
+        (Some(h), Some(c)) => Some(h.min(c)),
+        (h, c) => h.or(c),
+    }
+}
+
+/// The memory cnnlab may plan with on this machine, from `CNNLAB_MEMORY` (bytes, or a number
+/// with K, M, G or T for powers of 1024: `8G`); None where it is unset. For a machine shared
+/// with other work, and for tests.
+pub fn memory_cap() -> Result<Option<f64>> {
+    match std::env::var("CNNLAB_MEMORY") {
+        Ok(text) => parse_memory(&text).map(Some),
+        Err(_) => Ok(None),
+    }
+}
+
+/// Bytes from `8G`-style text (see [`memory_cap`]).
+fn parse_memory(text: &str) -> Result<f64> {
+    let t = text.trim().to_ascii_uppercase();
+    // 8G, 8GB and 8GIB alike
+    let t = t
+        .strip_suffix("IB")
+        .or_else(|| t.strip_suffix('B').filter(|r| r.ends_with(['K', 'M', 'G', 'T'])))
+        .unwrap_or(&t);
+    let (digits, scale) = match t.chars().last().and_then(|c| "KMGT".find(c)) {
+        Some(power) => (&t[..t.len() - 1], 1024f64.powi(power as i32 + 1)),
+        None => (t, 1.0),
+    };
+    match digits.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v * scale),
+        _ => Err(Error::Config(format!(
+            "CNNLAB_MEMORY={text:?}: give the memory cnnlab may use as bytes or with K, M, G or T (e.g. 8G)"
+        ))),
+    }
 }
 
 /// Refuses `need` bytes (for `what`) when the machine does not have them available.
 pub fn check_fits(what: &str, need: f64) -> Result<()> {
+    memory_cap()?;
     check_fits_in(available_bytes(), what, need)
 }
 
@@ -28,6 +67,94 @@ pub fn check_fits_in(have: Option<f64>, what: &str, need: f64) -> Result<()> {
         }
         _ => Ok(()),
     }
+}
+
+/// The host memory promised to the runs this process trains at once: a run is admitted only
+/// where its estimate fits beside theirs in what was available when the first of them
+/// started (their own allocations then do not count against the next run twice).
+#[derive(Debug)]
+struct Ledger {
+    runs: usize,
+    reserved: f64,
+    /// Available memory when the runs now in flight began (None: unknown, nothing refused).
+    baseline: Option<f64>,
+}
+
+impl Ledger {
+    const EMPTY: Ledger = Ledger { runs: 0, reserved: 0.0, baseline: None };
+
+    /// Admits `need` bytes for `what`, reading the machine's memory (`have`) when no run is in
+    /// flight (see [`reserve_host`] for the refusals).
+    fn admit(&mut self, have: impl FnOnce() -> Option<f64>, what: &str, need: f64) -> Result<()> {
+        if self.runs == 0 {
+            self.baseline = have();
+        }
+        if let Some(base) = self.baseline {
+            if self.runs == 0 || need > base {
+                check_fits_in(Some(base), what, need)?;
+            } else if self.reserved + need > base {
+                let gib = (1u64 << 30) as f64;
+                return Err(Error::DeviceMemory(format!(
+                    "{what} needs about {:.1} GiB of memory beside the {:.1} GiB of the {} run(s) in flight; {:.1} \
+                     GiB were available",
+                    need / gib,
+                    self.reserved / gib,
+                    self.runs,
+                    base / gib
+                )));
+            }
+        }
+        self.runs += 1;
+        self.reserved += need;
+        Ok(())
+    }
+
+    fn release(&mut self, bytes: f64) {
+        self.runs = self.runs.saturating_sub(1);
+        self.reserved -= bytes;
+        if self.runs == 0 {
+            *self = Ledger::EMPTY;
+        }
+    }
+}
+
+static LEDGER: std::sync::Mutex<Ledger> = std::sync::Mutex::new(Ledger::EMPTY);
+
+fn ledger() -> std::sync::MutexGuard<'static, Ledger> {
+    // each update is one step, so the numbers stay consistent even if a holder panicked
+    LEDGER.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Memory promised to a run until it is dropped (see [`reserve_host`]).
+#[derive(Debug)]
+pub struct Reservation {
+    bytes: Option<f64>,
+}
+
+impl Reservation {
+    /// A reservation of nothing (runs whose memory the host's ledger does not track).
+    pub fn none() -> Self {
+        Reservation { bytes: None }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if let Some(bytes) = self.bytes.take() {
+            ledger().release(bytes);
+        }
+    }
+}
+
+/// Promises `need` bytes of host memory to a run (`what`) for as long as the reservation
+/// lives. Refused with [`Error::Config`] where the run would not fit even alone, and with
+/// [`Error::DeviceMemory`] where it does not fit beside the runs already in flight: those
+/// are run again with fewer at once ([`crate::core::Device::run_jobs`]), so that a table of
+/// one run per core on a machine with little memory takes longer instead of being killed.
+pub fn reserve_host(what: &str, need: f64) -> Result<Reservation> {
+    memory_cap()?;
+    ledger().admit(available_bytes, what, need)?;
+    Ok(Reservation { bytes: Some(need) })
 }
 
 /// Largest count of training steps a run may ask for (10^8: days even for the smallest model).
@@ -47,5 +174,58 @@ mod tests {
         let e = super::check_fits_in(Some(3e6), "the run", 6e6).unwrap_err().to_string();
         assert!(e.contains("the run needs about 5.7 MiB of memory; 2.9 MiB are available"), "{e}");
         assert!(super::check_fits_in(None, "the run", 1e30).is_ok());
+    }
+
+    /// The ledger admits runs while their estimates fit together, refuses the next as one
+    /// to run later (not as too large), takes it once memory is given back, refuses a run too
+    /// large for the machine as a configuration error, and reads the machine's memory again
+    /// once no run is in flight.
+    #[test]
+    fn runs_are_admitted_while_their_estimates_fit_together() {
+        use super::Ledger;
+        use crate::Error;
+        let mut l = Ledger::EMPTY;
+        let have = || Some(100.0);
+        l.admit(have, "run a", 40.0).unwrap();
+        l.admit(|| panic!("read only when no run is in flight"), "run b", 40.0).unwrap();
+        match l.admit(have, "run c", 40.0) {
+            Err(Error::DeviceMemory(m)) => assert!(m.contains("run c") && m.contains("2 run(s)"), "{m}"),
+            other => panic!("a third run beside two: {other:?}"),
+        }
+        l.release(40.0);
+        l.admit(have, "run c", 40.0).unwrap();
+        match l.admit(have, "run d", 200.0) {
+            Err(Error::Config(m)) => assert!(m.contains("run d needs about"), "{m}"),
+            other => panic!("a run larger than the machine: {other:?}"),
+        }
+        l.release(40.0);
+        l.release(40.0);
+        assert_eq!((l.runs, l.reserved, l.baseline), (0, 0.0, None));
+        assert!(matches!(l.admit(have, "run e", 200.0), Err(Error::Config(_))));
+        l.admit(|| Some(300.0), "run e", 200.0).unwrap();
+        let mut unknown = Ledger::EMPTY;
+        for _ in 0..3 {
+            unknown.admit(|| None, "a run", 1e30).unwrap();
+        }
+    }
+
+    #[test]
+    fn the_memory_cap_reads_sizes_with_units() {
+        // parsed through the same function the variable goes to (the variable itself is
+        // process-wide, so the cases go through a helper)
+        let g = 1024f64.powi(3);
+        for (text, want) in [
+            ("1024", 1024.0),
+            ("8G", 8.0 * g),
+            ("8 GB", 8.0 * g),
+            ("8GiB", 8.0 * g),
+            ("1.5k", 1536.0),
+            ("2t", 2.0 * g * 1024.0),
+        ] {
+            assert_eq!(super::parse_memory(text).ok(), Some(want), "{text}");
+        }
+        for bad in ["", "G", "-1G", "8X", "8B", "nan", "0", "eight"] {
+            assert!(super::parse_memory(bad).is_err(), "{bad:?}");
+        }
     }
 }

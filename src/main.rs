@@ -68,6 +68,8 @@ fn run(cli: Cli) -> Result<()> {
     if cli.threads.is_some_and(|t| t as usize > threads) {
         eprintln!("note: this machine has {threads} cores; using {threads} threads");
     }
+    // a malformed CNNLAB_MEMORY is an error before anything is written
+    cnnlab::limits::memory_cap()?;
     let bar = Bar::new(cli.quiet);
     match cli.command {
         Command::Reproduce(a) => {

@@ -415,3 +415,63 @@ fn a_saved_run_records_its_provenance() {
     assert_eq!(record["seeds"], "3");
     assert!(record["command"].as_str().unwrap().starts_with("cnnlab --quiet train --model mlp"), "{record}");
 }
+
+/// With less memory than a table's runs need together (`CNNLAB_MEMORY` caps what cnnlab plans
+/// with), the runs that do not fit beside others wait and run fewer at once: the same table,
+/// and a line saying so. A run too large for the memory even alone is one error line, and so
+/// is a malformed value.
+#[test]
+fn a_table_larger_than_the_memory_runs_fewer_at_once() {
+    use cnnlab::models::{footprint::footprint, ImageArch, ModelKind};
+    // one MNIST-1D CNN run's estimate (evaluated 1000 examples at a time, so batch 1000)
+    let need = footprint(ModelKind::Cnn, &[40, 1], 10, &ImageArch::small()).training_bytes(1000);
+    let dir = tempfile::tempdir().unwrap();
+    let table = |memory: Option<String>, name: &str| {
+        let json = dir.path().join(format!("{name}.json"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cnnlab"));
+        cmd.args(["reproduce", "--models", "cnn", "--seeds", "3", "--steps", "40", "--eval-every", "20", "--quiet"]);
+        cmd.args(["--threads", "2", "--json", json.to_str().unwrap()]);
+        cmd.arg("--run-dir").arg(dir.path().join(name));
+        match memory {
+            Some(m) => cmd.env("CNNLAB_MEMORY", m),
+            None => cmd.env_remove("CNNLAB_MEMORY"),
+        };
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{name}: {stderr}");
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        let rows: Vec<String> = v["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| format!("{} {}", r["accuracy_mean"], r["accuracy_std"]))
+            .collect();
+        (rows, stderr)
+    };
+    let (free, stderr) = table(None, "free");
+    assert!(!stderr.contains("beside others"), "{stderr}");
+    // room for one run, not two
+    let (tight, stderr) = table(Some(format!("{}", (1.5 * need) as u64)), "tight");
+    assert_eq!(tight, free, "runs that waited give the numbers they give beside others");
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    if cores > 1 {
+        assert!(stderr.contains("did not fit in memory beside others: running again, 1 at once"), "{stderr}");
+    } else {
+        eprintln!("NOTE a_table_larger_than_the_memory_runs_fewer_at_once: one core, so no run started beside another");
+    }
+    // not even one run fits; a value that is no size
+    for (i, (memory, want)) in
+        [(format!("{}", (0.5 * need) as u64), "needs about"), ("eight".into(), "CNNLAB_MEMORY")].into_iter().enumerate()
+    {
+        let out = Command::new(env!("CARGO_BIN_EXE_cnnlab"))
+            .args(["reproduce", "--models", "cnn", "--seeds", "1", "--steps", "10", "--quiet"])
+            .arg("--run-dir")
+            .arg(dir.path().join(format!("refused{i}")))
+            .env("CNNLAB_MEMORY", &memory)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "CNNLAB_MEMORY={memory}: {err}");
+        assert!(err.contains(want) && err.trim_end().lines().count() == 1, "CNNLAB_MEMORY={memory}: {err}");
+    }
+}

@@ -296,7 +296,10 @@ fn evaluation_does_not_depend_on_the_chunk_size() {
             let (_, (loss, accuracy)) = results[0];
             for &(rows, (l, acc)) in &results[1..] {
                 assert_eq!(acc, accuracy, "{kind:?}: accuracy with {rows} at a time");
-                assert!((l - loss).abs() <= 1e-6 * loss.abs(), "{kind:?}: loss {l} with {rows} at a time, {loss} at once");
+                assert!(
+                    (l - loss).abs() <= 1e-6 * loss.abs(),
+                    "{kind:?}: loss {l} with {rows} at a time, {loss} at once"
+                );
             }
         });
     }

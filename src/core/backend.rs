@@ -43,19 +43,14 @@ pub trait BackendBase: Sized + Send + Sync + 'static {
     /// outputs do not depend on its chunk's size there.
     const EVAL_CHUNK_BYTES: f64 = 256.0 * 1024.0 * 1024.0;
 
-    /// Memory free for a run's buffers, in bytes (None: unknown). The host's memory for the
-    /// CPU; the device's free memory for a GPU. Runs are refused up front where their estimate
-    /// exceeds it.
-    fn available_bytes() -> Option<f64> {
-        crate::limits::available_bytes()
-    }
-
-    /// The error refusing a run whose estimate exceeds [`BackendBase::available_bytes`]: a
-    /// configuration error for the host's memory; on a GPU, whose free memory the runs
-    /// trained at once share, [`crate::Error::DeviceMemory`], which fewer runs beside it may
-    /// avoid.
-    fn memory_refusal(message: String) -> crate::error::Error {
-        crate::error::Error::Config(message)
+    /// Admits a run (`what`) whose buffers need about `need` bytes, for as long as the
+    /// returned reservation lives, or refuses it. The CPU keeps a ledger of the host memory
+    /// promised to the runs in flight ([`crate::limits::reserve_host`]): a run that does not
+    /// fit beside them is refused with [`crate::Error::DeviceMemory`] and run again with fewer
+    /// at once, one that does not fit alone with a configuration error. A GPU compares with
+    /// its free memory (see the CUDA backend).
+    fn admit_run(what: &str, need: f64) -> crate::error::Result<crate::limits::Reservation> {
+        crate::limits::reserve_host(what, need)
     }
 
     /// Choices this backend made for its ops (a GPU's convolution route and, per shape and

@@ -107,10 +107,11 @@ impl Device {
     /// [`DEFAULT_GPU_RUNS`] at once, each on its own host thread and so its own CUDA stream,
     /// because one small network cannot fill a GPU. `parallel` overrides how many run at once.
     ///
-    /// Jobs that ran out of the GPU's memory ([`Error::DeviceMemory`]) beside other jobs are
-    /// run again, half as many at once, down to one at a time (a run's numbers do not depend
-    /// on what runs beside it); `note` is told each time. The error of a job that ran out of
-    /// memory alone is its result.
+    /// Jobs that ran out of the GPU's memory, or on the CPU did not fit in the host's memory
+    /// beside the runs in flight ([`Error::DeviceMemory`]: see
+    /// [`crate::core::backend::BackendBase::admit_run`]), are run again, half as many at once,
+    /// down to one at a time (a run's numbers do not depend on what runs beside it); `note` is
+    /// told each time. The error of a job that ran out of memory alone is its result.
     pub fn run_jobs<J: Sync, T: Send>(
         &self,
         jobs: &[J],
@@ -120,28 +121,45 @@ impl Device {
     ) -> Result<Vec<Result<T>>> {
         use crate::core::cpu::with_intra_op_threads;
         use rayon::prelude::*;
-        let one = |j: &J| {
-            let inner = if jobs.len() >= rayon::current_num_threads() { 1 } else { 0 };
+        // `together`: how many jobs share the pool (ops split across threads only where they
+        // are fewer than its threads)
+        let one = |j: &J, together: usize| {
+            let inner = if together >= rayon::current_num_threads() { 1 } else { 0 };
             let out = with_intra_op_threads(inner, || f(j));
             self.after_job();
             out
         };
+        let cpu = matches!(self, Device::Cpu);
         let mut at_once = match (parallel, self) {
             (Some(n), _) => n.max(1),
             (None, Device::Cuda(_)) => DEFAULT_GPU_RUNS,
-            (None, Device::Cpu) => return Ok(jobs.par_iter().map(one).collect()),
+            (None, Device::Cpu) => rayon::current_num_threads(),
         };
         let mut out: Vec<Option<Result<T>>> = (0..jobs.len()).map(|_| None).collect();
         let mut pending: Vec<usize> = (0..jobs.len()).collect();
+        let mut first = true;
         while !pending.is_empty() {
             at_once = at_once.min(pending.len());
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(at_once)
-                .start_handler(|_| crate::core::cpu::flush_denormals())
-                .build()
-                .map_err(|e| Error::Config(format!("cannot start {at_once} threads for runs: {e}")))?;
-            let results: Vec<Result<T>> =
-                pool.install(|| pending.par_iter().with_max_len(1).map(|&i| one(&jobs[i])).collect());
+            let results: Vec<Result<T>> = if cpu && parallel.is_none() && first {
+                // the CPU's policy: every job on the global pool, one per core at a time
+                pending.par_iter().map(|&i| one(&jobs[i], pending.len())).collect()
+            } else if cpu && parallel.is_none() {
+                // after runs did not fit in memory beside others: groups of `at_once` on the
+                // global pool, so that each run's ops may use the cores the others leave
+                let mut results = Vec::with_capacity(pending.len());
+                for group in pending.chunks(at_once) {
+                    results.extend(group.par_iter().map(|&i| one(&jobs[i], group.len())).collect::<Vec<_>>());
+                }
+                results
+            } else {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(at_once)
+                    .start_handler(|_| crate::core::cpu::flush_denormals())
+                    .build()
+                    .map_err(|e| Error::Config(format!("cannot start {at_once} threads for runs: {e}")))?;
+                pool.install(|| pending.par_iter().with_max_len(1).map(|&i| one(&jobs[i], pending.len())).collect())
+            };
+            first = false;
             let mut again = Vec::new();
             for (&i, r) in pending.iter().zip(results) {
                 match r {
@@ -152,7 +170,9 @@ impl Device {
             if !again.is_empty() {
                 at_once /= 2;
                 let runs = if again.len() == 1 { "1 run" } else { &format!("{} runs", again.len()) };
-                note(&format!("{runs} ran out of GPU memory beside others: running again, {at_once} at once"));
+                let what =
+                    if cpu { "did not fit in memory beside others" } else { "ran out of GPU memory beside others" };
+                note(&format!("{runs} {what}: running again, {at_once} at once"));
             }
             pending = again;
         }
@@ -215,6 +235,49 @@ mod tests {
         for parallel in [None, Some(1), Some(3), Some(64)] {
             let out = Device::Cpu.run_jobs(&jobs, parallel, |j| Ok(j * j), &|_| {}).unwrap();
             assert_eq!(out.into_iter().collect::<Result<Vec<_>>>().unwrap(), want, "{parallel:?}");
+        }
+    }
+
+    /// On the CPU, jobs refused for memory beside others (here: any job that starts while
+    /// another runs) run again with fewer at once until each has run alone; a job refused
+    /// when alone keeps its error.
+    #[test]
+    fn cpu_jobs_that_do_not_fit_beside_others_run_again_with_fewer_at_once() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Mutex;
+        let live = AtomicUsize::new(0);
+        let notes = Mutex::new(Vec::new());
+        let jobs: Vec<u64> = (0..6).collect();
+        let out = Device::Cpu
+            .run_jobs(
+                &jobs,
+                None,
+                |&j| {
+                    let beside = live.fetch_add(1, Ordering::SeqCst);
+                    std::thread::sleep(std::time::Duration::from_millis(30));
+                    live.fetch_sub(1, Ordering::SeqCst);
+                    match j {
+                        5 => Err(Error::DeviceMemory("job 5 never fits".into())),
+                        _ if beside > 0 => Err(Error::DeviceMemory(format!("job {j} beside {beside}"))),
+                        _ => Ok(j * 10),
+                    }
+                },
+                &|line| notes.lock().unwrap().push(line.to_string()),
+            )
+            .unwrap();
+        for (j, r) in out.iter().enumerate().take(5) {
+            assert_eq!(r.as_ref().ok(), Some(&(j as u64 * 10)), "job {j}");
+        }
+        assert!(matches!(&out[5], Err(Error::DeviceMemory(m)) if m == "job 5 never fits"));
+        let notes = notes.into_inner().unwrap();
+        if rayon::current_num_threads() > 1 {
+            assert!(
+                notes.iter().all(|n| n.contains("did not fit in memory beside others: running again")),
+                "{notes:?}"
+            );
+            assert!(notes.last().is_some_and(|n| n.ends_with("1 at once")), "{notes:?}");
+        } else {
+            eprintln!("NOTE: one thread here, so no job ran beside another: {notes:?}");
         }
     }
 

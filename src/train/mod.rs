@@ -172,6 +172,8 @@ pub struct Trainer<B: Backend> {
     /// outputs for that many would exceed the backend's
     /// [`crate::core::backend::BackendBase::EVAL_CHUNK_BYTES`]: see [`Trainer::for_dataset`]).
     pub eval_rows: usize,
+    /// The memory promised to this run while it lives ([`crate::core::backend::BackendBase::admit_run`]).
+    memory: crate::limits::Reservation,
 }
 
 /// Steps whose loss statistics the backend holds before the trainer reads them (and checks
@@ -192,13 +194,8 @@ pub fn eval_rows(activations: f64, batch: usize, budget: f64) -> usize {
 
 /// [`eval_rows`] for `kind` built for `data` and trained by `config` on backend `B`.
 pub fn eval_rows_for<B: Backend>(kind: ModelKind, data: &Dataset, config: &TrainConfig) -> usize {
-    let fp = crate::models::footprint::footprint_input(
-        kind,
-        &data.example_shape,
-        data.vocab,
-        data.classes,
-        &config.arch,
-    );
+    let fp =
+        crate::models::footprint::footprint_input(kind, &data.example_shape, data.vocab, data.classes, &config.arch);
     eval_rows(fp.activations, config.batch_size, B::EVAL_CHUNK_BYTES)
 }
 
@@ -233,6 +230,7 @@ impl<B: Backend> Trainer<B> {
             resident: None,
             plan: BatchPlan::default(),
             eval_rows: EVAL_ROWS,
+            memory: crate::limits::Reservation::none(),
         })
     }
 
@@ -291,16 +289,12 @@ impl<B: Backend> Trainer<B> {
         let what = format!("training the {} model", kind.name());
         // a backend that keeps the training split in its memory holds it there too
         let resident = if B::KEEPS_DATA_RESIDENT { 4.0 * (data.x.len() + data.y.len()) as f64 } else { 0.0 };
-        crate::limits::check_fits_in(B::available_bytes(), &what, fp.training_bytes(batch) + resident).map_err(
-            |e| match e {
-                Error::Config(m) => B::memory_refusal(m),
-                e => e,
-            },
-        )?;
+        let memory = B::admit_run(&what, fp.training_bytes(batch) + resident)?;
         let mut init: InitRng = rng_for(config.seed, streams::INIT);
         let model = Model::build_for(kind, data, &config.arch, &mut init)?;
         let mut trainer = Self::new(model, config)?;
         trainer.eval_rows = eval;
+        trainer.memory = memory;
         Ok(trainer)
     }
 

@@ -645,10 +645,18 @@ impl BackendBase for Cuda {
     /// GPU memory but launch more, and have not been timed on a GPU.
     const EVAL_CHUNK_BYTES: f64 = f64::INFINITY;
 
-    /// The opened GPU's free memory (None before it is opened, or if the driver cannot say).
-    fn available_bytes() -> Option<f64> {
-        let device = DEVICE.get()?.as_ref().ok()?;
-        device.ctx.mem_get_info().ok().map(|(free, _)| free as f64)
+    /// Refused where the estimate exceeds the opened GPU's free memory now (nothing is
+    /// refused where the driver cannot say), with [`Error::DeviceMemory`]: runs trained at
+    /// once share that memory, and fewer beside it may leave room. No ledger, unlike the
+    /// CPU's: runs that run out beside others are run again with fewer at once, the policy
+    /// the H200 table was timed with.
+    fn admit_run(what: &str, need: f64) -> Result<crate::limits::Reservation> {
+        let free = DEVICE.get().and_then(|d| d.as_ref().ok()).and_then(|d| d.ctx.mem_get_info().ok());
+        crate::limits::check_fits_in(free.map(|(free, _)| free as f64), what, need).map_err(|e| match e {
+            Error::Config(m) => Error::DeviceMemory(m),
+            e => e,
+        })?;
+        Ok(crate::limits::Reservation::none())
     }
 
     fn synchronize() {
@@ -666,10 +674,6 @@ impl BackendBase for Cuda {
                 Error::Device(m)
             }
         })
-    }
-
-    fn memory_refusal(message: String) -> Error {
-        Error::DeviceMemory(message)
     }
 
     fn choices() -> Vec<String> {
