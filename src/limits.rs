@@ -59,13 +59,19 @@ pub fn check_fits(what: &str, need: f64) -> Result<()> {
 pub fn check_fits_in(have: Option<f64>, what: &str, need: f64) -> Result<()> {
     match have {
         Some(have) if need > have => {
-            // in GiB, or MiB where both are under one GiB (a small GPU, or the CUDA emulator)
-            let (unit, name) =
-                if need.max(have) >= (1u64 << 30) as f64 { (1u64 << 30, "GiB") } else { (1 << 20, "MiB") };
-            let (need, have) = (need / unit as f64, have / unit as f64);
-            Err(Error::Config(format!("{what} needs about {need:.1} {name} of memory; {have:.1} {name} are available")))
+            Err(Error::Config(format!("{what} needs about {} of memory; {} are available", size(need), size(have))))
         }
         _ => Ok(()),
+    }
+}
+
+/// `bytes` in GiB, or in MiB under one GiB (a small GPU, the CUDA emulator, a capped host).
+fn size(bytes: f64) -> String {
+    let gib = (1u64 << 30) as f64;
+    if bytes >= gib {
+        format!("{:.1} GiB", bytes / gib)
+    } else {
+        format!("{:.1} MiB", bytes / (1u64 << 20) as f64)
     }
 }
 
@@ -93,14 +99,12 @@ impl Ledger {
             if self.runs == 0 || need > base {
                 check_fits_in(Some(base), what, need)?;
             } else if self.reserved + need > base {
-                let gib = (1u64 << 30) as f64;
                 return Err(Error::DeviceMemory(format!(
-                    "{what} needs about {:.1} GiB of memory beside the {:.1} GiB of the {} run(s) in flight; {:.1} \
-                     GiB were available",
-                    need / gib,
-                    self.reserved / gib,
+                    "{what} needs about {} of memory beside the {} of the {} run(s) in flight; {} were available",
+                    size(need),
+                    size(self.reserved),
                     self.runs,
-                    base / gib
+                    size(base)
                 )));
             }
         }
@@ -169,7 +173,7 @@ mod tests {
     #[test]
     fn sizes_beyond_the_memory_given_are_refused_and_unknown_memory_refuses_nothing() {
         let e = super::check_fits_in(Some(1e9), "the run", 2e9).unwrap_err().to_string();
-        assert!(e.contains("the run needs about 1.9 GiB of memory; 0.9 GiB are available"), "{e}");
+        assert!(e.contains("the run needs about 1.9 GiB of memory; 953.7 MiB are available"), "{e}");
         assert!(super::check_fits_in(Some(3e9), "the run", 2e9).is_ok());
         let e = super::check_fits_in(Some(3e6), "the run", 6e6).unwrap_err().to_string();
         assert!(e.contains("the run needs about 5.7 MiB of memory; 2.9 MiB are available"), "{e}");
