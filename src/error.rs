@@ -36,8 +36,9 @@ pub enum Error {
     #[error("device: {0}")]
     Device(String),
     /// The GPU ran out of memory (an allocation failed, or a run's estimate exceeds the free
-    /// memory). Runs that met it beside other runs are run again with fewer at once
-    /// ([`crate::core::Device::run_jobs`]).
+    /// memory), or on the CPU a run's estimate does not fit in the host's memory beside the
+    /// runs in flight ([`crate::limits::reserve_host`]). Runs that met it beside other runs
+    /// are run again with fewer at once ([`crate::core::Device::run_jobs`]).
     #[error("device: {0}")]
     DeviceMemory(String),
     /// A failure inside cnnlab itself (a bug), caught where a sweep records it.
