@@ -73,7 +73,7 @@ pub enum ConvRoute {
     /// im2col and cuBLAS (17,138 against 22,969 images/s, one sitting) but ran its inference
     /// faster (72,265 against 52,894 images/s, two sittings).
     Inference,
-    /// cuDNN throughout on NCHW copies of the tensors (see [`Layout`]), with the heuristic's
+    /// cuDNN throughout on NCHW copies of the tensors (see `Layout`), with the heuristic's
     /// first qualifying NCHW algorithm (`CNNLAB_CUDNN=nchw`).
     CudnnNchw,
     /// Each convolution shape and pass timed once per process (the default; see the module
@@ -135,7 +135,7 @@ pub(crate) fn transforms_allowed() -> bool {
     std::env::var("CNNLAB_CUDNN_TRANSFORMS").as_deref() != Ok("0")
 }
 
-/// The factor `CNNLAB_CONV_TOLERANCE` (`value`) sets for [`tolerance`], [`DEVIATION_FACTOR`]
+/// The factor `CNNLAB_CONV_TOLERANCE` (`value`) sets for [`tolerance`], `DEVIATION_FACTOR`
 /// where unset: a number from 1 to 10⁶. A larger one lets FFT and Winograd algorithms whose
 /// results round further from a GEMM's be timed into the choice (an experiment with speed
 /// against exactness: PyTorch's fp32 takes them unchecked).
@@ -362,7 +362,7 @@ impl std::fmt::Display for Timing {
 }
 
 /// How far a result may be from im2col + cuBLAS's, as a relative RMS difference:
-/// [`DEVIATION_FACTOR`] (or `CNNLAB_CONV_TOLERANCE`'s factor) times the rounding of one fp32
+/// `DEVIATION_FACTOR` (or `CNNLAB_CONV_TOLERANCE`'s factor) times the rounding of one fp32
 /// sum of `terms` products with random signs (√terms · 2⁻²⁴, which both results carry), or of
 /// TF32's products (2⁻¹¹) with `--tf32`. A transform within it rounds like a GEMM of the same sums, give or take a small
 /// factor; one that computes anything else is off by order 1.
@@ -421,7 +421,7 @@ pub fn fixed<W: Copy>(route: ConvRoute, tf32: bool, pass: Pass, first: Option<W>
 }
 
 /// The tuned choice from `timings` (milliseconds): the fastest, where it beats the fixed
-/// choice `preferred` by [`MARGIN`] (or `preferred` could not be timed); else `preferred`.
+/// choice `preferred` by `MARGIN` (or `preferred` could not be timed); else `preferred`.
 pub fn pick_timed<W: Copy + PartialEq>(preferred: W, timings: &[(W, f32)]) -> W {
     let best = timings.iter().filter(|t| t.1.is_finite()).min_by(|a, b| a.1.total_cmp(&b.1));
     match (best, timings.iter().find(|t| t.0 == preferred && t.1.is_finite())) {

@@ -531,7 +531,7 @@ impl Local {
     }
 }
 
-/// Gives back this thread's scratch memory after a run (see [`Local::release_scratch`]);
+/// Gives back this thread's scratch memory after a run (see `Local::release_scratch`);
 /// nothing where the thread never computed on the GPU.
 pub fn release_thread_scratch() {
     LOCAL.with(|cell| {
