@@ -140,14 +140,13 @@ impl Device {
         let mut first = true;
         while !pending.is_empty() {
             at_once = at_once.min(pending.len());
-            let results: Vec<Result<T>> = if cpu && parallel.is_none() && first {
-                // the CPU's policy: every job on the global pool, one per core at a time
-                pending.par_iter().map(|&i| one(&jobs[i], pending.len())).collect()
-            } else if cpu && parallel.is_none() {
-                // after runs did not fit in memory beside others: groups of `at_once` on the
-                // global pool, so that each run's ops may use the cores the others leave
+            let results: Vec<Result<T>> = if cpu && parallel.is_none() {
+                // the CPU's policy: every job on the global pool, one per core at a time; after
+                // runs did not fit in memory beside others, groups of `at_once` there, so that
+                // each run's ops may use the cores the others leave
+                let group = if first { pending.len() } else { at_once };
                 let mut results = Vec::with_capacity(pending.len());
-                for group in pending.chunks(at_once) {
+                for group in pending.chunks(group) {
                     results.extend(group.par_iter().map(|&i| one(&jobs[i], group.len())).collect::<Vec<_>>());
                 }
                 results

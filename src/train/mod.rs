@@ -194,9 +194,12 @@ pub fn eval_rows(activations: f64, batch: usize, budget: f64) -> usize {
 
 /// [`eval_rows`] for `kind` built for `data` and trained by `config` on backend `B`.
 pub fn eval_rows_for<B: Backend>(kind: ModelKind, data: &Dataset, config: &TrainConfig) -> usize {
-    let fp =
-        crate::models::footprint::footprint_input(kind, &data.example_shape, data.vocab, data.classes, &config.arch);
-    eval_rows(fp.activations, config.batch_size, B::EVAL_CHUNK_BYTES)
+    eval_rows(footprint_for(kind, data, config).activations, config.batch_size, B::EVAL_CHUNK_BYTES)
+}
+
+/// What `kind` built for `data` with `config`'s architecture will occupy.
+fn footprint_for(kind: ModelKind, data: &Dataset, config: &TrainConfig) -> crate::models::footprint::Footprint {
+    crate::models::footprint::footprint_input(kind, &data.example_shape, data.vocab, data.classes, &config.arch)
 }
 
 /// A training loss this many times the first one (and above 100) is divergence: the run has
@@ -276,13 +279,7 @@ impl<B: Backend> Trainer<B> {
     pub fn for_dataset(kind: ModelKind, data: &Dataset, config: TrainConfig) -> Result<Self> {
         config.validate()?;
         config.arch.validate()?;
-        let fp = crate::models::footprint::footprint_input(
-            kind,
-            &data.example_shape,
-            data.vocab,
-            data.classes,
-            &config.arch,
-        );
+        let fp = footprint_for(kind, data, &config);
         let eval = eval_rows(fp.activations, config.batch_size, B::EVAL_CHUNK_BYTES);
         let batch = config.batch_size.min(data.n_train().max(1)).max(eval.min(data.n_test().max(1)));
         // in the memory of the backend that trains it (a GPU's own memory on CUDA)

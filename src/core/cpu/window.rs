@@ -637,6 +637,8 @@ fn avx_available() -> bool {
 /// `avx` (a move of values, so the same result either way; the Mixer's transposes took 5% of
 /// its CPU step as a scalar loop), the edges one value at a time.
 fn transpose_matrix(x: &[f32], o: &mut [f32], rows: usize, cols: usize, avx: bool) {
+    // the tiles' unsafe loads and stores rely on it; callers pass each matrix's own slices
+    // (`transpose_batched` cuts them to rows·cols), so no input reaches it failing
     assert!(x.len() >= rows * cols && o.len() >= rows * cols);
     if !avx {
         // blocked to keep both sides in cache (other CPUs: ARM laptops among them)
