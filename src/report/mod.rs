@@ -43,14 +43,30 @@ pub fn check_writable_file(path: &Path) -> Result<()> {
     check_writable_dir(dir)
 }
 
-/// Checks, before any work, that `dir` exists or can be created and takes a new file.
+/// Checks, before any work, that `dir` exists or can be made and takes a new file. A missing
+/// `dir` is not made here (a command that fails later leaves no empty directory behind): its
+/// nearest existing ancestor must be a directory that takes a new file, and the writers make
+/// `dir` when they write into it.
 pub fn check_writable_dir(dir: &Path) -> Result<()> {
     if dir.exists() && !dir.is_dir() {
         return Err(Error::Config(format!("{} is a file, not a directory", dir.display())));
     }
-    ensure_dir(dir)?;
-    let probe = dir.join(format!(".cnnlab-write-test-{}", std::process::id()));
-    std::fs::write(&probe, b"").map_err(|e| Error::io("writing into", dir, e))?;
+    let mut existing = dir;
+    while !existing.exists() {
+        existing = match existing.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+    }
+    if !existing.is_dir() {
+        return Err(Error::Config(format!(
+            "{} cannot be made: {} is a file, not a directory",
+            dir.display(),
+            existing.display()
+        )));
+    }
+    let probe = existing.join(format!(".cnnlab-write-test-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(|e| Error::io("writing into", existing, e))?;
     let _ = std::fs::remove_file(&probe);
     Ok(())
 }
@@ -91,14 +107,15 @@ pub fn move_dir(from: &Path, to: &Path, replace: bool) -> Result<()> {
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so
-/// an interrupted write never leaves a truncated file where a good one was. Never writes
-/// through a symbolic link.
+/// an interrupted write never leaves a truncated file where a good one was; makes the
+/// directory if it is missing. Never writes through a symbolic link.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     refuse_link(path)?;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
+    ensure_dir(dir)?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| {
@@ -135,8 +152,8 @@ mod tests {
         write_atomic(&p, b"one").unwrap();
         write_atomic(&p, b"two").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
-        let bad = dir.path().join("missing-dir").join("b.json");
-        assert!(write_atomic(&bad, b"x").is_err());
+        // under a file no directory can be made: the write fails and leaves no temp file
+        assert!(write_atomic(&p.join("b.json"), b"x").is_err());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temp file left behind");
         // a link is not written through, and the file it points to is untouched
         #[cfg(unix)]
@@ -147,8 +164,17 @@ mod tests {
             assert_eq!(std::fs::read(&p).unwrap(), b"two");
             assert!(check_writable_file(&link).is_err());
         }
-        assert!(check_writable_file(&bad).is_ok(), "a missing directory is created");
+        // a missing directory passes the check without being made; the write makes it
+        let missing = dir.path().join("missing").join("deeper");
+        let bad = missing.join("b.json");
+        assert!(check_writable_file(&bad).is_ok());
+        assert!(check_writable_dir(&missing).is_ok());
+        assert!(!dir.path().join("missing").exists(), "the check made no directory");
+        write_atomic(&bad, b"x").unwrap();
+        assert_eq!(std::fs::read(&bad).unwrap(), b"x");
         assert!(check_writable_dir(&p).unwrap_err().to_string().contains("is a file"));
+        let e = check_writable_dir(&p.join("sub")).unwrap_err().to_string();
+        assert!(e.contains("cannot be made") && e.contains("is a file"), "{e}");
     }
 
     #[test]
