@@ -98,6 +98,10 @@ fn column_block<const MODE: u8, const L: usize>(rows: Rows, c0: usize, s0: &mut 
     }
 }
 
+/// Below this many values the sums skip the AVX-512 dispatch (the threshold it was measured
+/// at, when it was also the parallel one).
+const DISPATCH_MIN_VALUES: usize = 1 << 15;
+
 /// Columns per parallel task for the sums over rows (LayerNorm's parameter gradients,
 /// BatchNorm's statistics and gradients).
 pub(crate) fn columns_per_task(rows: usize, c: usize) -> usize {
@@ -126,7 +130,7 @@ pub(crate) fn for_each_column_pair(
 /// One sum per column ([`SUM`] or [`BN_SQUARES`]) of rows of `c` into `out` (zeroed here).
 pub(crate) fn sums_into<const MODE: u8>(x: &[f32], mean: &[f32], c: usize, out: &mut [f32]) {
     let rows = Rows { x, dy: &[], mean, rstd: &[], c };
-    if x.len() < PARALLEL_MIN_ELEMS {
+    if x.len() < DISPATCH_MIN_VALUES {
         // small layers (the MNIST-1D MLP's bias gradients): the call through the AVX-512
         // dispatch cost more than it saved (measured: W3a 15% slower with it)
         out.fill(0.0);

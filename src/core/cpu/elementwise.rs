@@ -155,7 +155,8 @@ mod tests {
     fn bias_rows_and_their_column_sums_match_one_thread_adding_row_after_row() {
         // widths that take 64-, 32-, 8- and 1-column blocks
         for n in [3, 8, 70, 105, 256] {
-            let rows = 600;
+            // enough rows that the threads share them out
+            let rows = PARALLEL_MIN_ELEMS.div_ceil(n) + 600;
             let y0 = random_input(rows * n, 1, 0.0);
             let bias = random_input(n, 2, 0.0);
             let want_y: Vec<f32> = y0.iter().enumerate().map(|(i, v)| v + bias[i % n]).collect();

@@ -89,10 +89,15 @@ pub fn init_thread_pool(threads: usize) -> crate::error::Result<usize> {
 
 /// Below this many multiply-adds a GEMM runs on one thread. Measured (W3a, 2 threads): with
 /// the threshold at 2^18 the MLP's 1M-MAC GEMMs ran threaded and training was 1.5x slower than
-/// on one thread; convolutions split the batch across threads instead (`conv2d.rs`).
-const PARALLEL_GEMM_MIN_MACS: usize = 1 << 22;
-/// Below this many values an element-wise op runs on one thread.
-pub(crate) const PARALLEL_MIN_ELEMS: usize = 1 << 15;
+/// on one thread; convolutions split the batch across threads instead (`conv2d.rs`). Raised
+/// from 2^22 with [`PARALLEL_MIN_ELEMS`] (below).
+pub(crate) const PARALLEL_GEMM_MIN_MACS: usize = 1 << 23;
+/// Below this many values an element-wise op runs on one thread. Handing an op to a sleeping
+/// worker costs more than halving a small one: with 2^15 here and 2^22 above, the recall
+/// task's Mixer (tensors of 64×32×32) trained 40% slower on two threads than on one (a 2-vCPU
+/// VM, 1000 steps: 3.5 s against 2.5 s); with 2^18 and 2^23, as fast as on one (2.4-2.5 s),
+/// and the image and MNIST-1D benchmarks did not move.
+pub(crate) const PARALLEL_MIN_ELEMS: usize = 1 << 18;
 
 /// How many chunks to split `len` items into, and the chunk length (at least `min_chunk`).
 pub(crate) fn chunking(len: usize, min_chunk: usize) -> usize {
@@ -212,21 +217,97 @@ pub fn sgemm(
         }
         return;
     }
+    let parallelism = parallelism_for(m * n * k);
+    // SAFETY: the asserts above bound every element the strided views can address, the
+    // output does not alias the inputs (distinct borrows), and all strides fit in isize.
+    unsafe {
+        gemm_unchecked(m, n, k, (a, a_rs, a_cs), (b, b_rs, b_cs), (c.as_mut_ptr(), c_rs), accumulate, parallelism)
+    }
+}
+
+/// An output buffer whose parts are written by several threads at once where slices cannot
+/// split it: a locally-connected layer's positions each own every p-th row of the batch's
+/// output, interleaved with the others'. Only [`sgemm_disjoint`] writes through it.
+pub(crate) struct DisjointOut<'a> {
+    ptr: *mut f32,
+    len: usize,
+    _borrow: std::marker::PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: the pointer comes from an exclusive borrow held for 'a; the callers of
+// `sgemm_disjoint` promise that concurrent calls write disjoint elements.
+unsafe impl Send for DisjointOut<'_> {}
+unsafe impl Sync for DisjointOut<'_> {}
+
+impl<'a> DisjointOut<'a> {
+    pub(crate) fn new(out: &'a mut [f32]) -> Self {
+        DisjointOut { ptr: out.as_mut_ptr(), len: out.len(), _borrow: std::marker::PhantomData }
+    }
+}
+
+/// [`sgemm`] into `c = (out, offset, row stride)`, for ops that run many independent GEMMs
+/// into one buffer side by side ([`for_each_gemm`]).
+///
+/// # Safety
+/// No other thread may read or write, during the call, any of the m×n elements this call
+/// writes (`out[offset + i·rs + j]`); every index is bounds-checked here.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn sgemm_disjoint(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: (&[f32], usize, usize),
+    b: (&[f32], usize, usize),
+    c: (&DisjointOut, usize, usize),
+    accumulate: bool,
+) {
+    let (out, offset, c_rs) = c;
+    assert!(extent(m, k, a.1, a.2) <= a.0.len(), "gemm: A out of bounds");
+    assert!(extent(k, n, b.1, b.2) <= b.0.len(), "gemm: B out of bounds");
+    assert!(offset + extent(m, n, c_rs, 1) <= out.len, "gemm: C out of bounds");
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(k > 0, "gemm: an empty sum (its callers' windows are never empty)");
+    let parallelism = parallelism_for(m * n * k);
+    // SAFETY: bounds checked above; the caller promises no concurrent access to C's elements,
+    // and the inputs are shared borrows that C (an exclusive borrow) cannot alias.
+    unsafe { gemm_unchecked(m, n, k, a, b, (out.ptr.add(offset), c_rs), accumulate, parallelism) }
+}
+
+/// How a GEMM of `macs` multiply-adds splits across the op's threads.
+fn parallelism_for(macs: usize) -> gemm::Parallelism {
     let threads = intra_op_threads();
-    let parallelism = if threads > 1 && m * n * k >= PARALLEL_GEMM_MIN_MACS {
+    if threads > 1 && macs >= PARALLEL_GEMM_MIN_MACS {
         gemm::Parallelism::Rayon(threads)
     } else {
         gemm::Parallelism::None
-    };
-    IN_GEMM.with(|c| c.set(true));
-    // SAFETY: the asserts above bound every element the strided views can address, the
-    // output does not alias the inputs (distinct borrows), and all strides fit in isize.
+    }
+}
+
+/// The `gemm` crate's call, marked as inside a GEMM for the allocation test.
+///
+/// # Safety
+/// Every element the strided views address lies inside its buffer, and C aliases neither input.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_unchecked(
+    m: usize,
+    n: usize,
+    k: usize,
+    (a, a_rs, a_cs): (&[f32], usize, usize),
+    (b, b_rs, b_cs): (&[f32], usize, usize),
+    (c, c_rs): (*mut f32, usize),
+    accumulate: bool,
+    parallelism: gemm::Parallelism,
+) {
+    IN_GEMM.with(|f| f.set(true));
+    // SAFETY: as promised by the caller.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            c.as_mut_ptr(),
+            c,
             1,
             c_rs as isize,
             accumulate,
@@ -244,7 +325,28 @@ pub fn sgemm(
             parallelism,
         );
     }
-    IN_GEMM.with(|c| c.set(false));
+    IN_GEMM.with(|f| f.set(false));
+}
+
+/// Runs `f(item)` for the `len` independent GEMMs of an op (`macs_per_gemm` each). Where they
+/// take at least `PARALLEL_GEMM_MIN_MACS` together, they run side by side in tasks of
+/// consecutive items, about four a thread for balance, each GEMM on one thread (as the
+/// convolutions' batch blocks do): one such GEMM is too small to split well (the full LCN's
+/// second layer, one GEMM per position: 137 ms a forward pass on one thread, 128 ms split two
+/// ways, 74 ms side by side). Otherwise they run in order on the calling thread, each split
+/// as [`sgemm`] splits it. Which thread computes an output does not change how it is summed,
+/// so the numbers are the same either way.
+pub(crate) fn for_each_gemm(len: usize, macs_per_gemm: usize, f: impl Fn(usize) + Sync + Send) {
+    use rayon::prelude::*;
+    let threads = intra_op_threads();
+    if threads <= 1 || len < 2 || len.saturating_mul(macs_per_gemm) < PARALLEL_GEMM_MIN_MACS {
+        (0..len).for_each(f);
+        return;
+    }
+    let per_task = len.div_ceil(threads * 4);
+    (0..len.div_ceil(per_task))
+        .into_par_iter()
+        .for_each(|t| with_intra_op_threads(1, || (t * per_task..((t + 1) * per_task).min(len)).for_each(&f)));
 }
 
 #[cfg(test)]

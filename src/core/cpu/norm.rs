@@ -450,7 +450,7 @@ mod tests {
     fn batch_norm_sums_each_channel_in_row_order_on_any_thread_count() {
         // widths that take 32-, 8- and 1-channel blocks; rows * c over the parallel threshold
         for c in [5, 40, 77] {
-            let rows = 1000;
+            let rows = PARALLEL_MIN_ELEMS.div_ceil(c) + 100;
             let x = random_input(rows * c, 1, 0.0);
             let dy = random_input(rows * c, 2, 0.0);
             let (gamma, beta) = (random_input(c, 3, 0.1), random_input(c, 4, 0.0));
@@ -494,7 +494,8 @@ mod tests {
     #[test]
     fn layer_norm_parameter_gradients_sum_each_column_in_row_order() {
         for d in [8, 40, 77] {
-            let rows = 1000;
+            // over the parallel threshold: the columns are shared out
+            let rows = PARALLEL_MIN_ELEMS.div_ceil(d) + 100;
             let x = random_input(rows * d, 5, 0.0);
             let dy = random_input(rows * d, 6, 0.0);
             let (gamma, beta) = (random_input(d, 7, 0.1), vec![0.0f32; d]);

@@ -166,7 +166,7 @@ mod tests {
 
     #[test]
     fn sgd_matches_the_one_thread_loop_in_every_variant() {
-        let n = 50_000; // over the parallel threshold: several chunks
+        let n = PARALLEL_MIN_ELEMS + 50_000; // over the parallel threshold: several chunks
         let (p0, g, v0) = (random_input(n, 1, 0.0), random_input(n, 2, 0.0), random_input(n, 3, 0.0));
         for (momentum, nesterov) in [(0.0, false), (0.9, false), (0.9, true)] {
             let (mut want_p, mut want_v) = (p0.clone(), v0.clone());

@@ -3,7 +3,9 @@
 //! `core/cuda/window.rs` is the GPU side): convolution as im2col + GEMM with the batch split
 //! across threads, the locally-connected layer as one GEMM per position, pooling, shuffles.
 
-use crate::core::cpu::{for_each_chunk_mut, sgemm, Cpu, PARALLEL_MIN_ELEMS};
+use crate::core::cpu::{
+    for_each_chunk_mut, for_each_gemm, sgemm, sgemm_disjoint, Cpu, DisjointOut, PARALLEL_MIN_ELEMS,
+};
 use crate::core::ops::conv2d::{Conv2dOps, WindowGeom};
 use crate::core::ops::global_avg_pool::GlobalAvgPoolOps;
 use crate::core::ops::linear::LinearOps;
@@ -355,17 +357,22 @@ impl LocallyConnectedOps for Cpu {
         for b in 0..n {
             y[b * p * cout..(b + 1) * p * cout].copy_from_slice(&bias[..p * cout]);
         }
-        for pos in 0..p {
-            sgemm(
-                n,
-                cout,
-                k,
-                (&cols[pos * k..], p * k, 1),
-                (&w[pos * cout * k..], 1, k),
-                (&mut y[pos * cout..], p * cout),
-                true,
-            );
-        }
+        // one GEMM a position, the positions side by side
+        let y = DisjointOut::new(&mut y[..n * p * cout]);
+        for_each_gemm(p, n * k * cout, |pos| {
+            // SAFETY: position `pos` writes y[b, pos, ·] only, which no other position writes.
+            unsafe {
+                sgemm_disjoint(
+                    n,
+                    cout,
+                    k,
+                    (&cols[pos * k..], p * k, 1),
+                    (&w[pos * cout * k..], 1, k),
+                    (&y, pos * cout, p * cout),
+                    true,
+                )
+            }
+        });
     }
 
     fn lc_backward(
@@ -380,12 +387,19 @@ impl LocallyConnectedOps for Cpu {
         k: usize,
         cout: usize,
     ) {
-        // each position's dW_p is its own contiguous block: positions run in parallel
-        let per_task = if n * p * k * cout < 1 << 16 { p } else { 1 };
-        for_each_chunk_mut(&mut dw[..p * cout * k], per_task * cout * k, |t, out| {
-            for (i, dwp) in out.chunks_exact_mut(cout * k).enumerate() {
-                let pos = t * per_task + i;
-                sgemm(cout, k, n, (&dy[pos * cout..], 1, p * cout), (&cols[pos * k..], p * k, 1), (dwp, k), false);
+        let dw = DisjointOut::new(&mut dw[..p * cout * k]);
+        for_each_gemm(p, n * k * cout, |pos| {
+            // SAFETY: position `pos` writes its own block dW[pos] only.
+            unsafe {
+                sgemm_disjoint(
+                    cout,
+                    k,
+                    n,
+                    (&dy[pos * cout..], 1, p * cout),
+                    (&cols[pos * k..], p * k, 1),
+                    (&dw, pos * cout * k, k),
+                    false,
+                )
             }
         });
         db[..p * cout].fill(0.0);
@@ -393,17 +407,21 @@ impl LocallyConnectedOps for Cpu {
             db[..p * cout].iter_mut().zip(&dy[b * p * cout..(b + 1) * p * cout]).for_each(|(d, g)| *d += g);
         }
         if let Some(dcols) = dcols {
-            for pos in 0..p {
-                sgemm(
-                    n,
-                    k,
-                    cout,
-                    (&dy[pos * cout..], p * cout, 1),
-                    (&w[pos * cout * k..], k, 1),
-                    (&mut dcols[pos * k..], p * k),
-                    false,
-                );
-            }
+            let dcols = DisjointOut::new(&mut dcols[..n * p * k]);
+            for_each_gemm(p, n * k * cout, |pos| {
+                // SAFETY: position `pos` writes dcols[b, pos, ·] only.
+                unsafe {
+                    sgemm_disjoint(
+                        n,
+                        k,
+                        cout,
+                        (&dy[pos * cout..], p * cout, 1),
+                        (&w[pos * cout * k..], k, 1),
+                        (&dcols, pos * k, p * k),
+                        false,
+                    )
+                }
+            });
         }
     }
 }
@@ -715,7 +733,16 @@ mod tests {
     #[test]
     fn transpose_puts_every_value_where_the_plain_loop_does() {
         for (batch, rows, cols) in
-            [(3, 1, 1), (2, 8, 8), (2, 7, 9), (3, 17, 8), (4, 16, 24), (2, 64, 128), (70, 64, 128)]
+            // the last: enough matrices that the threads share them out
+            [
+                (3, 1, 1),
+                (2, 8, 8),
+                (2, 7, 9),
+                (3, 17, 8),
+                (4, 16, 24),
+                (2, 64, 128),
+                (PARALLEL_MIN_ELEMS / 8192 + 38, 64, 128),
+            ]
         {
             let x: Vec<f32> = (0..batch * rows * cols).map(|v| v as f32).collect();
             let mut want = vec![0.0f32; x.len()];
@@ -766,10 +793,12 @@ mod tests {
     #[test]
     fn max_pool_gradient_goes_to_the_first_maximum_of_each_window() {
         // windows that tile the image, that leave a row and column out, and that overlap;
-        // 70 channels: a full block and a partial one
+        // 70 channels: a full block and a partial one; enough images that the threads share
+        // them out
         for (h, k, s) in [(4, 2, 2), (5, 2, 2), (5, 3, 1)] {
             let o = (h - k) / s + 1;
-            let g = WindowGeom { n: 3, h, w: h, c: 70, kh: k, kw: k, sh: s, sw: s, ph: 0, pw: 0, oh: o, ow: o };
+            let n = PARALLEL_MIN_ELEMS.div_ceil(h * h * 70) + 1;
+            let g = WindowGeom { n, h, w: h, c: 70, kh: k, kw: k, sh: s, sw: s, ph: 0, pw: 0, oh: o, ow: o };
             // few distinct values, so that windows hold their maximum more than once
             let x: Vec<f32> = random_input(g.n * h * h * g.c, 1, 0.0).iter().map(|v| (v * 3.0).round()).collect();
             let mut y = vec![0.0f32; g.n * g.positions() * g.c];

@@ -312,11 +312,12 @@ mod parallel_tests {
     use crate::core::Cpu;
     use rand::SeedableRng;
 
-    /// The batch split across threads (taken for large layers) matches one thread exactly in
-    /// the forward pass and dx, and to rounding in dW (partial sums are added per range).
+    /// The batch split across threads (taken for large layers) matches one thread exactly:
+    /// 64 images of 166k multiply-adds make three blocks of 26 (about 2^22 multiply-adds
+    /// each), shared by two threads, and dW adds the blocks' sums in block order.
     #[test]
     fn threads_do_not_change_results() {
-        let shape = [10, 12, 12, 8];
+        let shape = [64, 12, 12, 8];
         let n: usize = shape.iter().product();
         let x = Tensor::<Cpu>::from_slice(&shape, &random_input(n, 1, 0.0));
         let run = |threads| {
@@ -329,12 +330,6 @@ mod parallel_tests {
                 (y.to_vec(), dx.to_vec(), c.weight.grad.to_vec(), c.bias.grad.to_vec())
             })
         };
-        let (a, b) = (run(1), run(2));
-        assert_eq!(a.0, b.0);
-        assert_eq!(a.1, b.1);
-        assert_eq!(a.3, b.3);
-        for (u, v) in a.2.iter().zip(&b.2) {
-            assert!((u - v).abs() <= 1e-4 * (1.0 + u.abs()), "{u} vs {v}");
-        }
+        assert!(run(1) == run(2));
     }
 }

@@ -144,7 +144,8 @@ mod parallel_tests {
     /// The multi-threaded paths (taken for large inputs) give the single-threaded results.
     #[test]
     fn threads_do_not_change_results() {
-        let (rows, d) = (4200, 8);
+        let d = 8;
+        let rows = crate::core::cpu::PARALLEL_MIN_ELEMS / d + 104;
         let x = Tensor::<Cpu>::from_slice(&[rows, d], &random_input(rows * d, 1, 0.0));
         let dy = Tensor::<Cpu>::from_slice(&[rows, d], &random_input(rows * d, 2, 0.0));
         let run = |threads| {

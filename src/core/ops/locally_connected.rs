@@ -202,4 +202,51 @@ mod tests {
             assert!((a - b).abs() < 1e-5);
         }
     }
+
+    /// Layers large enough that the CPU runs their positions' GEMMs side by side, on several
+    /// threads (32 × 256 positions × 36 × 32 = 9.4M multiply-adds, over the threshold): the
+    /// same bits as on one thread, where they run one after another, and a plain triple loop's
+    /// values (each position's outputs land in its own columns).
+    #[test]
+    fn positions_side_by_side_give_the_one_thread_numbers() {
+        use crate::core::cpu::with_intra_op_threads;
+        let (n, p, k, cout) = (32, 256, 36, 32);
+        assert!(n * p * k * cout >= crate::core::cpu::PARALLEL_GEMM_MIN_MACS);
+        let cols = random_input(n * p * k, 1, 0.0);
+        let w = random_input(p * cout * k, 2, 0.0);
+        let bias = random_input(p * cout, 3, 0.0);
+        let dy = random_input(n * p * cout, 4, 0.0);
+        let run = |threads| {
+            with_intra_op_threads(threads, || {
+                let mut y = vec![0.0; n * p * cout];
+                let (mut dw, mut db, mut dcols) = (vec![0.0; p * cout * k], vec![0.0; p * cout], vec![0.0; n * p * k]);
+                Cpu::lc_forward(&cols, &w, &bias, &mut y, n, p, k, cout);
+                Cpu::lc_backward(&cols, &w, &dy, &mut dw, &mut db, Some(&mut dcols), n, p, k, cout);
+                [y, dw, db, dcols]
+            })
+        };
+        let one = run(1);
+        for threads in [2, 3] {
+            assert!(run(threads) == one, "{threads} threads changed the numbers");
+        }
+        let [y, dw, _, dcols] = &one;
+        let close = |a: f32, b: f64| (a as f64 - b).abs() < 1e-4 * (1.0 + b.abs());
+        for (b, pos) in [(0, 0), (5, 17), (15, 255)] {
+            for o in [0, 7, cout - 1] {
+                let want: f64 = bias[pos * cout + o] as f64
+                    + (0..k)
+                        .map(|i| cols[(b * p + pos) * k + i] as f64 * w[(pos * cout + o) * k + i] as f64)
+                        .sum::<f64>();
+                assert!(close(y[(b * p + pos) * cout + o], want), "y[{b},{pos},{o}]");
+                let want_dw: f64 =
+                    (0..n).map(|m| dy[(m * p + pos) * cout + o] as f64 * cols[(m * p + pos) * k + o] as f64).sum();
+                assert!(close(dw[(pos * cout + o) * k + o], want_dw), "dw[{pos},{o},{o}]");
+            }
+            for i in [0, 11, k - 1] {
+                let want: f64 =
+                    (0..cout).map(|o| dy[(b * p + pos) * cout + o] as f64 * w[(pos * cout + o) * k + i] as f64).sum();
+                assert!(close(dcols[(b * p + pos) * k + i], want), "dcols[{b},{pos},{i}]");
+            }
+        }
+    }
 }
