@@ -70,6 +70,12 @@ fn run(cli: Cli) -> Result<()> {
     }
     // a malformed CNNLAB_MEMORY is an error before anything is written
     cnnlab::limits::memory_cap()?;
+    // the command on one of the pool's threads, so that its ops split without handing
+    // themselves over from outside the pool (`on_pool`)
+    cnnlab::core::cpu::on_pool(move || run_command(cli))
+}
+
+fn run_command(cli: Cli) -> Result<()> {
     let bar = Bar::new(cli.quiet);
     match cli.command {
         Command::Reproduce(a) => {

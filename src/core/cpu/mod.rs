@@ -70,16 +70,34 @@ pub fn flush_denormals() {
     }
 }
 
+/// Runs `f` on one of the thread pool's threads (inline where it already runs on one) and
+/// returns its result. An op split from a thread outside the pool hands its parts to the
+/// workers and puts the caller to sleep until they are done, two thread wake-ups an op; from
+/// a worker, the op runs one part itself while another worker takes the rest. Measured (the
+/// recall task's two-layer transformer, 1000 steps on a 2-vCPU VM): 5.0 s run from the main
+/// thread, 3.9 s on the pool, 4.5 s on one thread. The CLI runs every command this way.
+pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_thread_index().is_some() {
+        f()
+    } else {
+        rayon::scope(|_| f())
+    }
+}
+
 /// Builds rayon's global pool with `threads` workers (0, or more than the cores: one per
 /// core), each flushing denormals; returns the workers it has. Call once, before any op runs;
-/// later calls keep the first pool.
+/// later calls keep the first pool. Workers get the main thread's usual 8 MiB of stack, since
+/// whole commands run on them ([`on_pool`]).
 pub fn init_thread_pool(threads: usize) -> crate::error::Result<usize> {
     // capped at the machine's cores: more only slows every op down (and 10^5 threads take
     // minutes to start)
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let threads = if threads == 0 { cores } else { threads.min(cores) };
-    let built =
-        rayon::ThreadPoolBuilder::new().num_threads(threads).start_handler(|_| flush_denormals()).build_global();
+    let built = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .stack_size(8 << 20)
+        .start_handler(|_| flush_denormals())
+        .build_global();
     match built {
         Ok(()) => Ok(threads),
         // a pool already exists (a library user built their own): keep it
