@@ -53,6 +53,10 @@ pub trait BackendBase: Sized + Send + Sync + 'static {
         crate::limits::reserve_host(what, need)
     }
 
+    /// At the start of each training step: the CPU re-reads how many runs share its pool
+    /// ([`crate::core::cpu::sharing_the_pool`]).
+    fn step_starts() {}
+
     /// Choices this backend made for its ops (a GPU's convolution route and, per shape and
     /// pass, the way it took), one line each, for profiles and provenance records.
     fn choices() -> Vec<String> {

@@ -119,13 +119,21 @@ impl Device {
         f: impl Fn(&J) -> Result<T> + Sync + Send,
         note: &(dyn Fn(&str) + Sync),
     ) -> Result<Vec<Result<T>>> {
-        use crate::core::cpu::with_intra_op_threads;
+        use crate::core::cpu::{sharing_the_pool, with_intra_op_threads};
         use rayon::prelude::*;
+        use std::sync::{atomic::AtomicUsize, atomic::Ordering, Arc};
         // `together`: how many jobs share the pool (ops split across threads only where they
         // are fewer than its threads)
         let one = |j: &J, together: usize| {
             let inner = if together >= rayon::current_num_threads() { 1 } else { 0 };
             let out = with_intra_op_threads(inner, || f(j));
+            self.after_job();
+            out
+        };
+        // on the CPU's pool: the same, re-read at every training step as jobs finish
+        let shared = |j: &J, unfinished: &Arc<AtomicUsize>| {
+            let out = sharing_the_pool(unfinished, || f(j));
+            unfinished.fetch_sub(1, Ordering::Relaxed);
             self.after_job();
             out
         };
@@ -147,7 +155,8 @@ impl Device {
                 let group = if first { pending.len() } else { at_once };
                 let mut results = Vec::with_capacity(pending.len());
                 for group in pending.chunks(group) {
-                    results.extend(group.par_iter().map(|&i| one(&jobs[i], group.len())).collect::<Vec<_>>());
+                    let unfinished = Arc::new(AtomicUsize::new(group.len()));
+                    results.extend(group.par_iter().map(|&i| shared(&jobs[i], &unfinished)).collect::<Vec<_>>());
                 }
                 results
             } else {
@@ -235,6 +244,52 @@ mod tests {
             let out = Device::Cpu.run_jobs(&jobs, parallel, |j| Ok(j * j), &|_| {}).unwrap();
             assert_eq!(out.into_iter().collect::<Result<Vec<_>>>().unwrap(), want, "{parallel:?}");
         }
+    }
+
+    /// On a CPU pool of two threads, three runs train on one thread each while at least two
+    /// are unfinished; the last one, re-reading the count at its steps, splits its ops across
+    /// both threads once the others have ended (before, it kept one thread to the end).
+    #[test]
+    fn the_last_cpu_run_of_a_table_takes_the_whole_pool() {
+        use crate::core::cpu::{intra_op_threads, share_the_pool_now};
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        let jobs = [0usize, 1, 2];
+        let wait = |done: &dyn Fn() -> bool| {
+            let start = std::time::Instant::now();
+            while !done() && start.elapsed().as_secs() < 20 {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        };
+        // job 0 ends only after job 2 has begun, so job 2 begins beside another run
+        let job2_began = std::sync::atomic::AtomicBool::new(false);
+        let out = pool.install(|| {
+            Device::Cpu.run_jobs(
+                &jobs,
+                None,
+                |&j| {
+                    share_the_pool_now();
+                    let first = intra_op_threads();
+                    match j {
+                        0 => wait(&|| job2_began.load(std::sync::atomic::Ordering::SeqCst)),
+                        2 => {
+                            job2_began.store(true, std::sync::atomic::Ordering::SeqCst);
+                            // it "steps" until the others have ended
+                            wait(&|| {
+                                share_the_pool_now();
+                                intra_op_threads() == 2
+                            });
+                        }
+                        _ => {}
+                    }
+                    Ok((first, intra_op_threads()))
+                },
+                &|_| {},
+            )
+        });
+        let threads: Vec<(usize, usize)> = out.unwrap().into_iter().collect::<Result<_>>().unwrap();
+        assert_eq!(threads, [(1, 1), (1, 1), (1, 2)], "one thread each while they share it, then the pool");
+        // and outside the runs, ops use the whole pool again
+        assert_eq!(pool.install(intra_op_threads), 2);
     }
 
     /// On the CPU, jobs refused for memory beside others (here: any job that starts while

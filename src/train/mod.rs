@@ -382,6 +382,7 @@ impl<B: Backend> Trainer<B> {
     /// Trains on the batch already in the input tensors; its loss statistics go to the next
     /// slot (read by [`Trainer::read_stats`]).
     fn train_on_loaded(&mut self, step: usize) {
+        B::step_starts();
         self.model.net.forward(&self.x, &mut self.logits, Mode::Train);
         self.loss.evaluate_into(&self.logits, true, &mut self.stats, self.pending);
         self.pending += 1;

@@ -28,6 +28,9 @@ pub struct Cpu;
 thread_local! {
     static INTRA_OP_THREADS: Cell<usize> = const { Cell::new(0) };
     static IN_GEMM: Cell<bool> = const { Cell::new(false) };
+    /// The unfinished runs this thread's run shares the pool with ([`sharing_the_pool`]).
+    static SHARING: std::cell::RefCell<Option<std::sync::Arc<std::sync::atomic::AtomicUsize>>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 /// Whether the calling thread is inside a GEMM call. The `gemm` crate allocates its packing
@@ -55,6 +58,41 @@ pub fn with_intra_op_threads<R>(threads: usize, f: impl FnOnce() -> R) -> R {
     let out = f();
     INTRA_OP_THREADS.with(|c| c.set(previous));
     out
+}
+
+/// Runs `f`, one of `unfinished` runs that share the pool, with ops on one thread while the
+/// unfinished runs are at least as many as the pool's threads and split across the pool once
+/// they are fewer ([`share_the_pool_now`], at every training step, follows the count down as
+/// runs end; the caller decrements it when `f` returns). Without it the last runs of a table
+/// kept one thread each to the end while the other cores idled. An op's numbers do not depend
+/// on its thread count, so this changes only the time.
+pub fn sharing_the_pool<R>(unfinished: &std::sync::Arc<std::sync::atomic::AtomicUsize>, f: impl FnOnce() -> R) -> R {
+    let previous = SHARING.with(|s| s.replace(Some(unfinished.clone())));
+    let out = with_intra_op_threads(share_of(unfinished), || {
+        share_the_pool_now();
+        f()
+    });
+    SHARING.with(|s| *s.borrow_mut() = previous);
+    out
+}
+
+/// Sets this thread's op threads from the count of unfinished runs it shares the pool with
+/// ([`sharing_the_pool`]; nothing outside it). Called between training steps only: a
+/// convolution's backward pass reuses the layout its forward pass chose for this count.
+pub fn share_the_pool_now() {
+    SHARING.with(|s| {
+        if let Some(unfinished) = s.borrow().as_ref() {
+            INTRA_OP_THREADS.with(|c| c.set(share_of(unfinished)));
+        }
+    });
+}
+
+fn share_of(unfinished: &std::sync::atomic::AtomicUsize) -> usize {
+    if unfinished.load(std::sync::atomic::Ordering::Relaxed) >= rayon::current_num_threads() {
+        1
+    } else {
+        0
+    }
 }
 
 /// Makes the calling thread flush denormal floats to zero (x86 FTZ and DAZ). Late in training
@@ -155,6 +193,10 @@ pub(crate) fn elementwise(out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync 
 
 impl BackendBase for Cpu {
     type Buf = Vec<f32>;
+
+    fn step_starts() {
+        share_the_pool_now();
+    }
 
     fn zeros(len: usize) -> Vec<f32> {
         vec![0.0; len]
