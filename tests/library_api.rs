@@ -28,3 +28,19 @@ fn receptive_field_of_a_trained_cnn_through_the_library() {
     let sizes: Vec<usize> = report.layers.iter().map(|l| l.theory.1.size).collect();
     assert_eq!(sizes, vec![5, 9, 17], "the MNIST-1D CNN's theoretical fields");
 }
+
+/// A run started on the pool (`on_pool`, as the CLI starts every command) gives the numbers of
+/// the same run started from the test's own thread, outside the pool.
+#[test]
+fn a_run_on_the_pool_gives_the_numbers_of_a_run_outside_it() {
+    let mut train = single::TrainRunConfig::new(ModelKind::Cnn);
+    (train.train.steps, train.train.eval_every) = (Some(60), Some(30));
+    let outside = single::run(&train, &Silent).unwrap();
+    assert!(rayon::current_thread_index().is_none(), "the test thread is outside the pool");
+    let on_pool = cnnlab::core::cpu::on_pool(|| {
+        assert!(rayon::current_thread_index().is_some(), "on_pool runs on one of the pool's threads");
+        single::run(&train, &Silent).unwrap()
+    });
+    assert_eq!(on_pool.curve, outside.curve);
+    assert_eq!(on_pool.final_test_accuracy, outside.final_test_accuracy);
+}
