@@ -119,18 +119,11 @@ impl Device {
         f: impl Fn(&J) -> Result<T> + Sync + Send,
         note: &(dyn Fn(&str) + Sync),
     ) -> Result<Vec<Result<T>>> {
-        use crate::core::cpu::{sharing_the_pool, with_intra_op_threads};
+        use crate::core::cpu::sharing_the_pool;
         use rayon::prelude::*;
         use std::sync::{atomic::AtomicUsize, atomic::Ordering, Arc};
-        // `together`: how many jobs share the pool (ops split across threads only where they
-        // are fewer than its threads)
-        let one = |j: &J, together: usize| {
-            let inner = if together >= rayon::current_num_threads() { 1 } else { 0 };
-            let out = with_intra_op_threads(inner, || f(j));
-            self.after_job();
-            out
-        };
-        // on the CPU's pool: the same, re-read at every training step as jobs finish
+        // each job among the `unfinished` ones of its round: ops on one thread while they are
+        // at least as many as the pool's threads, split across the pool once fewer remain
         let shared = |j: &J, unfinished: &Arc<AtomicUsize>| {
             let out = sharing_the_pool(unfinished, || f(j));
             unfinished.fetch_sub(1, Ordering::Relaxed);
@@ -165,7 +158,8 @@ impl Device {
                     .start_handler(|_| crate::core::cpu::flush_denormals())
                     .build()
                     .map_err(|e| Error::Config(format!("cannot start {at_once} threads for runs: {e}")))?;
-                pool.install(|| pending.par_iter().with_max_len(1).map(|&i| one(&jobs[i], pending.len())).collect())
+                let unfinished = Arc::new(AtomicUsize::new(pending.len()));
+                pool.install(|| pending.par_iter().with_max_len(1).map(|&i| shared(&jobs[i], &unfinished)).collect())
             };
             first = false;
             let mut again = Vec::new();

@@ -260,34 +260,15 @@ pub fn sgemm(
     c: (&mut [f32], usize),
     accumulate: bool,
 ) {
-    let (a, a_rs, a_cs) = a;
-    let (b, b_rs, b_cs) = b;
     let (c, c_rs) = c;
-    assert!(extent(m, k, a_rs, a_cs) <= a.len(), "gemm: A out of bounds");
-    assert!(extent(k, n, b_rs, b_cs) <= b.len(), "gemm: B out of bounds");
-    assert!(extent(m, n, c_rs, 1) <= c.len(), "gemm: C out of bounds");
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !accumulate {
-            for i in 0..m {
-                c[i * c_rs..i * c_rs + n].fill(0.0);
-            }
-        }
-        return;
-    }
-    let parallelism = parallelism_for(m * n * k);
-    // SAFETY: the asserts above bound every element the strided views can address, the
-    // output does not alias the inputs (distinct borrows), and all strides fit in isize.
-    unsafe {
-        gemm_unchecked(m, n, k, (a, a_rs, a_cs), (b, b_rs, b_cs), (c.as_mut_ptr(), c_rs), accumulate, parallelism)
-    }
+    // SAFETY: `c` is borrowed exclusively here, so no other thread reads or writes it
+    unsafe { sgemm_disjoint(m, n, k, a, b, (&DisjointOut::new(c), 0, c_rs), accumulate) }
 }
 
 /// An output buffer whose parts are written by several threads at once where slices cannot
 /// split it: a locally-connected layer's positions each own every p-th row of the batch's
-/// output, interleaved with the others'. Only [`sgemm_disjoint`] writes through it.
+/// output, interleaved with the others' ([`sgemm`] passes its exclusive output the same way).
+/// Only [`sgemm_disjoint`] writes through it.
 pub(crate) struct DisjointOut<'a> {
     ptr: *mut f32,
     len: usize,
@@ -316,52 +297,30 @@ pub(crate) unsafe fn sgemm_disjoint(
     m: usize,
     n: usize,
     k: usize,
-    a: (&[f32], usize, usize),
-    b: (&[f32], usize, usize),
-    c: (&DisjointOut, usize, usize),
+    (a, a_rs, a_cs): (&[f32], usize, usize),
+    (b, b_rs, b_cs): (&[f32], usize, usize),
+    (out, offset, c_rs): (&DisjointOut, usize, usize),
     accumulate: bool,
 ) {
-    let (out, offset, c_rs) = c;
-    assert!(extent(m, k, a.1, a.2) <= a.0.len(), "gemm: A out of bounds");
-    assert!(extent(k, n, b.1, b.2) <= b.0.len(), "gemm: B out of bounds");
+    // (internal invariants: every caller passes the shapes of buffers it sized for them)
+    assert!(extent(m, k, a_rs, a_cs) <= a.len(), "gemm: A out of bounds");
+    assert!(extent(k, n, b_rs, b_cs) <= b.len(), "gemm: B out of bounds");
     assert!(offset + extent(m, n, c_rs, 1) <= out.len, "gemm: C out of bounds");
     if m == 0 || n == 0 {
         return;
     }
-    assert!(k > 0, "gemm: an empty sum (its callers' windows are never empty)");
-    let parallelism = parallelism_for(m * n * k);
-    // SAFETY: bounds checked above; the caller promises no concurrent access to C's elements,
-    // and the inputs are shared borrows that C (an exclusive borrow) cannot alias.
-    unsafe { gemm_unchecked(m, n, k, a, b, (out.ptr.add(offset), c_rs), accumulate, parallelism) }
-}
-
-/// How a GEMM of `macs` multiply-adds splits across the op's threads.
-fn parallelism_for(macs: usize) -> gemm::Parallelism {
-    let threads = intra_op_threads();
-    if threads > 1 && macs >= PARALLEL_GEMM_MIN_MACS {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
+    // SAFETY (both blocks): the asserts above bound every element the strided views can
+    // address; the caller promises no concurrent access to C's elements; the inputs are
+    // shared borrows that C (an exclusive borrow) cannot alias; all strides fit in isize.
+    let c = unsafe { out.ptr.add(offset) };
+    if k == 0 {
+        // an empty sum: C is zero, or unchanged when accumulating
+        if !accumulate {
+            (0..m).for_each(|i| unsafe { std::ptr::write_bytes(c.add(i * c_rs), 0, n) });
+        }
+        return;
     }
-}
-
-/// The `gemm` crate's call, marked as inside a GEMM for the allocation test.
-///
-/// # Safety
-/// Every element the strided views address lies inside its buffer, and C aliases neither input.
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm_unchecked(
-    m: usize,
-    n: usize,
-    k: usize,
-    (a, a_rs, a_cs): (&[f32], usize, usize),
-    (b, b_rs, b_cs): (&[f32], usize, usize),
-    (c, c_rs): (*mut f32, usize),
-    accumulate: bool,
-    parallelism: gemm::Parallelism,
-) {
     IN_GEMM.with(|f| f.set(true));
-    // SAFETY: as promised by the caller.
     unsafe {
         gemm::gemm(
             m,
@@ -382,10 +341,20 @@ unsafe fn gemm_unchecked(
             false,
             false,
             false,
-            parallelism,
+            parallelism_for(m * n * k),
         );
     }
     IN_GEMM.with(|f| f.set(false));
+}
+
+/// How a GEMM of `macs` multiply-adds splits across the op's threads.
+fn parallelism_for(macs: usize) -> gemm::Parallelism {
+    let threads = intra_op_threads();
+    if threads > 1 && macs >= PARALLEL_GEMM_MIN_MACS {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    }
 }
 
 /// Runs `f(item)` for the `len` independent GEMMs of an op (`macs_per_gemm` each). Where they

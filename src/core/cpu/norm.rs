@@ -55,7 +55,7 @@ macro_rules! specialise_row_len {
 #[inline(always)]
 fn normalize_rows(x: &[f32], gamma: &[f32], beta: &[f32], y: &mut [f32], mean: &mut [f32], rstd: &mut [f32], eps: f32) {
     #[cfg(target_arch = "x86_64")]
-    if gamma.len().is_multiple_of(8) && gamma.len() >= 16 && std::arch::is_x86_feature_detected!("avx") {
+    if avx_rows::suit(gamma.len()) {
         // SAFETY: the CPU has AVX; the slices hold whole rows of gamma.len() values
         return unsafe { avx_rows::normalize(x, gamma, beta, y, mean, rstd, eps) };
     }
@@ -167,7 +167,7 @@ impl LayerNormOps for Cpu {
 #[inline(always)]
 fn input_grad_rows(x: &[f32], dy: &[f32], gamma: &[f32], mean: &[f32], rstd: &[f32], dx: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if gamma.len().is_multiple_of(8) && gamma.len() >= 16 && std::arch::is_x86_feature_detected!("avx") {
+    if avx_rows::suit(gamma.len()) {
         // SAFETY: the CPU has AVX; the slices hold whole rows of gamma.len() values
         return unsafe { avx_rows::input_grads(x, dy, gamma, mean, rstd, dx) };
     }
@@ -210,6 +210,12 @@ fn input_grad_row(xr: &[f32], gr: &[f32], gamma: &[f32], m: f32, s: f32, o: &mut
 #[cfg(target_arch = "x86_64")]
 mod avx_rows {
     use std::arch::x86_64::*;
+
+    /// Whether rows of `d` values go through these loops (and the CPU has AVX).
+    #[inline(always)]
+    pub(super) fn suit(d: usize) -> bool {
+        d.is_multiple_of(8) && d >= 16 && std::arch::is_x86_feature_detected!("avx")
+    }
 
     #[inline(always)]
     fn lanes(v: __m256) -> [f32; 8] {
