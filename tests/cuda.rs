@@ -287,8 +287,17 @@ fn convolutions_match_the_cpu_on_every_route() {
     let Some(target) = target("convolutions_match_the_cpu_on_every_route") else { return };
     let _route = route_exclusive();
     let tol = 1e-4;
-    for route in [ConvRoute::Im2col, ConvRoute::Cudnn, ConvRoute::CudnnNchw, ConvRoute::Inference, ConvRoute::Tune] {
+    let routes = [
+        ConvRoute::Im2col,
+        ConvRoute::Cudnn,
+        ConvRoute::CudnnNchw,
+        ConvRoute::Inference,
+        ConvRoute::Split,
+        ConvRoute::Tune,
+    ];
+    for route in routes {
         cuda::set_convolution_route(route);
+        let tf32_reads_before = emulator_tf32_reads();
         compare_layer!("conv 3x3 pad 1", [4, 9, 9, 3], tol, |r| Conv::new_2d(3, 8, 3, 1, 1, &mut r));
         compare_layer!("conv 3x3 stride 2", [3, 10, 7, 5], tol, |r| Conv::new_2d(5, 6, 3, 2, 1, &mut r));
         compare_layer!("conv 5x5 no pad", [2, 9, 9, 2], tol, |r| Conv::new_2d(2, 4, 5, 1, 0, &mut r));
@@ -322,6 +331,11 @@ fn convolutions_match_the_cpu_on_every_route() {
                 ConvRoute::CudnnNchw if matches!(target, Target::Emulator(_)) => {
                     assert!(cudnn && line.contains("on NCHW copies"), "{line}")
                 }
+                // three TF32 passes on split operands, as close to the CPU as fp32 although
+                // each pass reads its inputs as TF32 (the stand-in cuts them: counted below)
+                ConvRoute::Split if matches!(target, Target::Emulator(_)) => {
+                    assert!(cudnn && line.contains(" as 3 TF32 passes on split fp32"), "{line}")
+                }
                 ConvRoute::Inference if training => assert!(!cudnn, "{line}"),
                 ConvRoute::Inference if matches!(target, Target::Emulator(_)) => assert!(cudnn, "{line}"),
                 // timed: im2col and at least one of cuDNN's candidates (on a GPU a candidate
@@ -340,19 +354,24 @@ fn convolutions_match_the_cpu_on_every_route() {
                 // every qualifying candidate of the stand-in's heuristic is timed (forward: the
                 // four GEMM-type algorithms, Winograd and FFT; input gradient: ALGO_1, Winograd,
                 // FFT; filter: ALGO_1, ALGO_3, Winograd, FFT), on NHWC and on NCHW copies, and
-                // compared with im2col + cuBLAS: FFT's made-up error leaves it out, every other
-                // candidate is within the tolerance
+                // its GEMM-type tensor-op entries as three TF32 passes on split operands
+                // (forward: IMPLICIT_PRECOMP_GEMM, GEMM, DIRECT; input gradient: ALGO_1;
+                // filter: ALGO_1), all compared with im2col + cuBLAS: FFT's made-up error
+                // leaves it out, every other candidate is within the tolerance (the three
+                // passes too, although the stand-in cuts their inputs to TF32: the split
+                // operands are TF32 values already)
                 let timed = line.matches(" ms").count() - 1;
-                let qualifying = if line.contains("Forward:") || line.contains("Inference:") {
-                    6
+                let (qualifying, split) = if line.contains("Forward:") || line.contains("Inference:") {
+                    (6, 3)
                 } else if line.contains("Data:") {
-                    3
+                    (3, 1)
                 } else {
-                    4
+                    (4, 1)
                 };
-                assert_eq!(timed, 2 * qualifying, "{line}");
+                assert_eq!(timed, 2 * qualifying + split, "{line}");
                 assert_eq!(line.matches("on NCHW copies ").count(), qualifying, "{line}");
-                assert_eq!(line.matches("(off by ").count(), 2 * qualifying, "{line}");
+                assert_eq!(line.matches(" as 3 TF32 passes on split fp32 ").count(), split, "{line}");
+                assert_eq!(line.matches("(off by ").count(), 2 * qualifying + split, "{line}");
                 assert_eq!(line.matches(": left out)").count(), 2, "{line}");
                 let timings = line.split("(timed: ").nth(1).unwrap_or("");
                 assert!(
@@ -366,14 +385,101 @@ fn convolutions_match_the_cpu_on_every_route() {
             }
             if matches!(target, Target::Emulator(_)) && cudnn {
                 // strict fp32 passes over the stand-in's non-deterministic and tensor-op
-                // entries; the fixed routes over its transforms too
+                // entries (but for three passes on split operands); the fixed routes over its
+                // transforms too
                 assert!(!way.contains("tensor ops") && !way.contains("FFT"), "{line}");
                 if route != ConvRoute::Tune {
                     assert!(!way.contains("WINOGRAD"), "{line}");
                 }
+                if !matches!(route, ConvRoute::Tune | ConvRoute::Split) {
+                    assert!(!way.contains("TF32"), "{line}");
+                }
+            }
+        }
+        if route == ConvRoute::Split && matches!(target, Target::Emulator(_)) {
+            assert!(emulator_tf32_reads() > tf32_reads_before, "the split route's passes read TF32");
+        }
+    }
+}
+
+/// How many convolution inputs the emulator's cuDNN has read cut to TF32 (0 on a GPU).
+fn emulator_tf32_reads() -> i64 {
+    // SAFETY: the emulator's libraries were opened RTLD_GLOBAL (tests/cuda_emulator/mod.rs),
+    // and the symbol is a C function taking nothing and returning a long long
+    unsafe {
+        let this = libloading::os::unix::Library::this();
+        match this.get::<unsafe extern "C" fn() -> i64>(b"cnnlab_emulator_tf32_reads\0") {
+            Ok(f) => f(),
+            Err(_) => 0,
+        }
+    }
+}
+
+/// The split behind strict fp32's three TF32 passes (`split_tf32`): each value as `hi + lo`,
+/// both TF32 values (the low 13 mantissa bits zero), `hi` rounded to nearest (ties to even),
+/// `hi + lo` within 2⁻²² of the value (or 2⁻¹³⁷ among subnormal numbers); infinities and NaN all in `hi`; a value whose rounding
+/// would overflow is truncated instead.
+#[test]
+fn split_tf32_splits_each_value() {
+    if !gpu("split_tf32_splits_each_value") {
+        return;
+    }
+    let mut x = random(1001, 21);
+    x.iter_mut().enumerate().for_each(|(i, v)| *v *= 10f32.powi(i as i32 % 60 - 30));
+    let special = [
+        0.0,
+        -0.0,
+        1.0,
+        f32::from_bits(0x3f80_1000),  // 1 + 2⁻¹¹: a tie, rounded to the even 1
+        f32::from_bits(0x3f80_3000),  // a tie rounded up to the even 0x3f804000
+        f32::from_bits(0x3f80_1001),  // just over a tie: up
+        -f32::from_bits(0x3f80_0fff), // just under a tie: down
+        f32::MAX,
+        -f32::MAX,
+        f32::MIN_POSITIVE,
+        1e-40,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+    ];
+    x.extend(special);
+    let xg = Tensor::<Cuda>::from_slice(&[x.len()], &x);
+    let (mut hi, mut lo) = (Tensor::<Cuda>::zeros(&[x.len()]), Tensor::<Cuda>::zeros(&[x.len()]));
+    cuda::split_tf32(xg.buf(), hi.buf_mut(), lo.buf_mut());
+    let (hi, lo) = (hi.to_vec(), lo.to_vec());
+    let tf32 = |v: f32| v.to_bits() & 0x1fff == 0;
+    for ((&v, &h), &l) in x.iter().zip(&hi).zip(&lo) {
+        if v.is_nan() {
+            assert!(h.is_nan() && l == 0.0, "{v}: {h} {l}");
+            continue;
+        }
+        if v.is_infinite() {
+            assert!(h == v && l == 0.0, "{v}: {h} {l}");
+            continue;
+        }
+        assert!(tf32(h) && tf32(l), "{v:e} ({:#x}): {:#x} {:#x}", v.to_bits(), h.to_bits(), l.to_bits());
+        // (where lo is subnormal, TF32's step there, 2⁻¹³⁶, bounds it: tensor cores may flush
+        // such values anyway)
+        let err = (v as f64 - (h as f64 + l as f64)).abs();
+        let bound = (v.abs() as f64 * 2f64.powi(-22)).max(2f64.powi(-137));
+        assert!(err <= bound, "{v:e}: {h:e} + {l:e} is off by {err:e}");
+        // hi is v to nearest: no TF32 value lies nearer (the neighbours one TF32 step away)
+        if v != f32::MAX && v != -f32::MAX {
+            for n in [h.to_bits().wrapping_add(0x2000), h.to_bits().wrapping_sub(0x2000)] {
+                let n = f32::from_bits(n);
+                assert!(
+                    !n.is_finite() || (n as f64 - v as f64).abs() >= (h as f64 - v as f64).abs(),
+                    "{v:e}: {h:e}, {n:e} nearer"
+                );
             }
         }
     }
+    let at = |bits: u32| hi[x.iter().position(|v| v.to_bits() == bits).unwrap()].to_bits();
+    assert_eq!(at(0x3f80_1000), 0x3f80_0000, "a tie to the even value below");
+    assert_eq!(at(0x3f80_3000), 0x3f80_4000, "a tie to the even value above");
+    assert_eq!(at(0x3f80_1001), 0x3f80_2000);
+    assert_eq!(at(0xbf80_0fff), 0xbf80_0000);
+    assert_eq!(at(f32::MAX.to_bits()), 0x7f7f_e000, "rounding up would overflow: truncated");
 }
 
 #[test]

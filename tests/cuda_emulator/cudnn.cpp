@@ -19,11 +19,17 @@
 // unlike a GEMM; here they carry a made-up error (Entry::error) in their results: Winograd a
 // small one, FFT one a thousand times larger than an fp32 sum's, which cnnlab's comparison
 // with im2col + cuBLAS must catch.
+//
+// A call whose convolution descriptor allows TF32 (any math type but FMA, as on Ampere and
+// newer) reads its two inputs cut to TF32 (10 mantissa bits, truncated), as a tensor core
+// would: so a TF32 result is off an fp32 one by about 2⁻¹¹, and three TF32 passes on split
+// operands (cnnlab's strict-fp32 split ways) must come back to fp32's rounding.
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
 
 #include <algorithm>
+#include <atomic>
 #include <vector>
 
 #define API extern "C" __attribute__((visibility("default")))
@@ -251,6 +257,24 @@ static std::vector<float> relayout(const Desc4* d, const float* src, bool to_nhw
 static const float ZERO = 0.0f;
 static inline void blend(float* out, float sum, float alpha, float beta);
 
+// The call's input `v` (n values) as its convolution reads it: cut to TF32 where the math type
+// allows TF32 (a copy in `keep`), else as it is.
+static std::atomic<long long> tf32_reads{0};  // (the tests' threads call in at once)
+static const float* as_read(const Conv* c, const float* v, size_t n, std::vector<float>& keep) {
+    if (c->math == FMA_MATH) return v;
+    tf32_reads++;
+    keep.assign(v, v + n);
+    for (float& x : keep) {
+        uint32_t b;
+        memcpy(&b, &x, 4);
+        b &= 0xffffe000u;
+        memcpy(&x, &b, 4);
+    }
+    return keep.data();
+}
+// How many inputs were read cut to TF32 so far (tests/cuda.rs: the split route ran under TF32).
+API long long cnnlab_emulator_tf32_reads() { return tf32_reads.load(); }
+
 static Desc4 as_nhwc(const Desc4* d) {
     Desc4 out = *d;
     out.format = FORMAT_NHWC;
@@ -313,6 +337,9 @@ API cudnnStatus_t cudnnConvolutionForward(Handle* h, const float* alpha, Desc4* 
     float error = 0.0f;
     cudnnStatus_t s = check_call(h, FORWARD, algo, values(yd), ws, ws_bytes, &error);
     if (s != SUCCESS) return s;
+    std::vector<float> xk, wk;
+    x = as_read(c, x, values(xd), xk);
+    w = as_read(c, w, values(wd), wk);
     const int C = xd->c, K = wd->n, R = wd->h, S = wd->w;
     std::vector<float> acc(K);
     for (int n = 0; n < xd->n; n++)
@@ -344,6 +371,9 @@ API cudnnStatus_t cudnnConvolutionBackwardData(Handle* h, const float* alpha, De
     float error = 0.0f;
     cudnnStatus_t s = check_call(h, DATA, algo, values(dxd), ws, ws_bytes, &error);
     if (s != SUCCESS) return s;
+    std::vector<float> wk, dyk;
+    w = as_read(c, w, values(wd), wk);
+    dy = as_read(c, dy, values(dyd), dyk);
     const int C = dxd->c, K = wd->n, R = wd->h, S = wd->w;
     std::vector<float> acc(C);
     for (int n = 0; n < dxd->n; n++)
@@ -382,6 +412,9 @@ API cudnnStatus_t cudnnConvolutionBackwardFilter(Handle* h, const float* alpha, 
     float error = 0.0f;
     cudnnStatus_t s = check_call(h, FILTER, algo, values(dwd), ws, ws_bytes, &error);
     if (s != SUCCESS) return s;
+    std::vector<float> xk, dyk;
+    x = as_read(c, x, values(xd), xk);
+    dy = as_read(c, dy, values(dyd), dyk);
     const int C = xd->c, K = dwd->n, R = dwd->h, S = dwd->w;
     std::vector<float> acc((size_t)K * R * S * C, 0.0f);
     for (int n = 0; n < xd->n; n++)

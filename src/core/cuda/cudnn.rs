@@ -22,6 +22,16 @@
 //! `CNNLAB_CUDNN_TRANSFORMS=0` leaves FFT and Winograd out altogether. The fixed routes take
 //! the heuristic's first GEMM-type candidate, which is never checked.
 //!
+//! Strict fp32 also times each GEMM-type algorithm that cuDNN runs on TF32 tensor cores as
+//! three passes on split operands ([`Algo::split`], "3xTF32" in CUTLASS's words): each fp32
+//! operand is split into two TF32 values, `x = hi + lo` to 2⁻²² (the `split_tf32` kernel),
+//! and `conv(x, w)` is `conv(lo, w_hi) + conv(hi, w_lo) + conv(hi, w_hi)`, three convolutions
+//! whose products a tensor core computes exactly, leaving out `lo·lo` (under 2⁻²² of a
+//! product; one fp32 rounding is 2⁻²⁴, and a sum of `n` of them carries √n of those). On
+//! Hopper a TF32 tensor core multiplies about seven times faster than fp32 FMA, so three
+//! passes can beat one. Such a way is compared with im2col + cuBLAS like a transform, and
+//! never chosen uncompared; `CNNLAB_CUDNN_SPLIT=0` leaves them out.
+//!
 //! Which way runs is the [`ConvRoute`]'s (`CNNLAB_CUDNN`): by default ([`ConvRoute::Tune`])
 //! each shape and pass is timed once — im2col + cuBLAS against cuDNN's candidates, on the
 //! call's own buffers — and every run of the process then takes the same choice, so runs
@@ -81,6 +91,11 @@ pub enum ConvRoute {
     /// tensor-core kernels trained W1 at 81,911 images/s), [`ConvRoute::Inference`]'s in
     /// strict fp32.
     Tune,
+    /// cuDNN throughout with the heuristic's first algorithm that runs as three TF32 passes
+    /// on split operands (see the module docs; `CNNLAB_CUDNN=split`), in strict fp32 only:
+    /// with `--tf32`, or where cuDNN offers no such algorithm, [`ConvRoute::Cudnn`]'s choice.
+    /// Uncompared, as every fixed route: for measuring the three passes against the others.
+    Split,
 }
 
 impl ConvRoute {
@@ -97,8 +112,14 @@ impl ConvRoute {
     }
 
     fn from_code(c: u8) -> ConvRoute {
-        [ConvRoute::Im2col, ConvRoute::Cudnn, ConvRoute::Inference, ConvRoute::CudnnNchw, ConvRoute::Tune]
-            [c as usize % 5]
+        [
+            ConvRoute::Im2col,
+            ConvRoute::Cudnn,
+            ConvRoute::Inference,
+            ConvRoute::CudnnNchw,
+            ConvRoute::Tune,
+            ConvRoute::Split,
+        ][c as usize % 6]
     }
 }
 
@@ -111,9 +132,11 @@ impl std::str::FromStr for ConvRoute {
             "inference" => Ok(ConvRoute::Inference),
             "nchw" => Ok(ConvRoute::CudnnNchw),
             "tune" => Ok(ConvRoute::Tune),
+            "split" => Ok(ConvRoute::Split),
             other => Err(Error::Device(format!(
                 "CNNLAB_CUDNN={other:?} names no convolution route: use 0 (im2col + cuBLAS), 1 (cuDNN), nchw (cuDNN \
-                 on NCHW copies), inference (cuDNN for inference only) or tune (timed per shape, the default)"
+                 on NCHW copies), inference (cuDNN for inference only), split (cuDNN in three TF32 passes on split \
+                 fp32) or tune (timed per shape, the default)"
             ))),
         }
     }
@@ -133,6 +156,12 @@ pub(crate) fn route() -> ConvRoute {
 /// Whether FFT and Winograd algorithms are candidates (unless `CNNLAB_CUDNN_TRANSFORMS=0`).
 pub(crate) fn transforms_allowed() -> bool {
     std::env::var("CNNLAB_CUDNN_TRANSFORMS").as_deref() != Ok("0")
+}
+
+/// Whether strict fp32 times tensor-core algorithms as three TF32 passes on split operands
+/// (see the module docs; unless `CNNLAB_CUDNN_SPLIT=0`).
+pub(crate) fn splits_allowed() -> bool {
+    std::env::var("CNNLAB_CUDNN_SPLIT").as_deref() != Ok("0")
 }
 
 /// The factor `CNNLAB_CONV_TOLERANCE` (`value`) sets for [`tolerance`], `DEVIATION_FACTOR`
@@ -222,6 +251,17 @@ pub(crate) struct Algo {
     pub(crate) layout: Layout,
     /// An FFT or Winograd algorithm (see [`Candidate::transform`]).
     transform: bool,
+    /// Run as three TF32 passes on split operands, for strict fp32 (see the module docs):
+    /// `math` is a tensor-op math type.
+    pub(crate) split: bool,
+}
+
+impl Algo {
+    /// Whether it may run only where its result was compared with im2col + cuBLAS's: a
+    /// transform, or three TF32 passes.
+    fn compared_only(&self) -> bool {
+        self.transform || self.split
+    }
 }
 
 /// How one pass of a convolution runs.
@@ -247,7 +287,11 @@ impl std::fmt::Display for Way {
                     "cuDNN {}{}{}",
                     name.trim_start_matches("CUDNN_CONVOLUTION_"),
                     if a.layout == Layout::Nchw { " on NCHW copies" } else { "" },
-                    if tensor { " (tensor ops)" } else { "" }
+                    match (a.split, tensor) {
+                        (true, _) => " as 3 TF32 passes on split fp32",
+                        (false, true) => " (tensor ops)",
+                        (false, false) => "",
+                    }
                 )
             }
         }
@@ -256,11 +300,12 @@ impl std::fmt::Display for Way {
 
 impl Way {
     /// How the tuning cache writes it: `im2col`, or `cudnn <algorithm> <math type>` (cuDNN's
-    /// enum values), followed by ` nchw` on NCHW copies.
+    /// enum values), followed by ` nchw` on NCHW copies or ` split` as three TF32 passes.
     fn code(&self) -> String {
         match self {
             Way::Im2col => "im2col".into(),
             Way::Cudnn(a) if a.layout == Layout::Nchw => format!("cudnn {} {} nchw", a.id.code(), a.math as u32),
+            Way::Cudnn(a) if a.split => format!("cudnn {} {} split", a.id.code(), a.math as u32),
             Way::Cudnn(a) => format!("cudnn {} {}", a.id.code(), a.math as u32),
         }
     }
@@ -275,9 +320,15 @@ impl Way {
             Some(c) => (c, Layout::Nchw),
             None => (code, Layout::Nhwc),
         };
+        let (code, split) = match code.strip_suffix(" split") {
+            Some(c) => (c, true),
+            None => (code, false),
+        };
         let mut it = code.strip_prefix("cudnn ")?.split(' ').map(|v| v.parse::<u32>().ok());
         let (id, math) = (it.next()??, it.next()??);
-        let found = candidates.iter().find(|a| a.id.code() == id && a.math as u32 == math && a.layout == layout);
+        let found = candidates
+            .iter()
+            .find(|a| a.id.code() == id && a.math as u32 == math && a.layout == layout && a.split == split);
         found.map(|a| Way::Cudnn(*a))
     }
 }
@@ -305,6 +356,12 @@ pub(crate) fn relayout_values(g: &WindowGeom, cout: usize) -> usize {
     g.n * g.h * g.w * g.c + g.n * g.positions() * cout + cout * g.k()
 }
 
+/// Values of the split operands of one pass, at most (see [`Algo::split`]): two of the three
+/// tensors, twice each (hi and lo), each part starting 16-byte aligned.
+pub(crate) fn split_values(g: &WindowGeom, cout: usize) -> usize {
+    2 * relayout_values(g, cout) + 16
+}
+
 /// What was chosen for a route, shape and pass, and the timings it was chosen by (none for
 /// a fixed route).
 struct Chosen {
@@ -328,19 +385,20 @@ struct Timing {
 
 impl Timing {
     fn eligible(&self) -> bool {
-        let transform = matches!(self.way, Way::Cudnn(a) if a.transform);
-        eligible(self.ms, self.deviation, self.tolerance, transform)
+        let compared_only = matches!(self.way, Way::Cudnn(a) if a.compared_only());
+        eligible(self.ms, self.deviation, self.tolerance, compared_only)
     }
 }
 
 /// Whether the tuner may choose a way that took `ms` and whose result was `deviation` from
 /// im2col + cuBLAS's: it ran, and came within `tolerance`; where it was not compared (im2col
-/// + cuBLAS did not run) only a GEMM-type algorithm, not a `transform`.
-pub fn eligible(ms: f32, deviation: Option<f64>, tolerance: f64, transform: bool) -> bool {
+/// and cuBLAS did not run) only a plain GEMM-type algorithm, not one that is `compared_only`
+/// (a transform, or three TF32 passes).
+pub fn eligible(ms: f32, deviation: Option<f64>, tolerance: f64, compared_only: bool) -> bool {
     ms.is_finite()
         && match deviation {
             Some(d) => d <= tolerance,
-            None => !transform,
+            None => !compared_only,
         }
 }
 
@@ -410,7 +468,7 @@ pub fn fixed<W: Copy>(route: ConvRoute, tf32: bool, pass: Pass, first: Option<W>
     let cudnn = first.unwrap_or(im2col);
     match route {
         ConvRoute::Im2col => im2col,
-        ConvRoute::Cudnn | ConvRoute::CudnnNchw => cudnn,
+        ConvRoute::Cudnn | ConvRoute::CudnnNchw | ConvRoute::Split => cudnn,
         ConvRoute::Inference if pass == Pass::Inference => cudnn,
         ConvRoute::Inference => im2col,
         ConvRoute::Tune => {
@@ -432,10 +490,12 @@ pub fn pick_timed<W: Copy + PartialEq>(preferred: W, timings: &[(W, f32)]) -> W 
     }
 }
 
-/// [`fixed`] for this backend's ways: cuDNN's first GEMM-type candidate (a transform only
-/// runs where the tuner compared its result).
+/// [`fixed`] for this backend's ways: cuDNN's first plain GEMM-type candidate (a transform
+/// or three TF32 passes only run where the tuner compared their result), or on
+/// [`ConvRoute::Split`] its first three-pass one where it has one.
 fn fixed_way(route: ConvRoute, tf32: bool, pass: Pass, candidates: &[Algo]) -> Way {
-    let first = candidates.iter().find(|a| !a.transform).map(|a| Way::Cudnn(*a));
+    let split = candidates.iter().find(|a| a.split).filter(|_| route == ConvRoute::Split);
+    let first = split.or_else(|| candidates.iter().find(|a| !a.compared_only())).map(|a| Way::Cudnn(*a));
     fixed(route, tf32, pass, first, Way::Im2col)
 }
 
@@ -493,7 +553,7 @@ pub(crate) fn tune(
         return way;
     }
     let preferred = fixed_way(ConvRoute::Tune, tf32, pass, &candidates);
-    let before = (d.workspace.cap, d.relayout.cap);
+    let before = [d.workspace.cap, d.relayout.cap, d.split.cap];
     // the sums each output value is: a window's taps (forward), the output channels over the
     // window (input gradient), every position of the batch (filter gradient)
     let terms = match pass {
@@ -609,6 +669,9 @@ pub(crate) struct Dnn {
     /// FFT and Winograd algorithms are candidates (compared with im2col + cuBLAS like every
     /// candidate: see the module docs); `CNNLAB_CUDNN_TRANSFORMS=0` leaves them out.
     transforms: bool,
+    /// Strict fp32 times tensor-core algorithms as three TF32 passes on split operands (see
+    /// the module docs); `CNNLAB_CUDNN_SPLIT=0` leaves them out.
+    splits: bool,
     plans: HashMap<(Shape, Layout), Option<Plan>>,
     /// The choices this thread has looked up (the shared map's lock is taken once per shape).
     memo: HashMap<ChoiceKey, Way>,
@@ -617,6 +680,8 @@ pub(crate) struct Dnn {
     workspace: CudaBuf,
     /// Room for the NCHW copies (see [`Layout`]).
     relayout: CudaBuf,
+    /// Room for split operands (see [`Algo::split`]).
+    split: CudaBuf,
     /// The thread's stream, which the handle runs on and the workspace is allocated on.
     stream: drv_sys::CUstream,
 }
@@ -642,9 +707,18 @@ struct Descriptors {
     conv: sys::cudnnConvolutionDescriptor_t,
 }
 
-/// cuDNN's scaling factors: the result overwrites the output (beta 0: the output is not read).
+/// cuDNN's scaling factors: alpha 1; beta 0 overwrites the output (which is not read), beta 1
+/// adds to it (the later passes of a split way).
 const ONE: *const c_void = &1.0f32 as *const f32 as *const c_void;
 const ZERO: *const c_void = &0.0f32 as *const f32 as *const c_void;
+
+fn beta(accumulate: bool) -> *const c_void {
+    if accumulate {
+        ONE
+    } else {
+        ZERO
+    }
+}
 
 /// What a heuristic's entry says of one algorithm.
 struct Candidate {
@@ -665,7 +739,15 @@ impl Dnn {
         // SAFETY: a fresh handle and this thread's live stream
         check_setup(unsafe { dnn::set_stream(handle, stream as sys::cudaStream_t) }, "cuDNN stream");
         let transforms = transforms_allowed();
-        let math = if tf32 { "TF32" } else { "fp32" };
+        // three TF32 passes are a strict-fp32 way (with --tf32 one pass is the point)
+        let splits = !tf32 && splits_allowed();
+        let math = if tf32 {
+            "TF32"
+        } else if splits {
+            "fp32 or 3 TF32 passes on split fp32,"
+        } else {
+            "fp32"
+        };
         let with = if transforms { "with" } else { "without" };
         // (choices kept before results were compared, or with other candidates, are timed again)
         // a factor other than the default keeps choices of its own
@@ -678,27 +760,32 @@ impl Dnn {
             handle,
             tf32,
             transforms,
+            splits,
             plans: HashMap::new(),
             memo: HashMap::new(),
             setting,
             workspace: CudaBuf::empty(stream),
             relayout: CudaBuf::empty(stream),
+            split: CudaBuf::empty(stream),
             stream,
         }
     }
 
-    /// After timing: the workspace and NCHW room that only the candidates which lost needed
-    /// are given back (FFT's workspace can take a gigabyte), keeping what the thread held
-    /// before (`before`: values of each) and what `chosen` needs.
-    fn give_back_scratch(&mut self, before: (usize, usize), chosen: Way, g: &WindowGeom, cout: usize) {
-        let (workspace, relayout) = match chosen {
-            Way::Cudnn(a) if a.layout == Layout::Nchw => (a.workspace.div_ceil(4), relayout_values(g, cout)),
-            Way::Cudnn(a) => (a.workspace.div_ceil(4), 0),
-            Way::Im2col => (0, 0),
+    /// After timing: the workspace, NCHW and split room that only the candidates which lost
+    /// needed are given back (FFT's workspace can take a gigabyte), keeping what the thread
+    /// held before (`before`: values of each) and what `chosen` needs.
+    fn give_back_scratch(&mut self, before: [usize; 3], chosen: Way, g: &WindowGeom, cout: usize) {
+        let [workspace, relayout, split] = match chosen {
+            Way::Cudnn(a) if a.layout == Layout::Nchw => [a.workspace.div_ceil(4), relayout_values(g, cout), 0],
+            Way::Cudnn(a) if a.split => [a.workspace.div_ceil(4), 0, split_values(g, cout)],
+            Way::Cudnn(a) => [a.workspace.div_ceil(4), 0, 0],
+            Way::Im2col => [0, 0, 0],
         };
-        for (buf, keep) in
-            [(&mut self.workspace, before.0.max(workspace)), (&mut self.relayout, before.1.max(relayout))]
-        {
+        for (buf, keep) in [
+            (&mut self.workspace, before[0].max(workspace)),
+            (&mut self.relayout, before[1].max(relayout)),
+            (&mut self.split, before[2].max(split)),
+        ] {
             if buf.cap > keep {
                 *buf = CudaBuf::empty(self.stream);
                 buf.reserve(keep, self.stream);
@@ -706,10 +793,12 @@ impl Dnn {
         }
     }
 
-    /// Gives back the workspace and the NCHW copies' room (see [`super::Local`]'s).
+    /// Gives back the workspace and the NCHW copies' and split operands' room (see
+    /// [`super::Local`]'s).
     pub(crate) fn release_scratch(&mut self) {
         self.workspace = CudaBuf::empty(self.stream);
         self.relayout = CudaBuf::empty(self.stream);
+        self.split = CudaBuf::empty(self.stream);
     }
 
     /// Room for the NCHW copies of a convolution's tensors (see [`Layout`]): its address, 0
@@ -717,6 +806,13 @@ impl Dnn {
     pub(crate) fn relayout(&mut self, g: &WindowGeom, cout: usize) -> u64 {
         self.relayout.reserve(relayout_values(g, cout), self.stream);
         self.relayout.ptr
+    }
+
+    /// Room for the split operands of a convolution's pass (see [`Algo::split`]): its address,
+    /// 0 where the allocation failed (recorded; the op is skipped).
+    pub(crate) fn split_room(&mut self, g: &WindowGeom, cout: usize) -> u64 {
+        self.split.reserve(split_values(g, cout), self.stream);
+        self.split.ptr
     }
 
     /// The tuning cache's key for `pass` of this shape.
@@ -732,16 +828,29 @@ impl Dnn {
     /// (the heuristic may rank an algorithm under the default math type, which on Ampere and
     /// newer lets cuDNN use TF32; PyTorch forces FMA math the same way). FFT and Winograd
     /// ones too unless `CNNLAB_CUDNN_TRANSFORMS=0`.
-    fn qualifying(&self, found: impl Iterator<Item = Candidate>, layout: Layout) -> Vec<Algo> {
-        use sys::cudnnMathType_t::{CUDNN_DEFAULT_MATH, CUDNN_FMA_MATH};
+    ///
+    /// With `split` (strict fp32, the heuristic asked under a math type that permits TF32):
+    /// the GEMM-type algorithms it would run on tensor cores, each once, to run as three TF32
+    /// passes ([`Algo::split`]); not FMA-only ones (three passes of plain fp32 are just
+    /// slower), transforms (they round their transformed operands to TF32) or entries that
+    /// may convert to half precision.
+    fn qualifying(&self, found: impl Iterator<Item = Candidate>, layout: Layout, split: bool) -> Vec<Algo> {
+        use sys::cudnnMathType_t::{CUDNN_DEFAULT_MATH, CUDNN_FMA_MATH, CUDNN_TENSOR_OP_MATH};
         let mut out: Vec<Algo> = Vec::new();
         for c in found {
             let fits = c.ok && c.deterministic && c.memory <= MAX_WORKSPACE;
+            if split {
+                let tensor = matches!(c.math, CUDNN_DEFAULT_MATH | CUDNN_TENSOR_OP_MATH);
+                if fits && tensor && !c.transform && !out.iter().any(|a| a.id == c.id) {
+                    out.push(Algo { id: c.id, math: c.math, workspace: c.memory, layout, transform: false, split });
+                }
+                continue;
+            }
             let plain = matches!(c.math, CUDNN_FMA_MATH | CUDNN_DEFAULT_MATH);
             let math = if self.tf32 { c.math } else { CUDNN_FMA_MATH };
             let allowed = (self.tf32 || plain) && (!c.transform || self.transforms);
             if fits && allowed && !out.iter().any(|a| a.id == c.id && a.math == math) {
-                out.push(Algo { id: c.id, math, workspace: c.memory, layout, transform: c.transform });
+                out.push(Algo { id: c.id, math, workspace: c.memory, layout, transform: c.transform, split });
             }
         }
         out
@@ -795,88 +904,102 @@ impl Dnn {
             let conv = dnn::create_convolution_descriptor().ok()?;
             let mode = sys::cudnnConvolutionMode_t::CUDNN_CROSS_CORRELATION;
             dnn::set_convolution2d_descriptor(conv, i(g.ph), i(g.pw), i(g.sh), i(g.sw), 1, 1, mode, F32).ok()?;
-            // the heuristics rank for the descriptor's math type
-            let math =
-                if self.tf32 { sys::cudnnMathType_t::CUDNN_DEFAULT_MATH } else { sys::cudnnMathType_t::CUDNN_FMA_MATH };
-            dnn::set_convolution_math_type(conv, math).ok()?;
-            // one direction's qualifying candidates; `gemm` lists its GEMM-type algorithms
-            // (the others transform: FFT, Winograd)
-            macro_rules! candidates {
-                ($perf:ty, $n:literal, $algo:ty, $id:path, [$($gemm:ident),+], |$out:ident, $count:ident| $get:expr) => {{
-                    let mut $out = [std::mem::zeroed::<$perf>(); $n];
-                    let mut $count = 0;
-                    $get.ok()?;
-                    let found = &$out[..$count.clamp(0, $n) as usize];
-                    self.qualifying(found.iter().map(|p| Candidate {
-                        id: $id(p.algo),
-                        ok: p.status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS,
-                        memory: p.memory,
-                        deterministic: p.determinism == sys::cudnnDeterminism_t::CUDNN_DETERMINISTIC,
-                        math: p.mathType,
-                        transform: !matches!(p.algo, $(<$algo>::$gemm)|+),
-                    }), layout)
-                }};
-            }
-            let forward = candidates!(
-                sys::cudnnConvolutionFwdAlgoPerf_t,
-                8,
-                sys::cudnnConvolutionFwdAlgo_t,
-                AlgoId::Forward,
-                [
-                    CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM,
-                    CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM,
-                    CUDNN_CONVOLUTION_FWD_ALGO_GEMM,
-                    CUDNN_CONVOLUTION_FWD_ALGO_DIRECT
-                ],
-                |perf, count| dnn::get_convolution_forward_algorithm(
-                    h,
-                    x,
-                    w,
-                    conv,
-                    y,
+            // each direction's qualifying candidates, as the heuristic ranks them under a math
+            // type: the run's (FMA in strict fp32, TF32 allowed with --tf32), and in strict fp32
+            // one that allows TF32, for the three-pass ways (`split`)
+            let query = |split: bool| -> Option<[Vec<Algo>; 3]> {
+                use sys::cudnnMathType_t::{CUDNN_DEFAULT_MATH, CUDNN_FMA_MATH};
+                let math = if self.tf32 || split { CUDNN_DEFAULT_MATH } else { CUDNN_FMA_MATH };
+                dnn::set_convolution_math_type(conv, math).ok()?;
+                // one direction's qualifying candidates; `gemm` lists its GEMM-type algorithms
+                // (the others transform: FFT, Winograd)
+                macro_rules! candidates {
+                    ($perf:ty, $n:literal, $algo:ty, $id:path, [$($gemm:ident),+], |$out:ident, $count:ident| $get:expr) => {{
+                        let mut $out = [std::mem::zeroed::<$perf>(); $n];
+                        let mut $count = 0;
+                        $get.ok()?;
+                        let found = &$out[..$count.clamp(0, $n) as usize];
+                        self.qualifying(found.iter().map(|p| Candidate {
+                            id: $id(p.algo),
+                            ok: p.status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS,
+                            memory: p.memory,
+                            deterministic: p.determinism == sys::cudnnDeterminism_t::CUDNN_DETERMINISTIC,
+                            math: p.mathType,
+                            transform: !matches!(p.algo, $(<$algo>::$gemm)|+),
+                        }), layout, split)
+                    }};
+                }
+                let forward = candidates!(
+                    sys::cudnnConvolutionFwdAlgoPerf_t,
                     8,
-                    &mut count,
-                    perf.as_mut_ptr()
-                )
-            );
-            let data = candidates!(
-                sys::cudnnConvolutionBwdDataAlgoPerf_t,
-                6,
-                sys::cudnnConvolutionBwdDataAlgo_t,
-                AlgoId::Data,
-                [CUDNN_CONVOLUTION_BWD_DATA_ALGO_0, CUDNN_CONVOLUTION_BWD_DATA_ALGO_1],
-                |perf, count| dnn::get_convolution_backward_data_algorithm(
-                    h,
-                    w,
-                    y,
-                    conv,
-                    x,
+                    sys::cudnnConvolutionFwdAlgo_t,
+                    AlgoId::Forward,
+                    [
+                        CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM,
+                        CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM,
+                        CUDNN_CONVOLUTION_FWD_ALGO_GEMM,
+                        CUDNN_CONVOLUTION_FWD_ALGO_DIRECT
+                    ],
+                    |perf, count| dnn::get_convolution_forward_algorithm(
+                        h,
+                        x,
+                        w,
+                        conv,
+                        y,
+                        8,
+                        &mut count,
+                        perf.as_mut_ptr()
+                    )
+                );
+                let data = candidates!(
+                    sys::cudnnConvolutionBwdDataAlgoPerf_t,
                     6,
-                    &mut count,
-                    perf.as_mut_ptr()
-                )
-            );
-            let filter = candidates!(
-                sys::cudnnConvolutionBwdFilterAlgoPerf_t,
-                7,
-                sys::cudnnConvolutionBwdFilterAlgo_t,
-                AlgoId::Filter,
-                [
-                    CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0,
-                    CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1,
-                    CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3
-                ],
-                |perf, count| dnn::get_convolution_backward_filter_algorithm(
-                    h,
-                    x,
-                    y,
-                    conv,
-                    w,
+                    sys::cudnnConvolutionBwdDataAlgo_t,
+                    AlgoId::Data,
+                    [CUDNN_CONVOLUTION_BWD_DATA_ALGO_0, CUDNN_CONVOLUTION_BWD_DATA_ALGO_1],
+                    |perf, count| dnn::get_convolution_backward_data_algorithm(
+                        h,
+                        w,
+                        y,
+                        conv,
+                        x,
+                        6,
+                        &mut count,
+                        perf.as_mut_ptr()
+                    )
+                );
+                let filter = candidates!(
+                    sys::cudnnConvolutionBwdFilterAlgoPerf_t,
                     7,
-                    &mut count,
-                    perf.as_mut_ptr()
-                )
-            );
+                    sys::cudnnConvolutionBwdFilterAlgo_t,
+                    AlgoId::Filter,
+                    [
+                        CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0,
+                        CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1,
+                        CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3
+                    ],
+                    |perf, count| dnn::get_convolution_backward_filter_algorithm(
+                        h,
+                        x,
+                        y,
+                        conv,
+                        w,
+                        7,
+                        &mut count,
+                        perf.as_mut_ptr()
+                    )
+                );
+                Some([forward, data, filter])
+            };
+            let [mut forward, mut data, mut filter] = query(false)?;
+            if self.splits && layout == Layout::Nhwc {
+                // (a heuristic that fails under TF32 math leaves the plain candidates)
+                if let Some([f, d, b]) = query(true) {
+                    forward.extend(f);
+                    data.extend(d);
+                    filter.extend(b);
+                }
+            }
             Some(Plan { x, y, w, conv, forward, data, filter })
         }
     }
@@ -903,7 +1026,7 @@ impl Dnn {
         call(&d, self.workspace.ptr as *mut c_void).map_err(|e| e.to_string())
     }
 
-    /// `y = conv(x, w)` (no bias) with `algo`.
+    /// `y = conv(x, w)` (no bias) with `algo`; `y += conv(x, w)` where `accumulate`.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn forward(
         &mut self,
@@ -913,16 +1036,18 @@ impl Dnn {
         g: &WindowGeom,
         cout: usize,
         y: u64,
+        accumulate: bool,
     ) -> std::result::Result<(), String> {
         let AlgoId::Forward(id) = algo.id else { return Err("not a forward algorithm".into()) };
         let bytes = algo.workspace;
         // SAFETY: the buffers hold the shapes the descriptors describe (the op checked them)
         self.run(algo, g, cout, |d, ws| unsafe {
-            dnn::convolution_forward(d.handle, ONE, d.x, x as _, d.w, w as _, d.conv, id, ws, bytes, ZERO, d.y, y as _)
+            let beta = beta(accumulate);
+            dnn::convolution_forward(d.handle, ONE, d.x, x as _, d.w, w as _, d.conv, id, ws, bytes, beta, d.y, y as _)
         })
     }
 
-    /// `dw = ∂L/∂w` (overwritten) with `algo`.
+    /// `dw = ∂L/∂w` (overwritten; added to where `accumulate`) with `algo`.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn backward_filter(
         &mut self,
@@ -932,18 +1057,31 @@ impl Dnn {
         g: &WindowGeom,
         cout: usize,
         dw: u64,
+        accumulate: bool,
     ) -> std::result::Result<(), String> {
         let AlgoId::Filter(id) = algo.id else { return Err("not a filter-gradient algorithm".into()) };
         let bytes = algo.workspace;
         // SAFETY: as in `forward`
         self.run(algo, g, cout, |d, ws| unsafe {
             dnn::convolution_backward_filter(
-                d.handle, ONE, d.x, x as _, d.y, dy as _, d.conv, id, ws, bytes, ZERO, d.w, dw as _,
+                d.handle,
+                ONE,
+                d.x,
+                x as _,
+                d.y,
+                dy as _,
+                d.conv,
+                id,
+                ws,
+                bytes,
+                beta(accumulate),
+                d.w,
+                dw as _,
             )
         })
     }
 
-    /// `dx = ∂L/∂x` (overwritten) with `algo`.
+    /// `dx = ∂L/∂x` (overwritten; added to where `accumulate`) with `algo`.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn backward_data(
         &mut self,
@@ -953,13 +1091,26 @@ impl Dnn {
         g: &WindowGeom,
         cout: usize,
         dx: u64,
+        accumulate: bool,
     ) -> std::result::Result<(), String> {
         let AlgoId::Data(id) = algo.id else { return Err("not an input-gradient algorithm".into()) };
         let bytes = algo.workspace;
         // SAFETY: as in `forward`
         self.run(algo, g, cout, |d, ws| unsafe {
             dnn::convolution_backward_data(
-                d.handle, ONE, d.w, w as _, d.y, dy as _, d.conv, id, ws, bytes, ZERO, d.x, dx as _,
+                d.handle,
+                ONE,
+                d.w,
+                w as _,
+                d.y,
+                dy as _,
+                d.conv,
+                id,
+                ws,
+                bytes,
+                beta(accumulate),
+                d.x,
+                dx as _,
             )
         })
     }

@@ -60,3 +60,11 @@ pub(crate) fn sum_rows(l: &mut super::Local, dy: u64, db: u64, rows: usize, n: u
     let ones = l.ones(rows);
     gemm(l, 1, n, rows, (ones, rows, 1), (dy, n, 1), (db, n), false, None);
 }
+
+/// Each value of `x` as two TF32 values, `hi + lo` (the `split_tf32` kernel, which the
+/// strict-fp32 convolutions in three TF32 passes run: see `cudnn.rs`); for the tests.
+#[doc(hidden)]
+pub fn split_tf32(x: &CudaBuf, hi: &mut CudaBuf, lo: &mut CudaBuf) {
+    same_len(&[x, hi, lo], "split_tf32");
+    with_local(|l| l.launch_n4(K::split_tf32, x.len, &[p(x), p(hi), p(lo), u(x.len)]));
+}

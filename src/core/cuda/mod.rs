@@ -28,6 +28,7 @@ pub use cudnn::{
     fixed as fixed_conv_choice, pick_timed as timed_conv_choice, tolerance as conv_tolerance, ConvRoute,
     Pass as ConvPass,
 };
+pub use elementwise::split_tf32;
 
 use crate::core::backend::BackendBase;
 use crate::error::{Error, Result};
@@ -109,6 +110,7 @@ kernels!(
     softmax_backward,
     gather_batch,
     loss_stats,
+    split_tf32,
 );
 
 /// The whole program as NVRTC compiles it.
@@ -272,6 +274,9 @@ pub fn convolution_route() -> String {
             "convolutions: cuDNN on NCHW copies, the heuristic's first deterministic algorithm (CNNLAB_CUDNN=nchw)"
                 .into()
         }
+        ConvRoute::Split => "convolutions: cuDNN in three TF32 passes on split fp32 operands, the heuristic's \
+                             first such algorithm (CNNLAB_CUDNN=split; with --tf32 one pass)"
+            .into(),
         ConvRoute::Tune => {
             let kept = match DEVICE.get() {
                 Some(Ok(_)) => tune_cache::path(),
@@ -290,10 +295,19 @@ pub fn convolution_route() -> String {
                     Err(e) => return format!("convolutions: {e}"),
                 }
             };
+            let tf32 = match DEVICE.get() {
+                Some(Ok(d)) => d.settings.tf32,
+                _ => false,
+            };
+            let split = match (tf32, cudnn::splits_allowed()) {
+                (true, _) => "",
+                (false, true) => ", and as three TF32 passes on split fp32 operands",
+                (false, false) => ", not as three TF32 passes (CNNLAB_CUDNN_SPLIT=0)",
+            };
             format!(
                 "convolutions: each shape and pass timed once, im2col + cuBLAS against cuDNN's deterministic \
-                 algorithms ({transforms}) on NHWC and on NCHW copies, each result compared with im2col + \
-                 cuBLAS's; {kept} (CNNLAB_CUDNN=0, 1, nchw or inference fixes the route)"
+                 algorithms ({transforms}) on NHWC and on NCHW copies{split}, each result compared with im2col + \
+                 cuBLAS's; {kept} (CNNLAB_CUDNN=0, 1, nchw, inference or split fixes the route)"
             )
         }
     }

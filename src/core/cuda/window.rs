@@ -125,12 +125,41 @@ fn forward_way(
             let [xt, yt, wt] = nchw_room(l, g, cout)?;
             transpose(l, x, xt, g.n, g.h * g.w, g.c);
             transpose(l, w, wt, cout, g.kh * g.kw, g.c);
-            dnn(l)?.forward(&a, xt, wt, g, cout, yt)?;
+            dnn(l)?.forward(&a, xt, wt, g, cout, yt, false)?;
             transpose(l, yt, y, g.n, cout, g.positions());
             Ok(())
         }
-        Way::Cudnn(a) => dnn(l)?.forward(&a, x, w, g, cout, y),
+        Way::Cudnn(a) if a.split => {
+            let [xh, xl, wh, wl] = split_operands(l, g, cout, (x, g.n * g.h * g.w * g.c), (w, cout * g.k()))?;
+            let d = dnn(l)?;
+            d.forward(&a, xl, wh, g, cout, y, false)?;
+            d.forward(&a, xh, wl, g, cout, y, true)?;
+            d.forward(&a, xh, wh, g, cout, y, true)
+        }
+        Way::Cudnn(a) => dnn(l)?.forward(&a, x, w, g, cout, y, false),
     }
+}
+
+/// `a` and `b` (address, values) each split into two TF32 values, hi + lo (see
+/// `cudnn::Algo::split`), in the thread's split room: the addresses of `[a_hi, a_lo, b_hi,
+/// b_lo]`. An error (the candidate is left out) where the allocation failed (recorded).
+fn split_operands(
+    l: &mut Local,
+    g: &WindowGeom,
+    cout: usize,
+    a: (u64, usize),
+    b: (u64, usize),
+) -> Result<[u64; 4], String> {
+    let base = dnn(l)?.split_room(g, cout);
+    if base == 0 {
+        return Err("no memory for the split operands".into());
+    }
+    // each part 16-byte aligned, for the kernels' four-value loads and cuDNN's
+    let (sa, sb) = (4 * a.1.next_multiple_of(4) as u64, 4 * b.1.next_multiple_of(4) as u64);
+    let parts = [base, base + sa, base + 2 * sa, base + 2 * sa + sb];
+    l.launch_n4(K::split_tf32, a.1, &[a.0, parts[0], parts[1], u(a.1)]);
+    l.launch_n4(K::split_tf32, b.1, &[b.0, parts[2], parts[3], u(b.1)]);
+    Ok(parts)
 }
 
 /// The NCHW copies' room (see [`Layout`]): the input's (or its gradient's), the output's (or
@@ -175,11 +204,19 @@ fn filter_way(
             let [xt, dyt, dwt] = nchw_room(l, g, cout)?;
             transpose(l, x, xt, g.n, g.h * g.w, g.c);
             transpose(l, dy, dyt, g.n, g.positions(), cout);
-            dnn(l)?.backward_filter(&a, xt, dyt, g, cout, dwt)?;
+            dnn(l)?.backward_filter(&a, xt, dyt, g, cout, dwt, false)?;
             transpose(l, dwt, dw, cout, g.c, g.kh * g.kw);
             Ok(())
         }
-        Way::Cudnn(a) => dnn(l)?.backward_filter(&a, x, dy, g, cout, dw),
+        Way::Cudnn(a) if a.split => {
+            let (xs, dys) = ((x, g.n * g.h * g.w * g.c), (dy, g.n * g.positions() * cout));
+            let [xh, xl, dyh, dyl] = split_operands(l, g, cout, xs, dys)?;
+            let d = dnn(l)?;
+            d.backward_filter(&a, xl, dyh, g, cout, dw, false)?;
+            d.backward_filter(&a, xh, dyl, g, cout, dw, true)?;
+            d.backward_filter(&a, xh, dyh, g, cout, dw, true)
+        }
+        Way::Cudnn(a) => dnn(l)?.backward_filter(&a, x, dy, g, cout, dw, false),
     }
 }
 
@@ -197,11 +234,19 @@ fn data_way(l: &mut Local, way: Way, w: u64, dy: u64, g: &WindowGeom, cout: usiz
             let [dxt, dyt, wt] = nchw_room(l, g, cout)?;
             transpose(l, dy, dyt, g.n, g.positions(), cout);
             transpose(l, w, wt, cout, g.kh * g.kw, g.c);
-            dnn(l)?.backward_data(&a, wt, dyt, g, cout, dxt)?;
+            dnn(l)?.backward_data(&a, wt, dyt, g, cout, dxt, false)?;
             transpose(l, dxt, dx, g.n, g.c, g.h * g.w);
             Ok(())
         }
-        Way::Cudnn(a) => dnn(l)?.backward_data(&a, w, dy, g, cout, dx),
+        Way::Cudnn(a) if a.split => {
+            let (ws, dys) = ((w, cout * g.k()), (dy, g.n * g.positions() * cout));
+            let [wh, wl, dyh, dyl] = split_operands(l, g, cout, ws, dys)?;
+            let d = dnn(l)?;
+            d.backward_data(&a, wl, dyh, g, cout, dx, false)?;
+            d.backward_data(&a, wh, dyl, g, cout, dx, true)?;
+            d.backward_data(&a, wh, dyh, g, cout, dx, true)
+        }
+        Way::Cudnn(a) => dnn(l)?.backward_data(&a, w, dy, g, cout, dx, false),
     }
 }
 

@@ -90,3 +90,40 @@ extern "C" __global__ void add_bias_rows(float* y, const float* bias, i64 rows, 
     }
     GRID_STRIDE(i, rows * n) y[i] += bias[(unsigned)i % (unsigned)n];
 }
+
+// An fp32 value rounded to TF32 (10 mantissa bits: the low 13 of 23 zero), to nearest with ties
+// to even; where rounding up would overflow, truncated instead; infinities and NaN as they are.
+// A TF32 tensor core reads such a value exactly, whether it rounds or truncates its inputs.
+__device__ float tf32_round(float v) {
+    unsigned b = __float_as_uint(v);
+    if ((b & 0x7f800000u) == 0x7f800000u) return v;
+    unsigned r = (b + 0xfffu + ((b >> 13) & 1u)) & 0xffffe000u;
+    if ((r & 0x7f800000u) == 0x7f800000u) r = b & 0xffffe000u;
+    return __uint_as_float(r);
+}
+
+// x = hi + lo as two TF32 values: hi = x rounded to TF32, lo = the rest (exact in fp32)
+// rounded to TF32, so hi + lo is within 2⁻²² of x (relative). A product of two fp32 values
+// is then three TF32 products, hi·hi + hi·lo + lo·hi, each exact in fp32, leaving out
+// lo·lo (under 2⁻²² of it): fp32 products on tensor cores (cudnn.rs's split ways).
+__device__ void split1(float v, float* hi, float* lo) {
+    float h = tf32_round(v);
+    *hi = h;
+    // an infinite or NaN value is all in hi (inf - inf would be NaN)
+    *lo = (__float_as_uint(h) & 0x7f800000u) == 0x7f800000u ? 0.0f : tf32_round(v - h);
+}
+
+extern "C" __global__ void split_tf32(const float* x, float* hi, float* lo, i64 n) {
+    stream4(
+        n, AL16(x) && AL16(hi) && AL16(lo),
+        [&](i64 i) {
+            float4 v = CF4(x)[i], h, l;
+            split1(v.x, &h.x, &l.x);
+            split1(v.y, &h.y, &l.y);
+            split1(v.z, &h.z, &l.z);
+            split1(v.w, &h.w, &l.w);
+            F4(hi)[i] = h;
+            F4(lo)[i] = l;
+        },
+        [&](i64 i) { split1(x[i], &hi[i], &lo[i]); });
+}
