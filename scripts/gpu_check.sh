@@ -14,7 +14,7 @@
 #            the tuning cache instead of timing them beside seven other runs
 #   variants w1 and w1infer on the fixed rule (CNNLAB_CUDNN=inference), on cuDNN over NCHW
 #            copies (CNNLAB_CUDNN=nchw), in three TF32 passes on split fp32 throughout
-#            (CNNLAB_CUDNN=split), tuned without those passes (CNNLAB_CUDNN_SPLIT=0), tuned
+#            (CNNLAB_CUDNN=split), tuned without TF32 on split operands (CNNLAB_CUDNN_SPLIT=0), tuned
 #            without FFT/Winograd (CNNLAB_CUDNN_TRANSFORMS=0) and with them let further from a
 #            GEMM's rounding (CNNLAB_CONV_TOLERANCE=64)
 #   full     the full recipe's CNN, Mixer and LCN in strict fp32 (and the CNN in TF32),
@@ -87,7 +87,7 @@ for part in $parts; do
       echo "cuDNN in three TF32 passes on split fp32 throughout (CNNLAB_CUDNN=split):"
       CNNLAB_CUDNN=split gpu/cnnlab bench w1 --device cuda --quiet
       CNNLAB_CUDNN=split gpu/cnnlab bench w1infer --device cuda --quiet
-      echo "tuned without the three TF32 passes (CNNLAB_CUDNN_SPLIT=0):"
+      echo "tuned without TF32 on split operands (CNNLAB_CUDNN_SPLIT=0):"
       CNNLAB_CUDNN_SPLIT=0 gpu/cnnlab bench w1 --device cuda --quiet
       CNNLAB_CUDNN_SPLIT=0 gpu/cnnlab bench w1infer --device cuda --quiet
       echo "tuned without FFT and Winograd (CNNLAB_CUDNN_TRANSFORMS=0):"

@@ -22,15 +22,18 @@
 //! `CNNLAB_CUDNN_TRANSFORMS=0` leaves FFT and Winograd out altogether. The fixed routes take
 //! the heuristic's first GEMM-type candidate, which is never checked.
 //!
-//! Strict fp32 also times each GEMM-type algorithm that cuDNN runs on TF32 tensor cores as
-//! three passes on split operands ([`Algo::split`], "3xTF32" in CUTLASS's words): each fp32
-//! operand is split into two TF32 values, `x = hi + lo` to 2⁻²² (the `split_tf32` kernel),
-//! and `conv(x, w)` is `conv(lo, w_hi) + conv(hi, w_lo) + conv(hi, w_hi)`, three convolutions
-//! whose products a tensor core computes exactly, leaving out `lo·lo` (under 2⁻²² of a
-//! product; one fp32 rounding is 2⁻²⁴, and a sum of `n` of them carries √n of those). On
-//! Hopper a TF32 tensor core multiplies about seven times faster than fp32 FMA, so three
-//! passes can beat one. Such a way is compared with im2col + cuBLAS like a transform, and
-//! never chosen uncompared; `CNNLAB_CUDNN_SPLIT=0` leaves them out.
+//! Strict fp32 also times each GEMM-type algorithm that cuDNN runs on TF32 tensor cores on
+//! split operands ([`Split`], "3xTF32" in CUTLASS's words): each fp32 operand is split into
+//! two TF32 values, `x = hi + lo` to 2⁻²² (the `split_tf32` kernels), and `conv(x, w)` is
+//! `conv(lo, w_hi) + conv(hi, w_lo) + conv(hi, w_hi)`, whose products a tensor core computes
+//! exactly, leaving out `lo·lo` (under 2⁻²² of a product; one fp32 rounding is 2⁻²⁴, and a sum
+//! of `n` terms carries √n of those). Either as three convolutions, the later two adding to
+//! the first's output ([`Split::Passes`]), or as one over operands stacked along the sum's
+//! axis ([`Split::Stacked`]: the input channels forward, the output channels for the input
+//! gradient, the batch for the filter gradient), which writes the output once. On Hopper a
+//! TF32 tensor core multiplies about seven times faster than fp32 FMA, so three times the
+//! products can take less time. Such a way is compared with im2col + cuBLAS like a
+//! transform, and never chosen uncompared; `CNNLAB_CUDNN_SPLIT=0` leaves them out.
 //!
 //! Which way runs is the [`ConvRoute`]'s (`CNNLAB_CUDNN`): by default ([`ConvRoute::Tune`])
 //! each shape and pass is timed once — im2col + cuBLAS against cuDNN's candidates, on the
@@ -251,16 +254,48 @@ pub(crate) struct Algo {
     pub(crate) layout: Layout,
     /// An FFT or Winograd algorithm (see [`Candidate::transform`]).
     transform: bool,
-    /// Run as three TF32 passes on split operands, for strict fp32 (see the module docs):
-    /// `math` is a tensor-op math type.
-    pub(crate) split: bool,
+    /// Run in TF32 on split operands, for strict fp32 (see the module docs): `math` is then
+    /// a tensor-op math type.
+    pub(crate) split: Split,
+}
+
+/// How an algorithm runs on operands split into two TF32 values each (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Split {
+    /// Not split: fp32 as it is (or TF32 with `--tf32`).
+    No,
+    /// Three convolutions of the pass's shape: `lo·hi`, then `hi·lo` and `hi·hi` added to it.
+    Passes,
+    /// One convolution of [`stacked`]'s shape, over the three pairs stacked along the sum's
+    /// axis: the algorithm is one cuDNN offers for that shape.
+    Stacked,
 }
 
 impl Algo {
     /// Whether it may run only where its result was compared with im2col + cuBLAS's: a
-    /// transform, or three TF32 passes.
+    /// transform, or TF32 on split operands.
     fn compared_only(&self) -> bool {
-        self.transform || self.split
+        self.transform || self.split != Split::No
+    }
+
+    fn pass(&self) -> Pass {
+        match self.id {
+            AlgoId::Forward(_) => Pass::Forward,
+            AlgoId::Data(_) => Pass::Data,
+            AlgoId::Filter(_) => Pass::Filter,
+        }
+    }
+}
+
+/// The shape of `pass` on stacked split operands ([`Split::Stacked`]): the pairs `lo·hi`,
+/// `hi·lo`, `hi·hi` side by side along the axis the pass sums over, so that one convolution
+/// sums all three — three times the input channels forward, the output channels for the
+/// input gradient, the images for the filter gradient.
+pub(crate) fn stacked(g: &WindowGeom, cout: usize, pass: Pass) -> (WindowGeom, usize) {
+    match pass {
+        Pass::Forward | Pass::Inference => (WindowGeom { c: 3 * g.c, ..*g }, cout),
+        Pass::Data => (*g, 3 * cout),
+        Pass::Filter => (WindowGeom { n: 3 * g.n, ..*g }, cout),
     }
 }
 
@@ -288,9 +323,10 @@ impl std::fmt::Display for Way {
                     name.trim_start_matches("CUDNN_CONVOLUTION_"),
                     if a.layout == Layout::Nchw { " on NCHW copies" } else { "" },
                     match (a.split, tensor) {
-                        (true, _) => " as 3 TF32 passes on split fp32",
-                        (false, true) => " (tensor ops)",
-                        (false, false) => "",
+                        (Split::Passes, _) => " as 3 TF32 passes on split fp32",
+                        (Split::Stacked, _) => " in TF32 on stacked split fp32",
+                        (Split::No, true) => " (tensor ops)",
+                        (Split::No, false) => "",
                     }
                 )
             }
@@ -300,13 +336,20 @@ impl std::fmt::Display for Way {
 
 impl Way {
     /// How the tuning cache writes it: `im2col`, or `cudnn <algorithm> <math type>` (cuDNN's
-    /// enum values), followed by ` nchw` on NCHW copies or ` split` as three TF32 passes.
+    /// enum values), followed by ` nchw` on NCHW copies, ` split` as three TF32 passes or
+    /// ` stacked` on stacked split operands.
     fn code(&self) -> String {
         match self {
             Way::Im2col => "im2col".into(),
-            Way::Cudnn(a) if a.layout == Layout::Nchw => format!("cudnn {} {} nchw", a.id.code(), a.math as u32),
-            Way::Cudnn(a) if a.split => format!("cudnn {} {} split", a.id.code(), a.math as u32),
-            Way::Cudnn(a) => format!("cudnn {} {}", a.id.code(), a.math as u32),
+            Way::Cudnn(a) => {
+                let suffix = match (a.layout, a.split) {
+                    (Layout::Nchw, _) => " nchw",
+                    (_, Split::Passes) => " split",
+                    (_, Split::Stacked) => " stacked",
+                    (_, Split::No) => "",
+                };
+                format!("cudnn {} {}{suffix}", a.id.code(), a.math as u32)
+            }
         }
     }
 
@@ -320,9 +363,10 @@ impl Way {
             Some(c) => (c, Layout::Nchw),
             None => (code, Layout::Nhwc),
         };
-        let (code, split) = match code.strip_suffix(" split") {
-            Some(c) => (c, true),
-            None => (code, false),
+        let (code, split) = match (code.strip_suffix(" split"), code.strip_suffix(" stacked")) {
+            (Some(c), _) => (c, Split::Passes),
+            (_, Some(c)) => (c, Split::Stacked),
+            _ => (code, Split::No),
         };
         let mut it = code.strip_prefix("cudnn ")?.split(' ').map(|v| v.parse::<u32>().ok());
         let (id, math) = (it.next()??, it.next()??);
@@ -356,10 +400,10 @@ pub(crate) fn relayout_values(g: &WindowGeom, cout: usize) -> usize {
     g.n * g.h * g.w * g.c + g.n * g.positions() * cout + cout * g.k()
 }
 
-/// Values of the split operands of one pass, at most (see [`Algo::split`]): two of the three
-/// tensors, twice each (hi and lo), each part starting 16-byte aligned.
+/// Values of the split operands of one pass, at most (see [`Split`]): two of the three
+/// tensors, three times each (stacked; hi and lo take two), each starting 16-byte aligned.
 pub(crate) fn split_values(g: &WindowGeom, cout: usize) -> usize {
-    2 * relayout_values(g, cout) + 16
+    3 * relayout_values(g, cout) + 16
 }
 
 /// What was chosen for a route, shape and pass, and the timings it was chosen by (none for
@@ -494,7 +538,7 @@ pub fn pick_timed<W: Copy + PartialEq>(preferred: W, timings: &[(W, f32)]) -> W 
 /// or three TF32 passes only run where the tuner compared their result), or on
 /// [`ConvRoute::Split`] its first three-pass one where it has one.
 fn fixed_way(route: ConvRoute, tf32: bool, pass: Pass, candidates: &[Algo]) -> Way {
-    let split = candidates.iter().find(|a| a.split).filter(|_| route == ConvRoute::Split);
+    let split = candidates.iter().find(|a| a.split != Split::No).filter(|_| route == ConvRoute::Split);
     let first = split.or_else(|| candidates.iter().find(|a| !a.compared_only())).map(|a| Way::Cudnn(*a));
     fixed(route, tf32, pass, first, Way::Im2col)
 }
@@ -680,7 +724,7 @@ pub(crate) struct Dnn {
     workspace: CudaBuf,
     /// Room for the NCHW copies (see [`Layout`]).
     relayout: CudaBuf,
-    /// Room for split operands (see [`Algo::split`]).
+    /// Room for split operands (see [`Split`]).
     split: CudaBuf,
     /// The thread's stream, which the handle runs on and the workspace is allocated on.
     stream: drv_sys::CUstream,
@@ -744,7 +788,7 @@ impl Dnn {
         let math = if tf32 {
             "TF32"
         } else if splits {
-            "fp32 or 3 TF32 passes on split fp32,"
+            "fp32 or TF32 on split fp32 (3 passes or stacked),"
         } else {
             "fp32"
         };
@@ -777,7 +821,7 @@ impl Dnn {
     fn give_back_scratch(&mut self, before: [usize; 3], chosen: Way, g: &WindowGeom, cout: usize) {
         let [workspace, relayout, split] = match chosen {
             Way::Cudnn(a) if a.layout == Layout::Nchw => [a.workspace.div_ceil(4), relayout_values(g, cout), 0],
-            Way::Cudnn(a) if a.split => [a.workspace.div_ceil(4), 0, split_values(g, cout)],
+            Way::Cudnn(a) if a.split != Split::No => [a.workspace.div_ceil(4), 0, split_values(g, cout)],
             Way::Cudnn(a) => [a.workspace.div_ceil(4), 0, 0],
             Way::Im2col => [0, 0, 0],
         };
@@ -808,7 +852,7 @@ impl Dnn {
         self.relayout.ptr
     }
 
-    /// Room for the split operands of a convolution's pass (see [`Algo::split`]): its address,
+    /// Room for the split operands of a convolution's pass (see [`Split`]): its address,
     /// 0 where the allocation failed (recorded; the op is skipped).
     pub(crate) fn split_room(&mut self, g: &WindowGeom, cout: usize) -> u64 {
         self.split.reserve(split_values(g, cout), self.stream);
@@ -831,9 +875,9 @@ impl Dnn {
     ///
     /// With `split` (strict fp32, the heuristic asked under a math type that permits TF32):
     /// the GEMM-type algorithms it would run on tensor cores, each once, to run as three TF32
-    /// passes ([`Algo::split`]); not FMA-only ones (three passes of plain fp32 are just
-    /// slower), transforms (they round their transformed operands to TF32) or entries that
-    /// may convert to half precision.
+    /// passes ([`Split::Passes`]); not FMA-only ones (three times the products in fp32 are
+    /// just slower), transforms (they round their transformed operands to TF32) or entries
+    /// that may convert to half precision.
     fn qualifying(&self, found: impl Iterator<Item = Candidate>, layout: Layout, split: bool) -> Vec<Algo> {
         use sys::cudnnMathType_t::{CUDNN_DEFAULT_MATH, CUDNN_FMA_MATH, CUDNN_TENSOR_OP_MATH};
         let mut out: Vec<Algo> = Vec::new();
@@ -842,6 +886,7 @@ impl Dnn {
             if split {
                 let tensor = matches!(c.math, CUDNN_DEFAULT_MATH | CUDNN_TENSOR_OP_MATH);
                 if fits && tensor && !c.transform && !out.iter().any(|a| a.id == c.id) {
+                    let split = Split::Passes;
                     out.push(Algo { id: c.id, math: c.math, workspace: c.memory, layout, transform: false, split });
                 }
                 continue;
@@ -850,6 +895,7 @@ impl Dnn {
             let math = if self.tf32 { c.math } else { CUDNN_FMA_MATH };
             let allowed = (self.tf32 || plain) && (!c.transform || self.transforms);
             if fits && allowed && !out.iter().any(|a| a.id == c.id && a.math == math) {
+                let split = Split::No;
                 out.push(Algo { id: c.id, math, workspace: c.memory, layout, transform: c.transform, split });
             }
         }
@@ -859,6 +905,18 @@ impl Dnn {
     /// cuDNN's candidates for `pass` of this shape in `layout` (none where cuDNN cannot run
     /// it).
     fn candidates(&mut self, g: &WindowGeom, cout: usize, pass: Pass, layout: Layout) -> Vec<Algo> {
+        let mut out = self.listed(g, cout, pass, layout);
+        if self.splits && layout == Layout::Nhwc {
+            // the three-pass algorithms of the stacked shape, run once on it
+            let (g3, cout3) = stacked(g, cout, pass);
+            let found = self.listed(&g3, cout3, pass, layout).into_iter().filter(|a| a.split == Split::Passes);
+            out.extend(found.map(|a| Algo { split: Split::Stacked, ..a }).collect::<Vec<_>>());
+        }
+        out
+    }
+
+    /// The candidates of this shape's plan for `pass` (none where cuDNN cannot run it).
+    fn listed(&mut self, g: &WindowGeom, cout: usize, pass: Pass, layout: Layout) -> Vec<Algo> {
         match self.plan(g, cout, layout) {
             None => Vec::new(),
             Some(p) => match pass {
@@ -1004,8 +1062,9 @@ impl Dnn {
         }
     }
 
-    /// Runs `call` for `algo` on this shape: the shape's descriptors (x, y, w, convolution)
-    /// with `algo`'s math type set, and its workspace. Skipped after a failure, as every op.
+    /// Runs `call` for `algo` on this shape (on its [`stacked`] shape for
+    /// [`Split::Stacked`]): the shape's descriptors (x, y, w, convolution) with `algo`'s math
+    /// type set, and its workspace. Skipped after a failure, as every op.
     fn run(
         &mut self,
         algo: &Algo,
@@ -1013,7 +1072,11 @@ impl Dnn {
         cout: usize,
         call: impl FnOnce(&Descriptors, *mut c_void) -> std::result::Result<(), dnn::CudnnError>,
     ) -> std::result::Result<(), String> {
-        let Some(p) = self.plan(g, cout, algo.layout) else {
+        let (g, cout) = match algo.split {
+            Split::Stacked => stacked(g, cout, algo.pass()),
+            _ => (*g, cout),
+        };
+        let Some(p) = self.plan(&g, cout, algo.layout) else {
             return Err("cuDNN cannot run this convolution shape".into());
         };
         let d = Descriptors { x: p.x, y: p.y, w: p.w, conv: p.conv, handle: self.handle };

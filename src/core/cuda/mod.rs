@@ -111,6 +111,7 @@ kernels!(
     gather_batch,
     loss_stats,
     split_tf32,
+    split_tf32_stacked,
 );
 
 /// The whole program as NVRTC compiles it.
@@ -301,8 +302,8 @@ pub fn convolution_route() -> String {
             };
             let split = match (tf32, cudnn::splits_allowed()) {
                 (true, _) => "",
-                (false, true) => ", and as three TF32 passes on split fp32 operands",
-                (false, false) => ", not as three TF32 passes (CNNLAB_CUDNN_SPLIT=0)",
+                (false, true) => ", and in TF32 on split fp32 operands (three passes, or one stacked)",
+                (false, false) => ", not in TF32 on split operands (CNNLAB_CUDNN_SPLIT=0)",
             };
             format!(
                 "convolutions: each shape and pass timed once, im2col + cuBLAS against cuDNN's deterministic \

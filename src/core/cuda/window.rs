@@ -3,7 +3,7 @@
 //! and one cuBLAS GEMM over the whole batch, the locally-connected layer as a GEMM batched
 //! over positions, pooling and the shuffles as gather kernels.
 
-use super::cudnn::{self, Layout, Pass, Way};
+use super::cudnn::{self, Layout, Pass, Split, Way};
 use super::{check, f, gemm, i, p, u, with_local, Batch, Cuda, CudaBuf, Local, K};
 use crate::core::backend::BackendBase;
 use crate::core::ops::conv2d::{Conv2dOps, WindowGeom};
@@ -129,20 +129,27 @@ fn forward_way(
             transpose(l, yt, y, g.n, cout, g.positions());
             Ok(())
         }
-        Way::Cudnn(a) if a.split => {
+        Way::Cudnn(a) if a.split == Split::Passes => {
             let [xh, xl, wh, wl] = split_operands(l, g, cout, (x, g.n * g.h * g.w * g.c), (w, cout * g.k()))?;
             let d = dnn(l)?;
             d.forward(&a, xl, wh, g, cout, y, false)?;
             d.forward(&a, xh, wl, g, cout, y, true)?;
             d.forward(&a, xh, wh, g, cout, y, true)
         }
+        Way::Cudnn(a) if a.split == Split::Stacked => {
+            // each pixel's channels [hi | lo | hi] against each filter's [hi | hi | lo]
+            let x3 = ((x, g.n * g.h * g.w, g.c), 1);
+            let w3 = ((w, cout * g.kh * g.kw, g.c), 2);
+            let [xs, ws] = stack_split(l, g, cout, x3, w3)?;
+            dnn(l)?.forward(&a, xs, ws, g, cout, y, false)
+        }
         Way::Cudnn(a) => dnn(l)?.forward(&a, x, w, g, cout, y, false),
     }
 }
 
 /// `a` and `b` (address, values) each split into two TF32 values, hi + lo (see
-/// `cudnn::Algo::split`), in the thread's split room: the addresses of `[a_hi, a_lo, b_hi,
-/// b_lo]`. An error (the candidate is left out) where the allocation failed (recorded).
+/// `cudnn::Split`), in the thread's split room: the addresses of `[a_hi, a_lo, b_hi, b_lo]`.
+/// An error (the candidate is left out) where the allocation failed (recorded).
 fn split_operands(
     l: &mut Local,
     g: &WindowGeom,
@@ -160,6 +167,26 @@ fn split_operands(
     l.launch_n4(K::split_tf32, a.1, &[a.0, parts[0], parts[1], u(a.1)]);
     l.launch_n4(K::split_tf32, b.1, &[b.0, parts[2], parts[3], u(b.1)]);
     Ok(parts)
+}
+
+/// An operand to stack (see `cudnn::Split::Stacked`): its address, rows and values a row, and
+/// which of the three stacked copies of each row holds the lo values (the others hold hi).
+type Stacking = ((u64, usize, usize), i32);
+
+/// `a` and `b` split and stacked (the `split_tf32_stacked` kernel) in the thread's split
+/// room: the stacked copies' addresses. An error (the candidate is left out) where the
+/// allocation failed (recorded).
+fn stack_split(l: &mut Local, g: &WindowGeom, cout: usize, a: Stacking, b: Stacking) -> Result<[u64; 2], String> {
+    let base = dnn(l)?.split_room(g, cout);
+    if base == 0 {
+        return Err("no memory for the split operands".into());
+    }
+    let len = |((_, rows, cols), _): Stacking| 3 * rows * cols;
+    let at = [base, base + 4 * len(a).next_multiple_of(4) as u64];
+    for (((src, rows, cols), lo), dst) in [a, b].into_iter().zip(at) {
+        l.launch_n(K::split_tf32_stacked, rows * cols, &[src, dst, u(rows), u(cols), i(lo)]);
+    }
+    Ok(at)
 }
 
 /// The NCHW copies' room (see [`Layout`]): the input's (or its gradient's), the output's (or
@@ -208,13 +235,20 @@ fn filter_way(
             transpose(l, dwt, dw, cout, g.c, g.kh * g.kw);
             Ok(())
         }
-        Way::Cudnn(a) if a.split => {
+        Way::Cudnn(a) if a.split == Split::Passes => {
             let (xs, dys) = ((x, g.n * g.h * g.w * g.c), (dy, g.n * g.positions() * cout));
             let [xh, xl, dyh, dyl] = split_operands(l, g, cout, xs, dys)?;
             let d = dnn(l)?;
             d.backward_filter(&a, xl, dyh, g, cout, dw, false)?;
             d.backward_filter(&a, xh, dyl, g, cout, dw, true)?;
             d.backward_filter(&a, xh, dyh, g, cout, dw, true)
+        }
+        Way::Cudnn(a) if a.split == Split::Stacked => {
+            // three batches: the images [lo; hi; hi] against the gradients [hi; lo; hi]
+            let x3 = ((x, 1, g.n * g.h * g.w * g.c), 0);
+            let dy3 = ((dy, 1, g.n * g.positions() * cout), 1);
+            let [xs, dys] = stack_split(l, g, cout, x3, dy3)?;
+            dnn(l)?.backward_filter(&a, xs, dys, g, cout, dw, false)
         }
         Way::Cudnn(a) => dnn(l)?.backward_filter(&a, x, dy, g, cout, dw, false),
     }
@@ -238,13 +272,21 @@ fn data_way(l: &mut Local, way: Way, w: u64, dy: u64, g: &WindowGeom, cout: usiz
             transpose(l, dxt, dx, g.n, g.c, g.h * g.w);
             Ok(())
         }
-        Way::Cudnn(a) if a.split => {
+        Way::Cudnn(a) if a.split == Split::Passes => {
             let (ws, dys) = ((w, cout * g.k()), (dy, g.n * g.positions() * cout));
             let [wh, wl, dyh, dyl] = split_operands(l, g, cout, ws, dys)?;
             let d = dnn(l)?;
             d.backward_data(&a, wl, dyh, g, cout, dx, false)?;
             d.backward_data(&a, wh, dyl, g, cout, dx, true)?;
             d.backward_data(&a, wh, dyh, g, cout, dx, true)
+        }
+        Way::Cudnn(a) if a.split == Split::Stacked => {
+            // three times the output channels: the filters [hi; lo; hi] against each
+            // position's gradient [lo | hi | hi]
+            let w3 = ((w, 1, cout * g.k()), 1);
+            let dy3 = ((dy, g.n * g.positions(), cout), 0);
+            let [ws, dys] = stack_split(l, g, cout, w3, dy3)?;
+            dnn(l)?.backward_data(&a, ws, dys, g, cout, dx, false)
         }
         Way::Cudnn(a) => dnn(l)?.backward_data(&a, w, dy, g, cout, dx, false),
     }

@@ -127,3 +127,19 @@ extern "C" __global__ void split_tf32(const float* x, float* hi, float* lo, i64 
         },
         [&](i64 i) { split1(x[i], &hi[i], &lo[i]); });
 }
+
+// x, as `rows` rows of `cols` values, split (split1) and stacked three times along each row:
+// y's row r is [p0 | p1 | p2], each part the row's hi values except part `lo_part`, which
+// holds its lo values. Stacked along the axis a convolution sums over, such operands make one
+// TF32 convolution sum lo·hi + hi·lo + hi·hi (cudnn.rs, Split::Stacked).
+extern "C" __global__ void split_tf32_stacked(const float* x, float* y, i64 rows, i64 cols, int lo_part) {
+    GRID_STRIDE(i, rows * cols) {
+        i64 r = i / cols, c = i - r * cols;
+        float h, l;
+        split1(x[i], &h, &l);
+        float* o = y + r * 3 * cols + c;
+        o[0] = lo_part == 0 ? l : h;
+        o[cols] = lo_part == 1 ? l : h;
+        o[2 * cols] = lo_part == 2 ? l : h;
+    }
+}
