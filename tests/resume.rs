@@ -119,3 +119,44 @@ fn a_killed_reproduce_resumes_to_the_same_table() {
     let out = cnnlab().args(&other).output().unwrap();
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("other settings"));
 }
+
+/// A run killed after its files were in place (as it ended) is finished: `--resume` says so,
+/// exits 0 and leaves the run as it was; with other settings it refuses, naming them. A
+/// spec file left by a kill between the move and its removal goes.
+#[test]
+fn resuming_a_finished_run_says_it_had_finished() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+    let args = |steps: &str| -> Vec<String> {
+        ["--threads", "1", "train", "--model", "mlp", "--steps", steps, "--eval-every", "10", "--quiet"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain(["--save".into(), dir.to_str().unwrap().into(), "--checkpoint-every".into(), "10".into()])
+            .collect()
+    };
+    let out = cnnlab().args(args("30")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let files = |d: &Path| -> Vec<(String, Vec<u8>)> {
+        let mut v: Vec<_> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), bytes(&p)))
+            .collect();
+        v.sort();
+        v
+    };
+    let before = files(&dir);
+    std::fs::write(dir.join("spec.json"), "left by a kill").unwrap();
+    let mut again = cnnlab();
+    again.stdout(Stdio::piped());
+    let out = again.args(args("30")).arg("--resume").output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("nothing to resume") && stdout.contains("had finished"), "{stdout}");
+    assert_eq!(files(&dir), before, "the finished run is left as it was (the stray spec removed)");
+    let out = cnnlab().args(args("40")).arg("--resume").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("other settings"), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert_eq!(files(&dir), before);
+}

@@ -261,6 +261,8 @@ pub(crate) fn finish_reproduce(
 /// directory does.
 pub(crate) fn finish_train(cfg: &TrainRunConfig, report: &TrainReport, json: &Option<PathBuf>) -> Result<()> {
     let written = match &report.saved {
+        // found finished by --resume: the record of the command that trained it stays
+        Some(dir) if report.finished_before && dir.join(cnnlab::report::provenance::FILE).exists() => Ok(()),
         Some(dir) => {
             let mut p = provenance(cfg.compute.device);
             p.dataset = Some(report.dataset.clone());

@@ -77,10 +77,28 @@ pub struct TrainReport {
     pub protocol: String,
     #[serde(skip)]
     pub saved: Option<PathBuf>,
+    /// `--resume` found the run already finished and saved (a run killed after its files were
+    /// in place): nothing was trained, and `curve` is empty.
+    pub finished_before: bool,
 }
 
 impl std::fmt::Display for TrainReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.finished_before {
+            let dir = self.saved.as_deref().unwrap_or(std::path::Path::new("?"));
+            return writeln!(
+                f,
+                "nothing to resume: the run in {} had finished ({} {} / {} / seed {}: test accuracy {:.1}% after {} \
+                 steps)",
+                dir.display(),
+                self.dataset,
+                self.model,
+                self.condition,
+                self.config.seed,
+                self.final_test_accuracy * 100.0,
+                self.config.steps
+            );
+        }
         writeln!(f, "{:>6}  {:>10}  {:>9}  {:>9}  {:>8}", "step", "train loss", "train acc", "test loss", "test acc")?;
         for p in &self.curve {
             writeln!(
@@ -119,7 +137,13 @@ pub fn run(cfg: &TrainRunConfig, progress: &dyn Progress) -> Result<TrainReport>
     if cfg.save.is_none() && (cfg.checkpoint_every.is_some() || cfg.resume) {
         return Err(Error::Config("checkpoints and --resume need a run directory (--save DIR)".into()));
     }
-    if let Some(dir) = &cfg.save {
+    // a run killed after its files were in place: `--resume` says so (below) rather than
+    // refusing the used directory
+    let finished = match &cfg.save {
+        Some(dir) if cfg.resume => !partial_dir(dir).exists() && dir.join(checkpoint::RUN_FILE).is_file(),
+        _ => false,
+    };
+    if let Some(dir) = cfg.save.as_ref().filter(|_| !finished) {
         check_run_dir(dir, cfg.overwrite)?;
     }
     let mut prepared = cfg.data.prepare()?;
@@ -145,8 +169,11 @@ pub fn run(cfg: &TrainRunConfig, progress: &dyn Progress) -> Result<TrainReport>
         train,
         mask: cfg.mask.clone(),
     };
-    progress.start(spec.train.steps as u64);
     let (data, permutation) = spec.view(&prepared.data);
+    if let Some(dir) = cfg.save.as_ref().filter(|_| finished) {
+        return finished_before(dir, &spec, &data.name);
+    }
+    progress.start(spec.train.steps as u64);
     let result = match &cfg.save {
         None => train_run_on(&spec, &data, permutation, device, None, progress)?,
         Some(dir) if cfg.checkpoint_every.is_some() || cfg.resume => {
@@ -182,6 +209,44 @@ pub fn run(cfg: &TrainRunConfig, progress: &dyn Progress) -> Result<TrainReport>
         curve: result.curve,
         wall_seconds: result.wall_seconds,
         saved: cfg.save.clone(),
+        finished_before: false,
+    })
+}
+
+/// `--resume` of a run that had already finished and been saved in `dir` (killed as it
+/// ended): its result, where it was this run (the same data, model, condition, seed and
+/// config), else an error. A work file the killed run left behind is removed.
+fn finished_before(dir: &std::path::Path, spec: &RunSpec, dataset: &str) -> Result<TrainReport> {
+    let saved = checkpoint::read_run(dir)?;
+    let ours = checkpoint::SavedRun {
+        data: spec.data.clone(),
+        model: spec.model,
+        condition: spec.condition,
+        seed: spec.seed(),
+        config: spec.train.clone(),
+        final_test_accuracy: saved.final_test_accuracy,
+    };
+    let as_json = |r: &checkpoint::SavedRun| serde_json::to_value(r).ok();
+    if as_json(&saved).is_none() || as_json(&saved) != as_json(&ours) {
+        return Err(Error::Config(format!(
+            "{} holds a finished run with other settings: nothing to resume (pass --overwrite to train afresh there, \
+             or choose another directory)",
+            dir.display()
+        )));
+    }
+    let _ = std::fs::remove_file(dir.join(SPEC_FILE));
+    Ok(TrainReport {
+        dataset: dataset.into(),
+        model: spec.model.name().into(),
+        condition: spec.condition.name().into(),
+        reference: references::published(&spec.data, &spec.train, spec.model, spec.condition),
+        protocol: references::protocol(&spec.data, &spec.train),
+        config: spec.train.clone(),
+        final_test_accuracy: saved.final_test_accuracy,
+        curve: Vec::new(),
+        wall_seconds: 0.0,
+        saved: Some(dir.to_path_buf()),
+        finished_before: true,
     })
 }
 
@@ -259,8 +324,11 @@ fn resumable(
     }
     let to = SaveTo { dir: &partial, checkpoint_every: Some(cfg.checkpoint_every.unwrap_or(1000)) };
     let result = train_run_on(spec, data, permutation, device, Some(to), progress)?;
-    let _ = std::fs::remove_file(&spec_path);
-    // `check_run_dir` refused a used `dir` without --overwrite before the run
+    // `check_run_dir` refused a used `dir` without --overwrite before the run. The spec goes
+    // after the move: killed between the two, the finished run is still found finished by
+    // `--resume` (which removes the spec), where before the move a work directory without its
+    // spec could not be resumed.
     crate::report::move_dir(&partial, dir, true)?;
+    let _ = std::fs::remove_file(dir.join(SPEC_FILE));
     Ok(result)
 }
