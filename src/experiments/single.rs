@@ -78,7 +78,8 @@ pub struct TrainReport {
     #[serde(skip)]
     pub saved: Option<PathBuf>,
     /// `--resume` found the run already finished and saved (a run killed after its files were
-    /// in place): nothing was trained, and `curve` is empty.
+    /// in place): nothing was trained, and `curve` is empty. (In the JSON only where true.)
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub finished_before: bool,
 }
 
