@@ -327,6 +327,16 @@ static size_t total_memory() {
     }();
     return total;
 }
+// The largest allocation that succeeds: any size, or CNNLAB_EMULATOR_MAX_ALLOCATION bytes (a
+// GPU whose free memory is in pieces: the tests of scratch that does not fit).
+static size_t max_allocation() {
+    static const size_t most = [] {
+        const char* v = getenv("CNNLAB_EMULATOR_MAX_ALLOCATION");
+        size_t n = v ? strtoull(v, nullptr, 10) : 0;
+        return n > 0 ? n : SIZE_MAX;
+    }();
+    return most;
+}
 static size_t peak = 0;
 static struct PeakReport {
     ~PeakReport() {
@@ -348,7 +358,7 @@ static size_t used = 0;
 static CUresult allocate(CUdeviceptr* out, size_t size) {
     if (!out || size == 0) return CUDA_ERROR_INVALID_VALUE;
     std::lock_guard<std::mutex> g(memory_lock);
-    if (size > total_memory() - used) return CUDA_ERROR_OUT_OF_MEMORY;
+    if (size > total_memory() - used || size > max_allocation()) return CUDA_ERROR_OUT_OF_MEMORY;
     size_t body = (size + 15) & ~(size_t)15;
     size_t map_len = ((body + PAGE - 1) & ~(PAGE - 1)) + PAGE;
     char* m = (char*)mmap(nullptr, map_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -657,6 +667,6 @@ API CUresult cuGetErrorName(CUresult r, const char** s) {
 }
 API CUresult cuGetErrorString(CUresult r, const char** s) {
     *s = error_name(r);
-    if (r == CUDA_ERROR_OUT_OF_MEMORY) *s = "out of memory (the emulator's 16 GiB)";
+    if (r == CUDA_ERROR_OUT_OF_MEMORY) *s = "out of memory (the emulator's: CNNLAB_EMULATOR_MEMORY, CNNLAB_EMULATOR_MAX_ALLOCATION)";
     return *s ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
 }

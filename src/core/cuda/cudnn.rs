@@ -608,6 +608,13 @@ pub(crate) fn tune(
     let tolerance = tolerance(tf32, terms);
     let mut reference = None;
     let mut timings = Vec::new();
+    // a way whose scratch does not fit is left out, not the run's failure (see `Dnn::tuning`)
+    let set_tuning = |l: &mut Local, on: bool| {
+        if let Some(d) = l.dnn.as_mut() {
+            d.tuning = on;
+        }
+    };
+    set_tuning(l, true);
     for way in std::iter::once(Way::Im2col).chain(candidates.into_iter().map(Way::Cudnn)) {
         // a way that failed stays in the list as NaN (`describe` shows it)
         let ms = time(l, &mut |l| run(l, way)).unwrap_or(f32::NAN);
@@ -623,6 +630,7 @@ pub(crate) fn tune(
         }
         timings.push(Timing { way, ms, deviation, tolerance });
     }
+    set_tuning(l, false);
     if failed() {
         return preferred; // the run ends with the failure; nothing is kept
     }
@@ -726,6 +734,11 @@ pub(crate) struct Dnn {
     relayout: CudaBuf,
     /// Room for split operands (see [`Split`]).
     split: CudaBuf,
+    /// The tuner is timing ways: the scratch a way needs (workspace, NCHW copies, split
+    /// operands) is allocated without recording a failure, so that a way whose scratch does
+    /// not fit beside the runs on the GPU is left out (it shows as failed) instead of ending
+    /// the run. Outside the timing, a way chosen runs or the run ends with the failure.
+    tuning: bool,
     /// The thread's stream, which the handle runs on and the workspace is allocated on.
     stream: drv_sys::CUstream,
 }
@@ -811,7 +824,18 @@ impl Dnn {
             workspace: CudaBuf::empty(stream),
             relayout: CudaBuf::empty(stream),
             split: CudaBuf::empty(stream),
+            tuning: false,
             stream,
+        }
+    }
+
+    /// Grows `buf` to `values` (see [`Dnn::tuning`]); whether it holds them.
+    fn grow(buf: &mut CudaBuf, values: usize, stream: drv_sys::CUstream, tuning: bool) -> bool {
+        if tuning {
+            buf.try_reserve(values, stream)
+        } else {
+            buf.reserve(values, stream);
+            !failed() && buf.cap >= values
         }
     }
 
@@ -846,17 +870,27 @@ impl Dnn {
     }
 
     /// Room for the NCHW copies of a convolution's tensors (see [`Layout`]): its address, 0
-    /// where the allocation failed (recorded; the op is skipped).
+    /// where the allocation failed (recorded, and the op skipped, unless the tuner is timing:
+    /// see [`Dnn::tuning`]).
     pub(crate) fn relayout(&mut self, g: &WindowGeom, cout: usize) -> u64 {
-        self.relayout.reserve(relayout_values(g, cout), self.stream);
-        self.relayout.ptr
+        let fits = Self::grow(&mut self.relayout, relayout_values(g, cout), self.stream, self.tuning);
+        if fits {
+            self.relayout.ptr
+        } else {
+            0
+        }
     }
 
     /// Room for the split operands of a convolution's pass (see [`Split`]): its address,
-    /// 0 where the allocation failed (recorded; the op is skipped).
+    /// 0 where the allocation failed (recorded, and the op skipped, unless the tuner is
+    /// timing: see [`Dnn::tuning`]).
     pub(crate) fn split_room(&mut self, g: &WindowGeom, cout: usize) -> u64 {
-        self.split.reserve(split_values(g, cout), self.stream);
-        self.split.ptr
+        let fits = Self::grow(&mut self.split, split_values(g, cout), self.stream, self.tuning);
+        if fits {
+            self.split.ptr
+        } else {
+            0
+        }
     }
 
     /// The tuning cache's key for `pass` of this shape.
@@ -1082,9 +1116,11 @@ impl Dnn {
         let d = Descriptors { x: p.x, y: p.y, w: p.w, conv: p.conv, handle: self.handle };
         // SAFETY: the descriptor is this thread's
         unsafe { dnn::set_convolution_math_type(d.conv, algo.math) }.map_err(|e| e.to_string())?;
-        self.workspace.reserve(algo.workspace.div_ceil(4), self.stream);
-        if failed() {
-            return Ok(());
+        if !Self::grow(&mut self.workspace, algo.workspace.div_ceil(4), self.stream, self.tuning) {
+            if failed() {
+                return Ok(()); // recorded: the run ends with it
+            }
+            return Err("no memory for its workspace".into());
         }
         call(&d, self.workspace.ptr as *mut c_void).map_err(|e| e.to_string())
     }

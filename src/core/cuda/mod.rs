@@ -626,6 +626,28 @@ impl CudaBuf {
         self.stream = stream;
     }
 
+    /// [`CudaBuf::reserve`], except that a failed allocation is not recorded as the
+    /// thread's failure: the buffer is left empty and false returned. For scratch that only
+    /// one of several ways needs: the tuner leaves a way whose scratch does not fit out
+    /// rather than ending the run (`cudnn.rs`).
+    fn try_reserve(&mut self, cap: usize, stream: drv_sys::CUstream) -> bool {
+        if self.cap >= cap {
+            return true;
+        }
+        self.release();
+        if failed() {
+            return false;
+        }
+        // SAFETY: as in `reserve`
+        match unsafe { drv::malloc_async(stream, cap.max(1) * 4) } {
+            Ok(ptr) if ptr != 0 => {
+                (self.ptr, self.cap, self.stream) = (ptr, cap, stream);
+                true
+            }
+            _ => false,
+        }
+    }
+
     fn release(&mut self) {
         if self.cap > 0 {
             // the dropping thread may never have run an op: make the context current
