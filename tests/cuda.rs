@@ -303,8 +303,10 @@ fn convolutions_match_the_cpu_on_every_route() {
         compare_layer!("conv 5x5 no pad", [2, 9, 9, 2], tol, |r| Conv::new_2d(2, 4, 5, 1, 0, &mut r));
         compare_layer!("conv 1x1", [3, 5, 5, 16], tol, |r| Conv::new_2d(16, 8, 1, 1, 0, &mut r));
         compare_layer!("conv1d", [5, 40, 1], tol, |r| conv1d::conv1d(1, 25, 5, 2, 1, &mut r));
+        // channels in fours: the split operands' kernels take four values a thread
+        compare_layer!("conv 3x3 on 8 channels", [2, 6, 6, 8], tol, |r| Conv::new_2d(8, 4, 3, 1, 1, &mut r));
         // this test's shapes (tests running beside it add theirs)
-        let ours = ["4x9x9x3 -> 8,", "3x10x7x5 -> 6,", "2x9x9x2 -> 4,", "5x1x40x1 -> 25,"];
+        let ours = ["4x9x9x3 -> 8,", "3x10x7x5 -> 6,", "2x9x9x2 -> 4,", "5x1x40x1 -> 25,", "2x6x6x8 -> 4,"];
         let chosen: Vec<String> =
             cuda::convolution_algorithms().into_iter().filter(|l| ours.iter().any(|o| l.starts_with(o))).collect();
         let _ = writeln!(std::io::stderr(), "{route:?}:\n  {}", chosen.join("\n  "));
@@ -317,9 +319,9 @@ fn convolutions_match_the_cpu_on_every_route() {
             skip("convolutions_match_the_cpu_on_every_route (cuDNN's routes)", "libcudnn was not loaded");
             break;
         }
-        // four window shapes (1x1 is a GEMM on every route), each forward (train and eval
+        // five window shapes (1x1 is a GEMM on every route), each forward (train and eval
         // mode) and backward
-        assert_eq!(chosen.len(), 4 * 4, "{route:?}: {chosen:?}");
+        assert_eq!(chosen.len(), 5 * 4, "{route:?}: {chosen:?}");
         for line in &chosen {
             let training = !line.contains("Inference:");
             let cudnn = line.contains(": cuDNN");

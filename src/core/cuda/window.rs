@@ -184,7 +184,7 @@ fn stack_split(l: &mut Local, g: &WindowGeom, cout: usize, a: Stacking, b: Stack
     let len = |((_, rows, cols), _): Stacking| 3 * rows * cols;
     let at = [base, base + 4 * len(a).next_multiple_of(4) as u64];
     for (((src, rows, cols), lo), dst) in [a, b].into_iter().zip(at) {
-        l.launch_n(K::split_tf32_stacked, rows * cols, &[src, dst, u(rows), u(cols), i(lo)]);
+        l.launch_n4(K::split_tf32_stacked, rows * cols, &[src, dst, u(rows), u(cols), i(lo)]);
     }
     Ok(at)
 }

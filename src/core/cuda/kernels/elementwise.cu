@@ -131,15 +131,36 @@ extern "C" __global__ void split_tf32(const float* x, float* hi, float* lo, i64 
 // x, as `rows` rows of `cols` values, split (split1) and stacked three times along each row:
 // y's row r is [p0 | p1 | p2], each part the row's hi values except part `lo_part`, which
 // holds its lo values. Stacked along the axis a convolution sums over, such operands make one
-// TF32 convolution sum lo·hi + hi·lo + hi·hi (cudnn.rs, Split::Stacked).
+// TF32 convolution sum lo·hi + hi·lo + hi·hi (cudnn.rs, Split::Stacked). Four values a thread
+// with 32-bit row arithmetic where the rows allow it (channel counts are multiples of four).
+__device__ void stack3(float* o, i64 stride, float h, float l, int lo_part) {
+    o[0] = lo_part == 0 ? l : h;
+    o[stride] = lo_part == 1 ? l : h;
+    o[2 * stride] = lo_part == 2 ? l : h;
+}
+
 extern "C" __global__ void split_tf32_stacked(const float* x, float* y, i64 rows, i64 cols, int lo_part) {
-    GRID_STRIDE(i, rows * cols) {
+    i64 n = rows * cols;
+    if (cols % 4 == 0 && AL16(x) && AL16(y) && 3 * n / 4 < 0x7fffffff) {
+        unsigned c4 = (unsigned)(cols / 4);
+        GRID_STRIDE(i, n / 4) {
+            unsigned r = (unsigned)i / c4, c = (unsigned)i - r * c4;
+            float4 v = CF4(x)[i], h, l;
+            split1(v.x, &h.x, &l.x);
+            split1(v.y, &h.y, &l.y);
+            split1(v.z, &h.z, &l.z);
+            split1(v.w, &h.w, &l.w);
+            float4* o = F4(y) + 3u * r * c4 + c;
+            o[0] = lo_part == 0 ? l : h;
+            o[c4] = lo_part == 1 ? l : h;
+            o[2u * c4] = lo_part == 2 ? l : h;
+        }
+        return;
+    }
+    GRID_STRIDE(i, n) {
         i64 r = i / cols, c = i - r * cols;
         float h, l;
         split1(x[i], &h, &l);
-        float* o = y + r * 3 * cols + c;
-        o[0] = lo_part == 0 ? l : h;
-        o[cols] = lo_part == 1 ? l : h;
-        o[2 * cols] = lo_part == 2 ? l : h;
+        stack3(y + r * 3 * cols + c, cols, h, l, lo_part);
     }
 }
