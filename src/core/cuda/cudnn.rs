@@ -161,8 +161,8 @@ pub(crate) fn transforms_allowed() -> bool {
     std::env::var("CNNLAB_CUDNN_TRANSFORMS").as_deref() != Ok("0")
 }
 
-/// Whether strict fp32 times tensor-core algorithms as three TF32 passes on split operands
-/// (see the module docs; unless `CNNLAB_CUDNN_SPLIT=0`).
+/// Whether strict fp32 times tensor-core algorithms in TF32 on split operands (three passes or
+/// stacked: see the module docs), unless `CNNLAB_CUDNN_SPLIT=0`.
 pub(crate) fn splits_allowed() -> bool {
     std::env::var("CNNLAB_CUDNN_SPLIT").as_deref() != Ok("0")
 }
@@ -437,7 +437,7 @@ impl Timing {
 /// Whether the tuner may choose a way that took `ms` and whose result was `deviation` from
 /// im2col + cuBLAS's: it ran, and came within `tolerance`; where it was not compared (im2col
 /// and cuBLAS did not run) only a plain GEMM-type algorithm, not one that is `compared_only`
-/// (a transform, or three TF32 passes).
+/// (a transform, or TF32 on split operands).
 pub fn eligible(ms: f32, deviation: Option<f64>, tolerance: f64, compared_only: bool) -> bool {
     ms.is_finite()
         && match deviation {
@@ -535,8 +535,8 @@ pub fn pick_timed<W: Copy + PartialEq>(preferred: W, timings: &[(W, f32)]) -> W 
 }
 
 /// [`fixed`] for this backend's ways: cuDNN's first plain GEMM-type candidate (a transform
-/// or three TF32 passes only run where the tuner compared their result), or on
-/// [`ConvRoute::Split`] its first three-pass one where it has one.
+/// or TF32 on split operands only runs where the tuner compared its result), or on
+/// [`ConvRoute::Split`] its first one in three TF32 passes where it has one.
 fn fixed_way(route: ConvRoute, tf32: bool, pass: Pass, candidates: &[Algo]) -> Way {
     let split = candidates.iter().find(|a| a.split != Split::No).filter(|_| route == ConvRoute::Split);
     let first = split.or_else(|| candidates.iter().find(|a| !a.compared_only())).map(|a| Way::Cudnn(*a));
@@ -721,8 +721,8 @@ pub(crate) struct Dnn {
     /// FFT and Winograd algorithms are candidates (compared with im2col + cuBLAS like every
     /// candidate: see the module docs); `CNNLAB_CUDNN_TRANSFORMS=0` leaves them out.
     transforms: bool,
-    /// Strict fp32 times tensor-core algorithms as three TF32 passes on split operands (see
-    /// the module docs); `CNNLAB_CUDNN_SPLIT=0` leaves them out.
+    /// Strict fp32 times tensor-core algorithms in TF32 on split operands, in three passes and
+    /// stacked (see the module docs); `CNNLAB_CUDNN_SPLIT=0` leaves them out.
     splits: bool,
     plans: HashMap<(Shape, Layout), Option<Plan>>,
     /// The choices this thread has looked up (the shared map's lock is taken once per shape).
@@ -796,7 +796,7 @@ impl Dnn {
         // SAFETY: a fresh handle and this thread's live stream
         check_setup(unsafe { dnn::set_stream(handle, stream as sys::cudaStream_t) }, "cuDNN stream");
         let transforms = transforms_allowed();
-        // three TF32 passes are a strict-fp32 way (with --tf32 one pass is the point)
+        // TF32 on split operands is a strict-fp32 way (with --tf32 plain TF32 is the point)
         let splits = !tf32 && splits_allowed();
         let math = if tf32 {
             "TF32"

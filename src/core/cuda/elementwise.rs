@@ -62,7 +62,7 @@ pub(crate) fn sum_rows(l: &mut super::Local, dy: u64, db: u64, rows: usize, n: u
 }
 
 /// Each value of `x` as two TF32 values, `hi + lo` (the `split_tf32` kernel, which the
-/// strict-fp32 convolutions in three TF32 passes run: see `cudnn.rs`); for the tests.
+/// strict-fp32 convolutions in TF32 on split operands run: see `cudnn.rs`); for the tests.
 #[doc(hidden)]
 pub fn split_tf32(x: &CudaBuf, hi: &mut CudaBuf, lo: &mut CudaBuf) {
     same_len(&[x, hi, lo], "split_tf32");
