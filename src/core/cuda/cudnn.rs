@@ -1003,14 +1003,15 @@ impl Dnn {
                 use sys::cudnnMathType_t::{CUDNN_DEFAULT_MATH, CUDNN_FMA_MATH};
                 let math = if self.tf32 || split { CUDNN_DEFAULT_MATH } else { CUDNN_FMA_MATH };
                 dnn::set_convolution_math_type(conv, math).ok()?;
-                // one direction's qualifying candidates; `gemm` lists its GEMM-type algorithms
+                // one direction's qualifying candidates from heuristic `$get` (its descriptors
+                // after the handle: `$a, $b, conv, $c`); `gemm` lists its GEMM-type algorithms
                 // (the others transform: FFT, Winograd)
                 macro_rules! candidates {
-                    ($perf:ty, $n:literal, $algo:ty, $id:path, [$($gemm:ident),+], |$out:ident, $count:ident| $get:expr) => {{
-                        let mut $out = [std::mem::zeroed::<$perf>(); $n];
-                        let mut $count = 0;
-                        $get.ok()?;
-                        let found = &$out[..$count.clamp(0, $n) as usize];
+                    ($perf:ty, $n:literal, $algo:ty, $id:path, [$($gemm:ident),+], $get:path, ($a:expr, $b:expr, $c:expr)) => {{
+                        let mut out = [std::mem::zeroed::<$perf>(); $n];
+                        let mut count = 0;
+                        $get(h, $a, $b, conv, $c, $n, &mut count, out.as_mut_ptr()).ok()?;
+                        let found = &out[..count.clamp(0, $n) as usize];
                         self.qualifying(found.iter().map(|p| Candidate {
                             id: $id(p.algo),
                             ok: p.status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS,
@@ -1032,16 +1033,8 @@ impl Dnn {
                         CUDNN_CONVOLUTION_FWD_ALGO_GEMM,
                         CUDNN_CONVOLUTION_FWD_ALGO_DIRECT
                     ],
-                    |perf, count| dnn::get_convolution_forward_algorithm(
-                        h,
-                        x,
-                        w,
-                        conv,
-                        y,
-                        8,
-                        &mut count,
-                        perf.as_mut_ptr()
-                    )
+                    dnn::get_convolution_forward_algorithm,
+                    (x, w, y)
                 );
                 let data = candidates!(
                     sys::cudnnConvolutionBwdDataAlgoPerf_t,
@@ -1049,16 +1042,8 @@ impl Dnn {
                     sys::cudnnConvolutionBwdDataAlgo_t,
                     AlgoId::Data,
                     [CUDNN_CONVOLUTION_BWD_DATA_ALGO_0, CUDNN_CONVOLUTION_BWD_DATA_ALGO_1],
-                    |perf, count| dnn::get_convolution_backward_data_algorithm(
-                        h,
-                        w,
-                        y,
-                        conv,
-                        x,
-                        6,
-                        &mut count,
-                        perf.as_mut_ptr()
-                    )
+                    dnn::get_convolution_backward_data_algorithm,
+                    (w, y, x)
                 );
                 let filter = candidates!(
                     sys::cudnnConvolutionBwdFilterAlgoPerf_t,
@@ -1070,16 +1055,8 @@ impl Dnn {
                         CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1,
                         CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3
                     ],
-                    |perf, count| dnn::get_convolution_backward_filter_algorithm(
-                        h,
-                        x,
-                        y,
-                        conv,
-                        w,
-                        7,
-                        &mut count,
-                        perf.as_mut_ptr()
-                    )
+                    dnn::get_convolution_backward_filter_algorithm,
+                    (x, y, w)
                 );
                 Some([forward, data, filter])
             };
