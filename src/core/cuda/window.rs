@@ -149,7 +149,8 @@ fn forward_way(
 
 /// `a` and `b` (address, values) each split into two TF32 values, hi + lo (see
 /// `cudnn::Split`), in the thread's split room: the addresses of `[a_hi, a_lo, b_hi, b_lo]`.
-/// An error (the candidate is left out) where the allocation failed (recorded).
+/// An error (the candidate is left out) where the allocation failed (recorded, unless the
+/// tuner is timing ways: see `cudnn::Dnn::tuning`).
 fn split_operands(
     l: &mut Local,
     g: &WindowGeom,
@@ -175,7 +176,7 @@ type Stacking = ((u64, usize, usize), i32);
 
 /// `a` and `b` split and stacked (the `split_tf32_stacked` kernel) in the thread's split
 /// room: the stacked copies' addresses. An error (the candidate is left out) where the
-/// allocation failed (recorded).
+/// allocation failed (recorded, unless the tuner is timing ways).
 fn stack_split(l: &mut Local, g: &WindowGeom, cout: usize, a: Stacking, b: Stacking) -> Result<[u64; 2], String> {
     let base = dnn(l)?.split_room(g, cout);
     if base == 0 {
@@ -191,7 +192,8 @@ fn stack_split(l: &mut Local, g: &WindowGeom, cout: usize, a: Stacking, b: Stack
 
 /// The NCHW copies' room (see [`Layout`]): the input's (or its gradient's), the output's (or
 /// its gradient's) and the filter's addresses. An error (the candidate is left out) where a
-/// copy's rows exceed the transpose kernel's grid, or the allocation failed (recorded).
+/// copy's rows exceed the transpose kernel's grid, or the allocation failed (recorded, unless
+/// the tuner is timing ways).
 fn nchw_room(l: &mut Local, g: &WindowGeom, cout: usize) -> Result<[u64; 3], String> {
     let rows = [g.h * g.w, g.positions(), g.c, cout, g.kh * g.kw];
     if rows.iter().any(|&r| r.div_ceil(32) > 65535) {
