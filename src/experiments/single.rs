@@ -85,8 +85,7 @@ pub struct TrainReport {
 
 impl std::fmt::Display for TrainReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.finished_before {
-            let dir = self.saved.as_deref().unwrap_or(std::path::Path::new("?"));
+        if let (true, Some(dir)) = (self.finished_before, &self.saved) {
             return writeln!(
                 f,
                 "nothing to resume: the run in {} had finished ({} {} / {} / seed {}: test accuracy {:.1}% after {} \

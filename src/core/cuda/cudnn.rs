@@ -869,28 +869,18 @@ impl Dnn {
         self.split = CudaBuf::empty(self.stream);
     }
 
-    /// Room for the NCHW copies of a convolution's tensors (see [`Layout`]): its address, 0
-    /// where the allocation failed (recorded, and the op skipped, unless the tuner is timing:
-    /// see [`Dnn::tuning`]).
-    pub(crate) fn relayout(&mut self, g: &WindowGeom, cout: usize) -> u64 {
+    /// Room for the NCHW copies of a convolution's tensors (see [`Layout`]): its address, or
+    /// an error (the way is left out) where the allocation failed (recorded, and the op
+    /// skipped, unless the tuner is timing: see [`Dnn::tuning`]).
+    pub(crate) fn relayout(&mut self, g: &WindowGeom, cout: usize) -> std::result::Result<u64, String> {
         let fits = Self::grow(&mut self.relayout, relayout_values(g, cout), self.stream, self.tuning);
-        if fits {
-            self.relayout.ptr
-        } else {
-            0
-        }
+        fits.then_some(self.relayout.ptr).ok_or_else(|| "no memory for the NCHW copies".into())
     }
 
-    /// Room for the split operands of a convolution's pass (see [`Split`]): its address,
-    /// 0 where the allocation failed (recorded, and the op skipped, unless the tuner is
-    /// timing: see [`Dnn::tuning`]).
-    pub(crate) fn split_room(&mut self, g: &WindowGeom, cout: usize) -> u64 {
+    /// Room for the split operands of a convolution's pass (see [`Split`]): as [`Dnn::relayout`].
+    pub(crate) fn split_room(&mut self, g: &WindowGeom, cout: usize) -> std::result::Result<u64, String> {
         let fits = Self::grow(&mut self.split, split_values(g, cout), self.stream, self.tuning);
-        if fits {
-            self.split.ptr
-        } else {
-            0
-        }
+        fits.then_some(self.split.ptr).ok_or_else(|| "no memory for the split operands".into())
     }
 
     /// The tuning cache's key for `pass` of this shape.

@@ -130,11 +130,8 @@ fn forward_way(
             Ok(())
         }
         Way::Cudnn(a) if a.split == Split::Passes => {
-            let [xh, xl, wh, wl] = split_operands(l, g, cout, (x, g.n * g.h * g.w * g.c), (w, cout * g.k()))?;
-            let d = dnn(l)?;
-            d.forward(&a, xl, wh, g, cout, y, false)?;
-            d.forward(&a, xh, wl, g, cout, y, true)?;
-            d.forward(&a, xh, wh, g, cout, y, true)
+            let (xs, ws) = ((x, g.n * g.h * g.w * g.c), (w, cout * g.k()));
+            in_three_passes(l, g, cout, xs, ws, |d, x, w, add| d.forward(&a, x, w, g, cout, y, add))
         }
         Way::Cudnn(a) if a.split == Split::Stacked => {
             // each pixel's channels [hi | lo | hi] against each filter's [hi | hi | lo]
@@ -147,27 +144,29 @@ fn forward_way(
     }
 }
 
-/// `a` and `b` (address, values) each split into two TF32 values, hi + lo (see
-/// `cudnn::Split`), in the thread's split room: the addresses of `[a_hi, a_lo, b_hi, b_lo]`.
-/// An error (the candidate is left out) where the allocation failed (recorded, unless the
-/// tuner is timing ways: see `cudnn::Dnn::tuning`).
-fn split_operands(
+/// A pass on `a` and `b` (address, values) in three TF32 passes (`cudnn::Split::Passes`):
+/// each operand split into two TF32 values, hi + lo, in the thread's split room, then
+/// `pass(dnn, a part, b part, add)` on lo·hi (overwriting), hi·lo and hi·hi (adding). An
+/// error (the candidate is left out) where the room's allocation failed (recorded, unless the
+/// tuner is timing ways: see `cudnn::Dnn::tuning`) or a pass failed.
+fn in_three_passes(
     l: &mut Local,
     g: &WindowGeom,
     cout: usize,
     a: (u64, usize),
     b: (u64, usize),
-) -> Result<[u64; 4], String> {
-    let base = dnn(l)?.split_room(g, cout);
-    if base == 0 {
-        return Err("no memory for the split operands".into());
-    }
+    mut pass: impl FnMut(&mut cudnn::Dnn, u64, u64, bool) -> Result<(), String>,
+) -> Result<(), String> {
+    let base = dnn(l)?.split_room(g, cout)?;
     // each part 16-byte aligned, for the kernels' four-value loads and cuDNN's
     let (sa, sb) = (4 * a.1.next_multiple_of(4) as u64, 4 * b.1.next_multiple_of(4) as u64);
-    let parts = [base, base + sa, base + 2 * sa, base + 2 * sa + sb];
-    l.launch_n4(K::split_tf32, a.1, &[a.0, parts[0], parts[1], u(a.1)]);
-    l.launch_n4(K::split_tf32, b.1, &[b.0, parts[2], parts[3], u(b.1)]);
-    Ok(parts)
+    let [ah, al, bh, bl] = [base, base + sa, base + 2 * sa, base + 2 * sa + sb];
+    l.launch_n4(K::split_tf32, a.1, &[a.0, ah, al, u(a.1)]);
+    l.launch_n4(K::split_tf32, b.1, &[b.0, bh, bl, u(b.1)]);
+    let d = dnn(l)?;
+    pass(d, al, bh, false)?;
+    pass(d, ah, bl, true)?;
+    pass(d, ah, bh, true)
 }
 
 /// An operand to stack (see `cudnn::Split::Stacked`): its address, rows and values a row, and
@@ -175,13 +174,9 @@ fn split_operands(
 type Stacking = ((u64, usize, usize), i32);
 
 /// `a` and `b` split and stacked (the `split_tf32_stacked` kernel) in the thread's split
-/// room: the stacked copies' addresses. An error (the candidate is left out) where the
-/// allocation failed (recorded, unless the tuner is timing ways).
+/// room: the stacked copies' addresses. An error as in [`in_three_passes`].
 fn stack_split(l: &mut Local, g: &WindowGeom, cout: usize, a: Stacking, b: Stacking) -> Result<[u64; 2], String> {
-    let base = dnn(l)?.split_room(g, cout);
-    if base == 0 {
-        return Err("no memory for the split operands".into());
-    }
+    let base = dnn(l)?.split_room(g, cout)?;
     let len = |((_, rows, cols), _): Stacking| 3 * rows * cols;
     let at = [base, base + 4 * len(a).next_multiple_of(4) as u64];
     for (((src, rows, cols), lo), dst) in [a, b].into_iter().zip(at) {
@@ -199,10 +194,7 @@ fn nchw_room(l: &mut Local, g: &WindowGeom, cout: usize) -> Result<[u64; 3], Str
     if rows.iter().any(|&r| r.div_ceil(32) > 65535) {
         return Err("too large for the NCHW copies".into());
     }
-    let base = dnn(l)?.relayout(g, cout);
-    if base == 0 {
-        return Err("no memory for the NCHW copies".into());
-    }
+    let base = dnn(l)?.relayout(g, cout)?;
     let (x, y) = ((g.n * g.h * g.w * g.c) as u64, (g.n * g.positions() * cout) as u64);
     Ok([base, base + 4 * x, base + 4 * (x + y)])
 }
@@ -239,11 +231,7 @@ fn filter_way(
         }
         Way::Cudnn(a) if a.split == Split::Passes => {
             let (xs, dys) = ((x, g.n * g.h * g.w * g.c), (dy, g.n * g.positions() * cout));
-            let [xh, xl, dyh, dyl] = split_operands(l, g, cout, xs, dys)?;
-            let d = dnn(l)?;
-            d.backward_filter(&a, xl, dyh, g, cout, dw, false)?;
-            d.backward_filter(&a, xh, dyl, g, cout, dw, true)?;
-            d.backward_filter(&a, xh, dyh, g, cout, dw, true)
+            in_three_passes(l, g, cout, xs, dys, |d, x, dy, add| d.backward_filter(&a, x, dy, g, cout, dw, add))
         }
         Way::Cudnn(a) if a.split == Split::Stacked => {
             // three batches: the images [lo; hi; hi] against the gradients [hi; lo; hi]
@@ -276,11 +264,7 @@ fn data_way(l: &mut Local, way: Way, w: u64, dy: u64, g: &WindowGeom, cout: usiz
         }
         Way::Cudnn(a) if a.split == Split::Passes => {
             let (ws, dys) = ((w, cout * g.k()), (dy, g.n * g.positions() * cout));
-            let [wh, wl, dyh, dyl] = split_operands(l, g, cout, ws, dys)?;
-            let d = dnn(l)?;
-            d.backward_data(&a, wl, dyh, g, cout, dx, false)?;
-            d.backward_data(&a, wh, dyl, g, cout, dx, true)?;
-            d.backward_data(&a, wh, dyh, g, cout, dx, true)
+            in_three_passes(l, g, cout, ws, dys, |d, w, dy, add| d.backward_data(&a, w, dy, g, cout, dx, add))
         }
         Way::Cudnn(a) if a.split == Split::Stacked => {
             // three times the output channels: the filters [hi; lo; hi] against each
