@@ -7,6 +7,7 @@
 
 use cnnlab::core::cuda::{self, ConvRoute, Settings};
 use cnnlab::core::init::InitRng;
+use cnnlab::core::ops::conv2d::{Conv2dOps, WindowGeom};
 use cnnlab::core::ops::*;
 use cnnlab::core::optim::OptimOps;
 use cnnlab::core::{Backend, Cpu, Cuda, Layer, Mode, Tensor};
@@ -484,6 +485,76 @@ fn split_tf32_splits_each_value() {
     assert_eq!(at(0x3f80_1001), 0x3f80_2000);
     assert_eq!(at(0xbf80_0fff), 0xbf80_0000);
     assert_eq!(at(f32::MAX.to_bits()), 0x7f7f_e000, "rounding up would overflow: truncated");
+}
+
+/// im2col and col2im, the GPU's columns for convolutions and the locally-connected layer, to
+/// the bit: the columns are the CPU's copy, and each input's gradient is the sum of the columns
+/// that read it, added in window order (ki, then kj) from zero. Channels in fours take the
+/// kernels' four-channel path, others one value a thread; both must give these same bits.
+#[test]
+fn window_columns_match_the_cpu_exactly() {
+    if !gpu("window_columns_match_the_cpu_exactly") {
+        return;
+    }
+    // (n, h, w, c, window, stride, padding)
+    type Shape = (usize, usize, usize, usize, (usize, usize), (usize, usize), (usize, usize));
+    let shapes: [Shape; 7] = [
+        (3, 9, 7, 8, (3, 3), (1, 1), (1, 1)),
+        (3, 10, 7, 4, (3, 3), (2, 2), (1, 1)),
+        (2, 8, 8, 12, (5, 5), (1, 1), (0, 0)),
+        (3, 9, 9, 3, (3, 3), (1, 1), (1, 1)),
+        (2, 7, 9, 5, (3, 3), (2, 1), (1, 2)),
+        (3, 1, 40, 8, (1, 5), (1, 1), (0, 2)),
+        (2, 6, 6, 16, (2, 2), (2, 2), (0, 0)),
+    ];
+    for (n, h, w, c, k, st, pad) in shapes {
+        let g = WindowGeom::new(n, h, w, c, k, st, pad).unwrap();
+        let name = format!("{n}x{h}x{w}x{c}, window {k:?}, stride {st:?}, padding {pad:?}");
+        let (per_image, img_len) = (g.positions() * g.k(), h * w * c);
+        // images 1..n: a launch that starts past the first image
+        let (img0, imgs) = (1, n - 1);
+        let x = random(n * img_len, 31);
+        let (xc, xg) = (Tensor::<Cpu>::from_slice(&[x.len()], &x), Tensor::<Cuda>::from_slice(&[x.len()], &x));
+        let (mut cc, mut cg) = (Tensor::<Cpu>::zeros(&[imgs * per_image]), Tensor::<Cuda>::zeros(&[imgs * per_image]));
+        Cpu::im2col(xc.buf(), &g, cc.buf_mut(), img0, imgs);
+        Cuda::im2col(xg.buf(), &g, cg.buf_mut(), img0, imgs);
+        let (cc, cg) = (cc.to_vec(), cg.to_vec());
+        assert!(cc.iter().zip(&cg).all(|(a, b)| a.to_bits() == b.to_bits()), "{name}: im2col differs from the CPU's");
+
+        let cols = random(imgs * per_image, 32);
+        let colsg = Tensor::<Cuda>::from_slice(&[cols.len()], &cols);
+        let mut dx = Tensor::<Cuda>::from_slice(&[n * img_len], &vec![7.0; n * img_len]);
+        Cuda::col2im(colsg.buf(), &g, dx.buf_mut(), img0, imgs);
+        let dx = dx.to_vec();
+        assert!(dx[..img_len].iter().all(|&v| v == 7.0), "{name}: col2im wrote outside its images");
+        // the window position whose tap k reads input `at` along one axis, if one does
+        let origin = |at: usize, pad: usize, k: usize, stride: usize, out: usize| {
+            let t = (at + pad).checked_sub(k)?;
+            (t.is_multiple_of(stride) && t / stride < out).then_some(t / stride)
+        };
+        for b in 0..imgs {
+            for iy in 0..h {
+                for ix in 0..w {
+                    for ch in 0..c {
+                        let mut want = 0.0f32;
+                        for ki in 0..g.kh {
+                            let Some(oy) = origin(iy, g.ph, ki, g.sh, g.oh) else { continue };
+                            for kj in 0..g.kw {
+                                let Some(ox) = origin(ix, g.pw, kj, g.sw, g.ow) else { continue };
+                                want += cols[(b * g.positions() + oy * g.ow + ox) * g.k() + (ki * g.kw + kj) * c + ch];
+                            }
+                        }
+                        let got = dx[(((img0 + b) * h + iy) * w + ix) * c + ch];
+                        assert_eq!(
+                            got.to_bits(),
+                            want.to_bits(),
+                            "{name}: col2im at {b},{iy},{ix},{ch}: {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[test]

@@ -30,6 +30,17 @@ fn images_per_launch(per_image: usize) -> usize {
     ((1usize << 31) / per_image.max(1)).max(1)
 }
 
+/// Threads for `values` values of an im2col or col2im launch: one per four channels where the
+/// channels come in fours (the kernels' vector path; they fall back to one value a thread
+/// where a pointer is not aligned, and their grid-stride loops cover the rest), else one a value.
+fn window_threads(g: &WindowGeom, values: usize) -> usize {
+    if g.c.is_multiple_of(4) {
+        values.div_ceil(4)
+    } else {
+        values
+    }
+}
+
 fn im2col(l: &Local, x: u64, g: &WindowGeom, cols: u64, img0: usize, imgs: usize) {
     let per_image = g.positions() * g.k();
     let step = images_per_launch(per_image);
@@ -37,7 +48,7 @@ fn im2col(l: &Local, x: u64, g: &WindowGeom, cols: u64, img0: usize, imgs: usize
         let m = step.min(imgs - i0);
         let out = cols + 4 * (i0 * per_image) as u64;
         let args = [x, out, u(img0 + i0), u(m)];
-        l.launch_n_bytes(K::im2col, m * per_image, &args, &geom_bytes(g));
+        l.launch_n_bytes(K::im2col, window_threads(g, m * per_image), &args, &geom_bytes(g));
     }
 }
 
@@ -48,7 +59,7 @@ fn col2im(l: &Local, cols: u64, g: &WindowGeom, dx: u64, img0: usize, imgs: usiz
         let m = step.min(imgs - i0);
         let src = cols + 4 * (i0 * per_image) as u64;
         let args = [src, dx, u(img0 + i0), u(m)];
-        l.launch_n_bytes(K::col2im, m * img_len, &args, &geom_bytes(g));
+        l.launch_n_bytes(K::col2im, window_threads(g, m * img_len), &args, &geom_bytes(g));
     }
 }
 
