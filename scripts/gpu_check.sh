@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU checks of the CUDA backend in one call on a lent GPU machine (no Rust there: run
-# scripts/gpu_prepare.sh first and carry gpu/). Writes at most 7 files to OUT (the lending
+# scripts/gpu_prepare.sh first and carry gpu/). Writes at most 8 files to OUT (the lending
 # tool returns 8), and a summary on stdout:
 #   scripts/gpu_check.sh OUT [PARTS]
 # PARTS (default "tests bench variants repeat pytorch probe full table"), run in the order given:
@@ -19,6 +19,9 @@
 #            GEMM's rounding (CNNLAB_CONV_TOLERANCE=64)
 #   full     the full recipe's CNN, Mixer and LCN in strict fp32 (and the CNN in TF32),
 #            profiled layer by layer
+#   before   where gpu/cnnlab-before is (BASELINE=REV scripts/gpu_prepare.sh), the benchmarks a
+#            change touched on that build and on this one in turn, two rounds (about 90 s):
+#            w1 and w1infer on im2col + cuBLAS (CNNLAB_CUDNN=0), and the full recipe's LCN
 #   repeat   the same short reproduce (MNIST-1D CNN and MLP) in two processes, timing for
 #            themselves and then sharing the tuning cache: the same numbers?
 #   pytorch  the PyTorch reference (pytorch_gpu_bench.py; about a minute), in the same call
@@ -105,6 +108,25 @@ for part in $parts; do
       timeout 40 gpu/cnnlab bench full-$m --device cuda --profile --quiet
     done >>"$out/bench.txt" 2>&1
     timeout 40 gpu/cnnlab bench full-cnn --device cuda --tf32 --profile --quiet >>"$out/bench.txt" 2>&1
+    ;;
+  before)
+    # the same benchmarks on the build before a change and on this one, alternately
+    log before
+    if [ -x gpu/cnnlab-before ]; then
+      for round in 1 2; do
+        for build in before after; do
+          exe=gpu/cnnlab
+          [ $build = before ] && exe=gpu/cnnlab-before
+          echo "round $round, $build:"
+          CNNLAB_CUDNN=0 timeout 60 $exe bench w1 --device cuda --quiet
+          CNNLAB_CUDNN=0 timeout 60 $exe bench w1infer --device cuda --quiet
+          timeout 60 $exe bench full-lcn --device cuda --quiet
+        done
+      done >>"$out/before.txt" 2>&1
+      grep -E "^round|RESULT" "$out/before.txt" | tee -a "$out/log.txt"
+    else
+      echo "before: no gpu/cnnlab-before (BASELINE=REV scripts/gpu_prepare.sh builds one)" | tee -a "$out/log.txt"
+    fi
     ;;
   repeat)
     # the same short runs in two processes, each timing its convolutions for itself
