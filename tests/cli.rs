@@ -136,6 +136,17 @@ fn bench_profiles_the_full_tables_networks() {
         assert!(s.lines().any(|l| l.ends_with(layer)), "{layer} missing:\n{s}");
     }
     assert!(s.lines().last().unwrap_or("").starts_with("RESULT full-mlp "), "{s}");
+    // each layer's rates by count: a GEMM's operations and bytes a second, ReLU's bytes only
+    let columns = |layer: &str| -> Vec<String> {
+        let line = s.lines().find(|l| l.ends_with(layer)).unwrap_or("");
+        line.split_whitespace().map(String::from).collect()
+    };
+    assert!(s.lines().any(|l| l.contains("GFLOP/s") && l.contains("GB/s")), "{s}");
+    let gemm = columns("linear(3072->1024)");
+    let positive = |v: &str| v.parse::<f64>().is_ok_and(|v| v > 0.0);
+    assert!(positive(&gemm[3]) && positive(&gemm[4]), "{gemm:?}");
+    let relu = columns("relu");
+    assert!(relu[3] == "-" && positive(&relu[4]), "{relu:?}");
 }
 
 #[test]

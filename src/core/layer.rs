@@ -110,6 +110,13 @@ pub trait Layer<B: Backend>: Send + AsDynLayer<B> {
     fn permute_positions(&mut self, _perm: &[usize]) -> Result<usize> {
         Ok(0)
     }
+    /// Containers: starts (or, with `false`, stops) timing the layers inside, for the nested
+    /// rows of a profile (see [`Sequential::profile`]). Leaves have nothing inside.
+    fn profile_inside(&mut self, _on: bool) {}
+    /// Containers: the rows of the layers inside, timed since [`Layer::profile_inside`].
+    fn inside_profile(&self) -> Vec<LayerTime> {
+        Vec::new()
+    }
 }
 
 /// Layers applied one after another; keeps every intermediate activation and gradient.
@@ -117,16 +124,73 @@ pub struct Sequential<B: Backend> {
     layers: Vec<Box<dyn Layer<B>>>,
     acts: Vec<Tensor<B>>,
     grads: Vec<Tensor<B>>,
-    /// Per layer: forward and backward time so far, when profiling (see [`Sequential::profile`]).
-    times: Option<Vec<[std::time::Duration; 2]>>,
+    /// Per layer, when profiling (see [`Sequential::profile`]): its time and work so far.
+    times: Option<Vec<LayerTime>>,
 }
 
-/// One layer's share of the time in [`Sequential::profile_report`].
-#[derive(Clone, Debug, PartialEq)]
+/// One layer's row in [`Sequential::profile_report`]: its time in each pass since profiling
+/// started, and the work those passes did by count: floating-point operations (two a
+/// multiply-add; the backward pass's as the forward's once for the weights' gradient and once
+/// more where the input's is asked for) and the bytes no implementation can avoid moving
+/// (forward: the input, the output and the parameters; backward: the input, the output's
+/// gradient, the parameters and their gradient, and the input's gradient where asked for).
+/// Over the time they give the rate a layer ran at, to set against the device's peaks. A
+/// container's bytes are its own input and output only: its rows inside show where its
+/// intermediates went.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct LayerTime {
     pub layer: String,
+    /// 0 for a model's own layers, 1 for the layers inside one of them, and so on.
+    pub depth: usize,
     pub forward_seconds: f64,
     pub backward_seconds: f64,
+    pub forward_flops: f64,
+    pub backward_flops: f64,
+    pub forward_bytes: f64,
+    pub backward_bytes: f64,
+}
+
+impl LayerTime {
+    /// Divides the times and the work by `steps` (per-step figures; the rates stay).
+    pub fn per(&mut self, steps: usize) {
+        let n = steps.max(1) as f64;
+        for v in [
+            &mut self.forward_seconds,
+            &mut self.backward_seconds,
+            &mut self.forward_flops,
+            &mut self.backward_flops,
+            &mut self.forward_bytes,
+            &mut self.backward_bytes,
+        ] {
+            *v /= n;
+        }
+    }
+
+    /// Operations a second over both passes (None where the layer did none).
+    pub fn flops_per_second(&self) -> Option<f64> {
+        let (work, secs) = (self.forward_flops + self.backward_flops, self.forward_seconds + self.backward_seconds);
+        (work > 0.0 && secs > 0.0).then(|| work / secs)
+    }
+
+    /// The bytes it could not avoid moving a second, over both passes.
+    pub fn bytes_per_second(&self) -> Option<f64> {
+        let (work, secs) = (self.forward_bytes + self.backward_bytes, self.forward_seconds + self.backward_seconds);
+        (work > 0.0 && secs > 0.0).then(|| work / secs)
+    }
+}
+
+/// Which pass [`Sequential`]'s profile adds a timing to.
+#[derive(Clone, Copy)]
+enum Pass {
+    Forward,
+    Backward,
+}
+
+/// The parameters' values in a layer.
+fn param_count<B: Backend>(l: &dyn Layer<B>) -> usize {
+    let mut n = 0;
+    l.visit_params_ref(&mut |p| n += p.value.len());
+    n
 }
 
 impl<B: Backend> Sequential<B> {
@@ -145,33 +209,48 @@ impl<B: Backend> Sequential<B> {
     /// GPU's queue is drained at every layer: profiled steps run slower than unprofiled ones.
     ///
     /// [`BackendBase::synchronize`]: crate::core::BackendBase::synchronize
+    /// The layers inside containers (residual blocks) are timed too, as nested rows.
     pub fn profile(&mut self, on: bool) {
-        self.times = on.then(|| vec![[std::time::Duration::ZERO; 2]; self.layers.len()]);
+        self.times =
+            on.then(|| self.layers.iter().map(|l| LayerTime { layer: l.describe(), ..Default::default() }).collect());
+        for l in &mut self.layers {
+            l.profile_inside(on);
+        }
     }
 
-    /// Time per layer since profiling started, in layer order.
+    /// Each layer's row since profiling started, in layer order, a container's followed by the
+    /// rows of the layers inside it (one deeper).
     pub fn profile_report(&self) -> Vec<LayerTime> {
         let Some(times) = &self.times else { return Vec::new() };
-        self.layers
-            .iter()
-            .zip(times)
-            .map(|(l, t)| LayerTime {
-                layer: l.describe(),
-                forward_seconds: t[0].as_secs_f64(),
-                backward_seconds: t[1].as_secs_f64(),
-            })
-            .collect()
+        let mut rows = Vec::new();
+        for (l, t) in self.layers.iter().zip(times) {
+            rows.push(t.clone());
+            rows.extend(l.inside_profile().into_iter().map(|r| LayerTime { depth: r.depth + 1, ..r }));
+        }
+        rows
     }
 
-    /// Runs `f`, adding its duration to layer `i`'s `pass` (0 forward, 1 backward) when
-    /// profiling.
-    fn timed<R>(times: &mut Option<Vec<[std::time::Duration; 2]>>, i: usize, pass: usize, f: impl FnOnce() -> R) -> R {
-        let Some(times) = times else { return f() };
+    /// Runs `f`, adding its duration to layer `i`'s `pass` when profiling, with the pass's
+    /// `work` (operations and unavoidable bytes: see [`LayerTime`]; counted only then).
+    fn timed<R>(
+        times: &mut Option<Vec<LayerTime>>,
+        i: usize,
+        pass: Pass,
+        work: Option<(f64, f64)>,
+        f: impl FnOnce() -> R,
+    ) -> R {
+        let (Some(times), Some((flops, bytes))) = (times, work) else { return f() };
         B::synchronize();
         let start = std::time::Instant::now();
         let out = f();
         B::synchronize();
-        times[i][pass] += start.elapsed();
+        let secs = start.elapsed().as_secs_f64();
+        let t = &mut times[i];
+        let (s, fl, by) = match pass {
+            Pass::Forward => (&mut t.forward_seconds, &mut t.forward_flops, &mut t.forward_bytes),
+            Pass::Backward => (&mut t.backward_seconds, &mut t.backward_flops, &mut t.backward_bytes),
+        };
+        (*s, *fl, *by) = (*s + secs, *fl + flops, *by + bytes);
         out
     }
 
@@ -244,7 +323,13 @@ impl<B: Backend> Layer<B> for Sequential<B> {
             let input = if i == 0 { x } else { &before[i - 1] };
             let output = if i == n - 1 { &mut *y } else { &mut after[0] };
             let layer = &mut self.layers[i];
-            Self::timed(&mut self.times, i, 0, || layer.forward(input, output, mode));
+            let work = self.times.is_some().then(|| {
+                let l = layer.as_ref();
+                let out: usize = l.output_shape(input.shape()).map(|s| s.iter().product()).unwrap_or(0);
+                let flops = 2.0 * l.macs(input.shape()) as f64;
+                (flops, 4.0 * (input.len() + out + param_count(l)) as f64)
+            });
+            Self::timed(&mut self.times, i, Pass::Forward, work, || layer.forward(input, output, mode));
         }
     }
 
@@ -263,7 +348,14 @@ impl<B: Backend> Layer<B> for Sequential<B> {
             let grad_out = if i == n - 1 { dy } else { &g_after[0] };
             let grad_in = if i == 0 { dx.as_deref_mut() } else { Some(&mut g_before[i - 1]) };
             let layer = &mut self.layers[i];
-            Self::timed(&mut self.times, i, 1, || layer.backward(input, output, grad_out, grad_in));
+            let work = self.times.is_some().then(|| {
+                let (l, asked) = (layer.as_ref(), grad_in.is_some() as usize);
+                let params = param_count(l);
+                // the weights' gradient, and the input's where asked for, each a forward's work
+                let flops = 2.0 * l.macs(input.shape()) as f64 * ((params > 0) as usize + asked) as f64;
+                (flops, 4.0 * (input.len() * (1 + asked) + output.len() + 2 * params) as f64)
+            });
+            Self::timed(&mut self.times, i, Pass::Backward, work, || layer.backward(input, output, grad_out, grad_in));
         }
     }
 
@@ -316,6 +408,14 @@ impl<B: Backend> Layer<B> for Sequential<B> {
         self.layers.iter().map(|l| l.as_ref()).collect()
     }
 
+    fn profile_inside(&mut self, on: bool) {
+        self.profile(on);
+    }
+
+    fn inside_profile(&self) -> Vec<LayerTime> {
+        self.profile_report()
+    }
+
     fn permute_positions(&mut self, perm: &[usize]) -> Result<usize> {
         let mut n = 0;
         for l in &mut self.layers {
@@ -333,29 +433,67 @@ mod tests {
     use rand::SeedableRng;
 
     #[test]
-    fn profile_times_every_layer_of_both_passes() {
+    fn profile_times_every_layer_of_both_passes_and_counts_their_work() {
+        use crate::core::ops::{Gelu, Residual};
         let mut rng = crate::core::init::InitRng::seed_from_u64(0);
         let mut net = Sequential::<Cpu>::new(vec![
             Box::new(Linear::new(64, 256, &mut rng)),
             Box::new(Relu),
+            Box::new(Residual::new(vec![Box::new(Linear::new(256, 256, &mut rng)), Box::new(Gelu::default())])),
             Box::new(Linear::new(256, 10, &mut rng)),
         ]);
         assert!(net.profile_report().is_empty(), "no report unless profiling");
         let x = Tensor::<Cpu>::from_slice(&[32, 64], &vec![0.5; 32 * 64]);
         let (mut y, dy) = (Tensor::empty(), Tensor::<Cpu>::from_slice(&[32, 10], &vec![1.0; 320]));
         net.profile(true);
-        for _ in 0..3 {
+        let steps = 3;
+        for _ in 0..steps {
             net.forward(&x, &mut y, Mode::Train);
             net.backward(&x, &y, &dy, None);
         }
-        let report = net.profile_report();
-        let names: Vec<&str> = report.iter().map(|l| l.layer.as_str()).collect();
-        assert_eq!(names, ["linear(64->256)", "relu", "linear(256->10)"]);
+        let mut report = net.profile_report();
+        let rows: Vec<(&str, usize)> = report.iter().map(|l| (l.layer.as_str(), l.depth)).collect();
+        assert_eq!(
+            rows,
+            [
+                ("linear(64->256)", 0),
+                ("relu", 0),
+                ("residual(linear(256->256) -> gelu)", 0),
+                ("linear(256->256)", 1),
+                ("gelu", 1),
+                ("linear(256->10)", 0)
+            ]
+        );
         // the GEMM layers do measurable work in both passes
-        for l in [&report[0], &report[2]] {
+        for l in [&report[0], &report[3], &report[5]] {
             assert!(l.forward_seconds > 0.0 && l.backward_seconds > 0.0, "{l:?}");
         }
+        // a block's time holds the time of the layers inside it
+        let inside: f64 = report[3..5].iter().map(|l| l.forward_seconds).sum();
+        assert!(report[2].forward_seconds >= inside, "{report:?}");
+        for l in &mut report {
+            l.per(steps);
+        }
+        // the work by count: the first layer's input gradient is not asked for (its weights'
+        // gradient is one forward's work); inside the block it is (two)
+        let (first, inner, relu) = (&report[0], &report[3], &report[1]);
+        let params = (64 * 256 + 256) as f64;
+        assert_eq!(first.forward_flops, 2.0 * (32 * 64 * 256) as f64);
+        assert_eq!(first.backward_flops, first.forward_flops);
+        assert_eq!(first.forward_bytes, 4.0 * ((32 * 64 + 32 * 256) as f64 + params));
+        assert_eq!(first.backward_bytes, 4.0 * ((32 * 64 + 32 * 256) as f64 + 2.0 * params));
+        assert_eq!(inner.backward_flops, 2.0 * inner.forward_flops);
+        assert_eq!(
+            inner.backward_bytes,
+            4.0 * (2.0 * (32 * 256) as f64 + (32 * 256) as f64 + 2.0 * (256 * 257) as f64)
+        );
+        assert_eq!((relu.forward_flops, relu.flops_per_second()), (0.0, None), "no arithmetic to count");
+        assert_eq!(relu.forward_bytes, 4.0 * (2 * 32 * 256) as f64);
+        let rate = first.flops_per_second().unwrap();
+        let want = (first.forward_flops + first.backward_flops) / (first.forward_seconds + first.backward_seconds);
+        assert!((rate - want).abs() <= 1e-9 * want, "{rate} {want}");
         net.profile(false);
         assert!(net.profile_report().is_empty());
+        assert!(net.layers()[2].inside_profile().is_empty(), "the block stopped timing too");
     }
 }

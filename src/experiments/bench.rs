@@ -151,15 +151,25 @@ pub struct Profile {
 
 impl std::fmt::Display for Profile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let total: f64 = self.layers.iter().map(|l| l.forward_seconds + l.backward_seconds).sum();
-        writeln!(f, "{:>9}  {:>9}  {:>6}  layer (ms per step)", "forward", "backward", "share")?;
+        // the model's own layers make up the step; the rows inside a block share its time
+        let top = self.layers.iter().filter(|l| l.depth == 0);
+        let total: f64 = top.map(|l| l.forward_seconds + l.backward_seconds).sum();
+        let rate = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{:.1}", v / 1e9));
+        writeln!(
+            f,
+            "{:>9}  {:>9}  {:>6}  {:>8}  {:>8}  layer (ms per step; GFLOP/s and GB/s: the work by count over the time)",
+            "forward", "backward", "share", "GFLOP/s", "GB/s"
+        )?;
         for l in &self.layers {
             let share = 100.0 * (l.forward_seconds + l.backward_seconds) / total.max(1e-12);
             writeln!(
                 f,
-                "{:>9.3}  {:>9.3}  {share:>5.1}%  {}",
+                "{:>9.3}  {:>9.3}  {share:>5.1}%  {:>8}  {:>8}  {}{}",
                 1e3 * l.forward_seconds,
                 1e3 * l.backward_seconds,
+                rate(l.flops_per_second()),
+                rate(l.bytes_per_second()),
+                "  ".repeat(l.depth),
                 l.layer
             )?;
         }
@@ -242,8 +252,7 @@ fn run_backend<B: Backend>(name: &str, gpu: bool, profile: bool) -> Result<(Benc
     }
     let mut layers = net.profile_report();
     for l in &mut layers {
-        l.forward_seconds /= steps as f64;
-        l.backward_seconds /= steps as f64;
+        l.per(steps);
     }
     Ok((result, Some(Profile { layers, choices: B::choices() })))
 }

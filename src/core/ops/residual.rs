@@ -1,7 +1,7 @@
 //! Residual block: `y = x + f(x)` for an inner [`Sequential`]; backward `dx = dy + f'(x)ᵀ·dy`.
 
 use crate::core::backend::{Backend, BackendBase};
-use crate::core::layer::Sequential;
+use crate::core::layer::{LayerTime, Sequential};
 use crate::core::{Layer, Mode, Param, Tensor};
 use crate::error::{Error, Result};
 
@@ -73,6 +73,12 @@ impl<B: Backend> Layer<B> for Residual<B> {
     }
     fn permute_positions(&mut self, perm: &[usize]) -> Result<usize> {
         self.inner.permute_positions(perm)
+    }
+    fn profile_inside(&mut self, on: bool) {
+        self.inner.profile(on);
+    }
+    fn inside_profile(&self) -> Vec<LayerTime> {
+        self.inner.profile_report()
     }
 }
 
