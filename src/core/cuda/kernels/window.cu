@@ -7,46 +7,47 @@ struct Geom {
     int n, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow;
 };
 
-// cols[(img·OH·OW + pos)·K + (ki·kw + kj)·c + ch] for images img0..img0+imgs (cols starts
-// at image img0). Four channels a thread where c % 4 == 0 and the pointers are 16-byte
-// aligned (every layer but an RGB input; the host then launches a thread per four values):
-// the index arithmetic, five divisions by run-time sizes at about twenty instructions each
-// on a GPU, is then shared by four values, and loads and stores move 16 bytes. One thread a
-// value spent about four times as long on the divisions as on its memory (by count: a
-// 64->128 layer's 75M columns of a CIFAR batch of 128).
-extern "C" __global__ void im2col(const float* x, float* cols, i64 img0, i64 imgs, Geom g) {
-    // 32-bit index arithmetic (64-bit division is emulated and dominated this kernel): the
-    // host launches at most 2^31 values at a time
-    unsigned K = g.kh * g.kw * g.c, P = g.oh * g.ow;
-    const float* xb = x + img0 * g.h * g.w * g.c;
-    if (g.c % 4 == 0 && AL16(xb) && AL16(cols)) {
-        unsigned K4 = K / 4, c4 = g.c / 4;
-        GRID_STRIDE(i, imgs * P * K4) {
-            unsigned ii = (unsigned)i;
-            unsigned col = ii % K4, row = ii / K4;
-            unsigned ch = col % c4, t = col / c4;
-            int kj = t % g.kw, ki = t / g.kw;
-            unsigned pos = row % P, b = row / P;
-            int oy = pos / g.ow, ox = pos % g.ow;
-            int iy = oy * g.sh + ki - g.ph, ix = ox * g.sw + kj - g.pw;
-            float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-            if (iy >= 0 && iy < g.h && ix >= 0 && ix < g.w) v = CF4(xb)[(((size_t)b * g.h + iy) * g.w + ix) * c4 + ch];
-            F4(cols)[i] = v;
-        }
-        return;
-    }
-    GRID_STRIDE(i, imgs * P * K) {
+// im2col and col2im move one value (T float) or four channels (T float4) a thread: four
+// where c % 4 == 0 and the pointers are 16-byte aligned (every layer but an RGB input; the
+// host then launches a thread per four values). The index arithmetic, divisions by run-time
+// sizes at about twenty instructions each on a GPU, is then shared by four values, and loads
+// and stores move 16 bytes: one value a thread spent about four times as long on the
+// divisions as on its memory (by count: scripts/kernel_sass.py). `cl` is c in Ts, `kl` K in
+// Ts. Index arithmetic in 32 bits (64-bit division is emulated): the host launches at most
+// 2^31 values at a time.
+
+__device__ void add_to(float& s, float v) { s += v; }
+__device__ void add_to(float4& s, float4 v) {
+    s.x += v.x;
+    s.y += v.y;
+    s.z += v.z;
+    s.w += v.w;
+}
+
+template <class T>
+__device__ void im2col_rows(const T* xb, T* cols, i64 n, unsigned cl, unsigned kl, const Geom& g) {
+    unsigned P = g.oh * g.ow;
+    GRID_STRIDE(i, n) {
         unsigned ii = (unsigned)i;
-        unsigned col = ii % K, row = ii / K;
-        unsigned ch = col % g.c, t = col / g.c;
+        unsigned col = ii % kl, row = ii / kl;
+        unsigned ch = col % cl, t = col / cl;
         int kj = t % g.kw, ki = t / g.kw;
         unsigned pos = row % P, b = row / P;
         int oy = pos / g.ow, ox = pos % g.ow;
         int iy = oy * g.sh + ki - g.ph, ix = ox * g.sw + kj - g.pw;
-        float v = 0.0f;
-        if (iy >= 0 && iy < g.h && ix >= 0 && ix < g.w) v = xb[(((size_t)b * g.h + iy) * g.w + ix) * g.c + ch];
+        T v{};
+        if (iy >= 0 && iy < g.h && ix >= 0 && ix < g.w) v = xb[(((size_t)b * g.h + iy) * g.w + ix) * cl + ch];
         cols[i] = v;
     }
+}
+
+// cols[(img·OH·OW + pos)·K + (ki·kw + kj)·c + ch] for images img0..img0+imgs (cols starts
+// at image img0).
+extern "C" __global__ void im2col(const float* x, float* cols, i64 img0, i64 imgs, Geom g) {
+    unsigned K = g.kh * g.kw * g.c, P = g.oh * g.ow;
+    const float* xb = x + img0 * g.h * g.w * g.c;
+    if (g.c % 4 == 0 && AL16(xb) && AL16(cols)) im2col_rows(CF4(xb), F4(cols), imgs * P * K / 4, g.c / 4, K / 4, g);
+    else im2col_rows(xb, cols, imgs * P * K, g.c, K, g);
 }
 
 // The window position that tap `k` of an output reads input `at` from, along one axis: -1
@@ -62,60 +63,37 @@ __device__ int window_origin(int at, int pad, int k, int stride, int out) {
     return t < out ? t : -1;
 }
 
-// dx of images img0..img0+imgs = the sum of every cols entry that read each value, added in
-// window order (ki, then kj) from zero: four channels a thread where c % 4 == 0 and the
-// pointers are aligned (see im2col), each channel's sum in the same order as one value a
-// thread, so both paths give the same bits.
-extern "C" __global__ void col2im(const float* cols, float* dx, i64 img0, i64 imgs, Geom g) {
-    unsigned K = g.kh * g.kw * g.c, P = g.oh * g.ow;
-    unsigned img_len = g.h * g.w * g.c;
-    float* dxb = dx + img0 * img_len;
-    if (g.c % 4 == 0 && AL16(cols) && AL16(dxb)) {
-        unsigned c4 = g.c / 4, K4 = K / 4;
-        GRID_STRIDE(i, imgs * img_len / 4) {
-            unsigned ii = (unsigned)i;
-            unsigned ch = ii % c4, t = ii / c4;
-            int ix = t % g.w;
-            t /= g.w;
-            int iy = t % g.h;
-            unsigned bl = t / g.h;
-            float4 s = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-            for (int ki = 0; ki < g.kh; ki++) {
-                int oy = window_origin(iy, g.ph, ki, g.sh, g.oh);
-                if (oy < 0) continue;
-                for (int kj = 0; kj < g.kw; kj++) {
-                    int ox = window_origin(ix, g.pw, kj, g.sw, g.ow);
-                    if (ox < 0) continue;
-                    float4 v = CF4(cols)[((size_t)bl * P + oy * g.ow + ox) * K4 + (ki * g.kw + kj) * c4 + ch];
-                    s.x += v.x;
-                    s.y += v.y;
-                    s.z += v.z;
-                    s.w += v.w;
-                }
-            }
-            F4(dxb)[i] = s;
-        }
-        return;
-    }
-    GRID_STRIDE(i, imgs * img_len) {
+template <class T>
+__device__ void col2im_sums(const T* cols, T* dxb, i64 n, unsigned cl, unsigned kl, const Geom& g) {
+    unsigned P = g.oh * g.ow;
+    GRID_STRIDE(i, n) {
         unsigned ii = (unsigned)i;
-        unsigned ch = ii % g.c, t = ii / g.c;
+        unsigned ch = ii % cl, t = ii / cl;
         int ix = t % g.w;
         t /= g.w;
         int iy = t % g.h;
         unsigned bl = t / g.h;
-        float s = 0.0f;
+        T s{};
         for (int ki = 0; ki < g.kh; ki++) {
             int oy = window_origin(iy, g.ph, ki, g.sh, g.oh);
             if (oy < 0) continue;
             for (int kj = 0; kj < g.kw; kj++) {
                 int ox = window_origin(ix, g.pw, kj, g.sw, g.ow);
-                if (ox < 0) continue;
-                s += cols[((size_t)bl * P + oy * g.ow + ox) * K + (ki * g.kw + kj) * g.c + ch];
+                if (ox >= 0) add_to(s, cols[((size_t)bl * P + oy * g.ow + ox) * kl + (ki * g.kw + kj) * cl + ch]);
             }
         }
         dxb[i] = s;
     }
+}
+
+// dx of images img0..img0+imgs = the sum of every cols entry that read each value, added in
+// window order (ki, then kj) from zero: each channel's sum in the same order on both paths,
+// so they give the same bits.
+extern "C" __global__ void col2im(const float* cols, float* dx, i64 img0, i64 imgs, Geom g) {
+    unsigned K = g.kh * g.kw * g.c, img_len = g.h * g.w * g.c;
+    float* dxb = dx + img0 * img_len;
+    if (g.c % 4 == 0 && AL16(cols) && AL16(dxb)) col2im_sums(CF4(cols), F4(dxb), imgs * img_len / 4, g.c / 4, K / 4, g);
+    else col2im_sums(cols, dxb, imgs * img_len, g.c, K, g);
 }
 
 // A channels-last index split into image, row, column and channel (32-bit arithmetic: the
