@@ -498,7 +498,7 @@ fn window_columns_match_the_cpu_exactly() {
     }
     // (n, h, w, c, window, stride, padding)
     type Shape = (usize, usize, usize, usize, (usize, usize), (usize, usize), (usize, usize));
-    let shapes: [Shape; 7] = [
+    let mut shapes: Vec<Shape> = vec![
         (3, 9, 7, 8, (3, 3), (1, 1), (1, 1)),
         (3, 10, 7, 4, (3, 3), (2, 2), (1, 1)),
         (2, 8, 8, 12, (5, 5), (1, 1), (0, 0)),
@@ -507,6 +507,19 @@ fn window_columns_match_the_cpu_exactly() {
         (3, 1, 40, 8, (1, 5), (1, 1), (0, 2)),
         (2, 6, 6, 16, (2, 2), (2, 2), (0, 0)),
     ];
+    // and shapes drawn at random: windows up to 4, strides up to 3, padding up to the window
+    // (a window may then read padding only), channels 1 to 12 (half of them in fours)
+    let mut rng = InitRng::seed_from_u64(41);
+    while shapes.len() < 40 {
+        let c = if rng.random_bool(0.5) { 4 * rng.random_range(1..=3) } else { rng.random_range(1..=11) };
+        let k = (rng.random_range(1..=4), rng.random_range(1..=4));
+        let st = (rng.random_range(1..=3), rng.random_range(1..=3));
+        let pad = (rng.random_range(0..=k.0), rng.random_range(0..=k.1));
+        let shape = (2, rng.random_range(1..=8), rng.random_range(1..=8), c, k, st, pad);
+        if WindowGeom::new(shape.0, shape.1, shape.2, c, k, st, pad).is_ok() {
+            shapes.push(shape);
+        }
+    }
     for (n, h, w, c, k, st, pad) in shapes {
         let g = WindowGeom::new(n, h, w, c, k, st, pad).unwrap();
         let name = format!("{n}x{h}x{w}x{c}, window {k:?}, stride {st:?}, padding {pad:?}");
