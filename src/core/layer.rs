@@ -207,9 +207,9 @@ impl<B: Backend> Sequential<B> {
     /// Starts (or, with `false`, stops) timing each layer's forward and backward pass. Timing
     /// waits for the device before and after each layer ([`BackendBase::synchronize`]), so a
     /// GPU's queue is drained at every layer: profiled steps run slower than unprofiled ones.
+    /// The layers inside containers (residual blocks) are timed too, as nested rows.
     ///
     /// [`BackendBase::synchronize`]: crate::core::BackendBase::synchronize
-    /// The layers inside containers (residual blocks) are timed too, as nested rows.
     pub fn profile(&mut self, on: bool) {
         self.times =
             on.then(|| self.layers.iter().map(|l| LayerTime { layer: l.describe(), ..Default::default() }).collect());
