@@ -244,9 +244,9 @@ mod tests {
     /// are unfinished; the last one, re-reading the count at its steps, splits its ops across
     /// both threads once the others have ended (before, it kept one thread to the end).
     #[test]
-    fn the_last_cpu_run_of_a_table_takes_the_whole_pool() {
+    fn the_last_cpu_run_of_a_table_takes_the_whole_pool() -> std::result::Result<(), Box<dyn std::error::Error>> {
         use crate::core::cpu::{intra_op_threads, share_the_pool_now};
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build()?;
         let jobs = [0usize, 1, 2];
         let wait = |done: &dyn Fn() -> bool| {
             let start = std::time::Instant::now();
@@ -280,10 +280,11 @@ mod tests {
                 &|_| {},
             )
         });
-        let threads: Vec<(usize, usize)> = out.unwrap().into_iter().collect::<Result<_>>().unwrap();
+        let threads: Vec<(usize, usize)> = out?.into_iter().collect::<Result<_>>()?;
         assert_eq!(threads, [(1, 1), (1, 1), (1, 2)], "one thread each while they share it, then the pool");
         // and outside the runs, ops use the whole pool again
         assert_eq!(pool.install(intra_op_threads), 2);
+        Ok(())
     }
 
     /// On the CPU, jobs refused for memory beside others (here: any job that starts while

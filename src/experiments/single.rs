@@ -227,7 +227,8 @@ fn finished_before(dir: &std::path::Path, spec: &RunSpec, dataset: &str) -> Resu
         final_test_accuracy: saved.final_test_accuracy,
     };
     let as_json = |r: &checkpoint::SavedRun| serde_json::to_value(r).ok();
-    if as_json(&saved).is_none() || as_json(&saved) != as_json(&ours) {
+    let same = matches!((as_json(&saved), as_json(&ours)), (Some(a), Some(b)) if a == b);
+    if !same {
         return Err(Error::Config(format!(
             "{} holds a finished run with other settings: nothing to resume (pass --overwrite to train afresh there, \
              or choose another directory)",

@@ -39,19 +39,28 @@ __device__ void gelu1(float v, float* y, float* dydx) {
     *dydx = cdf + v * pdf;
 }
 
-extern "C" __global__ void gelu_forward(const float* x, float* y, float* dydx, i64 n) {
+// a[i], b[i] = f(x[i]) for the ops with two outputs a value (GELU: y and dy/dx; the TF32
+// split: hi and lo), four values a thread where the pointers allow it. Callers pass a lambda,
+// not a function's name: a function pointer cost split_tf32 12 more instructions a loop
+// (scripts/kernel_sass.py); the lambda gives the machine code the two copies had.
+template <class F>
+__device__ void map_to_two(const float* x, float* a, float* b, i64 n, F f) {
     stream4(
-        n, AL16(x) && AL16(y) && AL16(dydx),
+        n, AL16(x) && AL16(a) && AL16(b),
         [&](i64 i) {
-            float4 v = CF4(x)[i], o, d;
-            gelu1(v.x, &o.x, &d.x);
-            gelu1(v.y, &o.y, &d.y);
-            gelu1(v.z, &o.z, &d.z);
-            gelu1(v.w, &o.w, &d.w);
-            F4(y)[i] = o;
-            F4(dydx)[i] = d;
+            float4 v = CF4(x)[i], p, q;
+            f(v.x, &p.x, &q.x);
+            f(v.y, &p.y, &q.y);
+            f(v.z, &p.z, &q.z);
+            f(v.w, &p.w, &q.w);
+            F4(a)[i] = p;
+            F4(b)[i] = q;
         },
-        [&](i64 i) { gelu1(x[i], &y[i], &dydx[i]); });
+        [&](i64 i) { f(x[i], &a[i], &b[i]); });
+}
+
+extern "C" __global__ void gelu_forward(const float* x, float* y, float* dydx, i64 n) {
+    map_to_two(x, y, dydx, n, [](float v, float* o, float* d) { gelu1(v, o, d); });
 }
 
 extern "C" __global__ void mul(const float* a, const float* b, float* y, i64 n) {
@@ -114,18 +123,7 @@ __device__ void split1(float v, float* hi, float* lo) {
 }
 
 extern "C" __global__ void split_tf32(const float* x, float* hi, float* lo, i64 n) {
-    stream4(
-        n, AL16(x) && AL16(hi) && AL16(lo),
-        [&](i64 i) {
-            float4 v = CF4(x)[i], h, l;
-            split1(v.x, &h.x, &l.x);
-            split1(v.y, &h.y, &l.y);
-            split1(v.z, &h.z, &l.z);
-            split1(v.w, &h.w, &l.w);
-            F4(hi)[i] = h;
-            F4(lo)[i] = l;
-        },
-        [&](i64 i) { split1(x[i], &hi[i], &lo[i]); });
+    map_to_two(x, hi, lo, n, [](float v, float* h, float* l) { split1(v, h, l); });
 }
 
 // x, as `rows` rows of `cols` values, split (split1) and stacked three times along each row:
