@@ -3,15 +3,20 @@
 # scripts/gpu_prepare.sh first and carry gpu/). Writes at most 8 files to OUT (the lending
 # tool returns 8), and a summary on stdout:
 #   scripts/gpu_check.sh OUT [PARTS]
-# PARTS (default "tests bench variants repeat pytorch probe full table"), run in the order given:
+# PARTS (default "tests bench gemm variants repeat pytorch probe full table"), run in the order given:
 #   tests    the CUDA-vs-CPU test binary (every op on every convolution route, the batch
 #            gather, whole runs)
 #   bench    cnnlab bench w1 | w1infer | w2, fp32 and TF32 (convolutions tuned, the default,
 #            profiled: each choice with its timings, and each way's difference from im2col +
 #            cuBLAS: FFT/Winograd are timed and compared)
-#   tune     cnnlab bench w1 in strict fp32 alone (about 20 s): W1's convolutions are the full
-#            recipe's CNN's training shapes, so a table run after it reads their choices from
-#            the tuning cache instead of timing them beside seven other runs
+#   tune     cnnlab bench w1, full-dnn, full-lcn and full-mlp in strict fp32 alone (about a
+#            minute): W1's convolutions are the full recipe's CNN's training shapes, and the
+#            full benchmarks' GEMMs the table's networks' training GEMMs, so a table run after
+#            it reads their choices from the tuning cache instead of timing them beside seven
+#            other runs
+#   gemm     w2 and the full recipe's Mixer, LCN and MLP in strict fp32 on cuBLAS's GEMMs
+#            (CNNLAB_GEMM=cublas) and tuned against the 3xTF32 kernels (the default), two
+#            rounds (about 2 minutes; into bench.txt, the results in log.txt)
 #   variants w1 and w1infer on the fixed rule (CNNLAB_CUDNN=inference), on cuDNN over NCHW
 #            copies (CNNLAB_CUDNN=nchw), in three TF32 passes on split fp32 throughout
 #            (CNNLAB_CUDNN=split), tuned without TF32 on split operands (CNNLAB_CUDNN_SPLIT=0), tuned
@@ -35,7 +40,7 @@
 #            table gets about eight minutes); then "bench pytorch tests" in the next
 set -u
 out=${1:?usage: scripts/gpu_check.sh OUT [PARTS]}
-parts=${2:-tests bench variants repeat pytorch probe full table}
+parts=${2:-tests bench gemm variants repeat pytorch probe full table}
 t0=$(date +%s)
 deadline=$((t0 + ${DEADLINE:-570}))
 mkdir -p "$out" && out=$(cd "$out" && pwd)
@@ -76,7 +81,26 @@ for part in $parts; do
     ;;
   tune)
     log tune
-    gpu/cnnlab bench w1 --device cuda --quiet --profile >>"$out/bench.txt" 2>&1
+    {
+      gpu/cnnlab bench w1 --device cuda --quiet --profile
+      for m in dnn lcn mlp; do timeout 60 gpu/cnnlab bench full-$m --device cuda --quiet --profile; done
+    } >>"$out/bench.txt" 2>&1
+    ;;
+  gemm)
+    # cuBLAS's GEMMs against the tuned choice (3xTF32 kernels where timed faster), alternately
+    log gemm
+    for round in 1 2; do
+      for route in cublas tune; do
+        echo "round $round, CNNLAB_GEMM=$route:"
+        for w in w2 full-dnn full-lcn full-mlp; do
+          CNNLAB_GEMM=$route timeout 60 gpu/cnnlab bench $w --device cuda --quiet
+        done
+      done
+    done >"/tmp/gemm.txt" 2>&1
+    cat /tmp/gemm.txt >>"$out/bench.txt"
+    grep -E "^round|RESULT" /tmp/gemm.txt | tee -a "$out/log.txt"
+    # the choices and their timings, once
+    for w in w2 full-dnn; do gpu/cnnlab bench $w --device cuda --quiet --profile; done >>"$out/bench.txt" 2>&1
     ;;
   variants)
     log variants

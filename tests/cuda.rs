@@ -5,12 +5,12 @@
 //! libnvrtc (CI installs it).
 #![cfg(feature = "cuda")]
 
-use cnnlab::core::cuda::{self, ConvRoute, Settings};
+use cnnlab::core::cuda::{self, ConvRoute, GemmRoute, Settings};
 use cnnlab::core::init::InitRng;
 use cnnlab::core::ops::conv2d::{Conv2dOps, WindowGeom};
 use cnnlab::core::ops::*;
 use cnnlab::core::optim::OptimOps;
-use cnnlab::core::{Backend, Cpu, Cuda, Layer, Mode, Tensor};
+use cnnlab::core::{Backend, BackendBase, Cpu, Cuda, Layer, Mode, Tensor};
 use cnnlab::data::Dataset;
 use cnnlab::models::{ImageArch, ModelKind};
 use cnnlab::train::{TrainConfig, Trainer};
@@ -76,7 +76,19 @@ fn open_target() -> Result<Target, String> {
     };
     // the tests time their convolutions themselves, and leave the user's tuning cache alone
     cuda::set_tuning_cache(None);
+    cuda::set_gemm_route(default_gemm_route(&target));
     Ok(target)
+}
+
+/// The GEMM route the tests run on: `CNNLAB_GEMM`'s on a GPU; cuBLAS on the emulator, where
+/// timing the 3xTF32 kernels (each emulated thread in turn, every tensor-core instruction a
+/// warp-wide exchange) would take most of the suite's time for each GEMM shape, to pick cuBLAS
+/// by the host's clock. `gemms_match_the_cpu_on_every_route` runs the kernels and the tuning.
+fn default_gemm_route(target: &Target) -> GemmRoute {
+    match target {
+        Target::Gpu => GemmRoute::from_env().unwrap_or(GemmRoute::Tune),
+        Target::Emulator(_) => GemmRoute::Cublas,
+    }
 }
 
 /// Opens GPU 0 (or the emulator) in strict fp32 and says which ran `test`, or says that
@@ -678,6 +690,104 @@ fn big_gemm_and_cross_entropy_match_the_cpu() {
     assert!(max_rel(&dg.to_vec(), &dc) < 1e-6);
 }
 
+/// `C = A·B (+ C)` on each GEMM route (`gemm.rs`): cuBLAS, the 3xTF32 kernel with either tile
+/// size, and tuned, against a float64 reference. Sizes that fill no tile and sizes past one,
+/// K not a multiple of the kernel's 16, each operand contiguous along K or along M/N, leading
+/// dimensions wider than the matrix, accumulation and batches. The bound is 2⁻²⁰ of each
+/// value's sum of |products|: fp32 GEMMs keep to it at these lengths (K up to 300), and one
+/// pass of TF32 (the kernel without its small terms) exceeds it some thirty times over.
+#[test]
+fn gemms_match_the_cpu_on_every_route() {
+    let Some(target) = target("gemms_match_the_cpu_on_every_route") else { return };
+    let _route = route_exclusive();
+    struct Restore(GemmRoute);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            cuda::set_gemm_route(self.0);
+        }
+    }
+    let _restore = Restore(default_gemm_route(target));
+    // (m, n, k, A along K, B along N, padding of each leading dimension, accumulate, batch)
+    let cases = [
+        (1, 1, 1, true, true, 0, false, 1),
+        (5, 7, 3, true, true, 0, true, 1),
+        (37, 70, 45, false, true, 3, false, 1),
+        (130, 129, 33, true, false, 0, true, 1),
+        (64, 64, 16, false, false, 5, false, 1),
+        (9, 200, 300, true, true, 1, false, 1),
+        (70, 20, 19, true, false, 2, true, 3),
+        (3, 5, 0, true, true, 0, true, 1),
+    ];
+    for route in [GemmRoute::Cublas, GemmRoute::Split, GemmRoute::Split64, GemmRoute::Tune] {
+        cuda::set_gemm_route(route);
+        for (i, &(m, n, k, a_along_k, b_along_n, pad, accumulate, count)) in cases.iter().enumerate() {
+            let case = format!("{route:?}, case {i}: {m}x{n}x{k}, batch {count}");
+            // row and column strides, and each matrix's stride in its batch
+            let (ars, acs, a_len) = if a_along_k { (k + pad, 1, m * (k + pad)) } else { (1, m + pad, k * (m + pad)) };
+            let (brs, bcs, b_len) = if b_along_n { (n + pad, 1, k * (n + pad)) } else { (1, k + pad, n * (k + pad)) };
+            let (ldc, c_len) = (n + pad, m * (n + pad));
+            let (a, b, c0) = (
+                random(a_len * count + 1, 10 + i as u64),
+                random(b_len * count + 1, 20 + i as u64),
+                random(c_len * count + 2, 30 + i as u64),
+            );
+            let (ag, bg) = (Tensor::<Cuda>::from_slice(&[a.len()], &a), Tensor::<Cuda>::from_slice(&[b.len()], &b));
+            let mut cg = Tensor::<Cuda>::from_slice(&[c0.len()], &c0);
+            // the operands start one value in: views that start past their allocation's start
+            if count == 1 {
+                Cuda::matmul(m, n, k, (ag.buf(), 1, ars, acs), (bg.buf(), 1, brs, bcs), (cg.buf_mut(), 1, ldc), accumulate);
+            } else {
+                Cuda::matmul_batched(
+                    count,
+                    (m, n, k),
+                    (ag.buf(), 1, ars, acs, a_len),
+                    (bg.buf(), 1, brs, bcs, b_len),
+                    (cg.buf_mut(), 1, ldc, c_len),
+                    accumulate,
+                );
+            }
+            let got = cg.to_vec();
+            for t in 0..count {
+                for r in 0..m {
+                    for j in 0..ldc {
+                        let at = 1 + t * c_len + r * ldc + j;
+                        if j >= n {
+                            assert_eq!(got[at].to_bits(), c0[at].to_bits(), "{case}: C's padding at ({r}, {j}) written");
+                            continue;
+                        }
+                        let (mut sum, mut size) = (0.0f64, 0.0f64);
+                        for p in 0..k {
+                            let x = a[1 + t * a_len + r * ars + p * acs] as f64 * b[1 + t * b_len + p * brs + j * bcs] as f64;
+                            sum += x;
+                            size += x.abs();
+                        }
+                        if accumulate {
+                            sum += c0[at] as f64;
+                            size += (c0[at] as f64).abs();
+                        }
+                        let err = (got[at] as f64 - sum).abs();
+                        assert!(err <= size * 2f64.powi(-20) + 1e-30, "{case}: C({r}, {j}) = {} against {sum} (|products| {size})", got[at]);
+                    }
+                }
+            }
+            // nothing written before the first matrix or after the last
+            assert_eq!(got[0].to_bits(), c0[0].to_bits(), "{case}: the value before C written");
+            assert_eq!(got[c0.len() - 1].to_bits(), c0[c0.len() - 1].to_bits(), "{case}: the value after C written");
+        }
+    }
+    // tuning timed each shape that the kernels can run, and says so
+    let lines = <Cuda as BackendBase>::choices();
+    assert!(lines.iter().any(|l| l.starts_with("GEMMs: each shape timed once")), "{lines:?}");
+    let timed: Vec<&String> = lines.iter().filter(|l| l.starts_with("GEMM 130x129x33")).collect();
+    assert_eq!(timed.len(), 1, "{lines:?}");
+    for way in ["cuBLAS", "3xTF32 kernel, 128x128 tiles", "3xTF32 kernel, 64x64 tiles"] {
+        assert!(timed[0].contains(way), "{way} timed: {}", timed[0]);
+    }
+    assert!(timed[0].contains("off by"), "the kernels' results compared with cuBLAS's: {}", timed[0]);
+    assert!(!timed[0].contains("left out"), "the kernels agree with cuBLAS: {}", timed[0]);
+    let _ = writeln!(std::io::stderr(), "NOTE gemms_match_the_cpu_on_every_route: {:?} ({})", target, timed[0]);
+}
+
 /// The batch gather (crops, flips, shared and per-example permutations) copies values: the
 /// GPU's batch equals the CPU's bit for bit.
 #[test]
@@ -927,6 +1037,8 @@ fn cnnlab_command(test: &str, target: &Target, dir: &Path) -> Option<std::proces
         // the CPU's 0.416; with GEMM-type ways only, such runs match the CPU's to the bit), as
         // TF32 on split operands rounds differently. A test of those ways removes this.
         cmd.env("CNNLAB_CUDNN_TRANSFORMS", "0").env("CNNLAB_CUDNN_SPLIT", "0");
+        // cuBLAS's GEMMs, as in this process (`default_gemm_route`)
+        cmd.env("CNNLAB_GEMM", "cublas");
     }
     Some(cmd)
 }

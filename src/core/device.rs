@@ -86,6 +86,7 @@ impl Device {
                 #[cfg(feature = "cuda")]
                 {
                     out += &format!("        {}\n", crate::core::cuda::convolution_route());
+                    out += &format!("        {}\n", crate::core::cuda::gemm_route());
                 }
             }
             Ok(_) => out += "cuda: no GPU found\n(no GPU usable: runs go to the CPU)\n",

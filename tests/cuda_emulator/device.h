@@ -8,6 +8,9 @@
 #include <stdint.h>
 #include <string.h>
 
+// the kernels take their emulator branches (tensor-core instructions, written in PTX on a GPU)
+#define CNNLAB_EMULATOR 1
+
 struct dim3 {
     unsigned x, y, z;
 };
@@ -35,6 +38,49 @@ T shfl_xor(T v, int mask) {
     T out;
     memcpy(&out, &bits, sizeof(T));
     return out;
+}
+// each lane's `count` values (at most 8) to every lane of its warp: all[lane · count + i];
+// the warp's live threads all take part, as in a tensor-core instruction
+void warp_gather(const float* mine, int count, float* all);
+// the calling thread's lane in its warp
+int lane();
+
+// cvt.rna.tf32.f32: x rounded to TF32's 10 stored mantissa bits, to nearest, ties away from
+// zero (adding half of the dropped part to the magnitude's bits), as an fp32 value's bits
+static inline unsigned tf32_round(float x) {
+    unsigned u;
+    memcpy(&u, &x, 4);
+    if ((u & 0x7f800000u) != 0x7f800000u) u = (u + 0x1000u) & 0xffffe000u;
+    return u;
+}
+
+// mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32, d += a·b, in the PTX ISA's fragment
+// layout (g = lane / 4, t = lane % 4): a holds A(g, t), A(g + 8, t), A(g, t + 4), A(g + 8, t + 4);
+// b holds B(t, g), B(t + 4, g); d holds D(g, 2t), D(g, 2t + 1), D(g + 8, 2t), D(g + 8, 2t + 1).
+// The tensor core reads only the TF32 bits of a and b; the eight products are summed in
+// fp32 in K order (a stand-in for the hardware's own order and rounding).
+static inline void mma_m16n8k8(float* d, const unsigned* a, const unsigned* b) {
+    float mine[6], all[32 * 6];
+    for (int i = 0; i < 4; i++) {
+        unsigned v = a[i] & 0xffffe000u;
+        memcpy(&mine[i], &v, 4);
+    }
+    for (int i = 0; i < 2; i++) {
+        unsigned v = b[i] & 0xffffe000u;
+        memcpy(&mine[4 + i], &v, 4);
+    }
+    warp_gather(mine, 6, all);
+    const int g = lane() >> 2, t = lane() & 3;
+    for (int r = 0; r < 4; r++) {
+        const int row = g + 8 * (r >> 1), col = 2 * t + (r & 1);
+        float s = d[r];
+        for (int kk = 0; kk < 8; kk++) {
+            const float av = all[(4 * (row & 7) + (kk & 3)) * 6 + (row >> 3) + 2 * (kk >> 2)];
+            const float bv = all[(4 * col + (kk & 3)) * 6 + 4 + (kk >> 2)];
+            s = fmaf(av, bv, s);
+        }
+        d[r] = s;
+    }
 }
 }  // namespace emu
 

@@ -151,6 +151,7 @@ struct Block {
     void** params = nullptr;
     std::vector<Fiber> fibers;
     std::vector<uint64_t> slots[2];  // each thread's shuffle value, by the shuffle's parity
+    std::vector<float> wide[2];      // each thread's values of a warp-wide exchange (8 a thread), likewise
     std::vector<unsigned> shuffles;  // shuffles each thread has made
     void* scheduler_sp = nullptr;
     int current = -1;  // the running fiber; -1: threads run without fibers
@@ -260,11 +261,35 @@ uint64_t emu::shfl_xor_bits(uint64_t bits, int mask) {
     return slot[partner];
 }
 
+void emu::warp_gather(const float* mine, int count, float* all) {
+    Block& b = block;
+    int me = b.current;
+    if (me < 0) wait_at(AT_WARP_BARRIER);  // reports the missing fibers
+    if (count > 8) fatal("kernel %s: a warp-wide exchange of %d values a lane", b.kernel->name, count);
+    // alternate slots, as the shuffles' (one count of warp-wide steps for both)
+    std::vector<float>& slot = b.wide[b.shuffles[me]++ & 1];
+    memcpy(&slot[8 * me], mine, count * sizeof(float));
+    wait_at(AT_WARP_BARRIER);
+    int w = me & ~31;
+    for (int l = 0; l < 32; l++) {
+        int p = w + l;
+        if (p >= (int)b.fibers.size() || b.shuffles[p] < b.shuffles[me])
+            fatal("kernel %s: thread %d runs a warp-wide instruction without thread %d", b.kernel->name, me, p);
+        memcpy(all + l * count, &slot[8 * p], count * sizeof(float));
+    }
+}
+
+int emu::lane() {
+    return block.current & 31;
+}
+
 static void run_fibers(int n) {
     Block& b = block;
     b.fibers.resize(n);
     b.slots[0].assign(n, 0);
     b.slots[1].assign(n, 0);
+    b.wide[0].assign(8 * n, 0.0f);
+    b.wide[1].assign(8 * n, 0.0f);
     b.shuffles.assign(n, 0);
     for (int i = 0; i < n; i++) {
         unsigned bx = emu::block_dim.x, by = emu::block_dim.y;

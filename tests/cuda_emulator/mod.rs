@@ -51,10 +51,13 @@ fn functions(program: &str) -> Vec<Function<'_>> {
     out
 }
 
-/// Whether `body` calls `name` (the name not part of a longer identifier).
+/// Whether `body` calls `name`, or an instance of it where it is a template (`name<…>(`; the
+/// name not part of a longer identifier).
 fn calls(body: &str, name: &str) -> bool {
-    body.match_indices(&format!("{name}("))
-        .any(|(i, _)| !body[..i].chars().next_back().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_'))
+    ["(", "<"].iter().any(|open| {
+        body.match_indices(&format!("{name}{open}"))
+            .any(|(i, _)| !body[..i].chars().next_back().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_'))
+    })
 }
 
 /// The kernels of `program`, each with whether its threads meet at barriers (`__syncthreads`
@@ -153,8 +156,10 @@ fn barrier_kernels_are_found() {
     let program = "__device__ float warp_sum(float v) { return __shfl_xor_sync(0xffffffff, v, 1); }\n\
                    extern \"C\" __global__ void a(float* x) { if (x) { x[0] = warp_sum(x[0]); } }\n\
                    extern \"C\" __global__ void b(float* x) { x[0] = my_warp_sum(1); }\n\
-                   extern \"C\" __global__ void c(float* x) { __syncthreads(); }\n";
+                   extern \"C\" __global__ void c(float* x) { __syncthreads(); }\n\
+                   template <int N> __device__ void tile(float* x) { __syncthreads(); }\n\
+                   extern \"C\" __global__ void d(float* x) { tile<4>(x); }\n";
     let found = kernels(program);
-    let want = [("a", true), ("b", false), ("c", true)].map(|(n, b)| (n.to_string(), b));
+    let want = [("a", true), ("b", false), ("c", true), ("d", true)].map(|(n, b)| (n.to_string(), b));
     assert_eq!(found, want);
 }

@@ -647,7 +647,7 @@ pub(crate) fn tune(
 
 /// The first [`COMPARED`] values at `out` (address, values), read back (None where that
 /// failed).
-fn read_prefix(l: &mut Local, (ptr, len): (u64, usize)) -> Option<Vec<f32>> {
+pub(crate) fn read_prefix(l: &mut Local, (ptr, len): (u64, usize)) -> Option<Vec<f32>> {
     let mut v = vec![0.0f32; len.min(COMPARED)];
     if v.is_empty() || failed() {
         return None;
@@ -660,7 +660,7 @@ fn read_prefix(l: &mut Local, (ptr, len): (u64, usize)) -> Option<Vec<f32>> {
 
 /// The fastest of [`TIMED_RUNS`] runs of `run`, in milliseconds, after an untimed one (None
 /// where it failed: a cuDNN error leaves that candidate out; a device failure is recorded).
-fn time(l: &mut Local, run: &mut dyn FnMut(&mut Local) -> std::result::Result<(), String>) -> Option<f32> {
+pub(crate) fn time(l: &mut Local, run: &mut dyn FnMut(&mut Local) -> std::result::Result<(), String>) -> Option<f32> {
     run(l).ok()?;
     let stream = l.raw_stream();
     let make = || check(drv::event::create(drv_sys::CUevent_flags::CU_EVENT_DEFAULT).map(Some), "event creation");

@@ -1,6 +1,6 @@
-//! The CUDA backend (`--features cuda`): device buffers, GEMMs through cuBLAS, convolutions
-//! through cuDNN or im2col + cuBLAS (`cudnn.rs` says which when), every other op as a
-//! CUDA C kernel compiled at run time with NVRTC. The driver, cuBLAS, cuDNN and NVRTC are
+//! The CUDA backend (`--features cuda`): device buffers, GEMMs through cuBLAS or cnnlab's
+//! 3xTF32 kernels (`gemm.rs` says which when), convolutions through cuDNN or im2col + a GEMM
+//! (`cudnn.rs`), every other op as a CUDA C kernel compiled at run time with NVRTC. The driver, cuBLAS, cuDNN and NVRTC are
 //! loaded with dlopen, so this builds where no CUDA is installed and [`init`] fails with one
 //! line that names what was not found.
 //!
@@ -16,6 +16,7 @@
 mod attention;
 mod cudnn;
 mod elementwise;
+mod gemm;
 mod gather;
 mod loss;
 mod norm;
@@ -29,6 +30,8 @@ pub use cudnn::{
     Pass as ConvPass,
 };
 pub use elementwise::split_tf32;
+pub use gemm::GemmRoute;
+pub(crate) use gemm::{gemm, Batch};
 
 use crate::core::backend::BackendBase;
 use crate::error::{Error, Result};
@@ -53,7 +56,7 @@ pub struct Settings {
 }
 
 /// Every kernel's source, concatenated into one NVRTC program.
-pub const KERNEL_SOURCES: [(&str, &str); 7] = [
+pub const KERNEL_SOURCES: [(&str, &str); 8] = [
     ("elementwise.cu", include_str!("kernels/elementwise.cu")),
     ("window.cu", include_str!("kernels/window.cu")),
     ("norm.cu", include_str!("kernels/norm.cu")),
@@ -61,6 +64,7 @@ pub const KERNEL_SOURCES: [(&str, &str); 7] = [
     ("optim.cu", include_str!("kernels/optim.cu")),
     ("attention.cu", include_str!("kernels/attention.cu")),
     ("gather.cu", include_str!("kernels/gather.cu")),
+    ("gemm.cu", include_str!("kernels/gemm.cu")),
 ];
 const COMMON: &str = include_str!("kernels/common.cuh");
 
@@ -112,6 +116,8 @@ kernels!(
     loss_stats,
     split_tf32,
     split_tf32_stacked,
+    gemm_split_128,
+    gemm_split_64,
 );
 
 /// The whole program as NVRTC compiles it.
@@ -180,6 +186,8 @@ struct Device {
     cudnn: bool,
     /// The GPU's name and compute capability.
     name: String,
+    /// The compute capability.
+    arch: (i32, i32),
 }
 
 static DEVICE: OnceLock<std::result::Result<Device, String>> = OnceLock::new();
@@ -216,9 +224,10 @@ fn open(settings: Settings) -> Result<Device> {
         cudnn::probe()?;
     }
     cudnn::set_route(route);
+    gemm::set_route(GemmRoute::from_env()?);
     tune_cache::set_path(tune_cache::default_path());
     let name = format!("{}, compute capability {}.{}", ctx.name().unwrap_or_else(|_| "?".into()), arch.0, arch.1);
-    Ok(Device { ctx, functions, settings, cudnn, name })
+    Ok(Device { ctx, functions, settings, cudnn, name, arch })
 }
 
 fn message(e: Error) -> String {
@@ -312,6 +321,24 @@ pub fn convolution_route() -> String {
             )
         }
     }
+}
+
+/// How this process runs fp32 GEMMs (for `cnnlab devices` and benchmarks): cuBLAS, or the
+/// 3xTF32 kernels where they are timed faster (`gemm.rs`).
+pub fn gemm_route() -> String {
+    match DEVICE.get() {
+        Some(Ok(d)) => gemm::describe_route(gemm::route(), d.settings.tf32, Some(d.arch)),
+        _ => match GemmRoute::from_env() {
+            Ok(r) => gemm::describe_route(r, false, None),
+            Err(e) => format!("GEMMs: {e}"),
+        },
+    }
+}
+
+/// Sets how fp32 GEMMs run from now on, for every thread (`CNNLAB_GEMM` sets it when the
+/// device opens). Choices already made are kept.
+pub fn set_gemm_route(route: GemmRoute) {
+    gemm::set_route(route);
 }
 
 /// Where tuned convolution choices are kept between processes (None: not kept). Set from
@@ -714,8 +741,9 @@ impl BackendBase for Cuda {
     }
 
     fn choices() -> Vec<String> {
-        let mut out = vec![convolution_route()];
+        let mut out = vec![convolution_route(), gemm_route()];
         out.extend(convolution_algorithms());
+        out.extend(gemm::describe());
         out
     }
 
@@ -842,84 +870,3 @@ impl BackendBase for Cuda {
     }
 }
 
-/// Strides between the matrices of a batched GEMM (in values).
-#[derive(Clone, Copy)]
-pub(crate) struct Batch {
-    pub count: usize,
-    pub a: usize,
-    pub b: usize,
-    pub c: usize,
-}
-
-/// Row-major `C = A·B (+ C)` through column-major cuBLAS: `Cᵀ = Bᵀ·Aᵀ`. Each operand needs
-/// one unit stride (the other is its leading dimension); all of cnnlab's GEMMs have one.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn gemm(
-    l: &Local,
-    m: usize,
-    n: usize,
-    k: usize,
-    a: (u64, usize, usize),
-    b: (u64, usize, usize),
-    c: (u64, usize),
-    accumulate: bool,
-    batch: Option<Batch>,
-) {
-    use cublas_sys::cublasOperation_t::{CUBLAS_OP_N, CUBLAS_OP_T};
-    if m == 0 || n == 0 || failed() {
-        return;
-    }
-    let beta: f32 = if accumulate { 1.0 } else { 0.0 };
-    let alpha: f32 = 1.0;
-    // first cuBLAS operand: our B as an n×k column-major matrix
-    let (op_b, ld_b) = if b.2 == 1 { (CUBLAS_OP_N, b.1.max(n)) } else { (CUBLAS_OP_T, b.2.max(k)) };
-    assert!(b.2 == 1 || b.1 == 1, "gemm: B needs a unit stride");
-    // second: our A as a k×m column-major matrix
-    let (op_a, ld_a) = if a.2 == 1 { (CUBLAS_OP_N, a.1.max(k)) } else { (CUBLAS_OP_T, a.2.max(m)) };
-    assert!(a.2 == 1 || a.1 == 1, "gemm: A needs a unit stride");
-    let ld_c = c.1.max(n);
-    let h = *l.blas.handle();
-    let (mi, ni, ki) = (n as i32, m as i32, k as i32);
-    // k == 0: C = 0 (or unchanged) — cuBLAS scales C by beta when k is 0
-    let r = unsafe {
-        match batch {
-            None => cudarc::cublas::result::sgemm(
-                h,
-                op_b,
-                op_a,
-                mi,
-                ni,
-                ki,
-                &alpha,
-                b.0 as *const f32,
-                ld_b as i32,
-                a.0 as *const f32,
-                ld_a as i32,
-                &beta,
-                c.0 as *mut f32,
-                ld_c as i32,
-            ),
-            Some(bt) => cudarc::cublas::result::sgemm_strided_batched(
-                h,
-                op_b,
-                op_a,
-                mi,
-                ni,
-                ki,
-                &alpha,
-                b.0 as *const f32,
-                ld_b as i32,
-                bt.b as i64,
-                a.0 as *const f32,
-                ld_a as i32,
-                bt.a as i64,
-                &beta,
-                c.0 as *mut f32,
-                ld_c as i32,
-                bt.c as i64,
-                bt.count as i32,
-            ),
-        }
-    };
-    check(r, "cuBLAS sgemm");
-}

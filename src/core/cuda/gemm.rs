@@ -1,0 +1,434 @@
+//! GEMMs: cuBLAS's, or in strict fp32 on GPUs with TF32 tensor cores (compute capability 8.0
+//! and newer) the 3xTF32 kernels of `kernels/gemm.cu`, which split each fp32 operand into two
+//! TF32 values in registers and round like an fp32 GEMM give or take a small factor.
+//!
+//! Which one runs is the [`GemmRoute`]'s (`CNNLAB_GEMM`): by default ([`GemmRoute::Tune`])
+//! each GEMM shape (sizes, operand layouts, batch) is timed once, cuBLAS against the two
+//! kernels' tile sizes, on the call's own operands into scratch, and each kernel's result is
+//! compared with cuBLAS's as the convolution tuner compares its ways (`cudnn.rs`: the same
+//! tolerance, margin and tuning cache). A kernel replaces cuBLAS only where it agrees and takes
+//! under [`MARGIN`] of its time; with `--tf32` cuBLAS always runs (on its own TF32 tensor cores).
+
+use super::cudnn::{deviation, eligible, pick_timed, read_prefix, time, tolerance, MARGIN};
+use super::{check, device, failed, i, tune_cache, u, CudaBuf, Local, K};
+use crate::error::{Error, Result};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{LazyLock, Mutex, MutexGuard};
+
+/// How the GPU runs fp32 GEMMs (`CNNLAB_GEMM`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GemmRoute {
+    /// cuBLAS's fp32 GEMM always.
+    Cublas,
+    /// The 3xTF32 kernel with 128×128 tiles, uncompared, wherever the GPU and shape allow:
+    /// for tests and for measuring it.
+    Split,
+    /// The same with 64×64 tiles.
+    Split64,
+    /// Timed and compared per shape (the default).
+    Tune,
+}
+
+impl GemmRoute {
+    /// The route `CNNLAB_GEMM` names (unset: [`GemmRoute::Tune`]).
+    pub fn from_env() -> Result<GemmRoute> {
+        match std::env::var("CNNLAB_GEMM") {
+            Err(_) => Ok(GemmRoute::Tune),
+            Ok(v) => v.parse(),
+        }
+    }
+}
+
+impl std::str::FromStr for GemmRoute {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<GemmRoute> {
+        match s {
+            "cublas" => Ok(GemmRoute::Cublas),
+            "split" => Ok(GemmRoute::Split),
+            "split64" => Ok(GemmRoute::Split64),
+            "tune" => Ok(GemmRoute::Tune),
+            other => Err(Error::Device(format!(
+                "CNNLAB_GEMM={other:?} names no GEMM route: use cublas, split or split64 (the 3xTF32 kernel with \
+                 128x128 or 64x64 tiles) or tune (timed per shape, the default)"
+            ))),
+        }
+    }
+}
+
+static ROUTE: AtomicU8 = AtomicU8::new(GemmRoute::Tune as u8);
+
+/// Sets the process's route (from `CNNLAB_GEMM` when the device opens; tests switch it).
+pub(crate) fn set_route(route: GemmRoute) {
+    ROUTE.store(route as u8, Ordering::Relaxed);
+}
+
+pub(crate) fn route() -> GemmRoute {
+    [GemmRoute::Cublas, GemmRoute::Split, GemmRoute::Split64, GemmRoute::Tune][ROUTE.load(Ordering::Relaxed) as usize % 4]
+}
+
+/// Strides between the matrices of a batched GEMM (in values).
+#[derive(Clone, Copy)]
+pub(crate) struct Batch {
+    pub count: usize,
+    pub a: usize,
+    pub b: usize,
+    pub c: usize,
+}
+
+/// One GEMM's operands, as `Backend::matmul` gives them: row-major `C = A·B (+ C)`, A(i, k)
+/// at `a.0 + 4·(i·a.1 + k·a.2)`, B(k, j) at `b.0 + 4·(k·b.1 + j·b.2)`, C(i, j) at
+/// `c.0 + 4·(i·c.1 + j)`; one stride of A and of B is 1.
+#[derive(Clone, Copy)]
+pub(crate) struct Gemm {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub a: (u64, usize, usize),
+    pub b: (u64, usize, usize),
+    pub c: (u64, usize),
+    pub accumulate: bool,
+    pub batch: Option<Batch>,
+}
+
+/// The ways a GEMM runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Way {
+    Cublas,
+    /// 3xTF32 with 128×128 tiles of C a block.
+    Split128,
+    /// 3xTF32 with 64×64 tiles.
+    Split64,
+}
+
+impl Way {
+    fn code(self) -> &'static str {
+        match self {
+            Way::Cublas => "cublas",
+            Way::Split128 => "3xtf32-128",
+            Way::Split64 => "3xtf32-64",
+        }
+    }
+
+    fn parse(code: &str) -> Option<Way> {
+        [Way::Cublas, Way::Split128, Way::Split64].into_iter().find(|w| w.code() == code)
+    }
+
+    /// The tile's side (values of C along M and N a block).
+    fn tile(self) -> usize {
+        if self == Way::Split64 {
+            64
+        } else {
+            128
+        }
+    }
+}
+
+impl std::fmt::Display for Way {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Way::Cublas => "cuBLAS",
+            Way::Split128 => "3xTF32 kernel, 128x128 tiles",
+            Way::Split64 => "3xTF32 kernel, 64x64 tiles",
+        })
+    }
+}
+
+/// What decides a GEMM's way: its sizes, whether A and B are contiguous along K, and the
+/// batch's size.
+type Shape = (usize, usize, usize, bool, bool, usize);
+
+fn shape(g: &Gemm) -> Shape {
+    (g.m, g.n, g.k, g.a.2 == 1, g.b.1 == 1, g.batch.map_or(1, |b| b.count))
+}
+
+/// What was chosen for a shape, with the timings it was chosen by.
+struct Chosen {
+    way: Way,
+    /// (way, milliseconds (NaN: failed), deviation from cuBLAS's result)
+    timings: Vec<(Way, f32, Option<f64>)>,
+    tolerance: f64,
+    cached: bool,
+}
+
+static CHOICES: LazyLock<Mutex<HashMap<Shape, Chosen>>> = LazyLock::new(Default::default);
+
+fn choices() -> MutexGuard<'static, HashMap<Shape, Chosen>> {
+    CHOICES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether the 3xTF32 kernels can run `g` at all: strict fp32 on compute capability 8.0 or
+/// newer, offsets within each matrix under 2³¹ (the kernels index in 32 bits), a grid in the
+/// launch limits.
+fn kernel_fits(g: &Gemm) -> bool {
+    let dev = device();
+    let span = |rows: usize, cols: usize, s_row: usize, s_col: usize| {
+        rows.saturating_sub(1).saturating_mul(s_row).saturating_add(cols.saturating_sub(1).saturating_mul(s_col))
+    };
+    let limit = i32::MAX as usize;
+    !dev.settings.tf32
+        && dev.arch >= (8, 0)
+        && g.m.max(g.n).max(g.k) < limit
+        && [g.a.1, g.a.2, g.b.1, g.b.2, g.c.1].iter().all(|&s| s < limit)
+        && span(g.m, g.k, g.a.1, g.a.2) < limit
+        && span(g.k, g.n, g.b.1, g.b.2) < limit
+        && span(g.m, g.n, g.c.1, 1) < limit
+        && g.m.div_ceil(64) <= 65535
+        && g.batch.is_none_or(|b| b.count <= 65535)
+}
+
+/// Row-major `C = A·B (+ C)` (see [`Gemm`] for the operands: address, row stride, column
+/// stride), `batch` matrices at once where given.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm(
+    l: &mut Local,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: (u64, usize, usize),
+    b: (u64, usize, usize),
+    c: (u64, usize),
+    accumulate: bool,
+    batch: Option<Batch>,
+) {
+    run_gemm(l, &Gemm { m, n, k, a, b, c, accumulate, batch });
+}
+
+/// Runs `g` (the route's way, timed first where it is tuned).
+fn run_gemm(l: &mut Local, g: &Gemm) {
+    if g.m == 0 || g.n == 0 || failed() {
+        return;
+    }
+    let way = match route() {
+        GemmRoute::Cublas => Way::Cublas,
+        _ if !kernel_fits(g) => Way::Cublas,
+        GemmRoute::Split => Way::Split128,
+        GemmRoute::Split64 => Way::Split64,
+        GemmRoute::Tune => tuned(l, g),
+    };
+    run(l, g, way);
+}
+
+fn run(l: &Local, g: &Gemm, way: Way) {
+    match way {
+        Way::Cublas => cublas(l, g),
+        Way::Split128 | Way::Split64 => split(l, g, way),
+    }
+}
+
+/// The 3xTF32 kernel; K = 0 leaves C unchanged or zero, as cuBLAS.
+fn split(l: &Local, g: &Gemm, way: Way) {
+    let tile = way.tile();
+    let count = g.batch.map_or(1, |b| b.count);
+    let (sa, sb, sc) = g.batch.map_or((0, 0, 0), |b| (b.a, b.b, b.c));
+    let kernel = if way == Way::Split64 { K::gemm_split_64 } else { K::gemm_split_128 };
+    let grid = (g.n.div_ceil(tile) as u32, g.m.div_ceil(tile) as u32, count as u32);
+    let args = [
+        i(g.m as i32),
+        i(g.n as i32),
+        i(g.k as i32),
+        g.a.0,
+        i(g.a.1 as i32),
+        i(g.a.2 as i32),
+        g.b.0,
+        i(g.b.1 as i32),
+        i(g.b.2 as i32),
+        g.c.0,
+        i(g.c.1 as i32),
+        u(sa),
+        u(sb),
+        u(sc),
+        i(g.accumulate as i32),
+    ];
+    l.launch(kernel, grid, (256, 1, 1), &args);
+}
+
+/// Row-major `C = A·B (+ C)` through column-major cuBLAS: `Cᵀ = Bᵀ·Aᵀ`.
+fn cublas(l: &Local, g: &Gemm) {
+    use cudarc::cublas::sys::cublasOperation_t::{CUBLAS_OP_N, CUBLAS_OP_T};
+    let (m, n, k, a, b, c) = (g.m, g.n, g.k, g.a, g.b, g.c);
+    let beta: f32 = if g.accumulate { 1.0 } else { 0.0 };
+    let alpha: f32 = 1.0;
+    // first cuBLAS operand: our B as an n×k column-major matrix (leading dimensions at least
+    // 1, which cuBLAS asks even where K is 0)
+    let (op_b, ld_b) = if b.2 == 1 { (CUBLAS_OP_N, b.1.max(n)) } else { (CUBLAS_OP_T, b.2.max(k).max(1)) };
+    assert!(b.2 == 1 || b.1 == 1, "gemm: B needs a unit stride");
+    // second: our A as a k×m column-major matrix
+    let (op_a, ld_a) = if a.2 == 1 { (CUBLAS_OP_N, a.1.max(k).max(1)) } else { (CUBLAS_OP_T, a.2.max(m)) };
+    assert!(a.2 == 1 || a.1 == 1, "gemm: A needs a unit stride");
+    let ld_c = c.1.max(n);
+    let h = *l.blas.handle();
+    let (mi, ni, ki) = (n as i32, m as i32, k as i32);
+    // k == 0: C = 0 (or unchanged) — cuBLAS scales C by beta when k is 0
+    // SAFETY: the operands are live device allocations of the sizes the strides give (the
+    // caller's views), on this thread's handle and stream
+    let r = unsafe {
+        match g.batch {
+            None => cudarc::cublas::result::sgemm(
+                h,
+                op_b,
+                op_a,
+                mi,
+                ni,
+                ki,
+                &alpha,
+                b.0 as *const f32,
+                ld_b as i32,
+                a.0 as *const f32,
+                ld_a as i32,
+                &beta,
+                c.0 as *mut f32,
+                ld_c as i32,
+            ),
+            Some(bt) => cudarc::cublas::result::sgemm_strided_batched(
+                h,
+                op_b,
+                op_a,
+                mi,
+                ni,
+                ki,
+                &alpha,
+                b.0 as *const f32,
+                ld_b as i32,
+                bt.b as i64,
+                a.0 as *const f32,
+                ld_a as i32,
+                bt.a as i64,
+                &beta,
+                c.0 as *mut f32,
+                ld_c as i32,
+                bt.c as i64,
+                bt.count as i32,
+            ),
+        }
+    };
+    check(r, "cuBLAS sgemm");
+}
+
+/// The tuning cache's key for a shape.
+fn cache_key(s: &Shape) -> String {
+    let (m, n, k, a_k, b_k, count) = *s;
+    let layout = |k_unit: bool| if k_unit { "K" } else { "MN" };
+    format!(
+        "{} | GEMM {m}x{n}x{k}, A along {}, B along {}, batch {count} | fp32",
+        device().name,
+        layout(a_k),
+        layout(b_k)
+    )
+}
+
+/// The way this shape runs: chosen once per process (the other threads wait for it), from the
+/// tuning cache where it holds the shape, else by timing cuBLAS and the kernels into scratch
+/// (C written, not added to) and comparing the kernels' results with cuBLAS's.
+fn tuned(l: &mut Local, g: &Gemm) -> Way {
+    let key = shape(g);
+    let mut all = choices();
+    if let Some(c) = all.get(&key) {
+        return c.way;
+    }
+    let cache_key = cache_key(&key);
+    if let Some(way) = tune_cache::lookup(&cache_key).and_then(|v| Way::parse(&v)) {
+        all.insert(key, Chosen { way, timings: Vec::new(), tolerance: 0.0, cached: true });
+        return way;
+    }
+    let count = g.batch.map_or(1, |b| b.count);
+    // scratch for C, contiguous; a shape whose C does not fit runs on cuBLAS, untimed
+    let mut out = CudaBuf::empty(l.raw_stream());
+    let values = g.m * g.n * count;
+    if !out.try_reserve(values, l.raw_stream()) {
+        all.insert(key, Chosen { way: Way::Cublas, timings: Vec::new(), tolerance: 0.0, cached: false });
+        return Way::Cublas;
+    }
+    let mut into = *g;
+    into.c = (out.ptr, g.n);
+    into.accumulate = false;
+    into.batch = g.batch.map(|b| Batch { c: g.m * g.n, ..b });
+    let tolerance = tolerance(false, g.k);
+    let mut reference: Option<Vec<f32>> = None;
+    let mut timings = Vec::new();
+    for way in [Way::Cublas, Way::Split128, Way::Split64] {
+        let ms = time(l, &mut |l| {
+            run(l, &into, way);
+            Ok(())
+        })
+        .unwrap_or(f32::NAN);
+        let mut dev = None;
+        if ms.is_finite() {
+            let result = read_prefix(l, (out.ptr, values));
+            match way {
+                Way::Cublas => (reference, dev) = (result, Some(0.0)),
+                _ => dev = reference.as_deref().zip(result.as_deref()).map(|(r, y)| deviation(r, y)),
+            }
+        }
+        timings.push((way, ms, dev));
+    }
+    drop(out);
+    if failed() {
+        return Way::Cublas; // the run ends with the failure; nothing is kept
+    }
+    let eligible: Vec<(Way, f32)> =
+        timings.iter().map(|&(w, ms, d)| (w, if eligible(ms, d, tolerance, true) { ms } else { f32::NAN })).collect();
+    let way = pick_timed(Way::Cublas, &eligible);
+    // a cache that cannot be written is not the run's failure: the choice holds for this process
+    let _ = tune_cache::store(&cache_key, way.code());
+    all.insert(key, Chosen { way, timings, tolerance, cached: false });
+    way
+}
+
+/// The GEMM choices so far, one line per shape, with the timings where they were timed (for
+/// `--profile` and the provenance).
+pub(crate) fn describe() -> Vec<String> {
+    let mut out: Vec<String> = choices()
+        .iter()
+        .map(|(&(m, n, k, a_k, b_k, count), c)| {
+            let layout = |k_unit: bool| if k_unit { "K" } else { "M/N" };
+            let mut line = format!(
+                "GEMM {m}x{n}x{k} (A along {}, B along {}), batch {count}: {}",
+                layout(a_k),
+                layout(b_k),
+                c.way
+            );
+            if c.cached {
+                line += " (from the tuning cache)";
+            }
+            if !c.timings.is_empty() {
+                let t: Vec<String> = c
+                    .timings
+                    .iter()
+                    .map(|&(w, ms, d)| match d {
+                        _ if ms.is_nan() => format!("{w} failed"),
+                        Some(d) if w != Way::Cublas && d > c.tolerance => {
+                            format!("{w} {ms:.3} ms (off by {d:.1e}, over {:.1e}: left out)", c.tolerance)
+                        }
+                        Some(d) if w != Way::Cublas => format!("{w} {ms:.3} ms (off by {d:.1e})"),
+                        _ => format!("{w} {ms:.3} ms"),
+                    })
+                    .collect();
+                line += &format!(" (timed: {})", t.join(", "));
+            }
+            line
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// How this process runs fp32 GEMMs, for `cnnlab devices` and the provenance.
+pub(crate) fn describe_route(route: GemmRoute, tf32: bool, arch: Option<(i32, i32)>) -> String {
+    if tf32 {
+        return "GEMMs: cuBLAS on TF32 tensor cores (--tf32)".into();
+    }
+    if arch.is_some_and(|a| a < (8, 0)) {
+        return "GEMMs: cuBLAS (no TF32 tensor cores on this GPU for the 3xTF32 kernels)".into();
+    }
+    match route {
+        GemmRoute::Cublas => "GEMMs: cuBLAS (CNNLAB_GEMM=cublas)".into(),
+        GemmRoute::Split => "GEMMs: the 3xTF32 kernel with 128x128 tiles, uncompared (CNNLAB_GEMM=split)".into(),
+        GemmRoute::Split64 => "GEMMs: the 3xTF32 kernel with 64x64 tiles, uncompared (CNNLAB_GEMM=split64)".into(),
+        GemmRoute::Tune => format!(
+            "GEMMs: each shape timed once, cuBLAS against the 3xTF32 kernels (fp32 split into two TF32 values on \
+             tensor cores), each kernel's result compared with cuBLAS's; a kernel replaces cuBLAS where it takes \
+             under {MARGIN} of its time (CNNLAB_GEMM=cublas, split or split64 fixes the route)"
+        ),
+    }
+}

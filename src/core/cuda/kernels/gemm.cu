@@ -1,0 +1,195 @@
+// GEMM in "3xTF32": fp32's rounding on TF32 tensor cores (compute capability 8.0 and newer).
+// Each fp32 operand is split in registers into two TF32 values, x = hi + lo (hi: x rounded
+// to TF32's 11 significant bits; lo: the rest, rounded again, so x - hi - lo is under 2^-22 of
+// x), and a·b = a_lo·b_hi + a_hi·b_lo + a_hi·b_hi on the tensor core, whose TF32 products are
+// exact and sum in fp32; the left-out a_lo·b_lo is under 2^-22 of the product. CUTLASS calls it
+// 3xTF32; it rounds like an fp32 GEMM give or take a small factor. The host times it against
+// cuBLAS's fp32 GEMM per shape and takes it only where its result agrees (see gemm.rs).
+//
+// Row-major C = A·B (+ C): A(i, k) at a[i·sam + k·sak], B(k, j) at b[k·sbk + j·sbn] (any
+// strides; loads are coalesced along whichever is 1), C(i, j) at c[i·ldc + j]; blockIdx.z
+// picks a matrix of a batch (strides stride_a/b/c). Offsets within one matrix are 32-bit (the
+// host checks); a block computes a (32·MT)×(32·NT) tile of C with 8 warps (2 along M, 4 along
+// N), each warp MT×NT tensor-core tiles of 16×8, taking K 16 at a time through shared memory
+// (two buffers: one sync a step).
+
+#if defined(CNNLAB_EMULATOR) || (defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800)
+#define CNNLAB_TENSOR_CORES 1
+#endif
+
+#ifdef CNNLAB_TENSOR_CORES
+// x rounded to TF32 (nearest, ties away from zero), as bits of an fp32 value
+__device__ __forceinline__ unsigned tf32_bits(float x) {
+#ifdef CNNLAB_EMULATOR
+    return emu::tf32_round(x);
+#else
+    unsigned r;
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+    return r;
+#endif
+}
+
+// d += a·b for one warp: a 16×8 tile of A (row-major), an 8×8 tile of B (column-major), a
+// 16×8 tile of d, each lane holding the values the PTX ISA's m16n8k8 fragment layout gives it
+__device__ __forceinline__ void mma_tf32(float* d, const unsigned* a, const unsigned* b) {
+#ifdef CNNLAB_EMULATOR
+    emu::mma_m16n8k8(d, a, b);
+#else
+    asm volatile(
+        "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
+}
+
+// x as hi + lo, both TF32
+__device__ __forceinline__ void split_to_tf32(float x, unsigned& hi, unsigned& lo) {
+    hi = tf32_bits(x);
+    lo = tf32_bits(x - __uint_as_float(hi));
+}
+
+// Where each thread's values of one operand's tile (ROWS × 16 of K) come from: element
+// e = threadIdx.x + 256·r of the tile sits at (row, kk) = (e / 16, e % 16) where the operand is
+// contiguous along K, else at (e % ROWS, e / ROWS), so that neighbouring threads read
+// neighbouring addresses either way.
+template <int ROWS>
+struct TileMap {
+    static constexpr int PER_THREAD = ROWS * 16 / 256;
+    int offset[PER_THREAD];  // within the matrix, at K = 0
+    unsigned char kk[PER_THREAD], row[PER_THREAD];
+    bool in_rows[PER_THREAD];
+};
+
+template <int ROWS>
+__device__ void tile_map(TileMap<ROWS>& map, int first_row, int rows, int s_row, int s_k) {
+    const bool k_unit = s_k == 1;
+    #pragma unroll
+    for (int r = 0; r < TileMap<ROWS>::PER_THREAD; r++) {
+        const int e = threadIdx.x + 256 * r;
+        map.row[r] = k_unit ? e / 16 : e % ROWS;
+        map.kk[r] = k_unit ? e % 16 : e / ROWS;
+        map.in_rows[r] = first_row + map.row[r] < rows;
+        map.offset[r] = map.in_rows[r] ? (first_row + map.row[r]) * s_row + map.kk[r] * s_k : 0;
+    }
+}
+
+// the tile at K = k0 into registers, zero outside the matrix
+template <int ROWS>
+__device__ void tile_load(const TileMap<ROWS>& map, const float* __restrict__ x, int k0, int k, int s_k, float* v) {
+    #pragma unroll
+    for (int r = 0; r < TileMap<ROWS>::PER_THREAD; r++)
+        v[r] = map.in_rows[r] && k0 + map.kk[r] < k ? x[map.offset[r] + k0 * s_k] : 0.0f;
+}
+
+template <int ROWS>
+__device__ void tile_store(const TileMap<ROWS>& map, float (*tile)[ROWS + 8], const float* v) {
+    #pragma unroll
+    for (int r = 0; r < TileMap<ROWS>::PER_THREAD; r++) tile[map.kk[r]][map.row[r]] = v[r];
+}
+
+template <int MT, int NT>
+__device__ void gemm_split_tile(int m, int n, int k, const float* __restrict__ a, int sam, int sak,
+                                const float* __restrict__ b, int sbk, int sbn, float* __restrict__ c, int ldc,
+                                i64 stride_a, i64 stride_b, i64 stride_c, int accumulate) {
+    constexpr int BM = 32 * MT, BN = 32 * NT, BK = 16;
+    // K-major tiles; the padding of 8 puts a fragment's 32 loads in 32 banks
+    __shared__ float as[2][BK][BM + 8];
+    __shared__ float bs[2][BK][BN + 8];
+    a += blockIdx.z * stride_a;
+    b += blockIdx.z * stride_b;
+    c += blockIdx.z * stride_c;
+    const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int wm = (warp >> 2) * (BM / 2), wn = (warp & 3) * (BN / 4);
+    TileMap<BM> map_a;
+    TileMap<BN> map_b;
+    tile_map(map_a, m0, m, sam, sak);
+    tile_map(map_b, n0, n, sbn, sbk);
+    float ra[TileMap<BM>::PER_THREAD], rb[TileMap<BN>::PER_THREAD];
+    float acc[MT][NT][4];
+    #pragma unroll
+    for (int i = 0; i < MT; i++)
+        #pragma unroll
+        for (int j = 0; j < NT; j++)
+            #pragma unroll
+            for (int r = 0; r < 4; r++) acc[i][j][r] = 0.0f;
+
+    const int tiles = (k + BK - 1) / BK;
+    tile_load(map_a, a, 0, k, sak, ra);
+    tile_load(map_b, b, 0, k, sbk, rb);
+    tile_store(map_a, as[0], ra);
+    tile_store(map_b, bs[0], rb);
+    __syncthreads();
+    for (int kt = 0; kt < tiles; kt++) {
+        const int cur = kt & 1;
+        // the next tile's loads are in flight while this one is multiplied
+        if (kt + 1 < tiles) {
+            tile_load(map_a, a, (kt + 1) * BK, k, sak, ra);
+            tile_load(map_b, b, (kt + 1) * BK, k, sbk, rb);
+        }
+        #pragma unroll
+        for (int ks = 0; ks < BK; ks += 8) {
+            unsigned ahi[MT][4], alo[MT][4], bhi[NT][2], blo[NT][2];
+            #pragma unroll
+            for (int i = 0; i < MT; i++) {
+                const int row = wm + 16 * i + g;
+                split_to_tf32(as[cur][ks + t][row], ahi[i][0], alo[i][0]);
+                split_to_tf32(as[cur][ks + t][row + 8], ahi[i][1], alo[i][1]);
+                split_to_tf32(as[cur][ks + t + 4][row], ahi[i][2], alo[i][2]);
+                split_to_tf32(as[cur][ks + t + 4][row + 8], ahi[i][3], alo[i][3]);
+            }
+            #pragma unroll
+            for (int j = 0; j < NT; j++) {
+                const int col = wn + 8 * j + g;
+                split_to_tf32(bs[cur][ks + t][col], bhi[j][0], blo[j][0]);
+                split_to_tf32(bs[cur][ks + t + 4][col], bhi[j][1], blo[j][1]);
+            }
+            // the small terms first, into the same fp32 sums
+            #pragma unroll
+            for (int i = 0; i < MT; i++)
+                #pragma unroll
+                for (int j = 0; j < NT; j++) {
+                    mma_tf32(acc[i][j], alo[i], bhi[j]);
+                    mma_tf32(acc[i][j], ahi[i], blo[j]);
+                    mma_tf32(acc[i][j], ahi[i], bhi[j]);
+                }
+        }
+        if (kt + 1 < tiles) {
+            tile_store(map_a, as[cur ^ 1], ra);
+            tile_store(map_b, bs[cur ^ 1], rb);
+        }
+        __syncthreads();
+    }
+    // d's fragment: rows g and g + 8, columns 2t and 2t + 1 of each 16×8 tile
+    #pragma unroll
+    for (int i = 0; i < MT; i++)
+        #pragma unroll
+        for (int j = 0; j < NT; j++)
+            #pragma unroll
+            for (int r = 0; r < 4; r++) {
+                const int row = m0 + wm + 16 * i + g + 8 * (r >> 1), col = n0 + wn + 8 * j + 2 * t + (r & 1);
+                if (row < m && col < n) {
+                    float* at = c + row * ldc + col;
+                    *at = accumulate ? *at + acc[i][j][r] : acc[i][j][r];
+                }
+            }
+}
+#endif
+
+// 128×128 tiles (large GEMMs) and 64×64 (GEMMs with few tiles of the larger size); empty below
+// compute capability 8.0, where the host never launches them
+extern "C" __global__ void gemm_split_128(int m, int n, int k, const float* a, int sam, int sak, const float* b,
+                                          int sbk, int sbn, float* c, int ldc, i64 stride_a, i64 stride_b,
+                                          i64 stride_c, int accumulate) {
+#ifdef CNNLAB_TENSOR_CORES
+    gemm_split_tile<4, 4>(m, n, k, a, sam, sak, b, sbk, sbn, c, ldc, stride_a, stride_b, stride_c, accumulate);
+#endif
+}
+
+extern "C" __global__ void gemm_split_64(int m, int n, int k, const float* a, int sam, int sak, const float* b,
+                                         int sbk, int sbn, float* c, int ldc, i64 stride_a, i64 stride_b,
+                                         i64 stride_c, int accumulate) {
+#ifdef CNNLAB_TENSOR_CORES
+    gemm_split_tile<2, 2>(m, n, k, a, sam, sak, b, sbk, sbn, c, ldc, stride_a, stride_b, stride_c, accumulate);
+#endif
+}
