@@ -691,7 +691,7 @@ fn big_gemm_and_cross_entropy_match_the_cpu() {
 }
 
 /// `C = A·B (+ C)` on each GEMM route (`gemm.rs`): cuBLAS, the 3xTF32 kernel with either tile
-/// size, and tuned, against a float64 reference. Sizes that fill no tile and sizes past one,
+/// size and with K in slices (split-K), and tuned, against a float64 reference. Sizes that fill no tile and sizes past one,
 /// K not a multiple of the kernel's 16, each operand contiguous along K or along M/N, leading
 /// dimensions wider than the matrix, accumulation and batches. The bound is 2⁻²⁰ of each
 /// value's sum of |products|: fp32 GEMMs keep to it at these lengths (K up to 300), and one
@@ -718,7 +718,7 @@ fn gemms_match_the_cpu_on_every_route() {
         (70, 20, 19, true, false, 2, true, 3),
         (3, 5, 0, true, true, 0, true, 1),
     ];
-    for route in [GemmRoute::Cublas, GemmRoute::Split, GemmRoute::Split64, GemmRoute::Tune] {
+    for route in [GemmRoute::Cublas, GemmRoute::Split, GemmRoute::Split64, GemmRoute::SplitK, GemmRoute::Tune] {
         cuda::set_gemm_route(route);
         for (i, &(m, n, k, a_along_k, b_along_n, pad, accumulate, count)) in cases.iter().enumerate() {
             let case = format!("{route:?}, case {i}: {m}x{n}x{k}, batch {count}");
@@ -785,6 +785,12 @@ fn gemms_match_the_cpu_on_every_route() {
     }
     assert!(timed[0].contains("off by"), "the kernels' results compared with cuBLAS's: {}", timed[0]);
     assert!(!timed[0].contains("left out"), "the kernels agree with cuBLAS: {}", timed[0]);
+    // C's 2 tiles of 128x128 leave the emulator's 16 multiprocessors idle: split-K timed too,
+    // K = 300 in 4 slices (each at least 64 of K)
+    let long_k: Vec<&String> = lines.iter().filter(|l| l.starts_with("GEMM 9x200x300")).collect();
+    assert_eq!(long_k.len(), 1, "{lines:?}");
+    assert!(long_k[0].contains("128x128 tiles, K in 4 slices"), "{}", long_k[0]);
+    assert!(!long_k[0].contains("left out"), "split-K agrees with cuBLAS: {}", long_k[0]);
     let _ = writeln!(std::io::stderr(), "NOTE gemms_match_the_cpu_on_every_route: {:?} ({})", target, timed[0]);
 }
 

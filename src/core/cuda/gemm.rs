@@ -26,6 +26,8 @@ pub enum GemmRoute {
     Split,
     /// The same with 64×64 tiles.
     Split64,
+    /// 128×128 tiles with K cut into up to four slices (split-K), uncompared: for tests.
+    SplitK,
     /// Timed and compared per shape (the default).
     Tune,
 }
@@ -47,10 +49,11 @@ impl std::str::FromStr for GemmRoute {
             "cublas" => Ok(GemmRoute::Cublas),
             "split" => Ok(GemmRoute::Split),
             "split64" => Ok(GemmRoute::Split64),
+            "splitk" => Ok(GemmRoute::SplitK),
             "tune" => Ok(GemmRoute::Tune),
             other => Err(Error::Device(format!(
-                "CNNLAB_GEMM={other:?} names no GEMM route: use cublas, split or split64 (the 3xTF32 kernel with \
-                 128x128 or 64x64 tiles) or tune (timed per shape, the default)"
+                "CNNLAB_GEMM={other:?} names no GEMM route: use cublas, split, split64 or splitk (the 3xTF32 \
+                 kernel with 128x128 or 64x64 tiles, or with K in slices) or tune (timed per shape, the default)"
             ))),
         }
     }
@@ -64,7 +67,9 @@ pub(crate) fn set_route(route: GemmRoute) {
 }
 
 pub(crate) fn route() -> GemmRoute {
-    [GemmRoute::Cublas, GemmRoute::Split, GemmRoute::Split64, GemmRoute::Tune][ROUTE.load(Ordering::Relaxed) as usize % 4]
+    const ROUTES: [GemmRoute; 5] =
+        [GemmRoute::Cublas, GemmRoute::Split, GemmRoute::Split64, GemmRoute::SplitK, GemmRoute::Tune];
+    ROUTES[ROUTE.load(Ordering::Relaxed) as usize % ROUTES.len()]
 }
 
 /// Strides between the matrices of a batched GEMM (in values).
@@ -95,43 +100,57 @@ pub(crate) struct Gemm {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Way {
     Cublas,
-    /// 3xTF32 with 128×128 tiles of C a block.
-    Split128,
-    /// 3xTF32 with 64×64 tiles.
-    Split64,
+    /// The 3xTF32 kernel with `tile`×`tile` tiles of C a block (128 or 64), K cut into `slices`
+    /// whose partial sums are added after (split-K; 1: not cut).
+    Split { tile: usize, slices: usize },
 }
 
 impl Way {
-    fn code(self) -> &'static str {
+    fn code(self) -> String {
         match self {
-            Way::Cublas => "cublas",
-            Way::Split128 => "3xtf32-128",
-            Way::Split64 => "3xtf32-64",
+            Way::Cublas => "cublas".into(),
+            Way::Split { tile, slices: 1 } => format!("3xtf32-{tile}"),
+            Way::Split { tile, slices } => format!("3xtf32-{tile}-k{slices}"),
         }
     }
 
     fn parse(code: &str) -> Option<Way> {
-        [Way::Cublas, Way::Split128, Way::Split64].into_iter().find(|w| w.code() == code)
-    }
-
-    /// The tile's side (values of C along M and N a block).
-    fn tile(self) -> usize {
-        if self == Way::Split64 {
-            64
-        } else {
-            128
+        if code == "cublas" {
+            return Some(Way::Cublas);
         }
+        let rest = code.strip_prefix("3xtf32-")?;
+        let (tile, slices) = match rest.split_once("-k") {
+            Some((t, s)) => (t.parse().ok()?, s.parse().ok()?),
+            None => (rest.parse().ok()?, 1),
+        };
+        ((tile == 128 || tile == 64) && (1..=MAX_SLICES).contains(&slices)).then_some(Way::Split { tile, slices })
     }
 }
 
 impl std::fmt::Display for Way {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Way::Cublas => "cuBLAS",
-            Way::Split128 => "3xTF32 kernel, 128x128 tiles",
-            Way::Split64 => "3xTF32 kernel, 64x64 tiles",
-        })
+        match self {
+            Way::Cublas => f.write_str("cuBLAS"),
+            Way::Split { tile, slices: 1 } => write!(f, "3xTF32 kernel, {tile}x{tile} tiles"),
+            Way::Split { tile, slices } => write!(f, "3xTF32 kernel, {tile}x{tile} tiles, K in {slices} slices"),
+        }
     }
+}
+
+/// The most slices of K a split-K way cuts (its partial sums take `slices` times C's memory).
+const MAX_SLICES: usize = 32;
+
+/// How many slices of K the tuner tries for `g` with `tile`-sized tiles: enough to give each
+/// multiprocessor two blocks where C's tiles alone leave them idle, each slice at least 64 of K
+/// (four steps of the kernel); 1 (no split-K way) where C's tiles fill the GPU or K is short.
+fn slices_to_fill(g: &Gemm, tile: usize, multiprocessors: usize) -> usize {
+    let count = g.batch.map_or(1, |b| b.count);
+    let blocks = g.m.div_ceil(tile) * g.n.div_ceil(tile) * count;
+    if blocks >= multiprocessors {
+        return 1;
+    }
+    let wanted = (2 * multiprocessors).div_ceil(blocks);
+    wanted.min(g.k / 64).min(MAX_SLICES).min(65535 / count).max(1)
 }
 
 /// What decides a GEMM's way: its sizes, whether A and B are contiguous along K, and the
@@ -202,27 +221,44 @@ fn run_gemm(l: &mut Local, g: &Gemm) {
     let way = match route() {
         GemmRoute::Cublas => Way::Cublas,
         _ if !kernel_fits(g) => Way::Cublas,
-        GemmRoute::Split => Way::Split128,
-        GemmRoute::Split64 => Way::Split64,
+        GemmRoute::Split => Way::Split { tile: 128, slices: 1 },
+        GemmRoute::Split64 => Way::Split { tile: 64, slices: 1 },
+        // every K step its own slice, up to 4: for the tests of the partial sums
+        GemmRoute::SplitK => {
+            let count = g.batch.map_or(1, |b| b.count);
+            Way::Split { tile: 128, slices: g.k.div_ceil(16).clamp(1, 4).min(65535 / count).max(1) }
+        }
         GemmRoute::Tune => tuned(l, g),
     };
     run(l, g, way);
 }
 
-fn run(l: &Local, g: &Gemm, way: Way) {
+fn run(l: &mut Local, g: &Gemm, way: Way) {
     match way {
         Way::Cublas => cublas(l, g),
-        Way::Split128 | Way::Split64 => split(l, g, way),
+        Way::Split { tile, slices } => split(l, g, tile, slices),
     }
 }
 
-/// The 3xTF32 kernel; K = 0 leaves C unchanged or zero, as cuBLAS.
-fn split(l: &Local, g: &Gemm, way: Way) {
-    let tile = way.tile();
+/// The 3xTF32 kernel; K = 0 leaves C unchanged or zero, as cuBLAS. Split-K writes its partial
+/// sums to the thread's scratch and adds them into C in a second launch.
+fn split(l: &mut Local, g: &Gemm, tile: usize, slices: usize) {
     let count = g.batch.map_or(1, |b| b.count);
     let (sa, sb, sc) = g.batch.map_or((0, 0, 0), |b| (b.a, b.b, b.c));
-    let kernel = if way == Way::Split64 { K::gemm_split_64 } else { K::gemm_split_128 };
-    let grid = (g.n.div_ceil(tile) as u32, g.m.div_ceil(tile) as u32, count as u32);
+    let kernel = if tile == 64 { K::gemm_split_64 } else { K::gemm_split_128 };
+    let grid = (g.n.div_ceil(tile) as u32, g.m.div_ceil(tile) as u32, (count * slices) as u32);
+    // each slice a whole number of the kernel's 16-deep steps
+    let slice_k = g.k.div_ceil(slices).next_multiple_of(16).max(16);
+    let per = g.m * g.n;
+    let (c, ldc, stride_c, accumulate) = if slices == 1 {
+        (g.c.0, g.c.1, sc, g.accumulate)
+    } else {
+        let partials = l.partials(count * slices * per);
+        if partials == 0 {
+            return; // the allocation failed, and the run ends with that failure
+        }
+        (partials, g.n, per, false)
+    };
     let args = [
         i(g.m as i32),
         i(g.n as i32),
@@ -233,14 +269,20 @@ fn split(l: &Local, g: &Gemm, way: Way) {
         g.b.0,
         i(g.b.1 as i32),
         i(g.b.2 as i32),
-        g.c.0,
-        i(g.c.1 as i32),
+        c,
+        i(ldc as i32),
         u(sa),
         u(sb),
-        u(sc),
-        i(g.accumulate as i32),
+        u(stride_c),
+        i(accumulate as i32),
+        i(slices as i32),
+        i(slice_k as i32),
     ];
     l.launch(kernel, grid, (256, 1, 1), &args);
+    if slices > 1 {
+        let sum = [c, i(slices as i32), i(g.m as i32), i(g.n as i32), g.c.0, i(g.c.1 as i32), u(sc), u(count), i(g.accumulate as i32)];
+        l.launch_n(K::gemm_sum_slices, count * per, &sum);
+    }
 }
 
 /// Row-major `C = A·B (+ C)` through column-major cuBLAS: `Cᵀ = Bᵀ·Aᵀ`.
@@ -346,7 +388,22 @@ fn tuned(l: &mut Local, g: &Gemm) -> Way {
     let tolerance = tolerance(false, g.k);
     let mut reference: Option<Vec<f32>> = None;
     let mut timings = Vec::new();
-    for way in [Way::Cublas, Way::Split128, Way::Split64] {
+    let mut ways = vec![Way::Cublas];
+    for tile in [128, 64] {
+        ways.push(Way::Split { tile, slices: 1 });
+        let slices = slices_to_fill(g, tile, device().multiprocessors);
+        if slices > 1 {
+            ways.push(Way::Split { tile, slices });
+        }
+    }
+    for way in ways {
+        // a split-K way whose partial sums do not fit is left out (NaN), not the run's failure
+        if let Way::Split { slices, .. } = way {
+            if slices > 1 && !l.try_partials(values * slices) {
+                timings.push((way, f32::NAN, None));
+                continue;
+            }
+        }
         let ms = time(l, &mut |l| {
             run(l, &into, way);
             Ok(())
@@ -370,7 +427,7 @@ fn tuned(l: &mut Local, g: &Gemm) -> Way {
         timings.iter().map(|&(w, ms, d)| (w, if eligible(ms, d, tolerance, true) { ms } else { f32::NAN })).collect();
     let way = pick_timed(Way::Cublas, &eligible);
     // a cache that cannot be written is not the run's failure: the choice holds for this process
-    let _ = tune_cache::store(&cache_key, way.code());
+    let _ = tune_cache::store(&cache_key, &way.code());
     all.insert(key, Chosen { way, timings, tolerance, cached: false });
     way
 }
@@ -425,10 +482,13 @@ pub(crate) fn describe_route(route: GemmRoute, tf32: bool, arch: Option<(i32, i3
         GemmRoute::Cublas => "GEMMs: cuBLAS (CNNLAB_GEMM=cublas)".into(),
         GemmRoute::Split => "GEMMs: the 3xTF32 kernel with 128x128 tiles, uncompared (CNNLAB_GEMM=split)".into(),
         GemmRoute::Split64 => "GEMMs: the 3xTF32 kernel with 64x64 tiles, uncompared (CNNLAB_GEMM=split64)".into(),
+        GemmRoute::SplitK => {
+            "GEMMs: the 3xTF32 kernel with K in up to four slices, uncompared (CNNLAB_GEMM=splitk)".into()
+        }
         GemmRoute::Tune => format!(
             "GEMMs: each shape timed once, cuBLAS against the 3xTF32 kernels (fp32 split into two TF32 values on \
              tensor cores), each kernel's result compared with cuBLAS's; a kernel replaces cuBLAS where it takes \
-             under {MARGIN} of its time (CNNLAB_GEMM=cublas, split or split64 fixes the route)"
+             under {MARGIN} of its time (CNNLAB_GEMM=cublas, split, split64 or splitk fixes the route)"
         ),
     }
 }

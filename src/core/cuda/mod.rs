@@ -118,6 +118,7 @@ kernels!(
     split_tf32_stacked,
     gemm_split_128,
     gemm_split_64,
+    gemm_sum_slices,
 );
 
 /// The whole program as NVRTC compiles it.
@@ -188,6 +189,8 @@ struct Device {
     name: String,
     /// The compute capability.
     arch: (i32, i32),
+    /// Streaming multiprocessors (how many blocks fill the GPU).
+    multiprocessors: usize,
 }
 
 static DEVICE: OnceLock<std::result::Result<Device, String>> = OnceLock::new();
@@ -227,7 +230,10 @@ fn open(settings: Settings) -> Result<Device> {
     gemm::set_route(GemmRoute::from_env()?);
     tune_cache::set_path(tune_cache::default_path());
     let name = format!("{}, compute capability {}.{}", ctx.name().unwrap_or_else(|_| "?".into()), arch.0, arch.1);
-    Ok(Device { ctx, functions, settings, cudnn, name, arch })
+    let multiprocessors = ctx
+        .attribute(drv_sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+        .map_or(1, |n| n.max(1) as usize);
+    Ok(Device { ctx, functions, settings, cudnn, name, arch, multiprocessors })
 }
 
 fn message(e: Error) -> String {
@@ -385,6 +391,8 @@ pub(crate) struct Local {
     work: CudaBuf,
     /// Second scratch (convolution input gradients).
     work2: CudaBuf,
+    /// A split-K GEMM's partial sums (`gemm.rs`).
+    partials: CudaBuf,
     /// The batch plan (examples and permutations, as i32).
     plan: CudaBuf,
     /// cuDNN's handle and convolution plans (None: convolutions as im2col + cuBLAS).
@@ -464,6 +472,7 @@ impl Local {
             ones: CudaBuf::empty(raw),
             work: CudaBuf::empty(raw),
             work2: CudaBuf::empty(raw),
+            partials: CudaBuf::empty(raw),
             plan: CudaBuf::empty(raw),
             dnn: dev.cudnn.then(|| cudnn::Dnn::new(raw, dev.settings.tf32, &dev.name)),
         }
@@ -475,6 +484,7 @@ impl Local {
     fn release_scratch(&mut self) {
         self.work = CudaBuf::empty(self.raw_stream());
         self.work2 = CudaBuf::empty(self.raw_stream());
+        self.partials = CudaBuf::empty(self.raw_stream());
         if let Some(d) = self.dnn.as_mut() {
             d.release_scratch();
         }
@@ -564,6 +574,20 @@ impl Local {
         let s = self.raw_stream();
         self.work.reserve(bytes.div_ceil(4), s);
         self.work.ptr
+    }
+
+    /// Room for `values` partial sums of a split-K GEMM (0 where the allocation failed, which
+    /// is recorded as the thread's failure).
+    pub(crate) fn partials(&mut self, values: usize) -> u64 {
+        let s = self.raw_stream();
+        self.partials.reserve(values, s);
+        self.partials.ptr
+    }
+
+    /// [`Local::partials`] for the tuner: false where they do not fit, not recorded.
+    pub(crate) fn try_partials(&mut self, values: usize) -> bool {
+        let s = self.raw_stream();
+        self.partials.try_reserve(values, s)
     }
 
     pub(crate) fn work2(&mut self, bytes: usize) -> u64 {

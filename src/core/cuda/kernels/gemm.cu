@@ -11,7 +11,8 @@
 // picks a matrix of a batch (strides stride_a/b/c). Offsets within one matrix are 32-bit (the
 // host checks); a block computes a (32·MT)×(32·NT) tile of C with 8 warps (2 along M, 4 along
 // N), each warp MT×NT tensor-core tiles of 16×8, taking K 16 at a time through shared memory
-// (two buffers: one sync a step).
+// (two buffers: one sync a step). Where C has too few tiles to fill the GPU and K is long, K is
+// cut into slices whose partial sums gemm_sum_slices adds (split-K, in a fixed order).
 
 #if defined(CNNLAB_EMULATOR) || (defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800)
 #define CNNLAB_TENSOR_CORES 1
@@ -90,14 +91,19 @@ __device__ void tile_store(const TileMap<ROWS>& map, float (*tile)[ROWS + 8], co
 template <int MT, int NT>
 __device__ void gemm_split_tile(int m, int n, int k, const float* __restrict__ a, int sam, int sak,
                                 const float* __restrict__ b, int sbk, int sbn, float* __restrict__ c, int ldc,
-                                i64 stride_a, i64 stride_b, i64 stride_c, int accumulate) {
+                                i64 stride_a, i64 stride_b, i64 stride_c, int accumulate, int slices, int slice_k) {
     constexpr int BM = 32 * MT, BN = 32 * NT, BK = 16;
     // K-major tiles; the padding of 8 puts a fragment's 32 loads in 32 banks
     __shared__ float as[2][BK][BM + 8];
     __shared__ float bs[2][BK][BN + 8];
-    a += blockIdx.z * stride_a;
-    b += blockIdx.z * stride_b;
+    // blockIdx.z: a matrix of the batch, and a slice of K (slice_k values, a multiple of 16)
+    // whose sum goes to C's own matrix of partial sums (stride_c apart, one per z) where
+    // there are several slices
+    const int batch = blockIdx.z / slices, slice = blockIdx.z % slices;
+    a += batch * stride_a + (i64)slice * slice_k * sak;
+    b += batch * stride_b + (i64)slice * slice_k * sbk;
     c += blockIdx.z * stride_c;
+    k = k - slice * slice_k < slice_k ? k - slice * slice_k : slice_k;
     const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int wm = (warp >> 2) * (BM / 2), wn = (warp & 3) * (BN / 4);
@@ -114,7 +120,7 @@ __device__ void gemm_split_tile(int m, int n, int k, const float* __restrict__ a
             #pragma unroll
             for (int r = 0; r < 4; r++) acc[i][j][r] = 0.0f;
 
-    const int tiles = (k + BK - 1) / BK;
+    const int tiles = k > 0 ? (k + BK - 1) / BK : 0;
     tile_load(map_a, a, 0, k, sak, ra);
     tile_load(map_b, b, 0, k, sbk, rb);
     tile_store(map_a, as[0], ra);
@@ -180,16 +186,34 @@ __device__ void gemm_split_tile(int m, int n, int k, const float* __restrict__ a
 // compute capability 8.0, where the host never launches them
 extern "C" __global__ void gemm_split_128(int m, int n, int k, const float* a, int sam, int sak, const float* b,
                                           int sbk, int sbn, float* c, int ldc, i64 stride_a, i64 stride_b,
-                                          i64 stride_c, int accumulate) {
+                                          i64 stride_c, int accumulate, int slices, int slice_k) {
 #ifdef CNNLAB_TENSOR_CORES
-    gemm_split_tile<4, 4>(m, n, k, a, sam, sak, b, sbk, sbn, c, ldc, stride_a, stride_b, stride_c, accumulate);
+    gemm_split_tile<4, 4>(m, n, k, a, sam, sak, b, sbk, sbn, c, ldc, stride_a, stride_b, stride_c, accumulate,
+                          slices, slice_k);
 #endif
 }
 
 extern "C" __global__ void gemm_split_64(int m, int n, int k, const float* a, int sam, int sak, const float* b,
                                          int sbk, int sbn, float* c, int ldc, i64 stride_a, i64 stride_b,
-                                         i64 stride_c, int accumulate) {
+                                         i64 stride_c, int accumulate, int slices, int slice_k) {
 #ifdef CNNLAB_TENSOR_CORES
-    gemm_split_tile<2, 2>(m, n, k, a, sam, sak, b, sbk, sbn, c, ldc, stride_a, stride_b, stride_c, accumulate);
+    gemm_split_tile<2, 2>(m, n, k, a, sam, sak, b, sbk, sbn, c, ldc, stride_a, stride_b, stride_c, accumulate,
+                          slices, slice_k);
 #endif
+}
+
+// C = the sum of a split-K GEMM's partial sums (+ C): matrix z of `partials` (m×n, contiguous)
+// is slice z % slices of batch matrix z / slices; the slices are added in order, so the sum does
+// not depend on timing
+extern "C" __global__ void gemm_sum_slices(const float* partials, int slices, int m, int n, float* c, int ldc,
+                                           i64 stride_c, i64 count, int accumulate) {
+    const i64 per = (i64)m * n;
+    GRID_STRIDE(idx, count * per) {
+        const i64 batch = idx / per, at = idx % per;
+        const float* p = partials + batch * slices * per + at;
+        float sum = p[0];
+        for (int s = 1; s < slices; s++) sum += p[s * per];
+        float* dst = c + batch * stride_c + (at / n) * ldc + at % n;
+        *dst = accumulate ? *dst + sum : sum;
+    }
 }
