@@ -775,6 +775,23 @@ fn gemms_match_the_cpu_on_every_route() {
             assert_eq!(got[c0.len() - 1].to_bits(), c0[c0.len() - 1].to_bits(), "{case}: the value after C written");
         }
     }
+    // a NaN in A (all mantissa bits set, as CUDA's own NaN: rounding it on its bits would carry
+    // into the sign) makes its row of C NaN on every route, and only that row
+    let (m, n, k) = (4, 3, 40);
+    let mut a = random(m * k, 40);
+    a[2 * k + 5] = f32::from_bits(0x7fff_ffff);
+    let b = random(k * n, 41);
+    for route in [GemmRoute::Cublas, GemmRoute::Split, GemmRoute::Split64, GemmRoute::SplitK] {
+        cuda::set_gemm_route(route);
+        let (ag, bg) = (Tensor::<Cuda>::from_slice(&[m * k], &a), Tensor::<Cuda>::from_slice(&[k * n], &b));
+        let mut cg = Tensor::<Cuda>::zeros(&[m * n]);
+        Cuda::matmul(m, n, k, (ag.buf(), 0, k, 1), (bg.buf(), 0, n, 1), (cg.buf_mut(), 0, n), false);
+        let c = cg.to_vec();
+        for (at, v) in c.iter().enumerate() {
+            assert_eq!(v.is_nan(), at / n == 2, "{route:?}: C({}, {}) = {v}", at / n, at % n);
+        }
+    }
+    cuda::set_gemm_route(GemmRoute::Tune);
     // tuning timed each shape that the kernels can run, and says so
     let lines = <Cuda as BackendBase>::choices();
     assert!(lines.iter().any(|l| l.starts_with("GEMMs: each shape timed once")), "{lines:?}");

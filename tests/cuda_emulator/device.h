@@ -45,15 +45,6 @@ void warp_gather(const float* mine, int count, float* all);
 // the calling thread's lane in its warp
 int lane();
 
-// cvt.rna.tf32.f32: x rounded to TF32's 10 stored mantissa bits, to nearest, ties away from
-// zero (adding half of the dropped part to the magnitude's bits), as an fp32 value's bits
-static inline unsigned tf32_round(float x) {
-    unsigned u;
-    memcpy(&u, &x, 4);
-    if ((u & 0x7f800000u) != 0x7f800000u) u = (u + 0x1000u) & 0xffffe000u;
-    return u;
-}
-
 // mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32, d += a·b, in the PTX ISA's fragment
 // layout (g = lane / 4, t = lane % 4): a holds A(g, t), A(g + 8, t), A(g, t + 4), A(g + 8, t + 4);
 // b holds B(t, g), B(t + 4, g); d holds D(g, 2t), D(g, 2t + 1), D(g + 8, 2t), D(g + 8, 2t + 1).
@@ -101,6 +92,18 @@ static inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask) {
     return emu::shfl_xor(v, lane_mask);
 }
 
+// fp32 operations rounded on their own, never fused into an FMA (the empty asm keeps the
+// compiler from contracting them, as CUDA's _rn intrinsics are never contracted)
+static inline float __fmul_rn(float a, float b) {
+    float r = a * b;
+    asm("" : "+x"(r));
+    return r;
+}
+static inline float __fsub_rn(float a, float b) {
+    float r = a - b;
+    asm("" : "+x"(r));
+    return r;
+}
 static inline float __int_as_float(int i) {
     float f;
     memcpy(&f, &i, 4);

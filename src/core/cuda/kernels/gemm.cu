@@ -19,15 +19,17 @@
 #endif
 
 #ifdef CNNLAB_TENSOR_CORES
-// x rounded to TF32 (nearest, ties away from zero), as bits of an fp32 value
-__device__ __forceinline__ unsigned tf32_bits(float x) {
-#ifdef CNNLAB_EMULATOR
-    return emu::tf32_round(x);
-#else
-    unsigned r;
-    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
-    return r;
-#endif
+// x as hi + lo, both TF32 (as fp32 bits). hi is x rounded to TF32's 11 significant bits by
+// Veltkamp's split (c = x·(2^13 + 1), hi = c − (c − x): three fp32 operations, against about four
+// a conversion, cvt.rna.tf32, for each of hi and lo); x − hi is then exact, and lo is it rounded
+// to TF32 on its bits (its exponent is 11 below x's, so the carry never reaches the sign). A NaN
+// stays one in hi; so do an infinity and a value above 2^115, whose c overflows (the GEMM's sums
+// would be no better). The _rn operations are never fused into an FMA, which would break the split.
+__device__ __forceinline__ void split_to_tf32(float x, unsigned& hi, unsigned& lo) {
+    const float c = __fmul_rn(x, 8193.0f);
+    const float h = __fsub_rn(c, __fsub_rn(c, x));
+    hi = __float_as_uint(h);
+    lo = (__float_as_uint(__fsub_rn(x, h)) + 0x1000u) & 0xffffe000u;
 }
 
 // d += a·b for one warp: a 16×8 tile of A (row-major), an 8×8 tile of B (column-major), a
@@ -41,12 +43,6 @@ __device__ __forceinline__ void mma_tf32(float* d, const unsigned* a, const unsi
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 #endif
-}
-
-// x as hi + lo, both TF32
-__device__ __forceinline__ void split_to_tf32(float x, unsigned& hi, unsigned& lo) {
-    hi = tf32_bits(x);
-    lo = tf32_bits(x - __uint_as_float(hi));
 }
 
 // Where each thread's values of one operand's tile (ROWS × 16 of K) come from: element
@@ -77,9 +73,10 @@ __device__ void tile_map(TileMap<ROWS>& map, int first_row, int rows, int s_row,
 // the tile at K = k0 into registers, zero outside the matrix
 template <int ROWS>
 __device__ void tile_load(const TileMap<ROWS>& map, const float* __restrict__ x, int k0, int k, int s_k, float* v) {
+    const float* __restrict__ at_k0 = x + (i64)k0 * s_k;
     #pragma unroll
     for (int r = 0; r < TileMap<ROWS>::PER_THREAD; r++)
-        v[r] = map.in_rows[r] && k0 + map.kk[r] < k ? x[map.offset[r] + k0 * s_k] : 0.0f;
+        v[r] = map.in_rows[r] && k0 + map.kk[r] < k ? at_k0[map.offset[r]] : 0.0f;
 }
 
 template <int ROWS>
@@ -133,22 +130,25 @@ __device__ void gemm_split_tile(int m, int n, int k, const float* __restrict__ a
             tile_load(map_a, a, (kt + 1) * BK, k, sak, ra);
             tile_load(map_b, b, (kt + 1) * BK, k, sbk, rb);
         }
+        // this lane's first value of each fragment; the others at constant offsets from it
+        const float* a_frag = &as[cur][t][wm + g];
+        const float* b_frag = &bs[cur][t][wn + g];
         #pragma unroll
         for (int ks = 0; ks < BK; ks += 8) {
             unsigned ahi[MT][4], alo[MT][4], bhi[NT][2], blo[NT][2];
             #pragma unroll
             for (int i = 0; i < MT; i++) {
-                const int row = wm + 16 * i + g;
-                split_to_tf32(as[cur][ks + t][row], ahi[i][0], alo[i][0]);
-                split_to_tf32(as[cur][ks + t][row + 8], ahi[i][1], alo[i][1]);
-                split_to_tf32(as[cur][ks + t + 4][row], ahi[i][2], alo[i][2]);
-                split_to_tf32(as[cur][ks + t + 4][row + 8], ahi[i][3], alo[i][3]);
+                const float* at = a_frag + ks * (BM + 8) + 16 * i;
+                split_to_tf32(at[0], ahi[i][0], alo[i][0]);
+                split_to_tf32(at[8], ahi[i][1], alo[i][1]);
+                split_to_tf32(at[4 * (BM + 8)], ahi[i][2], alo[i][2]);
+                split_to_tf32(at[4 * (BM + 8) + 8], ahi[i][3], alo[i][3]);
             }
             #pragma unroll
             for (int j = 0; j < NT; j++) {
-                const int col = wn + 8 * j + g;
-                split_to_tf32(bs[cur][ks + t][col], bhi[j][0], blo[j][0]);
-                split_to_tf32(bs[cur][ks + t + 4][col], bhi[j][1], blo[j][1]);
+                const float* at = b_frag + ks * (BN + 8) + 8 * j;
+                split_to_tf32(at[0], bhi[j][0], blo[j][0]);
+                split_to_tf32(at[4 * (BN + 8)], bhi[j][1], blo[j][1]);
             }
             // the small terms first, into the same fp32 sums
             #pragma unroll
