@@ -155,7 +155,7 @@ fn slices_to_fill(g: &Gemm, tile: usize, multiprocessors: usize) -> usize {
 
 /// What decides a GEMM's way: its sizes, whether A and B are contiguous along K, and the
 /// batch's size.
-type Shape = (usize, usize, usize, bool, bool, usize);
+pub(crate) type Shape = (usize, usize, usize, bool, bool, usize);
 
 fn shape(g: &Gemm) -> Shape {
     (g.m, g.n, g.k, g.a.2 == 1, g.b.1 == 1, g.batch.map_or(1, |b| b.count))
@@ -228,7 +228,17 @@ fn run_gemm(l: &mut Local, g: &Gemm) {
             let count = g.batch.map_or(1, |b| b.count);
             Way::Split { tile: 128, slices: g.k.div_ceil(16).clamp(1, 4).min(65535 / count).max(1) }
         }
-        GemmRoute::Tune => tuned(l, g),
+        // this thread's memo first: the process's choices are behind a lock
+        GemmRoute::Tune => match l.gemm_ways.get(&shape(g)) {
+            Some(&way) => way,
+            None => {
+                let way = tuned(l, g);
+                if !failed() {
+                    l.gemm_ways.insert(shape(g), way);
+                }
+                way
+            }
+        },
     };
     run(l, g, way);
 }

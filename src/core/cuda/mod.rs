@@ -393,6 +393,8 @@ pub(crate) struct Local {
     work2: CudaBuf,
     /// A split-K GEMM's partial sums (`gemm.rs`).
     partials: CudaBuf,
+    /// The tuned GEMM choices this thread has used (a copy of `gemm.rs`'s, without its lock).
+    gemm_ways: std::collections::HashMap<gemm::Shape, gemm::Way>,
     /// The batch plan (examples and permutations, as i32).
     plan: CudaBuf,
     /// cuDNN's handle and convolution plans (None: convolutions as im2col + cuBLAS).
@@ -473,6 +475,7 @@ impl Local {
             work: CudaBuf::empty(raw),
             work2: CudaBuf::empty(raw),
             partials: CudaBuf::empty(raw),
+            gemm_ways: Default::default(),
             plan: CudaBuf::empty(raw),
             dnn: dev.cudnn.then(|| cudnn::Dnn::new(raw, dev.settings.tf32, &dev.name)),
         }
