@@ -735,7 +735,15 @@ fn gemms_match_the_cpu_on_every_route() {
             let mut cg = Tensor::<Cuda>::from_slice(&[c0.len()], &c0);
             // the operands start one value in: views that start past their allocation's start
             if count == 1 {
-                Cuda::matmul(m, n, k, (ag.buf(), 1, ars, acs), (bg.buf(), 1, brs, bcs), (cg.buf_mut(), 1, ldc), accumulate);
+                Cuda::matmul(
+                    m,
+                    n,
+                    k,
+                    (ag.buf(), 1, ars, acs),
+                    (bg.buf(), 1, brs, bcs),
+                    (cg.buf_mut(), 1, ldc),
+                    accumulate,
+                );
             } else {
                 Cuda::matmul_batched(
                     count,
@@ -752,12 +760,17 @@ fn gemms_match_the_cpu_on_every_route() {
                     for j in 0..ldc {
                         let at = 1 + t * c_len + r * ldc + j;
                         if j >= n {
-                            assert_eq!(got[at].to_bits(), c0[at].to_bits(), "{case}: C's padding at ({r}, {j}) written");
+                            assert_eq!(
+                                got[at].to_bits(),
+                                c0[at].to_bits(),
+                                "{case}: C's padding at ({r}, {j}) written"
+                            );
                             continue;
                         }
                         let (mut sum, mut size) = (0.0f64, 0.0f64);
                         for p in 0..k {
-                            let x = a[1 + t * a_len + r * ars + p * acs] as f64 * b[1 + t * b_len + p * brs + j * bcs] as f64;
+                            let x = a[1 + t * a_len + r * ars + p * acs] as f64
+                                * b[1 + t * b_len + p * brs + j * bcs] as f64;
                             sum += x;
                             size += x.abs();
                         }
@@ -766,7 +779,11 @@ fn gemms_match_the_cpu_on_every_route() {
                             size += (c0[at] as f64).abs();
                         }
                         let err = (got[at] as f64 - sum).abs();
-                        assert!(err <= size * 2f64.powi(-20) + 1e-30, "{case}: C({r}, {j}) = {} against {sum} (|products| {size})", got[at]);
+                        assert!(
+                            err <= size * 2f64.powi(-20) + 1e-30,
+                            "{case}: C({r}, {j}) = {} against {sum} (|products| {size})",
+                            got[at]
+                        );
                     }
                 }
             }
@@ -1259,6 +1276,64 @@ fn tuning_leaves_out_ways_whose_scratch_does_not_fit() {
     // the training batch's split operands fit: timed and compared
     let train = line("100x1x40x1 -> 25,", "Forward:");
     assert!(train.contains("as 3 TF32 passes on split fp32 ") && !train.contains("failed"), "{train}");
+}
+
+/// The GEMM choices go to the tuning cache and come back from it in the next process: a short
+/// `train` times each of its GEMM shapes once (cuBLAS wins on the emulator, whose kernels run
+/// a thread at a time), then trains on the choices read back, here rewritten to the kernel ways
+/// (split-K included), which must parse and run; an entry naming no way is timed again. The
+/// choices are read from the run's provenance.
+#[test]
+fn gemm_choices_are_kept_in_the_tuning_cache() {
+    let test = "gemm_choices_are_kept_in_the_tuning_cache";
+    let Some(target) = target(test) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("tune.json");
+    let bench = || -> Option<String> {
+        let mut cmd = cnnlab_command(test, target, dir.path())?;
+        cmd.args(["train", "--model", "mlp", "--steps", "4", "--device", "cuda", "--quiet", "--overwrite"]);
+        cmd.args(["--save", "run"]).env("CNNLAB_GEMM", "tune").env("CNNLAB_TUNE_CACHE", &cache);
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let provenance: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("run/provenance.json")).unwrap()).unwrap();
+        let choices = provenance["backend_choices"].as_array().expect("backend_choices");
+        Some(choices.iter().filter_map(|c| c.as_str()).collect::<Vec<_>>().join("\n"))
+    };
+    let Some(first) = bench() else { return };
+    let gemm_lines =
+        |out: &str| -> Vec<String> { out.lines().filter(|l| l.starts_with("GEMM ")).map(String::from).collect() };
+    let timed = gemm_lines(&first);
+    assert!(timed.len() >= 4 && timed.iter().all(|l| l.contains("(timed: cuBLAS ")), "{first}");
+    // the cache's GEMM entries, rewritten: every way in turn, and one that names none
+    let kept: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(&cache).unwrap()).unwrap();
+    let keys: Vec<&String> = kept.keys().filter(|k| k.contains("| GEMM ")).collect();
+    assert_eq!(keys.len(), timed.len(), "{kept:?}");
+    let codes = ["3xtf32-128", "3xtf32-64", "3xtf32-128-k2", "3xtf32-64-k3", "cublas", "3xtf32-96"];
+    let rewritten: serde_json::Map<String, serde_json::Value> =
+        keys.iter().enumerate().map(|(i, k)| ((*k).clone(), codes[i % codes.len()].into())).collect();
+    std::fs::write(&cache, serde_json::to_vec(&rewritten).unwrap()).unwrap();
+    let second = bench().unwrap();
+    let lines = gemm_lines(&second);
+    let shape = |l: &str| l.split(':').next().unwrap_or("").to_string();
+    for (i, k) in keys.iter().enumerate() {
+        // the key names the shape as "GEMM MxNxK, A along …"; the line as "GEMM MxNxK (A along …"
+        let dims = k.split("| GEMM ").nth(1).unwrap().split(',').next().unwrap();
+        let along: Vec<&str> = k.split(" along ").skip(1).map(|s| s.split(',').next().unwrap()).collect();
+        let name = |a: &str| if a == "MN" { "M/N".to_string() } else { a.to_string() };
+        let want = format!("GEMM {dims} (A along {}, B along {}), batch 1", name(along[0]), name(along[1]));
+        let line = lines.iter().find(|l| shape(l) == want).unwrap_or_else(|| panic!("{want}: {second}"));
+        let way = match codes[i % codes.len()] {
+            "3xtf32-128" => "3xTF32 kernel, 128x128 tiles (from the tuning cache)",
+            "3xtf32-64" => "3xTF32 kernel, 64x64 tiles (from the tuning cache)",
+            "3xtf32-128-k2" => "3xTF32 kernel, 128x128 tiles, K in 2 slices (from the tuning cache)",
+            "3xtf32-64-k3" => "3xTF32 kernel, 64x64 tiles, K in 3 slices (from the tuning cache)",
+            "cublas" => "cuBLAS (from the tuning cache)",
+            _ => "(timed: cuBLAS ",
+        };
+        assert!(line.contains(way), "{}: {line}", codes[i % codes.len()]);
+    }
 }
 
 /// `analyze receptive-field`, `effective-dim` and `prune` with `--device cuda` give the CPU's

@@ -102,7 +102,10 @@ pub(crate) enum Way {
     Cublas,
     /// The 3xTF32 kernel with `tile`×`tile` tiles of C a block (128 or 64), K cut into `slices`
     /// whose partial sums are added after (split-K; 1: not cut).
-    Split { tile: usize, slices: usize },
+    Split {
+        tile: usize,
+        slices: usize,
+    },
 }
 
 impl Way {
@@ -224,10 +227,7 @@ fn run_gemm(l: &mut Local, g: &Gemm) {
         GemmRoute::Split => Way::Split { tile: 128, slices: 1 },
         GemmRoute::Split64 => Way::Split { tile: 64, slices: 1 },
         // every K step its own slice, up to 4: for the tests of the partial sums
-        GemmRoute::SplitK => {
-            let count = g.batch.map_or(1, |b| b.count);
-            Way::Split { tile: 128, slices: g.k.div_ceil(16).clamp(1, 4).min(65535 / count).max(1) }
-        }
+        GemmRoute::SplitK => Way::Split { tile: 128, slices: g.k.div_ceil(16).clamp(1, 4) },
         // this thread's memo first: the process's choices are behind a lock
         GemmRoute::Tune => match l.gemm_ways.get(&shape(g)) {
             Some(&way) => way,
@@ -254,12 +254,15 @@ fn run(l: &mut Local, g: &Gemm, way: Way) {
 /// sums to the thread's scratch and adds them into C in a second launch.
 fn split(l: &mut Local, g: &Gemm, tile: usize, slices: usize) {
     let count = g.batch.map_or(1, |b| b.count);
+    let per = g.m * g.n;
+    // one slice where more would pass the grid's 65,535 layers or a launch's 2³¹ values (a
+    // cached choice for another GPU could ask it; the sum is the same)
+    let slices = if count * slices > 65535 || count * slices * per >= 1 << 31 { 1 } else { slices };
     let (sa, sb, sc) = g.batch.map_or((0, 0, 0), |b| (b.a, b.b, b.c));
     let kernel = if tile == 64 { K::gemm_split_64 } else { K::gemm_split_128 };
     let grid = (g.n.div_ceil(tile) as u32, g.m.div_ceil(tile) as u32, (count * slices) as u32);
     // each slice a whole number of the kernel's 16-deep steps
     let slice_k = g.k.div_ceil(slices).next_multiple_of(16).max(16);
-    let per = g.m * g.n;
     let (c, ldc, stride_c, accumulate) = if slices == 1 {
         (g.c.0, g.c.1, sc, g.accumulate)
     } else {
@@ -290,7 +293,17 @@ fn split(l: &mut Local, g: &Gemm, tile: usize, slices: usize) {
     ];
     l.launch(kernel, grid, (256, 1, 1), &args);
     if slices > 1 {
-        let sum = [c, i(slices as i32), i(g.m as i32), i(g.n as i32), g.c.0, i(g.c.1 as i32), u(sc), u(count), i(g.accumulate as i32)];
+        let sum = [
+            c,
+            i(slices as i32),
+            i(g.m as i32),
+            i(g.n as i32),
+            g.c.0,
+            i(g.c.1 as i32),
+            u(sc),
+            u(count),
+            i(g.accumulate as i32),
+        ];
         l.launch_n(K::gemm_sum_slices, count * per, &sum);
     }
 }
@@ -379,11 +392,11 @@ fn tuned(l: &mut Local, g: &Gemm) -> Way {
         return c.way;
     }
     let cache_key = cache_key(&key);
+    let count = g.batch.map_or(1, |b| b.count);
     if let Some(way) = tune_cache::lookup(&cache_key).and_then(|v| Way::parse(&v)) {
         all.insert(key, Chosen { way, timings: Vec::new(), tolerance: 0.0, cached: true });
         return way;
     }
-    let count = g.batch.map_or(1, |b| b.count);
     // scratch for C, contiguous; a shape whose C does not fit runs on cuBLAS, untimed
     let mut out = CudaBuf::empty(l.raw_stream());
     let values = g.m * g.n * count;

@@ -16,8 +16,8 @@
 mod attention;
 mod cudnn;
 mod elementwise;
-mod gemm;
 mod gather;
+mod gemm;
 mod loss;
 mod norm;
 mod optim;
@@ -896,4 +896,3 @@ impl BackendBase for Cuda {
         });
     }
 }
-
