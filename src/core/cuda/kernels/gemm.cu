@@ -204,16 +204,17 @@ extern "C" __global__ void gemm_split_64(int m, int n, int k, const float* a, in
 
 // C = the sum of a split-K GEMM's partial sums (+ C): matrix z of `partials` (m×n, contiguous)
 // is slice z % slices of batch matrix z / slices; the slices are added in order, so the sum does
-// not depend on timing
+// not depend on timing. All the partial sums number under 2^31 (the host checks): 32-bit
+// divisions, a third of 64-bit ones' instructions.
 extern "C" __global__ void gemm_sum_slices(const float* partials, int slices, int m, int n, float* c, int ldc,
                                            i64 stride_c, i64 count, int accumulate) {
-    const i64 per = (i64)m * n;
+    const unsigned per = (unsigned)m * (unsigned)n;
     GRID_STRIDE(idx, count * per) {
-        const i64 batch = idx / per, at = idx % per;
-        const float* p = partials + batch * slices * per + at;
+        const unsigned batch = (unsigned)idx / per, at = (unsigned)idx % per;
+        const float* p = partials + (i64)batch * slices * per + at;
         float sum = p[0];
-        for (int s = 1; s < slices; s++) sum += p[s * per];
-        float* dst = c + batch * stride_c + (at / n) * ldc + at % n;
+        for (int s = 1; s < slices; s++) sum += p[(i64)s * per];
+        float* dst = c + batch * stride_c + (i64)(at / (unsigned)n) * ldc + at % (unsigned)n;
         *dst = accumulate ? *dst + sum : sum;
     }
 }
