@@ -3,8 +3,9 @@
 //! TF32 values in registers and round like an fp32 GEMM give or take a small factor.
 //!
 //! Which one runs is the [`GemmRoute`]'s (`CNNLAB_GEMM`): by default ([`GemmRoute::Tune`])
-//! each GEMM shape (sizes, operand layouts, batch) is timed once, cuBLAS against the two
-//! kernels' tile sizes, on the call's own operands into scratch, and each kernel's result is
+//! each GEMM shape (sizes, operand layouts, batch) is timed once, cuBLAS against the kernel's
+//! two tile sizes (and each with K in slices where C's tiles leave the GPU idle: split-K), on
+//! the call's own operands into scratch, and each kernel's result is
 //! compared with cuBLAS's as the convolution tuner compares its ways (`cudnn.rs`: the same
 //! tolerance, margin and tuning cache). A kernel replaces cuBLAS only where it agrees and takes
 //! under [`MARGIN`] of its time; with `--tf32` cuBLAS always runs (on its own TF32 tensor cores).
