@@ -691,7 +691,8 @@ fn big_gemm_and_cross_entropy_match_the_cpu() {
 }
 
 /// `C = A·B (+ C)` on each GEMM route (`gemm.rs`): cuBLAS, the 3xTF32 kernel with either tile
-/// size and with K in slices (split-K), and tuned, against a float64 reference. Sizes that fill no tile and sizes past one,
+/// size, with K in slices (split-K) and with promoted sums, and tuned, against a float64
+/// reference. Sizes that fill no tile and sizes past one,
 /// K not a multiple of the kernel's 16, each operand contiguous along K or along M/N, leading
 /// dimensions wider than the matrix, accumulation and batches. The bound is 2⁻²⁰ of each
 /// value's sum of |products|: fp32 GEMMs keep to it at these lengths (K up to 300), and one
@@ -718,7 +719,15 @@ fn gemms_match_the_cpu_on_every_route() {
         (70, 20, 19, true, false, 2, true, 3),
         (3, 5, 0, true, true, 0, true, 1),
     ];
-    for route in [GemmRoute::Cublas, GemmRoute::Split, GemmRoute::Split64, GemmRoute::SplitK, GemmRoute::Tune] {
+    let routes = [
+        GemmRoute::Cublas,
+        GemmRoute::Split,
+        GemmRoute::Split64,
+        GemmRoute::SplitK,
+        GemmRoute::SplitPromoted,
+        GemmRoute::Tune,
+    ];
+    for route in routes {
         cuda::set_gemm_route(route);
         for (i, &(m, n, k, a_along_k, b_along_n, pad, accumulate, count)) in cases.iter().enumerate() {
             let case = format!("{route:?}, case {i}: {m}x{n}x{k}, batch {count}");
@@ -798,7 +807,8 @@ fn gemms_match_the_cpu_on_every_route() {
     let mut a = random(m * k, 40);
     a[2 * k + 5] = f32::from_bits(0x7fff_ffff);
     let b = random(k * n, 41);
-    for route in [GemmRoute::Cublas, GemmRoute::Split, GemmRoute::Split64, GemmRoute::SplitK] {
+    for route in [GemmRoute::Cublas, GemmRoute::Split, GemmRoute::Split64, GemmRoute::SplitK, GemmRoute::SplitPromoted]
+    {
         cuda::set_gemm_route(route);
         let (ag, bg) = (Tensor::<Cuda>::from_slice(&[m * k], &a), Tensor::<Cuda>::from_slice(&[k * n], &b));
         let mut cg = Tensor::<Cuda>::zeros(&[m * n]);
@@ -814,7 +824,12 @@ fn gemms_match_the_cpu_on_every_route() {
     assert!(lines.iter().any(|l| l.starts_with("GEMMs: each shape timed once")), "{lines:?}");
     let timed: Vec<&String> = lines.iter().filter(|l| l.starts_with("GEMM 130x129x33")).collect();
     assert_eq!(timed.len(), 1, "{lines:?}");
-    for way in ["cuBLAS", "3xTF32 kernel, 128x128 tiles", "3xTF32 kernel, 64x64 tiles"] {
+    for way in [
+        "cuBLAS",
+        "3xTF32 kernel, 128x128 tiles",
+        "3xTF32 kernel, 64x64 tiles",
+        "3xTF32 kernel, 64x64 tiles, sums in fp32 every 8 of K",
+    ] {
         assert!(timed[0].contains(way), "{way} timed: {}", timed[0]);
     }
     assert!(timed[0].contains("off by"), "the kernels' results compared with cuBLAS's: {}", timed[0]);
@@ -1310,7 +1325,17 @@ fn gemm_choices_are_kept_in_the_tuning_cache() {
         serde_json::from_slice(&std::fs::read(&cache).unwrap()).unwrap();
     let keys: Vec<&String> = kept.keys().filter(|k| k.contains("| GEMM ")).collect();
     assert_eq!(keys.len(), timed.len(), "{kept:?}");
-    let codes = ["3xtf32-128", "3xtf32-64", "3xtf32-128-k2", "3xtf32-64-k3", "cublas", "3xtf32-96"];
+    let codes = [
+        "3xtf32-128",
+        "3xtf32-64",
+        "3xtf32-128-k2",
+        "3xtf32-64-k3",
+        "cublas",
+        "3xtf32-96",
+        "3xtf32-128-p",
+        "3xtf32-64-k2-p",
+        "3xtf32-64-p-k2",
+    ];
     let rewritten: serde_json::Map<String, serde_json::Value> =
         keys.iter().enumerate().map(|(i, k)| ((*k).clone(), codes[i % codes.len()].into())).collect();
     std::fs::write(&cache, serde_json::to_vec(&rewritten).unwrap()).unwrap();
@@ -1330,6 +1355,11 @@ fn gemm_choices_are_kept_in_the_tuning_cache() {
             "3xtf32-128-k2" => "3xTF32 kernel, 128x128 tiles, K in 2 slices (from the tuning cache)",
             "3xtf32-64-k3" => "3xTF32 kernel, 64x64 tiles, K in 3 slices (from the tuning cache)",
             "cublas" => "cuBLAS (from the tuning cache)",
+            "3xtf32-128-p" => "3xTF32 kernel, 128x128 tiles, sums in fp32 every 8 of K (from the tuning cache)",
+            "3xtf32-64-k2-p" => {
+                "3xTF32 kernel, 64x64 tiles, K in 2 slices, sums in fp32 every 8 of K (from the tuning cache)"
+            }
+            // not the order `code` writes: named no way, timed again
             _ => "(timed: cuBLAS ",
         };
         assert!(line.contains(way), "{}: {line}", codes[i % codes.len()]);

@@ -29,6 +29,8 @@ pub enum GemmRoute {
     Split64,
     /// 128×128 tiles with K cut into up to four slices (split-K), uncompared: for tests.
     SplitK,
+    /// 64×64 tiles with each 8 of K summed apart (promoted sums), uncompared: for tests.
+    SplitPromoted,
     /// Timed and compared per shape (the default).
     Tune,
 }
@@ -51,10 +53,12 @@ impl std::str::FromStr for GemmRoute {
             "split" => Ok(GemmRoute::Split),
             "split64" => Ok(GemmRoute::Split64),
             "splitk" => Ok(GemmRoute::SplitK),
+            "splitp" => Ok(GemmRoute::SplitPromoted),
             "tune" => Ok(GemmRoute::Tune),
             other => Err(Error::Device(format!(
-                "CNNLAB_GEMM={other:?} names no GEMM route: use cublas, split, split64 or splitk (the 3xTF32 \
-                 kernel with 128x128 or 64x64 tiles, or with K in slices) or tune (timed per shape, the default)"
+                "CNNLAB_GEMM={other:?} names no GEMM route: use cublas, split, split64, splitk or splitp (the \
+                 3xTF32 kernel with 128x128 or 64x64 tiles, with K in slices, or with promoted sums) or tune \
+                 (timed per shape, the default)"
             ))),
         }
     }
@@ -68,8 +72,14 @@ pub(crate) fn set_route(route: GemmRoute) {
 }
 
 pub(crate) fn route() -> GemmRoute {
-    const ROUTES: [GemmRoute; 5] =
-        [GemmRoute::Cublas, GemmRoute::Split, GemmRoute::Split64, GemmRoute::SplitK, GemmRoute::Tune];
+    const ROUTES: [GemmRoute; 6] = [
+        GemmRoute::Cublas,
+        GemmRoute::Split,
+        GemmRoute::Split64,
+        GemmRoute::SplitK,
+        GemmRoute::SplitPromoted,
+        GemmRoute::Tune,
+    ];
     ROUTES[ROUTE.load(Ordering::Relaxed) as usize % ROUTES.len()]
 }
 
@@ -102,19 +112,24 @@ pub(crate) struct Gemm {
 pub(crate) enum Way {
     Cublas,
     /// The 3xTF32 kernel with `tile`×`tile` tiles of C a block (128 or 64), K cut into `slices`
-    /// whose partial sums are added after (split-K; 1: not cut).
+    /// whose partial sums are added after (split-K; 1: not cut); `promoted`: each 8 of K summed
+    /// on its own and added to C's sums in fp32 (see `kernels/gemm.cu`).
     Split {
         tile: usize,
         slices: usize,
+        promoted: bool,
     },
 }
 
 impl Way {
+    /// `3xtf32-TILE`, then `-kSLICES` for split-K and `-p` for promoted sums.
     fn code(self) -> String {
         match self {
             Way::Cublas => "cublas".into(),
-            Way::Split { tile, slices: 1 } => format!("3xtf32-{tile}"),
-            Way::Split { tile, slices } => format!("3xtf32-{tile}-k{slices}"),
+            Way::Split { tile, slices, promoted } => {
+                let k = if slices > 1 { format!("-k{slices}") } else { String::new() };
+                format!("3xtf32-{tile}{k}{}", if promoted { "-p" } else { "" })
+            }
         }
     }
 
@@ -122,22 +137,35 @@ impl Way {
         if code == "cublas" {
             return Some(Way::Cublas);
         }
-        let rest = code.strip_prefix("3xtf32-")?;
-        let (tile, slices) = match rest.split_once("-k") {
-            Some((t, s)) => (t.parse().ok()?, s.parse().ok()?),
-            None => (rest.parse().ok()?, 1),
-        };
-        ((tile == 128 || tile == 64) && (1..=MAX_SLICES).contains(&slices)).then_some(Way::Split { tile, slices })
+        let mut parts = code.strip_prefix("3xtf32-")?.split('-');
+        let tile: usize = parts.next()?.parse().ok()?;
+        let (mut slices, mut promoted) = (1, false);
+        for part in parts {
+            match part.strip_prefix('k') {
+                Some(n) if slices == 1 && !promoted => slices = n.parse().ok()?,
+                None if part == "p" && !promoted => promoted = true,
+                _ => return None,
+            }
+        }
+        ((tile == 128 || tile == 64) && (1..=MAX_SLICES).contains(&slices)).then_some(Way::Split {
+            tile,
+            slices,
+            promoted,
+        })
     }
 }
 
 impl std::fmt::Display for Way {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Way::Cublas => f.write_str("cuBLAS"),
-            Way::Split { tile, slices: 1 } => write!(f, "3xTF32 kernel, {tile}x{tile} tiles"),
-            Way::Split { tile, slices } => write!(f, "3xTF32 kernel, {tile}x{tile} tiles, K in {slices} slices"),
+        let Way::Split { tile, slices, promoted } = *self else { return f.write_str("cuBLAS") };
+        write!(f, "3xTF32 kernel, {tile}x{tile} tiles")?;
+        if slices > 1 {
+            write!(f, ", K in {slices} slices")?;
         }
+        if promoted {
+            f.write_str(", sums in fp32 every 8 of K")?;
+        }
+        Ok(())
     }
 }
 
@@ -225,10 +253,11 @@ fn run_gemm(l: &mut Local, g: &Gemm) {
     let way = match route() {
         GemmRoute::Cublas => Way::Cublas,
         _ if !kernel_fits(g) => Way::Cublas,
-        GemmRoute::Split => Way::Split { tile: 128, slices: 1 },
-        GemmRoute::Split64 => Way::Split { tile: 64, slices: 1 },
+        GemmRoute::Split => Way::Split { tile: 128, slices: 1, promoted: false },
+        GemmRoute::Split64 => Way::Split { tile: 64, slices: 1, promoted: false },
         // every K step its own slice, up to 4: for the tests of the partial sums
-        GemmRoute::SplitK => Way::Split { tile: 128, slices: g.k.div_ceil(16).clamp(1, 4) },
+        GemmRoute::SplitK => Way::Split { tile: 128, slices: g.k.div_ceil(16).clamp(1, 4), promoted: false },
+        GemmRoute::SplitPromoted => Way::Split { tile: 64, slices: 1, promoted: true },
         // this thread's memo first: the process's choices are behind a lock
         GemmRoute::Tune => match l.gemm_ways.get(&shape(g)) {
             Some(&way) => way,
@@ -247,20 +276,25 @@ fn run_gemm(l: &mut Local, g: &Gemm) {
 fn run(l: &mut Local, g: &Gemm, way: Way) {
     match way {
         Way::Cublas => cublas(l, g),
-        Way::Split { tile, slices } => split(l, g, tile, slices),
+        Way::Split { tile, slices, promoted } => split(l, g, tile, slices, promoted),
     }
 }
 
 /// The 3xTF32 kernel; K = 0 leaves C unchanged or zero, as cuBLAS. Split-K writes its partial
 /// sums to the thread's scratch and adds them into C in a second launch.
-fn split(l: &mut Local, g: &Gemm, tile: usize, slices: usize) {
+fn split(l: &mut Local, g: &Gemm, tile: usize, slices: usize, promoted: bool) {
     let count = g.batch.map_or(1, |b| b.count);
     let per = g.m * g.n;
     // one slice where more would pass the grid's 65,535 layers or a launch's 2³¹ values (a
     // cached choice for another GPU could ask it; the sum is the same)
     let slices = if count * slices > 65535 || count * slices * per >= 1 << 31 { 1 } else { slices };
     let (sa, sb, sc) = g.batch.map_or((0, 0, 0), |b| (b.a, b.b, b.c));
-    let kernel = if tile == 64 { K::gemm_split_64 } else { K::gemm_split_128 };
+    let kernel = match (tile, promoted) {
+        (64, false) => K::gemm_split_64,
+        (64, true) => K::gemm_split_64_promoted,
+        (_, false) => K::gemm_split_128,
+        (_, true) => K::gemm_split_128_promoted,
+    };
     let grid = (g.n.div_ceil(tile) as u32, g.m.div_ceil(tile) as u32, (count * slices) as u32);
     // each slice a whole number of the kernel's 16-deep steps
     let slice_k = g.k.div_ceil(slices).next_multiple_of(16).max(16);
@@ -414,10 +448,11 @@ fn tuned(l: &mut Local, g: &Gemm) -> Way {
     let mut timings = Vec::new();
     let mut ways = vec![Way::Cublas];
     for tile in [128, 64] {
-        ways.push(Way::Split { tile, slices: 1 });
-        let slices = slices_to_fill(g, tile, device().multiprocessors);
-        if slices > 1 {
-            ways.push(Way::Split { tile, slices });
+        let fill = slices_to_fill(g, tile, device().multiprocessors);
+        for slices in if fill > 1 { vec![1, fill] } else { vec![1] } {
+            for promoted in [false, true] {
+                ways.push(Way::Split { tile, slices, promoted });
+            }
         }
     }
     for way in ways {
@@ -509,10 +544,13 @@ pub(crate) fn describe_route(route: GemmRoute, tf32: bool, arch: Option<(i32, i3
         GemmRoute::SplitK => {
             "GEMMs: the 3xTF32 kernel with K in up to four slices, uncompared (CNNLAB_GEMM=splitk)".into()
         }
+        GemmRoute::SplitPromoted => {
+            "GEMMs: the 3xTF32 kernel with fp32 sums every 8 of K, uncompared (CNNLAB_GEMM=splitp)".into()
+        }
         GemmRoute::Tune => format!(
             "GEMMs: each shape timed once, cuBLAS against the 3xTF32 kernels (fp32 split into two TF32 values on \
              tensor cores), each kernel's result compared with cuBLAS's; a kernel replaces cuBLAS where it takes \
-             under {MARGIN} of its time (CNNLAB_GEMM=cublas, split, split64 or splitk fixes the route)"
+             under {MARGIN} of its time (CNNLAB_GEMM=cublas, split, split64, splitk or splitp fixes the route)"
         ),
     }
 }

@@ -118,6 +118,8 @@ kernels!(
     split_tf32_stacked,
     gemm_split_128,
     gemm_split_64,
+    gemm_split_128_promoted,
+    gemm_split_64_promoted,
     gemm_sum_slices,
 );
 

@@ -19,6 +19,19 @@
 #endif
 
 #ifdef CNNLAB_TENSOR_CORES
+// d = a·b for one warp (the same fragments, the sums starting from zero)
+__device__ __forceinline__ void mma_tf32_from_zero(float* d, const unsigned* a, const unsigned* b) {
+#ifdef CNNLAB_EMULATOR
+    d[0] = d[1] = d[2] = d[3] = 0.0f;
+    emu::mma_m16n8k8(d, a, b);
+#else
+    asm volatile(
+        "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%10,%10,%10};"
+        : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(0.0f));
+#endif
+}
+
 // x as hi + lo, both TF32 (as fp32 bits). hi is x rounded to TF32's 11 significant bits by
 // Veltkamp's split (c = x·(2^13 + 1), hi = c − (c − x): three fp32 operations, against about four
 // a conversion, cvt.rna.tf32, for each of hi and lo); x − hi is then exact, and lo is it rounded
@@ -85,7 +98,13 @@ __device__ void tile_store(const TileMap<ROWS>& map, float (*tile)[ROWS + 8], co
     for (int r = 0; r < TileMap<ROWS>::PER_THREAD; r++) tile[map.kk[r]][map.row[r]] = v[r];
 }
 
-template <int MT, int NT>
+// PROMOTE: each 8-deep step's three products go to a sum of their own, added to C's sums with
+// an fp32 addition (rounded to nearest) rather than inside the tensor core, whose fp32 sums are
+// reported to truncate (Fasi et al., "Numerical behavior of NVIDIA tensor cores", 2021: round
+// toward zero on V100, T4 and A100), an error that grows with K along one sum. Four more
+// additions a tile and step; which variant runs, and whether either passes the comparison with
+// cuBLAS, is measured per shape.
+template <int MT, int NT, bool PROMOTE>
 __device__ void gemm_split_tile(int m, int n, int k, const float* __restrict__ a, int sam, int sak,
                                 const float* __restrict__ b, int sbk, int sbn, float* __restrict__ c, int ldc,
                                 i64 stride_a, i64 stride_b, i64 stride_c, int accumulate, int slices, int slice_k) {
@@ -155,9 +174,18 @@ __device__ void gemm_split_tile(int m, int n, int k, const float* __restrict__ a
             for (int i = 0; i < MT; i++)
                 #pragma unroll
                 for (int j = 0; j < NT; j++) {
-                    mma_tf32(acc[i][j], alo[i], bhi[j]);
-                    mma_tf32(acc[i][j], ahi[i], blo[j]);
-                    mma_tf32(acc[i][j], ahi[i], bhi[j]);
+                    if (PROMOTE) {
+                        float step[4];
+                        mma_tf32_from_zero(step, alo[i], bhi[j]);
+                        mma_tf32(step, ahi[i], blo[j]);
+                        mma_tf32(step, ahi[i], bhi[j]);
+                        #pragma unroll
+                        for (int r = 0; r < 4; r++) acc[i][j][r] += step[r];
+                    } else {
+                        mma_tf32(acc[i][j], alo[i], bhi[j]);
+                        mma_tf32(acc[i][j], ahi[i], blo[j]);
+                        mma_tf32(acc[i][j], ahi[i], bhi[j]);
+                    }
                 }
         }
         if (kt + 1 < tiles) {
@@ -182,23 +210,35 @@ __device__ void gemm_split_tile(int m, int n, int k, const float* __restrict__ a
 }
 #endif
 
-// 128×128 tiles (large GEMMs) and 64×64 (GEMMs with few tiles of the larger size); empty below
-// compute capability 8.0, where the host never launches them
-extern "C" __global__ void gemm_split_128(int m, int n, int k, const float* a, int sam, int sak, const float* b,
-                                          int sbk, int sbn, float* c, int ldc, i64 stride_a, i64 stride_b,
-                                          i64 stride_c, int accumulate, int slices, int slice_k) {
+// 128×128 tiles (large GEMMs) and 64×64 (GEMMs with few tiles of the larger size), each with
+// the tensor core's own sums or promoted ones; empty below compute capability 8.0, where the
+// host never launches them
+#define GEMM_SPLIT_ARGS                                                                                     \
+    int m, int n, int k, const float *a, int sam, int sak, const float *b, int sbk, int sbn, float *c, int ldc, \
+        i64 stride_a, i64 stride_b, i64 stride_c, int accumulate, int slices, int slice_k
+#define GEMM_SPLIT_PASS m, n, k, a, sam, sak, b, sbk, sbn, c, ldc, stride_a, stride_b, stride_c, accumulate, slices, slice_k
+
+extern "C" __global__ void gemm_split_128(GEMM_SPLIT_ARGS) {
 #ifdef CNNLAB_TENSOR_CORES
-    gemm_split_tile<4, 4>(m, n, k, a, sam, sak, b, sbk, sbn, c, ldc, stride_a, stride_b, stride_c, accumulate,
-                          slices, slice_k);
+    gemm_split_tile<4, 4, false>(GEMM_SPLIT_PASS);
 #endif
 }
 
-extern "C" __global__ void gemm_split_64(int m, int n, int k, const float* a, int sam, int sak, const float* b,
-                                         int sbk, int sbn, float* c, int ldc, i64 stride_a, i64 stride_b,
-                                         i64 stride_c, int accumulate, int slices, int slice_k) {
+extern "C" __global__ void gemm_split_64(GEMM_SPLIT_ARGS) {
 #ifdef CNNLAB_TENSOR_CORES
-    gemm_split_tile<2, 2>(m, n, k, a, sam, sak, b, sbk, sbn, c, ldc, stride_a, stride_b, stride_c, accumulate,
-                          slices, slice_k);
+    gemm_split_tile<2, 2, false>(GEMM_SPLIT_PASS);
+#endif
+}
+
+extern "C" __global__ void gemm_split_128_promoted(GEMM_SPLIT_ARGS) {
+#ifdef CNNLAB_TENSOR_CORES
+    gemm_split_tile<4, 4, true>(GEMM_SPLIT_PASS);
+#endif
+}
+
+extern "C" __global__ void gemm_split_64_promoted(GEMM_SPLIT_ARGS) {
+#ifdef CNNLAB_TENSOR_CORES
+    gemm_split_tile<2, 2, true>(GEMM_SPLIT_PASS);
 #endif
 }
 
