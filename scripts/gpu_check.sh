@@ -16,7 +16,7 @@
 #            other runs
 #   gemm     w2 and the full recipe's Mixer, LCN and MLP in strict fp32 on cuBLAS's GEMMs
 #            (CNNLAB_GEMM=cublas) and tuned against the 3xTF32 kernels (the default), two
-#            rounds (about 2 minutes; into bench.txt, the results in log.txt)
+#            rounds (about 3 minutes; into bench.txt, the results in log.txt)
 #   variants w1 and w1infer on the fixed rule (CNNLAB_CUDNN=inference), on cuDNN over NCHW
 #            copies (CNNLAB_CUDNN=nchw), in three TF32 passes on split fp32 throughout
 #            (CNNLAB_CUDNN=split), tuned without TF32 on split operands (CNNLAB_CUDNN_SPLIT=0), tuned
