@@ -80,15 +80,17 @@ fn open_target() -> Result<Target, String> {
     Ok(target)
 }
 
-/// The GEMM route the tests run on: `CNNLAB_GEMM`'s on a GPU; cuBLAS on the emulator, where
-/// timing the 3xTF32 kernels (each emulated thread in turn, every tensor-core instruction a
-/// warp-wide exchange) would take most of the suite's time for each GEMM shape, to pick cuBLAS
-/// by the host's clock. `gemms_match_the_cpu_on_every_route` runs the kernels and the tuning.
+/// The GEMM route the tests run on: `CNNLAB_GEMM`'s; unset, tuned on a GPU and cuBLAS on the
+/// emulator, where timing the 3xTF32 kernels (each emulated thread in turn, every tensor-core
+/// instruction a warp-wide exchange) would take most of the suite's time for each GEMM shape, to
+/// pick cuBLAS by the host's clock. `gemms_match_the_cpu_on_every_route` runs the kernels and
+/// the tuning; `CNNLAB_GEMM=split64 cargo test` runs every test's GEMMs on a kernel (slowly).
 fn default_gemm_route(target: &Target) -> GemmRoute {
-    match target {
-        Target::Gpu => GemmRoute::from_env().unwrap_or(GemmRoute::Tune),
+    let unset = match target {
+        Target::Gpu => GemmRoute::Tune,
         Target::Emulator(_) => GemmRoute::Cublas,
-    }
+    };
+    std::env::var("CNNLAB_GEMM").ok().and_then(|v| v.parse().ok()).unwrap_or(unset)
 }
 
 /// Opens GPU 0 (or the emulator) in strict fp32 and says which ran `test`, or says that
@@ -1092,8 +1094,10 @@ fn cnnlab_command(test: &str, target: &Target, dir: &Path) -> Option<std::proces
         // the CPU's 0.416; with GEMM-type ways only, such runs match the CPU's to the bit), as
         // TF32 on split operands rounds differently. A test of those ways removes this.
         cmd.env("CNNLAB_CUDNN_TRANSFORMS", "0").env("CNNLAB_CUDNN_SPLIT", "0");
-        // cuBLAS's GEMMs, as in this process (`default_gemm_route`)
-        cmd.env("CNNLAB_GEMM", "cublas");
+        // the GEMMs of this process (`default_gemm_route`)
+        if std::env::var_os("CNNLAB_GEMM").is_none() {
+            cmd.env("CNNLAB_GEMM", "cublas");
+        }
     }
     Some(cmd)
 }
