@@ -36,6 +36,16 @@ pub enum GemmRoute {
 }
 
 impl GemmRoute {
+    /// Every route, in the order of their discriminants.
+    pub const ALL: [GemmRoute; 6] = [
+        GemmRoute::Cublas,
+        GemmRoute::Split,
+        GemmRoute::Split64,
+        GemmRoute::SplitK,
+        GemmRoute::SplitPromoted,
+        GemmRoute::Tune,
+    ];
+
     /// The route `CNNLAB_GEMM` names (unset: [`GemmRoute::Tune`]).
     pub fn from_env() -> Result<GemmRoute> {
         match std::env::var("CNNLAB_GEMM") {
@@ -72,15 +82,7 @@ pub(crate) fn set_route(route: GemmRoute) {
 }
 
 pub(crate) fn route() -> GemmRoute {
-    const ROUTES: [GemmRoute; 6] = [
-        GemmRoute::Cublas,
-        GemmRoute::Split,
-        GemmRoute::Split64,
-        GemmRoute::SplitK,
-        GemmRoute::SplitPromoted,
-        GemmRoute::Tune,
-    ];
-    ROUTES[ROUTE.load(Ordering::Relaxed) as usize % ROUTES.len()]
+    GemmRoute::ALL[ROUTE.load(Ordering::Relaxed) as usize % GemmRoute::ALL.len()]
 }
 
 /// Strides between the matrices of a batched GEMM (in values).
