@@ -3,7 +3,7 @@
 # scripts/gpu_prepare.sh first and carry gpu/). Writes at most 8 files to OUT (the lending
 # tool returns 8), and a summary on stdout:
 #   scripts/gpu_check.sh OUT [PARTS]
-# PARTS (default "tests bench gemm variants repeat pytorch probe full table"), run in the order given:
+# PARTS (default "tests bench conv gemm variants repeat pytorch probe full table"), run in the order given:
 #   tests    the CUDA-vs-CPU test binary (every op on every convolution route, the batch
 #            gather, whole runs)
 #   bench    cnnlab bench w1 | w1infer | w2, fp32 and TF32 (convolutions tuned, the default,
@@ -14,6 +14,10 @@
 #            full benchmarks' GEMMs the table's networks' training GEMMs, so a table run after
 #            it reads their choices from the tuning cache instead of timing them beside seven
 #            other runs
+#   conv     w1 and w1infer in strict fp32 on the fixed rule (CNNLAB_CUDNN=inference), on the
+#            implicit-GEMM kernels wherever they run (CNNLAB_CUDNN=implicit) and tuned (the
+#            default), two rounds (about 2 minutes; into bench.txt, the results in log.txt), then
+#            the tuned choices of each with their timings
 #   gemm     w2 and the full recipe's Mixer, LCN and MLP in strict fp32 on cuBLAS's GEMMs
 #            (CNNLAB_GEMM=cublas) and tuned against the 3xTF32 kernels (the default), two
 #            rounds (about 3 minutes; into bench.txt, the results in log.txt)
@@ -40,7 +44,7 @@
 #            table gets about eight minutes); then "bench pytorch tests" in the next
 set -u
 out=${1:?usage: scripts/gpu_check.sh OUT [PARTS]}
-parts=${2:-tests bench gemm variants repeat pytorch probe full table}
+parts=${2:-tests bench conv gemm variants repeat pytorch probe full table}
 t0=$(date +%s)
 deadline=$((t0 + ${DEADLINE:-570}))
 mkdir -p "$out" && out=$(cd "$out" && pwd)
@@ -85,6 +89,21 @@ for part in $parts; do
       gpu/cnnlab bench w1 --device cuda --quiet --profile
       for m in dnn lcn mlp; do timeout 60 gpu/cnnlab bench full-$m --device cuda --quiet --profile; done
     } >>"$out/bench.txt" 2>&1
+    ;;
+  conv)
+    # the convolution routes that matter for strict fp32's W1, alternately
+    log conv
+    for round in 1 2; do
+      for route in inference implicit tune; do
+        echo "round $round, CNNLAB_CUDNN=$route:"
+        for w in w1 w1infer; do
+          CNNLAB_CUDNN=$route timeout 60 gpu/cnnlab bench $w --device cuda --quiet
+        done
+      done
+    done >"/tmp/conv.txt" 2>&1
+    cat /tmp/conv.txt >>"$out/bench.txt"
+    grep -E "^round|RESULT" /tmp/conv.txt | tee -a "$out/log.txt"
+    for w in w1 w1infer; do gpu/cnnlab bench $w --device cuda --quiet --profile; done >>"$out/bench.txt" 2>&1
     ;;
   gemm)
     # cuBLAS's GEMMs against the tuned choice (3xTF32 kernels where timed faster), alternately

@@ -116,10 +116,13 @@ def main():
         f.write(cubin)
         f.flush()
         sass = subprocess.run([cuobjdump(), "-sass", f.name], capture_output=True, text=True, check=True).stdout
+        usage = subprocess.run([cuobjdump(), "-res-usage", f.name], capture_output=True, text=True, check=True).stdout
+    # registers a thread and stack bytes (spills) per kernel
+    resources = dict(re.findall(r"Function (\w+):\s*\n\s*(REG:\d+ STACK:\d+)", usage))
     for name, code in sorted(kernels(sass).items()):
         if args.kernel and name not in args.kernel:
             continue
-        print(f"{name}: {len(code)} instructions")
+        print(f"{name}: {len(code)} instructions, {resources.get(name, 'REG:? STACK:?')}")
         for at, ins in code:
             m = re.search(r"BRA\b.*?0x([0-9a-f]+)", ins)
             target = int(m.group(1), 16) if m else None

@@ -241,6 +241,8 @@ fn convolution_routes_choose_by_their_rules() {
     assert_eq!(fixed(ConvRoute::Tune, true, Pass::Filter, Some(a), im2col), a);
     assert_eq!(fixed(ConvRoute::Tune, false, Pass::Filter, Some(a), im2col), im2col);
     assert_eq!(fixed(ConvRoute::Tune, false, Pass::Inference, Some(a), im2col), a);
+    // cnnlab's implicit GEMMs where they run (the backend takes them first), else im2col
+    assert_eq!(fixed(ConvRoute::Implicit, false, Pass::Forward, Some(a), im2col), im2col);
 
     let b = "cudnn-b";
     let t = |i: f32, fa: f32, fb: f32| [(im2col, i), (a, fa), (b, fb)];
@@ -282,6 +284,8 @@ fn convolution_routes_choose_by_their_rules() {
         ("1", ConvRoute::Cudnn),
         ("nchw", ConvRoute::CudnnNchw),
         ("inference", ConvRoute::Inference),
+        ("split", ConvRoute::Split),
+        ("implicit", ConvRoute::Implicit),
     ] {
         assert_eq!(s.parse::<ConvRoute>().unwrap(), r);
     }
@@ -417,6 +421,72 @@ fn convolutions_match_the_cpu_on_every_route() {
         }
         if route == ConvRoute::Split && matches!(target, Target::Emulator(_)) {
             assert!(emulator_tf32_reads() > tf32_reads_before, "the split route's passes read TF32");
+        }
+    }
+}
+
+/// cnnlab's implicit-GEMM convolutions in 3xTF32 (`kernels/conv_gemm.cu`) against the CPU:
+/// the forward pass of any stride and the input gradient of stride 1 (the filters turned
+/// around, the padding the window's less the forward's), where the channels each tap sums come
+/// in sixteens. C's rows and columns are not multiples of either tile, and some span several;
+/// taps of one 16-channel step and of three; windows of 3×3, 5×5 and 1×5. On the fixed route
+/// (128×128 tiles) and tuned, where both tiles' results are compared with im2col + cuBLAS's and
+/// must come within the tolerance. The passes the kernels cannot run (3 input channels forward,
+/// stride 2's input gradient, every filter gradient) take another way.
+#[test]
+fn implicit_convolutions_match_the_cpu() {
+    let Some(_) = target("implicit_convolutions_match_the_cpu") else { return };
+    let _route = route_exclusive();
+    let tol = 1e-4;
+    // each shape's line prefix, and whether the kernels run its forward and its input gradient
+    let shapes = [
+        ("4x8x5x16 -> 80,", true, true),
+        ("2x5x7x48 -> 16,", true, true),
+        ("2x8x8x16 -> 32,", true, true),
+        ("2x9x7x16 -> 16,", true, false),
+        ("2x6x6x3 -> 16,", false, true),
+        ("3x1x20x16 -> 32,", true, true),
+    ];
+    for route in [ConvRoute::Implicit, ConvRoute::Tune] {
+        cuda::set_convolution_route(route);
+        compare_layer!("3x3 pad 1, 16 into 80", [4, 8, 5, 16], tol, |r| Conv::new_2d(16, 80, 3, 1, 1, &mut r));
+        compare_layer!("3x3 pad 1, 48 into 16", [2, 5, 7, 48], tol, |r| Conv::new_2d(48, 16, 3, 1, 1, &mut r));
+        compare_layer!("5x5 no pad", [2, 8, 8, 16], tol, |r| Conv::new_2d(16, 32, 5, 1, 0, &mut r));
+        compare_layer!("3x3 stride 2", [2, 9, 7, 16], tol, |r| Conv::new_2d(16, 16, 3, 2, 1, &mut r));
+        compare_layer!("3 channels in", [2, 6, 6, 3], tol, |r| Conv::new_2d(3, 16, 3, 1, 1, &mut r));
+        compare_layer!("conv1d 1x5", [3, 20, 16], tol, |r| conv1d::conv1d(16, 32, 5, 1, 2, &mut r));
+        let chosen: Vec<String> = cuda::convolution_algorithms()
+            .into_iter()
+            .filter(|l| shapes.iter().any(|(prefix, _, _)| l.starts_with(prefix)))
+            .collect();
+        let _ = writeln!(std::io::stderr(), "{route:?}:\n  {}", chosen.join("\n  "));
+        if chosen.is_empty() {
+            skip("implicit_convolutions_match_the_cpu (its routes)", "libcudnn was not loaded");
+            return;
+        }
+        assert_eq!(chosen.len(), shapes.len() * 4, "{route:?}: {chosen:?}");
+        for line in &chosen {
+            let &(_, forward, data) = shapes.iter().find(|(prefix, _, _)| line.starts_with(prefix)).unwrap();
+            let runs = if line.contains("Forward:") || line.contains("Inference:") {
+                forward
+            } else {
+                line.contains("Data:") && data
+            };
+            let way = line.split(": ").nth(1).unwrap_or("").split(" (").next().unwrap_or("");
+            match route {
+                ConvRoute::Implicit if runs => assert_eq!(way, "implicit GEMM in 3xTF32 on 128x128 tiles", "{line}"),
+                ConvRoute::Implicit => assert_eq!(way, "im2col + cuBLAS", "{line}"),
+                _ => {
+                    let timings = line.split("(timed: ").nth(1).unwrap_or("");
+                    for tile in ["128x128", "64x64"] {
+                        let timed = timings.split(", ").find(|t| t.contains(&format!("3xTF32 on {tile} tiles")));
+                        match timed {
+                            Some(t) => assert!(runs && t.contains(" ms (off by ") && !t.contains("left out"), "{line}"),
+                            None => assert!(!runs, "{line}"),
+                        }
+                    }
+                }
+            }
         }
     }
 }

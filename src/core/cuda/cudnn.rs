@@ -35,6 +35,14 @@
 //! products can take less time. Such a way is compared with im2col + cuBLAS like a
 //! transform, and never chosen uncompared; `CNNLAB_CUDNN_SPLIT=0` leaves them out.
 //!
+//! Strict fp32 on compute capability 8.0 and newer also times cnnlab's own implicit-GEMM
+//! kernels ([`Way::Implicit`], `kernels/conv_gemm.cu`, launched by `window.rs`): the 3xTF32
+//! GEMM of `gemm.cu` with each tile of the im2col columns gathered from the image as it is
+//! loaded, for the forward pass and the input gradient of stride-1 convolutions where the
+//! channels each tap sums come in sixteens. They are compared like TF32 on split operands.
+//! (They are timed with cuDNN's candidates: where cuDNN is not loaded, every convolution is
+//! im2col + cuBLAS, as before.)
+//!
 //! Which way runs is the [`ConvRoute`]'s (`CNNLAB_CUDNN`): by default ([`ConvRoute::Tune`])
 //! each shape and pass is timed once — im2col + cuBLAS against cuDNN's candidates, on the
 //! call's own buffers — and every run of the process then takes the same choice, so runs
@@ -99,6 +107,12 @@ pub enum ConvRoute {
     /// with `--tf32`, or where cuDNN offers no such algorithm, [`ConvRoute::Cudnn`]'s choice.
     /// Uncompared, as every fixed route: for measuring the three passes against the others.
     Split,
+    /// cnnlab's implicit-GEMM kernels in 3xTF32 (`kernels/conv_gemm.cu`, 128×128 tiles)
+    /// wherever they can run the pass (strict fp32 on compute capability 8.0 or newer, the
+    /// channels summed a multiple of 16, the input gradient of stride-1 convolutions; see
+    /// `window::implicit_fits`), else im2col + cuBLAS (`CNNLAB_CUDNN=implicit`). Uncompared:
+    /// for measuring them against the others.
+    Implicit,
 }
 
 impl ConvRoute {
@@ -122,7 +136,8 @@ impl ConvRoute {
             ConvRoute::CudnnNchw,
             ConvRoute::Tune,
             ConvRoute::Split,
-        ][c as usize % 6]
+            ConvRoute::Implicit,
+        ][c as usize % 7]
     }
 }
 
@@ -136,10 +151,11 @@ impl std::str::FromStr for ConvRoute {
             "nchw" => Ok(ConvRoute::CudnnNchw),
             "tune" => Ok(ConvRoute::Tune),
             "split" => Ok(ConvRoute::Split),
+            "implicit" => Ok(ConvRoute::Implicit),
             other => Err(Error::Device(format!(
                 "CNNLAB_CUDNN={other:?} names no convolution route: use 0 (im2col + cuBLAS), 1 (cuDNN), nchw (cuDNN \
                  on NCHW copies), inference (cuDNN for inference only), split (cuDNN in three TF32 passes on split \
-                 fp32) or tune (timed per shape, the default)"
+                 fp32), implicit (cnnlab's implicit-GEMM kernels in 3xTF32) or tune (timed per shape, the default)"
             ))),
         }
     }
@@ -304,12 +320,27 @@ pub(crate) fn stacked(g: &WindowGeom, cout: usize, pass: Pass) -> (WindowGeom, u
 pub(crate) enum Way {
     Im2col,
     Cudnn(Algo),
+    /// cnnlab's implicit GEMM in 3xTF32 (`kernels/conv_gemm.cu`) with this tile (128 or 64):
+    /// like TF32 on split operands, chosen only where compared.
+    Implicit(usize),
+}
+
+impl Way {
+    /// Whether it may run only where its result was compared with im2col + cuBLAS's.
+    fn compared_only(&self) -> bool {
+        match self {
+            Way::Im2col => false,
+            Way::Cudnn(a) => a.compared_only(),
+            Way::Implicit(_) => true,
+        }
+    }
 }
 
 impl std::fmt::Display for Way {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Way::Im2col => write!(f, "im2col + cuBLAS"),
+            Way::Implicit(tile) => write!(f, "implicit GEMM in 3xTF32 on {tile}x{tile} tiles"),
             Way::Cudnn(a) => {
                 let name = match a.id {
                     AlgoId::Forward(x) => format!("{x:?}"),
@@ -335,12 +366,13 @@ impl std::fmt::Display for Way {
 }
 
 impl Way {
-    /// How the tuning cache writes it: `im2col`, or `cudnn <algorithm> <math type>` (cuDNN's
-    /// enum values), followed by ` nchw` on NCHW copies, ` split` as three TF32 passes or
-    /// ` stacked` on stacked split operands.
+    /// How the tuning cache writes it: `im2col`, `implicit <tile>`, or `cudnn <algorithm>
+    /// <math type>` (cuDNN's enum values), followed by ` nchw` on NCHW copies, ` split` as
+    /// three TF32 passes or ` stacked` on stacked split operands.
     fn code(&self) -> String {
         match self {
             Way::Im2col => "im2col".into(),
+            Way::Implicit(tile) => format!("implicit {tile}"),
             Way::Cudnn(a) => {
                 let suffix = match (a.layout, a.split) {
                     (Layout::Nchw, _) => " nchw",
@@ -353,11 +385,15 @@ impl Way {
         }
     }
 
-    /// The way `code` names, where it is im2col or one of `candidates` (else None: a cache
-    /// written by another cuDNN, or with other settings, is timed again).
-    fn parse(code: &str, candidates: &[Algo]) -> Option<Way> {
+    /// The way `code` names, where it is im2col, one of `own` (cnnlab's kernels that can run
+    /// the pass) or one of `candidates` (else None: a cache written by another cuDNN, or with
+    /// other settings, is timed again).
+    fn parse(code: &str, own: &[Way], candidates: &[Algo]) -> Option<Way> {
         if code == "im2col" {
             return Some(Way::Im2col);
+        }
+        if let Some(way) = own.iter().find(|w| w.code() == code) {
+            return Some(*way);
         }
         let (code, layout) = match code.strip_suffix(" nchw") {
             Some(c) => (c, Layout::Nchw),
@@ -429,8 +465,7 @@ struct Timing {
 
 impl Timing {
     fn eligible(&self) -> bool {
-        let compared_only = matches!(self.way, Way::Cudnn(a) if a.compared_only());
-        eligible(self.ms, self.deviation, self.tolerance, compared_only)
+        eligible(self.ms, self.deviation, self.tolerance, self.way.compared_only())
     }
 }
 
@@ -513,6 +548,8 @@ pub fn fixed<W: Copy>(route: ConvRoute, tf32: bool, pass: Pass, first: Option<W>
     match route {
         ConvRoute::Im2col => im2col,
         ConvRoute::Cudnn | ConvRoute::CudnnNchw | ConvRoute::Split => cudnn,
+        // cnnlab's own kernels where they fit: the backend's `fixed_way` takes them first
+        ConvRoute::Implicit => im2col,
         ConvRoute::Inference if pass == Pass::Inference => cudnn,
         ConvRoute::Inference => im2col,
         ConvRoute::Tune => {
@@ -536,15 +573,20 @@ pub fn pick_timed<W: Copy + PartialEq>(preferred: W, timings: &[(W, f32)]) -> W 
 
 /// [`fixed`] for this backend's ways: cuDNN's first plain GEMM-type candidate (a transform
 /// or TF32 on split operands only runs where the tuner compared its result), or on
-/// [`ConvRoute::Split`] its first one in three TF32 passes where it has one.
-fn fixed_way(route: ConvRoute, tf32: bool, pass: Pass, candidates: &[Algo]) -> Way {
+/// [`ConvRoute::Split`] its first one in three TF32 passes where it has one; on
+/// [`ConvRoute::Implicit`] the first of `own` (cnnlab's kernels that can run the pass).
+fn fixed_way(route: ConvRoute, tf32: bool, pass: Pass, own: &[Way], candidates: &[Algo]) -> Way {
+    if let (ConvRoute::Implicit, Some(&way)) = (route, own.first()) {
+        return way;
+    }
     let split = candidates.iter().find(|a| a.split != Split::No).filter(|_| route == ConvRoute::Split);
     let first = split.or_else(|| candidates.iter().find(|a| !a.compared_only())).map(|a| Way::Cudnn(*a));
     fixed(route, tf32, pass, first, Way::Im2col)
 }
 
-/// The way `pass` of this shape runs, where known without timing (None: [`tune`] it first).
-pub(crate) fn known_way(l: &mut Local, g: &WindowGeom, cout: usize, pass: Pass) -> Option<Way> {
+/// The way `pass` of this shape runs, where known without timing (None: [`tune`] it first);
+/// `own`: cnnlab's kernels that can run it (see [`tune`]).
+pub(crate) fn known_way(l: &mut Local, g: &WindowGeom, cout: usize, pass: Pass, own: &[Way]) -> Option<Way> {
     let route = route();
     let Some(d) = l.dnn.as_mut() else { return Some(Way::Im2col) };
     if route == ConvRoute::Im2col {
@@ -560,7 +602,7 @@ pub(crate) fn known_way(l: &mut Local, g: &WindowGeom, cout: usize, pass: Pass) 
         None if route == ConvRoute::Tune => return None,
         None => {
             let layout = if route == ConvRoute::CudnnNchw { Layout::Nchw } else { Layout::Nhwc };
-            let way = fixed_way(route, d.tf32, pass, &d.candidates(g, cout, pass, layout));
+            let way = fixed_way(route, d.tf32, pass, own, &d.candidates(g, cout, pass, layout));
             all.insert(key, Chosen::fixed(way));
             way
         }
@@ -569,15 +611,17 @@ pub(crate) fn known_way(l: &mut Local, g: &WindowGeom, cout: usize, pass: Pass) 
     Some(way)
 }
 
-/// Times each way of running `pass` for this shape with `run` (im2col + cuBLAS, then cuDNN's
-/// candidates) on this thread's stream, compares each cuDNN result in `out` (address and
-/// values) with im2col + cuBLAS's, and keeps the choice for the process. The other threads
-/// wait for it (they would time the same thing, more noisily, beside this one).
+/// Times each way of running `pass` for this shape with `run` (im2col + cuBLAS, then `own`,
+/// cnnlab's kernels that can run it, then cuDNN's candidates) on this thread's stream,
+/// compares each one's result in `out` (address and values) with im2col + cuBLAS's, and keeps
+/// the choice for the process. The other threads wait for it (they would time the same thing,
+/// more noisily, beside this one).
 pub(crate) fn tune(
     l: &mut Local,
     g: &WindowGeom,
     cout: usize,
     pass: Pass,
+    own: &[Way],
     out: (u64, usize),
     run: &mut dyn FnMut(&mut Local, Way) -> std::result::Result<(), String>,
 ) -> Way {
@@ -592,11 +636,11 @@ pub(crate) fn tune(
     candidates.extend(d.candidates(g, cout, pass, Layout::Nchw));
     // an earlier process's choice, where it is still one of the candidates
     let cache_key = d.cache_key(g, cout, pass);
-    if let Some(way) = tune_cache::lookup(&cache_key).and_then(|v| Way::parse(&v, &candidates)) {
+    if let Some(way) = tune_cache::lookup(&cache_key).and_then(|v| Way::parse(&v, own, &candidates)) {
         all.insert(key, Chosen { cached: true, ..Chosen::fixed(way) });
         return way;
     }
-    let preferred = fixed_way(ConvRoute::Tune, tf32, pass, &candidates);
+    let preferred = fixed_way(ConvRoute::Tune, tf32, pass, own, &candidates);
     let before = [d.workspace.cap, d.relayout.cap, d.split.cap];
     // the sums each output value is: a window's taps (forward), the output channels over the
     // window (input gradient), every position of the batch (filter gradient)
@@ -615,7 +659,8 @@ pub(crate) fn tune(
         }
     };
     set_tuning(l, true);
-    for way in std::iter::once(Way::Im2col).chain(candidates.into_iter().map(Way::Cudnn)) {
+    let ways = std::iter::once(Way::Im2col).chain(own.iter().copied()).chain(candidates.into_iter().map(Way::Cudnn));
+    for way in ways {
         // a way that failed stays in the list as NaN (`describe` shows it)
         let ms = time(l, &mut |l| run(l, way)).unwrap_or(f32::NAN);
         let mut deviation = None;
@@ -623,7 +668,7 @@ pub(crate) fn tune(
             let result = read_prefix(l, out);
             match way {
                 Way::Im2col => (reference, deviation) = (result, Some(0.0)),
-                Way::Cudnn(_) => {
+                Way::Cudnn(_) | Way::Implicit(_) => {
                     deviation = reference.as_deref().zip(result.as_deref()).map(|(r, y)| self::deviation(r, y))
                 }
             }
@@ -790,21 +835,26 @@ struct Candidate {
 
 impl Dnn {
     /// A handle on `stream` (the device was opened, and cuDNN checked there: see [`probe`]);
-    /// `gpu` names the device (for the tuning cache's keys).
-    pub(crate) fn new(stream: cudarc::driver::sys::CUstream, tf32: bool, gpu: &str) -> Dnn {
+    /// `gpu` names the device (for the tuning cache's keys); `implicit`: cnnlab's implicit-GEMM
+    /// kernels are among the ways (strict fp32 on compute capability 8.0 or newer).
+    pub(crate) fn new(stream: cudarc::driver::sys::CUstream, tf32: bool, gpu: &str, implicit: bool) -> Dnn {
         let handle = check_setup(dnn::create_handle(), "cuDNN handle creation");
         // SAFETY: a fresh handle and this thread's live stream
         check_setup(unsafe { dnn::set_stream(handle, stream as sys::cudaStream_t) }, "cuDNN stream");
         let transforms = transforms_allowed();
         // TF32 on split operands is a strict-fp32 way (with --tf32 plain TF32 is the point)
         let splits = !tf32 && splits_allowed();
-        let math = if tf32 {
+        let mut math = String::from(if tf32 {
             "TF32"
         } else if splits {
             "fp32 or TF32 on split fp32 (3 passes or stacked),"
         } else {
             "fp32"
-        };
+        });
+        if implicit {
+            // (choices kept before these kernels were among the ways are timed again)
+            math += " or cnnlab's implicit 3xTF32 GEMMs,";
+        }
         let with = if transforms { "with" } else { "without" };
         // (choices kept before results were compared, or with other candidates, are timed again)
         // a factor other than the default keeps choices of its own
@@ -847,7 +897,7 @@ impl Dnn {
             Way::Cudnn(a) if a.layout == Layout::Nchw => [a.workspace.div_ceil(4), relayout_values(g, cout), 0],
             Way::Cudnn(a) if a.split != Split::No => [a.workspace.div_ceil(4), 0, split_values(g, cout)],
             Way::Cudnn(a) => [a.workspace.div_ceil(4), 0, 0],
-            Way::Im2col => [0, 0, 0],
+            Way::Im2col | Way::Implicit(_) => [0, 0, 0],
         };
         for (buf, keep) in [
             (&mut self.workspace, before[0].max(workspace)),

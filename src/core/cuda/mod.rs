@@ -56,7 +56,7 @@ pub struct Settings {
 }
 
 /// Every kernel's source, concatenated into one NVRTC program.
-pub const KERNEL_SOURCES: [(&str, &str); 8] = [
+pub const KERNEL_SOURCES: [(&str, &str); 9] = [
     ("elementwise.cu", include_str!("kernels/elementwise.cu")),
     ("window.cu", include_str!("kernels/window.cu")),
     ("norm.cu", include_str!("kernels/norm.cu")),
@@ -65,6 +65,7 @@ pub const KERNEL_SOURCES: [(&str, &str); 8] = [
     ("attention.cu", include_str!("kernels/attention.cu")),
     ("gather.cu", include_str!("kernels/gather.cu")),
     ("gemm.cu", include_str!("kernels/gemm.cu")),
+    ("conv_gemm.cu", include_str!("kernels/conv_gemm.cu")),
 ];
 const COMMON: &str = include_str!("kernels/common.cuh");
 
@@ -121,6 +122,8 @@ kernels!(
     gemm_split_128_promoted,
     gemm_split_64_promoted,
     gemm_sum_slices,
+    conv_split_128,
+    conv_split_64,
 );
 
 /// The whole program as NVRTC compiles it.
@@ -295,6 +298,10 @@ pub fn convolution_route() -> String {
         ConvRoute::Split => "convolutions: cuDNN in three TF32 passes on split fp32 operands, the heuristic's \
                              first such algorithm (CNNLAB_CUDNN=split; with --tf32 one pass)"
             .into(),
+        ConvRoute::Implicit => "convolutions: cnnlab's implicit-GEMM kernels in 3xTF32 where they can run a pass \
+                                (strict fp32, compute capability 8.0 or newer, channels in sixteens), else \
+                                im2col + cuBLAS (CNNLAB_CUDNN=implicit)"
+            .into(),
         ConvRoute::Tune => {
             let kept = match DEVICE.get() {
                 Some(Ok(_)) => tune_cache::path(),
@@ -322,10 +329,15 @@ pub fn convolution_route() -> String {
                 (false, true) => ", and in TF32 on split fp32 operands (three passes, or one stacked)",
                 (false, false) => ", not in TF32 on split operands (CNNLAB_CUDNN_SPLIT=0)",
             };
+            // (the arch is known once the device is open)
+            let implicit = match DEVICE.get() {
+                Some(Ok(d)) if tf32 || d.arch < (8, 0) => "",
+                _ => ", and cnnlab's implicit-GEMM kernels in 3xTF32 (compute capability 8.0 or newer)",
+            };
             format!(
                 "convolutions: each shape and pass timed once, im2col + cuBLAS against cuDNN's deterministic \
-                 algorithms ({transforms}) on NHWC and on NCHW copies{split}, each result compared with im2col + \
-                 cuBLAS's; {kept} (CNNLAB_CUDNN=0, 1, nchw, inference or split fixes the route)"
+                 algorithms ({transforms}) on NHWC and on NCHW copies{split}{implicit}, each result compared with \
+                 im2col + cuBLAS's; {kept} (CNNLAB_CUDNN=0, 1, nchw, inference, split or implicit fixes the route)"
             )
         }
     }
@@ -479,7 +491,9 @@ impl Local {
             partials: CudaBuf::empty(raw),
             gemm_ways: Default::default(),
             plan: CudaBuf::empty(raw),
-            dnn: dev.cudnn.then(|| cudnn::Dnn::new(raw, dev.settings.tf32, &dev.name)),
+            dnn: dev
+                .cudnn
+                .then(|| cudnn::Dnn::new(raw, dev.settings.tf32, &dev.name, !dev.settings.tf32 && dev.arch >= (8, 0))),
         }
     }
 

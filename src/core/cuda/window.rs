@@ -4,7 +4,7 @@
 //! over positions, pooling and the shuffles as gather kernels.
 
 use super::cudnn::{self, Layout, Pass, Split, Way};
-use super::{check, f, gemm, i, p, u, with_local, Batch, Cuda, CudaBuf, Local, K};
+use super::{check, device, f, gemm, i, p, u, with_local, Batch, Cuda, CudaBuf, Local, K};
 use crate::core::backend::BackendBase;
 use crate::core::ops::conv2d::{Conv2dOps, WindowGeom};
 use crate::core::ops::global_avg_pool::GlobalAvgPoolOps;
@@ -63,6 +63,73 @@ fn col2im(l: &Local, cols: u64, g: &WindowGeom, dx: u64, img0: usize, imgs: usiz
     }
 }
 
+/// The implicit GEMM that computes `pass` (forward or input gradient) in
+/// `kernels/conv_gemm.cu`: the geometry its A is gathered by (the image it reads and the
+/// output positions, C's rows), C's columns, B's strides (along the taps, the channels summed
+/// and C's columns) and whether B's taps run backwards. The input gradient of a stride-1
+/// convolution is the forward convolution of `dy` padded by `kh − 1 − ph` with the filters
+/// turned around: their taps reversed, input and output channels swapped.
+fn implicit_gemm(g: &WindowGeom, cout: usize, pass: Pass) -> (WindowGeom, usize, [usize; 3], bool) {
+    match pass {
+        Pass::Data => {
+            let (ph, pw) = ((g.kh - 1).saturating_sub(g.ph), (g.kw - 1).saturating_sub(g.pw));
+            let from_dy = WindowGeom { h: g.oh, w: g.ow, c: cout, sh: 1, sw: 1, ph, pw, oh: g.h, ow: g.w, ..*g };
+            (from_dy, g.c, [g.c, g.k(), 1], true)
+        }
+        _ => (*g, cout, [g.c, 1, g.k()], false),
+    }
+}
+
+/// Whether the implicit-GEMM kernels can run `pass` of this convolution: strict fp32 on
+/// compute capability 8.0 or newer (as the 3xTF32 GEMMs), the channels each tap sums a multiple
+/// of 16 (the input's forward, the output's for the input gradient, which needs stride 1 and
+/// padding under the window), every offset under 2³¹ and every coordinate under 2¹⁴ (the
+/// kernels' integers). Not the filter gradient (a sum over the batch's positions: im2col's
+/// GEMM, split along them where C's tiles are few).
+pub(crate) fn implicit_fits(g: &WindowGeom, cout: usize, pass: Pass) -> bool {
+    let dev = device();
+    if dev.settings.tf32 || dev.arch < (8, 0) || g.n == 0 || cout == 0 || g.positions() == 0 {
+        return false;
+    }
+    let shape_fits = match pass {
+        Pass::Forward | Pass::Inference => true,
+        Pass::Data => g.sh == 1 && g.sw == 1 && g.ph < g.kh && g.pw < g.kw,
+        Pass::Filter => false,
+    };
+    let (a, n, _, _) = implicit_gemm(g, cout, pass);
+    let limit = i32::MAX as usize;
+    let coordinate = 1 << 14;
+    let values = |dims: &[usize]| dims.iter().try_fold(1usize, |p, &d| p.checked_mul(d)).unwrap_or(usize::MAX);
+    shape_fits
+        && a.c.is_multiple_of(16)
+        && values(&[a.n, a.h, a.w, a.c]) < limit
+        && values(&[a.n, a.oh, a.ow, n]) < limit
+        && values(&[cout, g.k()]) < limit
+        && [a.h, a.w, a.oh * a.sh, a.ow * a.sw, a.ph, a.pw, a.kh, a.kw].iter().all(|&v| v < coordinate)
+}
+
+/// cnnlab's kernels that can run `pass` of this convolution (see [`implicit_fits`]), for the
+/// tuner to time beside im2col and cuDNN: the implicit GEMM with 128×128 tiles and with 64×64.
+fn own_ways(g: &WindowGeom, cout: usize, pass: Pass) -> Vec<Way> {
+    if implicit_fits(g, cout, pass) {
+        vec![Way::Implicit(128), Way::Implicit(64)]
+    } else {
+        Vec::new()
+    }
+}
+
+/// `pass` (forward or input gradient) as an implicit GEMM with `tile`-sized tiles: `src` is
+/// the pass's image (`x`, or `dy`), `w` the filters, `out` its output (`y`, or `dx`).
+#[allow(clippy::too_many_arguments)]
+fn implicit(l: &Local, tile: usize, src: u64, w: u64, out: u64, g: &WindowGeom, cout: usize, pass: Pass) {
+    let (a, n, [b_tap, b_k, b_n], flip) = implicit_gemm(g, cout, pass);
+    let rows = a.n * a.oh * a.ow;
+    let kernel = if tile == 64 { K::conv_split_64 } else { K::conv_split_128 };
+    let grid = (rows.div_ceil(tile) as u32, n.div_ceil(tile) as u32, 1);
+    let args = [src, w, i(b_tap as i32), i(b_k as i32), i(b_n as i32), i(flip as i32), out, i(n as i32)];
+    l.launch_bytes(kernel, grid, (256, 1, 1), &args, &geom_bytes(&a));
+}
+
 /// The way `pass` of this convolution runs — known (a fixed route, or timed before), else
 /// timed now with `run`, which writes `out` (address, values), where each way's result is
 /// compared with im2col's (see `cudnn.rs`) — and, where it is im2col's forward or filter
@@ -79,12 +146,13 @@ fn way_for(
 ) -> (Way, u64) {
     // im2col's input gradient needs no columns: it writes the columns' gradient to work2
     let columns_used = pass != Pass::Data;
-    let way = match with_local(|l| cudnn::known_way(l, g, cout, pass)) {
+    let own = own_ways(g, cout, pass);
+    let way = match with_local(|l| cudnn::known_way(l, g, cout, pass, &own)) {
         Some(way) => way,
         None => {
             let before = scratch.len;
             let cols = if columns_used { columns(g, scratch) } else { 0 };
-            let way = with_local(|l| cudnn::tune(l, g, cout, pass, out, &mut |l, way| run(l, way, cols)));
+            let way = with_local(|l| cudnn::tune(l, g, cout, pass, &own, out, &mut |l, way| run(l, way, cols)));
             if way != Way::Im2col && scratch.len > before {
                 // the grown part held columns only for the timing (nothing reads them later)
                 with_local(|l| *scratch = CudaBuf::empty(l.raw_stream()));
@@ -130,6 +198,10 @@ fn forward_way(
             let (rows, k) = (g.n * g.positions(), g.k());
             im2col(l, x, g, cols, 0, g.n);
             gemm(l, rows, cout, k, (cols, k, 1), (w, 1, k), (y, cout), false, None);
+            Ok(())
+        }
+        Way::Implicit(tile) => {
+            implicit(l, tile, x, w, y, g, cout, Pass::Forward);
             Ok(())
         }
         Way::Cudnn(a) if a.layout == Layout::Nchw => {
@@ -252,6 +324,8 @@ fn filter_way(
             dnn(l)?.backward_filter(&a, xs, dys, g, cout, dw, false)
         }
         Way::Cudnn(a) => dnn(l)?.backward_filter(&a, x, dy, g, cout, dw, false),
+        // (never among the filter gradient's ways: see `implicit_fits`)
+        Way::Implicit(_) => Err("no implicit GEMM for the filter gradient".into()),
     }
 }
 
@@ -263,6 +337,10 @@ fn data_way(l: &mut Local, way: Way, w: u64, dy: u64, g: &WindowGeom, cout: usiz
             let dcols = l.work2(rows * k * 4);
             gemm(l, rows, k, cout, (dy, cout, 1), (w, k, 1), (dcols, k), false, None);
             col2im(l, dcols, g, dx, 0, g.n);
+            Ok(())
+        }
+        Way::Implicit(tile) => {
+            implicit(l, tile, dy, w, dx, g, cout, Pass::Data);
             Ok(())
         }
         Way::Cudnn(a) if a.layout == Layout::Nchw => {

@@ -98,12 +98,78 @@ __device__ void tile_store(const TileMap<ROWS>& map, float (*tile)[ROWS + 8], co
     for (int r = 0; r < TileMap<ROWS>::PER_THREAD; r++) tile[map.kk[r]][map.row[r]] = v[r];
 }
 
-// PROMOTE: each 8-deep step's three products go to a sum of their own, added to C's sums with
-// an fp32 addition (rounded to nearest) rather than inside the tensor core, whose fp32 sums are
-// reported to truncate (Fasi et al., "Numerical behavior of NVIDIA tensor cores", 2021: round
-// toward zero on V100, T4 and A100), an error that grows with K along one sum. Four more
-// additions a tile and step; which variant runs, and whether either passes the comparison with
-// cuBLAS, is measured per shape.
+// acc += the 16-deep step of A's and B's tiles in shared memory (K-major, as gemm_split_tile
+// keeps them) for this warp's MT×NT tensor-core tiles at (wm, wn) of the block's tile. PROMOTE:
+// each 8-deep step's three products go to a sum of their own, added to C's sums with an fp32
+// addition (rounded to nearest) rather than inside the tensor core, whose fp32 sums are reported
+// to truncate (Fasi et al., "Numerical behavior of NVIDIA tensor cores", 2021: round toward zero
+// on V100, T4 and A100), an error that grows with K along one sum. Four more additions a tile
+// and step; which variant runs, and whether either passes the comparison with cuBLAS, is
+// measured per shape.
+template <int MT, int NT, bool PROMOTE, int BM, int BN>
+__device__ __forceinline__ void split_products(const float (*as)[BM + 8], const float (*bs)[BN + 8], int wm, int wn,
+                                               int g, int t, float (&acc)[MT][NT][4]) {
+    // this lane's first value of each fragment; the others at constant offsets from it
+    const float* a_frag = &as[t][wm + g];
+    const float* b_frag = &bs[t][wn + g];
+    #pragma unroll
+    for (int ks = 0; ks < 16; ks += 8) {
+        unsigned ahi[MT][4], alo[MT][4], bhi[NT][2], blo[NT][2];
+        #pragma unroll
+        for (int i = 0; i < MT; i++) {
+            const float* at = a_frag + ks * (BM + 8) + 16 * i;
+            split_to_tf32(at[0], ahi[i][0], alo[i][0]);
+            split_to_tf32(at[8], ahi[i][1], alo[i][1]);
+            split_to_tf32(at[4 * (BM + 8)], ahi[i][2], alo[i][2]);
+            split_to_tf32(at[4 * (BM + 8) + 8], ahi[i][3], alo[i][3]);
+        }
+        #pragma unroll
+        for (int j = 0; j < NT; j++) {
+            const float* at = b_frag + ks * (BN + 8) + 8 * j;
+            split_to_tf32(at[0], bhi[j][0], blo[j][0]);
+            split_to_tf32(at[4 * (BN + 8)], bhi[j][1], blo[j][1]);
+        }
+        // the small terms first, into the same fp32 sums
+        #pragma unroll
+        for (int i = 0; i < MT; i++)
+            #pragma unroll
+            for (int j = 0; j < NT; j++) {
+                if (PROMOTE) {
+                    float step[4];
+                    mma_tf32_from_zero(step, alo[i], bhi[j]);
+                    mma_tf32(step, ahi[i], blo[j]);
+                    mma_tf32(step, ahi[i], bhi[j]);
+                    #pragma unroll
+                    for (int r = 0; r < 4; r++) acc[i][j][r] += step[r];
+                } else {
+                    mma_tf32(acc[i][j], alo[i], bhi[j]);
+                    mma_tf32(acc[i][j], ahi[i], blo[j]);
+                    mma_tf32(acc[i][j], ahi[i], bhi[j]);
+                }
+            }
+    }
+}
+
+// This warp's MT×NT tensor-core tiles of C, whose first row and column are (row0, col0): C = acc
+// (+ C), inside m×n only. d's fragment: rows g and g + 8, columns 2t and 2t + 1 of each 16×8 tile.
+template <int MT, int NT>
+__device__ __forceinline__ void store_tile(const float (&acc)[MT][NT][4], float* __restrict__ c, int ldc, int m, int n,
+                                           int row0, int col0, int g, int t, int accumulate) {
+    #pragma unroll
+    for (int i = 0; i < MT; i++)
+        #pragma unroll
+        for (int j = 0; j < NT; j++)
+            #pragma unroll
+            for (int r = 0; r < 4; r++) {
+                const int row = row0 + 16 * i + g + 8 * (r >> 1), col = col0 + 8 * j + 2 * t + (r & 1);
+                if (row < m && col < n) {
+                    float* at = c + row * ldc + col;
+                    *at = accumulate ? *at + acc[i][j][r] : acc[i][j][r];
+                }
+            }
+}
+
+// The block's (32·MT)×(32·NT) tile of C (see the top of the file; PROMOTE: see split_products).
 template <int MT, int NT, bool PROMOTE>
 __device__ void gemm_split_tile(int m, int n, int k, const float* __restrict__ a, int sam, int sak,
                                 const float* __restrict__ b, int sbk, int sbn, float* __restrict__ c, int ldc,
@@ -149,64 +215,14 @@ __device__ void gemm_split_tile(int m, int n, int k, const float* __restrict__ a
             tile_load(map_a, a, (kt + 1) * BK, k, sak, ra);
             tile_load(map_b, b, (kt + 1) * BK, k, sbk, rb);
         }
-        // this lane's first value of each fragment; the others at constant offsets from it
-        const float* a_frag = &as[cur][t][wm + g];
-        const float* b_frag = &bs[cur][t][wn + g];
-        #pragma unroll
-        for (int ks = 0; ks < BK; ks += 8) {
-            unsigned ahi[MT][4], alo[MT][4], bhi[NT][2], blo[NT][2];
-            #pragma unroll
-            for (int i = 0; i < MT; i++) {
-                const float* at = a_frag + ks * (BM + 8) + 16 * i;
-                split_to_tf32(at[0], ahi[i][0], alo[i][0]);
-                split_to_tf32(at[8], ahi[i][1], alo[i][1]);
-                split_to_tf32(at[4 * (BM + 8)], ahi[i][2], alo[i][2]);
-                split_to_tf32(at[4 * (BM + 8) + 8], ahi[i][3], alo[i][3]);
-            }
-            #pragma unroll
-            for (int j = 0; j < NT; j++) {
-                const float* at = b_frag + ks * (BN + 8) + 8 * j;
-                split_to_tf32(at[0], bhi[j][0], blo[j][0]);
-                split_to_tf32(at[4 * (BN + 8)], bhi[j][1], blo[j][1]);
-            }
-            // the small terms first, into the same fp32 sums
-            #pragma unroll
-            for (int i = 0; i < MT; i++)
-                #pragma unroll
-                for (int j = 0; j < NT; j++) {
-                    if (PROMOTE) {
-                        float step[4];
-                        mma_tf32_from_zero(step, alo[i], bhi[j]);
-                        mma_tf32(step, ahi[i], blo[j]);
-                        mma_tf32(step, ahi[i], bhi[j]);
-                        #pragma unroll
-                        for (int r = 0; r < 4; r++) acc[i][j][r] += step[r];
-                    } else {
-                        mma_tf32(acc[i][j], alo[i], bhi[j]);
-                        mma_tf32(acc[i][j], ahi[i], blo[j]);
-                        mma_tf32(acc[i][j], ahi[i], bhi[j]);
-                    }
-                }
-        }
+        split_products<MT, NT, PROMOTE, BM, BN>(as[cur], bs[cur], wm, wn, g, t, acc);
         if (kt + 1 < tiles) {
             tile_store(map_a, as[cur ^ 1], ra);
             tile_store(map_b, bs[cur ^ 1], rb);
         }
         __syncthreads();
     }
-    // d's fragment: rows g and g + 8, columns 2t and 2t + 1 of each 16×8 tile
-    #pragma unroll
-    for (int i = 0; i < MT; i++)
-        #pragma unroll
-        for (int j = 0; j < NT; j++)
-            #pragma unroll
-            for (int r = 0; r < 4; r++) {
-                const int row = m0 + wm + 16 * i + g + 8 * (r >> 1), col = n0 + wn + 8 * j + 2 * t + (r & 1);
-                if (row < m && col < n) {
-                    float* at = c + row * ldc + col;
-                    *at = accumulate ? *at + acc[i][j][r] : acc[i][j][r];
-                }
-            }
+    store_tile<MT, NT>(acc, c, ldc, m, n, m0 + wm, n0 + wn, g, t, accumulate);
 }
 #endif
 

@@ -1,0 +1,114 @@
+// Convolution as an implicit GEMM in 3xTF32 (gemm.cu's arithmetic: fp32's rounding on TF32
+// tensor cores): the GEMM of im2col + GEMM, with each tile of A gathered from the image as it
+// is loaded instead of from an im2col matrix written first. im2col writes, and the GEMM then
+// reads, the columns (rows × K values: 300 MB for a 64→128 layer on 128 CIFAR images), as
+// much memory traffic as the GEMM's arithmetic takes time on a Hopper GPU; here A's values come
+// from the image (each value read by up to K·K windows, mostly from cache).
+//
+// C(row, j) = Σ_k A(row, k)·B(k, j), row = (image, oy, ox) of the output, k = (tap, ci) with
+// tap = ky·kw + kx and ci < g.c (the image's channels, a multiple of 16, so that each 16-deep
+// step of K has one tap):
+//   A(row, k) = src[image, oy·sh − ph + ky, ox·sw − pw + kx, ci] (NHWC; 0 outside the image)
+//   B(k, j)   = b[tap'·b_tap + ci·b_k + j·b_n], tap' = tap, or kh·kw − 1 − tap where `flip`
+//   C(row, j) at c[row·n + j], j < n
+// The forward pass is it with src = x, B the filters (KRSC: b_tap = Cin, b_k = 1, b_n = K);
+// the input gradient of a stride-1 convolution is it with src = dy, padding kh − 1 − ph, the
+// output positions the input's, and B the filters with flipped taps and the channels swapped
+// (b_tap = Cin, b_k = K, b_n = 1). The host checks that every offset fits in 32 bits and every
+// coordinate in 16 (A's rows keep theirs packed in one register), and launches the tiles of
+// C's rows along the grid's x (there may be more than 65,535), its columns along y.
+
+#ifdef CNNLAB_TENSOR_CORES
+template <int MT, int NT>
+__device__ void conv_split_tile(const float* __restrict__ src, const float* __restrict__ b, int b_tap, int b_k,
+                                int b_n, int flip, float* __restrict__ c, int n, const Geom& g) {
+    constexpr int BM = 32 * MT, BN = 32 * NT, BK = 16, ROWS_A = BM / 16;
+    __shared__ float as[2][BK][BM + 8];
+    __shared__ float bs[2][BK][BN + 8];
+    const int rows = g.n * g.oh * g.ow;
+    const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g8 = lane >> 2, t = lane & 3;
+    const int wm = (warp >> 2) * (BM / 2), wn = (warp & 3) * (BN / 4);
+
+    // A: this thread loads rows threadIdx.x / 16 + 16·r of the tile at channel ci0 + kk of
+    // each step, 16 neighbouring threads 16 neighbouring channels. Each row's offset at tap 0,
+    // and the image coordinates of its window's corner (y in the high half, x in the low; a
+    // row past C's has y far below 0, so that no tap is inside the image).
+    const int kk = threadIdx.x & 15;
+    int base[ROWS_A];
+    unsigned corner[ROWS_A];
+    #pragma unroll
+    for (int r = 0; r < ROWS_A; r++) {
+        const int row = m0 + (threadIdx.x >> 4) + 16 * r;
+        int y = -0x4000, x = 0;
+        base[r] = 0;
+        if (row < rows) {
+            const int image = row / (g.oh * g.ow), at = row % (g.oh * g.ow);
+            y = at / g.ow * g.sh - g.ph;
+            x = at % g.ow * g.sw - g.pw;
+            base[r] = ((image * g.h + y) * g.w + x) * g.c + kk;
+        }
+        corner[r] = ((unsigned)y << 16) | ((unsigned)x & 0xffffu);
+    }
+    TileMap<BN> map_b;
+    tile_map(map_b, n0, n, b_n, b_k);
+    float ra[ROWS_A], rb[TileMap<BN>::PER_THREAD];
+    float acc[MT][NT][4];
+    #pragma unroll
+    for (int i = 0; i < MT; i++)
+        #pragma unroll
+        for (int j = 0; j < NT; j++)
+            #pragma unroll
+            for (int r = 0; r < 4; r++) acc[i][j][r] = 0.0f;
+
+    const int taps = g.kh * g.kw, steps = taps * (g.c / BK);
+    // the step loaded next: its tap (ky, kx) and first channel
+    int tap = 0, ky = 0, kx = 0, ci0 = 0;
+    for (int kt = 0; kt <= steps; kt++) {
+        const int cur = kt & 1;
+        if (kt < steps) {
+            // this step's tiles into registers (in flight while the last one is multiplied)
+            const int offset = (ky * g.w + kx) * g.c + ci0;
+            #pragma unroll
+            for (int r = 0; r < ROWS_A; r++) {
+                const int y = (int)corner[r] >> 16, x = (int)(corner[r] << 16) >> 16;
+                const bool inside = (unsigned)(y + ky) < (unsigned)g.h && (unsigned)(x + kx) < (unsigned)g.w;
+                ra[r] = inside ? src[base[r] + offset] : 0.0f;
+            }
+            tile_load(map_b, b + (flip ? taps - 1 - tap : tap) * b_tap + ci0 * b_k, 0, BK, b_k, rb);
+            ci0 += BK;
+            if (ci0 == g.c) {
+                ci0 = 0;
+                tap++;
+                if (++kx == g.kw) kx = 0, ky++;
+            }
+        }
+        if (kt > 0) split_products<MT, NT, false, BM, BN>(as[cur ^ 1], bs[cur ^ 1], wm, wn, g8, t, acc);
+        if (kt < steps) {
+            #pragma unroll
+            for (int r = 0; r < ROWS_A; r++) as[cur][kk][(threadIdx.x >> 4) + 16 * r] = ra[r];
+            tile_store(map_b, bs[cur], rb);
+        }
+        __syncthreads();
+    }
+    store_tile<MT, NT>(acc, c, n, rows, n, m0 + wm, n0 + wn, g8, t, 0);
+}
+#endif
+
+// 128×128 tiles and 64×64 (convolutions with few output channels or positions); empty below
+// compute capability 8.0, where the host never launches them
+#define CONV_SPLIT_ARGS                                                                              \
+    const float *src, const float *b, int b_tap, int b_k, int b_n, int flip, float *c, int n, Geom g
+#define CONV_SPLIT_PASS src, b, b_tap, b_k, b_n, flip, c, n, g
+
+extern "C" __global__ void conv_split_128(CONV_SPLIT_ARGS) {
+#ifdef CNNLAB_TENSOR_CORES
+    conv_split_tile<4, 4>(CONV_SPLIT_PASS);
+#endif
+}
+
+extern "C" __global__ void conv_split_64(CONV_SPLIT_ARGS) {
+#ifdef CNNLAB_TENSOR_CORES
+    conv_split_tile<2, 2>(CONV_SPLIT_PASS);
+#endif
+}
