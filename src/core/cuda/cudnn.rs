@@ -38,8 +38,9 @@
 //! Strict fp32 on compute capability 8.0 and newer also times cnnlab's own implicit-GEMM
 //! kernels ([`Way::Implicit`], `kernels/conv_gemm.cu`, launched by `window.rs`): the 3xTF32
 //! GEMM of `gemm.cu` with each tile of the im2col columns gathered from the image as it is
-//! loaded, for the forward pass and the input gradient of stride-1 convolutions where the
-//! channels each tap sums come in sixteens. They are compared like TF32 on split operands.
+//! loaded: the forward pass and the input gradient of stride-1 convolutions where the channels
+//! each tap sums come in sixteens, the filter gradient where both channel counts come in fours
+//! (see `window::implicit_fits`). They are compared like TF32 on split operands.
 //! (They are timed with cuDNN's candidates: where cuDNN is not loaded, every convolution is
 //! im2col + cuBLAS, as before.)
 //!
@@ -108,10 +109,9 @@ pub enum ConvRoute {
     /// Uncompared, as every fixed route: for measuring the three passes against the others.
     Split,
     /// cnnlab's implicit-GEMM kernels in 3xTF32 (`kernels/conv_gemm.cu`, 128×128 tiles)
-    /// wherever they can run the pass (strict fp32 on compute capability 8.0 or newer, the
-    /// channels summed a multiple of 16, the input gradient of stride-1 convolutions; see
-    /// `window::implicit_fits`), else im2col + cuBLAS (`CNNLAB_CUDNN=implicit`). Uncompared:
-    /// for measuring them against the others.
+    /// wherever they can run the pass (strict fp32 on compute capability 8.0 or newer, and
+    /// channel counts that suit them; see `window::implicit_fits`), else im2col + cuBLAS
+    /// (`CNNLAB_CUDNN=implicit`). Uncompared: for measuring them against the others.
     Implicit,
 }
 
@@ -877,6 +877,11 @@ impl Dnn {
             tuning: false,
             stream,
         }
+    }
+
+    /// Whether the tuner is timing ways (see [`Dnn::tuning`]).
+    pub(crate) fn is_tuning(&self) -> bool {
+        self.tuning
     }
 
     /// Grows `buf` to `values` (see [`Dnn::tuning`]); whether it holds them.

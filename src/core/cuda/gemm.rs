@@ -187,6 +187,13 @@ fn slices_to_fill(g: &Gemm, tile: usize, multiprocessors: usize) -> usize {
     wanted.min(g.k / 64).min(MAX_SLICES).min(65535 / count).max(1)
 }
 
+/// [`slices_to_fill`] for an `m`×`n` output of sums of `k` terms with `tile`-sized tiles, on
+/// this GPU (the implicit-GEMM filter gradient's, `window.rs`).
+pub(crate) fn slices_for(m: usize, n: usize, k: usize, tile: usize) -> usize {
+    let g = Gemm { m, n, k, a: (0, 0, 0), b: (0, 0, 0), c: (0, 0), accumulate: false, batch: None };
+    slices_to_fill(&g, tile, device().multiprocessors)
+}
+
 /// What decides a GEMM's way: its sizes, whether A and B are contiguous along K, and the
 /// batch's size.
 pub(crate) type Shape = (usize, usize, usize, bool, bool, usize);

@@ -124,6 +124,8 @@ kernels!(
     gemm_sum_slices,
     conv_split_128,
     conv_split_64,
+    conv_filter_128,
+    conv_filter_64,
 );
 
 /// The whole program as NVRTC compiles it.
@@ -299,8 +301,9 @@ pub fn convolution_route() -> String {
                              first such algorithm (CNNLAB_CUDNN=split; with --tf32 one pass)"
             .into(),
         ConvRoute::Implicit => "convolutions: cnnlab's implicit-GEMM kernels in 3xTF32 where they can run a pass \
-                                (strict fp32, compute capability 8.0 or newer, channels in sixteens), else \
-                                im2col + cuBLAS (CNNLAB_CUDNN=implicit)"
+                                (strict fp32, compute capability 8.0 or newer, channels in sixteens forward and \
+                                for the input gradient, in fours for the filter gradient), else im2col + cuBLAS \
+                                (CNNLAB_CUDNN=implicit)"
             .into(),
         ConvRoute::Tune => {
             let kept = match DEVICE.get() {

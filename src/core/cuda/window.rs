@@ -1,7 +1,9 @@
 //! Sliding windows and layout shuffles on the GPU (mirrors `core/ops/{conv2d,
 //! locally_connected,pool,global_avg_pool,patchify,transpose}.rs`): convolution as im2col
-//! and one cuBLAS GEMM over the whole batch, the locally-connected layer as a GEMM batched
-//! over positions, pooling and the shuffles as gather kernels.
+//! and one GEMM over the whole batch, as cnnlab's implicit GEMMs (`kernels/conv_gemm.cu`) or
+//! through cuDNN, whichever each shape and pass is timed fastest (`cudnn.rs`); the
+//! locally-connected layer as a GEMM batched over positions, pooling and the shuffles as
+//! gather kernels.
 
 use super::cudnn::{self, Layout, Pass, Split, Way};
 use super::{check, device, f, gemm, i, p, u, with_local, Batch, Cuda, CudaBuf, Local, K};
@@ -81,25 +83,32 @@ fn implicit_gemm(g: &WindowGeom, cout: usize, pass: Pass) -> (WindowGeom, usize,
 }
 
 /// Whether the implicit-GEMM kernels can run `pass` of this convolution: strict fp32 on
-/// compute capability 8.0 or newer (as the 3xTF32 GEMMs), the channels each tap sums a multiple
-/// of 16 (the input's forward, the output's for the input gradient, which needs stride 1 and
-/// padding under the window), every offset under 2³¹ and every coordinate under 2¹⁴ (the
-/// kernels' integers). Not the filter gradient (a sum over the batch's positions: im2col's
-/// GEMM, split along them where C's tiles are few).
+/// compute capability 8.0 or newer (as the 3xTF32 GEMMs), and
+/// - forward, and input gradient (which needs stride 1 and padding under the window): the
+///   channels each tap sums a multiple of 16 (the input's forward, the output's for the input
+///   gradient), every offset under 2³¹ and every coordinate under 2¹⁴ (the kernels' integers);
+/// - filter gradient: both channel counts multiples of 4 (four values a load), the positions
+///   and the filter's values under 2³¹.
 pub(crate) fn implicit_fits(g: &WindowGeom, cout: usize, pass: Pass) -> bool {
     let dev = device();
     if dev.settings.tf32 || dev.arch < (8, 0) || g.n == 0 || cout == 0 || g.positions() == 0 {
         return false;
     }
+    let limit = i32::MAX as usize;
+    let values = |dims: &[usize]| dims.iter().try_fold(1usize, |p, &d| p.checked_mul(d)).unwrap_or(usize::MAX);
     let shape_fits = match pass {
         Pass::Forward | Pass::Inference => true,
         Pass::Data => g.sh == 1 && g.sw == 1 && g.ph < g.kh && g.pw < g.kw,
-        Pass::Filter => false,
+        Pass::Filter => {
+            return g.c.is_multiple_of(4)
+                && cout.is_multiple_of(4)
+                && values(&[g.n, g.oh, g.ow]) < limit
+                && values(&[cout, g.k()]) < limit
+                && values(&[g.h, g.w]) < limit
+        }
     };
     let (a, n, _, _) = implicit_gemm(g, cout, pass);
-    let limit = i32::MAX as usize;
     let coordinate = 1 << 14;
-    let values = |dims: &[usize]| dims.iter().try_fold(1usize, |p, &d| p.checked_mul(d)).unwrap_or(usize::MAX);
     shape_fits
         && a.c.is_multiple_of(16)
         && values(&[a.n, a.h, a.w, a.c]) < limit
@@ -128,6 +137,54 @@ fn implicit(l: &Local, tile: usize, src: u64, w: u64, out: u64, g: &WindowGeom, 
     let grid = (rows.div_ceil(tile) as u32, n.div_ceil(tile) as u32, 1);
     let args = [src, w, i(b_tap as i32), i(b_k as i32), i(b_n as i32), i(flip as i32), out, i(n as i32)];
     l.launch_bytes(kernel, grid, (256, 1, 1), &args, &geom_bytes(&a));
+}
+
+/// The filter gradient `dw` as an implicit GEMM with `tile`-sized tiles (`conv_filter_*`): the
+/// batch's positions cut into slices where `dw`'s tiles are too few to fill the GPU, their
+/// partial sums added in order by `gemm_sum_slices`. An error where the partial sums' room
+/// could not be had (recorded, unless the tuner is timing ways).
+#[allow(clippy::too_many_arguments)]
+fn implicit_filter(
+    l: &mut Local,
+    tile: usize,
+    x: u64,
+    dy: u64,
+    dw: u64,
+    g: &WindowGeom,
+    cout: usize,
+) -> Result<(), String> {
+    let (k, rows) = (g.k(), g.n * g.positions());
+    let per = cout * k;
+    let mut slices = gemm::slices_for(cout, k, rows, tile);
+    if slices * per >= 1 << 31 {
+        slices = 1; // gemm_sum_slices indexes the partial sums in 32 bits
+    }
+    // each slice a whole number of the kernel's 16-position steps
+    let slice_k = rows.div_ceil(slices).next_multiple_of(16);
+    let slices = rows.div_ceil(slice_k).max(1);
+    let c = if slices == 1 {
+        dw
+    } else if l.dnn.as_ref().is_some_and(|d| d.is_tuning()) {
+        if !l.try_partials(slices * per) {
+            return Err("no memory for the partial sums".into());
+        }
+        l.partials(slices * per)
+    } else {
+        match l.partials(slices * per) {
+            0 => return Err("no memory for the partial sums".into()),
+            p => p,
+        }
+    };
+    let aligned = x.is_multiple_of(16) && dy.is_multiple_of(16);
+    let kernel = if tile == 64 { K::conv_filter_64 } else { K::conv_filter_128 };
+    let grid = (k.div_ceil(tile) as u32, cout.div_ceil(tile) as u32, slices as u32);
+    let args = [x, dy, c, i(cout as i32), i(slice_k as i32), i(aligned as i32)];
+    l.launch_bytes(kernel, grid, (256, 1, 1), &args, &geom_bytes(g));
+    if slices > 1 {
+        let sum = [c, i(slices as i32), i(cout as i32), i(k as i32), dw, i(k as i32), u(0), u(1), i(0)];
+        l.launch_n(K::gemm_sum_slices, per, &sum);
+    }
+    Ok(())
 }
 
 /// The way `pass` of this convolution runs — known (a fixed route, or timed before), else
@@ -324,8 +381,7 @@ fn filter_way(
             dnn(l)?.backward_filter(&a, xs, dys, g, cout, dw, false)
         }
         Way::Cudnn(a) => dnn(l)?.backward_filter(&a, x, dy, g, cout, dw, false),
-        // (never among the filter gradient's ways: see `implicit_fits`)
-        Way::Implicit(_) => Err("no implicit GEMM for the filter gradient".into()),
+        Way::Implicit(tile) => implicit_filter(l, tile, x, dy, dw, g, cout),
     }
 }
 

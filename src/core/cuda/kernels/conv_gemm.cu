@@ -16,7 +16,8 @@
 // output positions the input's, and B the filters with flipped taps and the channels swapped
 // (b_tap = Cin, b_k = K, b_n = 1). The host checks that every offset fits in 32 bits and every
 // coordinate in 16 (A's rows keep theirs packed in one register), and launches the tiles of
-// C's rows along the grid's x (there may be more than 65,535), its columns along y.
+// C's rows along the grid's x (there may be more than 65,535), its columns along y. The filter
+// gradient, a sum over the batch's positions, is conv_filter_tile below.
 
 #ifdef CNNLAB_TENSOR_CORES
 template <int MT, int NT>
@@ -93,6 +94,92 @@ __device__ void conv_split_tile(const float* __restrict__ src, const float* __re
     }
     store_tile<MT, NT>(acc, c, n, rows, n, m0 + wm, n0 + wn, g8, t, 0);
 }
+
+// The filter gradient as an implicit GEMM: dW(co, k) = Σ_pos dy(pos, co)·A(pos, k), with
+// A(pos, k) as above (pos = (image, oy, ox) of the output, k = (tap, ci), g the forward's
+// geometry), summed over the positions of blockIdx.z's slice (slice_k of them, a multiple of
+// 16) into its own matrix of partial sums at c + z·cout·K where there are several slices
+// (gemm_sum_slices adds them in order), else into dW (KRSC, cout × K). Both operands are
+// contiguous along C's rows and columns (dy's output channels, the image's channels), so each
+// thread moves four of them at once (`aligned`: every pointer 16-byte aligned, else four
+// loads), which needs both channel counts in fours.
+__device__ __forceinline__ float4 load4(const float* p, bool aligned) {
+    return aligned ? *(const float4*)p : make_float4(p[0], p[1], p[2], p[3]);
+}
+
+template <int MT, int NT>
+__device__ void conv_filter_tile(const float* __restrict__ x, const float* __restrict__ dy, float* __restrict__ c,
+                                 int cout, int slice_k, int aligned, const Geom& g) {
+    constexpr int BM = 32 * MT, BN = 32 * NT, BK = 16;
+    // four-value groups along a tile's row, and the K steps' rows each thread loads
+    constexpr int GA = BM / 4, GB = BN / 4, RA = BM * BK / 4 / 256, RB = BN * BK / 4 / 256;
+    alignas(16) __shared__ float as[2][BK][BM + 8];
+    alignas(16) __shared__ float bs[2][BK][BN + 8];
+    const int rows = g.n * g.oh * g.ow, k = g.kh * g.kw * g.c;
+    const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g8 = lane >> 2, t = lane & 3;
+    const int wm = (warp >> 2) * (BM / 2), wn = (warp & 3) * (BN / 4);
+    const int first = blockIdx.z * slice_k, end = first + slice_k < rows ? first + slice_k : rows;
+    c += (i64)blockIdx.z * cout * k;
+
+    // A (dy): output channels co..co + 3 at positions first + a_kk + (BK / RA)·r of each step
+    const int co = m0 + 4 * (threadIdx.x % GA), a_kk = threadIdx.x / GA;
+    // B (the image): this thread's columns j..j + 3 (one tap, channels ci..ci + 3) at positions
+    // first + b_kk + (BK / RB)·r of each step, each tracked as (image, oy, ox)
+    const int j = n0 + 4 * (threadIdx.x % GB), b_kk = threadIdx.x / GB;
+    const int tap = j / g.c, ci = j % g.c, ky = tap / g.kw - g.ph, kx = tap % g.kw - g.pw;
+    int image[RB], oy[RB], ox[RB];
+    #pragma unroll
+    for (int r = 0; r < RB; r++) {
+        const int pos = first + b_kk + (BK / RB) * r;
+        image[r] = pos / (g.oh * g.ow);
+        oy[r] = pos % (g.oh * g.ow) / g.ow;
+        ox[r] = pos % g.ow;
+    }
+    float4 ra[RA], rb[RB];
+    float acc[MT][NT][4];
+    #pragma unroll
+    for (int i = 0; i < MT; i++)
+        #pragma unroll
+        for (int jj = 0; jj < NT; jj++)
+            #pragma unroll
+            for (int r = 0; r < 4; r++) acc[i][jj][r] = 0.0f;
+
+    const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    const int steps = end > first ? (end - first + BK - 1) / BK : 0;
+    for (int kt = 0; kt <= steps; kt++) {
+        const int cur = kt & 1, pos0 = first + kt * BK;
+        if (kt < steps) {
+            #pragma unroll
+            for (int r = 0; r < RA; r++) {
+                const int pos = pos0 + a_kk + (BK / RA) * r;
+                ra[r] = pos < end && co < cout ? load4(dy + (i64)pos * cout + co, aligned) : zero;
+            }
+            #pragma unroll
+            for (int r = 0; r < RB; r++) {
+                const int pos = pos0 + b_kk + (BK / RB) * r;
+                const int y = oy[r] * g.sh + ky, xx = ox[r] * g.sw + kx;
+                const bool inside = pos < end && j < k && (unsigned)y < (unsigned)g.h && (unsigned)xx < (unsigned)g.w;
+                rb[r] = inside ? load4(x + (((i64)image[r] * g.h + y) * g.w + xx) * g.c + ci, aligned) : zero;
+                // the position BK further on
+                ox[r] += BK;
+                while (ox[r] >= g.ow) {
+                    ox[r] -= g.ow;
+                    if (++oy[r] == g.oh) oy[r] = 0, image[r]++;
+                }
+            }
+        }
+        if (kt > 0) split_products<MT, NT, false, BM, BN>(as[cur ^ 1], bs[cur ^ 1], wm, wn, g8, t, acc);
+        if (kt < steps) {
+            #pragma unroll
+            for (int r = 0; r < RA; r++) *(float4*)&as[cur][a_kk + (BK / RA) * r][4 * (threadIdx.x % GA)] = ra[r];
+            #pragma unroll
+            for (int r = 0; r < RB; r++) *(float4*)&bs[cur][b_kk + (BK / RB) * r][4 * (threadIdx.x % GB)] = rb[r];
+        }
+        __syncthreads();
+    }
+    store_tile<MT, NT>(acc, c, k, cout, k, m0 + wm, n0 + wn, g8, t, 0);
+}
 #endif
 
 // 128×128 tiles and 64×64 (convolutions with few output channels or positions); empty below
@@ -110,5 +197,20 @@ extern "C" __global__ void conv_split_128(CONV_SPLIT_ARGS) {
 extern "C" __global__ void conv_split_64(CONV_SPLIT_ARGS) {
 #ifdef CNNLAB_TENSOR_CORES
     conv_split_tile<2, 2>(CONV_SPLIT_PASS);
+#endif
+}
+
+#define CONV_FILTER_ARGS const float *x, const float *dy, float *c, int cout, int slice_k, int aligned, Geom g
+#define CONV_FILTER_PASS x, dy, c, cout, slice_k, aligned, g
+
+extern "C" __global__ void conv_filter_128(CONV_FILTER_ARGS) {
+#ifdef CNNLAB_TENSOR_CORES
+    conv_filter_tile<4, 4>(CONV_FILTER_PASS);
+#endif
+}
+
+extern "C" __global__ void conv_filter_64(CONV_FILTER_ARGS) {
+#ifdef CNNLAB_TENSOR_CORES
+    conv_filter_tile<2, 2>(CONV_FILTER_PASS);
 #endif
 }
