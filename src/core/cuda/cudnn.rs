@@ -61,7 +61,7 @@ use cudarc::cudnn::{result as dnn, sys};
 use cudarc::driver::{result as drv, sys as drv_sys};
 use std::collections::HashMap;
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{LazyLock, Mutex, MutexGuard};
 
 /// Workspace beyond this is not worth an algorithm (the im2col path needs no more).
@@ -170,6 +170,23 @@ pub(crate) fn set_route(route: ConvRoute) {
 
 pub(crate) fn route() -> ConvRoute {
     ConvRoute::from_code(ROUTE.load(Ordering::Relaxed))
+}
+
+/// Whether cnnlab's implicit-GEMM kernels are among the ways ([`Way::Implicit`]), unless
+/// `CNNLAB_CONV_IMPLICIT=0`: read when the device opens (tests switch it).
+static IMPLICIT: AtomicBool = AtomicBool::new(true);
+
+pub(crate) fn set_implicit(on: bool) {
+    IMPLICIT.store(on, Ordering::Relaxed);
+}
+
+pub(crate) fn implicit_allowed() -> bool {
+    IMPLICIT.load(Ordering::Relaxed)
+}
+
+/// What `CNNLAB_CONV_IMPLICIT` asks: the implicit-GEMM kernels among the ways unless it is `0`.
+pub(crate) fn implicit_from_env() -> bool {
+    std::env::var("CNNLAB_CONV_IMPLICIT").as_deref() != Ok("0")
 }
 
 /// Whether FFT and Winograd algorithms are candidates (unless `CNNLAB_CUDNN_TRANSFORMS=0`).

@@ -234,6 +234,7 @@ fn open(settings: Settings) -> Result<Device> {
         cudnn::probe()?;
     }
     cudnn::set_route(route);
+    cudnn::set_implicit(cudnn::implicit_from_env());
     gemm::set_route(GemmRoute::from_env()?);
     tune_cache::set_path(tune_cache::default_path());
     let name = format!("{}, compute capability {}.{}", ctx.name().unwrap_or_else(|_| "?".into()), arch.0, arch.1);
@@ -335,6 +336,10 @@ pub fn convolution_route() -> String {
             // (the arch is known once the device is open)
             let implicit = match DEVICE.get() {
                 Some(Ok(d)) if tf32 || d.arch < (8, 0) => "",
+                Some(Ok(_)) if !cudnn::implicit_allowed() => {
+                    ", not cnnlab's implicit-GEMM kernels (CNNLAB_CONV_IMPLICIT=0)"
+                }
+                None if !cudnn::implicit_from_env() => ", not cnnlab's implicit-GEMM kernels (CNNLAB_CONV_IMPLICIT=0)",
                 _ => ", and cnnlab's implicit-GEMM kernels in 3xTF32 (compute capability 8.0 or newer)",
             };
             format!(
@@ -375,6 +380,17 @@ pub fn set_tuning_cache(path: Option<std::path::PathBuf>) {
 /// made for a route are kept for it.
 pub fn set_convolution_route(route: ConvRoute) {
     cudnn::set_route(route);
+}
+
+/// Whether the tuned convolutions time cnnlab's implicit-GEMM kernels (as `CNNLAB_CONV_IMPLICIT`
+/// sets when the device opens; for tests).
+pub fn set_implicit_convolutions(on: bool) {
+    cudnn::set_implicit(on);
+}
+
+/// See [`set_implicit_convolutions`].
+pub fn implicit_convolutions() -> bool {
+    cudnn::implicit_allowed()
 }
 
 /// The convolution choices of the process's route, one line per shape and pass (with their
@@ -494,9 +510,14 @@ impl Local {
             partials: CudaBuf::empty(raw),
             gemm_ways: Default::default(),
             plan: CudaBuf::empty(raw),
-            dnn: dev
-                .cudnn
-                .then(|| cudnn::Dnn::new(raw, dev.settings.tf32, &dev.name, !dev.settings.tf32 && dev.arch >= (8, 0))),
+            dnn: dev.cudnn.then(|| {
+                cudnn::Dnn::new(
+                    raw,
+                    dev.settings.tf32,
+                    &dev.name,
+                    !dev.settings.tf32 && dev.arch >= (8, 0) && cudnn::implicit_allowed(),
+                )
+            }),
         }
     }
 

@@ -118,25 +118,47 @@ pub(crate) fn implicit_fits(g: &WindowGeom, cout: usize, pass: Pass) -> bool {
 }
 
 /// cnnlab's kernels that can run `pass` of this convolution (see [`implicit_fits`]), for the
-/// tuner to time beside im2col and cuDNN: the implicit GEMM with 128×128 tiles and with 64×64.
+/// tuner to time beside im2col and cuDNN: the implicit GEMM with 128×128 tiles and with 64×64
+/// (none where `CNNLAB_CONV_IMPLICIT=0`).
 fn own_ways(g: &WindowGeom, cout: usize, pass: Pass) -> Vec<Way> {
-    if implicit_fits(g, cout, pass) {
+    if cudnn::implicit_allowed() && implicit_fits(g, cout, pass) {
         vec![Way::Implicit(128), Way::Implicit(64)]
     } else {
         Vec::new()
     }
 }
 
+/// The kernels read four channels at once from 16-byte aligned tensors (every allocation is,
+/// and the convolutions' tensors are whole allocations): an error, not a misread, where one
+/// of `addresses` is not.
+fn aligned(addresses: &[u64]) -> Result<(), String> {
+    match addresses.iter().all(|a| a.is_multiple_of(16)) {
+        true => Ok(()),
+        false => Err("the implicit GEMM reads 16-byte aligned tensors only".into()),
+    }
+}
+
 /// `pass` (forward or input gradient) as an implicit GEMM with `tile`-sized tiles: `src` is
 /// the pass's image (`x`, or `dy`), `w` the filters, `out` its output (`y`, or `dx`).
 #[allow(clippy::too_many_arguments)]
-fn implicit(l: &Local, tile: usize, src: u64, w: u64, out: u64, g: &WindowGeom, cout: usize, pass: Pass) {
+fn implicit(
+    l: &Local,
+    tile: usize,
+    src: u64,
+    w: u64,
+    out: u64,
+    g: &WindowGeom,
+    cout: usize,
+    pass: Pass,
+) -> Result<(), String> {
+    aligned(&[src])?;
     let (a, n, [b_tap, b_k, b_n], flip) = implicit_gemm(g, cout, pass);
     let rows = a.n * a.oh * a.ow;
     let kernel = if tile == 64 { K::conv_split_64 } else { K::conv_split_128 };
     let grid = (rows.div_ceil(tile) as u32, n.div_ceil(tile) as u32, 1);
     let args = [src, w, i(b_tap as i32), i(b_k as i32), i(b_n as i32), i(flip as i32), out, i(n as i32)];
     l.launch_bytes(kernel, grid, (256, 1, 1), &args, &geom_bytes(&a));
+    Ok(())
 }
 
 /// The filter gradient `dw` as an implicit GEMM with `tile`-sized tiles (`conv_filter_*`): the
@@ -153,6 +175,7 @@ fn implicit_filter(
     g: &WindowGeom,
     cout: usize,
 ) -> Result<(), String> {
+    aligned(&[x, dy])?;
     let (k, rows) = (g.k(), g.n * g.positions());
     let per = cout * k;
     let mut slices = gemm::slices_for(cout, k, rows, tile);
@@ -175,10 +198,9 @@ fn implicit_filter(
             p => p,
         }
     };
-    let aligned = x.is_multiple_of(16) && dy.is_multiple_of(16);
     let kernel = if tile == 64 { K::conv_filter_64 } else { K::conv_filter_128 };
     let grid = (k.div_ceil(tile) as u32, cout.div_ceil(tile) as u32, slices as u32);
-    let args = [x, dy, c, i(cout as i32), i(slice_k as i32), i(aligned as i32)];
+    let args = [x, dy, c, i(cout as i32), i(slice_k as i32)];
     l.launch_bytes(kernel, grid, (256, 1, 1), &args, &geom_bytes(g));
     if slices > 1 {
         let sum = [c, i(slices as i32), i(cout as i32), i(k as i32), dw, i(k as i32), u(0), u(1), i(0)];
@@ -257,10 +279,7 @@ fn forward_way(
             gemm(l, rows, cout, k, (cols, k, 1), (w, 1, k), (y, cout), false, None);
             Ok(())
         }
-        Way::Implicit(tile) => {
-            implicit(l, tile, x, w, y, g, cout, Pass::Forward);
-            Ok(())
-        }
+        Way::Implicit(tile) => implicit(l, tile, x, w, y, g, cout, Pass::Forward),
         Way::Cudnn(a) if a.layout == Layout::Nchw => {
             let [xt, yt, wt] = nchw_room(l, g, cout)?;
             transpose(l, x, xt, g.n, g.h * g.w, g.c);
@@ -395,10 +414,7 @@ fn data_way(l: &mut Local, way: Way, w: u64, dy: u64, g: &WindowGeom, cout: usiz
             col2im(l, dcols, g, dx, 0, g.n);
             Ok(())
         }
-        Way::Implicit(tile) => {
-            implicit(l, tile, dy, w, dx, g, cout, Pass::Data);
-            Ok(())
-        }
+        Way::Implicit(tile) => implicit(l, tile, dy, w, dx, g, cout, Pass::Data),
         Way::Cudnn(a) if a.layout == Layout::Nchw => {
             let [dxt, dyt, wt] = nchw_room(l, g, cout)?;
             transpose(l, dy, dyt, g.n, g.positions(), cout);

@@ -20,10 +20,14 @@
 // gradient, a sum over the batch's positions, is conv_filter_tile below.
 
 #ifdef CNNLAB_TENSOR_CORES
+// Four neighbouring values in one load: the host launches these kernels only on 16-byte aligned
+// tensors (allocations are), with channel counts that keep each four so.
+__device__ __forceinline__ float4 load4(const float* p) { return *(const float4*)p; }
+
 template <int MT, int NT>
 __device__ void conv_split_tile(const float* __restrict__ src, const float* __restrict__ b, int b_tap, int b_k,
                                 int b_n, int flip, float* __restrict__ c, int n, const Geom& g) {
-    constexpr int BM = 32 * MT, BN = 32 * NT, BK = 16, ROWS_A = BM / 16;
+    constexpr int BM = 32 * MT, BN = 32 * NT, BK = 16, ROWS_A = BM / 64;
     __shared__ float as[2][BK][BM + 8];
     __shared__ float bs[2][BK][BN + 8];
     const int rows = g.n * g.oh * g.ow;
@@ -31,29 +35,31 @@ __device__ void conv_split_tile(const float* __restrict__ src, const float* __re
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g8 = lane >> 2, t = lane & 3;
     const int wm = (warp >> 2) * (BM / 2), wn = (warp & 3) * (BN / 4);
 
-    // A: this thread loads rows threadIdx.x / 16 + 16·r of the tile at channel ci0 + kk of
-    // each step, 16 neighbouring threads 16 neighbouring channels. Each row's offset at tap 0,
-    // and the image coordinates of its window's corner (y in the high half, x in the low; a
-    // row past C's has y far below 0, so that no tap is inside the image).
-    const int kk = threadIdx.x & 15;
+    // A: this thread loads channels ci0 + 4·q to ci0 + 4·q + 3 of rows threadIdx.x / 4 + 64·r
+    // of the tile at each step (four neighbouring threads a row's 16 channels). Each row's
+    // offset at tap 0, and the image coordinates of its window's corner (y in the high half, x
+    // in the low; a row past C's has y far below 0, so that no tap is inside the image).
+    const int q = threadIdx.x & 3;
     int base[ROWS_A];
     unsigned corner[ROWS_A];
     #pragma unroll
     for (int r = 0; r < ROWS_A; r++) {
-        const int row = m0 + (threadIdx.x >> 4) + 16 * r;
+        const int row = m0 + (threadIdx.x >> 2) + 64 * r;
         int y = -0x4000, x = 0;
         base[r] = 0;
         if (row < rows) {
             const int image = row / (g.oh * g.ow), at = row % (g.oh * g.ow);
             y = at / g.ow * g.sh - g.ph;
             x = at % g.ow * g.sw - g.pw;
-            base[r] = ((image * g.h + y) * g.w + x) * g.c + kk;
+            base[r] = ((image * g.h + y) * g.w + x) * g.c + 4 * q;
         }
         corner[r] = ((unsigned)y << 16) | ((unsigned)x & 0xffffu);
     }
     TileMap<BN> map_b;
     tile_map(map_b, n0, n, b_n, b_k);
-    float ra[ROWS_A], rb[TileMap<BN>::PER_THREAD];
+    float4 ra[ROWS_A];
+    float rb[TileMap<BN>::PER_THREAD];
+    const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     float acc[MT][NT][4];
     #pragma unroll
     for (int i = 0; i < MT; i++)
@@ -74,7 +80,7 @@ __device__ void conv_split_tile(const float* __restrict__ src, const float* __re
             for (int r = 0; r < ROWS_A; r++) {
                 const int y = (int)corner[r] >> 16, x = (int)(corner[r] << 16) >> 16;
                 const bool inside = (unsigned)(y + ky) < (unsigned)g.h && (unsigned)(x + kx) < (unsigned)g.w;
-                ra[r] = inside ? src[base[r] + offset] : 0.0f;
+                ra[r] = inside ? load4(src + base[r] + offset) : zero;
             }
             tile_load(map_b, b + (flip ? taps - 1 - tap : tap) * b_tap + ci0 * b_k, 0, BK, b_k, rb);
             ci0 += BK;
@@ -87,7 +93,13 @@ __device__ void conv_split_tile(const float* __restrict__ src, const float* __re
         if (kt > 0) split_products<MT, NT, false, BM, BN>(as[cur ^ 1], bs[cur ^ 1], wm, wn, g8, t, acc);
         if (kt < steps) {
             #pragma unroll
-            for (int r = 0; r < ROWS_A; r++) as[cur][kk][(threadIdx.x >> 4) + 16 * r] = ra[r];
+            for (int r = 0; r < ROWS_A; r++) {
+                const int row = (threadIdx.x >> 2) + 64 * r;
+                as[cur][4 * q][row] = ra[r].x;
+                as[cur][4 * q + 1][row] = ra[r].y;
+                as[cur][4 * q + 2][row] = ra[r].z;
+                as[cur][4 * q + 3][row] = ra[r].w;
+            }
             tile_store(map_b, bs[cur], rb);
         }
         __syncthreads();
@@ -101,15 +113,11 @@ __device__ void conv_split_tile(const float* __restrict__ src, const float* __re
 // 16) into its own matrix of partial sums at c + z·cout·K where there are several slices
 // (gemm_sum_slices adds them in order), else into dW (KRSC, cout × K). Both operands are
 // contiguous along C's rows and columns (dy's output channels, the image's channels), so each
-// thread moves four of them at once (`aligned`: every pointer 16-byte aligned, else four
-// loads), which needs both channel counts in fours.
-__device__ __forceinline__ float4 load4(const float* p, bool aligned) {
-    return aligned ? *(const float4*)p : make_float4(p[0], p[1], p[2], p[3]);
-}
+// thread moves four of them at once (load4), which needs both channel counts in fours.
 
 template <int MT, int NT>
 __device__ void conv_filter_tile(const float* __restrict__ x, const float* __restrict__ dy, float* __restrict__ c,
-                                 int cout, int slice_k, int aligned, const Geom& g) {
+                                 int cout, int slice_k, const Geom& g) {
     constexpr int BM = 32 * MT, BN = 32 * NT, BK = 16;
     // four-value groups along a tile's row, and the K steps' rows each thread loads
     constexpr int GA = BM / 4, GB = BN / 4, RA = BM * BK / 4 / 256, RB = BN * BK / 4 / 256;
@@ -153,14 +161,14 @@ __device__ void conv_filter_tile(const float* __restrict__ x, const float* __res
             #pragma unroll
             for (int r = 0; r < RA; r++) {
                 const int pos = pos0 + a_kk + (BK / RA) * r;
-                ra[r] = pos < end && co < cout ? load4(dy + (i64)pos * cout + co, aligned) : zero;
+                ra[r] = pos < end && co < cout ? load4(dy + (i64)pos * cout + co) : zero;
             }
             #pragma unroll
             for (int r = 0; r < RB; r++) {
                 const int pos = pos0 + b_kk + (BK / RB) * r;
                 const int y = oy[r] * g.sh + ky, xx = ox[r] * g.sw + kx;
                 const bool inside = pos < end && j < k && (unsigned)y < (unsigned)g.h && (unsigned)xx < (unsigned)g.w;
-                rb[r] = inside ? load4(x + (((i64)image[r] * g.h + y) * g.w + xx) * g.c + ci, aligned) : zero;
+                rb[r] = inside ? load4(x + (((i64)image[r] * g.h + y) * g.w + xx) * g.c + ci) : zero;
                 // the position BK further on
                 ox[r] += BK;
                 while (ox[r] >= g.ow) {
@@ -200,8 +208,8 @@ extern "C" __global__ void conv_split_64(CONV_SPLIT_ARGS) {
 #endif
 }
 
-#define CONV_FILTER_ARGS const float *x, const float *dy, float *c, int cout, int slice_k, int aligned, Geom g
-#define CONV_FILTER_PASS x, dy, c, cout, slice_k, aligned, g
+#define CONV_FILTER_ARGS const float *x, const float *dy, float *c, int cout, int slice_k, Geom g
+#define CONV_FILTER_PASS x, dy, c, cout, slice_k, g
 
 extern "C" __global__ void conv_filter_128(CONV_FILTER_ARGS) {
 #ifdef CNNLAB_TENSOR_CORES
