@@ -61,12 +61,7 @@ __device__ void conv_split_tile(const float* __restrict__ src, const float* __re
     float rb[TileMap<BN>::PER_THREAD];
     const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     float acc[MT][NT][4];
-    #pragma unroll
-    for (int i = 0; i < MT; i++)
-        #pragma unroll
-        for (int j = 0; j < NT; j++)
-            #pragma unroll
-            for (int r = 0; r < 4; r++) acc[i][j][r] = 0.0f;
+    zero_tile<MT, NT>(acc);
 
     const int taps = g.kh * g.kw, steps = taps * (g.c / BK);
     // the step loaded next: its tap (ky, kx) and first channel
@@ -114,7 +109,6 @@ __device__ void conv_split_tile(const float* __restrict__ src, const float* __re
 // (gemm_sum_slices adds them in order), else into dW (KRSC, cout × K). Both operands are
 // contiguous along C's rows and columns (dy's output channels, the image's channels), so each
 // thread moves four of them at once (load4), which needs both channel counts in fours.
-
 template <int MT, int NT>
 __device__ void conv_filter_tile(const float* __restrict__ x, const float* __restrict__ dy, float* __restrict__ c,
                                  int cout, int slice_k, const Geom& g) {
@@ -146,12 +140,7 @@ __device__ void conv_filter_tile(const float* __restrict__ x, const float* __res
     }
     float4 ra[RA], rb[RB];
     float acc[MT][NT][4];
-    #pragma unroll
-    for (int i = 0; i < MT; i++)
-        #pragma unroll
-        for (int jj = 0; jj < NT; jj++)
-            #pragma unroll
-            for (int r = 0; r < 4; r++) acc[i][jj][r] = 0.0f;
+    zero_tile<MT, NT>(acc);
 
     const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     const int steps = end > first ? (end - first + BK - 1) / BK : 0;

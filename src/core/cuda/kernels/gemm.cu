@@ -150,6 +150,17 @@ __device__ __forceinline__ void split_products(const float (*as)[BM + 8], const 
     }
 }
 
+// This warp's sums, from zero.
+template <int MT, int NT>
+__device__ __forceinline__ void zero_tile(float (&acc)[MT][NT][4]) {
+    #pragma unroll
+    for (int i = 0; i < MT; i++)
+        #pragma unroll
+        for (int j = 0; j < NT; j++)
+            #pragma unroll
+            for (int r = 0; r < 4; r++) acc[i][j][r] = 0.0f;
+}
+
 // This warp's MT×NT tensor-core tiles of C, whose first row and column are (row0, col0): C = acc
 // (+ C), inside m×n only. d's fragment: rows g and g + 8, columns 2t and 2t + 1 of each 16×8 tile.
 template <int MT, int NT>
@@ -195,12 +206,7 @@ __device__ void gemm_split_tile(int m, int n, int k, const float* __restrict__ a
     tile_map(map_b, n0, n, sbn, sbk);
     float ra[TileMap<BM>::PER_THREAD], rb[TileMap<BN>::PER_THREAD];
     float acc[MT][NT][4];
-    #pragma unroll
-    for (int i = 0; i < MT; i++)
-        #pragma unroll
-        for (int j = 0; j < NT; j++)
-            #pragma unroll
-            for (int r = 0; r < 4; r++) acc[i][j][r] = 0.0f;
+    zero_tile<MT, NT>(acc);
 
     const int tiles = k > 0 ? (k + BK - 1) / BK : 0;
     tile_load(map_a, a, 0, k, sak, ra);
