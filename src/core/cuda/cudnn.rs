@@ -337,9 +337,13 @@ pub(crate) fn stacked(g: &WindowGeom, cout: usize, pass: Pass) -> (WindowGeom, u
 pub(crate) enum Way {
     Im2col,
     Cudnn(Algo),
-    /// cnnlab's implicit GEMM in 3xTF32 (`kernels/conv_gemm.cu`) with this tile (128 or 64):
-    /// like TF32 on split operands, chosen only where compared.
-    Implicit(usize),
+    /// cnnlab's implicit GEMM in 3xTF32 (`kernels/conv_gemm.cu`) with `tile`×`tile` tiles (128
+    /// or 64), its sums `promoted` or not (see `kernels/gemm.cu`): like TF32 on split operands,
+    /// chosen only where compared.
+    Implicit {
+        tile: usize,
+        promoted: bool,
+    },
 }
 
 impl Way {
@@ -348,7 +352,7 @@ impl Way {
         match self {
             Way::Im2col => false,
             Way::Cudnn(a) => a.compared_only(),
-            Way::Implicit(_) => true,
+            Way::Implicit { .. } => true,
         }
     }
 }
@@ -357,7 +361,10 @@ impl std::fmt::Display for Way {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Way::Im2col => write!(f, "im2col + cuBLAS"),
-            Way::Implicit(tile) => write!(f, "implicit GEMM in 3xTF32 on {tile}x{tile} tiles"),
+            Way::Implicit { tile, promoted } => {
+                let sums = if *promoted { " with promoted sums" } else { "" };
+                write!(f, "implicit GEMM in 3xTF32 on {tile}x{tile} tiles{sums}")
+            }
             Way::Cudnn(a) => {
                 let name = match a.id {
                     AlgoId::Forward(x) => format!("{x:?}"),
@@ -383,13 +390,14 @@ impl std::fmt::Display for Way {
 }
 
 impl Way {
-    /// How the tuning cache writes it: `im2col`, `implicit <tile>`, or `cudnn <algorithm>
+    /// How the tuning cache writes it: `im2col`, `implicit <tile>[ promoted]`, or `cudnn <algorithm>
     /// <math type>` (cuDNN's enum values), followed by ` nchw` on NCHW copies, ` split` as
     /// three TF32 passes or ` stacked` on stacked split operands.
     fn code(&self) -> String {
         match self {
             Way::Im2col => "im2col".into(),
-            Way::Implicit(tile) => format!("implicit {tile}"),
+            Way::Implicit { tile, promoted: false } => format!("implicit {tile}"),
+            Way::Implicit { tile, promoted: true } => format!("implicit {tile} promoted"),
             Way::Cudnn(a) => {
                 let suffix = match (a.layout, a.split) {
                     (Layout::Nchw, _) => " nchw",
@@ -685,7 +693,7 @@ pub(crate) fn tune(
             let result = read_prefix(l, out);
             match way {
                 Way::Im2col => (reference, deviation) = (result, Some(0.0)),
-                Way::Cudnn(_) | Way::Implicit(_) => {
+                Way::Cudnn(_) | Way::Implicit { .. } => {
                     deviation = reference.as_deref().zip(result.as_deref()).map(|(r, y)| self::deviation(r, y))
                 }
             }
@@ -919,7 +927,7 @@ impl Dnn {
             Way::Cudnn(a) if a.layout == Layout::Nchw => [a.workspace.div_ceil(4), relayout_values(g, cout), 0],
             Way::Cudnn(a) if a.split != Split::No => [a.workspace.div_ceil(4), 0, split_values(g, cout)],
             Way::Cudnn(a) => [a.workspace.div_ceil(4), 0, 0],
-            Way::Im2col | Way::Implicit(_) => [0, 0, 0],
+            Way::Im2col | Way::Implicit { .. } => [0, 0, 0],
         };
         for (buf, keep) in [
             (&mut self.workspace, before[0].max(workspace)),

@@ -126,6 +126,10 @@ kernels!(
     conv_split_64,
     conv_filter_128,
     conv_filter_64,
+    conv_split_128_promoted,
+    conv_split_64_promoted,
+    conv_filter_128_promoted,
+    conv_filter_64_promoted,
 );
 
 /// The whole program as NVRTC compiles it.

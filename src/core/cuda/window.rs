@@ -118,11 +118,13 @@ pub(crate) fn implicit_fits(g: &WindowGeom, cout: usize, pass: Pass) -> bool {
 }
 
 /// cnnlab's kernels that can run `pass` of this convolution (see [`implicit_fits`]), for the
-/// tuner to time beside im2col and cuDNN: the implicit GEMM with 128×128 tiles and with 64×64
-/// (none where `CNNLAB_CONV_IMPLICIT=0`).
+/// tuner to time beside im2col and cuDNN: the implicit GEMM with 128×128 tiles and with 64×64,
+/// each with the tensor core's own sums and with promoted ones (none where
+/// `CNNLAB_CONV_IMPLICIT=0`). The first is the one `CNNLAB_CUDNN=implicit` runs.
 fn own_ways(g: &WindowGeom, cout: usize, pass: Pass) -> Vec<Way> {
     if cudnn::implicit_allowed() && implicit_fits(g, cout, pass) {
-        vec![Way::Implicit(128), Way::Implicit(64)]
+        let way = |tile, promoted| Way::Implicit { tile, promoted };
+        vec![way(128, false), way(64, false), way(128, true), way(64, true)]
     } else {
         Vec::new()
     }
@@ -138,12 +140,13 @@ fn aligned(addresses: &[u64]) -> Result<(), String> {
     }
 }
 
-/// `pass` (forward or input gradient) as an implicit GEMM with `tile`-sized tiles: `src` is
-/// the pass's image (`x`, or `dy`), `w` the filters, `out` its output (`y`, or `dx`).
+/// `pass` (forward or input gradient) as an implicit GEMM with `tile`-sized tiles, its sums
+/// `promoted` or not: `src` is the pass's image (`x`, or `dy`), `w` the filters, `out` its
+/// output (`y`, or `dx`).
 #[allow(clippy::too_many_arguments)]
 fn implicit(
     l: &Local,
-    tile: usize,
+    (tile, promoted): (usize, bool),
     src: u64,
     w: u64,
     out: u64,
@@ -154,21 +157,27 @@ fn implicit(
     aligned(&[src])?;
     let (a, n, [b_tap, b_k, b_n], flip) = implicit_gemm(g, cout, pass);
     let rows = a.n * a.oh * a.ow;
-    let kernel = if tile == 64 { K::conv_split_64 } else { K::conv_split_128 };
+    let kernel = match (tile, promoted) {
+        (64, false) => K::conv_split_64,
+        (64, true) => K::conv_split_64_promoted,
+        (_, false) => K::conv_split_128,
+        (_, true) => K::conv_split_128_promoted,
+    };
     let grid = (rows.div_ceil(tile) as u32, n.div_ceil(tile) as u32, 1);
     let args = [src, w, i(b_tap as i32), i(b_k as i32), i(b_n as i32), i(flip as i32), out, i(n as i32)];
     l.launch_bytes(kernel, grid, (256, 1, 1), &args, &geom_bytes(&a));
     Ok(())
 }
 
-/// The filter gradient `dw` as an implicit GEMM with `tile`-sized tiles (`conv_filter_*`): the
+/// The filter gradient `dw` as an implicit GEMM with `tile`-sized tiles, its sums `promoted` or
+/// not (`conv_filter_*`): the
 /// batch's positions cut into slices where `dw`'s tiles are too few to fill the GPU, their
 /// partial sums added in order by `gemm_sum_slices`. An error where the partial sums' room
 /// could not be had (recorded, unless the tuner is timing ways).
 #[allow(clippy::too_many_arguments)]
 fn implicit_filter(
     l: &mut Local,
-    tile: usize,
+    (tile, promoted): (usize, bool),
     x: u64,
     dy: u64,
     dw: u64,
@@ -198,7 +207,12 @@ fn implicit_filter(
             p => p,
         }
     };
-    let kernel = if tile == 64 { K::conv_filter_64 } else { K::conv_filter_128 };
+    let kernel = match (tile, promoted) {
+        (64, false) => K::conv_filter_64,
+        (64, true) => K::conv_filter_64_promoted,
+        (_, false) => K::conv_filter_128,
+        (_, true) => K::conv_filter_128_promoted,
+    };
     let grid = (k.div_ceil(tile) as u32, cout.div_ceil(tile) as u32, slices as u32);
     let args = [x, dy, c, i(cout as i32), i(slice_k as i32)];
     l.launch_bytes(kernel, grid, (256, 1, 1), &args, &geom_bytes(g));
@@ -279,7 +293,7 @@ fn forward_way(
             gemm(l, rows, cout, k, (cols, k, 1), (w, 1, k), (y, cout), false, None);
             Ok(())
         }
-        Way::Implicit(tile) => implicit(l, tile, x, w, y, g, cout, Pass::Forward),
+        Way::Implicit { tile, promoted } => implicit(l, (tile, promoted), x, w, y, g, cout, Pass::Forward),
         Way::Cudnn(a) if a.layout == Layout::Nchw => {
             let [xt, yt, wt] = nchw_room(l, g, cout)?;
             transpose(l, x, xt, g.n, g.h * g.w, g.c);
@@ -400,7 +414,7 @@ fn filter_way(
             dnn(l)?.backward_filter(&a, xs, dys, g, cout, dw, false)
         }
         Way::Cudnn(a) => dnn(l)?.backward_filter(&a, x, dy, g, cout, dw, false),
-        Way::Implicit(tile) => implicit_filter(l, tile, x, dy, dw, g, cout),
+        Way::Implicit { tile, promoted } => implicit_filter(l, (tile, promoted), x, dy, dw, g, cout),
     }
 }
 
@@ -414,7 +428,7 @@ fn data_way(l: &mut Local, way: Way, w: u64, dy: u64, g: &WindowGeom, cout: usiz
             col2im(l, dcols, g, dx, 0, g.n);
             Ok(())
         }
-        Way::Implicit(tile) => implicit(l, tile, dy, w, dx, g, cout, Pass::Data),
+        Way::Implicit { tile, promoted } => implicit(l, (tile, promoted), dy, w, dx, g, cout, Pass::Data),
         Way::Cudnn(a) if a.layout == Layout::Nchw => {
             let [dxt, dyt, wt] = nchw_room(l, g, cout)?;
             transpose(l, dy, dyt, g.n, g.positions(), cout);

@@ -24,7 +24,7 @@
 // tensors (allocations are), with channel counts that keep each four so.
 __device__ __forceinline__ float4 load4(const float* p) { return *(const float4*)p; }
 
-template <int MT, int NT>
+template <int MT, int NT, bool PROMOTE>
 __device__ void conv_split_tile(const float* __restrict__ src, const float* __restrict__ b, int b_tap, int b_k,
                                 int b_n, int flip, float* __restrict__ c, int n, const Geom& g) {
     constexpr int BM = 32 * MT, BN = 32 * NT, BK = 16, ROWS_A = BM / 64;
@@ -85,7 +85,7 @@ __device__ void conv_split_tile(const float* __restrict__ src, const float* __re
                 if (++kx == g.kw) kx = 0, ky++;
             }
         }
-        if (kt > 0) split_products<MT, NT, false, BM, BN>(as[cur ^ 1], bs[cur ^ 1], wm, wn, g8, t, acc);
+        if (kt > 0) split_products<MT, NT, PROMOTE, BM, BN>(as[cur ^ 1], bs[cur ^ 1], wm, wn, g8, t, acc);
         if (kt < steps) {
             #pragma unroll
             for (int r = 0; r < ROWS_A; r++) {
@@ -109,7 +109,7 @@ __device__ void conv_split_tile(const float* __restrict__ src, const float* __re
 // (gemm_sum_slices adds them in order), else into dW (KRSC, cout × K). Both operands are
 // contiguous along C's rows and columns (dy's output channels, the image's channels), so each
 // thread moves four of them at once (load4), which needs both channel counts in fours.
-template <int MT, int NT>
+template <int MT, int NT, bool PROMOTE>
 __device__ void conv_filter_tile(const float* __restrict__ x, const float* __restrict__ dy, float* __restrict__ c,
                                  int cout, int slice_k, const Geom& g) {
     constexpr int BM = 32 * MT, BN = 32 * NT, BK = 16;
@@ -166,7 +166,7 @@ __device__ void conv_filter_tile(const float* __restrict__ x, const float* __res
                 }
             }
         }
-        if (kt > 0) split_products<MT, NT, false, BM, BN>(as[cur ^ 1], bs[cur ^ 1], wm, wn, g8, t, acc);
+        if (kt > 0) split_products<MT, NT, PROMOTE, BM, BN>(as[cur ^ 1], bs[cur ^ 1], wm, wn, g8, t, acc);
         if (kt < steps) {
             #pragma unroll
             for (int r = 0; r < RA; r++) *(float4*)&as[cur][a_kk + (BK / RA) * r][4 * (threadIdx.x % GA)] = ra[r];
@@ -179,35 +179,59 @@ __device__ void conv_filter_tile(const float* __restrict__ x, const float* __res
 }
 #endif
 
-// 128×128 tiles and 64×64 (convolutions with few output channels or positions); empty below
-// compute capability 8.0, where the host never launches them
+// 128×128 tiles and 64×64 (convolutions with few output channels or positions), each with the
+// tensor core's own sums or promoted ones (see split_products); empty below compute capability
+// 8.0, where the host never launches them
 #define CONV_SPLIT_ARGS                                                                              \
     const float *src, const float *b, int b_tap, int b_k, int b_n, int flip, float *c, int n, Geom g
 #define CONV_SPLIT_PASS src, b, b_tap, b_k, b_n, flip, c, n, g
+#define CONV_FILTER_ARGS const float *x, const float *dy, float *c, int cout, int slice_k, Geom g
+#define CONV_FILTER_PASS x, dy, c, cout, slice_k, g
 
 extern "C" __global__ void conv_split_128(CONV_SPLIT_ARGS) {
 #ifdef CNNLAB_TENSOR_CORES
-    conv_split_tile<4, 4>(CONV_SPLIT_PASS);
+    conv_split_tile<4, 4, false>(CONV_SPLIT_PASS);
 #endif
 }
 
 extern "C" __global__ void conv_split_64(CONV_SPLIT_ARGS) {
 #ifdef CNNLAB_TENSOR_CORES
-    conv_split_tile<2, 2>(CONV_SPLIT_PASS);
+    conv_split_tile<2, 2, false>(CONV_SPLIT_PASS);
 #endif
 }
 
-#define CONV_FILTER_ARGS const float *x, const float *dy, float *c, int cout, int slice_k, Geom g
-#define CONV_FILTER_PASS x, dy, c, cout, slice_k, g
+extern "C" __global__ void conv_split_128_promoted(CONV_SPLIT_ARGS) {
+#ifdef CNNLAB_TENSOR_CORES
+    conv_split_tile<4, 4, true>(CONV_SPLIT_PASS);
+#endif
+}
+
+extern "C" __global__ void conv_split_64_promoted(CONV_SPLIT_ARGS) {
+#ifdef CNNLAB_TENSOR_CORES
+    conv_split_tile<2, 2, true>(CONV_SPLIT_PASS);
+#endif
+}
 
 extern "C" __global__ void conv_filter_128(CONV_FILTER_ARGS) {
 #ifdef CNNLAB_TENSOR_CORES
-    conv_filter_tile<4, 4>(CONV_FILTER_PASS);
+    conv_filter_tile<4, 4, false>(CONV_FILTER_PASS);
 #endif
 }
 
 extern "C" __global__ void conv_filter_64(CONV_FILTER_ARGS) {
 #ifdef CNNLAB_TENSOR_CORES
-    conv_filter_tile<2, 2>(CONV_FILTER_PASS);
+    conv_filter_tile<2, 2, false>(CONV_FILTER_PASS);
+#endif
+}
+
+extern "C" __global__ void conv_filter_128_promoted(CONV_FILTER_ARGS) {
+#ifdef CNNLAB_TENSOR_CORES
+    conv_filter_tile<4, 4, true>(CONV_FILTER_PASS);
+#endif
+}
+
+extern "C" __global__ void conv_filter_64_promoted(CONV_FILTER_ARGS) {
+#ifdef CNNLAB_TENSOR_CORES
+    conv_filter_tile<2, 2, true>(CONV_FILTER_PASS);
 #endif
 }
