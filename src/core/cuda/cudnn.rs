@@ -54,7 +54,7 @@
 //! the fixed choice by [`MARGIN`] to replace it. `CNNLAB_CUDNN=0|1|nchw|inference` fixes the
 //! route outright.
 
-use super::{check, check_setup, failed, tune_cache, CudaBuf, Local};
+use super::{check, check_setup, f, failed, tune_cache, u, CudaBuf, Local, K};
 use crate::core::ops::conv2d::WindowGeom;
 use crate::error::{Error, Result};
 use cudarc::cudnn::{result as dnn, sys};
@@ -337,11 +337,11 @@ pub(crate) fn stacked(g: &WindowGeom, cout: usize, pass: Pass) -> (WindowGeom, u
 pub(crate) enum Way {
     Im2col,
     Cudnn(Algo),
-    /// cnnlab's implicit GEMM in 3xTF32 (`kernels/conv_gemm.cu`) with `tile`×`tile` tiles (128
-    /// or 64), its sums `promoted` or not (see `kernels/gemm.cu`): like TF32 on split operands,
-    /// chosen only where compared.
+    /// cnnlab's implicit GEMM in 3xTF32 (`kernels/conv_gemm.cu`) with tiles of C of `tile`
+    /// (rows, columns: 128×128, 128×64 or 64×64), its sums `promoted` or not (see
+    /// `kernels/gemm.cu`): like TF32 on split operands, chosen only where compared.
     Implicit {
-        tile: usize,
+        tile: (usize, usize),
         promoted: bool,
     },
 }
@@ -363,7 +363,7 @@ impl std::fmt::Display for Way {
             Way::Im2col => write!(f, "im2col + cuBLAS"),
             Way::Implicit { tile, promoted } => {
                 let sums = if *promoted { " with promoted sums" } else { "" };
-                write!(f, "implicit GEMM in 3xTF32 on {tile}x{tile} tiles{sums}")
+                write!(f, "implicit GEMM in 3xTF32 on {}x{} tiles{sums}", tile.0, tile.1)
             }
             Way::Cudnn(a) => {
                 let name = match a.id {
@@ -390,14 +390,14 @@ impl std::fmt::Display for Way {
 }
 
 impl Way {
-    /// How the tuning cache writes it: `im2col`, `implicit <tile>[ promoted]`, or `cudnn <algorithm>
+    /// How the tuning cache writes it: `im2col`, `implicit <rows>x<columns>[ promoted]`, or `cudnn <algorithm>
     /// <math type>` (cuDNN's enum values), followed by ` nchw` on NCHW copies, ` split` as
     /// three TF32 passes or ` stacked` on stacked split operands.
     fn code(&self) -> String {
         match self {
             Way::Im2col => "im2col".into(),
-            Way::Implicit { tile, promoted: false } => format!("implicit {tile}"),
-            Way::Implicit { tile, promoted: true } => format!("implicit {tile} promoted"),
+            Way::Implicit { tile: (m, n), promoted: false } => format!("implicit {m}x{n}"),
+            Way::Implicit { tile: (m, n), promoted: true } => format!("implicit {m}x{n} promoted"),
             Way::Cudnn(a) => {
                 let suffix = match (a.layout, a.split) {
                     (Layout::Nchw, _) => " nchw",
@@ -687,6 +687,7 @@ pub(crate) fn tune(
     let ways = std::iter::once(Way::Im2col).chain(own.iter().copied()).chain(candidates.into_iter().map(Way::Cudnn));
     for way in ways {
         // a way that failed stays in the list as NaN (`describe` shows it)
+        poison(l, out);
         let ms = time(l, &mut |l| run(l, way)).unwrap_or(f32::NAN);
         let mut deviation = None;
         if ms.is_finite() {
@@ -713,6 +714,13 @@ pub(crate) fn tune(
     let not_kept = tune_cache::store(&cache_key, &way.code()).err().map(|e| e.to_string());
     all.insert(key, Chosen { way, timings, cached: false, not_kept });
     way
+}
+
+/// Fills `out` (address, values) with NaN before a way is timed into it, so that values a way
+/// leaves unwritten count as NaN in the comparison: they would otherwise keep the last way's,
+/// and a way that writes only part of its output would pass as agreeing.
+pub(crate) fn poison(l: &Local, (ptr, len): (u64, usize)) {
+    l.launch_n(K::fill_f32, len, &[ptr, f(f32::NAN), u(len)]);
 }
 
 /// The first [`COMPARED`] values at `out` (address, values), read back (None where that

@@ -10,7 +10,7 @@
 //! tolerance, margin and tuning cache). A kernel replaces cuBLAS only where it agrees and takes
 //! under [`MARGIN`] of its time; with `--tf32` cuBLAS always runs (on its own TF32 tensor cores).
 
-use super::cudnn::{deviation, eligible, pick_timed, read_prefix, time, tolerance, MARGIN};
+use super::cudnn::{self, deviation, eligible, pick_timed, read_prefix, time, tolerance, MARGIN};
 use super::{check, device, failed, i, tune_cache, u, CudaBuf, Local, K};
 use crate::error::{Error, Result};
 use std::collections::HashMap;
@@ -179,19 +179,22 @@ const MAX_SLICES: usize = 32;
 /// (four steps of the kernel); 1 (no split-K way) where C's tiles fill the GPU or K is short.
 fn slices_to_fill(g: &Gemm, tile: usize, multiprocessors: usize) -> usize {
     let count = g.batch.map_or(1, |b| b.count);
-    let blocks = g.m.div_ceil(tile) * g.n.div_ceil(tile) * count;
+    fill(g.m.div_ceil(tile) * g.n.div_ceil(tile) * count, g.k, count, multiprocessors)
+}
+
+/// [`slices_to_fill`]'s rule for `blocks` blocks of a batch of `count` matrices summing `k` terms.
+fn fill(blocks: usize, k: usize, count: usize, multiprocessors: usize) -> usize {
     if blocks >= multiprocessors {
         return 1;
     }
     let wanted = (2 * multiprocessors).div_ceil(blocks);
-    wanted.min(g.k / 64).min(MAX_SLICES).min(65535 / count).max(1)
+    wanted.min(k / 64).min(MAX_SLICES).min(65535 / count).max(1)
 }
 
-/// [`slices_to_fill`] for an `m`×`n` output of sums of `k` terms with `tile`-sized tiles, on
-/// this GPU (the implicit-GEMM filter gradient's, `window.rs`).
-pub(crate) fn slices_for(m: usize, n: usize, k: usize, tile: usize) -> usize {
-    let g = Gemm { m, n, k, a: (0, 0, 0), b: (0, 0, 0), c: (0, 0), accumulate: false, batch: None };
-    slices_to_fill(&g, tile, device().multiprocessors)
+/// [`slices_to_fill`] for an `m`×`n` output of sums of `k` terms in tiles of `bm`×`bn`, on this
+/// GPU (the implicit-GEMM filter gradient's, `window.rs`).
+pub(crate) fn slices_for(m: usize, n: usize, k: usize, (bm, bn): (usize, usize)) -> usize {
+    fill(m.div_ceil(bm) * n.div_ceil(bn), k, 1, device().multiprocessors)
 }
 
 /// What decides a GEMM's way: its sizes, whether A and B are contiguous along K, and the
@@ -478,6 +481,7 @@ fn tuned(l: &mut Local, g: &Gemm) -> Way {
                 continue;
             }
         }
+        cudnn::poison(l, (out.ptr, values));
         let ms = time(l, &mut |l| {
             run(l, &into, way);
             Ok(())

@@ -130,6 +130,10 @@ kernels!(
     conv_split_64_promoted,
     conv_filter_128_promoted,
     conv_filter_64_promoted,
+    conv_split_128x64,
+    conv_split_128x64_promoted,
+    conv_filter_128x64,
+    conv_filter_128x64_promoted,
 );
 
 /// The whole program as NVRTC compiles it.

@@ -100,31 +100,39 @@ pub(crate) fn implicit_fits(g: &WindowGeom, cout: usize, pass: Pass) -> bool {
         Pass::Forward | Pass::Inference => true,
         Pass::Data => g.sh == 1 && g.sw == 1 && g.ph < g.kh && g.pw < g.kw,
         Pass::Filter => {
+            // (C's rows, the output channels, tile the grid's y: at most 65,535 tiles of 64)
             return g.c.is_multiple_of(4)
                 && cout.is_multiple_of(4)
+                && cout.div_ceil(64) <= 65535
                 && values(&[g.n, g.oh, g.ow]) < limit
                 && values(&[cout, g.k()]) < limit
-                && values(&[g.h, g.w]) < limit
+                && values(&[g.h, g.w]) < limit;
         }
     };
     let (a, n, _, _) = implicit_gemm(g, cout, pass);
     let coordinate = 1 << 14;
+    // (C's columns tile the grid's y)
     shape_fits
+        && n.div_ceil(64) <= 65535
         && a.c.is_multiple_of(16)
         && values(&[a.n, a.h, a.w, a.c]) < limit
         && values(&[a.n, a.oh, a.ow, n]) < limit
         && values(&[cout, g.k()]) < limit
-        && [a.h, a.w, a.oh * a.sh, a.ow * a.sw, a.ph, a.pw, a.kh, a.kw].iter().all(|&v| v < coordinate)
+        && [a.h, a.w, a.oh.saturating_mul(a.sh), a.ow.saturating_mul(a.sw), a.ph, a.pw, a.kh, a.kw]
+            .iter()
+            .all(|&v| v < coordinate)
 }
 
 /// cnnlab's kernels that can run `pass` of this convolution (see [`implicit_fits`]), for the
-/// tuner to time beside im2col and cuDNN: the implicit GEMM with 128×128 tiles and with 64×64,
-/// each with the tensor core's own sums and with promoted ones (none where
-/// `CNNLAB_CONV_IMPLICIT=0`). The first is the one `CNNLAB_CUDNN=implicit` runs.
+/// tuner to time beside im2col and cuDNN: the implicit GEMM with tiles of 128×128, 128×64 (C's
+/// columns are 64 for a 64-channel input's gradient) and 64×64, each with the tensor core's own
+/// sums and with promoted ones (none where `CNNLAB_CONV_IMPLICIT=0`). The first is the one
+/// `CNNLAB_CUDNN=implicit` runs.
 fn own_ways(g: &WindowGeom, cout: usize, pass: Pass) -> Vec<Way> {
     if cudnn::implicit_allowed() && implicit_fits(g, cout, pass) {
-        let way = |tile, promoted| Way::Implicit { tile, promoted };
-        vec![way(128, false), way(64, false), way(128, true), way(64, true)]
+        let tiles = [(128, 128), (128, 64), (64, 64)];
+        let ways = |promoted| tiles.map(|tile| Way::Implicit { tile, promoted });
+        [ways(false), ways(true)].concat()
     } else {
         Vec::new()
     }
@@ -140,13 +148,14 @@ fn aligned(addresses: &[u64]) -> Result<(), String> {
     }
 }
 
-/// `pass` (forward or input gradient) as an implicit GEMM with `tile`-sized tiles, its sums
+/// `pass` (forward or input gradient) as an implicit GEMM with tiles of `tile` (rows, columns
+/// of C), its sums
 /// `promoted` or not: `src` is the pass's image (`x`, or `dy`), `w` the filters, `out` its
 /// output (`y`, or `dx`).
 #[allow(clippy::too_many_arguments)]
 fn implicit(
     l: &Local,
-    (tile, promoted): (usize, bool),
+    (tile, promoted): ((usize, usize), bool),
     src: u64,
     w: u64,
     out: u64,
@@ -158,26 +167,28 @@ fn implicit(
     let (a, n, [b_tap, b_k, b_n], flip) = implicit_gemm(g, cout, pass);
     let rows = a.n * a.oh * a.ow;
     let kernel = match (tile, promoted) {
-        (64, false) => K::conv_split_64,
-        (64, true) => K::conv_split_64_promoted,
+        ((64, _), false) => K::conv_split_64,
+        ((64, _), true) => K::conv_split_64_promoted,
+        ((_, 64), false) => K::conv_split_128x64,
+        ((_, 64), true) => K::conv_split_128x64_promoted,
         (_, false) => K::conv_split_128,
         (_, true) => K::conv_split_128_promoted,
     };
-    let grid = (rows.div_ceil(tile) as u32, n.div_ceil(tile) as u32, 1);
+    let grid = (rows.div_ceil(tile.0) as u32, n.div_ceil(tile.1) as u32, 1);
     let args = [src, w, i(b_tap as i32), i(b_k as i32), i(b_n as i32), i(flip as i32), out, i(n as i32)];
     l.launch_bytes(kernel, grid, (256, 1, 1), &args, &geom_bytes(&a));
     Ok(())
 }
 
-/// The filter gradient `dw` as an implicit GEMM with `tile`-sized tiles, its sums `promoted` or
-/// not (`conv_filter_*`): the
+/// The filter gradient `dw` as an implicit GEMM with tiles of `tile` (rows, columns of `dw`), its
+/// sums `promoted` or not (`conv_filter_*`): the
 /// batch's positions cut into slices where `dw`'s tiles are too few to fill the GPU, their
 /// partial sums added in order by `gemm_sum_slices`. An error where the partial sums' room
 /// could not be had (recorded, unless the tuner is timing ways).
 #[allow(clippy::too_many_arguments)]
 fn implicit_filter(
     l: &mut Local,
-    (tile, promoted): (usize, bool),
+    (tile, promoted): ((usize, usize), bool),
     x: u64,
     dy: u64,
     dw: u64,
@@ -208,12 +219,14 @@ fn implicit_filter(
         }
     };
     let kernel = match (tile, promoted) {
-        (64, false) => K::conv_filter_64,
-        (64, true) => K::conv_filter_64_promoted,
+        ((64, _), false) => K::conv_filter_64,
+        ((64, _), true) => K::conv_filter_64_promoted,
+        ((_, 64), false) => K::conv_filter_128x64,
+        ((_, 64), true) => K::conv_filter_128x64_promoted,
         (_, false) => K::conv_filter_128,
         (_, true) => K::conv_filter_128_promoted,
     };
-    let grid = (k.div_ceil(tile) as u32, cout.div_ceil(tile) as u32, slices as u32);
+    let grid = (k.div_ceil(tile.1) as u32, cout.div_ceil(tile.0) as u32, slices as u32);
     let args = [x, dy, c, i(cout as i32), i(slice_k as i32)];
     l.launch_bytes(kernel, grid, (256, 1, 1), &args, &geom_bytes(g));
     if slices > 1 {

@@ -179,9 +179,9 @@ __device__ void conv_filter_tile(const float* __restrict__ x, const float* __res
 }
 #endif
 
-// 128×128 tiles and 64×64 (convolutions with few output channels or positions), each with the
-// tensor core's own sums or promoted ones (see split_products); empty below compute capability
-// 8.0, where the host never launches them
+// Tiles of C of 128×128, 128×64 (64 columns: a 64-channel input's gradient) and 64×64 (few
+// rows or columns), each with the tensor core's own sums or promoted ones (see split_products);
+// empty below compute capability 8.0, where the host never launches them
 #define CONV_SPLIT_ARGS                                                                              \
     const float *src, const float *b, int b_tap, int b_k, int b_n, int flip, float *c, int n, Geom g
 #define CONV_SPLIT_PASS src, b, b_tap, b_k, b_n, flip, c, n, g
@@ -233,5 +233,29 @@ extern "C" __global__ void conv_filter_128_promoted(CONV_FILTER_ARGS) {
 extern "C" __global__ void conv_filter_64_promoted(CONV_FILTER_ARGS) {
 #ifdef CNNLAB_TENSOR_CORES
     conv_filter_tile<2, 2, true>(CONV_FILTER_PASS);
+#endif
+}
+
+extern "C" __global__ void conv_split_128x64(CONV_SPLIT_ARGS) {
+#ifdef CNNLAB_TENSOR_CORES
+    conv_split_tile<4, 2, false>(CONV_SPLIT_PASS);
+#endif
+}
+
+extern "C" __global__ void conv_split_128x64_promoted(CONV_SPLIT_ARGS) {
+#ifdef CNNLAB_TENSOR_CORES
+    conv_split_tile<4, 2, true>(CONV_SPLIT_PASS);
+#endif
+}
+
+extern "C" __global__ void conv_filter_128x64(CONV_FILTER_ARGS) {
+#ifdef CNNLAB_TENSOR_CORES
+    conv_filter_tile<4, 2, false>(CONV_FILTER_PASS);
+#endif
+}
+
+extern "C" __global__ void conv_filter_128x64_promoted(CONV_FILTER_ARGS) {
+#ifdef CNNLAB_TENSOR_CORES
+    conv_filter_tile<4, 2, true>(CONV_FILTER_PASS);
 #endif
 }
