@@ -390,9 +390,9 @@ impl std::fmt::Display for Way {
 }
 
 impl Way {
-    /// How the tuning cache writes it: `im2col`, `implicit <rows>x<columns>[ promoted]`, or `cudnn <algorithm>
-    /// <math type>` (cuDNN's enum values), followed by ` nchw` on NCHW copies, ` split` as
-    /// three TF32 passes or ` stacked` on stacked split operands.
+    /// How the tuning cache writes it: `im2col`, `implicit <rows>x<columns>[ promoted]`, or
+    /// `cudnn <algorithm> <math type>` (cuDNN's enum values), followed by ` nchw` on NCHW
+    /// copies, ` split` as three TF32 passes or ` stacked` on stacked split operands.
     fn code(&self) -> String {
         match self {
             Way::Im2col => "im2col".into(),

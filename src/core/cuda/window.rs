@@ -149,9 +149,8 @@ fn aligned(addresses: &[u64]) -> Result<(), String> {
 }
 
 /// `pass` (forward or input gradient) as an implicit GEMM with tiles of `tile` (rows, columns
-/// of C), its sums
-/// `promoted` or not: `src` is the pass's image (`x`, or `dy`), `w` the filters, `out` its
-/// output (`y`, or `dx`).
+/// of C), its sums `promoted` or not: `src` is the pass's image (`x`, or `dy`), `w` the
+/// filters, `out` its output (`y`, or `dx`).
 #[allow(clippy::too_many_arguments)]
 fn implicit(
     l: &Local,
@@ -180,11 +179,11 @@ fn implicit(
     Ok(())
 }
 
-/// The filter gradient `dw` as an implicit GEMM with tiles of `tile` (rows, columns of `dw`), its
-/// sums `promoted` or not (`conv_filter_*`): the
-/// batch's positions cut into slices where `dw`'s tiles are too few to fill the GPU, their
-/// partial sums added in order by `gemm_sum_slices`. An error where the partial sums' room
-/// could not be had (recorded, unless the tuner is timing ways).
+/// The filter gradient `dw` as an implicit GEMM with tiles of `tile` (rows, columns of `dw`),
+/// its sums `promoted` or not (`conv_filter_*`): the batch's positions cut into slices where
+/// `dw`'s tiles are too few to fill the GPU, their partial sums added in order by
+/// `gemm_sum_slices`. An error where the partial sums' room could not be had (recorded, unless
+/// the tuner is timing ways).
 #[allow(clippy::too_many_arguments)]
 fn implicit_filter(
     l: &mut Local,
