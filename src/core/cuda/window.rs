@@ -148,6 +148,21 @@ fn aligned(addresses: &[u64]) -> Result<(), String> {
     }
 }
 
+/// The kernel for `tile` (128×128, 128×64 or 64×64) among one family's, with the tensor core's
+/// own sums (`own`) or promoted ones.
+fn kernel_of(own: [K; 3], promoted_sums: [K; 3], (tile, promoted): ((usize, usize), bool)) -> K {
+    let at = match tile {
+        (64, _) => 2,
+        (_, 64) => 1,
+        _ => 0,
+    };
+    if promoted {
+        promoted_sums[at]
+    } else {
+        own[at]
+    }
+}
+
 /// `pass` (forward or input gradient) as an implicit GEMM with tiles of `tile` (rows, columns
 /// of C), its sums `promoted` or not: `src` is the pass's image (`x`, or `dy`), `w` the
 /// filters, `out` its output (`y`, or `dx`).
@@ -165,14 +180,11 @@ fn implicit(
     aligned(&[src])?;
     let (a, n, [b_tap, b_k, b_n], flip) = implicit_gemm(g, cout, pass);
     let rows = a.n * a.oh * a.ow;
-    let kernel = match (tile, promoted) {
-        ((64, _), false) => K::conv_split_64,
-        ((64, _), true) => K::conv_split_64_promoted,
-        ((_, 64), false) => K::conv_split_128x64,
-        ((_, 64), true) => K::conv_split_128x64_promoted,
-        (_, false) => K::conv_split_128,
-        (_, true) => K::conv_split_128_promoted,
-    };
+    let kernel = kernel_of(
+        [K::conv_split_128, K::conv_split_128x64, K::conv_split_64],
+        [K::conv_split_128_promoted, K::conv_split_128x64_promoted, K::conv_split_64_promoted],
+        (tile, promoted),
+    );
     let grid = (rows.div_ceil(tile.0) as u32, n.div_ceil(tile.1) as u32, 1);
     let args = [src, w, i(b_tap as i32), i(b_k as i32), i(b_n as i32), i(flip as i32), out, i(n as i32)];
     l.launch_bytes(kernel, grid, (256, 1, 1), &args, &geom_bytes(&a));
@@ -217,14 +229,11 @@ fn implicit_filter(
             p => p,
         }
     };
-    let kernel = match (tile, promoted) {
-        ((64, _), false) => K::conv_filter_64,
-        ((64, _), true) => K::conv_filter_64_promoted,
-        ((_, 64), false) => K::conv_filter_128x64,
-        ((_, 64), true) => K::conv_filter_128x64_promoted,
-        (_, false) => K::conv_filter_128,
-        (_, true) => K::conv_filter_128_promoted,
-    };
+    let kernel = kernel_of(
+        [K::conv_filter_128, K::conv_filter_128x64, K::conv_filter_64],
+        [K::conv_filter_128_promoted, K::conv_filter_128x64_promoted, K::conv_filter_64_promoted],
+        (tile, promoted),
+    );
     let grid = (k.div_ceil(tile.1) as u32, cout.div_ceil(tile.0) as u32, slices as u32);
     let args = [x, dy, c, i(cout as i32), i(slice_k as i32)];
     l.launch_bytes(kernel, grid, (256, 1, 1), &args, &geom_bytes(g));
