@@ -56,6 +56,19 @@ export LD_LIBRARY_PATH=$nv/cu13/lib:$nv/cudnn/lib:${LD_LIBRARY_PATH:-}
 export CNNLAB_TUNE_CACHE=/tmp/cnnlab-tune-cache-$$.json
 rm -f "$CNNLAB_TUNE_CACHE"
 log() { echo "== $(($(date +%s) - t0)) s: $*" | tee -a "$out/log.txt"; }
+# alternate NAME VAR "VALUES" "WORKLOADS": each workload benchmarked with VAR set to each value
+# in turn, two rounds (so that drift between sittings shows), into bench.txt; the results to
+# log.txt
+alternate() {
+  for round in 1 2; do
+    for value in $3; do
+      echo "round $round, $2=$value:"
+      for w in $4; do env "$2=$value" timeout 60 gpu/cnnlab bench "$w" --device cuda --quiet; done
+    done
+  done >"/tmp/$1.txt" 2>&1
+  cat "/tmp/$1.txt" >>"$out/bench.txt"
+  grep -E "^round|RESULT" "/tmp/$1.txt" | tee -a "$out/log.txt"
+}
 {
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
   gpu/cnnlab devices
@@ -93,31 +106,13 @@ for part in $parts; do
   conv)
     # the convolution routes that matter for strict fp32's W1, alternately
     log conv
-    for round in 1 2; do
-      for route in inference implicit tune; do
-        echo "round $round, CNNLAB_CUDNN=$route:"
-        for w in w1 w1infer; do
-          CNNLAB_CUDNN=$route timeout 60 gpu/cnnlab bench $w --device cuda --quiet
-        done
-      done
-    done >"/tmp/conv.txt" 2>&1
-    cat /tmp/conv.txt >>"$out/bench.txt"
-    grep -E "^round|RESULT" /tmp/conv.txt | tee -a "$out/log.txt"
+    alternate conv CNNLAB_CUDNN "inference implicit tune" "w1 w1infer"
     for w in w1 w1infer; do gpu/cnnlab bench $w --device cuda --quiet --profile; done >>"$out/bench.txt" 2>&1
     ;;
   gemm)
     # cuBLAS's GEMMs against the tuned choice (3xTF32 kernels where timed faster), alternately
     log gemm
-    for round in 1 2; do
-      for route in cublas tune; do
-        echo "round $round, CNNLAB_GEMM=$route:"
-        for w in w2 full-dnn full-lcn full-mlp; do
-          CNNLAB_GEMM=$route timeout 60 gpu/cnnlab bench $w --device cuda --quiet
-        done
-      done
-    done >"/tmp/gemm.txt" 2>&1
-    cat /tmp/gemm.txt >>"$out/bench.txt"
-    grep -E "^round|RESULT" /tmp/gemm.txt | tee -a "$out/log.txt"
+    alternate gemm CNNLAB_GEMM "cublas tune" "w2 full-dnn full-lcn full-mlp"
     # the choices and their timings, once
     for w in w2 full-dnn; do gpu/cnnlab bench $w --device cuda --quiet --profile; done >>"$out/bench.txt" 2>&1
     ;;

@@ -716,11 +716,13 @@ pub(crate) fn tune(
     way
 }
 
-/// Fills `out` (address, values) with NaN before a way is timed into it, so that values a way
-/// leaves unwritten count as NaN in the comparison: they would otherwise keep the last way's,
-/// and a way that writes only part of its output would pass as agreeing.
+/// Fills the values of `out` (address, values) that [`read_prefix`] compares with NaN before a
+/// way is timed into it, so that values a way leaves unwritten count as NaN in the comparison:
+/// they would otherwise keep the last way's, and a way that writes only part of its output
+/// would pass as agreeing.
 pub(crate) fn poison(l: &Local, (ptr, len): (u64, usize)) {
-    l.launch_n(K::fill_f32, len, &[ptr, f(f32::NAN), u(len)]);
+    let compared = len.min(COMPARED);
+    l.launch_n(K::fill_f32, compared, &[ptr, f(f32::NAN), u(compared)]);
 }
 
 /// The first [`COMPARED`] values at `out` (address, values), read back (None where that

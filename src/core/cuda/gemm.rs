@@ -342,19 +342,35 @@ fn split(l: &mut Local, g: &Gemm, tile: usize, slices: usize, promoted: bool) {
     ];
     l.launch(kernel, grid, (256, 1, 1), &args);
     if slices > 1 {
-        let sum = [
-            c,
-            i(slices as i32),
-            i(g.m as i32),
-            i(g.n as i32),
-            g.c.0,
-            i(g.c.1 as i32),
-            u(sc),
-            u(count),
-            i(g.accumulate as i32),
-        ];
-        l.launch_n(K::gemm_sum_slices, count * per, &sum);
+        sum_slices(l, c, slices, (g.m, g.n), (g.c.0, g.c.1, sc), count, g.accumulate);
     }
+}
+
+/// C = the sum of split-K partial sums (+ C), added in a fixed order (`gemm_sum_slices`):
+/// `partials` holds `slices` contiguous `m`×`n` matrices for each of the `count` matrices of C,
+/// which start `c.2` values apart at `c.0` with rows `c.1` apart. Also the implicit-GEMM filter
+/// gradient's (`window.rs`).
+pub(crate) fn sum_slices(
+    l: &Local,
+    partials: u64,
+    slices: usize,
+    (m, n): (usize, usize),
+    c: (u64, usize, usize),
+    count: usize,
+    accumulate: bool,
+) {
+    let args = [
+        partials,
+        i(slices as i32),
+        i(m as i32),
+        i(n as i32),
+        c.0,
+        i(c.1 as i32),
+        u(c.2),
+        u(count),
+        i(accumulate as i32),
+    ];
+    l.launch_n(K::gemm_sum_slices, count * m * n, &args);
 }
 
 /// Row-major `C = A·B (+ C)` through column-major cuBLAS: `Cᵀ = Bᵀ·Aᵀ`.

@@ -100,13 +100,14 @@ pub(crate) fn implicit_fits(g: &WindowGeom, cout: usize, pass: Pass) -> bool {
         Pass::Forward | Pass::Inference => true,
         Pass::Data => g.sh == 1 && g.sw == 1 && g.ph < g.kh && g.pw < g.kw,
         Pass::Filter => {
-            // (C's rows, the output channels, tile the grid's y: at most 65,535 tiles of 64)
+            // (C's rows, the output channels, tile the grid's y: at most 65,535 tiles of 64; the
+            // kernel's positions and image coordinates are 32-bit, its offsets 64-bit)
             return g.c.is_multiple_of(4)
                 && cout.is_multiple_of(4)
                 && cout.div_ceil(64) <= 65535
                 && values(&[g.n, g.oh, g.ow]) < limit
                 && values(&[cout, g.k()]) < limit
-                && values(&[g.h, g.w]) < limit;
+                && [g.h, g.w, g.oh.saturating_mul(g.sh), g.ow.saturating_mul(g.sw)].iter().all(|&v| v < limit);
         }
     };
     let (a, n, _, _) = implicit_gemm(g, cout, pass);
@@ -127,14 +128,24 @@ pub(crate) fn implicit_fits(g: &WindowGeom, cout: usize, pass: Pass) -> bool {
 /// tuner to time beside im2col and cuDNN: the implicit GEMM with tiles of 128×128, 128×64 (C's
 /// columns are 64 for a 64-channel input's gradient) and 64×64, each with the tensor core's own
 /// sums and with promoted ones (none where `CNNLAB_CONV_IMPLICIT=0`). The first is the one
-/// `CNNLAB_CUDNN=implicit` runs.
-fn own_ways(g: &WindowGeom, cout: usize, pass: Pass) -> Vec<Way> {
+/// `CNNLAB_CUDNN=implicit` runs. A constant list: this runs for every convolution pass of every
+/// training step, which allocates nothing.
+fn own_ways(g: &WindowGeom, cout: usize, pass: Pass) -> &'static [Way] {
+    const fn way(tile: (usize, usize), promoted: bool) -> Way {
+        Way::Implicit { tile, promoted }
+    }
+    const OWN: [Way; 6] = [
+        way((128, 128), false),
+        way((128, 64), false),
+        way((64, 64), false),
+        way((128, 128), true),
+        way((128, 64), true),
+        way((64, 64), true),
+    ];
     if cudnn::implicit_allowed() && implicit_fits(g, cout, pass) {
-        let tiles = [(128, 128), (128, 64), (64, 64)];
-        let ways = |promoted| tiles.map(|tile| Way::Implicit { tile, promoted });
-        [ways(false), ways(true)].concat()
+        &OWN
     } else {
-        Vec::new()
+        &[]
     }
 }
 
@@ -216,18 +227,17 @@ fn implicit_filter(
     // each slice a whole number of the kernel's 16-position steps
     let slice_k = rows.div_ceil(slices).next_multiple_of(16);
     let slices = rows.div_ceil(slice_k).max(1);
-    let c = if slices == 1 {
-        dw
-    } else if l.dnn.as_ref().is_some_and(|d| d.is_tuning()) {
-        if !l.try_partials(slices * per) {
-            return Err("no memory for the partial sums".into());
-        }
-        l.partials(slices * per)
-    } else {
-        match l.partials(slices * per) {
+    // while the tuner times ways, partial sums that do not fit leave this way out, unrecorded
+    let tuning = l.dnn.as_ref().is_some_and(|d| d.is_tuning());
+    if slices > 1 && tuning && !l.try_partials(slices * per) {
+        return Err("no memory for the partial sums".into());
+    }
+    let c = match slices {
+        1 => dw,
+        _ => match l.partials(slices * per) {
             0 => return Err("no memory for the partial sums".into()),
-            p => p,
-        }
+            partials => partials,
+        },
     };
     let kernel = kernel_of(
         [K::conv_filter_128, K::conv_filter_128x64, K::conv_filter_64],
@@ -238,8 +248,7 @@ fn implicit_filter(
     let args = [x, dy, c, i(cout as i32), i(slice_k as i32)];
     l.launch_bytes(kernel, grid, (256, 1, 1), &args, &geom_bytes(g));
     if slices > 1 {
-        let sum = [c, i(slices as i32), i(cout as i32), i(k as i32), dw, i(k as i32), u(0), u(1), i(0)];
-        l.launch_n(K::gemm_sum_slices, per, &sum);
+        gemm::sum_slices(l, c, slices, (cout, k), (dw, k, 0), 1, false);
     }
     Ok(())
 }
@@ -261,12 +270,12 @@ fn way_for(
     // im2col's input gradient needs no columns: it writes the columns' gradient to work2
     let columns_used = pass != Pass::Data;
     let own = own_ways(g, cout, pass);
-    let way = match with_local(|l| cudnn::known_way(l, g, cout, pass, &own)) {
+    let way = match with_local(|l| cudnn::known_way(l, g, cout, pass, own)) {
         Some(way) => way,
         None => {
             let before = scratch.len;
             let cols = if columns_used { columns(g, scratch) } else { 0 };
-            let way = with_local(|l| cudnn::tune(l, g, cout, pass, &own, out, &mut |l, way| run(l, way, cols)));
+            let way = with_local(|l| cudnn::tune(l, g, cout, pass, own, out, &mut |l, way| run(l, way, cols)));
             if way != Way::Im2col && scratch.len > before {
                 // the grown part held columns only for the timing (nothing reads them later)
                 with_local(|l| *scratch = CudaBuf::empty(l.raw_stream()));
