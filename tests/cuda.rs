@@ -1276,6 +1276,122 @@ fn the_cli_reproduces_on_cuda() {
     }
 }
 
+/// `LD_LIBRARY_PATH` for a process that cannot load cuDNN: the emulator's folder (where it
+/// runs the test) as links to its libraries but libcudnn, in `dir`, then the path's folders
+/// that hold no libcudnn.
+fn library_path_without_cudnn(target: &Target, dir: &Path) -> std::ffi::OsString {
+    let is_cudnn = |name: &std::ffi::OsStr| name.to_string_lossy().starts_with("libcudnn");
+    let holds_cudnn = |folder: &Path| {
+        std::fs::read_dir(folder).is_ok_and(|mut files| files.any(|f| f.is_ok_and(|f| is_cudnn(&f.file_name()))))
+    };
+    let mut folders = Vec::new();
+    if let Target::Emulator(lib) = target {
+        let links = dir.join("lib-without-cudnn");
+        std::fs::create_dir_all(&links).unwrap();
+        for file in std::fs::read_dir(lib).unwrap().map(|f| f.unwrap()) {
+            if !is_cudnn(&file.file_name()) {
+                std::os::unix::fs::symlink(file.path(), links.join(file.file_name())).unwrap();
+            }
+        }
+        folders.push(links);
+    }
+    let path = std::env::var_os("LD_LIBRARY_PATH").unwrap_or_default();
+    folders.extend(std::env::split_paths(&path).filter(|f| !f.as_os_str().is_empty() && !holds_cudnn(f)));
+    std::env::join_paths(folders).unwrap()
+}
+
+/// cnnlab's implicit-GEMM convolutions need no cuDNN: in a process that cannot load it, the
+/// tuned route times them against im2col + cuBLAS (strict fp32, compute capability 8.0 or
+/// newer) and keeps the choices under keys that say so, and `CNNLAB_CUDNN=implicit` trains on
+/// them as the CPU does, to rounding. A CNN of 16-channel layers on a folder of small images,
+/// without BatchNorm (whose conv bias gets only rounding noise as its gradient, which Adam
+/// turns into whole steps: CPU and GPU then part by 4e-4 in test loss on any route).
+#[test]
+fn implicit_convolutions_run_without_cudnn() {
+    let test = "implicit_convolutions_run_without_cudnn";
+    let Some(target) = target(test) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("images");
+    for (ci, class) in ["rows", "columns"].iter().enumerate() {
+        std::fs::create_dir_all(data.join(class)).unwrap();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(ci as u64);
+        for i in 0..8 {
+            let image = image::RgbImage::from_fn(8, 8, |x, y| {
+                let v = (if ci == 0 { x } else { y } * 30) as u8 + rng.random_range(0..40u8);
+                image::Rgb([v, 255 - v, v / 2])
+            });
+            image.save(data.join(class).join(format!("{i}.png"))).unwrap();
+        }
+    }
+    let path = library_path_without_cudnn(target, dir.path());
+    let cache = dir.path().join("convolutions.json");
+    let command = |args: &[&str]| -> Option<std::process::Command> {
+        let mut cmd = cnnlab_command(test, target, dir.path())?;
+        cmd.env("LD_LIBRARY_PATH", &path).env("CNNLAB_TUNE_CACHE", &cache).env_remove("CNNLAB_CONV_IMPLICIT");
+        cmd.args(args);
+        Some(cmd)
+    };
+    let Some(mut devices) = command(&["devices"]) else { return };
+    let said = String::from_utf8_lossy(&devices.output().unwrap().stdout).into_owned();
+    if !said.contains("libcudnn not found") {
+        return skip(test, &format!("libcudnn is on the system's library paths:\n{said}"));
+    }
+    // each evaluation's (train loss, test loss), and the convolution choices
+    let spec = format!("folder:{}", data.display());
+    let train = |device: &str, route: &str, run_dir: &str| -> (Vec<(f64, f64)>, Vec<String>) {
+        let mut cmd =
+            command(&["reproduce", "--dataset", &spec, "--models", "cnn", "--conditions", "original"]).unwrap();
+        cmd.args(["--widths", "16,16", "--pool-after", "0", "--batch-norm", "false", "--seeds", "1", "--steps", "6"]);
+        cmd.args(["--eval-every", "3", "--quiet", "--device", device, "--run-dir", run_dir]);
+        cmd.env("CNNLAB_CUDNN", route);
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{device} {route}: {}", String::from_utf8_lossy(&out.stderr));
+        let run = dir.path().join(run_dir);
+        let curve = std::fs::read_to_string(run.join("cnn-original-seed0.jsonl")).unwrap();
+        let points = curve.lines().map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap());
+        let points: Vec<(f64, f64)> =
+            points.map(|p| (p["train_loss"].as_f64().unwrap(), p["test_loss"].as_f64().unwrap())).collect();
+        assert_eq!(points.len(), 2, "{run_dir}: two evaluations");
+        let record: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(run.join("provenance.json")).unwrap()).unwrap();
+        let choices = record["backend_choices"].as_array().cloned().unwrap_or_default();
+        (points, choices.iter().filter_map(|c| c.as_str().map(String::from)).collect())
+    };
+    let (_, tuned) = train("cuda", "tune", "tuned");
+    let _ = writeln!(std::io::stderr(), "{test}: tuned choices\n{}", tuned.join("\n"));
+    assert!(tuned[0].starts_with("convolutions (libcudnn not found): each shape and pass timed once"), "{tuned:?}");
+    let timed_implicit = |pass: &str| {
+        tuned.iter().any(|c| {
+            c.contains(&format!("16 -> 16, 3x3 window, stride 1, {pass}: "))
+                && c.contains("implicit GEMM in 3xTF32 on 64x64 tiles")
+                && !c.contains("cuDNN")
+        })
+    };
+    if *target == Target::Gpu && !timed_implicit("Forward") {
+        return skip(test, "the GPU runs no implicit-GEMM kernels (compute capability under 8.0?)");
+    }
+    for pass in ["Forward", "Inference", "Filter", "Data"] {
+        assert!(timed_implicit(pass), "{pass}: timed against im2col + cuBLAS alone\n{tuned:?}");
+    }
+    // each compared with im2col + cuBLAS and within its tolerance (emulated, the same sums)
+    assert!(tuned.iter().all(|c| !c.contains("left out")), "{tuned:?}");
+    let kept: std::collections::BTreeMap<String, String> =
+        serde_json::from_slice(&std::fs::read(&cache).unwrap()).unwrap();
+    assert!(kept.len() >= 4 && kept.keys().all(|k| k.contains(", no cuDNN, fp32 or cnnlab's implicit")), "{kept:?}");
+    // trained on the kernels, as on the CPU
+    let (implicit, choices) = train("cuda", "implicit", "implicit");
+    assert!(choices.iter().any(|c| c.ends_with("Filter: implicit GEMM in 3xTF32 on 128x128 tiles")), "{choices:?}");
+    let (cpu, _) = train("cpu", "tune", "cpu");
+    let _ = writeln!(std::io::stderr(), "{test}: implicit {implicit:?}, cpu {cpu:?}");
+    // as `tf32_trains_close_to_the_cpu_but_not_as_strict_fp32`: a GPU's own fp32 rounds unlike
+    // the CPU's; the emulator's sums match it to about 1e-7 here
+    let tol = if *target == Target::Gpu { 1e-2 } else { 1e-5 };
+    let rel = |a: f64, b: f64| (a - b).abs() / b.abs().max(1e-6);
+    for (g, c) in implicit.iter().zip(&cpu) {
+        assert!(rel(g.0, c.0) < tol && rel(g.1, c.1) < tol, "implicit {g:?} vs cpu {c:?}");
+    }
+}
+
 /// `--tf32` (TF32 tensor cores in cuBLAS and cuDNN, the PyTorch reference's math) trains close
 /// to the CPU, and not as strict fp32 does: its curves differ from the strict run's (the
 /// emulator cuts TF32 inputs to 10 mantissa bits, as a tensor core reads them), by about what

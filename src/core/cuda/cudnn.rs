@@ -40,9 +40,9 @@
 //! GEMM of `gemm.cu` with each tile of the im2col columns gathered from the image as it is
 //! loaded: the forward pass and the input gradient of stride-1 convolutions where the channels
 //! each tap sums come in sixteens, the filter gradient where both channel counts come in fours
-//! (see `window::implicit_fits`). They are compared like TF32 on split operands.
-//! (They are timed with cuDNN's candidates: where cuDNN is not loaded, every convolution is
-//! im2col + cuBLAS, as before.)
+//! (see `window::implicit_fits`). They are compared like TF32 on split operands. They need no
+//! cuDNN: where it is not loaded, the tuned route times them against im2col + cuBLAS alone
+//! (and the routes that name cuDNN are im2col + cuBLAS).
 //!
 //! Which way runs is the [`ConvRoute`]'s (`CNNLAB_CUDNN`): by default ([`ConvRoute::Tune`])
 //! each shape and pass is timed once — im2col + cuBLAS against cuDNN's candidates, on the
@@ -85,7 +85,8 @@ const COMPARED: usize = 1 << 20;
 /// How the GPU runs convolutions (1x1 convolutions are one GEMM whatever the route).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ConvRoute {
-    /// im2col + cuBLAS throughout (`CNNLAB_CUDNN=0`; also wherever libcudnn is not found).
+    /// im2col + cuBLAS throughout (`CNNLAB_CUDNN=0`; also, but for cnnlab's own kernels on
+    /// [`ConvRoute::Tune`] and [`ConvRoute::Implicit`], wherever libcudnn is not found).
     Im2col,
     /// cuDNN throughout, with the heuristic's first qualifying algorithm (`CNNLAB_CUDNN=1`).
     Cudnn,
@@ -613,12 +614,12 @@ fn fixed_way(route: ConvRoute, tf32: bool, pass: Pass, own: &[Way], candidates: 
 /// `own`: cnnlab's kernels that can run it (see [`tune`]).
 pub(crate) fn known_way(l: &mut Local, g: &WindowGeom, cout: usize, pass: Pass, own: &[Way]) -> Option<Way> {
     let route = route();
-    let Some(d) = l.dnn.as_mut() else { return Some(Way::Im2col) };
-    if route == ConvRoute::Im2col {
+    // nothing to choose from: no cuDNN, and none of cnnlab's kernels runs the pass
+    if route == ConvRoute::Im2col || (l.dnn.is_none() && own.is_empty()) {
         return Some(Way::Im2col);
     }
     let key = (route, shape(g, cout), pass);
-    if let Some(&way) = d.memo.get(&key) {
+    if let Some(&way) = l.conv.memo.get(&key) {
         return Some(way);
     }
     let mut all = choices();
@@ -627,20 +628,21 @@ pub(crate) fn known_way(l: &mut Local, g: &WindowGeom, cout: usize, pass: Pass, 
         None if route == ConvRoute::Tune => return None,
         None => {
             let layout = if route == ConvRoute::CudnnNchw { Layout::Nchw } else { Layout::Nhwc };
-            let way = fixed_way(route, d.tf32, pass, own, &d.candidates(g, cout, pass, layout));
+            let candidates = l.dnn.as_mut().map(|d| d.candidates(g, cout, pass, layout)).unwrap_or_default();
+            let way = fixed_way(route, l.conv.tf32, pass, own, &candidates);
             all.insert(key, Chosen::fixed(way));
             way
         }
     };
-    d.memo.insert(key, way);
+    l.conv.memo.insert(key, way);
     Some(way)
 }
 
 /// Times each way of running `pass` for this shape with `run` (im2col + cuBLAS, then `own`,
-/// cnnlab's kernels that can run it, then cuDNN's candidates) on this thread's stream,
-/// compares each one's result in `out` (address and values) with im2col + cuBLAS's, and keeps
-/// the choice for the process. The other threads wait for it (they would time the same thing,
-/// more noisily, beside this one).
+/// cnnlab's kernels that can run it, then cuDNN's candidates where cuDNN is loaded) on this
+/// thread's stream, compares each one's result in `out` (address and values) with im2col +
+/// cuBLAS's, and keeps the choice for the process. The other threads wait for it (they would
+/// time the same thing, more noisily, beside this one).
 pub(crate) fn tune(
     l: &mut Local,
     g: &WindowGeom,
@@ -655,18 +657,26 @@ pub(crate) fn tune(
     if let Some(c) = all.get(&key) {
         return c.way;
     }
-    let Some(d) = l.dnn.as_mut() else { return Way::Im2col };
-    let tf32 = d.tf32;
-    let mut candidates = d.candidates(g, cout, pass, Layout::Nhwc);
-    candidates.extend(d.candidates(g, cout, pass, Layout::Nchw));
+    if l.dnn.is_none() && own.is_empty() {
+        return Way::Im2col;
+    }
+    let tf32 = l.conv.tf32;
+    let candidates = match l.dnn.as_mut() {
+        Some(d) => {
+            let mut both = d.candidates(g, cout, pass, Layout::Nhwc);
+            both.extend(d.candidates(g, cout, pass, Layout::Nchw));
+            both
+        }
+        None => Vec::new(),
+    };
     // an earlier process's choice, where it is still one of the candidates
-    let cache_key = d.cache_key(g, cout, pass);
+    let cache_key = l.conv.cache_key(g, cout, pass);
     if let Some(way) = tune_cache::lookup(&cache_key).and_then(|v| Way::parse(&v, own, &candidates)) {
         all.insert(key, Chosen { cached: true, ..Chosen::fixed(way) });
         return way;
     }
     let preferred = fixed_way(ConvRoute::Tune, tf32, pass, own, &candidates);
-    let before = [d.workspace.cap, d.relayout.cap, d.split.cap];
+    let before = l.dnn.as_ref().map(|d| [d.workspace.cap, d.relayout.cap, d.split.cap]);
     // the sums each output value is: a window's taps (forward), the output channels over the
     // window (input gradient), every position of the batch (filter gradient)
     let terms = match pass {
@@ -677,8 +687,10 @@ pub(crate) fn tune(
     let tolerance = tolerance(tf32, terms);
     let mut reference = None;
     let mut timings = Vec::new();
-    // a way whose scratch does not fit is left out, not the run's failure (see `Dnn::tuning`)
+    // a way whose scratch does not fit is left out, not the run's failure (see
+    // `ConvTuning::timing`)
     let set_tuning = |l: &mut Local, on: bool| {
+        l.conv.timing = on;
         if let Some(d) = l.dnn.as_mut() {
             d.tuning = on;
         }
@@ -708,7 +720,7 @@ pub(crate) fn tune(
     let eligible: Vec<(Way, f32)> =
         timings.iter().map(|t| (t.way, if t.eligible() { t.ms } else { f32::NAN })).collect();
     let way = pick_timed(preferred, &eligible);
-    if let Some(d) = l.dnn.as_mut() {
+    if let (Some(d), Some(before)) = (l.dnn.as_mut(), before) {
         d.give_back_scratch(before, way, g, cout);
     }
     let not_kept = tune_cache::store(&cache_key, &way.code()).err().map(|e| e.to_string());
@@ -794,6 +806,58 @@ pub(crate) fn describe() -> Vec<String> {
     out
 }
 
+/// A thread's side of the choice of ways, with or without cuDNN: the choices it has looked up,
+/// and the settings that the tuning cache's keys name.
+pub(crate) struct ConvTuning {
+    tf32: bool,
+    /// The choices this thread has looked up (the shared map's lock is taken once per shape).
+    memo: HashMap<ChoiceKey, Way>,
+    /// The GPU, cuDNN and math settings, as the tuning cache's keys name them.
+    setting: String,
+    /// The tuner is timing ways: the scratch a way needs (the implicit filter gradient's
+    /// partial sums; cuDNN's: see [`Dnn::tuning`], which follows this) is allocated without
+    /// recording a failure, so that a way whose scratch does not fit beside the runs on the GPU
+    /// is left out (it shows as failed) instead of ending the run.
+    pub(crate) timing: bool,
+}
+
+impl ConvTuning {
+    /// `gpu` names the device; `implicit`: cnnlab's implicit-GEMM kernels are among the ways
+    /// (strict fp32 on compute capability 8.0 or newer); `dnn`: the thread's cuDNN, where it
+    /// is loaded.
+    pub(crate) fn new(gpu: &str, tf32: bool, implicit: bool, dnn: Option<&Dnn>) -> ConvTuning {
+        // (choices kept before these kernels were among the ways are timed again)
+        let own = if implicit { " or cnnlab's implicit 3xTF32 GEMMs," } else { "" };
+        // (choices kept before results were compared, or with other candidates, are timed
+        // again) a factor other than the default keeps choices of its own
+        let within = match factor() {
+            f if f == DEVIATION_FACTOR => String::new(),
+            f => format!(" within {f} roundings"),
+        };
+        let setting = match dnn {
+            Some(d) => {
+                let math = match (tf32, d.splits) {
+                    (true, _) => "TF32",
+                    (false, true) => "fp32 or TF32 on split fp32 (3 passes or stacked),",
+                    (false, false) => "fp32",
+                };
+                let with = if d.transforms { "with" } else { "without" };
+                format!("{gpu}, cuDNN {}, {math}{own} {with} FFT and Winograd, compared{within}", dnn::get_version())
+            }
+            None => format!("{gpu}, no cuDNN, {}{own} compared{within}", if tf32 { "TF32" } else { "fp32" }),
+        };
+        ConvTuning { tf32, memo: HashMap::new(), setting, timing: false }
+    }
+
+    /// The tuning cache's key for `pass` of this shape.
+    fn cache_key(&self, g: &WindowGeom, cout: usize, pass: Pass) -> String {
+        format!(
+            "{} | {}x{}x{}x{} -> {cout}, {}x{} window, stride {}x{}, padding {}x{} | {pass:?}",
+            self.setting, g.n, g.h, g.w, g.c, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw
+        )
+    }
+}
+
 /// A thread's cuDNN handle (on its stream), its descriptors per shape, and the workspace.
 pub(crate) struct Dnn {
     handle: sys::cudnnHandle_t,
@@ -805,19 +869,16 @@ pub(crate) struct Dnn {
     /// stacked (see the module docs); `CNNLAB_CUDNN_SPLIT=0` leaves them out.
     splits: bool,
     plans: HashMap<(Shape, Layout), Option<Plan>>,
-    /// The choices this thread has looked up (the shared map's lock is taken once per shape).
-    memo: HashMap<ChoiceKey, Way>,
-    /// The GPU, cuDNN and math settings, as the tuning cache's keys name them.
-    setting: String,
     workspace: CudaBuf,
     /// Room for the NCHW copies (see [`Layout`]).
     relayout: CudaBuf,
     /// Room for split operands (see [`Split`]).
     split: CudaBuf,
-    /// The tuner is timing ways: the scratch a way needs (workspace, NCHW copies, split
-    /// operands) is allocated without recording a failure, so that a way whose scratch does
-    /// not fit beside the runs on the GPU is left out (it shows as failed) instead of ending
-    /// the run. Outside the timing, a way chosen runs or the run ends with the failure.
+    /// The tuner is timing ways ([`ConvTuning::timing`], copied here): the scratch a way needs
+    /// (workspace, NCHW copies, split operands) is allocated without recording a failure, so
+    /// that a way whose scratch does not fit beside the runs on the GPU is left out (it shows
+    /// as failed) instead of ending the run. Outside the timing, a way chosen runs or the run
+    /// ends with the failure.
     tuning: bool,
     /// The thread's stream, which the handle runs on and the workspace is allocated on.
     stream: drv_sys::CUstream,
@@ -869,54 +930,24 @@ struct Candidate {
 }
 
 impl Dnn {
-    /// A handle on `stream` (the device was opened, and cuDNN checked there: see [`probe`]);
-    /// `gpu` names the device (for the tuning cache's keys); `implicit`: cnnlab's implicit-GEMM
-    /// kernels are among the ways (strict fp32 on compute capability 8.0 or newer).
-    pub(crate) fn new(stream: cudarc::driver::sys::CUstream, tf32: bool, gpu: &str, implicit: bool) -> Dnn {
+    /// A handle on `stream` (the device was opened, and cuDNN checked there: see [`probe`]).
+    pub(crate) fn new(stream: cudarc::driver::sys::CUstream, tf32: bool) -> Dnn {
         let handle = check_setup(dnn::create_handle(), "cuDNN handle creation");
         // SAFETY: a fresh handle and this thread's live stream
         check_setup(unsafe { dnn::set_stream(handle, stream as sys::cudaStream_t) }, "cuDNN stream");
-        let transforms = transforms_allowed();
-        // TF32 on split operands is a strict-fp32 way (with --tf32 plain TF32 is the point)
-        let splits = !tf32 && splits_allowed();
-        let mut math = String::from(if tf32 {
-            "TF32"
-        } else if splits {
-            "fp32 or TF32 on split fp32 (3 passes or stacked),"
-        } else {
-            "fp32"
-        });
-        if implicit {
-            // (choices kept before these kernels were among the ways are timed again)
-            math += " or cnnlab's implicit 3xTF32 GEMMs,";
-        }
-        let with = if transforms { "with" } else { "without" };
-        // (choices kept before results were compared, or with other candidates, are timed again)
-        // a factor other than the default keeps choices of its own
-        let within = match factor() {
-            f if f == DEVIATION_FACTOR => String::new(),
-            f => format!(" within {f} roundings"),
-        };
-        let setting = format!("{gpu}, cuDNN {}, {math} {with} FFT and Winograd, compared{within}", dnn::get_version());
         Dnn {
             handle,
             tf32,
-            transforms,
-            splits,
+            transforms: transforms_allowed(),
+            // TF32 on split operands is a strict-fp32 way (with --tf32 plain TF32 is the point)
+            splits: !tf32 && splits_allowed(),
             plans: HashMap::new(),
-            memo: HashMap::new(),
-            setting,
             workspace: CudaBuf::empty(stream),
             relayout: CudaBuf::empty(stream),
             split: CudaBuf::empty(stream),
             tuning: false,
             stream,
         }
-    }
-
-    /// Whether the tuner is timing ways (see [`Dnn::tuning`]).
-    pub(crate) fn is_tuning(&self) -> bool {
-        self.tuning
     }
 
     /// Grows `buf` to `values` (see [`Dnn::tuning`]); whether it holds them.
@@ -971,14 +1002,6 @@ impl Dnn {
     pub(crate) fn split_room(&mut self, g: &WindowGeom, cout: usize) -> std::result::Result<u64, String> {
         let fits = Self::grow(&mut self.split, split_values(g, cout), self.stream, self.tuning);
         fits.then_some(self.split.ptr).ok_or_else(|| "no memory for the split operands".into())
-    }
-
-    /// The tuning cache's key for `pass` of this shape.
-    fn cache_key(&self, g: &WindowGeom, cout: usize, pass: Pass) -> String {
-        format!(
-            "{} | {}x{}x{}x{} -> {cout}, {}x{} window, stride {}x{}, padding {}x{} | {pass:?}",
-            self.setting, g.n, g.h, g.w, g.c, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw
-        )
     }
 
     /// The qualifying candidates (see the module docs), in the heuristic's order, each once,

@@ -291,8 +291,36 @@ pub fn convolution_route() -> String {
             Err(e) => return format!("convolutions: {e}"),
         },
     };
-    if !present {
-        return "convolutions: im2col + cuBLAS (libcudnn not found, or CNNLAB_CUDNN=0)".into();
+    let kept = || {
+        let path = match DEVICE.get() {
+            Some(Ok(_)) => tune_cache::path(),
+            _ => tune_cache::default_path(),
+        };
+        match path {
+            Some(p) => format!("choices kept in {}", p.display()),
+            None => "choices not kept between processes (CNNLAB_TUNE_CACHE=0)".into(),
+        }
+    };
+    if !present && route != ConvRoute::Im2col {
+        // cnnlab's own kernels need no cuDNN (the arch is known once the device is open)
+        let own = match DEVICE.get() {
+            Some(Ok(d)) => !d.settings.tf32 && d.arch >= (8, 0) && cudnn::implicit_allowed(),
+            _ => cudnn::implicit_from_env(),
+        };
+        return match route {
+            ConvRoute::Tune if own => format!(
+                "convolutions (libcudnn not found): each shape and pass timed once, im2col + cuBLAS against \
+                 cnnlab's implicit-GEMM kernels in 3xTF32 where they can run it (strict fp32, compute capability \
+                 8.0 or newer), each result compared with im2col + cuBLAS's; {} (CNNLAB_CUDNN=0 or implicit fixes \
+                 the route)",
+                kept()
+            ),
+            ConvRoute::Implicit if own => "convolutions (libcudnn not found): cnnlab's implicit-GEMM kernels in \
+                                           3xTF32 where they can run a pass, else im2col + cuBLAS \
+                                           (CNNLAB_CUDNN=implicit)"
+                .into(),
+            _ => "convolutions: im2col + cuBLAS (libcudnn not found)".into(),
+        };
     }
     match route {
         ConvRoute::Im2col => "convolutions: im2col + cuBLAS (CNNLAB_CUDNN=0)".into(),
@@ -315,14 +343,7 @@ pub fn convolution_route() -> String {
                                 (CNNLAB_CUDNN=implicit)"
             .into(),
         ConvRoute::Tune => {
-            let kept = match DEVICE.get() {
-                Some(Ok(_)) => tune_cache::path(),
-                _ => tune_cache::default_path(),
-            };
-            let kept = match kept {
-                Some(p) => format!("choices kept in {}", p.display()),
-                None => "choices not kept between processes (CNNLAB_TUNE_CACHE=0)".into(),
-            };
+            let kept = kept();
             let transforms = if !cudnn::transforms_allowed() {
                 "without FFT and Winograd (CNNLAB_CUDNN_TRANSFORMS=0)".to_string()
             } else {
@@ -384,8 +405,8 @@ pub fn set_tuning_cache(path: Option<std::path::PathBuf>) {
 }
 
 /// Sets how convolutions run from now on, for every thread (`CNNLAB_CUDNN` sets it when the
-/// device opens; where cuDNN is not loaded every route is im2col + cuBLAS). Choices already
-/// made for a route are kept for it.
+/// device opens; where cuDNN is not loaded, routes other than `Tune` and `Implicit` are im2col
+/// + cuBLAS). Choices already made for a route are kept for it.
 pub fn set_convolution_route(route: ConvRoute) {
     cudnn::set_route(route);
 }
@@ -438,8 +459,11 @@ pub(crate) struct Local {
     gemm_ways: std::collections::HashMap<gemm::Shape, gemm::Way>,
     /// The batch plan (examples and permutations, as i32).
     plan: CudaBuf,
-    /// cuDNN's handle and convolution plans (None: convolutions as im2col + cuBLAS).
+    /// cuDNN's handle and convolution plans (None: cuDNN is not loaded).
     pub(crate) dnn: Option<cudnn::Dnn>,
+    /// The convolution choices this thread has looked up, and the settings the tuning cache
+    /// names (with or without cuDNN).
+    pub(crate) conv: cudnn::ConvTuning,
 }
 
 thread_local! {
@@ -509,6 +533,9 @@ impl Local {
             check_setup(unsafe { cublas_sys::cublasSetMathMode(*blas.handle(), mode).result() }, "cuBLAS math mode");
         }
         let raw = stream.cu_stream();
+        let dnn = dev.cudnn.then(|| cudnn::Dnn::new(raw, dev.settings.tf32));
+        let implicit = !dev.settings.tf32 && dev.arch >= (8, 0) && cudnn::implicit_allowed();
+        let conv = cudnn::ConvTuning::new(&dev.name, dev.settings.tf32, implicit, dnn.as_ref());
         Local {
             stream,
             blas,
@@ -518,14 +545,8 @@ impl Local {
             partials: CudaBuf::empty(raw),
             gemm_ways: Default::default(),
             plan: CudaBuf::empty(raw),
-            dnn: dev.cudnn.then(|| {
-                cudnn::Dnn::new(
-                    raw,
-                    dev.settings.tf32,
-                    &dev.name,
-                    !dev.settings.tf32 && dev.arch >= (8, 0) && cudnn::implicit_allowed(),
-                )
-            }),
+            dnn,
+            conv,
         }
     }
 

@@ -228,8 +228,7 @@ fn implicit_filter(
     let slice_k = rows.div_ceil(slices).next_multiple_of(16);
     let slices = rows.div_ceil(slice_k).max(1);
     // while the tuner times ways, partial sums that do not fit leave this way out, unrecorded
-    let tuning = l.dnn.as_ref().is_some_and(|d| d.is_tuning());
-    if slices > 1 && tuning && !l.try_partials(slices * per) {
+    if slices > 1 && l.conv.timing && !l.try_partials(slices * per) {
         return Err("no memory for the partial sums".into());
     }
     let c = match slices {
