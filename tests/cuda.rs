@@ -250,7 +250,7 @@ fn every_op_matches_the_cpu() {
     ]));
 }
 
-/// The rules of the convolution routes (`cudnn.rs`), on named ways: no GPU needed.
+/// The rules of the convolution routes (`conv_tune.rs`), on named ways: no GPU needed.
 #[test]
 fn convolution_routes_choose_by_their_rules() {
     use cuda::{fixed_conv_choice as fixed, timed_conv_choice as timed, ConvPass as Pass};
@@ -318,7 +318,7 @@ fn convolution_routes_choose_by_their_rules() {
     assert!(e.contains("CNNLAB_CUDNN=\"fast\"") && e.contains("tune"), "{e}");
 }
 
-/// The convolutions on each route (`cudnn.rs`): im2col + cuBLAS, cuDNN, cuDNN on NCHW copies,
+/// The convolutions on each route (`conv_tune.rs`): im2col + cuBLAS, cuDNN, cuDNN on NCHW copies,
 /// cuDNN for inference only, and timed per shape and pass. The emulator has a stand-in for cuDNN
 /// (`cuda_emulator/cudnn.cpp`) whose heuristic offers non-deterministic and tensor-op entries
 /// first (cnnlab must pass over them: the stand-in refuses the non-deterministic ones), and

@@ -6,11 +6,11 @@
 //! each GEMM shape (sizes, operand layouts, batch) is timed once, cuBLAS against the kernel's
 //! two tile sizes (and each with K in slices where C's tiles leave the GPU idle: split-K), on
 //! the call's own operands into scratch, and each kernel's result is
-//! compared with cuBLAS's as the convolution tuner compares its ways (`cudnn.rs`: the same
+//! compared with cuBLAS's as the convolution tuner compares its ways (`tuning.rs`: the same
 //! tolerance, margin and tuning cache). A kernel replaces cuBLAS only where it agrees and takes
 //! under [`MARGIN`] of its time; with `--tf32` cuBLAS always runs (on its own TF32 tensor cores).
 
-use super::cudnn::{self, deviation, eligible, pick_timed, read_prefix, time, tolerance, MARGIN};
+use super::tuning::{self, deviation, eligible, pick_timed, read_prefix, time, tolerance, MARGIN};
 use super::{check, device, failed, i, tune_cache, u, CudaBuf, Local, K};
 use crate::error::{Error, Result};
 use std::collections::HashMap;
@@ -497,7 +497,7 @@ fn tuned(l: &mut Local, g: &Gemm) -> Way {
                 continue;
             }
         }
-        cudnn::poison(l, (out.ptr, values));
+        tuning::poison(l, (out.ptr, values));
         let ms = time(l, &mut |l| {
             run(l, &into, way);
             Ok(())

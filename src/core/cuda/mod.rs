@@ -1,6 +1,6 @@
 //! The CUDA backend (`--features cuda`): device buffers, GEMMs through cuBLAS or cnnlab's
-//! 3xTF32 kernels (`gemm.rs` says which when), convolutions through cuDNN or im2col + a GEMM
-//! (`cudnn.rs`), every other op as a CUDA C kernel compiled at run time with NVRTC. The driver, cuBLAS, cuDNN and NVRTC are
+//! 3xTF32 kernels (`gemm.rs` says which when), convolutions through cuDNN (`cudnn.rs`), im2col +
+//! a GEMM or cnnlab's implicit GEMMs (`window.rs`; `conv_tune.rs` chooses), every other op as a CUDA C kernel compiled at run time with NVRTC. The driver, cuBLAS, cuDNN and NVRTC are
 //! loaded with dlopen, so this builds where no CUDA is installed and [`init`] fails with one
 //! line that names what was not found.
 //!
@@ -14,6 +14,7 @@
 //! mirroring the CPU kernels in `core/ops/`.
 
 mod attention;
+mod conv_tune;
 mod cudnn;
 mod elementwise;
 mod gather;
@@ -22,16 +23,17 @@ mod loss;
 mod norm;
 mod optim;
 mod tune_cache;
+mod tuning;
 mod window;
 
-pub use cudnn::{
-    deviation as conv_deviation, deviation_factor as conv_deviation_factor, eligible as conv_eligible,
-    fixed as fixed_conv_choice, pick_timed as timed_conv_choice, tolerance as conv_tolerance, ConvRoute,
-    Pass as ConvPass,
-};
+pub use conv_tune::{fixed as fixed_conv_choice, ConvRoute, Pass as ConvPass};
 pub use elementwise::split_tf32;
 pub use gemm::GemmRoute;
 pub(crate) use gemm::{gemm, Batch};
+pub use tuning::{
+    deviation as conv_deviation, deviation_factor as conv_deviation_factor, eligible as conv_eligible,
+    pick_timed as timed_conv_choice, tolerance as conv_tolerance,
+};
 
 use crate::core::backend::BackendBase;
 use crate::error::{Error, Result};
@@ -235,14 +237,14 @@ fn open(settings: Settings) -> Result<Device> {
         .map(|n| module.load_function(n).map_err(|e| Error::Device(format!("kernel {n}: {e}"))))
         .collect::<Result<Vec<_>>>()?;
     let route = ConvRoute::from_env()?;
-    cudnn::set_deviation_factor(cudnn::deviation_factor(std::env::var("CNNLAB_CONV_TOLERANCE").ok().as_deref())?);
+    tuning::set_deviation_factor(tuning::deviation_factor(std::env::var("CNNLAB_CONV_TOLERANCE").ok().as_deref())?);
     // CNNLAB_CUDNN=0 leaves the library unopened (the way round a broken installation)
     let cudnn = route != ConvRoute::Im2col && cudnn::present();
     if cudnn {
         cudnn::probe()?;
     }
-    cudnn::set_route(route);
-    cudnn::set_implicit(cudnn::implicit_from_env());
+    conv_tune::set_route(route);
+    conv_tune::set_implicit(conv_tune::implicit_from_env());
     gemm::set_route(GemmRoute::from_env()?);
     tune_cache::set_path(tune_cache::default_path());
     let name = format!("{}, compute capability {}.{}", ctx.name().unwrap_or_else(|_| "?".into()), arch.0, arch.1);
@@ -285,7 +287,7 @@ fn device() -> &'static Device {
 pub fn convolution_route() -> String {
     // the opened device's route, else what opening it would choose
     let (route, present) = match DEVICE.get() {
-        Some(Ok(d)) => (cudnn::route(), d.cudnn),
+        Some(Ok(d)) => (conv_tune::route(), d.cudnn),
         _ => match ConvRoute::from_env() {
             Ok(r) => (r, r != ConvRoute::Im2col && cudnn::present()),
             Err(e) => return format!("convolutions: {e}"),
@@ -304,8 +306,8 @@ pub fn convolution_route() -> String {
     if !present && route != ConvRoute::Im2col {
         // cnnlab's own kernels need no cuDNN (the arch is known once the device is open)
         let own = match DEVICE.get() {
-            Some(Ok(d)) => !d.settings.tf32 && d.arch >= (8, 0) && cudnn::implicit_allowed(),
-            _ => cudnn::implicit_from_env(),
+            Some(Ok(d)) => !d.settings.tf32 && d.arch >= (8, 0) && conv_tune::implicit_allowed(),
+            _ => conv_tune::implicit_from_env(),
         };
         return match route {
             ConvRoute::Tune if own => format!(
@@ -347,8 +349,8 @@ pub fn convolution_route() -> String {
             let transforms = if !cudnn::transforms_allowed() {
                 "without FFT and Winograd (CNNLAB_CUDNN_TRANSFORMS=0)".to_string()
             } else {
-                match cudnn::deviation_factor(std::env::var("CNNLAB_CONV_TOLERANCE").ok().as_deref()) {
-                    Ok(f) if f == cudnn::DEVIATION_FACTOR => "FFT and Winograd included".into(),
+                match tuning::deviation_factor(std::env::var("CNNLAB_CONV_TOLERANCE").ok().as_deref()) {
+                    Ok(f) if f == tuning::DEVIATION_FACTOR => "FFT and Winograd included".into(),
                     Ok(f) => format!("FFT and Winograd included, within {f} roundings (CNNLAB_CONV_TOLERANCE)"),
                     Err(e) => return format!("convolutions: {e}"),
                 }
@@ -365,10 +367,12 @@ pub fn convolution_route() -> String {
             // (the arch is known once the device is open)
             let implicit = match DEVICE.get() {
                 Some(Ok(d)) if tf32 || d.arch < (8, 0) => "",
-                Some(Ok(_)) if !cudnn::implicit_allowed() => {
+                Some(Ok(_)) if !conv_tune::implicit_allowed() => {
                     ", not cnnlab's implicit-GEMM kernels (CNNLAB_CONV_IMPLICIT=0)"
                 }
-                None if !cudnn::implicit_from_env() => ", not cnnlab's implicit-GEMM kernels (CNNLAB_CONV_IMPLICIT=0)",
+                None if !conv_tune::implicit_from_env() => {
+                    ", not cnnlab's implicit-GEMM kernels (CNNLAB_CONV_IMPLICIT=0)"
+                }
                 _ => ", and cnnlab's implicit-GEMM kernels in 3xTF32 (compute capability 8.0 or newer)",
             };
             format!(
@@ -408,24 +412,24 @@ pub fn set_tuning_cache(path: Option<std::path::PathBuf>) {
 /// device opens; where cuDNN is not loaded, routes other than `Tune` and `Implicit` are im2col
 /// + cuBLAS). Choices already made for a route are kept for it.
 pub fn set_convolution_route(route: ConvRoute) {
-    cudnn::set_route(route);
+    conv_tune::set_route(route);
 }
 
 /// Whether the tuned convolutions time cnnlab's implicit-GEMM kernels (as `CNNLAB_CONV_IMPLICIT`
 /// sets when the device opens; for tests).
 pub fn set_implicit_convolutions(on: bool) {
-    cudnn::set_implicit(on);
+    conv_tune::set_implicit(on);
 }
 
 /// See [`set_implicit_convolutions`].
 pub fn implicit_convolutions() -> bool {
-    cudnn::implicit_allowed()
+    conv_tune::implicit_allowed()
 }
 
 /// The convolution choices of the process's route, one line per shape and pass (with their
 /// timings where they were timed).
 pub fn convolution_algorithms() -> Vec<String> {
-    cudnn::describe()
+    conv_tune::describe()
 }
 
 /// A description of each visible device, for `cnnlab devices`.
@@ -463,7 +467,7 @@ pub(crate) struct Local {
     pub(crate) dnn: Option<cudnn::Dnn>,
     /// The convolution choices this thread has looked up, and the settings the tuning cache
     /// names (with or without cuDNN).
-    pub(crate) conv: cudnn::ConvTuning,
+    pub(crate) conv: conv_tune::ConvTuning,
 }
 
 thread_local! {
@@ -534,8 +538,8 @@ impl Local {
         }
         let raw = stream.cu_stream();
         let dnn = dev.cudnn.then(|| cudnn::Dnn::new(raw, dev.settings.tf32));
-        let implicit = !dev.settings.tf32 && dev.arch >= (8, 0) && cudnn::implicit_allowed();
-        let conv = cudnn::ConvTuning::new(&dev.name, dev.settings.tf32, implicit, dnn.as_ref());
+        let implicit = !dev.settings.tf32 && dev.arch >= (8, 0) && conv_tune::implicit_allowed();
+        let conv = conv_tune::ConvTuning::new(&dev.name, dev.settings.tf32, implicit, dnn.as_ref());
         Local {
             stream,
             blas,
@@ -758,7 +762,7 @@ impl CudaBuf {
     /// [`CudaBuf::reserve`], except that a failed allocation is not recorded as the
     /// thread's failure: the buffer is left empty and false returned. For scratch that only
     /// one of several ways needs: the tuner leaves a way whose scratch does not fit out
-    /// rather than ending the run (`cudnn.rs`).
+    /// rather than ending the run (`tuning.rs`).
     fn try_reserve(&mut self, cap: usize, stream: drv_sys::CUstream) -> bool {
         if self.cap >= cap {
             return true;

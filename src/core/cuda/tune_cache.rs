@@ -1,4 +1,4 @@
-//! Tuned convolution choices kept between processes (`cudnn.rs`), so that a seed gives the
+//! Tuned convolution choices kept between processes (`conv_tune.rs`), so that a seed gives the
 //! same numbers in every process on one machine: the first process to meet a convolution
 //! shape times it and writes its choice here; later ones read it instead of timing. One JSON
 //! object, a line per choice; its keys name the GPU, the cuDNN version, the math (fp32 or

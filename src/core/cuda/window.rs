@@ -1,11 +1,12 @@
 //! Sliding windows and layout shuffles on the GPU (mirrors `core/ops/{conv2d,
 //! locally_connected,pool,global_avg_pool,patchify,transpose}.rs`): convolution as im2col
 //! and one GEMM over the whole batch, as cnnlab's implicit GEMMs (`kernels/conv_gemm.cu`) or
-//! through cuDNN, whichever each shape and pass is timed fastest (`cudnn.rs`); the
+//! through cuDNN, whichever each shape and pass is timed fastest (`conv_tune.rs`); the
 //! locally-connected layer as a GEMM batched over positions, pooling and the shuffles as
 //! gather kernels.
 
-use super::cudnn::{self, Layout, Pass, Split, Way};
+use super::conv_tune::{self, Pass, Way};
+use super::cudnn::{self, Layout, Split};
 use super::{check, device, f, gemm, i, p, u, with_local, Batch, Cuda, CudaBuf, Local, K};
 use crate::core::backend::BackendBase;
 use crate::core::ops::conv2d::{Conv2dOps, WindowGeom};
@@ -142,7 +143,7 @@ fn own_ways(g: &WindowGeom, cout: usize, pass: Pass) -> &'static [Way] {
         way((128, 64), true),
         way((64, 64), true),
     ];
-    if cudnn::implicit_allowed() && implicit_fits(g, cout, pass) {
+    if conv_tune::implicit_allowed() && implicit_fits(g, cout, pass) {
         &OWN
     } else {
         &[]
@@ -254,7 +255,7 @@ fn implicit_filter(
 
 /// The way `pass` of this convolution runs — known (a fixed route, or timed before), else
 /// timed now with `run`, which writes `out` (address, values), where each way's result is
-/// compared with im2col's (see `cudnn.rs`) — and, where it is im2col's forward or filter
+/// compared with im2col's (see `conv_tune.rs`) — and, where it is im2col's forward or filter
 /// gradient, the columns' scratch it writes. The scratch is grown for the timing; where
 /// another way wins, the memory that only the timing needed is given back (an evaluation
 /// batch of 1000 CIFAR images takes 2.4 GB of columns in a 64→128 layer).
@@ -269,12 +270,12 @@ fn way_for(
     // im2col's input gradient needs no columns: it writes the columns' gradient to work2
     let columns_used = pass != Pass::Data;
     let own = own_ways(g, cout, pass);
-    let way = match with_local(|l| cudnn::known_way(l, g, cout, pass, own)) {
+    let way = match with_local(|l| conv_tune::known_way(l, g, cout, pass, own)) {
         Some(way) => way,
         None => {
             let before = scratch.len;
             let cols = if columns_used { columns(g, scratch) } else { 0 };
-            let way = with_local(|l| cudnn::tune(l, g, cout, pass, own, out, &mut |l, way| run(l, way, cols)));
+            let way = with_local(|l| conv_tune::tune(l, g, cout, pass, own, out, &mut |l, way| run(l, way, cols)));
             if way != Way::Im2col && scratch.len > before {
                 // the grown part held columns only for the timing (nothing reads them later)
                 with_local(|l| *scratch = CudaBuf::empty(l.raw_stream()));

@@ -2,7 +2,8 @@
 //! implements), the layer that holds its parameters, and its finite-difference gradient check.
 //! The kernels themselves live with their backend, one file per op family, mirrored:
 //! `core/cpu/{elementwise,window,norm,loss,optim,attention,gather}.rs` and `core/cuda/` (the same
-//! names; cuDNN's convolutions in `core/cuda/cudnn.rs`).
+//! names; cuDNN's convolutions in `core/cuda/cudnn.rs`, the choice of a convolution's way in
+//! `core/cuda/conv_tune.rs`).
 
 pub mod attention;
 pub mod attention_pool;
