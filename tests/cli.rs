@@ -434,8 +434,8 @@ fn a_saved_run_records_its_provenance() {
 #[test]
 fn a_table_larger_than_the_memory_runs_fewer_at_once() {
     use cnnlab::models::{footprint::footprint, ImageArch, ModelKind};
-    // one MNIST-1D CNN run's estimate (evaluated 1000 examples at a time, so batch 1000)
-    let need = footprint(ModelKind::Cnn, &[40, 1], 10, &ImageArch::small()).training_bytes(1000);
+    // one MNIST-1D CNN run's estimate (batches of 100, evaluated 1000 examples at a time)
+    let need = footprint(ModelKind::Cnn, &[40, 1], 10, &ImageArch::small()).run_bytes(100, 1000);
     let dir = tempfile::tempdir().unwrap();
     let table = |memory: Option<String>, name: &str| {
         let json = dir.path().join(format!("{name}.json"));

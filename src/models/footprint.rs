@@ -22,6 +22,20 @@ impl Footprint {
     pub fn training_bytes(&self, batch: usize) -> f64 {
         4.0 * (4.0 * self.params + 3.0 * batch as f64 * self.activations)
     }
+
+    /// Bytes of a training run at `batch` that evaluates `eval` examples at a time:
+    /// [`Footprint::training_bytes`], and where evaluation takes more rows than a training
+    /// batch, the layer outputs of the rows beyond it (evaluation runs the same layers, whose
+    /// outputs grow to its rows, and keeps no gradients). Against the peak of the CUDA
+    /// emulator's allocations (the same as a GPU's but for cuBLAS's and cuDNN's workspaces),
+    /// the full preset's networks on 32x32 images at batches of 32 to 128 and evaluation chunks
+    /// of 32 to 1000, 2026-11-29: from 5% (the Mixer at 1000) to 2.2 times (the LCN at 32, its
+    /// weights' moments counted twice for SGD's one) above it. Counting evaluation's rows as
+    /// training ones, as before, asked up to 2.6 times the peak (21.2 GiB for a CNN run that
+    /// peaked at 8.0), which refused runs that fit on a 16 or 24 GB GPU.
+    pub fn run_bytes(&self, batch: usize, eval: usize) -> f64 {
+        self.training_bytes(batch) + 4.0 * eval.saturating_sub(batch) as f64 * self.activations
+    }
 }
 
 /// Largest width of any layer a user may ask for (wider layers are refused before building).
@@ -112,6 +126,7 @@ pub fn footprint_input(
                         acts += hw.0 * hw.1 * width * 3.0 + hw.0 * hw.1 * 9.0 * cin;
                         if arch.pool_after.contains(&i) {
                             hw = ((hw.0 / 2.0).floor(), (hw.1 / 2.0).floor());
+                            acts += hw.0 * hw.1 * width;
                         }
                         cin = width;
                     }
@@ -125,8 +140,10 @@ pub fn footprint_input(
                     let (dim, th, ch) = (m.dim as f64, m.token_hidden as f64, m.channel_hidden as f64);
                     let block = 2.0 * tokens * th + 2.0 * dim * ch;
                     let params = p * p * c * dim + m.depth as f64 * block + (dim + 1.0) * classes;
-                    let acts = m.depth as f64 * (6.0 * tokens * dim + dim * th * 2.0 + tokens * ch * 2.0);
-                    (params, acts + tokens * p * p * c)
+                    // per block (see `mixer_block_outputs`), the patches, their embedding and
+                    // the final LayerNorm
+                    let acts = m.depth as f64 * mixer_block_outputs(tokens, dim, th, ch);
+                    (params, acts + tokens * p * p * c + 2.0 * tokens * dim)
                 }
                 // never built for images
                 ModelKind::Transformer1 | ModelKind::Transformer2 | ModelKind::Bag => (0.0, 0.0),
@@ -150,7 +167,7 @@ pub fn footprint_input(
                     let m = dnn::MIXER_1D;
                     let (dim, th, ch) = (m.dim as f64, m.token_hidden as f64, m.channel_hidden as f64);
                     let params = c * dim + m.depth as f64 * (2.0 * len * th + 2.0 * dim * ch) + (dim + 1.0) * classes;
-                    (params, m.depth as f64 * (6.0 * len * dim + len * th * 2.0 + len * ch * 2.0))
+                    (params, m.depth as f64 * mixer_block_outputs(len, dim, th, ch) + 2.0 * len * dim)
                 }
                 ModelKind::Transformer1 | ModelKind::Transformer2 | ModelKind::Bag => (0.0, 0.0),
             }
@@ -158,6 +175,17 @@ pub fn footprint_input(
         _ => (0.0, 0.0),
     };
     Footprint { params, activations }
+}
+
+/// The values a Mixer block's layers hold for one example of `tokens` positions of `dim`
+/// channels: eight of the block's width (each half's LayerNorm output, the token half's two
+/// transposes, each half's output projection, and each residual's inner output and sum) and
+/// each MLP's hidden layer three times (`token_hidden` per channel, `channel_hidden` per
+/// position: the projection, GELU's output and the derivative GELU keeps for the backward
+/// pass). Evaluation's rows took 1.01 times the full preset Mixer's count each at the CUDA
+/// emulator's peak (2026-11-29); the count of six widths and two hidden layers before took 1.5.
+fn mixer_block_outputs(tokens: f64, dim: f64, token_hidden: f64, channel_hidden: f64) -> f64 {
+    8.0 * tokens * dim + 3.0 * dim * token_hidden + 3.0 * tokens * channel_hidden
 }
 
 /// A 1-D stack of convolutions (or, `local`, locally-connected layers) of `width` channels
@@ -229,7 +257,7 @@ fn tokens(kind: ModelKind, len: f64, vocab: f64, classes: f64) -> Footprint {
             let m = text::TEXT_MIXER;
             let (dim, th, ch) = (m.dim as f64, m.token_hidden as f64, m.channel_hidden as f64);
             let params = table + m.depth as f64 * (2.0 * len * th + 2.0 * dim * ch) + (dim + 1.0) * classes;
-            (params, len * e + m.depth as f64 * (6.0 * len * dim + dim * th * 2.0 + len * ch * 2.0))
+            (params, len * e + m.depth as f64 * mixer_block_outputs(len, dim, th, ch) + 2.0 * len * dim)
         }
     };
     Footprint { params, activations }

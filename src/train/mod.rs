@@ -281,12 +281,12 @@ impl<B: Backend> Trainer<B> {
         config.arch.validate()?;
         let fp = footprint_for(kind, data, &config);
         let eval = eval_rows(fp.activations, config.batch_size, B::EVAL_CHUNK_BYTES);
-        let batch = config.batch_size.min(data.n_train().max(1)).max(eval.min(data.n_test().max(1)));
+        let (batch, eval_batch) = (config.batch_size.min(data.n_train().max(1)), eval.min(data.n_test().max(1)));
         // in the memory of the backend that trains it (a GPU's own memory on CUDA)
         let what = format!("training the {} model", kind.name());
         // a backend that keeps the training split in its memory holds it there too
         let resident = if B::KEEPS_DATA_RESIDENT { 4.0 * (data.x.len() + data.y.len()) as f64 } else { 0.0 };
-        let memory = B::admit_run(&what, fp.training_bytes(batch) + resident)?;
+        let memory = B::admit_run(&what, fp.run_bytes(batch, eval_batch) + resident)?;
         let mut init: InitRng = rng_for(config.seed, streams::INIT);
         let model = Model::build_for(kind, data, &config.arch, &mut init)?;
         let mut trainer = Self::new(model, config)?;
