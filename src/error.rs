@@ -35,9 +35,9 @@ pub enum Error {
     /// compile; a backend not built in).
     #[error("device: {0}")]
     Device(String),
-    /// The GPU ran out of memory (an allocation failed, or a run's estimate exceeds the free
-    /// memory), or on the CPU a run's estimate does not fit in the host's memory beside the
-    /// runs in flight ([`crate::limits::reserve_host`]). Runs that met it beside other runs
+    /// The GPU ran out of memory (an allocation failed), or a run's estimate does not fit in
+    /// the host's or the GPU's memory beside the runs in flight
+    /// ([`crate::limits::reserve_host`], [`crate::limits::reserve_gpu`]). Runs that met it beside other runs
     /// are run again with fewer at once ([`crate::core::Device::run_jobs`]).
     #[error("device: {0}")]
     DeviceMemory(String),

@@ -75,9 +75,9 @@ fn size(bytes: f64) -> String {
     }
 }
 
-/// The host memory promised to the runs this process trains at once: a run is admitted only
-/// where its estimate fits beside theirs in what was available when the first of them
-/// started (their own allocations then do not count against the next run twice).
+/// The memory promised to the runs this process trains at once, on the host or on the GPU: a
+/// run is admitted only where its estimate fits beside theirs in what was available when the
+/// first of them started (their own allocations then do not count against the next run twice).
 #[derive(Debug)]
 struct Ledger {
     runs: usize,
@@ -122,30 +122,34 @@ impl Ledger {
     }
 }
 
-static LEDGER: std::sync::Mutex<Ledger> = std::sync::Mutex::new(Ledger::EMPTY);
+type Books = std::sync::Mutex<Ledger>;
 
-fn ledger() -> std::sync::MutexGuard<'static, Ledger> {
+/// The host's memory, and the GPU's (one device a process).
+static HOST: Books = std::sync::Mutex::new(Ledger::EMPTY);
+static GPU: Books = std::sync::Mutex::new(Ledger::EMPTY);
+
+fn open(books: &'static Books) -> std::sync::MutexGuard<'static, Ledger> {
     // each update is one step, so the numbers stay consistent even if a holder panicked
-    LEDGER.lock().unwrap_or_else(|e| e.into_inner())
+    books.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Memory promised to a run until it is dropped (see [`reserve_host`]).
+/// Memory promised to a run until it is dropped (see [`reserve_host`], [`reserve_gpu`]).
 #[derive(Debug)]
 pub struct Reservation {
-    bytes: Option<f64>,
+    held: Option<(f64, &'static Books)>,
 }
 
 impl Reservation {
-    /// A reservation of nothing (runs whose memory the host's ledger does not track).
+    /// A reservation of nothing (runs whose memory no ledger tracks).
     pub fn none() -> Self {
-        Reservation { bytes: None }
+        Reservation { held: None }
     }
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        if let Some(bytes) = self.bytes.take() {
-            ledger().release(bytes);
+        if let Some((bytes, books)) = self.held.take() {
+            open(books).release(bytes);
         }
     }
 }
@@ -157,8 +161,17 @@ impl Drop for Reservation {
 /// one run per core on a machine with little memory takes longer instead of being killed.
 pub fn reserve_host(what: &str, need: f64) -> Result<Reservation> {
     memory_cap()?;
-    ledger().admit(available_bytes, what, need)?;
-    Ok(Reservation { bytes: Some(need) })
+    open(&HOST).admit(available_bytes, what, need)?;
+    Ok(Reservation { held: Some((need, &HOST)) })
+}
+
+/// Promises `need` bytes of the GPU's memory to a run (`what`), as [`reserve_host`] does the
+/// host's, against `free` (the GPU's free memory, read when no run is in flight), so that the
+/// runs of a table that would not fit on the GPU together wait for a later round instead of
+/// starting together and running out of memory part way.
+pub fn reserve_gpu(free: impl FnOnce() -> Option<f64>, what: &str, need: f64) -> Result<Reservation> {
+    open(&GPU).admit(free, what, need)?;
+    Ok(Reservation { held: Some((need, &GPU)) })
 }
 
 /// Largest count of training steps a run may ask for (10^8: days even for the smallest model).

@@ -47,8 +47,8 @@ pub trait BackendBase: Sized + Send + Sync + 'static {
     /// returned reservation lives, or refuses it. The CPU keeps a ledger of the host memory
     /// promised to the runs in flight ([`crate::limits::reserve_host`]): a run that does not
     /// fit beside them is refused with [`crate::Error::DeviceMemory`] and run again with fewer
-    /// at once, one that does not fit alone with a configuration error. A GPU compares with
-    /// its free memory (see the CUDA backend).
+    /// at once, one that does not fit alone with a configuration error. A GPU keeps a ledger
+    /// of its own memory (see the CUDA backend).
     fn admit_run(what: &str, need: f64) -> crate::error::Result<crate::limits::Reservation> {
         crate::limits::reserve_host(what, need)
     }

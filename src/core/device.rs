@@ -108,11 +108,12 @@ impl Device {
     /// [`DEFAULT_GPU_RUNS`] at once, each on its own host thread and so its own CUDA stream,
     /// because one small network cannot fill a GPU. `parallel` overrides how many run at once.
     ///
-    /// Jobs that ran out of the GPU's memory, or on the CPU did not fit in the host's memory
-    /// beside the runs in flight ([`Error::DeviceMemory`]: see
-    /// [`crate::core::backend::BackendBase::admit_run`]), are run again, half as many at once,
-    /// down to one at a time (a run's numbers do not depend on what runs beside it); `note` is
-    /// told each time. The error of a job that ran out of memory alone is its result.
+    /// Jobs that did not fit in the host's or the GPU's memory beside the runs in flight (their
+    /// estimates: see [`crate::core::backend::BackendBase::admit_run`]), or ran out of the
+    /// GPU's all the same ([`Error::DeviceMemory`]), are run again, half as many at once, down
+    /// to one at a time (a run's numbers do not depend on what runs beside it); `note` is told
+    /// each time, with the first one's reason. The error of a job that ran out of memory alone
+    /// is its result.
     pub fn run_jobs<J: Sync, T: Send>(
         &self,
         jobs: &[J],
@@ -163,19 +164,22 @@ impl Device {
                 pool.install(|| pending.par_iter().with_max_len(1).map(|&i| shared(&jobs[i], &unfinished)).collect())
             };
             first = false;
-            let mut again = Vec::new();
+            let (mut again, mut why) = (Vec::new(), None);
             for (&i, r) in pending.iter().zip(results) {
                 match r {
-                    Err(Error::DeviceMemory(_)) if at_once > 1 => again.push(i),
+                    Err(Error::DeviceMemory(m)) if at_once > 1 => {
+                        why.get_or_insert(m);
+                        again.push(i)
+                    }
                     r => out[i] = Some(r),
                 }
             }
-            if !again.is_empty() {
+            if let Some(why) = why {
                 at_once /= 2;
                 let runs = if again.len() == 1 { "1 run" } else { &format!("{} runs", again.len()) };
-                let what =
-                    if cpu { "did not fit in memory beside others" } else { "ran out of GPU memory beside others" };
-                note(&format!("{runs} {what}: running again, {at_once} at once"));
+                let what = if cpu { "memory" } else { "GPU memory" };
+                // the first one's reason: its estimate beside the others', or the GPU's failure
+                note(&format!("{runs} did not fit in {what} beside others: running again, {at_once} at once ({why})"));
             }
             pending = again;
         }
@@ -325,7 +329,8 @@ mod tests {
                 notes.iter().all(|n| n.contains("did not fit in memory beside others: running again")),
                 "{notes:?}"
             );
-            assert!(notes.last().is_some_and(|n| n.ends_with("1 at once")), "{notes:?}");
+            // the last round one at a time, and each note with its first job's reason
+            assert!(notes.last().is_some_and(|n| n.contains("running again, 1 at once (job ")), "{notes:?}");
         } else {
             eprintln!("NOTE: one thread here, so no job ran beside another: {notes:?}");
         }

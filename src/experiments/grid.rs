@@ -51,7 +51,7 @@ impl Compute {
 }
 
 /// Runs `run` on every job as `compute` says (in parallel, results in job order; runs that
-/// ran out of GPU memory beside others run again with fewer at once, noted to `progress`).
+/// did not fit in memory beside others run again with fewer at once, noted to `progress`).
 pub fn run_grid<J: Sync, T: Send>(
     compute: Compute,
     jobs: &[J],

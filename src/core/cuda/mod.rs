@@ -815,18 +815,25 @@ impl BackendBase for Cuda {
     /// GPU memory but launch more, and have not been timed on a GPU.
     const EVAL_CHUNK_BYTES: f64 = f64::INFINITY;
 
-    /// Refused where the estimate exceeds the opened GPU's free memory now (nothing is
-    /// refused where the driver cannot say), with [`Error::DeviceMemory`]: runs trained at
-    /// once share that memory, and fewer beside it may leave room. No ledger, unlike the
-    /// CPU's: runs that run out beside others are run again with fewer at once, the policy
-    /// the H200 table was timed with.
+    /// Admitted by a ledger of the GPU's memory, as the CPU's runs by the host's
+    /// ([`crate::limits::reserve_gpu`]): a run whose estimate does not fit beside those of the
+    /// runs in flight, in the memory that was free when the first of them began, is refused
+    /// with [`Error::DeviceMemory`] before it allocates anything, and run again with fewer at
+    /// once (so is one too large even alone: other processes may have held memory). Nothing
+    /// is refused where the driver cannot say. On an H200 the full table's eight runs are
+    /// estimated at about 86 GiB together and all start at once, as when it was timed; a run
+    /// that runs out of memory all the same (the estimate leaves out cuBLAS's and cuDNN's
+    /// workspaces) is run again with fewer at once too.
     fn admit_run(what: &str, need: f64) -> Result<crate::limits::Reservation> {
-        let free = DEVICE.get().and_then(|d| d.as_ref().ok()).and_then(|d| d.ctx.mem_get_info().ok());
-        crate::limits::check_fits_in(free.map(|(free, _)| free as f64), what, need).map_err(|e| match e {
+        let free = || {
+            let dev = DEVICE.get().and_then(|d| d.as_ref().ok())?;
+            dev.ctx.mem_get_info().ok().map(|(free, _)| free as f64)
+        };
+        // too large even alone is tried again alone too (other processes may have held memory)
+        crate::limits::reserve_gpu(free, what, need).map_err(|e| match e {
             Error::Config(m) => Error::DeviceMemory(m),
             e => e,
-        })?;
-        Ok(crate::limits::Reservation::none())
+        })
     }
 
     fn synchronize() {
