@@ -41,7 +41,9 @@ pub trait BackendBase: Sized + Send + Sync + 'static {
     /// table peak at 6.0 GB (2.5 GB in chunks) and a full-preset CNN run at 8.5 GB (2.2 GB),
     /// and touching that memory cost more time than the smaller chunks lose. An example's
     /// outputs do not depend on its chunk's size there.
-    const EVAL_CHUNK_BYTES: f64 = 256.0 * 1024.0 * 1024.0;
+    fn eval_chunk_bytes() -> f64 {
+        256.0 * 1024.0 * 1024.0
+    }
 
     /// Admits a run (`what`) whose buffers need about `need` bytes, for as long as the
     /// returned reservation lives, or refuses it. The CPU keeps a ledger of the host memory

@@ -170,7 +170,7 @@ pub struct Trainer<B: Backend> {
     plan: BatchPlan,
     /// Test examples evaluated at once ([`EVAL_ROWS`], or fewer where the model's layer
     /// outputs for that many would exceed the backend's
-    /// [`crate::core::backend::BackendBase::EVAL_CHUNK_BYTES`]: see [`Trainer::for_dataset`]).
+    /// [`crate::core::backend::BackendBase::eval_chunk_bytes`]: see [`Trainer::for_dataset`]).
     pub eval_rows: usize,
     /// The memory promised to this run while it lives ([`crate::core::backend::BackendBase::admit_run`]).
     memory: crate::limits::Reservation,
@@ -194,7 +194,7 @@ pub fn eval_rows(activations: f64, batch: usize, budget: f64) -> usize {
 
 /// [`eval_rows`] for `kind` built for `data` and trained by `config` on backend `B`.
 pub fn eval_rows_for<B: Backend>(kind: ModelKind, data: &Dataset, config: &TrainConfig) -> usize {
-    eval_rows(footprint_for(kind, data, config).activations, config.batch_size, B::EVAL_CHUNK_BYTES)
+    eval_rows(footprint_for(kind, data, config).activations, config.batch_size, B::eval_chunk_bytes())
 }
 
 /// What `kind` built for `data` with `config`'s architecture will occupy.
@@ -280,7 +280,7 @@ impl<B: Backend> Trainer<B> {
         config.validate()?;
         config.arch.validate()?;
         let fp = footprint_for(kind, data, &config);
-        let eval = eval_rows(fp.activations, config.batch_size, B::EVAL_CHUNK_BYTES);
+        let eval = eval_rows(fp.activations, config.batch_size, B::eval_chunk_bytes());
         let (batch, eval_batch) = (config.batch_size.min(data.n_train().max(1)), eval.min(data.n_test().max(1)));
         // in the memory of the backend that trains it (a GPU's own memory on CUDA)
         let what = format!("training the {} model", kind.name());

@@ -811,9 +811,22 @@ impl BackendBase for Cuda {
 
     const KEEPS_DATA_RESIDENT: bool = true;
 
-    /// Evaluation 1000 examples at a time, as the H200 table was timed: smaller chunks save
-    /// GPU memory but launch more, and have not been timed on a GPU.
-    const EVAL_CHUNK_BYTES: f64 = f64::INFINITY;
+    /// An eighth of the GPU's memory ([`crate::core::device::DEFAULT_GPU_RUNS`] runs share
+    /// it), at least 1 GiB: on an H200 (17.4 GiB) every network of the full table evaluates
+    /// 1000 examples at a time, as when the table was timed, while on an 8 GB GPU the full
+    /// preset's Mixer (4.2M layer outputs an example) evaluates a training batch's 128 at a
+    /// time, estimated at 6.1 GiB in all where 1000 at a time asks 19.7. An example's
+    /// outputs may depend on its chunk's size on a GPU (cuBLAS picks its kernels by the
+    /// matrices' sizes), so GPUs with less memory may evaluate a last bit differently.
+    fn eval_chunk_bytes() -> f64 {
+        match DEVICE.get() {
+            Some(Ok(d)) => match d.ctx.total_mem() {
+                Ok(total) => (total as f64 / crate::core::device::DEFAULT_GPU_RUNS as f64).max((1u64 << 30) as f64),
+                Err(_) => f64::INFINITY,
+            },
+            _ => f64::INFINITY,
+        }
+    }
 
     /// Admitted by a ledger of the GPU's memory, as the CPU's runs by the host's
     /// ([`crate::limits::reserve_gpu`]): a run whose estimate does not fit beside those of the
