@@ -1452,6 +1452,24 @@ fn emulator_peak(stderr: &str) -> u64 {
     peak
 }
 
+/// A folder dataset of 16x16 images of two classes in `dir`/images, `train` and `test` of
+/// each class in its train/ and test/ folders; its path.
+fn image_folder(dir: &Path, train: usize, test: usize) -> std::path::PathBuf {
+    let data = dir.join("images");
+    for (split, count) in [("train", train), ("test", test)] {
+        for class in ["a", "b"] {
+            let folder = data.join(split).join(class);
+            std::fs::create_dir_all(&folder).unwrap();
+            for i in 0..count {
+                let image =
+                    image::RgbImage::from_fn(16, 16, |x, y| image::Rgb([(x * 16) as u8, (y * 16) as u8, i as u8]));
+                image.save(folder.join(format!("{i}.png"))).unwrap();
+            }
+        }
+    }
+    data
+}
+
 /// A run's up-front memory estimate (what a GPU must have free for it to start) bounds what it
 /// allocates, without asking several times that: the full preset's CNN, Mixer and LCN on 16x16
 /// images, batches of 32 and evaluation in one chunk of 200 (a GPU evaluates up to 1000 at
@@ -1467,18 +1485,7 @@ fn memory_estimates_bound_the_gpu_runs() {
         return skip(test, "a real GPU's peak is not read this way (the emulator counts its allocations)");
     }
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("images");
-    for (split, count) in [("train", 32), ("test", 100)] {
-        for class in ["a", "b"] {
-            let folder = data.join(split).join(class);
-            std::fs::create_dir_all(&folder).unwrap();
-            for i in 0..count {
-                let image =
-                    image::RgbImage::from_fn(16, 16, |x, y| image::Rgb([(x * 16) as u8, (y * 16) as u8, i as u8]));
-                image.save(folder.join(format!("{i}.png"))).unwrap();
-            }
-        }
-    }
+    let data = image_folder(dir.path(), 32, 100);
     let spec = format!("folder:{}", data.display());
     let train = |model: &str, env: (&str, &str)| -> Option<std::process::Output> {
         let mut cmd = cnnlab_command(test, target, dir.path())?;
@@ -1522,18 +1529,7 @@ fn small_gpus_evaluate_in_smaller_chunks() {
     let whole = footprint(ModelKind::Dnn, &[16, 16, 3], 2, &ImageArch::standard()).run_bytes(32, 1000);
     assert!(whole > 4.0 * gib, "1000 at a time: {whole} bytes");
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("images");
-    for (split, count) in [("train", 16), ("test", 500)] {
-        for class in ["a", "b"] {
-            let folder = data.join(split).join(class);
-            std::fs::create_dir_all(&folder).unwrap();
-            for i in 0..count {
-                let image =
-                    image::RgbImage::from_fn(16, 16, |x, y| image::Rgb([(x * 16) as u8, (y * 16) as u8, i as u8]));
-                image.save(folder.join(format!("{i}.png"))).unwrap();
-            }
-        }
-    }
+    let data = image_folder(dir.path(), 16, 500);
     let Some(mut cmd) = cnnlab_command(test, target, dir.path()) else { return };
     let spec = format!("folder:{}", data.display());
     cmd.args(["train", "--model", "dnn", "--dataset", &spec, "--preset", "full", "--steps", "1", "--eval-every", "1"]);
