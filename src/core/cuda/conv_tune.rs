@@ -366,9 +366,6 @@ pub(crate) fn tune(
     if let Some(c) = all.get(&key) {
         return c.way;
     }
-    if l.dnn.is_none() && own.is_empty() {
-        return Way::Im2col;
-    }
     let tf32 = l.conv.tf32;
     let candidates = match l.dnn.as_mut() {
         Some(d) => {
@@ -396,15 +393,8 @@ pub(crate) fn tune(
     let tolerance = tolerance(tf32, terms);
     let mut reference = None;
     let mut timings = Vec::new();
-    // a way whose scratch does not fit is left out, not the run's failure (see
-    // `ConvTuning::timing`)
-    let set_tuning = |l: &mut Local, on: bool| {
-        l.conv.timing = on;
-        if let Some(d) = l.dnn.as_mut() {
-            d.set_tuning(on);
-        }
-    };
-    set_tuning(l, true);
+    // a way whose scratch does not fit is left out, not the run's failure (see [`timing_ways`])
+    let timing = TimingWays::start();
     let ways = std::iter::once(Way::Im2col).chain(own.iter().copied()).chain(candidates.into_iter().map(Way::Cudnn));
     for way in ways {
         // a way that failed stays in the list as NaN (`describe` shows it)
@@ -422,7 +412,7 @@ pub(crate) fn tune(
         }
         timings.push(Timing { way, ms, deviation, tolerance });
     }
-    set_tuning(l, false);
+    drop(timing);
     if failed() {
         return preferred; // the run ends with the failure; nothing is kept
     }
@@ -474,11 +464,36 @@ pub(crate) struct ConvTuning {
     memo: HashMap<ChoiceKey, Way>,
     /// The GPU, cuDNN and math settings, as the tuning cache's keys name them.
     setting: String,
-    /// The tuner is timing ways: the scratch a way needs (the implicit filter gradient's
-    /// partial sums; cuDNN's: see [`Dnn::tuning`], which follows this) is allocated without
-    /// recording a failure, so that a way whose scratch does not fit beside the runs on the GPU
-    /// is left out (it shows as failed) instead of ending the run.
-    pub(crate) timing: bool,
+}
+
+thread_local! {
+    /// Whether this thread's tuner is timing ways (see [`timing_ways`]).
+    static TIMING_WAYS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread's tuner is timing ways: the scratch a way needs (cuDNN's workspace,
+/// NCHW copies and split operands; the implicit filter gradient's partial sums) is then
+/// allocated without recording a failure, so that a way whose scratch does not fit beside the
+/// runs on the GPU is left out (it shows as failed) instead of ending the run. Outside the
+/// timing, a way chosen runs or the run ends with the failure.
+pub(crate) fn timing_ways() -> bool {
+    TIMING_WAYS.with(|t| t.get())
+}
+
+/// Sets [`timing_ways`] for as long as it lives.
+struct TimingWays;
+
+impl TimingWays {
+    fn start() -> TimingWays {
+        TIMING_WAYS.with(|t| t.set(true));
+        TimingWays
+    }
+}
+
+impl Drop for TimingWays {
+    fn drop(&mut self) {
+        TIMING_WAYS.with(|t| t.set(false));
+    }
 }
 
 impl ConvTuning {
@@ -506,7 +521,7 @@ impl ConvTuning {
             }
             None => format!("{gpu}, no cuDNN, {}{own} compared{within}", if tf32 { "TF32" } else { "fp32" }),
         };
-        ConvTuning { tf32, memo: HashMap::new(), setting, timing: false }
+        ConvTuning { tf32, memo: HashMap::new(), setting }
     }
 
     /// The tuning cache's key for `pass` of this shape.

@@ -32,7 +32,7 @@
 //! products can take less time. Such a way is compared with im2col + cuBLAS like a
 //! transform, and never chosen uncompared; `CNNLAB_CUDNN_SPLIT=0` leaves them out.
 
-use super::conv_tune::{shape, Pass, Shape, Way};
+use super::conv_tune::{shape, timing_ways, Pass, Shape, Way};
 use super::{check_setup, failed, CudaBuf};
 use crate::core::ops::conv2d::WindowGeom;
 use crate::error::{Error, Result};
@@ -252,12 +252,6 @@ pub(crate) struct Dnn {
     relayout: CudaBuf,
     /// Room for split operands (see [`Split`]).
     split: CudaBuf,
-    /// The tuner is timing ways ([`ConvTuning::timing`](super::conv_tune::ConvTuning::timing), copied here): the scratch a way needs
-    /// (workspace, NCHW copies, split operands) is allocated without recording a failure, so
-    /// that a way whose scratch does not fit beside the runs on the GPU is left out (it shows
-    /// as failed) instead of ending the run. Outside the timing, a way chosen runs or the run
-    /// ends with the failure.
-    tuning: bool,
     /// The thread's stream, which the handle runs on and the workspace is allocated on.
     stream: drv_sys::CUstream,
 }
@@ -324,7 +318,6 @@ impl Dnn {
             workspace: CudaBuf::empty(stream),
             relayout: CudaBuf::empty(stream),
             split: CudaBuf::empty(stream),
-            tuning: false,
             stream,
         }
     }
@@ -339,19 +332,15 @@ impl Dnn {
         self.splits
     }
 
-    /// Sets whether the tuner is timing ways (see [`Dnn::tuning`]).
-    pub(crate) fn set_tuning(&mut self, on: bool) {
-        self.tuning = on;
-    }
-
     /// The values the workspace, the NCHW copies' room and the split room hold now.
     pub(crate) fn scratch_held(&self) -> [usize; 3] {
         [self.workspace.cap, self.relayout.cap, self.split.cap]
     }
 
-    /// Grows `buf` to `values` (see [`Dnn::tuning`]); whether it holds them.
-    fn grow(buf: &mut CudaBuf, values: usize, stream: drv_sys::CUstream, tuning: bool) -> bool {
-        if tuning {
+    /// Grows `buf` to `values` (without recording a failure while the tuner times ways: see
+    /// [`timing_ways`]); whether it holds them.
+    fn grow(buf: &mut CudaBuf, values: usize, stream: drv_sys::CUstream) -> bool {
+        if timing_ways() {
             buf.try_reserve(values, stream)
         } else {
             buf.reserve(values, stream);
@@ -391,15 +380,15 @@ impl Dnn {
 
     /// Room for the NCHW copies of a convolution's tensors (see [`Layout`]): its address, or
     /// an error (the way is left out) where the allocation failed (recorded, and the op
-    /// skipped, unless the tuner is timing: see [`Dnn::tuning`]).
+    /// skipped, unless the tuner is timing: see [`timing_ways`]).
     pub(crate) fn relayout(&mut self, g: &WindowGeom, cout: usize) -> std::result::Result<u64, String> {
-        let fits = Self::grow(&mut self.relayout, relayout_values(g, cout), self.stream, self.tuning);
+        let fits = Self::grow(&mut self.relayout, relayout_values(g, cout), self.stream);
         fits.then_some(self.relayout.ptr).ok_or_else(|| "no memory for the NCHW copies".into())
     }
 
     /// Room for the split operands of a convolution's pass (see [`Split`]): as [`Dnn::relayout`].
     pub(crate) fn split_room(&mut self, g: &WindowGeom, cout: usize) -> std::result::Result<u64, String> {
-        let fits = Self::grow(&mut self.split, split_values(g, cout), self.stream, self.tuning);
+        let fits = Self::grow(&mut self.split, split_values(g, cout), self.stream);
         fits.then_some(self.split.ptr).ok_or_else(|| "no memory for the split operands".into())
     }
 
@@ -595,7 +584,7 @@ impl Dnn {
         let d = Descriptors { x: p.x, y: p.y, w: p.w, conv: p.conv, handle: self.handle };
         // SAFETY: the descriptor is this thread's
         unsafe { dnn::set_convolution_math_type(d.conv, algo.math) }.map_err(|e| e.to_string())?;
-        if !Self::grow(&mut self.workspace, algo.workspace.div_ceil(4), self.stream, self.tuning) {
+        if !Self::grow(&mut self.workspace, algo.workspace.div_ceil(4), self.stream) {
             if failed() {
                 return Ok(()); // recorded: the run ends with it
             }

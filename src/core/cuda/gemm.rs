@@ -228,8 +228,7 @@ fn kernel_fits(g: &Gemm) -> bool {
         rows.saturating_sub(1).saturating_mul(s_row).saturating_add(cols.saturating_sub(1).saturating_mul(s_col))
     };
     let limit = i32::MAX as usize;
-    !dev.settings.tf32
-        && dev.arch >= (8, 0)
+    dev.split_tf32()
         && g.m.max(g.n).max(g.k) < limit
         && [g.a.1, g.a.2, g.b.1, g.b.2, g.c.1].iter().all(|&s| s < limit)
         && span(g.m, g.k, g.a.1, g.a.2) < limit

@@ -210,6 +210,14 @@ struct Device {
     multiprocessors: usize,
 }
 
+impl Device {
+    /// Whether cnnlab's 3xTF32 kernels (the GEMMs' and the implicit-GEMM convolutions') may
+    /// run: strict fp32, on TF32 tensor cores (compute capability 8.0 or newer).
+    fn split_tf32(&self) -> bool {
+        !self.settings.tf32 && self.arch >= (8, 0)
+    }
+}
+
 static DEVICE: OnceLock<std::result::Result<Device, String>> = OnceLock::new();
 
 fn open(settings: Settings) -> Result<Device> {
@@ -306,7 +314,7 @@ pub fn convolution_route() -> String {
     if !present && route != ConvRoute::Im2col {
         // cnnlab's own kernels need no cuDNN (the arch is known once the device is open)
         let own = match DEVICE.get() {
-            Some(Ok(d)) => !d.settings.tf32 && d.arch >= (8, 0) && conv_tune::implicit_allowed(),
+            Some(Ok(d)) => d.split_tf32() && conv_tune::implicit_allowed(),
             _ => conv_tune::implicit_from_env(),
         };
         return match route {
@@ -366,7 +374,7 @@ pub fn convolution_route() -> String {
             };
             // (the arch is known once the device is open)
             let implicit = match DEVICE.get() {
-                Some(Ok(d)) if tf32 || d.arch < (8, 0) => "",
+                Some(Ok(d)) if !d.split_tf32() => "",
                 Some(Ok(_)) if !conv_tune::implicit_allowed() => {
                     ", not cnnlab's implicit-GEMM kernels (CNNLAB_CONV_IMPLICIT=0)"
                 }
@@ -538,7 +546,7 @@ impl Local {
         }
         let raw = stream.cu_stream();
         let dnn = dev.cudnn.then(|| cudnn::Dnn::new(raw, dev.settings.tf32));
-        let implicit = !dev.settings.tf32 && dev.arch >= (8, 0) && conv_tune::implicit_allowed();
+        let implicit = dev.split_tf32() && conv_tune::implicit_allowed();
         let conv = conv_tune::ConvTuning::new(&dev.name, dev.settings.tf32, implicit, dnn.as_ref());
         Local {
             stream,

@@ -92,7 +92,7 @@ fn implicit_gemm(g: &WindowGeom, cout: usize, pass: Pass) -> (WindowGeom, usize,
 ///   and the filter's values under 2³¹.
 pub(crate) fn implicit_fits(g: &WindowGeom, cout: usize, pass: Pass) -> bool {
     let dev = device();
-    if dev.settings.tf32 || dev.arch < (8, 0) || g.n == 0 || cout == 0 || g.positions() == 0 {
+    if !dev.split_tf32() || g.n == 0 || cout == 0 || g.positions() == 0 {
         return false;
     }
     let limit = i32::MAX as usize;
@@ -229,7 +229,7 @@ fn implicit_filter(
     let slice_k = rows.div_ceil(slices).next_multiple_of(16);
     let slices = rows.div_ceil(slice_k).max(1);
     // while the tuner times ways, partial sums that do not fit leave this way out, unrecorded
-    if slices > 1 && l.conv.timing && !l.try_partials(slices * per) {
+    if slices > 1 && conv_tune::timing_ways() && !l.try_partials(slices * per) {
         return Err("no memory for the partial sums".into());
     }
     let c = match slices {
@@ -351,7 +351,7 @@ fn forward_way(
 /// each operand split into two TF32 values, hi + lo, in the thread's split room, then
 /// `pass(dnn, a part, b part, add)` on lo·hi (overwriting), hi·lo and hi·hi (adding). An
 /// error (the candidate is left out) where the room's allocation failed (recorded, unless the
-/// tuner is timing ways: see `cudnn::Dnn::tuning`) or a pass failed.
+/// tuner is timing ways: see `conv_tune::timing_ways`) or a pass failed.
 fn in_three_passes(
     l: &mut Local,
     g: &WindowGeom,
