@@ -44,6 +44,10 @@ T shfl_xor(T v, int mask) {
 void warp_gather(const float* mine, int count, float* all);
 // the calling thread's lane in its warp
 int lane();
+// Called by each thread where a __shared__ array is declared: the block's first thread to
+// come there fills it with NaN bytes, so that a value read before the block wrote it shows,
+// as a fresh allocation's does (a GPU would hand over what its last block left there).
+void shared_fill(void* array, size_t bytes);
 
 // mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32, d += a·b, in the PTX ISA's fragment
 // layout (g = lane / 4, t = lane % 4): a holds A(g, t), A(g + 8, t), A(g, t + 4), A(g + 8, t + 4);
@@ -83,6 +87,8 @@ static inline void mma_m16n8k8(float* d, const unsigned* a, const unsigned* b) {
 #define __device__ static inline
 #define __forceinline__
 #define __restrict__
+// A __shared__ array is a static, and tests/cuda_emulator/mod.rs writes a call of
+// emu::shared_fill after each declaration in the emulator's copy of the kernels.
 #define __shared__ static
 #define __syncthreads() emu::sync_block()
 

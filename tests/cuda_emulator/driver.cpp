@@ -8,6 +8,8 @@
 // copies within allocations, a current context, memory limits (16 GiB), the PTX holding
 // each kernel that is looked up. Fresh allocations are filled with NaN bytes and end at a
 // guard page, so reads of unset memory and overruns past an allocation show up.
+// A launch runs twice, its blocks and threads first to last and last to first, and must leave
+// the same bytes both ways (the order check, below): a race between its threads shows.
 // What it cannot show: races between streams (everything runs in call order), a GPU's timing, and
 // the hardware's own arithmetic (glibc's expf/erff stand in for CUDA's).
 #include "device.h"
@@ -46,6 +48,7 @@ enum {
     CUDA_ERROR_INVALID_CONTEXT = 201,
     CUDA_ERROR_INVALID_HANDLE = 400,
     CUDA_ERROR_NOT_FOUND = 500,
+    CUDA_ERROR_LAUNCH_FAILED = 719,
     CUDA_ERROR_NOT_SUPPORTED = 801,
 };
 
@@ -71,9 +74,12 @@ struct Kernel {
     const char* name;
     void (*invoke)(void** params);
     int arity;
-    // uses __syncthreads or warp shuffles (directly or through a __device__ function): its
-    // threads run as fibers; the others run one after another on the caller's stack
+    // uses __syncthreads, warp shuffles or the tensor-core instruction (directly or through a
+    // __device__ function): its threads run as fibers; the others run one after another on the
+    // caller's stack
     bool barriers;
+    // its pointer arguments, each as (position, address): the order check copies what they point into
+    void (*pointers)(void** params, std::vector<std::pair<int, uintptr_t>>* out);
 };
 
 template <class... A>
@@ -94,8 +100,23 @@ template <class... A>
 static void invoke_with(void (*k)(A...), void** p) {
     call_with(k, p, std::index_sequence_for<A...>{});
 }
+template <class T>
+static void add_pointer(void* p, int position, std::vector<std::pair<int, uintptr_t>>* out) {
+    if constexpr (std::is_pointer<T>::value) out->emplace_back(position, (uintptr_t)arg<T>(p));
+}
+template <class... A, size_t... I>
+static void pointers_in(void (*)(A...), void** p, std::vector<std::pair<int, uintptr_t>>* out,
+                        std::index_sequence<I...>) {
+    (add_pointer<typename std::decay<A>::type>(p[I], I, out), ...);
+}
+template <class... A>
+static void pointers_with(void (*k)(A...), void** p, std::vector<std::pair<int, uintptr_t>>* out) {
+    pointers_in(k, p, out, std::index_sequence_for<A...>{});
+}
 
-#define KERNEL(name, barriers) {#name, [](void** p) { invoke_with(name, p); }, arity_of(name), barriers},
+#define KERNEL(name, barriers)                                                                       \
+    {#name, [](void** p) { invoke_with(name, p); }, arity_of(name), barriers,                       \
+     [](void** p, std::vector<std::pair<int, uintptr_t>>* out) { pointers_with(name, p, out); }},
 static const Kernel KERNELS[] = {
 #include "registry.inc"
 };
@@ -159,6 +180,19 @@ struct Block {
 
 // the running launch (one at a time: `launches` below)
 static Block block;
+// The order the running launch takes its blocks, its warps and the threads of each warp in:
+// first to last, or last to first (the order check, below, runs a launch both ways).
+static bool reversed = false;
+// blocks begun since the process started: the block a __shared__ array was last filled for
+static uint64_t blocks_begun = 0;
+static std::map<void*, uint64_t> shared_filled;
+
+void emu::shared_fill(void* array, size_t bytes) {
+    uint64_t& filled = shared_filled[array];
+    if (filled == blocks_begun) return;
+    memset(array, 0xff, bytes);
+    filled = blocks_begun;
+}
 static std::vector<char*> stacks;  // one per fiber, kept for the process's life
 static std::mutex launches;
 
@@ -208,14 +242,20 @@ static void switch_to(int i, void** save) {
 static void yield_from(int me, void** save) {
     Block& b = block;
     int w = me & ~31, end = std::min(w + 32, (int)b.fibers.size());
-    for (int i = me + 1; i < end; i++)
-        if (b.fibers[i].state == RUNNABLE) return switch_to(i, save);
+    // "next" and "first" in the launch's order
+    if (!reversed) {
+        for (int i = me + 1; i < end; i++)
+            if (b.fibers[i].state == RUNNABLE) return switch_to(i, save);
+    } else {
+        for (int i = me - 1; i >= w; i--)
+            if (b.fibers[i].state == RUNNABLE) return switch_to(i, save);
+    }
     int live = 0, at_warp = 0, first = -1;
     for (int i = w; i < end; i++) {
         live += b.fibers[i].state != DONE;
         if (b.fibers[i].state == AT_WARP_BARRIER) {
             at_warp++;
-            if (first < 0) first = i;
+            if (first < 0 || reversed) first = i;
         }
     }
     if (at_warp > 0) {
@@ -296,16 +336,20 @@ static void run_fibers(int n) {
         b.fibers[i] = Fiber{new_fiber_stack(i), RUNNABLE, dim3{i % bx, (i / bx) % by, i / (bx * by)}};
     }
     // warp by warp (the stacks of one warp stay in cache), then the block's barrier
+    const int warps = (n + 31) / 32;
     for (;;) {
-        for (int w = 0; w < n; w += 32) {
-            // runs the warp until its threads have finished or wait at __syncthreads
-            for (int i = w; i < std::min(w + 32, n); i++)
-                if (b.fibers[i].state == RUNNABLE) {
-                    b.current = i;
-                    emu::thread_idx = b.fibers[i].tid;
-                    emu_switch(&b.scheduler_sp, b.fibers[i].sp);
-                    break;
-                }
+        for (int k = 0; k < warps; k++) {
+            const int w = 32 * (reversed ? warps - 1 - k : k), end = std::min(w + 32, n);
+            // runs the warp until its threads have finished or wait at __syncthreads, from its
+            // first runnable thread in the launch's order
+            int first = -1;
+            for (int i = w; i < end; i++)
+                if (b.fibers[i].state == RUNNABLE && (first < 0 || reversed)) first = i;
+            if (first >= 0) {
+                b.current = first;
+                emu::thread_idx = b.fibers[first].tid;
+                emu_switch(&b.scheduler_sp, b.fibers[first].sp);
+            }
         }
         int live = 0;
         for (auto& f : b.fibers) live += f.state != DONE;
@@ -321,22 +365,22 @@ static void run_grid(const Kernel* k, void** params, dim3 grid, dim3 threads) {
     b.current = -1;
     emu::grid_dim = grid;
     emu::block_dim = threads;
-    int n = threads.x * threads.y * threads.z;
-    for (unsigned z = 0; z < grid.z; z++)
-        for (unsigned y = 0; y < grid.y; y++)
-            for (unsigned x = 0; x < grid.x; x++) {
-                emu::block_idx = dim3{x, y, z};
-                if (k->barriers) {
-                    run_fibers(n);
-                    continue;
-                }
-                for (unsigned tz = 0; tz < threads.z; tz++)
-                    for (unsigned ty = 0; ty < threads.y; ty++)
-                        for (unsigned tx = 0; tx < threads.x; tx++) {
-                            emu::thread_idx = dim3{tx, ty, tz};
-                            k->invoke(params);
-                        }
-            }
+    const int n = threads.x * threads.y * threads.z;
+    const uint64_t blocks = (uint64_t)grid.x * grid.y * grid.z;
+    for (uint64_t i = 0; i < blocks; i++) {
+        const uint64_t at = reversed ? blocks - 1 - i : i;
+        emu::block_idx = dim3{unsigned(at % grid.x), unsigned(at / grid.x % grid.y), unsigned(at / grid.x / grid.y)};
+        blocks_begun++;
+        if (k->barriers) {
+            run_fibers(n);
+            continue;
+        }
+        for (int t = 0; t < n; t++) {
+            const int j = reversed ? n - 1 - t : t;
+            emu::thread_idx = dim3{j % threads.x, j / threads.x % threads.y, j / (threads.x * threads.y)};
+            k->invoke(params);
+        }
+    }
 }
 
 // ---------------------------------------------------------------- memory
@@ -651,6 +695,91 @@ API CUresult cuFuncGetAttribute(int* v, int, CUfunction) {
     *v = 0;
     return CUDA_SUCCESS;
 }
+// ---------------------------------------------------------------- the order check
+//
+// A GPU runs a block's warps, and the threads of a warp between its meeting points, in no
+// fixed order, and its blocks likewise; the emulator runs them first to last. With the check
+// on, a launch runs twice from the same memory, first to last and last to first, and every
+// allocation an argument points into must come out of both with the same bytes. A kernel
+// whose threads read what others write without a barrier between (a missing __syncthreads),
+// whose blocks read what other blocks write, or which reads shared memory its block never
+// wrote (NaN: emu::shared_fill) fails it: the launch returns CUDA_ERROR_LAUNCH_FAILED and says
+// where. cnnlab's kernels use no atomics, so a sum's order never depends on timing, and no
+// difference is allowed. On unless CNNLAB_EMULATOR_ORDER=forward (each launch once, first to
+// last: about a quarter less time for the tests, for perf or gdb).
+
+static std::map<std::string, unsigned long> checked;  // launches checked, by kernel (under `launches`)
+
+API unsigned long cnnlab_emulator_checked(const char* kernel) {
+    std::lock_guard<std::mutex> g(launches);
+    auto it = checked.find(kernel);
+    return it == checked.end() ? 0 : it->second;
+}
+
+static bool check_on() {
+    static const bool on = [] {
+        const char* v = getenv("CNNLAB_EMULATOR_ORDER");
+        return !(v && strcmp(v, "forward") == 0);
+    }();
+    return on;
+}
+
+// Runs the launch both ways (the caller holds `launches`); false, having said why, where the
+// two differ.
+static bool run_checked(const Kernel* k, void** params, dim3 grid, dim3 threads) {
+    struct Buffer {
+        char* data;
+        size_t size;
+        int argument;  // the first argument that points into it
+        std::vector<char> before, first;
+    };
+    std::vector<Buffer> buffers;
+    std::vector<std::pair<int, uintptr_t>> pointers;
+    k->pointers(params, &pointers);
+    {
+        std::lock_guard<std::mutex> g(memory_lock);
+        for (auto [argument, p] : pointers) {
+            auto it = allocations.upper_bound(p);
+            if (it == allocations.begin()) continue;
+            --it;
+            if (p >= it->first + it->second.size) continue;  // not device memory (a null argument)
+            char* data = (char*)it->first;
+            bool seen = false;
+            for (const Buffer& b : buffers) seen |= b.data == data;
+            if (!seen) buffers.push_back(Buffer{data, it->second.size, argument, {}, {}});
+        }
+    }
+    for (Buffer& b : buffers) b.before.assign(b.data, b.data + b.size);
+    reversed = false;
+    run_grid(k, params, grid, threads);
+    for (Buffer& b : buffers) {
+        b.first.assign(b.data, b.data + b.size);
+        memcpy(b.data, b.before.data(), b.size);
+    }
+    reversed = true;
+    run_grid(k, params, grid, threads);
+    reversed = false;
+    checked[k->name]++;
+    for (const Buffer& b : buffers) {
+        if (memcmp(b.data, b.first.data(), b.size) == 0) continue;
+        size_t at = 0;
+        while (b.data[at] == b.first[at]) at++;
+        at &= ~(size_t)3;
+        float first, last;
+        memcpy(&first, &b.first[at], 4);
+        memcpy(&last, b.data + at, 4);
+        fprintf(stderr,
+                "CUDA emulator: kernel %s (grid %ux%ux%u, block %ux%ux%u) gives other results when its blocks and "
+                "threads run in another order: float %zu of the %zu-byte buffer its argument %d points into is %g "
+                "first to last and %g last to first (a thread reads what another writes without a barrier "
+                "between, a block reads what another writes, or shared memory is read before it is written)\n",
+                k->name, grid.x, grid.y, grid.z, threads.x, threads.y, threads.z, at / 4, b.size, b.argument, (double)first,
+                (double)last);
+        return false;
+    }
+    return true;
+}
+
 API CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
                             unsigned shared_bytes, CUstream, void** params, void** extra) {
     if (!bound()) return CUDA_ERROR_INVALID_CONTEXT;
@@ -669,6 +798,7 @@ API CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz,
             return CUDA_ERROR_INVALID_VALUE;
         }
     std::lock_guard<std::mutex> g(launches);
+    if (check_on()) return run_checked(k, params, dim3{gx, gy, gz}, dim3{bx, by, bz}) ? CUDA_SUCCESS : CUDA_ERROR_LAUNCH_FAILED;
     run_grid(k, params, dim3{gx, gy, gz}, dim3{bx, by, bz});
     return CUDA_SUCCESS;
 }
@@ -682,6 +812,7 @@ static const char* error_name(CUresult r) {
         case CUDA_ERROR_INVALID_CONTEXT: return "CUDA_ERROR_INVALID_CONTEXT";
         case CUDA_ERROR_INVALID_HANDLE: return "CUDA_ERROR_INVALID_HANDLE";
         case CUDA_ERROR_NOT_FOUND: return "CUDA_ERROR_NOT_FOUND";
+        case CUDA_ERROR_LAUNCH_FAILED: return "CUDA_ERROR_LAUNCH_FAILED";
         case CUDA_ERROR_NOT_SUPPORTED: return "CUDA_ERROR_NOT_SUPPORTED";
         default: return nullptr;
     }
