@@ -303,6 +303,11 @@ int main(int argc, char** argv) {
 }
 "#;
     let cxx = std::env::var("CXX").unwrap_or_else(|_| "g++".into());
+    if !Path::new(SOURCES).join("driver.cpp").exists() {
+        // a test binary carried to another machine (scripts/gpu_check.sh)
+        eprintln!("SKIPPED the_emulator_finds_races_and_misaligned_accesses: {SOURCES} is not here");
+        return;
+    }
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("order-check-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let registry: String =
