@@ -1543,6 +1543,67 @@ fn small_gpus_evaluate_in_smaller_chunks() {
     assert!(peak < 3.0 * gib, "{peak}");
 }
 
+/// A training step stays on the GPU (issue 8): after warm-up the step allocates no device
+/// memory, the host waits for the GPU at most once in 64 steps (the trainer reads the loss
+/// statistics back every `STATS_SLOTS` = 64 steps, not each step's loss: a smaller interval must
+/// change this test knowingly), and what a step uploads is the batch's indices and augmentation
+/// (the training split is on the GPU already), not its images. Counted by the emulator
+/// (`CNNLAB_EMULATOR_CALLS`) over the steps one run trains beyond another's, evaluation the same
+/// in both: the full preset's four networks (narrowed) on 16x16 images, with crops and flips.
+#[test]
+fn a_training_step_stays_on_the_gpu() {
+    let test = "a_training_step_stays_on_the_gpu";
+    let Some(target) = target(test) else { return };
+    if *target == Target::Gpu {
+        return skip(test, "a real driver's calls are not counted (the emulator counts them)");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = image_folder(dir.path(), 32, 8);
+    let spec = format!("folder:{}", data.display());
+    let batch = 16;
+    let (short, long) = (64, 128);
+    for model in ["cnn", "dnn", "lcn", "mlp"] {
+        let calls = |steps: usize| -> Option<std::collections::HashMap<String, f64>> {
+            let mut cmd = cnnlab_command(test, target, dir.path())?;
+            let steps = steps.to_string();
+            cmd.args(["train", "--model", model, "--dataset", &spec, "--preset", "full", "--widths", "8,16"]);
+            cmd.args(["--pool-after", "0", "--mixer-dim", "16", "--mixer-depth", "1", "--patch", "4"]);
+            cmd.args(["--mlp-hidden", "32", "--batch-size", &batch.to_string(), "--steps", &steps]);
+            cmd.args(["--eval-every", &steps, "--device", "cuda", "--quiet"]);
+            cmd.env("CNNLAB_EMULATOR_CALLS", "1").env("CNNLAB_TUNE_CACHE", "0").env("CNNLAB_CUDNN", "0");
+            let out = cmd.output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "{model}: {stderr}");
+            let line = stderr.lines().find_map(|l| l.strip_prefix("emulator: calls ")).expect("no calls line");
+            let words: Vec<&str> = line.split(' ').collect();
+            Some(words.chunks(2).map(|kv| (kv[0].to_string(), kv[1].parse().unwrap())).collect())
+        };
+        let Some(before) = calls(short) else { return };
+        let after = calls(long).unwrap();
+        let steps = (long - short) as f64;
+        let more = |what: &str| after[what] - before[what];
+        let _ = writeln!(
+            std::io::stderr(),
+            "{test}: {model}, per step: {} launches, {} waits, {} allocations, {} uploads of {} bytes, {} downloads",
+            more("launches") / steps,
+            more("waits") / steps,
+            more("allocations") / steps,
+            more("uploads") / steps,
+            more("upload_bytes") / steps,
+            more("downloads") / steps
+        );
+        assert!(more("launches") >= steps, "{model}: the steps ran on the GPU");
+        assert_eq!(more("allocations"), 0.0, "{model}: device memory allocated inside the training step");
+        assert!(more("waits") <= steps / 64.0, "{model}: {} waits in {steps} steps", more("waits"));
+        assert!(more("downloads") <= steps / 64.0, "{model}: {} downloads in {steps} steps", more("downloads"));
+        // an index, a crop's offsets and a flip: 16 bytes an example at most; a 16x16 RGB image
+        // is 3 KiB
+        assert!(more("uploads") <= steps, "{model}: {} uploads in {steps} steps", more("uploads"));
+        let bytes = more("upload_bytes") / steps;
+        assert!(bytes <= (16 * batch) as f64, "{model}: {bytes} bytes uploaded a step");
+    }
+}
+
 /// Runs that do not fit in the GPU's memory beside others run again with fewer at once and
 /// give the numbers they give alone (`Device::run_jobs`), whether the ledger of the GPU's
 /// memory refused the second run before it allocated (its estimate beside the first's) or

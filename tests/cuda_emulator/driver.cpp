@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <map>
 #include <mutex>
 #include <string>
@@ -414,6 +415,24 @@ static struct PeakReport {
 } peak_report;
 static const size_t PAGE = 4096;
 
+// What the process asked of the driver, printed to stderr at exit with CNNLAB_EMULATOR_CALLS
+// set (a_training_step_stays_on_the_gpu counts a run's steps with it): kernel launches; waits,
+// the calls after which the host has waited for the GPU (stream, event and context
+// synchronisations, the synchronous copies, fills and frees); allocations; and the copies
+// each way with their bytes.
+static struct Calls {
+    std::atomic<unsigned long> launches{0}, waits{0}, allocations{0}, uploads{0}, upload_bytes{0}, downloads{0},
+        download_bytes{0};
+    ~Calls() {
+        if (getenv("CNNLAB_EMULATOR_CALLS"))
+            fprintf(stderr,
+                    "emulator: calls launches %lu waits %lu allocations %lu uploads %lu upload_bytes %lu downloads %lu "
+                    "download_bytes %lu\n",
+                    launches.load(), waits.load(), allocations.load(), uploads.load(), upload_bytes.load(),
+                    downloads.load(), download_bytes.load());
+    }
+} calls;
+
 struct Allocation {
     char* map;
     size_t map_len;
@@ -426,6 +445,7 @@ static size_t used = 0;
 
 static CUresult allocate(CUdeviceptr* out, size_t size) {
     if (!out || size == 0) return CUDA_ERROR_INVALID_VALUE;
+    calls.allocations++;
     std::lock_guard<std::mutex> g(memory_lock);
     if (size > total_memory() - used || size > max_allocation()) return CUDA_ERROR_OUT_OF_MEMORY;
     size_t body = (size + 15) & ~(size_t)15;
@@ -543,6 +563,7 @@ API CUresult cuCtxGetDevice(CUdevice* d) {
     return CUDA_SUCCESS;
 }
 API CUresult cuCtxSynchronize() {
+    calls.waits++;
     return bound() ? CUDA_SUCCESS : CUDA_ERROR_INVALID_CONTEXT;
 }
 API CUresult cuStreamCreate(CUstream* s, unsigned flags) {
@@ -558,6 +579,7 @@ API CUresult cuStreamDestroy_v2(CUstream s) {
     return CUDA_SUCCESS;
 }
 API CUresult cuStreamSynchronize(CUstream) {
+    calls.waits++;
     return bound() ? CUDA_SUCCESS : CUDA_ERROR_INVALID_CONTEXT;
 }
 API CUresult cuStreamQuery(CUstream) {
@@ -585,6 +607,7 @@ API CUresult cuEventRecord(CUevent e, CUstream) {
     return CUDA_SUCCESS;
 }
 API CUresult cuEventSynchronize(CUevent) {
+    calls.waits++;
     return CUDA_SUCCESS;
 }
 API CUresult cuEventElapsedTime_v2(float* ms, CUevent start, CUevent end) {
@@ -608,12 +631,14 @@ API CUresult cuMemAllocAsync(CUdeviceptr* p, size_t size, CUstream) {
     return bound() ? allocate(p, size) : CUDA_ERROR_INVALID_CONTEXT;
 }
 API CUresult cuMemAlloc_v2(CUdeviceptr* p, size_t size) {
+    calls.waits++;
     return bound() ? allocate(p, size) : CUDA_ERROR_INVALID_CONTEXT;
 }
 API CUresult cuMemFreeAsync(CUdeviceptr p, CUstream) {
     return bound() ? release(p) : CUDA_ERROR_INVALID_CONTEXT;
 }
 API CUresult cuMemFree_v2(CUdeviceptr p) {
+    calls.waits++;
     return bound() ? release(p) : CUDA_ERROR_INVALID_CONTEXT;
 }
 API CUresult cuMemHostAlloc(void** p, size_t size, unsigned) {
@@ -629,9 +654,12 @@ API CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void* src, size_t n, CU
     if (n == 0) return CUDA_SUCCESS;
     if (!on_device(dst, n)) return CUDA_ERROR_INVALID_VALUE;
     memcpy((void*)(uintptr_t)dst, src, n);
+    calls.uploads++;
+    calls.upload_bytes += n;
     return CUDA_SUCCESS;
 }
 API CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void* src, size_t n) {
+    calls.waits++;
     return cuMemcpyHtoDAsync_v2(dst, src, n, nullptr);
 }
 API CUresult cuMemcpyDtoHAsync_v2(void* dst, CUdeviceptr src, size_t n, CUstream) {
@@ -639,9 +667,12 @@ API CUresult cuMemcpyDtoHAsync_v2(void* dst, CUdeviceptr src, size_t n, CUstream
     if (n == 0) return CUDA_SUCCESS;
     if (!on_device(src, n)) return CUDA_ERROR_INVALID_VALUE;
     memcpy(dst, (const void*)(uintptr_t)src, n);
+    calls.downloads++;
+    calls.download_bytes += n;
     return CUDA_SUCCESS;
 }
 API CUresult cuMemcpyDtoH_v2(void* dst, CUdeviceptr src, size_t n) {
+    calls.waits++;
     return cuMemcpyDtoHAsync_v2(dst, src, n, nullptr);
 }
 API CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream) {
@@ -652,6 +683,7 @@ API CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t n, CU
     return CUDA_SUCCESS;
 }
 API CUresult cuMemcpyDtoD_v2(CUdeviceptr dst, CUdeviceptr src, size_t n) {
+    calls.waits++;
     return cuMemcpyDtoDAsync_v2(dst, src, n, nullptr);
 }
 API CUresult cuMemsetD8Async(CUdeviceptr dst, unsigned char v, size_t n, CUstream) {
@@ -662,6 +694,7 @@ API CUresult cuMemsetD8Async(CUdeviceptr dst, unsigned char v, size_t n, CUstrea
     return CUDA_SUCCESS;
 }
 API CUresult cuMemsetD8_v2(CUdeviceptr dst, unsigned char v, size_t n) {
+    calls.waits++;
     return cuMemsetD8Async(dst, v, n, nullptr);
 }
 
@@ -797,6 +830,7 @@ API CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz,
                     k->arity, i);
             return CUDA_ERROR_INVALID_VALUE;
         }
+    calls.launches++;
     std::lock_guard<std::mutex> g(launches);
     if (check_on()) return run_checked(k, params, dim3{gx, gy, gz}, dim3{bx, by, bz}) ? CUDA_SUCCESS : CUDA_ERROR_LAUNCH_FAILED;
     run_grid(k, params, dim3{gx, gy, gz}, dim3{bx, by, bz});
