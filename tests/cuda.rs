@@ -110,6 +110,17 @@ fn default_gemm_route(target: &Target) -> GemmRoute {
     std::env::var("CNNLAB_GEMM").ok().and_then(|v| v.parse().ok()).unwrap_or(unset)
 }
 
+/// [`target`] where it is the emulator; on a GPU, says that `test` skipped and why (a check of
+/// what only the emulator can set or count).
+fn emulator_only(test: &str, why: &str) -> Option<&'static Target> {
+    let target = target(test)?;
+    if *target == Target::Gpu {
+        skip(test, why);
+        return None;
+    }
+    Some(target)
+}
+
 /// Opens GPU 0 (or the emulator) in strict fp32 and says which ran `test`, or says that
 /// `test` skipped. CI sets `CNNLAB_REQUIRE_CUDA_EMULATOR`: there the tests may not skip.
 fn gpu(test: &str) -> bool {
@@ -1480,10 +1491,11 @@ fn image_folder(dir: &Path, train: usize, test: usize) -> std::path::PathBuf {
 #[test]
 fn memory_estimates_bound_the_gpu_runs() {
     let test = "memory_estimates_bound_the_gpu_runs";
-    let Some(target) = target(test) else { return };
-    if *target == Target::Gpu {
-        return skip(test, "a real GPU's peak is not read this way (the emulator counts its allocations)");
-    }
+    let Some(target) =
+        emulator_only(test, "a real GPU's peak is not read this way (the emulator counts its allocations)")
+    else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let data = image_folder(dir.path(), 32, 100);
     let spec = format!("folder:{}", data.display());
@@ -1521,10 +1533,9 @@ fn memory_estimates_bound_the_gpu_runs() {
 fn small_gpus_evaluate_in_smaller_chunks() {
     use cnnlab::models::footprint::footprint;
     let test = "small_gpus_evaluate_in_smaller_chunks";
-    let Some(target) = target(test) else { return };
-    if *target == Target::Gpu {
-        return skip(test, "a real GPU's memory cannot be made smaller (the emulator's can)");
-    }
+    let Some(target) = emulator_only(test, "a real GPU's memory cannot be made smaller (the emulator's can)") else {
+        return;
+    };
     let gib = (1u64 << 30) as f64;
     let whole = footprint(ModelKind::Dnn, &[16, 16, 3], 2, &ImageArch::standard()).run_bytes(32, 1000);
     assert!(whole > 4.0 * gib, "1000 at a time: {whole} bytes");
@@ -1553,10 +1564,9 @@ fn small_gpus_evaluate_in_smaller_chunks() {
 #[test]
 fn a_training_step_stays_on_the_gpu() {
     let test = "a_training_step_stays_on_the_gpu";
-    let Some(target) = target(test) else { return };
-    if *target == Target::Gpu {
-        return skip(test, "a real driver's calls are not counted (the emulator counts them)");
-    }
+    let Some(target) = emulator_only(test, "a real driver's calls are not counted (the emulator counts them)") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let data = image_folder(dir.path(), 32, 8);
     let spec = format!("folder:{}", data.display());
@@ -1613,10 +1623,9 @@ fn a_training_step_stays_on_the_gpu() {
 #[test]
 fn runs_that_do_not_fit_beside_others_run_again() {
     let test = "runs_that_do_not_fit_beside_others_run_again";
-    let Some(target) = target(test) else { return };
-    if *target == Target::Gpu {
-        return skip(test, "a real GPU's memory cannot be made smaller (the emulator's can)");
-    }
+    let Some(target) = emulator_only(test, "a real GPU's memory cannot be made smaller (the emulator's can)") else {
+        return;
+    };
     let _route = route_shared();
     let dir = tempfile::tempdir().unwrap();
     let run = |parallel: &str, env: (&str, &str)| -> Option<(Vec<f64>, String)> {
@@ -1662,10 +1671,9 @@ fn runs_that_do_not_fit_beside_others_run_again() {
 #[test]
 fn tuning_leaves_out_ways_whose_scratch_does_not_fit() {
     let test = "tuning_leaves_out_ways_whose_scratch_does_not_fit";
-    let Some(target) = target(test) else { return };
-    if *target == Target::Gpu {
-        return skip(test, "a real GPU's allocations cannot be capped (the emulator's can)");
-    }
+    let Some(target) = emulator_only(test, "a real GPU's allocations cannot be capped (the emulator's can)") else {
+        return;
+    };
     let _route = route_shared();
     let dir = tempfile::tempdir().unwrap();
     let Some(mut cmd) = cnnlab_command(test, target, dir.path()) else { return };
