@@ -10,8 +10,11 @@
 // guard page, so reads of unset memory and overruns past an allocation show up.
 // A launch runs twice, its blocks and threads first to last and last to first, and must leave
 // the same bytes both ways (the order check, below): a race between its threads shows.
-// What it cannot show: races between streams (everything runs in call order), a GPU's timing, and
-// the hardware's own arithmetic (glibc's expf/erff stand in for CUDA's).
+// Each allocation's uses are kept by stream, and an op that conflicts with another stream's
+// that nothing orders before it ends the process (the stream check, below).
+// What it cannot show: races between streams through cuBLAS or cuDNN (their calls are not
+// counted), a GPU's timing, and the hardware's own arithmetic (glibc's expf/erff stand in for
+// CUDA's).
 #include "device.h"
 
 #include <stdarg.h>
@@ -71,6 +74,12 @@ dim3 thread_idx, block_idx, block_dim, grid_dim;
 
 #include "program.cu"
 
+struct Pointer {
+    int position;
+    uintptr_t address;
+    bool writes;
+};
+
 struct Kernel {
     const char* name;
     void (*invoke)(void** params);
@@ -79,8 +88,9 @@ struct Kernel {
     // __device__ function): its threads run as fibers; the others run one after another on the
     // caller's stack
     bool barriers;
-    // its pointer arguments, each as (position, address): the order check copies what they point into
-    void (*pointers)(void** params, std::vector<std::pair<int, uintptr_t>>* out);
+    // its pointer arguments: the order checks copy what they point into, and the stream check
+    // counts a pointer to const as a read, any other as a write
+    void (*pointers)(void** params, std::vector<Pointer>* out);
 };
 
 template <class... A>
@@ -102,22 +112,22 @@ static void invoke_with(void (*k)(A...), void** p) {
     call_with(k, p, std::index_sequence_for<A...>{});
 }
 template <class T>
-static void add_pointer(void* p, int position, std::vector<std::pair<int, uintptr_t>>* out) {
-    if constexpr (std::is_pointer<T>::value) out->emplace_back(position, (uintptr_t)arg<T>(p));
+static void add_pointer(void* p, int position, std::vector<Pointer>* out) {
+    if constexpr (std::is_pointer<T>::value)
+        out->push_back(Pointer{position, (uintptr_t)arg<T>(p), !std::is_const<std::remove_pointer_t<T>>::value});
 }
 template <class... A, size_t... I>
-static void pointers_in(void (*)(A...), void** p, std::vector<std::pair<int, uintptr_t>>* out,
-                        std::index_sequence<I...>) {
+static void pointers_in(void (*)(A...), void** p, std::vector<Pointer>* out, std::index_sequence<I...>) {
     (add_pointer<typename std::decay<A>::type>(p[I], I, out), ...);
 }
 template <class... A>
-static void pointers_with(void (*k)(A...), void** p, std::vector<std::pair<int, uintptr_t>>* out) {
+static void pointers_with(void (*k)(A...), void** p, std::vector<Pointer>* out) {
     pointers_in(k, p, out, std::index_sequence_for<A...>{});
 }
 
 #define KERNEL(name, barriers)                                                                       \
     {#name, [](void** p) { invoke_with(name, p); }, arity_of(name), barriers,                       \
-     [](void** p, std::vector<std::pair<int, uintptr_t>>* out) { pointers_with(name, p, out); }},
+     [](void** p, std::vector<Pointer>* out) { pointers_with(name, p, out); }},
 static const Kernel KERNELS[] = {
 #include "registry.inc"
 };
@@ -493,7 +503,126 @@ static thread_local CUcontext current = nullptr;
 
 struct Stream {
     unsigned flags;
+    int id;  // 1, 2, …: its row in the stream check's clocks (0: the null stream)
 };
+
+// ---------------------------------------------------------------- the stream check
+//
+// The emulator runs every call as it is made, but a GPU runs each stream's work in the
+// stream's order only: work on two streams is ordered only by an event one waits for, or by the
+// host having waited for the first (a stream or event synchronisation, or a context's). So the
+// emulator keeps, for each allocation, the last write and the reads since, each as (stream,
+// its op's number), and each op on a stream that touches an allocation another stream wrote
+// (or, writing, one another stream read) must be ordered after that op; else a GPU may run
+// the two at once, and the process ends saying which streams, op and allocation. Kernel
+// arguments count as reads where they point to const, else as writes; a free and an
+// allocation count as writes. cuBLAS's and cuDNN's calls are not counted (they run in the
+// emulator's other libraries): a race through one of them goes unseen.
+
+struct Event {
+    double ms = -1.0;  // the host's clock when recorded (see cuEventRecord)
+    int stream = 0;
+    uint64_t op = 0;  // ops issued on `stream` when recorded
+};
+
+static std::mutex clocks_lock;
+static int streams_made = 0;
+static std::vector<uint64_t> issued(1);                  // ops issued, by stream
+static std::vector<uint64_t> host_knows(1);              // ops the host has seen finish, by stream
+static std::vector<std::vector<uint64_t>> waits_for(1);  // [s][t]: t's ops ordered before s's next
+struct Use {
+    int stream;
+    uint64_t op;
+};
+struct Uses {
+    Use write{-1, 0};
+    std::vector<Use> reads;
+};
+static std::map<uintptr_t, Uses> uses;  // by allocation
+
+static int stream_id(CUstream s) {
+    return s ? ((Stream*)s)->id : 0;
+}
+static int new_stream_id() {
+    std::lock_guard<std::mutex> g(clocks_lock);
+    int id = ++streams_made;
+    issued.resize(id + 1);
+    host_knows.resize(id + 1);
+    waits_for.resize(id + 1);
+    for (auto& w : waits_for) w.resize(id + 1);
+    return id;
+}
+// whether op `op` of stream t comes before stream s's next op (under clocks_lock)
+static bool ordered(int s, int t, uint64_t op) {
+    return s == t || host_knows[t] >= op || waits_for[s][t] >= op;
+}
+static void host_waited_all() {
+    std::lock_guard<std::mutex> g(clocks_lock);
+    host_knows = issued;
+}
+static void host_waited(int s, uint64_t op) {
+    std::lock_guard<std::mutex> g(clocks_lock);
+    host_knows[s] = std::max(host_knows[s], op);
+}
+// The allocation holding `p`, or 0 (under memory_lock).
+static uintptr_t allocation_of(uintptr_t p) {
+    auto it = allocations.upper_bound(p);
+    if (it == allocations.begin()) return 0;
+    --it;
+    return p < it->first + it->second.size ? it->first : 0;
+}
+static void host_waited_for(CUstream stream) {
+    std::lock_guard<std::mutex> g(clocks_lock);
+    int s = stream_id(stream);
+    host_knows[s] = issued[s];
+}
+static void forget(CUdeviceptr p) {
+    std::lock_guard<std::mutex> g(clocks_lock);
+    uses.erase((uintptr_t)p);
+}
+
+// One op on stream s touching the allocations in `touched` ((address, writes, what) each).
+struct Touch {
+    uintptr_t address;
+    bool writes;
+    const char* what;
+};
+static void stream_op(CUstream stream, const char* op, std::initializer_list<Touch> touched,
+                      const std::vector<Pointer>* arguments = nullptr) {
+    std::vector<Touch> all(touched);
+    if (arguments)
+        for (const Pointer& a : *arguments) all.push_back(Touch{a.address, a.writes, "an argument"});
+    std::vector<std::pair<uintptr_t, Touch>> found;
+    {
+        std::lock_guard<std::mutex> g(memory_lock);
+        for (const Touch& t : all)
+            if (uintptr_t base = allocation_of(t.address)) found.emplace_back(base, t);
+    }
+    const int s = stream_id(stream);
+    std::lock_guard<std::mutex> g(clocks_lock);
+    const uint64_t now = ++issued[s];
+    auto race = [&](const char* mine, const char* theirs, const Use& u, const Touch& t) {
+        fatal("%s on stream %d %s %s (the allocation at %p) that stream %d %s in its op %llu, with nothing ordering "
+              "the two (no event waited for, no synchronisation since): a GPU may run them at once",
+              op, s, mine, t.what, (void*)t.address, u.stream, theirs, (unsigned long long)u.op);
+    };
+    for (auto& [base, t] : found) {
+        Uses& u = uses[base];
+        if (u.write.stream >= 0 && !ordered(s, u.write.stream, u.write.op))
+            race(t.writes ? "writes" : "reads", "wrote", u.write, t);
+        if (t.writes) {
+            for (const Use& r : u.reads)
+                if (!ordered(s, r.stream, r.op)) race("writes", "read", r, t);
+            u.write = Use{s, now};
+            u.reads.clear();
+        } else {
+            bool mine = false;
+            for (Use& r : u.reads)
+                if (r.stream == s) r.op = now, mine = true;
+            if (!mine) u.reads.push_back(Use{s, now});
+        }
+    }
+}
 
 static bool bound() {
     return current != nullptr;
@@ -564,11 +693,12 @@ API CUresult cuCtxGetDevice(CUdevice* d) {
 }
 API CUresult cuCtxSynchronize() {
     calls.waits++;
+    host_waited_all();
     return bound() ? CUDA_SUCCESS : CUDA_ERROR_INVALID_CONTEXT;
 }
 API CUresult cuStreamCreate(CUstream* s, unsigned flags) {
     if (!bound()) return CUDA_ERROR_INVALID_CONTEXT;
-    *s = new Stream{flags};
+    *s = new Stream{flags, new_stream_id()};
     return CUDA_SUCCESS;
 }
 API CUresult cuStreamCreateWithPriority(CUstream* s, unsigned flags, int) {
@@ -578,46 +708,61 @@ API CUresult cuStreamDestroy_v2(CUstream s) {
     delete (Stream*)s;
     return CUDA_SUCCESS;
 }
-API CUresult cuStreamSynchronize(CUstream) {
+API CUresult cuStreamSynchronize(CUstream s) {
     calls.waits++;
+    host_waited_for(s);
     return bound() ? CUDA_SUCCESS : CUDA_ERROR_INVALID_CONTEXT;
 }
-API CUresult cuStreamQuery(CUstream) {
+API CUresult cuStreamQuery(CUstream s) {
+    host_waited_for(s);  // finished: everything runs as it is called
     return CUDA_SUCCESS;
 }
-API CUresult cuStreamWaitEvent(CUstream, CUevent, unsigned) {
+API CUresult cuStreamWaitEvent(CUstream s, CUevent e, unsigned) {
+    if (!e) return CUDA_ERROR_INVALID_HANDLE;
+    const Event* ev = (const Event*)e;
+    std::lock_guard<std::mutex> g(clocks_lock);
+    uint64_t& w = waits_for[stream_id(s)][ev->stream];
+    w = std::max(w, ev->op);
     return CUDA_SUCCESS;
 }
 // An event holds the host's clock when it was recorded: every call runs to its end before
 // returning, so that is when the stream's earlier work finished (timings of the emulator,
 // not of a GPU: cnnlab's convolution tuning compares its candidates with them).
 API CUresult cuEventCreate(CUevent* e, unsigned) {
-    *e = new double(-1.0);
+    *e = new Event;
     return CUDA_SUCCESS;
 }
 API CUresult cuEventDestroy_v2(CUevent e) {
-    delete (double*)e;
+    delete (Event*)e;
     return CUDA_SUCCESS;
 }
-API CUresult cuEventRecord(CUevent e, CUstream) {
+API CUresult cuEventRecord(CUevent e, CUstream s) {
     if (!e) return CUDA_ERROR_INVALID_HANDLE;
+    Event* ev = (Event*)e;
     timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
-    *(double*)e = t.tv_sec * 1e3 + t.tv_nsec * 1e-6;
+    ev->ms = t.tv_sec * 1e3 + t.tv_nsec * 1e-6;
+    std::lock_guard<std::mutex> g(clocks_lock);
+    ev->stream = stream_id(s);
+    ev->op = issued[ev->stream];
     return CUDA_SUCCESS;
 }
-API CUresult cuEventSynchronize(CUevent) {
+API CUresult cuEventSynchronize(CUevent e) {
     calls.waits++;
+    if (!e) return CUDA_ERROR_INVALID_HANDLE;
+    host_waited(((Event*)e)->stream, ((Event*)e)->op);
     return CUDA_SUCCESS;
 }
 API CUresult cuEventElapsedTime_v2(float* ms, CUevent start, CUevent end) {
     if (!ms || !start || !end) return CUDA_ERROR_INVALID_HANDLE;
-    double a = *(double*)start, b = *(double*)end;
+    double a = ((Event*)start)->ms, b = ((Event*)end)->ms;
     if (a < 0 || b < 0) return CUDA_ERROR_INVALID_HANDLE;  // not recorded (CUDA: not ready)
     *ms = (float)(b - a);
     return CUDA_SUCCESS;
 }
-API CUresult cuEventQuery(CUevent) {
+API CUresult cuEventQuery(CUevent e) {
+    if (!e) return CUDA_ERROR_INVALID_HANDLE;
+    host_waited(((Event*)e)->stream, ((Event*)e)->op);  // finished: everything runs as it is called
     return CUDA_SUCCESS;
 }
 API CUresult cuMemGetInfo_v2(size_t* free_bytes, size_t* total) {
@@ -627,18 +772,29 @@ API CUresult cuMemGetInfo_v2(size_t* free_bytes, size_t* total) {
     *total = total_memory();
     return CUDA_SUCCESS;
 }
-API CUresult cuMemAllocAsync(CUdeviceptr* p, size_t size, CUstream) {
-    return bound() ? allocate(p, size) : CUDA_ERROR_INVALID_CONTEXT;
+API CUresult cuMemAllocAsync(CUdeviceptr* p, size_t size, CUstream s) {
+    if (!bound()) return CUDA_ERROR_INVALID_CONTEXT;
+    CUresult r = allocate(p, size);
+    if (r == CUDA_SUCCESS) {
+        forget(*p);
+        stream_op(s, "cuMemAllocAsync", {{*p, true, "the new allocation"}});
+    }
+    return r;
 }
 API CUresult cuMemAlloc_v2(CUdeviceptr* p, size_t size) {
     calls.waits++;
     return bound() ? allocate(p, size) : CUDA_ERROR_INVALID_CONTEXT;
 }
-API CUresult cuMemFreeAsync(CUdeviceptr p, CUstream) {
-    return bound() ? release(p) : CUDA_ERROR_INVALID_CONTEXT;
+API CUresult cuMemFreeAsync(CUdeviceptr p, CUstream s) {
+    if (!bound()) return CUDA_ERROR_INVALID_CONTEXT;
+    stream_op(s, "cuMemFreeAsync", {{p, true, "the allocation it frees"}});
+    forget(p);
+    return release(p);
 }
 API CUresult cuMemFree_v2(CUdeviceptr p) {
     calls.waits++;
+    host_waited_all();  // a synchronous free waits for the device
+    forget(p);
     return bound() ? release(p) : CUDA_ERROR_INVALID_CONTEXT;
 }
 API CUresult cuMemHostAlloc(void** p, size_t size, unsigned) {
@@ -649,10 +805,11 @@ API CUresult cuMemFreeHost(void* p) {
     free(p);
     return CUDA_SUCCESS;
 }
-API CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void* src, size_t n, CUstream) {
+API CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void* src, size_t n, CUstream s) {
     if (!bound()) return CUDA_ERROR_INVALID_CONTEXT;
     if (n == 0) return CUDA_SUCCESS;
     if (!on_device(dst, n)) return CUDA_ERROR_INVALID_VALUE;
+    stream_op(s, "cuMemcpyHtoDAsync", {{dst, true, "its destination"}});
     memcpy((void*)(uintptr_t)dst, src, n);
     calls.uploads++;
     calls.upload_bytes += n;
@@ -662,10 +819,11 @@ API CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void* src, size_t n) {
     calls.waits++;
     return cuMemcpyHtoDAsync_v2(dst, src, n, nullptr);
 }
-API CUresult cuMemcpyDtoHAsync_v2(void* dst, CUdeviceptr src, size_t n, CUstream) {
+API CUresult cuMemcpyDtoHAsync_v2(void* dst, CUdeviceptr src, size_t n, CUstream s) {
     if (!bound()) return CUDA_ERROR_INVALID_CONTEXT;
     if (n == 0) return CUDA_SUCCESS;
     if (!on_device(src, n)) return CUDA_ERROR_INVALID_VALUE;
+    stream_op(s, "cuMemcpyDtoHAsync", {{src, false, "its source"}});
     memcpy(dst, (const void*)(uintptr_t)src, n);
     calls.downloads++;
     calls.download_bytes += n;
@@ -675,10 +833,11 @@ API CUresult cuMemcpyDtoH_v2(void* dst, CUdeviceptr src, size_t n) {
     calls.waits++;
     return cuMemcpyDtoHAsync_v2(dst, src, n, nullptr);
 }
-API CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream) {
+API CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream s) {
     if (!bound()) return CUDA_ERROR_INVALID_CONTEXT;
     if (n == 0) return CUDA_SUCCESS;
     if (!on_device(dst, n) || !on_device(src, n)) return CUDA_ERROR_INVALID_VALUE;
+    stream_op(s, "cuMemcpyDtoDAsync", {{src, false, "its source"}, {dst, true, "its destination"}});
     memmove((void*)(uintptr_t)dst, (const void*)(uintptr_t)src, n);
     return CUDA_SUCCESS;
 }
@@ -686,10 +845,11 @@ API CUresult cuMemcpyDtoD_v2(CUdeviceptr dst, CUdeviceptr src, size_t n) {
     calls.waits++;
     return cuMemcpyDtoDAsync_v2(dst, src, n, nullptr);
 }
-API CUresult cuMemsetD8Async(CUdeviceptr dst, unsigned char v, size_t n, CUstream) {
+API CUresult cuMemsetD8Async(CUdeviceptr dst, unsigned char v, size_t n, CUstream s) {
     if (!bound()) return CUDA_ERROR_INVALID_CONTEXT;
     if (n == 0) return CUDA_SUCCESS;
     if (!on_device(dst, n)) return CUDA_ERROR_INVALID_VALUE;
+    stream_op(s, "cuMemsetD8Async", {{dst, true, "its destination"}});
     memset((void*)(uintptr_t)dst, v, n);
     return CUDA_SUCCESS;
 }
@@ -767,11 +927,11 @@ static bool run_checked(const Kernel* k, void** params, dim3 grid, dim3 threads)
         std::vector<char> before, first;
     };
     std::vector<Buffer> buffers;
-    std::vector<std::pair<int, uintptr_t>> pointers;
+    std::vector<Pointer> pointers;
     k->pointers(params, &pointers);
     {
         std::lock_guard<std::mutex> g(memory_lock);
-        for (auto [argument, p] : pointers) {
+        for (auto [argument, p, writes] : pointers) {
             auto it = allocations.upper_bound(p);
             if (it == allocations.begin()) continue;
             --it;
@@ -814,7 +974,7 @@ static bool run_checked(const Kernel* k, void** params, dim3 grid, dim3 threads)
 }
 
 API CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
-                            unsigned shared_bytes, CUstream, void** params, void** extra) {
+                            unsigned shared_bytes, CUstream stream, void** params, void** extra) {
     if (!bound()) return CUDA_ERROR_INVALID_CONTEXT;
     if (!f) return CUDA_ERROR_INVALID_HANDLE;
     const Kernel* k = (const Kernel*)f;
@@ -831,6 +991,11 @@ API CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz,
             return CUDA_ERROR_INVALID_VALUE;
         }
     calls.launches++;
+    {
+        std::vector<Pointer> arguments;
+        k->pointers(params, &arguments);
+        stream_op(stream, k->name, {}, &arguments);
+    }
     std::lock_guard<std::mutex> g(launches);
     if (check_on()) return run_checked(k, params, dim3{gx, gy, gz}, dim3{bx, by, bz}) ? CUDA_SUCCESS : CUDA_ERROR_LAUNCH_FAILED;
     run_grid(k, params, dim3{gx, gy, gz}, dim3{bx, by, bz});

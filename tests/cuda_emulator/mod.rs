@@ -256,6 +256,9 @@ extern "C" __global__ void reads_unwritten_shared(const float* x, float* y) {
     __syncthreads();
     y[blockIdx.x * 64 + threadIdx.x] = s[threadIdx.x];
 }
+extern "C" __global__ void copy_values(const float* x, float* y) {
+    y[threadIdx.x] = x[threadIdx.x];
+}
 extern "C" __global__ void misaligned_float4(const float* x, float* y) {
     const float4 v = *(const float4*)(x + 1 + 4 * (threadIdx.x % 8));
     y[blockIdx.x * 64 + threadIdx.x] = v.x + v.y + v.z + v.w;
@@ -275,6 +278,35 @@ int cuModuleLoadData(void**, const void*);
 int cuModuleGetFunction(void**, void*, const char*);
 int cuLaunchKernel(void*, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, void*, void**, void**);
 unsigned long cnnlab_emulator_checked(const char*);
+int cuStreamCreate(void**, unsigned);
+int cuStreamSynchronize(void*);
+int cuStreamWaitEvent(void*, void*, unsigned);
+int cuEventCreate(void**, unsigned);
+int cuEventRecord(void*, void*);
+int cuMemAllocAsync(unsigned long long*, size_t, void*);
+int cuMemFreeAsync(unsigned long long, void*);
+}
+// Stream a writes x, stream b copies it to y, and a frees x; ordered by `how`: nothing, the
+// host waiting for each stream before the next uses what it wrote, or events.
+static void two_streams(void* module, const char* how) {
+    void *a, *b, *event, *copy;
+    cuStreamCreate(&a, 1);
+    cuStreamCreate(&b, 1);
+    cuEventCreate(&event, 0);
+    cuModuleGetFunction(&copy, module, "copy_values");
+    unsigned long long dx, dy;
+    cuMemAllocAsync(&dx, 256, a);
+    cuMemAllocAsync(&dy, 256, b);
+    void* args[] = {&dx, &dy};
+    if (!strcmp(how, "sync")) cuStreamSynchronize(a);
+    if (!strcmp(how, "events")) cuEventRecord(event, a), cuStreamWaitEvent(b, event, 0);
+    cuLaunchKernel(copy, 1, 1, 1, 64, 1, 1, 0, b, args, nullptr);
+    printf("copied\n");
+    fflush(stdout);
+    if (!strcmp(how, "sync")) cuStreamSynchronize(b);
+    if (!strcmp(how, "events")) cuEventRecord(event, b), cuStreamWaitEvent(a, event, 0);
+    cuMemFreeAsync(dx, a);
+    printf("freed\n");
 }
 int main(int argc, char** argv) {
     void *ctx, *module;
@@ -282,9 +314,10 @@ int main(int argc, char** argv) {
     cuDevicePrimaryCtxRetain(&ctx, 0);
     cuCtxSetCurrent(ctx);
     cuModuleLoadData(&module, ".entry with_barrier( .entry without_barrier( .entry reads_other_blocks( "
-                              ".entry reads_unwritten_shared( .entry misaligned_float4(");
+                              ".entry reads_unwritten_shared( .entry misaligned_float4( .entry copy_values(");
     float x[64], y[256];
     for (int i = 0; i < 64; i++) x[i] = i + 1;
+    if (argc == 3 && !strcmp(argv[1], "streams")) return two_streams(module, argv[2]), 0;
     for (int a = 1; a < argc; a++) {
         const char* name = argv[a];
         unsigned long long dx, dy;
@@ -346,6 +379,7 @@ int main(int argc, char** argv) {
     let races = ["with_barrier", "without_barrier", "reads_other_blocks", "reads_unwritten_shared"];
     let (checked, forward, misaligned) =
         (run(None, &races), run(Some("forward"), &races), run(None, &["misaligned_float4"]));
+    let streams = ["none", "sync", "events"].map(|how| run(None, &["streams", how]));
     let _ = std::fs::remove_dir_all(&dir);
     assert!(checked.status.success() && forward.status.success(), "{checked:?}\n{forward:?}");
     let (checked, stderr, forward) = (text(checked.stdout), text(checked.stderr), text(forward.stdout));
@@ -366,4 +400,18 @@ int main(int argc, char** argv) {
     assert!(!misaligned.status.success() && misaligned.stdout.is_empty(), "{misaligned:?}");
     let said = text(misaligned.stderr);
     assert!(said.contains("program.cu:") && said.contains("misaligned address") && said.contains("float4"), "{said}");
+    // two streams: unordered, the copy on the second reads the allocation the first made (an
+    // allocation counts as a write), a race on a GPU that ends the process; ordered by the
+    // host's waits or by events, both the copy and the free (on the first stream, of what the
+    // second read) pass
+    let [none, sync, events] = streams;
+    assert!(!none.status.success() && none.stdout.is_empty(), "{none:?}");
+    let said = text(none.stderr);
+    assert!(
+        said.contains("copy_values on stream 2 reads an argument") && said.contains("that stream 1 wrote"),
+        "{said}"
+    );
+    for ordered in [sync, events] {
+        assert!(ordered.status.success() && ordered.stdout == b"copied\nfreed\n", "{ordered:?}");
+    }
 }
