@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <vector>
 
+#include "library.h"
+
 #define API extern "C" __attribute__((visibility("default")))
 
 typedef int cublasStatus_t;
@@ -113,6 +115,7 @@ API cublasStatus_t cublasSgemm_v2(Handle* h, int ta, int tb, int m, int n, int k
     if (!h) return NOT_INITIALIZED;
     if (!valid(ta, tb, m, n, k, lda, ldb, ldc)) return INVALID_VALUE;
     if (m == 0 || n == 0) return SUCCESS;
+    stream_op(h->stream, "cublasSgemm_v2", {a, b, *beta == 0.0f ? nullptr : c}, {c});
     gemm(h->math_mode == TF32_TENSOR_OP_MATH, ta, tb, m, n, k, *alpha, a, lda, b, ldb, *beta, c, ldc);
     return SUCCESS;
 }
@@ -124,6 +127,7 @@ API cublasStatus_t cublasSgemmStridedBatched(Handle* h, int ta, int tb, int m, i
     if (!h) return NOT_INITIALIZED;
     if (!valid(ta, tb, m, n, k, lda, ldb, ldc) || count < 0) return INVALID_VALUE;
     if (m == 0 || n == 0) return SUCCESS;
+    stream_op(h->stream, "cublasSgemmStridedBatched", {a, b, *beta == 0.0f ? nullptr : c}, {c});
     bool tf32_inputs = h->math_mode == TF32_TENSOR_OP_MATH;
     for (int i = 0; i < count; i++)
         gemm(tf32_inputs, ta, tb, m, n, k, *alpha, a + i * sa, lda, b + i * sb, ldb, *beta, c + i * sc, ldc);

@@ -32,6 +32,8 @@
 #include <atomic>
 #include <vector>
 
+#include "library.h"
+
 #define API extern "C" __attribute__((visibility("default")))
 
 typedef int cudnnStatus_t;
@@ -329,6 +331,7 @@ API cudnnStatus_t cudnnConvolutionForward(Handle* h, const float* alpha, Desc4* 
                                           const float* w, Conv* c, int algo, void* ws, size_t ws_bytes,
                                           const float* beta, Desc4* yd, float* y) {
     if (!consistent(xd, wd, c, yd)) return BAD_PARAM;
+    stream_op(h ? h->stream : nullptr, "cudnnConvolutionForward", {x, w, *beta == 0.0f ? nullptr : y}, {y, ws});
     if (xd->format == FORMAT_NCHW)
         return on_nhwc_copies(xd, x, wd, w, yd, y, *beta, [&](Desc4* x2, const float* xs, Desc4* w2, const float* wk,
                                                              Desc4* y2, float* ys) {
@@ -363,6 +366,7 @@ API cudnnStatus_t cudnnConvolutionBackwardData(Handle* h, const float* alpha, De
                                                const float* dy, Conv* c, int algo, void* ws, size_t ws_bytes,
                                                const float* beta, Desc4* dxd, float* dx) {
     if (!consistent(dxd, wd, c, dyd)) return BAD_PARAM;
+    stream_op(h ? h->stream : nullptr, "cudnnConvolutionBackwardData", {w, dy, *beta == 0.0f ? nullptr : dx}, {dx, ws});
     if (dxd->format == FORMAT_NCHW)
         return on_nhwc_copies(wd, w, dyd, dy, dxd, dx, *beta, [&](Desc4* w2, const float* wk, Desc4* dy2,
                                                                   const float* dys, Desc4* dx2, float* dxs) {
@@ -404,6 +408,7 @@ API cudnnStatus_t cudnnConvolutionBackwardFilter(Handle* h, const float* alpha, 
                                                  Desc4* dyd, const float* dy, Conv* c, int algo, void* ws,
                                                  size_t ws_bytes, const float* beta, Desc4* dwd, float* dw) {
     if (!consistent(xd, dwd, c, dyd)) return BAD_PARAM;
+    stream_op(h ? h->stream : nullptr, "cudnnConvolutionBackwardFilter", {x, dy, *beta == 0.0f ? nullptr : dw}, {dw, ws});
     if (xd->format == FORMAT_NCHW)
         return on_nhwc_copies(xd, x, dyd, dy, dwd, dw, *beta, [&](Desc4* x2, const float* xs, Desc4* dy2,
                                                                   const float* dys, Desc4* dw2, float* dws) {

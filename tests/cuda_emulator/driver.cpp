@@ -12,9 +12,8 @@
 // the same bytes both ways (the order check, below): a race between its threads shows.
 // Each allocation's uses are kept by stream, and an op that conflicts with another stream's
 // that nothing orders before it ends the process (the stream check, below).
-// What it cannot show: races between streams through cuBLAS or cuDNN (their calls are not
-// counted), a GPU's timing, and the hardware's own arithmetic (glibc's expf/erff stand in for
-// CUDA's).
+// What it cannot show: a GPU's timing, and the hardware's own arithmetic (glibc's expf/erff
+// stand in for CUDA's).
 #include "device.h"
 
 #include <stdarg.h>
@@ -516,8 +515,8 @@ struct Stream {
 // (or, writing, one another stream read) must be ordered after that op; else a GPU may run
 // the two at once, and the process ends saying which streams, op and allocation. Kernel
 // arguments count as reads where they point to const, else as writes; a free and an
-// allocation count as writes. cuBLAS's and cuDNN's calls are not counted (they run in the
-// emulator's other libraries): a race through one of them goes unseen.
+// allocation count as writes. cuBLAS's and cuDNN's calls count too: the emulator's other two
+// libraries report theirs through cnnlab_emulator_stream_op (library.h).
 
 struct Event {
     double ms = -1.0;  // the host's clock when recorded (see cuEventRecord)
@@ -587,9 +586,8 @@ struct Touch {
     bool writes;
     const char* what;
 };
-static void stream_op(CUstream stream, const char* op, std::initializer_list<Touch> touched,
+static void stream_op(CUstream stream, const char* op, std::vector<Touch> all,
                       const std::vector<Pointer>* arguments = nullptr) {
-    std::vector<Touch> all(touched);
     if (arguments)
         for (const Pointer& a : *arguments) all.push_back(Touch{a.address, a.writes, "an argument"});
     std::vector<std::pair<uintptr_t, Touch>> found;
@@ -626,6 +624,15 @@ static void stream_op(CUstream stream, const char* op, std::initializer_list<Tou
 
 static bool bound() {
     return current != nullptr;
+}
+
+// An op of cuBLAS's or cuDNN's stand-in (library.h) on `stream`: the device memory it reads and writes.
+API void cnnlab_emulator_stream_op(CUstream stream, const char* op, const void* const* reads, int n_reads,
+                                   const void* const* writes, int n_writes) {
+    std::vector<Touch> touched;
+    for (int i = 0; i < n_reads; i++) touched.push_back(Touch{(uintptr_t)reads[i], false, "an input"});
+    for (int i = 0; i < n_writes; i++) touched.push_back(Touch{(uintptr_t)writes[i], true, "an output"});
+    stream_op(stream, op, touched);
 }
 
 // ---------------------------------------------------------------- the driver API

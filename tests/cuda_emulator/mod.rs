@@ -285,6 +285,10 @@ int cuEventCreate(void**, unsigned);
 int cuEventRecord(void*, void*);
 int cuMemAllocAsync(unsigned long long*, size_t, void*);
 int cuMemFreeAsync(unsigned long long, void*);
+int cublasCreate_v2(void**);
+int cublasSetStream_v2(void*, void*);
+int cublasSgemm_v2(void*, int, int, int, int, int, const float*, const float*, int, const float*, int, const float*,
+                   float*, int);
 }
 // Stream a writes x, stream b copies it to y, and a frees x; ordered by `how`: nothing, the
 // host waiting for each stream before the next uses what it wrote, or events.
@@ -300,7 +304,16 @@ static void two_streams(void* module, const char* how) {
     void* args[] = {&dx, &dy};
     if (!strcmp(how, "sync")) cuStreamSynchronize(a);
     if (!strcmp(how, "events")) cuEventRecord(event, a), cuStreamWaitEvent(b, event, 0);
-    cuLaunchKernel(copy, 1, 1, 1, 64, 1, 1, 0, b, args, nullptr);
+    if (!strcmp(how, "cublas")) {
+        // cuBLAS's stand-in reports its calls too: an 8x8 GEMM on b reading x, made on a
+        void* blas;
+        const float one = 1, zero = 0;
+        cublasCreate_v2(&blas);
+        cublasSetStream_v2(blas, b);
+        cublasSgemm_v2(blas, 0, 0, 8, 8, 8, &one, (const float*)dx, 8, (const float*)dx, 8, &zero, (float*)dy, 8);
+    } else {
+        cuLaunchKernel(copy, 1, 1, 1, 64, 1, 1, 0, b, args, nullptr);
+    }
     printf("copied\n");
     fflush(stdout);
     if (!strcmp(how, "sync")) cuStreamSynchronize(b);
@@ -354,7 +367,9 @@ int main(int argc, char** argv) {
         .arg("-I")
         .arg(&dir)
         .arg(Path::new(SOURCES).join("driver.cpp"))
+        .arg(Path::new(SOURCES).join("cublas.cpp"))
         .arg(dir.join("harness.cpp"))
+        .arg("-rdynamic")
         .arg("-o")
         .arg(dir.join("harness"))
         .status();
@@ -379,7 +394,7 @@ int main(int argc, char** argv) {
     let races = ["with_barrier", "without_barrier", "reads_other_blocks", "reads_unwritten_shared"];
     let (checked, forward, misaligned) =
         (run(None, &races), run(Some("forward"), &races), run(None, &["misaligned_float4"]));
-    let streams = ["none", "sync", "events"].map(|how| run(None, &["streams", how]));
+    let streams = ["none", "sync", "events", "cublas"].map(|how| run(None, &["streams", how]));
     let _ = std::fs::remove_dir_all(&dir);
     assert!(checked.status.success() && forward.status.success(), "{checked:?}\n{forward:?}");
     let (checked, stderr, forward) = (text(checked.stdout), text(checked.stderr), text(forward.stdout));
@@ -400,17 +415,18 @@ int main(int argc, char** argv) {
     assert!(!misaligned.status.success() && misaligned.stdout.is_empty(), "{misaligned:?}");
     let said = text(misaligned.stderr);
     assert!(said.contains("program.cu:") && said.contains("misaligned address") && said.contains("float4"), "{said}");
-    // two streams: unordered, the copy on the second reads the allocation the first made (an
-    // allocation counts as a write), a race on a GPU that ends the process; ordered by the
-    // host's waits or by events, both the copy and the free (on the first stream, of what the
-    // second read) pass
-    let [none, sync, events] = streams;
-    assert!(!none.status.success() && none.stdout.is_empty(), "{none:?}");
-    let said = text(none.stderr);
-    assert!(
-        said.contains("copy_values on stream 2 reads an argument") && said.contains("that stream 1 wrote"),
-        "{said}"
-    );
+    // two streams: unordered, the copy on the second (a kernel, or cuBLAS's GEMM) reads the
+    // allocation the first made (an allocation counts as a write), a race on a GPU that ends
+    // the process; ordered by the host's waits or by events, both the copy and the free (on the
+    // first stream, of what the second read) pass
+    let [none, sync, events, cublas] = streams;
+    let unordered =
+        [(none, "copy_values on stream 2 reads an argument"), (cublas, "cublasSgemm_v2 on stream 2 reads an input")];
+    for (race, op) in unordered {
+        assert!(!race.status.success() && race.stdout.is_empty(), "{race:?}");
+        let said = text(race.stderr);
+        assert!(said.contains(op) && said.contains("that stream 1 wrote"), "{said}");
+    }
     for ordered in [sync, events] {
         assert!(ordered.status.success() && ordered.stdout == b"copied\nfreed\n", "{ordered:?}");
     }
