@@ -482,14 +482,20 @@ static CUresult release(CUdeviceptr p) {
     return CUDA_SUCCESS;
 }
 
+// The allocation holding address p (its device address and its record), or null (under
+// memory_lock).
+static const std::pair<const uintptr_t, Allocation>* allocation_at(uintptr_t p) {
+    auto it = allocations.upper_bound(p);
+    if (it == allocations.begin()) return nullptr;
+    --it;
+    return p < it->first + it->second.size ? &*it : nullptr;
+}
+
 // Whether [p, p + len) lies inside one allocation.
 static bool on_device(CUdeviceptr p, size_t len) {
     std::lock_guard<std::mutex> g(memory_lock);
-    auto it = allocations.upper_bound((uintptr_t)p);
-    if (it == allocations.begin()) return false;
-    --it;
-    uintptr_t base = it->first;
-    return (uintptr_t)p >= base && (uintptr_t)p + len <= base + it->second.size;
+    auto a = allocation_at((uintptr_t)p);
+    return a && (uintptr_t)p + len <= a->first + a->second.size;
 }
 
 // ---------------------------------------------------------------- contexts and streams
@@ -563,13 +569,6 @@ static void host_waited(int s, uint64_t op) {
     std::lock_guard<std::mutex> g(clocks_lock);
     host_knows[s] = std::max(host_knows[s], op);
 }
-// The allocation holding `p`, or 0 (under memory_lock).
-static uintptr_t allocation_of(uintptr_t p) {
-    auto it = allocations.upper_bound(p);
-    if (it == allocations.begin()) return 0;
-    --it;
-    return p < it->first + it->second.size ? it->first : 0;
-}
 static void host_waited_for(CUstream stream) {
     std::lock_guard<std::mutex> g(clocks_lock);
     int s = stream_id(stream);
@@ -594,7 +593,7 @@ static void stream_op(CUstream stream, const char* op, std::vector<Touch> all,
     {
         std::lock_guard<std::mutex> g(memory_lock);
         for (const Touch& t : all)
-            if (uintptr_t base = allocation_of(t.address)) found.emplace_back(base, t);
+            if (auto a = allocation_at(t.address)) found.emplace_back(a->first, t);
     }
     const int s = stream_id(stream);
     std::lock_guard<std::mutex> g(clocks_lock);
@@ -925,8 +924,9 @@ static bool check_on() {
 }
 
 // Runs the launch both ways (the caller holds `launches`); false, having said why, where the
-// two differ.
-static bool run_checked(const Kernel* k, void** params, dim3 grid, dim3 threads) {
+// two differ. `pointers`: its pointer arguments (Kernel::pointers).
+static bool run_checked(const Kernel* k, void** params, const std::vector<Pointer>& pointers, dim3 grid,
+                        dim3 threads) {
     struct Buffer {
         char* data;
         size_t size;
@@ -934,19 +934,15 @@ static bool run_checked(const Kernel* k, void** params, dim3 grid, dim3 threads)
         std::vector<char> before, first;
     };
     std::vector<Buffer> buffers;
-    std::vector<Pointer> pointers;
-    k->pointers(params, &pointers);
     {
         std::lock_guard<std::mutex> g(memory_lock);
-        for (auto [argument, p, writes] : pointers) {
-            auto it = allocations.upper_bound(p);
-            if (it == allocations.begin()) continue;
-            --it;
-            if (p >= it->first + it->second.size) continue;  // not device memory (a null argument)
-            char* data = (char*)it->first;
+        for (const Pointer& p : pointers) {
+            auto a = allocation_at(p.address);
+            if (!a) continue;  // not device memory (a null argument)
+            char* data = (char*)a->first;
             bool seen = false;
             for (const Buffer& b : buffers) seen |= b.data == data;
-            if (!seen) buffers.push_back(Buffer{data, it->second.size, argument, {}, {}});
+            if (!seen) buffers.push_back(Buffer{data, a->second.size, p.position, {}, {}});
         }
     }
     for (Buffer& b : buffers) b.before.assign(b.data, b.data + b.size);
@@ -998,13 +994,13 @@ API CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz,
             return CUDA_ERROR_INVALID_VALUE;
         }
     calls.launches++;
-    {
-        std::vector<Pointer> arguments;
-        k->pointers(params, &arguments);
-        stream_op(stream, k->name, {}, &arguments);
-    }
+    std::vector<Pointer> arguments;
+    k->pointers(params, &arguments);
+    stream_op(stream, k->name, {}, &arguments);
     std::lock_guard<std::mutex> g(launches);
-    if (check_on()) return run_checked(k, params, dim3{gx, gy, gz}, dim3{bx, by, bz}) ? CUDA_SUCCESS : CUDA_ERROR_LAUNCH_FAILED;
+    if (check_on())
+        return run_checked(k, params, arguments, dim3{gx, gy, gz}, dim3{bx, by, bz}) ? CUDA_SUCCESS
+                                                                                      : CUDA_ERROR_LAUNCH_FAILED;
     run_grid(k, params, dim3{gx, gy, gz}, dim3{bx, by, bz});
     return CUDA_SUCCESS;
 }
