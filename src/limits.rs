@@ -180,9 +180,51 @@ pub const MAX_STEPS: usize = 100_000_000;
 pub const MAX_BATCH: usize = 1 << 20;
 /// Largest count of seeds (or runs of one cell) in one experiment.
 pub const MAX_SEEDS: usize = 10_000;
+/// Most training runs one experiment or sweep makes: a grid's axes multiply, and a short list
+/// of flags beyond this is a slip whose runs' descriptions alone could fill the memory.
+pub const MAX_RUNS: usize = 100_000;
+
+/// Refuses a list of `what` that names a value twice: the same run would be trained twice,
+/// both writing one curve file, and a table would count the copy as another seed.
+pub fn check_distinct<T: Eq + std::hash::Hash + std::fmt::Display>(what: &str, list: &[T]) -> Result<()> {
+    // a set, not a scan of the values before each: a long list must not take minutes
+    let mut seen = std::collections::HashSet::with_capacity(list.len());
+    match list.iter().find(|v| !seen.insert(*v)) {
+        Some(v) => Err(Error::Config(format!("the {what} list names {v} twice"))),
+        None => Ok(()),
+    }
+}
+
+/// Refuses a grid (`what`: "the sweep") of more than [`MAX_RUNS`] runs, from its axes' counts
+/// (`(axis, count)`, multiplied without overflow), before anything is built.
+pub fn check_run_count(what: &str, axes: &[(&str, usize)]) -> Result<()> {
+    let runs = axes.iter().try_fold(1usize, |n, &(_, k)| n.checked_mul(k).filter(|&n| n <= MAX_RUNS));
+    if runs.is_some() {
+        return Ok(());
+    }
+    let named: Vec<String> = axes.iter().filter(|a| a.1 > 1).map(|(what, k)| format!("{k} {what}")).collect();
+    Err(Error::Config(format!("{what} makes more than {MAX_RUNS} runs ({}); split it up", named.join(" x "))))
+}
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn repeated_values_and_grids_beyond_the_run_limit_are_refused() {
+        assert!(super::check_distinct("models", &["cnn", "mlp"]).is_ok());
+        let e = super::check_distinct("sizes", &[1000, 2000, 1000]).unwrap_err().to_string();
+        assert!(e.contains("the sizes list names 1000 twice"), "{e}");
+        let long: Vec<usize> = (0..super::MAX_RUNS).collect();
+        assert!(super::check_distinct("sizes", &long).is_ok());
+        assert!(super::check_run_count("the table", &[("models", 5), ("conditions", 2), ("seeds", 10_000)]).is_ok());
+        let e =
+            super::check_run_count("the table", &[("models", 6), ("conditions", 3), ("seeds", 10_000)]).unwrap_err();
+        let e = e.to_string();
+        assert!(e.contains("the table makes more than 100000 runs (6 models x 3 conditions x 10000 seeds)"), "{e}");
+        // a product that overflows is refused, not wrapped
+        let e = super::check_run_count("the curve", &[("sizes", 2), ("seeds", usize::MAX)]).unwrap_err().to_string();
+        assert!(e.contains(&format!("2 sizes x {} seeds", usize::MAX)), "{e}");
+    }
+
     #[test]
     fn sizes_beyond_the_memory_given_are_refused_and_unknown_memory_refuses_nothing() {
         let e = super::check_fits_in(Some(1e9), "the run", 2e9).unwrap_err().to_string();

@@ -108,7 +108,9 @@ fn run_command(cli: Cli) -> Result<()> {
             finish_reproduce(&cfg, report, &a.json, &a.report)
         }
         Command::Replay(a) => {
-            let text = std::fs::read_to_string(&a.config).with_context(|| format!("reading {}", a.config.display()))?;
+            // a reproduce.json is a few kilobytes
+            let text = cnnlab::report::read_text_at_most(&a.config, 16 << 20)
+                .with_context(|| format!("reading {}", a.config.display()))?;
             let mut cfg: reproduce::ReproduceConfig = serde_json::from_str(&text)
                 .with_context(|| format!("{} is not a reproduce config", a.config.display()))?;
             let mut reserved = None;

@@ -81,6 +81,19 @@ fn sizes_and_values_are_refused_before_any_work() {
     refused(&["train", "--model", "mlp", "--lr", "-1"], "learning rate");
     refused(&["train", "--model", "mlp", "--momentum", "0.5"], "momentum applies to sgd");
     refused(&["train", "--model", "mlp", "--dataset", &one, "--steps", "2"], "at least 2");
+    // once trained a run twice (two writers of one curve file; a duplicate counted as a seed)
+    refused(&["reproduce", "--models", "mlp,mlp", "--steps", "2", "--run-dir", r], "models list names mlp twice");
+    refused(&["reproduce", "--conditions", "permuted,permuted", "--steps", "2", "--run-dir", r], "permuted twice");
+    refused(&["analyze", "pooling", "--sizes", "1000,1000", "--steps", "2", "--out", o], "names 1000 twice");
+    refused(&["analyze", "data-size", "--models", "cnn,cnn", "--steps", "2", "--out", o], "names cnn twice");
+    refused(&["analyze", "distance", "--gaps", "3,3", "--steps", "2", "--out", o], "names 3 twice");
+    // once wrapped around (usize::MAX + 1000 test examples) into a misleading message
+    refused(&["analyze", "pooling", "--sizes", &usize::MAX.to_string(), "--out", o], "too large");
+    // grids beyond the run limit, from their counts alone
+    let all = ["--models", "cnn,mlp,dnn,lcn,logistic", "--conditions", "original,permuted,per-example"];
+    refused(&[&["reproduce", "--seeds", "10000", "--run-dir", r][..], &all].concat(), "more than 100000 runs");
+    let sizes: Vec<String> = (1..=90).map(|i| (i * 1_000_000).to_string()).collect();
+    refused(&["analyze", "pooling", "--sizes", &sizes.join(","), "--out", o], "GiB of memory");
     // a thread count beyond the cores is capped, not a hang
     let t = std::time::Instant::now();
     let capped = cnnlab(&["--threads", "100000", "models"]);

@@ -353,6 +353,9 @@ fn replay_reruns_a_saved_experiment() {
     assert_eq!(rows(&ja).as_array().unwrap().len(), 2);
     let e = assert_clean_failure(&["replay", "Cargo.toml"]);
     assert!(e.contains("not a reproduce config"), "{e}");
+    // a file with no size to look up is read up to a limit, not until the memory is full
+    let e = assert_clean_failure(&["replay", "/dev/zero"]);
+    assert!(e.contains("reading /dev/zero: more than"), "{e}");
 }
 
 /// Experiments started together without `--run-dir` get run directories of their own (the

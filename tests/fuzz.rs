@@ -1,12 +1,16 @@
 //! Property tests of everything that reads a file a user can hand over — IDX images, CIFAR
-//! records, safetensors weights and masks, run.json — and of the CLI's numeric flags: arbitrary
+//! records, safetensors weights and masks, run.json, sweep specs and manifests, the Rotten
+//! Tomatoes CSV, image folders — and of the CLI's numeric flags: arbitrary
 //! bytes and single-byte mutations of valid files give `Ok` or a typed error, never a panic, an
 //! allocation abort or a hang. Bounded: a fixed number of cases each (the CI part).
 
 use cnnlab::core::init::InitRng;
 use cnnlab::core::Cpu;
 use cnnlab::data::cifar::{read_batch, Cifar};
+use cnnlab::data::folder::{load_folder, FolderOptions};
 use cnnlab::data::idx::parse_idx;
+use cnnlab::data::rotten_tomatoes;
+use cnnlab::experiments::sweep::{self, SweepSpec};
 use cnnlab::models::{Model, ModelKind};
 use cnnlab::train::checkpoint;
 use proptest::prelude::*;
@@ -143,6 +147,127 @@ proptest! {
         prop_assert!(!err.contains("panicked") && !err.contains("internal"), "{flag} {value}: {err}");
         if !out.status.success() {
             prop_assert_eq!(err.trim_end().lines().count(), 1, "{} {}: {}", flag, value, err);
+        }
+    }
+}
+
+/// A sweep directory planned once (MNIST-1D, 2 training-set sizes, 4 tasks): its manifest is
+/// what the manifest test damages.
+fn planned_sweep() -> &'static (tempfile::TempDir, Vec<u8>) {
+    static SWEEP: std::sync::OnceLock<(tempfile::TempDir, Vec<u8>)> = std::sync::OnceLock::new();
+    SWEEP.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = dir.path().join("s.toml");
+        std::fs::write(&spec, SPEC_TOML).unwrap();
+        let spec = SweepSpec::load(&spec).unwrap();
+        let out = dir.path().join("sweep");
+        sweep::plan(&spec, &out, false).unwrap();
+        let bytes = std::fs::read(out.join(sweep::MANIFEST)).unwrap();
+        (dir, bytes)
+    })
+}
+
+const SPEC_TOML: &str = "name = \"t\"\nmodels = [\"cnn\", \"mlp\"]\nconditions = [\"permuted\"]\nseeds = 1\n\
+                         train_sizes = [100, 200]\n[train]\nsteps = 30\n[data.mnist1d]\nnum_samples = 600\n";
+const SPEC_JSON: &str = r#"{"name": "t", "models": ["cnn", "mlp"], "seeds": 2, "train_sizes": [100, 200],
+                            "datasets": ["mnist1d", "folder:/tmp/x"], "train": {"steps": 30}}"#;
+
+/// A CSV of Rotten Tomatoes' shape, bzip2-compressed as the real file is.
+fn reviews_csv() -> String {
+    let mut csv = String::from("category,text,movie_name\n");
+    for i in 0..12 {
+        let cat = ["fresh", "rotten", "plot"][i % 3];
+        csv += &format!("{cat},\"a film, number {i}, it's {cat}\",m{i}\n");
+    }
+    csv
+}
+
+fn bzip2(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+    enc.write_all(bytes).unwrap();
+    enc.finish().unwrap()
+}
+
+/// A small image as a PNG or JPEG file's bytes.
+fn image_file(format: image::ImageFormat) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(6, 4, |x, y| image::Rgb([x as u8 * 40, y as u8 * 60, 128]));
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut bytes, format).unwrap();
+    bytes.into_inner()
+}
+
+proptest! {
+    #![proptest_config(cases(128))]
+
+    /// Sweep specs (TOML and JSON), damaged by one printable byte or cut: read, or refused;
+    /// a spec that reads names its tables and job without a panic.
+    #[test]
+    fn sweep_spec_reader_never_panics(at in any::<usize>(), value in 32u8..127, cut in proptest::option::of(any::<usize>())) {
+        let dir = tempfile::tempdir().unwrap();
+        for (text, ext) in [(SPEC_TOML, "toml"), (SPEC_JSON, "json")] {
+            let p = dir.path().join(format!("spec.{ext}"));
+            std::fs::write(&p, mutate(text.as_bytes().to_vec(), at, value, cut)).unwrap();
+            if let Ok(spec) = SweepSpec::load(&p) {
+                prop_assert!(!spec.tables().is_empty());
+                let _ = spec.job_name();
+            }
+        }
+    }
+
+    /// A sweep's manifest, damaged: refused, or a manifest whose every task can be described
+    /// and whose status can be read.
+    #[test]
+    fn sweep_manifest_reader_never_panics(at in any::<usize>(), value in 32u8..127, cut in proptest::option::of(any::<usize>())) {
+        let (_, valid) = planned_sweep();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(sweep::MANIFEST), mutate(valid.clone(), at, value, cut)).unwrap();
+        if let Ok(m) = sweep::Manifest::load(dir.path()) {
+            for i in 0..m.tasks.len() {
+                let _ = m.describe(i);
+                let _ = m.task_dir(dir.path(), i);
+            }
+            let _ = sweep::status(dir.path());
+            let _ = sweep::collect(dir.path());
+        }
+    }
+
+    /// The Rotten Tomatoes CSV, damaged under its compression (and the compressed bytes
+    /// damaged too): snippets and a dataset whose tokens lie inside its vocabulary, or an error.
+    #[test]
+    fn review_reader_never_panics(at in any::<usize>(), value in any::<u8>(), cut in proptest::option::of(any::<usize>()),
+                                  outer in any::<bool>()) {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = reviews_csv().into_bytes();
+        let bytes = if outer { mutate(bzip2(&csv), at, value, cut) } else { bzip2(&mutate(csv, at, value, cut)) };
+        std::fs::write(dir.path().join(rotten_tomatoes::FILE), bytes).unwrap();
+        if let Ok((data, _)) = rotten_tomatoes::load(dir.path()) {
+            let vocab = data.vocab.unwrap() as f32;
+            prop_assert!(data.x.iter().chain(&data.x_test).all(|&t| t >= 0.0 && t < vocab));
+        }
+    }
+
+    /// An image folder whose images are damaged PNG or JPEG files: a dataset of the promised
+    /// size with values in [0, 1], or an error naming the file.
+    #[test]
+    fn image_folder_reader_never_panics(at in any::<usize>(), value in any::<u8>(), cut in proptest::option::of(any::<usize>()),
+                                        jpeg in any::<bool>(), resize in any::<bool>()) {
+        let dir = tempfile::tempdir().unwrap();
+        let (format, ext) = if jpeg { (image::ImageFormat::Jpeg, "jpg") } else { (image::ImageFormat::Png, "png") };
+        let damaged = mutate(image_file(format), at, value, cut);
+        for split in ["train", "test"] {
+            for (class, bytes) in [("a", image_file(format)), ("b", damaged.clone())] {
+                let d = dir.path().join(split).join(class);
+                std::fs::create_dir_all(&d).unwrap();
+                std::fs::write(d.join(format!("x.{ext}")), &bytes).unwrap();
+            }
+        }
+        let opts = FolderOptions { resize: resize.then_some((3, 5)), ..FolderOptions::default() };
+        if let Ok(data) = load_folder(dir.path(), &opts) {
+            let (h, w) = if resize { (3, 5) } else { (4, 6) };
+            prop_assert_eq!(&data.example_shape, &vec![h, w, 3]);
+            prop_assert_eq!(data.x.len(), 2 * h * w * 3);
+            prop_assert!(data.x.iter().all(|v| (0.0..=1.0).contains(v)));
         }
     }
 }

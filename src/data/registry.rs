@@ -17,7 +17,7 @@ pub const FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
 
 /// A dataset by name: the one place a dataset's identity is decided (saved and read as its
 /// name, e.g. `"cifar10"` or `"folder:/data/pets"`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum DatasetSpec {
     Mnist1d,
     FashionMnist,

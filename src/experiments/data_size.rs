@@ -85,6 +85,12 @@ pub fn run(cfg: &DataSizeConfig, progress: &dyn Progress) -> Result<DataSizeRepo
             crate::limits::MAX_SEEDS
         )));
     }
+    crate::limits::check_distinct("models", &cfg.models)?;
+    crate::limits::check_distinct("training-set sizes", &sizes)?;
+    crate::limits::check_run_count(
+        "the data-size curve",
+        &[("models", cfg.models.len()), ("sizes", sizes.len()), ("seeds", cfg.seeds)],
+    )?;
     progress.start((cfg.models.len() * sizes.len() * cfg.seeds * train.steps) as u64);
     let start = std::time::Instant::now();
     let jobs: Vec<RunSpec> = cfg

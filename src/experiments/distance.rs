@@ -98,6 +98,8 @@ pub fn run(cfg: &DistanceConfig, progress: &dyn Progress) -> Result<DistanceRepo
     if cfg.models.is_empty() || gaps.is_empty() || cfg.per_gap == 0 || cfg.per_gap > 100_000 {
         return Err(Error::Config("distance needs a model, a gap and 1..=100000 sequences per gap".into()));
     }
+    crate::limits::check_distinct("models", &cfg.models)?;
+    crate::limits::check_distinct("gaps", &gaps)?;
     let tests = gaps.iter().map(|&g| cfg.recall.at_gap(g, cfg.per_gap)).collect::<Result<Vec<_>>>()?;
     progress.start((cfg.models.len() * train.steps) as u64);
     let start = std::time::Instant::now();

@@ -211,6 +211,16 @@ fn sequences(cfg: &PoolingConfig, progress: &dyn Progress) -> Result<SequenceRep
     if sizes.is_empty() || sizes.contains(&0) {
         return Err(Error::Config("sizes must be positive".into()));
     }
+    // the generator makes at most 10^8 examples, the test examples among them
+    let largest = 100_000_000 - TEST_EXAMPLES;
+    if let Some(n) = sizes.iter().find(|&&n| n > largest) {
+        return Err(Error::Config(format!("size {n} is too large: MNIST-1D sizes are limited to {largest}")));
+    }
+    crate::limits::check_distinct("training-set sizes", sizes)?;
+    crate::limits::check_run_count(
+        "the pooling benchmark",
+        &[("variants", Downsample::ALL.len()), ("sizes", sizes.len()), ("seeds", cfg.seeds)],
+    )?;
     let mut train = TrainConfig { eval_every: 6000, ..TrainConfig::mnist1d() };
     let eval_given = cfg.train.eval_every.is_some();
     train.apply(&cfg.train)?;
@@ -219,6 +229,9 @@ fn sequences(cfg: &PoolingConfig, progress: &dyn Progress) -> Result<SequenceRep
         train.eval_every = train.steps;
     }
     let base = d.mnist1d.apply(&Mnist1dConfig::default());
+    // every size's dataset is held for the whole benchmark (each generator checks only its own)
+    let examples: f64 = sizes.iter().map(|&n| (n + TEST_EXAMPLES) as f64).sum();
+    crate::limits::check_fits("the pooling benchmark's datasets", 4.0 * examples * base.final_seq_length as f64)?;
     let comparable = base == Mnist1dConfig::default()
         && train == TrainConfig { eval_every: train.eval_every, ..TrainConfig::mnist1d() };
     progress.start((Downsample::ALL.len() * sizes.len() * cfg.seeds * train.steps) as u64);

@@ -192,6 +192,12 @@ pub(crate) fn resolve_table(
     if seeds > crate::limits::MAX_SEEDS {
         return Err(Error::Config(format!("at most {} seeds per cell", crate::limits::MAX_SEEDS)));
     }
+    crate::limits::check_distinct("models", &models)?;
+    crate::limits::check_distinct("conditions", conditions)?;
+    crate::limits::check_run_count(
+        "the table",
+        &[("models", models.len()), ("conditions", conditions.len()), ("seeds", seeds)],
+    )?;
     let mut runs = Vec::new();
     for &model in &models {
         for &condition in conditions {

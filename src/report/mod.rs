@@ -130,6 +130,22 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     result
 }
 
+/// Reads the text of a file a user names, refusing more than `limit` bytes. The limit is
+/// read, not looked up: `/dev/zero`, a pipe or a growing file report no size beforehand, and
+/// reading one whole would fill the memory.
+pub fn read_text_at_most(path: &Path, limit: u64) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::FileTooLarge,
+            format!("more than {limit} bytes, far more than such a file holds"),
+        ));
+    }
+    String::from_utf8(bytes).map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
+}
+
 /// Serialises `value` as pretty JSON to `path` (atomically).
 pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
     let text = serde_json::to_vec_pretty(value).map_err(|e| Error::Json { path: path.into(), source: e })?;

@@ -38,7 +38,7 @@ pub const MANIFEST: &str = "sweep.json";
 /// The manifest format this build writes and reads.
 pub const FORMAT: u32 = 1;
 /// Most tasks in one sweep (every task reads the manifest, which holds them all).
-pub const MAX_TASKS: usize = 100_000;
+pub const MAX_TASKS: usize = crate::limits::MAX_RUNS;
 
 /// One numbered task: a run of one table.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -70,11 +70,10 @@ impl SweepSpec {
     /// Reads a spec file: `.toml` or `.json`. Errors name the file and, for TOML, the line.
     pub fn load(path: &Path) -> Result<Self> {
         let malformed = |reason: String| Error::Malformed { path: path.into(), reason };
-        let meta = std::fs::metadata(path).map_err(|e| Error::io("reading", path, e))?;
-        if meta.len() > MAX_SPEC_BYTES {
-            return Err(malformed(format!("{} bytes is too large for a sweep spec", meta.len())));
-        }
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io("reading", path, e))?;
+        let text = crate::report::read_text_at_most(path, MAX_SPEC_BYTES).map_err(|e| match e.kind() {
+            std::io::ErrorKind::FileTooLarge => malformed(format!("too large for a sweep spec ({e})")),
+            _ => Error::io("reading", path, e),
+        })?;
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
         let mut spec: SweepSpec = match ext.as_str() {
             "toml" => toml::from_str(&text).map_err(|e| malformed(toml_error(&text, &e)))?,
@@ -101,18 +100,15 @@ impl SweepSpec {
     }
 
     /// Refuses axes that are empty or repeat a value (a repeated value would run the same
-    /// task twice), and a zero checkpoint interval.
+    /// task twice), a zero checkpoint interval, and a sweep of more than
+    /// [`MAX_RUNS`](crate::limits::MAX_RUNS) tasks, counted before any data is loaded or any
+    /// table built (a short spec can name millions of tables: datasets times training-set sizes).
     pub fn validate(&self) -> Result<()> {
-        fn distinct<T: PartialEq + std::fmt::Debug>(what: &str, list: &[T]) -> Result<()> {
+        fn distinct<T: Eq + std::hash::Hash + std::fmt::Display>(what: &str, list: &[T]) -> Result<()> {
             if list.is_empty() {
                 return Err(Error::Config(format!("the sweep's {what} list is empty")));
             }
-            for (i, v) in list.iter().enumerate() {
-                if list[..i].contains(v) {
-                    return Err(Error::Config(format!("the sweep's {what} list names {v:?} twice")));
-                }
-            }
-            Ok(())
+            crate::limits::check_distinct(&format!("sweep's {what}"), list)
         }
         if let Some(m) = &self.models {
             distinct("models", m)?;
@@ -133,7 +129,18 @@ impl SweepSpec {
         if self.checkpoint_every == Some(0) {
             return Err(Error::Config("checkpoint_every must be at least 1 step".into()));
         }
-        Ok(())
+        // the fewest tasks the spec makes: where it leaves models or seeds to each dataset's
+        // recipe, at least one of each
+        crate::limits::check_run_count(
+            "the sweep",
+            &[
+                ("datasets", self.datasets.as_ref().map_or(1, Vec::len)),
+                ("training-set sizes", self.train_sizes.as_ref().map_or(1, Vec::len)),
+                ("models", self.models.as_ref().map_or(1, Vec::len)),
+                ("conditions", self.conditions.len()),
+                ("seeds", self.seeds.unwrap_or(1)),
+            ],
+        )
     }
 
     /// The data choice of each table, in order: datasets outer, training-set sizes inner.
@@ -213,6 +220,58 @@ mod tests {
         assert!(e.contains("resnet"), "{e}");
         let e = parse("seeds = 1", "yaml").unwrap_err().to_string();
         assert!(e.contains(".toml or .json"), "{e}");
+    }
+
+    /// A spec of a few hundred kilobytes can multiply out to a billion tables (datasets times
+    /// training-set sizes): it is refused from the counts alone, before a table is built (built,
+    /// they took 24 GB and the process was killed). A long axis within the limit is accepted,
+    /// and a repeat at its end still found.
+    #[test]
+    fn sweeps_beyond_the_task_limit_are_refused_before_any_table_is_built() {
+        let list = |n: usize, item: &dyn Fn(usize) -> String| (0..n).map(item).collect::<Vec<_>>().join(",");
+        let text = format!(
+            "datasets = [{}]\ntrain_sizes = [{}]\n",
+            list(30_000, &|i| format!("\"folder:d{i}\"")),
+            list(30_000, &|i| (i + 1).to_string())
+        );
+        let spec: SweepSpec = toml::from_str(&text).unwrap();
+        let e = spec.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("the sweep makes more than 100000 runs")
+                && e.contains("30000 datasets x 30000 training-set sizes x 2 conditions"),
+            "{e}"
+        );
+        let e = parse(&format!("{text}conditions = [\"original\"]\nmodels = [\"mlp\"]\n"), "toml").unwrap_err();
+        assert!(e.to_string().contains("split it up"), "{e}");
+
+        // the most tasks the limit allows, along one axis: valid
+        let sizes: Vec<usize> = (1..=crate::limits::MAX_RUNS).collect();
+        let one = |sizes: Vec<usize>| SweepSpec {
+            conditions: vec![Condition::Original],
+            models: Some(vec![ModelKind::Mlp]),
+            train_sizes: Some(sizes),
+            ..SweepSpec::default()
+        };
+        one(sizes.clone()).validate().unwrap();
+        let mut repeated = sizes;
+        *repeated.last_mut().unwrap() = 7;
+        let e = one(repeated).validate().unwrap_err().to_string();
+        assert!(e.contains("train_sizes list names 7 twice"), "{e}");
+        // counts whose product overflows are refused, not wrapped
+        let mut seeds = one(vec![1, 2]);
+        seeds.seeds = Some(usize::MAX);
+        let e = seeds.validate().unwrap_err().to_string();
+        assert!(e.contains(&format!("2 training-set sizes x {} seeds", usize::MAX)), "{e}");
+    }
+
+    /// A spec is read up to its limit, whatever the file: `/dev/zero` has no size to look up.
+    #[test]
+    fn an_endless_file_is_refused_as_a_spec() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("endless.toml");
+        std::os::unix::fs::symlink("/dev/zero", &path).unwrap();
+        let e = SweepSpec::load(&path).unwrap_err().to_string();
+        assert!(e.contains("too large for a sweep spec"), "{e}");
     }
 
     #[test]
