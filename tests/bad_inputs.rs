@@ -87,6 +87,7 @@ fn sizes_and_values_are_refused_before_any_work() {
     refused(&["analyze", "pooling", "--sizes", "1000,1000", "--steps", "2", "--out", o], "names 1000 twice");
     refused(&["analyze", "data-size", "--models", "cnn,cnn", "--steps", "2", "--out", o], "names cnn twice");
     refused(&["analyze", "distance", "--gaps", "3,3", "--steps", "2", "--out", o], "names 3 twice");
+    refused(&["analyze", "prune", "--run", r, "--sparsities", "0.5,0.9,0.5", "--out", o], "names 0.5 twice");
     // once wrapped around (usize::MAX + 1000 test examples) into a misleading message
     refused(&["analyze", "pooling", "--sizes", &usize::MAX.to_string(), "--out", o], "too large");
     // grids beyond the run limit, from their counts alone
