@@ -81,7 +81,8 @@ pub fn write_dir_atomic(dir: &Path, replace: bool, fill: impl FnOnce(&Path) -> R
         _ => std::path::PathBuf::from("."),
     };
     ensure_dir(&parent)?;
-    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+    let tmp = parent.join(temp_name(&name));
+    // left by a killed process whose pid this one reuses
     let _ = std::fs::remove_dir_all(&tmp);
     let result = (|| {
         ensure_dir(&tmp)?;
@@ -106,6 +107,15 @@ pub fn move_dir(from: &Path, to: &Path, replace: bool) -> Result<()> {
     std::fs::rename(from, to).map_err(|e| Error::io("renaming into", to, e))
 }
 
+/// A temporary name beside `name`, unique to this process and call: two threads writing one
+/// path (runs that wrote one curve file did) each rename a whole file of their own, the later
+/// one winning, instead of one renaming the other's half-written file or finding it gone.
+fn temp_name(name: &str) -> String {
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!(".{name}.tmp-{}-{call}", std::process::id())
+}
+
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so
 /// an interrupted write never leaves a truncated file where a good one was; makes the
 /// directory if it is missing. Never writes through a symbolic link.
@@ -117,7 +127,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     };
     ensure_dir(dir)?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let tmp = dir.join(temp_name(&name));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io("creating", &tmp, e))?;
         f.write_all(bytes).map_err(|e| Error::io("writing", &tmp, e))?;
@@ -191,6 +201,23 @@ mod tests {
         assert!(check_writable_dir(&p).unwrap_err().to_string().contains("is a file"));
         let e = check_writable_dir(&p.join("sub")).unwrap_err().to_string();
         assert!(e.contains("cannot be made") && e.contains("is a file"), "{e}");
+    }
+
+    /// Threads writing one path at once each leave a whole file: the last rename wins, and no
+    /// temporary is left (with one temporary name per process, a rename found the file gone).
+    #[test]
+    fn threads_writing_one_file_leave_one_whole_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("curve.jsonl");
+        let versions: Vec<Vec<u8>> = (0..4u8).map(|t| vec![b'a' + t; 100_000]).collect();
+        std::thread::scope(|s| {
+            for v in &versions {
+                let p = &p;
+                s.spawn(move || (0..50).for_each(|_| write_atomic(p, v).unwrap()));
+            }
+        });
+        assert!(versions.contains(&std::fs::read(&p).unwrap()));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary left");
     }
 
     #[test]
