@@ -187,9 +187,18 @@ pub const MAX_RUNS: usize = 100_000;
 /// Refuses a list of `what` that names a value twice: the same run would be trained twice,
 /// both writing one curve file, and a table would count the copy as another seed.
 pub fn check_distinct<T: Eq + std::hash::Hash + std::fmt::Display>(what: &str, list: &[T]) -> Result<()> {
+    check_distinct_by(what, list, |v| v)
+}
+
+/// [`check_distinct`] comparing `key(value)` (floats: their bits).
+pub fn check_distinct_by<'a, T: std::fmt::Display, K: Eq + std::hash::Hash>(
+    what: &str,
+    list: &'a [T],
+    key: impl Fn(&'a T) -> K,
+) -> Result<()> {
     // a set, not a scan of the values before each: a long list must not take minutes
     let mut seen = std::collections::HashSet::with_capacity(list.len());
-    match list.iter().find(|v| !seen.insert(*v)) {
+    match list.iter().find(|&v| !seen.insert(key(v))) {
         Some(v) => Err(Error::Config(format!("the {what} list names {v} twice"))),
         None => Ok(()),
     }

@@ -108,8 +108,7 @@ fn run_command(cli: Cli) -> Result<()> {
             finish_reproduce(&cfg, report, &a.json, &a.report)
         }
         Command::Replay(a) => {
-            // a reproduce.json is a few kilobytes
-            let text = cnnlab::report::read_text_at_most(&a.config, 16 << 20)
+            let text = cnnlab::report::read_text_at_most(&a.config, cnnlab::report::MAX_CONFIG_BYTES)
                 .with_context(|| format!("reading {}", a.config.display()))?;
             let mut cfg: reproduce::ReproduceConfig = serde_json::from_str(&text)
                 .with_context(|| format!("{} is not a reproduce config", a.config.display()))?;

@@ -211,8 +211,8 @@ fn sequences(cfg: &PoolingConfig, progress: &dyn Progress) -> Result<SequenceRep
     if sizes.is_empty() || sizes.contains(&0) {
         return Err(Error::Config("sizes must be positive".into()));
     }
-    // the generator makes at most 10^8 examples, the test examples among them
-    let largest = 100_000_000 - TEST_EXAMPLES;
+    // the test examples are among the generator's
+    let largest = crate::data::mnist1d::MAX_SAMPLES - TEST_EXAMPLES;
     if let Some(n) = sizes.iter().find(|&&n| n > largest) {
         return Err(Error::Config(format!("size {n} is too large: MNIST-1D sizes are limited to {largest}")));
     }

@@ -493,11 +493,8 @@ pub fn run(cfg: &PruneConfig, progress: &dyn Progress) -> Result<PruneReport> {
     if cfg.sparsities.iter().any(|s| !(0.0..1.0).contains(s)) || !(0.0..1.0).contains(&cfg.max_sparsity) {
         return Err(Error::Config("sparsities must lie in [0, 1)".into()));
     }
-    // as limits::check_distinct, by the floats' bits (+ 0.0 makes -0 the 0 it equals)
-    let mut seen = std::collections::HashSet::with_capacity(cfg.sparsities.len());
-    if let Some(s) = cfg.sparsities.iter().find(|&&s| !seen.insert((s + 0.0).to_bits())) {
-        return Err(Error::Config(format!("the sparsities list names {s} twice")));
-    }
+    // by the floats' bits (+ 0.0 makes -0 the 0 it equals)
+    crate::limits::check_distinct_by("sparsities", &cfg.sparsities, |s| (s + 0.0).to_bits())?;
     if cfg.save_mask.is_some() && cfg.rounds == 0 {
         return Err(Error::Config("saving a mask needs lottery rounds (rounds above 0)".into()));
     }

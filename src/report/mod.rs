@@ -140,6 +140,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     result
 }
 
+/// Largest config a user names that is read (`replay`'s reproduce.json, a run's run.json: a few
+/// kilobytes each).
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
 /// Reads the text of a file a user names, refusing more than `limit` bytes. The limit is
 /// read, not looked up: `/dev/zero`, a pipe or a growing file report no size beforehand, and
 /// reading one whole would fill the memory.

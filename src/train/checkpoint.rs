@@ -12,6 +12,7 @@ use crate::core::{Backend, Layer, Tensor};
 use crate::data::{Condition, DataSource, Dataset};
 use crate::error::{Error, Result};
 use crate::models::{ImageArch, Model, ModelKind};
+use crate::report::{read_text_at_most, MAX_CONFIG_BYTES};
 use crate::train::{rng_for, streams, PositionPermutation, TrainConfig};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
@@ -256,13 +257,10 @@ pub fn save_run(dir: &Path, run: &SavedRun) -> Result<()> {
     crate::report::write_json(&dir.join(RUN_FILE), run)
 }
 
-/// Largest `run.json` read (one is a few kilobytes).
-const MAX_RUN_FILE_BYTES: u64 = 16 << 20;
-
 /// Reads `run.json` of a run directory.
 pub fn read_run(dir: &Path) -> Result<SavedRun> {
     let path = dir.join(RUN_FILE);
-    let text = crate::report::read_text_at_most(&path, MAX_RUN_FILE_BYTES).map_err(|e| match e.kind() {
+    let text = read_text_at_most(&path, MAX_CONFIG_BYTES).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound if !dir.is_dir() => Error::NotFound(format!(
             "no saved run at {}: make one with `cnnlab train --model MODEL --save {}`",
             dir.display(),

@@ -12,6 +12,9 @@ mod numpy_random;
 pub use numpy_random::NumpyRandomState;
 
 use crate::error::{Error, Result};
+
+/// Most examples the generator makes (train and test together).
+pub const MAX_SAMPLES: usize = 100_000_000;
 use numerics::{gaussian_filter1d, linspace, mean, resample, std};
 use serde::{Deserialize, Serialize};
 
@@ -182,7 +185,7 @@ impl Mnist1dConfig {
         if self.final_seq_length < 2 {
             return bad("final_seq_length must be at least 2");
         }
-        if self.num_samples > 100_000_000 || self.final_seq_length > 1_000_000 || stretched > 1_000_000 {
+        if self.num_samples > MAX_SAMPLES || self.final_seq_length > 1_000_000 || stretched > 1_000_000 {
             return bad("num_samples is limited to 10^8, final_seq_length and template_len + padding to 10^6");
         }
         // the generator holds every example in f64 twice (before and after its shuffle)
